@@ -1,0 +1,103 @@
+"""How the CLI prints: JSON for scripts, tables for people, one red line for errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from changeover import errors
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_CODES: list[tuple[type[errors.ChangeoverError], int]] = [
+    (errors.Forbidden, 6),
+    (errors.AuthError, 6),
+    (errors.NotFound, 4),
+    (errors.Conflict, 5),
+    (errors.IntegrityError, 7),
+    (errors.InvalidInput, 3),
+    (errors.RemoteError, 8),
+]
+JOB_FAILED = 1
+
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server", envvar="CHANGEOVER_URL", help="Control-plane URL.", show_default=False
+    ),
+]
+TokenOpt = Annotated[
+    str,
+    typer.Option("--token", envvar="CHANGEOVER_TOKEN", help="Access token.", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+WaitOpt = Annotated[
+    bool, typer.Option("--wait", help="Block until the job ends; exit non-zero if it fails.")
+]
+
+
+def exit_code(exc: errors.ChangeoverError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def fail(exc: errors.ChangeoverError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code(exc))
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("-" if v is None else str(v) for v in r))
+    console.print(t)
+
+
+def job_line(kind: str, job: dict[str, Any]) -> None:
+    line = f"{kind} {job['id']}: {job['status_name']} ({job['status']})"
+    if job.get("error"):
+        line += f" — {job['error']}"
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+def finish_job(kind: str, job: dict[str, Any], as_json: bool) -> None:
+    """Print a job's final state; exit 1 if it failed."""
+    if as_json:
+        print_json(job)
+    else:
+        job_line(kind, job)
+    if job["status"] == 6:
+        raise typer.Exit(JOB_FAILED)

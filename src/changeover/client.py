@@ -1,0 +1,101 @@
+"""The control plane's HTTP API as Python calls, with errors translated to ours.
+
+The CLI, the agent and the tests use this one client; a non-2xx answer becomes the error
+class the server named (``error`` field of the body), so callers branch on types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from changeover import errors
+from changeover.control.jobs import JobState
+
+BY_CODE: dict[str, type[errors.ChangeoverError]] = {
+    "invalid_input": errors.InvalidInput,
+    "unsafe_path": errors.InvalidInput,
+    "not_found": errors.NotFound,
+    "conflict": errors.Conflict,
+    "image_locked": errors.Conflict,
+    "unauthorized": errors.AuthError,
+    "forbidden": errors.Forbidden,
+    "integrity": errors.InvalidInput,
+    "too_large": errors.InvalidInput,
+}
+
+
+class ApiClient:
+    def __init__(self, server: str, token: str | None, *, timeout_s: float = 60.0) -> None:
+        if not server:
+            raise errors.InvalidInput("no server given: pass --server URL or set CHANGEOVER_URL")
+        if not server.startswith(("http://", "https://")):
+            raise errors.InvalidInput(f"server URL {server!r} must start with http:// or https://")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.server + "/api/v1", headers=headers, timeout=timeout_s
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise errors.RemoteError(f"cannot reach the server at {self.server}: {e}") from e
+        if r.is_success:
+            return r.json()
+        raise _error_from(r)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+    def upload(self, sha256: str, offset: int, size: int, body: Iterator[bytes]) -> Any:
+        return self.put(f"/uploads/{sha256}", params={"offset": offset, "size": size}, content=body)
+
+    def wait_job(self, path: str, *, timeout_s: float = 3600, poll_s: float = 0.2) -> Any:
+        """Poll a job until it completes or fails; returns its last state."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.get(path)
+            if JobState(job["status"]).done:
+                return job
+            if time.monotonic() > deadline:
+                raise errors.RemoteError(f"timed out waiting for {path} ({job['status_name']})")
+            time.sleep(poll_s)
+
+
+def _error_from(r: httpx.Response) -> errors.ChangeoverError:
+    try:
+        body = r.json()
+        code, message = body.get("error", ""), body.get("message") or r.text
+    except ValueError:
+        code, message = "", r.text[:500] or r.reason_phrase
+    kind = BY_CODE.get(code)
+    if kind is None:
+        kind = {401: errors.AuthError, 403: errors.Forbidden, 404: errors.NotFound}.get(
+            r.status_code, errors.RemoteError
+        )
+        if kind is errors.RemoteError:
+            message = f"server answered {r.status_code}: {message}"
+    return kind(message, status=r.status_code)

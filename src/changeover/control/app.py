@@ -1,0 +1,164 @@
+"""The control plane's FastAPI application: routers, error mapping, background runner.
+
+Errors are mapped to HTTP status codes here and only here; every error body has the same
+shape: ``{"error": code, "message": text, ...facts}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from changeover import __version__
+from changeover.content.store import LocalStore
+from changeover.control.auth import views as auth_views
+from changeover.control.builds import tasks as build_tasks
+from changeover.control.builds import views as build_views
+from changeover.control.context import Context
+from changeover.control.db import Database
+from changeover.control.jobs import JobRunner
+from changeover.errors import (
+    AuthError,
+    ChangeoverError,
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RemoteError,
+)
+from changeover.settings import Settings
+
+log = logging.getLogger("changeover.control")
+
+STATUS: list[tuple[type[ChangeoverError], int]] = [
+    (Forbidden, 403),
+    (AuthError, 401),
+    (NotFound, 404),
+    (Conflict, 409),
+    (IntegrityError, 422),
+    (InvalidInput, 400),
+    (RemoteError, 502),
+]
+
+
+def status_for(exc: ChangeoverError) -> int:
+    for kind, code in STATUS:
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{where or 'body'}: {err.get('msg')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+class BodyLimit:
+    """Refuse request bodies over a limit before they are read into memory.
+
+    Uploads are exempt: they stream to disk and are bounded by their declared size.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counting_receive() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+        response = JSONResponse(
+            {"error": "too_large", "message": f"request body over {self.limit} bytes"},
+            status_code=413,
+        )
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    store = LocalStore(settings.data_dir / "store")
+    runner = JobRunner(
+        db,
+        build_tasks.build_job_kinds(db, store),
+        poll_s=settings.job_poll_s,
+        lease_s=settings.job_lease_s,
+    )
+    ctx = Context(settings=settings, db=db, store=store, runner=runner)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="Changeover control plane",
+        version=__version__,
+        lifespan=lifespan,
+        description="Builds, diff analyses, versions and branches; see the README.",
+    )
+    app.state.ctx = ctx
+    app.include_router(auth_views.router)
+    app.include_router(build_views.router)
+
+    @app.exception_handler(ChangeoverError)
+    async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error": "invalid_input", "message": _validation_message(exc)}
+        return JSONResponse(body, status_code=422)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.add_middleware(BodyLimit, limit=settings.max_json_bytes)
+    return app

@@ -1,0 +1,142 @@
+"""Issuing and checking access tokens.
+
+A token reads ``cho_<id>_<secret>``: the id finds the row, the secret is compared with the
+stored SHA-256 in constant time. Secrets are 256 random bits, so a plain hash (not a slow
+password hash) is the right tool. What a scope may do is the table ``SCOPES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from changeover.control.auth.models import Token
+from changeover.control.db import now
+from changeover.errors import AuthError, Forbidden, InvalidInput, NotFound
+
+
+class Permission(StrEnum):
+    READ = "read"
+    PUSH = "push"  # upload updates, run and decide diff analyses
+    AGENT = "agent"  # what a host agent does
+    ADMIN = "admin"  # everything else: images, branches, tokens, fleets
+
+
+SCOPES: dict[str, frozenset[Permission]] = {
+    "viewer": frozenset({Permission.READ}),
+    "ci": frozenset({Permission.READ, Permission.PUSH}),
+    "agent": frozenset({Permission.READ, Permission.AGENT}),
+    "admin": frozenset(Permission),
+}
+
+TOKEN_RE = re.compile(r"^cho_(\d{1,18})_([A-Za-z0-9_-]{20,100})$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id, name and scope."""
+
+    token_id: int
+    name: str
+    scope: str
+
+    def require(self, permission: Permission) -> None:
+        if permission not in SCOPES[self.scope]:
+            allowed = sorted(s for s, perms in SCOPES.items() if permission in perms)
+            raise Forbidden(
+                f"token {self.name!r} has scope {self.scope!r}, which may not {permission.value};"
+                f" this needs scope {' or '.join(allowed)}",
+                scope=self.scope,
+                needs=allowed,
+            )
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} (token {self.token_id})"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(
+    s: Session, scope: str, name: str, expires_in_s: float | None = None
+) -> tuple[Token, str]:
+    """Make a token; returns the row and the full token string (shown once, never stored).
+
+    Raises:
+        InvalidInput: an unknown scope, an empty or overlong name, a non-positive expiry.
+    """
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}; choose one of {', '.join(SCOPES)}")
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("a token name must be 1 to 200 characters")
+    if expires_in_s is not None and expires_in_s <= 0:
+        raise InvalidInput("expires_in_s must be positive")
+    secret = secrets.token_urlsafe(32)
+    row = Token(
+        name=name,
+        scope=scope,
+        secret_sha256=_digest(secret),
+        created_at=now(),
+        expires_at=now() + expires_in_s if expires_in_s else None,
+    )
+    s.add(row)
+    s.flush()
+    return row, f"cho_{row.id}_{secret}"
+
+
+def authenticate(s: Session, header: str | None) -> Principal:
+    """The principal behind an ``Authorization: Bearer …`` header.
+
+    Raises:
+        AuthError: no header, a malformed, unknown, revoked or expired token.
+    """
+    if not header:
+        raise AuthError("no access token: send 'Authorization: Bearer <token>'")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise AuthError("the Authorization header must read 'Bearer <token>'")
+    m = TOKEN_RE.match(value.strip())
+    if m is None:
+        raise AuthError("malformed access token: expected cho_<id>_<secret>")
+    row = s.get(Token, int(m.group(1)))
+    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(m.group(2))):
+        raise AuthError("access token not recognised")
+    if row.revoked_at is not None:
+        raise AuthError(f"access token {row.name!r} was revoked")
+    if row.expires_at is not None and row.expires_at <= now():
+        raise AuthError(f"access token {row.name!r} has expired; ask an admin for a new one")
+    return Principal(row.id, row.name, row.scope)
+
+
+def list_tokens(s: Session) -> list[Token]:
+    return list(s.scalars(select(Token).order_by(Token.id)))
+
+
+def revoke_token(s: Session, token_id: int) -> Token:
+    row = s.get(Token, token_id)
+    if row is None:
+        raise NotFound(f"no token with id {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = now()
+    return row
+
+
+def token_dict(row: Token) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "scope": row.scope,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+    }

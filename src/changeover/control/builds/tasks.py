@@ -1,0 +1,84 @@
+"""The three build jobs: check an update's uploads, analyse a diff, publish a version.
+
+Each task is idempotent: it may run again after a crash and must then do nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+from changeover.content.diff import analyse
+from changeover.content.store import LocalStore
+from changeover.control.builds import services
+from changeover.control.builds.models import Diff, Update, Version
+from changeover.control.db import Database, now
+from changeover.control.jobs import JobKind, JobState
+from changeover.errors import ChangeoverError
+
+
+def _complete(
+    db: Database, model: type[Update | Diff | Version], job_id: int, **values: object
+) -> None:
+    with db.write() as s:
+        row = s.get_one(model, job_id)
+        if row.status != JobState.RUNNING:
+            return
+        for k, v in values.items():
+            setattr(row, k, v)
+        row.status = JobState.COMPLETED
+        row.updated_at = now()
+
+
+def build_job_kinds(db: Database, store: LocalStore) -> list[JobKind]:
+    def check_update(job_id: int) -> None:
+        with db.read() as s:
+            row = s.get_one(Update, job_id)
+        manifest = store.get_manifest(row.manifest_id)
+        missing = store.missing(manifest.blob_hashes())
+        if missing:
+            shown = ", ".join(m[:12] for m in missing[:5])
+            raise ChangeoverError(
+                f"{len(missing)} file(s) of the build were never uploaded ({shown}…);"
+                " push the build again to upload them, then retry"
+            )
+        _complete(db, Update, job_id)
+
+    def analyse_diff(job_id: int) -> None:
+        with db.read() as s:
+            diff = s.get_one(Diff, job_id)
+            upd = s.get_one(Update, diff.update_id)
+            base = s.get(Version, diff.base_version_id) if diff.base_version_id else None
+        new = store.get_manifest(upd.manifest_id)
+        old = store.get_manifest(base.manifest_id) if base is not None else None
+        have = old.blob_hashes() if old is not None else set()
+        missing = store.missing(new.blob_hashes())
+        if missing:
+            raise ChangeoverError(
+                f"the store lacks {len(missing)} blob(s) of update {upd.id}; push it again"
+            )
+        sizes = {h: store.stored_size(h) for h in new.blob_hashes() - have}
+        report = analyse(old, new, sizes).to_dict()
+        report["base_version"] = base.number if base is not None else None
+        _complete(db, Diff, job_id, report=json.dumps(report))
+
+    def promote_diffs() -> None:
+        with db.write() as s:
+            services.promote_pending_diffs(s)
+
+    def publish_version(job_id: int) -> None:
+        with db.read() as s:
+            version = s.get_one(Version, job_id)
+        manifest = store.get_manifest(version.manifest_id)
+        missing = store.missing(manifest.blob_hashes())
+        if missing:
+            raise ChangeoverError(f"cannot publish: the store lacks {len(missing)} blob(s)")
+        with db.write() as s:
+            version = s.get_one(Version, job_id)
+            if version.status == JobState.RUNNING:
+                services.finish_version(s, version)
+
+    return [
+        JobKind("update", Update, check_update),
+        JobKind("diff", Diff, analyse_diff, promote=promote_diffs),
+        JobKind("version", Version, publish_version),
+    ]

@@ -1,0 +1,311 @@
+"""HTTP endpoints of the builds domain (seed 000's Image / Update / Diff / Version calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from changeover.content.manifest import Manifest, check_sha256
+from changeover.control.auth.views import Admin, Pusher, Reader, ctx
+from changeover.control.builds import services
+from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.errors import InvalidInput
+
+router = APIRouter(prefix="/api/v1", tags=["builds"])
+
+UPLOAD_FLUSH_BYTES = 8 << 20
+
+
+class ImageCreate(BaseModel):
+    name: str
+    description: str = ""
+
+
+class UpdateCreate(BaseModel):
+    label: str | None = None
+    manifest: dict[str, Any]
+
+
+class DiffCreate(BaseModel):
+    update_id: int
+
+
+class BranchSet(BaseModel):
+    version: str = Field(min_length=1, max_length=100)
+
+
+def image_dict(s: Any, image: Image) -> dict[str, Any]:
+    current = s.get(Version, image.current_version_id) if image.current_version_id else None
+    return {
+        "id": image.id,
+        "name": image.name,
+        "description": image.description,
+        "created_at": image.created_at,
+        "current_version": current.number if current else None,
+        "locked_by_diff": image.locked_by_diff_id,
+    }
+
+
+def update_dict(row: Update) -> dict[str, Any]:
+    return {
+        **services.job_fields(row),
+        "image_id": row.image_id,
+        "label": row.label,
+        "manifest_id": row.manifest_id,
+        "file_count": row.file_count,
+        "total_bytes": row.total_bytes,
+    }
+
+
+def diff_dict(row: Diff, *, files: bool) -> dict[str, Any]:
+    report = services.diff_report(row)
+    if report is not None and not files:
+        report.pop("files", None)
+    return {
+        **services.job_fields(row),
+        "image_id": row.image_id,
+        "update_id": row.update_id,
+        "decision": row.decision,
+        "report": report,
+    }
+
+
+def version_dict(row: Version) -> dict[str, Any]:
+    return {
+        **services.job_fields(row),
+        "image_id": row.image_id,
+        "number": row.number,
+        "label": row.label,
+        "manifest_id": row.manifest_id,
+        "diff_id": row.diff_id,
+        "file_count": row.file_count,
+        "total_bytes": row.total_bytes,
+    }
+
+
+def branch_dict(s: Any, row: Branch) -> dict[str, Any]:
+    v = s.get_one(Version, row.version_id)
+    return {
+        "name": row.name,
+        "version": v.number,
+        "label": v.label,
+        "manifest_id": v.manifest_id,
+        "updated_at": row.updated_at,
+        "updated_by": row.updated_by,
+    }
+
+
+def event_dict(s: Any, e: BranchEvent) -> dict[str, Any]:
+    before = s.get(Version, e.from_version_id) if e.from_version_id else None
+    return {
+        "from_version": before.number if before else None,
+        "to_version": s.get_one(Version, e.to_version_id).number,
+        "actor": e.actor,
+        "at": e.at,
+    }
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@router.post("/images", status_code=201)
+def create_image(body: ImageCreate, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return image_dict(s, services.create_image(s, body.name, body.description))
+
+
+@router.get("/images")
+def list_images(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [image_dict(s, i) for i in services.list_images(s)]
+
+
+@router.get("/images/{name}")
+def show_image(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return image_dict(s, services.get_image(s, name))
+
+
+# -- updates and uploads -------------------------------------------------------------------
+
+
+@router.post("/images/{name}/updates", status_code=201)
+def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    manifest = Manifest.from_dict(body.manifest)
+    if len(manifest) == 0:
+        raise InvalidInput("the build has no files: there is nothing to ship")
+    with c.db.write() as s:
+        image = services.get_image(s, name)
+        row, missing = services.create_update(s, c.store, image, manifest, body.label, who.actor)
+        return {**update_dict(row), "missing": missing}
+
+
+@router.get("/updates/{update_id}")
+def show_update(update_id: int, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return update_dict(services.get_update(s, update_id))
+
+
+@router.post("/updates/{update_id}/complete")
+def complete_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        row = services.complete_update(s, services.get_update(s, update_id))
+        out = update_dict(row)
+    c.runner.wake()
+    return out
+
+
+@router.post("/updates/{update_id}/retry")
+def retry_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        row = services.get_update(s, update_id)
+        services.retry(row, "update")
+        out = update_dict(row)
+    c.runner.wake()
+    return out
+
+
+@router.get("/uploads/{sha256}")
+def upload_status(sha256: str, request: Request, _: Pusher) -> dict[str, Any]:
+    store = ctx(request).store
+    check_sha256(sha256)
+    return {"sha256": sha256, "complete": store.has(sha256), "offset": store.upload_offset(sha256)}
+
+
+@router.put("/uploads/{sha256}")
+async def upload(
+    sha256: str,
+    request: Request,
+    _: Pusher,
+    offset: int = Query(ge=0),
+    size: int = Query(ge=0, le=1 << 44),
+) -> dict[str, Any]:
+    """Append the request body at ``offset`` to the upload of file ``sha256`` (``size`` bytes).
+
+    A request cut off midway keeps what arrived; ``GET /uploads/{sha256}`` tells where to
+    resume. The last byte triggers verification and storage as a blob.
+    """
+    store = ctx(request).store
+    check_sha256(sha256)
+    if store.has(sha256):
+        return {"sha256": sha256, "complete": True, "offset": size}
+    pos = offset
+    buf: list[bytes] = []
+    buffered = 0
+    async for chunk in request.stream():
+        buf.append(chunk)
+        buffered += len(chunk)
+        if buffered >= UPLOAD_FLUSH_BYTES:
+            pos = await run_in_threadpool(store.write_part, sha256, pos, buf, size)
+            buf, buffered = [], 0
+    if buf or pos == offset:  # also finishes a zero-byte file
+        pos = await run_in_threadpool(store.write_part, sha256, pos, buf, size)
+    return {"sha256": sha256, "complete": store.has(sha256), "offset": pos}
+
+
+# -- diff analyses -------------------------------------------------------------------------
+
+
+@router.post("/images/{name}/diffs", status_code=201)
+def create_diff(name: str, body: DiffCreate, request: Request, who: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        image = services.get_image(s, name)
+        out = diff_dict(services.create_diff(s, image, body.update_id, who.actor), files=False)
+    c.runner.wake()
+    return out
+
+
+@router.get("/diffs/{diff_id}")
+def show_diff(
+    diff_id: int, request: Request, _: Reader, files: bool = Query(default=True)
+) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return diff_dict(services.get_diff(s, diff_id), files=files)
+
+
+@router.post("/diffs/{diff_id}/retry")
+def retry_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        diff = services.get_diff(s, diff_id)
+        services.retry_diff(s, diff)
+        out = diff_dict(diff, files=False)
+    c.runner.wake()
+    return out
+
+
+@router.post("/diffs/{diff_id}/reject")
+def reject_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return diff_dict(services.reject_diff(s, services.get_diff(s, diff_id)), files=False)
+
+
+@router.post("/diffs/{diff_id}/accept", status_code=201)
+def accept_diff(diff_id: int, request: Request, who: Pusher) -> dict[str, Any]:
+    """Image Version Create: accept the analysis; returns the version job."""
+    c = ctx(request)
+    with c.db.write() as s:
+        out = version_dict(services.accept_diff(s, services.get_diff(s, diff_id), who.actor))
+    c.runner.wake()
+    return out
+
+
+# -- versions and branches -----------------------------------------------------------------
+
+
+@router.get("/images/{name}/versions")
+def list_versions(name: str, request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [version_dict(v) for v in services.list_versions(s, services.get_image(s, name))]
+
+
+@router.get("/images/{name}/versions/{ref}")
+def show_version(name: str, ref: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return version_dict(services.resolve_version(s, services.get_image(s, name), ref))
+
+
+@router.get("/versions/{version_id}")
+def show_version_job(version_id: int, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return version_dict(services.get_version(s, version_id))
+
+
+@router.post("/images/{name}/versions/{ref}/retry")
+def retry_version(name: str, ref: str, request: Request, _: Pusher) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        v = services.resolve_version(s, services.get_image(s, name), ref)
+        services.retry(v, "version")
+        out = version_dict(v)
+    c.runner.wake()
+    return out
+
+
+@router.get("/images/{name}/branches")
+def list_branches(name: str, request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [branch_dict(s, b) for b in services.list_branches(s, services.get_image(s, name))]
+
+
+@router.put("/images/{name}/branches/{branch}")
+def set_branch(
+    name: str, branch: str, body: BranchSet, request: Request, who: Admin
+) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        image = services.get_image(s, name)
+        return branch_dict(s, services.set_branch(s, image, branch, body.version, who.actor))
+
+
+@router.get("/images/{name}/branches/{branch}/history")
+def branch_history(name: str, branch: str, request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        row = services.get_branch(s, services.get_image(s, name), branch)
+        return [event_dict(s, e) for e in services.branch_history(s, row)]

@@ -1,0 +1,105 @@
+"""Database engine, sessions and migrations.
+
+SQLite (the default, one file in the data directory, WAL) and PostgreSQL share one schema,
+built by Alembic. Writes go through :meth:`Database.write`, which on SQLite takes the
+write lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of deadlocking on
+a lock upgrade; PostgreSQL relies on row locks and compare-and-set updates instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from changeover.errors import ChangeoverError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def now() -> float:
+    """Wall-clock time as a unix timestamp: how every time is stored."""
+    return time.time()
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # The driver's own transaction handling would defeat BEGIN IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        try:
+            self.engine = create_engine(url, **kwargs)
+        except Exception as e:
+            raise ChangeoverError(f"cannot use database URL {url!r}: {e}") from e
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any exception."""
+        with self._sessions() as s:
+            s.connection(execution_options={"write": True})
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (safe to call on every start)."""
+        cfg = Config()
+        cfg.set_main_option(
+            "script_location", str(resources.files("changeover.control") / "migrations")
+        )
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, "head")
+            except OperationalError as e:
+                raise ChangeoverError(f"cannot migrate database {self.safe_url}: {e.orig}") from e
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,167 @@
+"""Job states and the runner that drives every background job of the control plane.
+
+The states are those of seed 000's Image Version Status, used for every job kind:
+
+    1 Created ──▶ 2 Pending ──▶ 3 Queued ──▶ 4 Running ──▶ 5 Completed
+       (row made)   (waiting on    (ready for a   (leased by      └─▶ 6 Failed ──retry──▶ 3
+                     something)     worker)        one worker)
+
+A worker claims a queued job with a compare-and-set update (status 3 → 4 with a lease),
+so several control-plane replicas on one PostgreSQL never run a job twice; a job whose
+lease ran out (its worker died) goes back to Queued when the runner starts or polls.
+Handlers are idempotent, so re-running one after a crash does nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from sqlalchemy import update
+
+from changeover.control.db import Database, now
+from changeover.errors import ChangeoverError
+
+log = logging.getLogger("changeover.jobs")
+
+
+class JobState(IntEnum):
+    CREATED = 1
+    PENDING = 2
+    QUEUED = 3
+    RUNNING = 4
+    COMPLETED = 5
+    FAILED = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.capitalize()
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+
+def state_dict(value: int) -> dict[str, Any]:
+    s = JobState(value)
+    return {"status": int(s), "status_name": s.label}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: its table, how to promote pending rows, and how to run one."""
+
+    name: str
+    model: Any
+    run: Callable[[int], None]
+    """Do the work for job ``id``; raise ChangeoverError to fail it with that message."""
+    promote: Callable[[], None] | None = None
+    """Move Pending rows whose wait is over to Queued (or Failed)."""
+
+
+class JobRunner:
+    def __init__(self, db: Database, kinds: list[JobKind], *, poll_s: float, lease_s: float):
+        self.db = db
+        self.kinds = kinds
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.owner = uuid.uuid4().hex
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def wake(self) -> None:
+        """Tell the runner there is new work, so it need not wait for the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # a bug in one pass must not kill the runner for good
+                log.exception("job runner pass failed")
+                worked = False
+            if not worked:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+
+    def run_once(self) -> bool:
+        """One pass: recover expired leases, promote pending jobs, run one queued job."""
+        for kind in self.kinds:
+            self._recover(kind)
+            if kind.promote is not None:
+                kind.promote()
+        for kind in self.kinds:
+            job_id = self._claim(kind)
+            if job_id is not None:
+                self._run(kind, job_id)
+                return True
+        return False
+
+    def _recover(self, kind: JobKind) -> None:
+        m = kind.model
+        with self.db.write() as s:
+            s.execute(
+                update(m)
+                .where(m.status == JobState.RUNNING, m.lease_until < now())
+                .values(status=JobState.QUEUED, lease_owner=None, updated_at=now())
+            )
+
+    def _claim(self, kind: JobKind) -> int | None:
+        m = kind.model
+        with self.db.write() as s:
+            job_id = s.scalar(
+                m.__table__.select()
+                .with_only_columns(m.id)
+                .where(m.status == JobState.QUEUED)
+                .order_by(m.id)
+                .limit(1)
+            )
+            if job_id is None:
+                return None
+            claimed = s.execute(
+                update(m)
+                .where(m.id == job_id, m.status == JobState.QUEUED)
+                .values(
+                    status=JobState.RUNNING,
+                    lease_owner=self.owner,
+                    lease_until=now() + self.lease_s,
+                    updated_at=now(),
+                    error=None,
+                )
+            ).rowcount
+        return job_id if claimed else None
+
+    def _run(self, kind: JobKind, job_id: int) -> None:
+        m = kind.model
+        try:
+            kind.run(job_id)
+        except ChangeoverError as e:
+            log.info("%s job %s failed: %s", kind.name, job_id, e.message)
+            self._fail(m, job_id, e.message)
+        except Exception as e:
+            log.exception("%s job %s crashed", kind.name, job_id)
+            self._fail(m, job_id, f"internal error: {type(e).__name__}: {e}")
+
+    def _fail(self, m: Any, job_id: int, message: str) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(m)
+                .where(m.id == job_id, m.lease_owner == self.owner)
+                .values(status=JobState.FAILED, error=message[:4000], updated_at=now())
+            )

@@ -1,0 +1,93 @@
+"""Every error Changeover raises on purpose.
+
+    ChangeoverError
+    ├── InvalidInput        the request or the files are wrong; fix them and retry
+    │   └── UnsafePath      a path that could escape its tree (absolute, "..", link out, not UTF-8)
+    ├── NotFound            the named thing does not exist
+    ├── Conflict            the request is fine but the current state forbids it
+    │   └── ImageLocked     an outstanding diff analysis holds the image
+    ├── AuthError           no token, a bad or expired one (401)
+    │   └── Forbidden       a valid token whose scope does not allow this (403)
+    ├── IntegrityError      bytes that do not match the hash that vouches for them
+    └── RemoteError         the other side (server, mirror) failed or could not be reached
+
+Callers branch on these types, never on messages. Each carries the facts a user needs
+as attributes, and its message says what to do about it. The HTTP API maps the tree to
+status codes in one place (``control.app``), the CLI to exit codes (``cli.output``).
+"""
+
+from __future__ import annotations
+
+
+class ChangeoverError(Exception):
+    """Base of every error Changeover raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, **facts: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.facts = facts
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message, **self.facts}
+
+
+class InvalidInput(ChangeoverError):
+    code = "invalid_input"
+
+
+class UnsafePath(InvalidInput):
+    code = "unsafe_path"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"unsafe path {path!r}: {reason}", path=path, reason=reason)
+        self.path = path
+        self.reason = reason
+
+
+class NotFound(ChangeoverError):
+    code = "not_found"
+
+
+class Conflict(ChangeoverError):
+    code = "conflict"
+
+
+class ImageLocked(Conflict):
+    code = "image_locked"
+
+    def __init__(self, image: str, diff_id: int) -> None:
+        super().__init__(
+            f"image {image} is locked by diff {diff_id}: accept or reject it first",
+            image=image,
+            diff_id=diff_id,
+        )
+        self.image = image
+        self.diff_id = diff_id
+
+
+class AuthError(ChangeoverError):
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+
+
+class IntegrityError(ChangeoverError):
+    code = "integrity"
+
+    def __init__(self, what: str, expected: str, got: str) -> None:
+        super().__init__(
+            f"{what}: expected sha256 {expected}, got {got}",
+            what=what,
+            expected=expected,
+            got=got,
+        )
+        self.expected = expected
+        self.got = got
+
+
+class RemoteError(ChangeoverError):
+    code = "remote"
