@@ -1,0 +1,5 @@
+"""``python -m changeover.cli`` — the same as the ``changeover`` command."""
+
+from changeover.cli.main import main
+
+main()
