@@ -74,7 +74,10 @@ class Server:
     _clients: list[httpx.Client] = field(default_factory=list)
 
     def env(self, token: str | None = None) -> dict[str, str]:
-        return {"CHANGEOVER_URL": self.url, "CHANGEOVER_TOKEN": token or self.admin_token}
+        return {
+            "CHANGEOVER_URL": self.url,
+            "CHANGEOVER_TOKEN": self.admin_token if token is None else token,
+        }
 
     def cli(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env=self.env(token))

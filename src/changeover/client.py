@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from changeover import errors
-from changeover.control.jobs import JobState
+from changeover.control.states import JobState
 
 BY_CODE: dict[str, type[errors.ChangeoverError]] = {
     "invalid_input": errors.InvalidInput,

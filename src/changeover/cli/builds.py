@@ -31,7 +31,7 @@ from changeover.cli.output import (
     when,
 )
 from changeover.client import ApiClient
-from changeover.control.jobs import JobState
+from changeover.control.states import JobState
 from changeover.push import push
 
 image_app = typer.Typer(help="Images: lines of builds of one application.", no_args_is_help=True)

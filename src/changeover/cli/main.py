@@ -7,6 +7,7 @@ one red line and an exit code (see ``cli.output.EXIT_CODES``).
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,10 +26,22 @@ server.register(app)
 builds.register(app)
 
 
-@app.command("version")
-def show_version() -> None:
-    """Print the Changeover version."""
-    typer.echo(__version__)
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Ship a new game build with zero downtime."""
 
 
 def main() -> None:

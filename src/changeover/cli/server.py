@@ -11,8 +11,6 @@ import typer
 from changeover import settings as settings_mod
 from changeover.cli.output import JsonOpt, ServerOpt, TokenOpt, console, print_json, table, when
 from changeover.client import ApiClient
-from changeover.control.auth import services as auth
-from changeover.control.db import Database
 from changeover.settings import DEFAULT_PORT
 
 token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_is_help=True)
@@ -72,6 +70,9 @@ def token_create(
     """
     name = name or f"{scope} token"
     if data is not None or database is not None:
+        from changeover.control.auth import services as auth
+        from changeover.control.db import Database
+
         s = settings_mod.load(data_dir=data, database_url=database)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(s.db_url)

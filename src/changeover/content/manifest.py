@@ -62,6 +62,12 @@ def check_link(path: str, target: str) -> str:
     """A symlink is allowed only if it is relative and resolves inside the tree."""
     if not target or target.startswith("/"):
         raise UnsafePath(path, f"link to {target!r} points outside the build")
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePath(path, "link target is not valid UTF-8") from None
+    if "\0" in target:
+        raise UnsafePath(path, "NUL character in link target")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if resolved == ".." or resolved.startswith("../") or resolved == ".":
         raise UnsafePath(path, f"link to {target!r} points outside the build")
@@ -83,7 +89,11 @@ class FileEntry:
         check_sha256(self.sha256, f"sha256 of {self.path}")
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
             raise InvalidInput(f"size of {self.path} must be a non-negative integer")
-        if not isinstance(self.mode, int) or not 0 <= self.mode <= 0o7777:
+        if (
+            not isinstance(self.mode, int)
+            or isinstance(self.mode, bool)
+            or not 0 <= self.mode <= 0o7777
+        ):
             raise InvalidInput(f"mode of {self.path} must be a permission number")
         if self.link is not None:
             check_link(self.path, self.link)
@@ -188,7 +198,7 @@ class Manifest:
     def from_json(cls, raw: bytes | str) -> Manifest:
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise InvalidInput(f"manifest is not valid JSON: {e}") from None
         return cls.from_dict(data)
 

@@ -182,6 +182,15 @@ class LocalStore:
         try:
             with open(part, "rb") as f:
                 self._store_compressed(f, sha256)
+        except FileNotFoundError:
+            # A concurrent writer of the same upload finished (or discarded) it first.
+            if self.has(sha256):
+                return
+            raise Conflict(
+                f"upload of {sha256} was restarted by another writer",
+                sha256=sha256,
+                offset=self.upload_offset(sha256),
+            ) from None
         except IntegrityError:
             part.unlink(missing_ok=True)
             raise
@@ -202,6 +211,9 @@ class LocalStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"manifest {manifest_id} is not in the store") from None
+        got = hashlib.sha256(raw).hexdigest()
+        if got != manifest_id:
+            raise IntegrityError(f"manifest {manifest_id}", manifest_id, got)
         manifest = Manifest.from_json(raw)
         if manifest.id != manifest_id:
             raise IntegrityError(f"manifest {manifest_id}", manifest_id, manifest.id)

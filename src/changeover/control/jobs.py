@@ -19,37 +19,15 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import update
 
 from changeover.control.db import Database, now
+from changeover.control.states import JobState
 from changeover.errors import ChangeoverError
 
 log = logging.getLogger("changeover.jobs")
-
-
-class JobState(IntEnum):
-    CREATED = 1
-    PENDING = 2
-    QUEUED = 3
-    RUNNING = 4
-    COMPLETED = 5
-    FAILED = 6
-
-    @property
-    def label(self) -> str:
-        return self.name.capitalize()
-
-    @property
-    def done(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.FAILED)
-
-
-def state_dict(value: int) -> dict[str, Any]:
-    s = JobState(value)
-    return {"status": int(s), "status_name": s.label}
 
 
 @dataclass(frozen=True)

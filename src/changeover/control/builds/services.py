@@ -20,7 +20,7 @@ from changeover.content.manifest import Manifest
 from changeover.content.store import LocalStore
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
 from changeover.control.db import now
-from changeover.control.jobs import JobState, state_dict
+from changeover.control.states import JobState, state_dict
 from changeover.errors import Conflict, ImageLocked, InvalidInput, NotFound
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")

@@ -12,7 +12,8 @@ from changeover.content.store import LocalStore
 from changeover.control.builds import services
 from changeover.control.builds.models import Diff, Update, Version
 from changeover.control.db import Database, now
-from changeover.control.jobs import JobKind, JobState
+from changeover.control.jobs import JobKind
+from changeover.control.states import JobState
 from changeover.errors import ChangeoverError
 
 
