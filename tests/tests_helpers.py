@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -82,3 +85,79 @@ def wait_job(c: httpx.Client, path: str, timeout_s: float = 60) -> Any:
         return job if job["status"] in (5, 6) else None
 
     return wait_for(done, timeout_s, f"job {path} to finish")
+
+
+@dataclass
+class Server:
+    url: str
+    data: Path
+    database_url: str | None
+    admin_token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        return {
+            "CHANGEOVER_URL": self.url,
+            "CHANGEOVER_TOKEN": self.admin_token if token is None else token,
+        }
+
+    def cli(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=self.env(token))
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        c = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=60)
+        self._clients.append(c)
+        return c
+
+    def token(self, scope: str, **extra: Any) -> str:
+        r = self.client().post("/tokens", json={"scope": scope, "name": f"{scope}-test", **extra})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+
+def start_server(data: Path, database_url: str | None) -> Server:
+    db_args = ["--database", database_url] if database_url else []
+    made = run_cli("token", "create", "--scope", "admin", "--data", str(data), *db_args, "--json")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["token"]
+    port = free_port()
+    log = data / "server.log"
+    env = {**os.environ}
+    env.pop("CHANGEOVER_DATABASE_URL", None)
+    env["CHANGEOVER_JOB_POLL_S"] = "0.05"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*CLI, "server", "--data", str(data), "--port", str(port), *db_args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 30, "the control plane to answer /healthz")
+    return Server(url, data, database_url, token, proc, log)
+
+
+def stop_server(server: Server) -> None:
+    server.close()
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()

@@ -24,7 +24,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     job_poll_s: float = 0.5
-    job_lease_s: float = 300.0
+    job_lease_s: float = 60.0
+    """A job whose worker stops renewing its lease for this long is run again."""
     max_json_bytes: int = 64 << 20
     cdn_purge_url: str | None = None
 
@@ -49,12 +50,25 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         s = replace(s, database_url=v)
     if v := env.get("CHANGEOVER_CDN_PURGE_URL"):
         s = replace(s, cdn_purge_url=v)
-    if v := env.get("CHANGEOVER_JOB_POLL_S"):
-        try:
-            s = replace(s, job_poll_s=float(v))
-        except ValueError:
-            raise InvalidInput(f"CHANGEOVER_JOB_POLL_S must be a number, got {v!r}") from None
+    s = replace(
+        s,
+        job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
+        job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
+    )
     given = {k: v for k, v in overrides.items() if v is not None}
     if "data_dir" in given:
         given["data_dir"] = Path(str(given["data_dir"]))
     return replace(s, **given)  # type: ignore[arg-type]
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise InvalidInput(f"{name} must be positive, got {raw!r}")
+    return value

@@ -22,7 +22,7 @@ import pytest
 
 from changeover.sdk import SDK_TOKEN_ENV, SDK_URL_ENV
 from changeover.sdk.server import SDKServer
-from conftest import free_port, wait_for
+from tests_helpers import free_port, wait_for
 
 ARENA = Path(__file__).resolve().parents[2] / "examples" / "arena"
 

@@ -29,6 +29,7 @@ from changeover.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
+PUBLIC_MODE = 0o644  # readable by whatever static server or sync tool serves the tree
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -36,6 +37,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
+        os.fchmod(fd, PUBLIC_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -75,6 +77,22 @@ class LocalStore:
         except FileNotFoundError:
             raise NotFound(f"blob {sha256} is not in the store", sha256=sha256) from None
 
+    def raw_size(self, sha256: str) -> int:
+        """The uncompressed size of a blob, read from its frame header."""
+        path = self.blob_path(sha256)
+        try:
+            with open(path, "rb") as f:
+                header = f.read(18)
+        except FileNotFoundError:
+            raise NotFound(f"blob {sha256} is not in the store", sha256=sha256) from None
+        try:
+            size = zstandard.frame_content_size(header)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"blob {sha256} is corrupt ({e})", sha256, "unreadable") from e
+        if size < 0:
+            raise IntegrityError(f"blob {sha256} has no size in its header", sha256, "unknown")
+        return size
+
     def open_blob(self, sha256: str) -> Iterator[bytes]:
         """Yield the decompressed bytes of a blob in chunks."""
         path = self.blob_path(sha256)
@@ -108,9 +126,13 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         h = hashlib.sha256()
         try:
+            os.fchmod(fd, PUBLIC_MODE)
             with os.fdopen(fd, "wb") as out:
                 cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-                with cctx.stream_writer(out, closefd=False) as w:
+                # The raw size goes into the frame header, so raw_size() can check a
+                # manifest's claimed size without decompressing anything.
+                size = os.fstat(raw.fileno()).st_size
+                with cctx.stream_writer(out, size=size, closefd=False) as w:
                     while chunk := raw.read(CHUNK):
                         h.update(chunk)
                         w.write(chunk)

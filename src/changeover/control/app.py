@@ -20,6 +20,7 @@ from changeover.content.store import LocalStore
 from changeover.control.auth import views as auth_views
 from changeover.control.builds import tasks as build_tasks
 from changeover.control.builds import views as build_views
+from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
 from changeover.control.db import Database
 from changeover.control.jobs import JobRunner
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(auth_views.router)
     app.include_router(build_views.router)
+    app.include_router(content_router)
 
     @app.exception_handler(ChangeoverError)
     async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:

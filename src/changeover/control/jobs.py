@@ -127,6 +127,11 @@ class JobRunner:
 
     def _run(self, kind: JobKind, job_id: int) -> None:
         m = kind.model
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(m, job_id, done), name="job-lease", daemon=True
+        )
+        renewer.start()
         try:
             kind.run(job_id)
         except ChangeoverError as e:
@@ -135,6 +140,22 @@ class JobRunner:
         except Exception as e:
             log.exception("%s job %s crashed", kind.name, job_id)
             self._fail(m, job_id, f"internal error: {type(e).__name__}: {e}")
+        finally:
+            done.set()
+            renewer.join()
+
+    def _renew(self, m: Any, job_id: int, done: threading.Event) -> None:
+        """Keep the lease of a long job alive; a dead worker's lease runs out instead."""
+        while not done.wait(self.lease_s / 3):
+            try:
+                with self.db.write() as s:
+                    s.execute(
+                        update(m)
+                        .where(m.id == job_id, m.lease_owner == self.owner)
+                        .values(lease_until=now() + self.lease_s)
+                    )
+            except Exception:  # the next renewal may succeed; the job itself goes on
+                log.exception("renewing the lease of job %s failed", job_id)
 
     def _fail(self, m: Any, job_id: int, message: str) -> None:
         with self.db.write() as s:

@@ -18,7 +18,7 @@ from changeover.sdk import (
     ShutdownNotice,
 )
 from changeover.sdk.server import SDKServer
-from conftest import free_port
+from tests_helpers import free_port
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from changeover.errors import Conflict, InvalidInput, NotFound
 from changeover.sdk.server import MAX_BODY_BYTES, SDKServer
 from changeover.sdk.state import InstanceSDKState
-from conftest import wait_for
+from tests_helpers import wait_for
 
 
 class FakeClock:

@@ -42,6 +42,13 @@ def build_job_kinds(db: Database, store: LocalStore) -> list[JobKind]:
                 f"{len(missing)} file(s) of the build were never uploaded ({shown}…);"
                 " push the build again to upload them, then retry"
             )
+        for f in manifest:
+            if f.link is None and store.raw_size(f.sha256) != f.size:
+                raise ChangeoverError(
+                    f"{f.path}: the manifest says {f.size} bytes but its content has"
+                    f" {store.raw_size(f.sha256)}; the build changed during the push or the"
+                    " manifest lies — push again"
+                )
         _complete(db, Update, job_id)
 
     def analyse_diff(job_id: int) -> None:

@@ -1,0 +1,37 @@
+"""Serving the content tree over HTTP, exactly as a static server or CDN would.
+
+Hash-named objects (blobs, patches, manifests) never change, so they are cacheable for a
+year; anything else (signed metadata, branch pointers) must be revalidated. No token is
+needed: the tree is public by design, and every byte is verified by the client anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from changeover.content.manifest import check_path
+from changeover.control.auth.views import ctx
+from changeover.errors import NotFound
+
+router = APIRouter(tags=["content"])
+
+IMMUTABLE = ("blobs/", "patches/", "manifests/")
+
+
+def cache_control(rel: str) -> str:
+    if rel.startswith(IMMUTABLE):
+        return "public, max-age=31536000, immutable"
+    return "no-cache"
+
+
+@router.get("/content/{rel:path}")
+def content(rel: str, request: Request) -> FileResponse:
+    check_path(rel)
+    root: Path = ctx(request).store.content
+    path = root / rel
+    if not path.is_file():
+        raise NotFound(f"no content at {rel}")
+    return FileResponse(path, headers={"Cache-Control": cache_control(rel)})
