@@ -9,6 +9,7 @@
     ├── AuthError           no token, a bad or expired one (401)
     │   └── Forbidden       a valid token whose scope does not allow this (403)
     ├── IntegrityError      bytes that do not match the hash that vouches for them
+    │   └── UntrustedMetadata  signed metadata that is tampered, rolled back, expired or mixed
     └── RemoteError         the other side (server, mirror) failed or could not be reached
 
 Callers branch on these types, never on messages. Each carries the facts a user needs
@@ -87,6 +88,15 @@ class IntegrityError(ChangeoverError):
         )
         self.expected = expected
         self.got = got
+
+
+class UntrustedMetadata(IntegrityError):
+    code = "untrusted_metadata"
+
+    def __init__(self, message: str) -> None:  # no hash pair: the signature is what failed
+        ChangeoverError.__init__(self, message)
+        self.expected = ""
+        self.got = ""
 
 
 class RemoteError(ChangeoverError):

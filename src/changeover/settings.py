@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from changeover.content.trust import TrustPolicy
 from changeover.errors import InvalidInput
 
 DEFAULT_PORT = 8470
@@ -28,6 +29,10 @@ class Settings:
     """A job whose worker stops renewing its lease for this long is run again."""
     max_json_bytes: int = 64 << 20
     cdn_purge_url: str | None = None
+    """POSTed {"paths": [...]} after each publish: the paths a CDN must invalidate."""
+    publish_every_s: float = 5.0
+    """How often the signed metadata is reconciled with the database and re-signed."""
+    trust_policy: TrustPolicy = field(default_factory=TrustPolicy)
 
     @property
     def db_url(self) -> str:
@@ -54,6 +59,12 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         s,
         job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
         job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
+        publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
+        trust_policy=TrustPolicy(
+            timestamp_expiry_s=_seconds(
+                env, "CHANGEOVER_TIMESTAMP_EXPIRY_S", s.trust_policy.timestamp_expiry_s
+            )
+        ),
     )
     given = {k: v for k, v in overrides.items() if v is not None}
     if "data_dir" in given:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from changeover import __version__
 from changeover.content.store import LocalStore
+from changeover.content.trust import TrustRepo
 from changeover.control.auth import views as auth_views
 from changeover.control.builds import tasks as build_tasks
 from changeover.control.builds import views as build_views
@@ -24,6 +25,7 @@ from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
 from changeover.control.db import Database
 from changeover.control.jobs import JobRunner
+from changeover.control.publishing import Publisher
 from changeover.errors import (
     AuthError,
     ChangeoverError,
@@ -121,13 +123,17 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.db_url)
     db.migrate()
     store = LocalStore(settings.data_dir / "store")
+    repo = TrustRepo(store.content, settings.data_dir / "keys", settings.trust_policy)
+    repo.ensure_initialised()
+    publisher = Publisher(db, store, repo, settings.cdn_purge_url)
     runner = JobRunner(
         db,
-        build_tasks.build_job_kinds(db, store),
+        build_tasks.build_job_kinds(db, store, on_version=publisher.sync),
         poll_s=settings.job_poll_s,
         lease_s=settings.job_lease_s,
+        periodic=[(settings.publish_every_s, publisher.sync)],
     )
-    ctx = Context(settings=settings, db=db, store=store, runner=runner)
+    ctx = Context(settings=settings, db=db, store=store, runner=runner, publisher=publisher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

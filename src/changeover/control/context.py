@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from changeover.content.store import LocalStore
 from changeover.control.db import Database
 from changeover.control.jobs import JobRunner
+from changeover.control.publishing import Publisher
 from changeover.settings import Settings
 
 
@@ -16,3 +17,4 @@ class Context:
     db: Database
     store: LocalStore
     runner: JobRunner
+    publisher: Publisher

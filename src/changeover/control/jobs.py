@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,9 +44,18 @@ class JobKind:
 
 
 class JobRunner:
-    def __init__(self, db: Database, kinds: list[JobKind], *, poll_s: float, lease_s: float):
+    def __init__(
+        self,
+        db: Database,
+        kinds: list[JobKind],
+        *,
+        poll_s: float,
+        lease_s: float,
+        periodic: list[tuple[float, Callable[[], object]]] | None = None,
+    ):
         self.db = db
         self.kinds = kinds
+        self.periodic = [(every, fn, [0.0]) for every, fn in periodic or []]
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
@@ -79,7 +89,14 @@ class JobRunner:
                 self._wake.clear()
 
     def run_once(self) -> bool:
-        """One pass: recover expired leases, promote pending jobs, run one queued job."""
+        """One pass: periodic tasks, expired leases, pending jobs, then one queued job."""
+        for every, fn, last in self.periodic:
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                try:
+                    fn()
+                except Exception:  # one failing chore must not stop the jobs
+                    log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
         for kind in self.kinds:
             self._recover(kind)
             if kind.promote is not None:

@@ -6,6 +6,7 @@ Each task is idempotent: it may run again after a crash and must then do nothing
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from changeover.content.diff import analyse
 from changeover.content.store import LocalStore
@@ -30,7 +31,11 @@ def _complete(
         row.updated_at = now()
 
 
-def build_job_kinds(db: Database, store: LocalStore) -> list[JobKind]:
+def build_job_kinds(
+    db: Database, store: LocalStore, on_version: Callable[[], object]
+) -> list[JobKind]:
+    """The job kinds of the builds domain; ``on_version`` runs after a version is made."""
+
     def check_update(job_id: int) -> None:
         with db.read() as s:
             row = s.get_one(Update, job_id)
@@ -84,6 +89,7 @@ def build_job_kinds(db: Database, store: LocalStore) -> list[JobKind]:
             version = s.get_one(Version, job_id)
             if version.status == JobState.RUNNING:
                 services.finish_version(s, version)
+        on_version()
 
     return [
         JobKind("update", Update, check_update),

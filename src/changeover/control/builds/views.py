@@ -299,9 +299,13 @@ def list_branches(name: str, request: Request, _: Reader) -> list[dict[str, Any]
 def set_branch(
     name: str, branch: str, body: BranchSet, request: Request, who: Admin
 ) -> dict[str, Any]:
-    with ctx(request).db.write() as s:
+    c = ctx(request)
+    with c.db.write() as s:
         image = services.get_image(s, name)
-        return branch_dict(s, services.set_branch(s, image, branch, body.version, who.actor))
+        out = branch_dict(s, services.set_branch(s, image, branch, body.version, who.actor))
+    # Signed before we answer, so a launcher asked right after sees the new pointer.
+    c.publisher.sync()
+    return out
 
 
 @router.get("/images/{name}/branches/{branch}/history")
