@@ -218,6 +218,17 @@ class LocalStore:
             raise
         part.unlink(missing_ok=True)
 
+    # -- private files (inputs to publishing, never served directly) ------------------------
+
+    def put_private(self, rel: str, data: bytes) -> None:
+        atomic_write(self.root / "private" / rel, data)
+
+    def get_private(self, rel: str) -> bytes:
+        try:
+            return (self.root / "private" / rel).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{rel} is not in the store") from None
+
     # -- manifests -------------------------------------------------------------------------
 
     def put_manifest(self, manifest: Manifest) -> str:

@@ -22,6 +22,7 @@ from changeover.content.trust import TrustRepo
 from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.db import Database
 from changeover.control.states import JobState
+from changeover.errors import NotFound
 
 log = logging.getLogger("changeover.publishing")
 
@@ -34,6 +35,10 @@ def manifest_path(manifest_id: str) -> str:
     return f"manifests/{manifest_id}.json"
 
 
+def delivery_path(manifest_id: str) -> str:
+    return f"delivery/{manifest_id}.json"
+
+
 class Publisher:
     def __init__(
         self, db: Database, store: LocalStore, repo: TrustRepo, purge_url: str | None = None
@@ -43,6 +48,7 @@ class Publisher:
         self.repo = repo
         self.purge_url = purge_url
         self._lock = threading.Lock()
+        self._deliveries: dict[str, bytes] = {}
 
     def desired(self) -> dict[str, bytes | str]:
         """Target path → bytes, or → sha256 where the bytes are costly and rarely needed."""
@@ -52,6 +58,9 @@ class Publisher:
                 select(Version.manifest_id).where(Version.status == JobState.COMPLETED).distinct()
             ):
                 out[manifest_path(manifest_id)] = manifest_id  # its hash is its name
+                delivery = self._delivery(manifest_id)
+                if delivery is not None:
+                    out[delivery_path(manifest_id)] = delivery
             rows = s.execute(
                 select(Branch, Image, Version)
                 .join(Image, Branch.image_id == Image.id)
@@ -69,6 +78,15 @@ class Publisher:
                     pointer, sort_keys=True
                 ).encode()
         return out
+
+    def _delivery(self, manifest_id: str) -> bytes | None:
+        # Immutable once written by the version job, so read each one once.
+        if manifest_id not in self._deliveries:
+            try:
+                self._deliveries[manifest_id] = self.store.get_private(delivery_path(manifest_id))
+            except NotFound:
+                return None
+        return self._deliveries[manifest_id]
 
     def sync(self) -> list[str]:
         """Publish what differs; returns the purged paths (empty if nothing changed)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from changeover.content.delivery import build_index
 from changeover.content.diff import analyse
 from changeover.content.store import LocalStore
 from changeover.control.builds import services
@@ -85,6 +86,8 @@ def build_job_kinds(
         missing = store.missing(manifest.blob_hashes())
         if missing:
             raise ChangeoverError(f"cannot publish: the store lacks {len(missing)} blob(s)")
+        index = build_index(store, manifest)
+        store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())
         with db.write() as s:
             version = s.get_one(Version, job_id)
             if version.status == JobState.RUNNING:

@@ -1,0 +1,192 @@
+"""``changeover launcher sync|verify|repair|status``: the player side."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from changeover.cli.output import JOB_FAILED, JsonOpt, console, err_console, human_bytes, print_json
+from changeover.errors import ChangeoverError, InvalidInput
+
+launcher_app = typer.Typer(
+    help="Install and update a game build from a content URL.", no_args_is_help=True
+)
+
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Shared download cache (default: .changeover beside DIR)."),
+]
+DirArg = Annotated[Path, typer.Argument(help="The install directory (managed as a link).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(launcher_app, name="launcher")
+
+
+def parse_rate(value: str | None) -> int | None:
+    """'500K', '5M', '1G' or plain bytes per second."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?", value.strip(), re.IGNORECASE)
+    if m is None or float(m.group(1)) <= 0:
+        raise InvalidInput(f"--limit-rate {value!r}: use a number of bytes/s such as 500K or 5M")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
+
+def _syncer(
+    base_url: str, directory: Path, cache: Path | None, root: Path | None, **kw: Any
+) -> Any:
+    from changeover.launcher.sync import Syncer
+
+    pinned = root.read_bytes() if root is not None else None
+    return Syncer(base_url, directory, cache=cache, root=pinned, **kw)
+
+
+@launcher_app.command("sync")
+def sync(
+    base_url: Annotated[str, typer.Argument(help="Content URL, e.g. http://host:8470/content")],
+    directory: DirArg,
+    image: Annotated[str, typer.Option("--image", help="Image name.")],
+    branch: Annotated[str, typer.Option("--branch", help="Branch to follow.")] = "production",
+    cache: CacheOpt = None,
+    root: Annotated[Path | None, typer.Option("--root", help="Pinned root.json to trust.")] = None,
+    limit_rate: Annotated[
+        str | None, typer.Option("--limit-rate", help="e.g. 5M (bytes/s).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel downloads.")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install or update DIR to what BRANCH of IMAGE points at."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("downloading", total=None)
+
+        def on_progress(n: int, total: int) -> None:
+            bar.update(task, total=total, advance=n)
+
+        syncer = _syncer(
+            base_url,
+            directory,
+            cache,
+            root,
+            max_bytes_per_s=parse_rate(limit_rate),
+            workers=workers,
+            on_progress=on_progress,
+        )
+        report = syncer.sync(image, branch)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    if report.already_current:
+        console.print(
+            f"{directory} is up to date: {image} {branch} version {report.version}", highlight=False
+        )
+        return
+    label = f" ({report.label})" if report.label else ""
+    got, size = human_bytes(report.downloaded_bytes), human_bytes(report.total_bytes)
+    sources = (
+        f"{report.fetched_blobs} blobs, {report.applied_patches} patches,"
+        f" {report.reused_objects} reused"
+    )
+    console.print(
+        f"{directory} -> {image} {branch} version {report.version}{label}:"
+        f" downloaded {got} of a {size} build ({sources}) in {report.seconds:.1f}s",
+        highlight=False,
+    )
+
+
+def _verify_dict(report: Any) -> dict[str, Any]:
+    return {
+        "clean": report.clean,
+        "ok": report.ok,
+        "missing": report.missing,
+        "modified": report.modified,
+        "extra": report.extra,
+        "bytes_hashed": report.bytes_hashed,
+    }
+
+
+@launcher_app.command("verify")
+def verify(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
+    """Hash every file of DIR against its manifest; exit 1 if anything differs."""
+    _, report = _syncer("http://unused", directory, cache, None).verify()
+    if as_json:
+        print_json(_verify_dict(report))
+    else:
+        console.print(
+            f"{report.ok} files ok, {human_bytes(report.bytes_hashed)} hashed", highlight=False
+        )
+        for kind in ("missing", "modified", "extra"):
+            for path in getattr(report, kind):
+                console.print(f"  {kind}: {path}", highlight=False)
+    if not report.clean:
+        raise typer.Exit(JOB_FAILED)
+
+
+@launcher_app.command("repair")
+def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify DIR and re-fetch whatever is damaged, missing or extra."""
+    from changeover.launcher.install import Install
+    from changeover.launcher.sync import default_cache
+
+    record = Install(directory, cache or default_cache(directory)).record() or {}
+    base_url = record.get("base_url")
+    if not isinstance(base_url, str):
+        raise InvalidInput(f"{directory} has no install record; run 'changeover launcher sync'")
+    found, report = _syncer(base_url, directory, cache, None).repair()
+    if as_json:
+        print_json({"found": _verify_dict(found), "sync": report.to_dict()})
+        return
+    damaged = len(found.missing) + len(found.modified) + len(found.extra)
+    console.print(
+        f"repaired {damaged} file(s); downloaded {human_bytes(report.downloaded_bytes)}",
+        highlight=False,
+    )
+
+
+@launcher_app.command("status")
+def status(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
+    """What DIR holds, and whether its branch has moved since."""
+    from changeover.launcher.install import Install
+    from changeover.launcher.sync import default_cache
+
+    install = Install(directory, cache or default_cache(directory))
+    record = install.record()
+    if record is None or install.current_tree() is None:
+        raise InvalidInput(f"{directory} is not a changeover install")
+    out: dict[str, Any] = {
+        k: record.get(k) for k in ("base_url", "image", "branch", "version", "label", "manifest")
+    }
+    try:
+        pointer, _, _ = _syncer(record["base_url"], directory, cache, None).resolve(
+            record["image"], record["branch"]
+        )
+        out["latest_version"] = pointer.get("version")
+        out["up_to_date"] = pointer.get("manifest") == record.get("manifest")
+    except ChangeoverError as e:  # status informs: an unreachable server is not an error
+        out["latest_version"] = None
+        out["up_to_date"] = None
+        out["remote_error"] = str(e)
+    if as_json:
+        print_json(out)
+        return
+    for k, v in out.items():
+        console.print(f"{k}: {v}", highlight=False)

@@ -1,0 +1,132 @@
+"""Downloading content objects: bounded, resumable, rate-limited, retried.
+
+Every download has an upper bound on its size (a server that sends more is cut off), is
+kept in a ``.part`` file so a later run resumes it with an HTTP range request (falling back
+to a full download where the server ignores ranges), and is retried with back-off on
+timeouts, resets and 5xx answers. Nothing here trusts the bytes: callers verify them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from changeover.errors import ChangeoverError, RemoteError
+
+CHUNK = 1 << 16
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def compressed_bound(size: int) -> int:
+    """The most bytes a zstd frame of ``size`` raw bytes can take (zstd's own bound)."""
+    return size + (size >> 8) + 4096
+
+
+class RateLimit:
+    """A token bucket shared by all download threads (bytes per second)."""
+
+    def __init__(self, bytes_per_s: int | None) -> None:
+        self.rate = bytes_per_s
+        self._lock = threading.Lock()
+        self._allowance = float(bytes_per_s or 0)
+        self._last = time.monotonic()
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._allowance = min(
+                float(self.rate), self._allowance + (now - self._last) * self.rate
+            )
+            self._last = now
+            self._allowance -= n
+            wait = -self._allowance / self.rate if self._allowance < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)  # pacing the transfer is the point of a rate limit
+
+
+@dataclass
+class Fetcher:
+    base_url: str
+    limit: RateLimit
+    on_bytes: Callable[[int], None] | None = None
+    retries: int = 4
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self.http = httpx.Client(timeout=self.timeout_s, follow_redirects=True)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def download(self, rel: str, part: Path, max_bytes: int) -> int:
+        """Fetch ``rel`` into ``part`` (resuming what it holds); returns bytes received.
+
+        Raises:
+            RemoteError: the server kept failing, or sent more than ``max_bytes``.
+        """
+        received = 0
+        for attempt in range(self.retries + 1):
+            try:
+                received += self._once(rel, part, max_bytes)
+            except _Retry as e:
+                if attempt == self.retries:
+                    raise RemoteError(
+                        f"giving up on {self.base_url}/{rel} after {attempt + 1} attempts: {e}"
+                    ) from e
+                time.sleep(min(0.2 * 2**attempt, 5.0))  # back off before retrying
+            else:
+                return received
+        raise AssertionError("unreachable")
+
+    def _once(self, rel: str, part: Path, max_bytes: int) -> int:
+        have = part.stat().st_size if part.exists() else 0
+        if have > max_bytes:
+            part.unlink()
+            have = 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        url = f"{self.base_url}/{rel}"
+        got = 0
+        try:
+            with self.http.stream("GET", url, headers=headers) as r:
+                if r.status_code == 416 and have:
+                    return 0  # we already hold the whole object
+                if r.status_code in RETRYABLE_STATUS:
+                    raise _Retry(f"HTTP {r.status_code}")
+                if r.status_code == 404:
+                    raise RemoteError(f"{url} is not on the server (404)")
+                if r.status_code not in (200, 206):
+                    raise RemoteError(f"{url} answered HTTP {r.status_code}")
+                mode = "ab" if r.status_code == 206 else "wb"
+                offset = have if r.status_code == 206 else 0
+                with open(part, mode) as out:
+                    for chunk in r.iter_bytes(CHUNK):
+                        offset += len(chunk)
+                        if offset > max_bytes:
+                            out.truncate(0)
+                            raise RemoteError(
+                                f"{url} sent more than the {max_bytes} bytes it can hold"
+                            )
+                        self.limit.take(len(chunk))
+                        out.write(chunk)
+                        got += len(chunk)
+                        if self.on_bytes is not None:
+                            self.on_bytes(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            raise _Retry(f"{type(e).__name__}: {e}") from e
+        return got
+
+
+class _Retry(ChangeoverError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

@@ -1,0 +1,264 @@
+"""Bring an install to what a branch points at, downloading as little as possible.
+
+The flow: refresh signed metadata → read the branch pointer, the manifest and the delivery
+index (all verified by TUF) → plan, per content the install lacks, the cheapest source
+(an object already held by any install in the cache, a patch from a held object, or the
+blob) → fetch in parallel, verifying every byte → build a complete tree → switch ``DIR``
+to it atomically → drop what no install needs any more. A run killed at any point is
+resumed by the next: verified objects stay, partial downloads continue by range request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from changeover.content.delivery import DeliveryIndex, PatchRef
+from changeover.content.manifest import Manifest, check_path
+from changeover.errors import IntegrityError, InvalidInput, UntrustedMetadata
+from changeover.launcher.fetch import Fetcher, RateLimit
+from changeover.launcher.install import Install, verify_tree
+from changeover.launcher.objects import ObjectStore
+from changeover.launcher.trust import TrustedTargets
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes just received, total bytes planned)."""
+
+
+@dataclass
+class SyncReport:
+    image: str
+    branch: str
+    version: int
+    label: str | None
+    manifest: str
+    files: int
+    total_bytes: int
+    downloaded_bytes: int
+    fetched_blobs: int
+    applied_patches: int
+    reused_objects: int
+    already_current: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    """How one missing content is obtained."""
+
+    sha256: str
+    size: int
+    executable: bool
+    download_bytes: int
+    patch: PatchRef | None = None
+
+
+def default_cache(target: Path) -> Path:
+    """Installs side by side in one folder share one cache (and so their downloads)."""
+    return target.absolute().parent / ".changeover"
+
+
+def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -> list[Step]:
+    """The cheapest way to obtain every content of ``manifest`` not held yet."""
+    steps: dict[tuple[str, bool], Step] = {}
+    for f in manifest:
+        if f.link is not None or objects.has(f.sha256, f.executable):
+            continue
+        key = (f.sha256, f.executable)
+        if key in steps:
+            continue
+        if objects.find(f.sha256) is not None:
+            steps[key] = Step(f.sha256, f.size, f.executable, 0)
+            continue
+        blob = index.blobs.get(f.sha256)
+        if blob is None:
+            raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
+        best = Step(f.sha256, f.size, f.executable, blob)
+        for ref in index.patches.get(f.sha256, []):
+            if ref.size < best.download_bytes and objects.find(ref.base_sha256) is not None:
+                best = Step(f.sha256, f.size, f.executable, ref.size, ref)
+        steps[key] = best
+    return sorted(steps.values(), key=lambda s: -s.download_bytes)
+
+
+class Syncer:
+    def __init__(
+        self,
+        base_url: str,
+        target: Path,
+        *,
+        cache: Path | None = None,
+        root: bytes | None = None,
+        max_bytes_per_s: int | None = None,
+        workers: int = 4,
+        on_progress: Progress | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.target = target
+        self.cache = cache or default_cache(target)
+        self.install = Install(target, self.cache)
+        self.objects = ObjectStore(self.cache / "objects")
+        trust_key = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
+        self.root = root
+        self.trust_dir = self.cache / "trust" / trust_key
+        self.workers = workers
+        self.limit = RateLimit(max_bytes_per_s)
+        self.on_progress = on_progress
+
+    def resolve(self, image: str, branch: str) -> tuple[dict[str, Any], Manifest, DeliveryIndex]:
+        """The verified pointer, manifest and delivery index a branch names now."""
+        check_path(f"branches/{image}/{branch}.json")
+        trusted = TrustedTargets(self.base_url, self.trust_dir, self.root)
+        try:
+            pointer = json.loads(trusted.fetch(f"branches/{image}/{branch}.json"))
+            manifest_id = pointer["manifest"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UntrustedMetadata(f"branch pointer {image}/{branch} is malformed: {e}") from e
+        manifest = Manifest.from_json(trusted.fetch(f"manifests/{manifest_id}.json"))
+        if manifest.id != manifest_id:
+            raise IntegrityError(f"manifest of {image}/{branch}", manifest_id, manifest.id)
+        index = DeliveryIndex.from_bytes(trusted.fetch(f"delivery/{manifest_id}.json"))
+        if index.manifest_id != manifest_id:
+            raise InvalidInput(f"the delivery index of {manifest_id} names {index.manifest_id}")
+        return pointer, manifest, index
+
+    def sync(self, image: str, branch: str, *, force_rebuild: bool = False) -> SyncReport:
+        started = time.monotonic()
+        self.install.check_managed()
+        self.install.cleanup()
+        pointer, manifest, index = self.resolve(image, branch)
+        current = self.install.current_manifest()
+        report = SyncReport(
+            image=image,
+            branch=branch,
+            version=int(pointer.get("version", 0)),
+            label=pointer.get("label"),
+            manifest=manifest.id,
+            files=len(manifest),
+            total_bytes=manifest.total_bytes,
+            downloaded_bytes=0,
+            fetched_blobs=0,
+            applied_patches=0,
+            reused_objects=0,
+            already_current=current is not None and current.id == manifest.id,
+            seconds=0.0,
+        )
+        record = {"base_url": self.base_url, "image": image, "branch": branch, **pointer}
+        if report.already_current and not force_rebuild:
+            self.install.switch(self.install.current_tree() or Path(), record)
+            report.seconds = time.monotonic() - started
+            return report
+
+        steps = plan_steps(manifest, index, self.objects)
+        total = sum(s.download_bytes for s in steps)
+        fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total))
+        try:
+            with ThreadPoolExecutor(self.workers) as pool:
+                results = list(pool.map(lambda s: self._obtain(fetcher, s), steps))
+        finally:
+            fetcher.close()
+        report.downloaded_bytes = sum(results)
+        report.fetched_blobs = sum(1 for s in steps if s.download_bytes and s.patch is None)
+        report.applied_patches = sum(1 for s in steps if s.patch is not None)
+        report.reused_objects = len(manifest.blob_hashes()) - report.fetched_blobs
+        report.reused_objects -= report.applied_patches
+
+        tree = self.install.build_tree(manifest, self.objects)
+        self.install.switch(tree, record)
+        self.objects.collect_garbage(self._referenced())
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _progress(self, total: int) -> Callable[[int], None] | None:
+        callback = self.on_progress
+        if callback is None:
+            return None
+        return lambda n: callback(n, total)
+
+    def _obtain(self, fetcher: Fetcher, step: Step) -> int:
+        """Put one content into the object store; returns the bytes downloaded."""
+        if step.download_bytes == 0:
+            self.objects.add_variant(step.sha256, step.executable)
+            return 0
+        if step.patch is not None:
+            try:
+                return self._patch(fetcher, step, step.patch)
+            except IntegrityError:
+                pass  # a bad patch is no reason to fail: the blob is always there
+        return self._blob(fetcher, step)
+
+    def _blob(self, fetcher: Fetcher, step: Step) -> int:
+        rel = f"blobs/{step.sha256[:2]}/{step.sha256}"
+        part = self.objects.part_path(f"{step.sha256}.zst")
+        received = 0
+        for attempt in range(2):
+            received += fetcher.download(rel, part, step.download_bytes)
+            try:
+                self.objects.add_from_zstd(part, step.sha256, step.size, step.executable)
+            except IntegrityError:
+                if attempt == 1:
+                    raise
+                continue  # the part file is gone: one fresh download before giving up
+            return received
+        return received
+
+    def _patch(self, fetcher: Fetcher, step: Step, ref: PatchRef) -> int:
+        from changeover.content.patch import apply_patch  # the delta engine
+
+        part = self.objects.part_path(f"{ref.sha256}.patch")
+        received = fetcher.download(ref.path, part, ref.size)
+        if hashlib.sha256(part.read_bytes()).hexdigest() != ref.sha256:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"patch {ref.path}", ref.sha256, "other bytes")
+        base = self.objects.find(ref.base_sha256)
+        if base is None:
+            raise IntegrityError("patch base vanished", ref.base_sha256, "missing")
+        result = self.objects.part_path(f"{step.sha256}.patched")
+        try:
+            with open(result, "wb") as out:
+                apply_patch(base, part, out, expected_size=step.size)
+            self.objects.add_from_file(result, step.sha256, step.size, step.executable)
+        finally:
+            result.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
+        return received
+
+    def _referenced(self) -> set[str]:
+        """Every content any install in this cache still points at."""
+        keep: set[str] = set()
+        for manifest_file in (self.cache / "trees").glob("*/*.manifest.json"):
+            try:
+                keep |= Manifest.from_json(manifest_file.read_bytes()).blob_hashes()
+            except InvalidInput:
+                continue
+        return keep
+
+    def verify(self) -> tuple[Manifest, Any]:
+        """Hash the install against its manifest."""
+        manifest = self.install.current_manifest()
+        tree = self.install.current_tree()
+        if manifest is None or tree is None:
+            raise InvalidInput(f"{self.target} is not a changeover install")
+        return manifest, verify_tree(self.target, manifest)
+
+    def repair(self) -> tuple[Any, SyncReport]:
+        """Re-fetch whatever verification finds damaged, and rebuild the tree."""
+        manifest, report = self.verify()
+        for rel in report.modified + report.missing:
+            entry = manifest.get(rel)
+            if entry is not None:
+                self.objects.remove(entry.sha256)  # a damaged link damaged its object
+        record = self.install.record() or {}
+        image, branch = record.get("image"), record.get("branch")
+        if not isinstance(image, str) or not isinstance(branch, str):
+            raise InvalidInput(f"{self.target} has no install record; run sync again")
+        return report, self.sync(image, branch, force_rebuild=True)
