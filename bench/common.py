@@ -1,0 +1,325 @@
+"""Helpers shared by the benchmarks: a real server, timed CLI runs, medians, BENCHMARKS.md.
+
+Benchmarks drive the product the way users do: the ``changeover`` console script of this
+venv against a ``changeover server`` process, never in-process calls, so what is measured
+includes process start-up, HTTP and the background job runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+MB = 1_000_000
+"""Throughputs are in MB/s with MB = 10**6 bytes, as disks and networks are quoted."""
+
+_SECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (a command failed, the server did not come up)."""
+
+
+# -- running commands ----------------------------------------------------------------------
+
+
+def changeover_bin() -> str:
+    """The ``changeover`` console script of the interpreter running the benchmark."""
+    # The venv's own script first: PATH may hold another install, or none at all.
+    beside = Path(sys.executable).with_name("changeover")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("changeover")
+    if found is None:
+        raise BenchError("no `changeover` command: run `make bench` (it installs the venv)")
+    return found
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One finished command: its wall-clock duration and its output."""
+
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+def run_timed(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+) -> Timed:
+    """Run a command to completion and time it (wall clock); raise BenchError if it fails."""
+    full_env = {**os.environ, **(env or {})}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        list(argv), env=full_env, cwd=cwd, input=stdin, capture_output=True, check=False
+    )
+    seconds = time.perf_counter() - start
+    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise BenchError(
+            f"`{' '.join(argv)}` exited with {proc.returncode}:\n{err.strip() or out.strip()}"
+        )
+    return Timed(seconds, out, err)
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Timed:
+    """Run ``changeover ARGS…`` and time it, start-up included (what a CI step pays)."""
+    return run_timed([changeover_bin(), *args], env=env, cwd=cwd)
+
+
+# -- a real server -------------------------------------------------------------------------
+
+
+def make_admin_token(data_dir: Path) -> str:
+    """Create an admin token straight in the data directory's database (offline)."""
+    out = run_cli("token", "create", "--scope", "admin", "--data", str(data_dir), "--json")
+    return str(json.loads(out.stdout)["token"])
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the server binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``changeover server`` and what a CLI needs to talk to it."""
+
+    url: str
+    data_dir: Path
+    token: str
+    log_path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CHANGEOVER_URL": self.url, "CHANGEOVER_TOKEN": self.token}
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    # SIGINT lets uvicorn run the app's shutdown (job runner, database) like Ctrl-C would.
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path | None = None, *, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """Start ``changeover server`` on a free loopback port and yield once /healthz answers.
+
+    Without ``data_dir`` the server gets a fresh temporary one, deleted afterwards. The
+    process is stopped (and the temporary directory removed) however the block exits.
+
+    Raises:
+        BenchError: the server exited or did not answer within ``timeout_s``.
+    """
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="co-bench-")))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        token = make_admin_token(data_dir)
+        port = free_port()
+        log_path = data_dir / "server.log"
+        log = stack.enter_context(open(log_path, "wb"))
+        proc = subprocess.Popen(
+            [changeover_bin(), "server", "--data", str(data_dir), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            # Its own session: a Ctrl-C of the benchmark reaches us, and we stop it cleanly.
+            start_new_session=True,
+        )
+        stack.callback(_stop, proc)
+        server = Server(f"http://127.0.0.1:{port}", data_dir, token, log_path)
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(server.url):
+            if proc.poll() is not None:
+                raise BenchError(f"the server exited with {proc.returncode}:\n{server.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the server did not answer in {timeout_s:.0f} s")
+            time.sleep(0.05)  # a probe interval, not a guess at how long start-up takes
+        yield server
+
+
+# -- statistics and reporting --------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def mb_per_s(nbytes: int, seconds: float) -> float:
+    return nbytes / MB / seconds if seconds > 0 else float("inf")
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = ""
+) -> str:
+    """A GitHub markdown table, padded so it also reads well as plain text.
+
+    ``align`` holds one letter per column, ``l`` or ``r`` (default ``l``).
+    """
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    if any(len(r) != len(headers) for r in cells):
+        raise ValueError("every row needs one cell per header")
+    align = align.ljust(len(headers), "l")
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if a == "r" else c.ljust(w)
+            for c, w, a in zip(row, widths, align, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(
+        "-" * (w - 1) + ":" if a == "r" else "-" * w for w, a in zip(widths, align, strict=True)
+    )
+    return "\n".join([line(cells[0]), rule + " |", *(line(r) for r in cells[1:])])
+
+
+def machine_info() -> dict[str, str]:
+    """What the figures depend on: CPUs, CPU model, OS, Python, date."""
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for row in Path("/proc/cpuinfo").read_text().splitlines():
+            if row.startswith("model name"):
+                model = row.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for row in Path("/proc/meminfo").read_text().splitlines():
+            if row.startswith("MemTotal:"):
+                mem = f"{int(row.split()[1]) / 1024 / 1024:.0f} GiB"
+                break
+    return {
+        "cpus": str(len(os.sched_getaffinity(0))),
+        "cpu": model,
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def source_revision() -> str:
+    """The commit measured, marked ``+changes`` when the working tree differs from it."""
+    try:
+        head = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=True
+            )
+            .stdout.decode()
+            .strip()
+        )
+        # diff-index only reads: unlike `git status` it never rewrites the index.
+        dirty = subprocess.run(
+            ["git", "diff-index", "--quiet", "HEAD", "--"],
+            cwd=REPO,
+            capture_output=True,
+            check=False,
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def markers(name: str) -> tuple[str, str]:
+    if not _SECTION_NAME.match(name):
+        raise ValueError(f"section name {name!r}: use lowercase letters, digits and '-'")
+    return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Put ``body`` between the ``bench:NAME`` markers of ``path``, leaving the rest alone.
+
+    An existing section is replaced in place; a new one is appended; a missing file is
+    created. Several benchmarks thus share one BENCHMARKS.md, each owning its section.
+
+    Raises:
+        ValueError: the file holds the opening marker without its closing one (or they are
+            out of order, or repeated): rewriting it could eat a neighbouring section.
+    """
+    start, end = markers(name)
+    text = path.read_text() if path.exists() else ""
+    block = f"{start}\n{body.strip()}\n{end}"
+    n_start, n_end = text.count(start), text.count(end)
+    if n_start == n_end == 0:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+    elif n_start == n_end == 1 and text.index(start) < text.index(end):
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + block + after
+    else:
+        raise ValueError(f"{path}: the markers of section {name!r} are broken; fix them by hand")
+    # Write then rename, so an interrupted run never leaves a half-written file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def clean_up_on_signals() -> None:
+    """Make SIGTERM and SIGINT raise, so ``finally`` blocks stop servers and delete data.
+
+    Python's default for SIGTERM is to die on the spot, and a shell starting us in the
+    background hands us SIGINT ignored; both would leave servers and gigabytes behind.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout stays the results."""
+    print(message, file=sys.stderr, flush=True)
