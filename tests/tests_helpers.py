@@ -79,6 +79,18 @@ def push_files(c: httpx.Client, image: str, files: dict[str, bytes], label: str 
     return upd
 
 
+def release(c: httpx.Client, image: str, files: dict[str, bytes], label: str | None) -> Any:
+    """Push, analyse and accept a build through the API; returns the completed version."""
+    upd = push_files(c, image, files, label)
+    assert wait_job(c, f"/updates/{upd['id']}")["status_name"] == "Completed"
+    d = c.post(f"/images/{image}/diffs", json={"update_id": upd["id"]})
+    assert d.status_code == 201, d.text
+    assert wait_job(c, f"/diffs/{d.json()['id']}")["status"] == 5
+    v = c.post(f"/diffs/{d.json()['id']}/accept")
+    assert v.status_code == 201, v.text
+    return wait_job(c, f"/versions/{v.json()['id']}")
+
+
 def wait_job(c: httpx.Client, path: str, timeout_s: float = 60) -> Any:
     def done() -> Any:
         job = c.get(path).json()

@@ -10,7 +10,8 @@
     │   └── Forbidden       a valid token whose scope does not allow this (403)
     ├── IntegrityError      bytes that do not match the hash that vouches for them
     │   └── UntrustedMetadata  signed metadata that is tampered, rolled back, expired or mixed
-    └── RemoteError         the other side (server, mirror) failed or could not be reached
+    ├── RemoteError         the other side (server, mirror) failed or could not be reached
+    └── DiskError           the local disk refused a write (full, read-only, permissions)
 
 Callers branch on these types, never on messages. Each carries the facts a user needs
 as attributes, and its message says what to do about it. The HTTP API maps the tree to
@@ -101,3 +102,7 @@ class UntrustedMetadata(IntegrityError):
 
 class RemoteError(ChangeoverError):
     code = "remote"
+
+
+class DiskError(ChangeoverError):
+    code = "disk"

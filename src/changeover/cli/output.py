@@ -25,6 +25,7 @@ EXIT_CODES: list[tuple[type[errors.ChangeoverError], int]] = [
     (errors.IntegrityError, 7),
     (errors.InvalidInput, 3),
     (errors.RemoteError, 8),
+    (errors.DiskError, 9),
 ]
 JOB_FAILED = 1
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from changeover.content.delivery import DeliveryIndex, PatchRef
 from changeover.content.manifest import Manifest, check_path
-from changeover.errors import IntegrityError, InvalidInput, UntrustedMetadata
+from changeover.errors import DiskError, IntegrityError, InvalidInput, UntrustedMetadata
 from changeover.launcher.fetch import Fetcher, RateLimit
 from changeover.launcher.install import Install, verify_tree
 from changeover.launcher.objects import ObjectStore
@@ -106,7 +106,10 @@ class Syncer:
         self.target = target
         self.cache = cache or default_cache(target)
         self.install = Install(target, self.cache)
-        self.objects = ObjectStore(self.cache / "objects")
+        try:
+            self.objects = ObjectStore(self.cache / "objects")
+        except OSError as e:
+            raise DiskError(f"cannot create the cache {self.cache}: {e.strerror}") from e
         trust_key = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
         self.root = root
         self.trust_dir = self.cache / "trust" / trust_key
@@ -132,6 +135,19 @@ class Syncer:
         return pointer, manifest, index
 
     def sync(self, image: str, branch: str, *, force_rebuild: bool = False) -> SyncReport:
+        """Raises DiskError when the disk refuses a write; the install is then unchanged."""
+        try:
+            return self._sync(image, branch, force_rebuild)
+        except OSError as e:
+            current = self.install.record() or {}
+            was = f"version {current['version']}" if "version" in current else "not installed"
+            raise DiskError(
+                f"cannot write under {self.cache} or {self.target.parent}: {e.strerror};"
+                f" {self.target} is unchanged ({was})",
+                errno=e.errno,
+            ) from e
+
+    def _sync(self, image: str, branch: str, force_rebuild: bool) -> SyncReport:
         started = time.monotonic()
         self.install.check_managed()
         self.install.cleanup()

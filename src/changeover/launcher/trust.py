@@ -52,6 +52,9 @@ class TrustedTargets:
     def refresh(self) -> None:
         try:
             self.updater.refresh()
+        except tuf_errors.DownloadLengthMismatchError as e:
+            # More bytes than the signed length: tampering, not a network fault.
+            raise UntrustedMetadata(f"{self.base_url} served an oversized file: {e}") from e
         except tuf_errors.DownloadError as e:
             raise RemoteError(f"cannot fetch metadata from {self.base_url}: {e}") from e
         except tuf_errors.RepositoryError as e:
@@ -71,6 +74,9 @@ class TrustedTargets:
             local = self.updater.find_cached_target(info)
             if local is None:
                 local = self.updater.download_target(info)
+        except tuf_errors.DownloadLengthMismatchError as e:
+            # More bytes than the signed length: tampering, not a network fault.
+            raise UntrustedMetadata(f"{self.base_url} served an oversized file: {e}") from e
         except tuf_errors.DownloadError as e:
             raise RemoteError(f"cannot fetch {path}: {e}") from e
         except tuf_errors.RepositoryError as e:
