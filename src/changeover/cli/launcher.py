@@ -66,6 +66,9 @@ def sync(
         str | None, typer.Option("--limit-rate", help="e.g. 5M (bytes/s).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel downloads.")] = 4,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds without data before a retry.")
+    ] = 30.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Install or update DIR to what BRANCH of IMAGE points at."""
@@ -89,6 +92,7 @@ def sync(
             root,
             max_bytes_per_s=parse_rate(limit_rate),
             workers=workers,
+            timeout_s=timeout,
             on_progress=on_progress,
         )
         report = syncer.sync(image, branch)

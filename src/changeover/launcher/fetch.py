@@ -73,10 +73,10 @@ class Fetcher:
         Raises:
             RemoteError: the server kept failing, or sent more than ``max_bytes``.
         """
-        received = 0
+        received = [0]  # counts bytes of cut-off attempts too: they were downloaded
         for attempt in range(self.retries + 1):
             try:
-                received += self._once(rel, part, max_bytes)
+                self._once(rel, part, max_bytes, received)
             except _Retry as e:
                 if attempt == self.retries:
                     raise RemoteError(
@@ -84,21 +84,20 @@ class Fetcher:
                     ) from e
                 time.sleep(min(0.2 * 2**attempt, 5.0))  # back off before retrying
             else:
-                return received
+                return received[0]
         raise AssertionError("unreachable")
 
-    def _once(self, rel: str, part: Path, max_bytes: int) -> int:
+    def _once(self, rel: str, part: Path, max_bytes: int, received: list[int]) -> None:
         have = part.stat().st_size if part.exists() else 0
         if have > max_bytes:
             part.unlink()
             have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         url = f"{self.base_url}/{rel}"
-        got = 0
         try:
             with self.http.stream("GET", url, headers=headers) as r:
                 if r.status_code == 416 and have:
-                    return 0  # we already hold the whole object
+                    return  # we already hold the whole object
                 if r.status_code in RETRYABLE_STATUS:
                     raise _Retry(f"HTTP {r.status_code}")
                 if r.status_code == 404:
@@ -117,14 +116,13 @@ class Fetcher:
                             )
                         self.limit.take(len(chunk))
                         out.write(chunk)
-                        got += len(chunk)
+                        received[0] += len(chunk)
                         if self.on_bytes is not None:
                             self.on_bytes(len(chunk))
                     out.flush()
                     os.fsync(out.fileno())
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
             raise _Retry(f"{type(e).__name__}: {e}") from e
-        return got
 
 
 class _Retry(ChangeoverError):

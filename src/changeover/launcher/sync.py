@@ -100,6 +100,7 @@ class Syncer:
         root: bytes | None = None,
         max_bytes_per_s: int | None = None,
         workers: int = 4,
+        timeout_s: float = 30.0,
         on_progress: Progress | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -114,6 +115,7 @@ class Syncer:
         self.root = root
         self.trust_dir = self.cache / "trust" / trust_key
         self.workers = workers
+        self.timeout_s = timeout_s
         self.limit = RateLimit(max_bytes_per_s)
         self.on_progress = on_progress
 
@@ -176,7 +178,9 @@ class Syncer:
 
         steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
-        fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total))
+        fetcher = Fetcher(
+            self.base_url, self.limit, on_bytes=self._progress(total), timeout_s=self.timeout_s
+        )
         try:
             with ThreadPoolExecutor(self.workers) as pool:
                 results = list(pool.map(lambda s: self._obtain(fetcher, s), steps))
