@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from changeover import __version__, errors
-from changeover.cli import builds, launcher, server
+from changeover.cli import builds, keys, launcher, server
 from changeover.cli.output import fail
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 server.register(app)
 builds.register(app)
 launcher.register(app)
+keys.register(app)
 
 
 def _print_version(value: bool) -> None:

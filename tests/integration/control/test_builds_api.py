@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests_helpers import build_manifest, push_files, wait_job
+from tests_helpers import build_manifest, push_files, release, wait_job
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -17,20 +17,6 @@ pytestmark = pytest.mark.timeout(120)
 def new_image(c: httpx.Client, name: str) -> None:
     r = c.post("/images", json={"name": name})
     assert r.status_code == 201, r.text
-
-
-def release(
-    c: httpx.Client, image: str, files: dict[str, bytes], label: str | None
-) -> dict[str, Any]:
-    """Push, analyse and accept a build; returns the completed version."""
-    upd = push_files(c, image, files, label)
-    assert wait_job(c, f"/updates/{upd['id']}")["status_name"] == "Completed"
-    d = c.post(f"/images/{image}/diffs", json={"update_id": upd["id"]})
-    assert d.status_code == 201, d.text
-    assert wait_job(c, f"/diffs/{d.json()['id']}")["status"] == 5
-    v = c.post(f"/diffs/{d.json()['id']}/accept")
-    assert v.status_code == 201, v.text
-    return wait_job(c, f"/versions/{v.json()['id']}")
 
 
 def test_push_diff_accept_branch_flow(server: Any) -> None:

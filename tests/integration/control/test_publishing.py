@@ -12,18 +12,9 @@ from typing import Any
 import pytest
 
 from changeover.launcher.trust import TrustedTargets
-from tests_helpers import push_files, start_server, stop_server, wait_for, wait_job
+from tests_helpers import release, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def release(c: Any, image: str, files: dict[str, bytes], label: str) -> dict[str, Any]:
-    upd = push_files(c, image, files, label)
-    wait_job(c, f"/updates/{upd['id']}")
-    d = c.post(f"/images/{image}/diffs", json={"update_id": upd["id"]}).json()
-    wait_job(c, f"/diffs/{d['id']}")
-    v = c.post(f"/diffs/{d['id']}/accept").json()
-    return wait_job(c, f"/versions/{v['id']}")
 
 
 def test_branch_pointer_and_manifest_are_signed_targets(server: Any, tmp_path: Path) -> None:

@@ -146,3 +146,50 @@ def test_mixed_metadata_is_refused(mirror: Server, tmp_path: Path) -> None:
     code, err = sync(mirror, tmp_path / "fresh")
     assert code == 7
     assert "refused" in err
+
+
+def test_pinned_root_follows_key_rotation_and_refuses_a_foreign_root(
+    mirror: Server, tmp_path: Path
+) -> None:
+    exported = run_cli("keys", "root", "--data", str(mirror.data))
+    assert exported.returncode == 0, exported.stderr
+    pinned = tmp_path / "root.json"
+    pinned.write_text(exported.stdout)
+    target = tmp_path / "game"
+    assert (
+        mirror.client().put("/images/game/branches/live", json={"version": "1"}).status_code == 200
+    )
+
+    def sync_pinned(root: Path, where: Path) -> tuple[int, str]:
+        r = run_cli(
+            "launcher",
+            "sync",
+            mirror.url + "/content",
+            str(where),
+            "--image",
+            "game",
+            "--branch",
+            "live",
+            "--root",
+            str(root),
+        )
+        return r.returncode, r.stderr
+
+    assert sync_pinned(pinned, target)[0] == 0
+    for role in ("targets", "timestamp", "root"):
+        assert run_cli("keys", "rotate", role, "--data", str(mirror.data)).returncode == 0
+    move_to_v2(mirror)
+    code, err = sync_pinned(pinned, target)
+    assert code == 0, err
+    assert on_disk(target) == expected(make_versions(seed=11)[1])
+
+    # A root from some other repository must not be able to vouch for this one.
+    other = tmp_path / "other-server"
+    other_srv = start_server(other, None)
+    stop_server(other_srv)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(run_cli("keys", "root", "--data", str(other)).stdout)
+    code, err = sync_pinned(foreign, tmp_path / "elsewhere")
+    assert code == 7
+    assert "refused" in err
+    assert not os.path.lexists(tmp_path / "elsewhere")

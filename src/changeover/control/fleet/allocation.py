@@ -13,7 +13,7 @@ The rules, in order (seed 002's bleed-off, seed 000's allocate-by-profile):
 2. Never an instance being drained or stopped, unless the player joins a friend there.
 3. Joining a friend goes to the friend's instance when that is allowed; otherwise the
    player is allocated as if alone, and the choice says why the friend could not be joined.
-4. Regions in the order the request prefers (no preference: all alike).
+4. Only the regions the request lists, in its order (no list: every region alike).
 5. The newest version first; among equals the fullest instance with room, so older and
    emptier instances drain naturally (pack, don't spread); then the oldest instance.
 """
@@ -135,9 +135,7 @@ def rank(candidates: Iterable[Candidate], request: Request) -> Ranked | Refusal:
     if request.regions:
         pool = [c for c in pool if c.region in request.regions]
     where = f" in {', '.join(request.regions)}" if request.regions else ""
-    ready = [
-        c for c in pool if c.host_alive and c.state in ALLOCATABLE and c.desired == "running"
-    ]
+    ready = [c for c in pool if c.host_alive and c.state in ALLOCATABLE and c.desired == "running"]
     if not ready:
         return Refusal("no_instance", f"no ready instance{where}; try again shortly")
     compatible = [c for c in ready if c.accepts(request.client_version)]
