@@ -42,6 +42,17 @@ class ObjectStore:
                 return p
         return None
 
+    def held(self) -> list[tuple[str, int]]:
+        """(sha256, size) of every content held, in either variant."""
+        out: dict[str, int] = {}
+        for sub in self.root.iterdir():
+            if sub == self.partial or not sub.is_dir():
+                continue
+            for obj in sub.iterdir():
+                if not obj.name.startswith(".tmp-"):
+                    out[obj.name.rstrip("x")] = obj.stat().st_size
+        return sorted(out.items())
+
     def has(self, sha256: str, executable: bool) -> bool:
         return self.path(sha256, executable).exists()
 

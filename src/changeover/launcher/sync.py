@@ -19,8 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from changeover.content.delivery import DeliveryIndex, PatchRef
+from changeover.content.delivery import DeliveryIndex
 from changeover.content.manifest import Manifest, check_path
+from changeover.content.patch import apply_patch, read_header
+from changeover.content.plan import Copy, Keep, Link, LocalFile, Patch, Remove, plan_sync
+from changeover.content.publish import PatchEntry
 from changeover.errors import DiskError, IntegrityError, InvalidInput, UntrustedMetadata
 from changeover.launcher.fetch import Fetcher, RateLimit
 from changeover.launcher.install import Install, verify_tree
@@ -53,13 +56,14 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class Step:
-    """How one missing content is obtained."""
+    """How one missing content is obtained: from a held variant, a patch chain, or a blob."""
 
     sha256: str
     size: int
     executable: bool
     download_bytes: int
-    patch: PatchRef | None = None
+    base_sha256: str | None = None
+    chain: tuple[PatchEntry, ...] = ()
 
 
 def default_cache(target: Path) -> Path:
@@ -68,25 +72,33 @@ def default_cache(target: Path) -> Path:
 
 
 def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -> list[Step]:
-    """The cheapest way to obtain every content of ``manifest`` not held yet."""
+    """The cheapest way to obtain every content of ``manifest`` not held yet.
+
+    The pure planner sees the object store as the local files: every held content is a
+    possible patch base, whichever version or install it came from.
+    """
+    local = {f"objects/{sha}": LocalFile(size, sha) for sha, size in objects.held()}
+    plan = plan_sync(local, manifest, index.patches, index.blobs)
     steps: dict[tuple[str, bool], Step] = {}
-    for f in manifest:
-        if f.link is not None or objects.has(f.sha256, f.executable):
+    for action in plan.actions:
+        if isinstance(action, Keep | Link | Remove):
+            continue
+        f = manifest.get(action.path)
+        if f is None or objects.has(f.sha256, f.executable):
             continue
         key = (f.sha256, f.executable)
         if key in steps:
             continue
-        if objects.find(f.sha256) is not None:
+        if isinstance(action, Copy):
             steps[key] = Step(f.sha256, f.size, f.executable, 0)
-            continue
-        blob = index.blobs.get(f.sha256)
-        if blob is None:
-            raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
-        best = Step(f.sha256, f.size, f.executable, blob)
-        for ref in index.patches.get(f.sha256, []):
-            if ref.size < best.download_bytes and objects.find(ref.base_sha256) is not None:
-                best = Step(f.sha256, f.size, f.executable, ref.size, ref)
-        steps[key] = best
+        elif isinstance(action, Patch):
+            base = action.base_path.removeprefix("objects/")
+            cost = sum(p.size for p in action.steps)
+            steps[key] = Step(f.sha256, f.size, f.executable, cost, base, action.steps)
+        else:
+            if f.sha256 not in index.blobs:
+                raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
+            steps[key] = Step(f.sha256, f.size, f.executable, index.blobs[f.sha256])
     return sorted(steps.values(), key=lambda s: -s.download_bytes)
 
 
@@ -187,8 +199,8 @@ class Syncer:
         finally:
             fetcher.close()
         report.downloaded_bytes = sum(results)
-        report.fetched_blobs = sum(1 for s in steps if s.download_bytes and s.patch is None)
-        report.applied_patches = sum(1 for s in steps if s.patch is not None)
+        report.fetched_blobs = sum(1 for s in steps if s.download_bytes and not s.chain)
+        report.applied_patches = sum(1 for s in steps if s.chain)
         report.reused_objects = len(manifest.blob_hashes()) - report.fetched_blobs
         report.reused_objects -= report.applied_patches
 
@@ -209,11 +221,15 @@ class Syncer:
         if step.download_bytes == 0:
             self.objects.add_variant(step.sha256, step.executable)
             return 0
-        if step.patch is not None:
+        if step.chain:
+            received = [0]
             try:
-                return self._patch(fetcher, step, step.patch)
-            except IntegrityError:
+                self._patch(fetcher, step, received)
+            except (IntegrityError, InvalidInput):
                 pass  # a bad patch is no reason to fail: the blob is always there
+            else:
+                return received[0]
+            return received[0] + self._blob(fetcher, step)
         return self._blob(fetcher, step)
 
     def _blob(self, fetcher: Fetcher, step: Step) -> int:
@@ -231,26 +247,35 @@ class Syncer:
             return received
         return received
 
-    def _patch(self, fetcher: Fetcher, step: Step, ref: PatchRef) -> int:
-        from changeover.content.patch import apply_patch  # the delta engine
-
-        part = self.objects.part_path(f"{ref.sha256}.patch")
-        received = fetcher.download(ref.path, part, ref.size)
-        if hashlib.sha256(part.read_bytes()).hexdigest() != ref.sha256:
-            part.unlink(missing_ok=True)
-            raise IntegrityError(f"patch {ref.path}", ref.sha256, "other bytes")
-        base = self.objects.find(ref.base_sha256)
-        if base is None:
-            raise IntegrityError("patch base vanished", ref.base_sha256, "missing")
-        result = self.objects.part_path(f"{step.sha256}.patched")
+    def _patch(self, fetcher: Fetcher, step: Step, received: list[int]) -> None:
+        """Apply the chain from a held base; each intermediate is verified by its hash."""
+        assert step.base_sha256 is not None
+        source = self.objects.find(step.base_sha256)
+        if source is None:
+            raise IntegrityError("patch base vanished", step.base_sha256, "missing")
+        scratch: list[Path] = []
         try:
-            with open(result, "wb") as out:
-                apply_patch(base, part, out, expected_size=step.size)
-            self.objects.add_from_file(result, step.sha256, step.size, step.executable)
+            for n, ref in enumerate(step.chain):
+                last = n == len(step.chain) - 1
+                part = self.objects.part_path(f"{ref.sha256}.patch")
+                received[0] += fetcher.download(ref.path, part, ref.size)
+                scratch.append(part)
+                if hashlib.sha256(part.read_bytes()).hexdigest() != ref.sha256:
+                    raise IntegrityError(f"patch {ref.path}", ref.sha256, "other bytes")
+                # An intermediate's size is not in the manifest: the patch header bounds it
+                # and the hash check after applying vouches for it.
+                size = step.size if last else _new_size(part)
+                out = self.objects.part_path(f"{ref.target_sha256}.patched")
+                scratch.append(out)
+                with open(out, "wb") as sink:
+                    apply_patch(
+                        source, part, sink, expected_size=size, expected_sha256=ref.target_sha256
+                    )
+                source = out
+            self.objects.add_from_file(source, step.sha256, step.size, step.executable)
         finally:
-            result.unlink(missing_ok=True)
-            part.unlink(missing_ok=True)
-        return received
+            for path in scratch:
+                path.unlink(missing_ok=True)
 
     def _referenced(self) -> set[str]:
         """Every content any install in this cache still points at."""
@@ -282,3 +307,8 @@ class Syncer:
         if not isinstance(image, str) or not isinstance(branch, str):
             raise InvalidInput(f"{self.target} has no install record; run sync again")
         return report, self.sync(image, branch, force_rebuild=True)
+
+
+def _new_size(patch: Path) -> int:
+    with open(patch, "rb") as f:
+        return read_header(f).new_size

@@ -6,10 +6,15 @@ Each task is idempotent: it may run again after a crash and must then do nothing
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+
+from sqlalchemy import select
 
 from changeover.content.delivery import build_index
 from changeover.content.diff import analyse
+from changeover.content.manifest import Manifest
+from changeover.content.publish import DEFAULT_HISTORY, build_patches
 from changeover.content.store import LocalStore
 from changeover.control.builds import services
 from changeover.control.builds.models import Diff, Update, Version
@@ -86,7 +91,10 @@ def build_job_kinds(
         missing = store.missing(manifest.blob_hashes())
         if missing:
             raise ChangeoverError(f"cannot publish: the store lacks {len(missing)} blob(s)")
-        index = build_index(store, manifest)
+        patches = build_patches(
+            store, manifest, previous_manifests(version), workers=_workers(manifest)
+        )
+        index = build_index(store, manifest, patches)
         store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())
         with db.write() as s:
             version = s.get_one(Version, job_id)
@@ -94,8 +102,31 @@ def build_job_kinds(
                 services.finish_version(s, version)
         on_version()
 
+    def previous_manifests(version: Version) -> list[Manifest]:
+        """The image's latest completed versions before this one, most recent first."""
+        with db.read() as s:
+            ids = s.scalars(
+                select(Version.manifest_id)
+                .where(
+                    Version.image_id == version.image_id,
+                    Version.status == JobState.COMPLETED,
+                    Version.manifest_id != version.manifest_id,
+                )
+                .order_by(Version.number.desc())
+                .limit(DEFAULT_HISTORY)
+            )
+            return [store.get_manifest(i) for i in ids]
+
     return [
         JobKind("update", Update, check_update),
         JobKind("diff", Diff, analyse_diff, promote=promote_diffs),
         JobKind("version", Version, publish_version),
     ]
+
+
+SMALL_CHANGE_BYTES = 32 << 20
+
+
+def _workers(manifest: Manifest) -> int:
+    # Starting a process pool costs about a second; small builds patch faster in-process.
+    return 1 if manifest.total_bytes < SMALL_CHANGE_BYTES else (os.cpu_count() or 1)

@@ -1,0 +1,458 @@
+"""Delta patches between two versions of one file, built like ``zstd --patch-from``.
+
+``make_patch`` compresses the new file with zstd, giving it (part of) the old file as a
+prefix: zstd then codes whatever the new file shares with the old one as back-references,
+found by the long-distance matcher at any distance inside the window (see
+:mod:`changeover.content.zstd_prefix`). ``apply_patch`` decodes with python-zstandard, the
+old bytes loaded as a raw-content dictionary, which is exactly what the encoder referenced.
+
+Bounded memory. The new file is cut into segments of at most ``segment_bytes`` (256 MiB by
+default), each one zstd frame against a *window* of at most ``segment_bytes`` of the old
+file, so neither side ever holds more than one segment and one window. When the whole old
+file fits in the window it is the window (the ``--patch-from`` case). Otherwise the window
+is chosen from where the segment's content actually lies in the old file, rather than the
+same offsets plus some slack: builds insert, remove and reorder assets, and a shift larger
+than the slack, or a moved block, would drop out of an aligned window. Content is located
+with sampled, content-defined anchors: occurrences of a short byte pattern, picked from the
+old file so it recurs every ``_anchor_spacing`` bytes or so, spaced at least half that apart,
+keyed by the 32 bytes that follow. An anchor sits in the same content in both files whatever
+was inserted before it, so after an edit the two anchor sequences fall back into step. The
+old regions around the matched anchors, heaviest first, fill the window; a segment with no
+match gets the old region at the same relative position. The anchors steer only the choice
+of window, never correctness: a poor choice costs bytes, not a wrong file.
+
+Patch format (little-endian), version 1::
+
+    magic "CHOVPTCH"  version u16  flags u16 (0)  old_size u64  new_size u64  segments u32
+    per segment:  new_length u64  frame_length u64  ranges u32
+                  per range: old_offset u64  length u64   (concatenated: the window)
+    header_crc32 u32   (of every header byte before it)
+    the frames, one zstd frame per segment, in order (content size and checksum included)
+
+``apply_patch`` checks every field against its caps and the actual old file before it
+allocates or writes anything, stops any frame at its declared length, and lets zstd's
+checksum vouch for each frame, so a foreign, truncated or corrupted patch raises
+:class:`InvalidInput` instead of producing or overwriting anything beyond ``expected_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import zstandard
+
+from changeover.content import zstd_prefix
+from changeover.errors import IntegrityError, InvalidInput, NotFound
+
+MAGIC = b"CHOVPTCH"
+VERSION = 1
+SEGMENT_BYTES = 256 << 20
+"""Default bound on one segment of the new file and on one window of the old file."""
+MAX_SEGMENT_BYTES = 1 << 30
+"""``apply_patch`` refuses a patch that would need a bigger segment or window than this."""
+MAX_RANGES = 64
+_MAX_RANGES_READ = 4096
+_FP_LEN = 32
+_CHUNK = 1 << 20
+_SAMPLES = 64
+_SAMPLE_BYTES = 4096
+
+_HEAD = struct.Struct("<8sHHQQI")
+_SEG = struct.Struct("<QQI")
+_RANGE = struct.Struct("<QQ")
+_CRC = struct.Struct("<I")
+
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    new_length: int
+    frame_length: int
+    ranges: tuple[Range, ...]
+    """(old offset, length) pieces of the old file, concatenated into this frame's prefix."""
+
+    @property
+    def window_bytes(self) -> int:
+        return sum(length for _, length in self.ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class PatchHeader:
+    old_size: int
+    new_size: int
+    segments: tuple[Segment, ...]
+
+    def encode(self) -> bytes:
+        parts = [_HEAD.pack(MAGIC, VERSION, 0, self.old_size, self.new_size, len(self.segments))]
+        for s in self.segments:
+            parts.append(_SEG.pack(s.new_length, s.frame_length, len(s.ranges)))
+            parts.extend(_RANGE.pack(off, length) for off, length in s.ranges)
+        raw = b"".join(parts)
+        return raw + _CRC.pack(zlib.crc32(raw))
+
+
+# -- making ------------------------------------------------------------------------------
+
+
+def make_patch(
+    old: Path, new: Path, out: Path, *, level: int = 19, segment_bytes: int = SEGMENT_BYTES
+) -> int:
+    """Write a patch turning ``old`` into ``new`` to ``out`` (atomically); return its size."""
+    if segment_bytes < 1:
+        raise InvalidInput("segment_bytes must be positive")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        old_map = _map(stack, old)
+        new_map = _map(stack, new)
+        plan = _plan_segments(old_map, new_map, segment_bytes)
+        draft = PatchHeader(len(old_map), len(new_map), tuple(Segment(n, 0, r) for n, r in plan))
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                # The header's size is known before the frames are; their lengths are not.
+                f.write(draft.encode())
+                segments: list[Segment] = []
+                start = 0
+                for new_length, ranges in plan:
+                    frame = _compress_segment(
+                        old_map, new_map[start : start + new_length], ranges, level
+                    )
+                    f.write(frame)
+                    segments.append(Segment(new_length, len(frame), ranges))
+                    start += new_length
+                header = PatchHeader(len(old_map), len(new_map), tuple(segments))
+                f.seek(0)
+                f.write(header.encode())
+                size = f.seek(0, os.SEEK_END)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    return size
+
+
+def _map(stack: contextlib.ExitStack, path: Path) -> memoryview:
+    f = stack.enter_context(_open(path))
+    if os.fstat(f.fileno()).st_size == 0:
+        return memoryview(b"")
+    # A private map is writable in our address space, so libzstd can read it without a copy.
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    view = memoryview(m)
+    stack.callback(_unmap, m, view)
+    return view
+
+
+def _unmap(m: mmap.mmap, view: memoryview) -> None:
+    # After an error, slices of the map may live on in the traceback; then the map is left
+    # to the garbage collector rather than masking the error with a BufferError.
+    with contextlib.suppress(BufferError):
+        view.release()
+        m.close()
+
+
+def _compress_segment(
+    old: memoryview, segment: memoryview, ranges: tuple[Range, ...], level: int
+) -> bytes:
+    if len(ranges) == 1:
+        off, length = ranges[0]
+        return zstd_prefix.compress(old[off : off + length], segment, level=level)
+    prefix = bytearray()
+    for off, length in ranges:
+        prefix += old[off : off + length]
+    return zstd_prefix.compress(memoryview(prefix), segment, level=level)
+
+
+def _plan_segments(
+    old: memoryview, new: memoryview, segment_bytes: int
+) -> list[tuple[int, tuple[Range, ...]]]:
+    old_size, new_size = len(old), len(new)
+    if old_size <= segment_bytes:
+        whole: tuple[Range, ...] = ((0, old_size),) if old_size else ()
+        return [(len(piece), whole) for piece in _split(new_size, segment_bytes)]
+    # Half-size segments leave half of each window for context around what the anchors
+    # found: edits and moved pieces sit between anchors.
+    bounds = [(s.start, s.stop) for s in _split(new_size, max(1, segment_bytes // 2))]
+    spacing = _anchor_spacing(segment_bytes)
+    pattern = _pick_pattern(old, spacing)
+    index: dict[bytes, list[int]] = {}
+    for pos, key in _anchors(old, 0, old_size, pattern, spacing // 2):
+        hits = index.setdefault(key, [])
+        if len(hits) < 4:  # repeated content (padding, zeros) would swamp the index
+            hits.append(pos)
+    plan = []
+    for start, end in bounds:
+        found: list[int] = []
+        for _, key in _anchors(new, start, end, pattern, spacing // 2):
+            found += index.get(key, ())
+        ranges = _choose_window(found, start, end, old_size, new_size, segment_bytes, spacing)
+        plan.append((end - start, ranges))
+    return plan
+
+
+def _split(size: int, step: int) -> list[range]:
+    return [range(s, min(size, s + step)) for s in range(0, size, step)]
+
+
+def _anchor_spacing(segment_bytes: int) -> int:
+    # About 2048 anchors per segment: enough to see where a segment's pieces came from,
+    # few enough that indexing a 10 GiB file stays a few hundred thousand dict entries.
+    return max(64, segment_bytes // 2048)
+
+
+def _pick_pattern(data: memoryview, spacing: int) -> bytes:
+    """The rarest 1- or 2-byte pattern that still occurs about every ``spacing`` bytes."""
+    step = max(1, (len(data) - _SAMPLE_BYTES) // _SAMPLES)
+    singles: Counter[int] = Counter()
+    pairs: Counter[tuple[int, int]] = Counter()
+    total = 0
+    for off in range(0, max(1, len(data) - _SAMPLE_BYTES + 1), step):
+        sample = bytes(data[off : off + _SAMPLE_BYTES])
+        singles.update(sample)
+        pairs.update(itertools.pairwise(sample))
+        total += len(sample)
+    candidates = [(n / total, bytes([b])) for b, n in singles.items()]
+    candidates += [(n / total, bytes(p)) for p, n in pairs.items()]
+    frequent = [c for c in candidates if c[0] >= 1 / spacing]
+    if frequent:
+        return min(frequent, key=lambda c: (c[0], -len(c[1]), c[1]))[1]
+    return max(candidates, key=lambda c: (c[0], len(c[1]), c[1]))[1]
+
+
+def _anchors(
+    data: memoryview, start: int, end: int, pattern: bytes, gap: int
+) -> Iterator[tuple[int, bytes]]:
+    """(position, next 32 bytes) of pattern occurrences in [start, end), ``gap`` apart."""
+    raw = data.obj  # the mmap or bytes underneath: their find() runs in C
+    if not isinstance(raw, mmap.mmap | bytes):
+        raw = bytes(data)
+    pos = raw.find(pattern, start, end)
+    while pos != -1 and pos + _FP_LEN <= len(data):
+        yield pos, bytes(data[pos : pos + _FP_LEN])
+        pos = raw.find(pattern, pos + gap, end)
+
+
+def _choose_window(
+    hits: Sequence[int],
+    start: int,
+    end: int,
+    old_size: int,
+    new_size: int,
+    budget: int,
+    spacing: int,
+) -> tuple[Range, ...]:
+    if not hits:
+        middle = (start + end) // 2 * old_size // max(1, new_size)
+        lo = max(0, min(old_size - budget, middle - budget // 2))
+        return ((lo, min(old_size, lo + budget) - lo),)
+    # Each hit vouches for the old bytes around it. Neighbourhoods less than a few anchors
+    # apart merge into one region, weighted by its hits: the hole between them is most
+    # likely the same moved block with an edit that broke the anchors in it.
+    regions: list[list[int]] = []
+    for o in sorted(hits):
+        lo, hi = max(0, o - spacing), min(old_size, o + spacing + _FP_LEN)
+        if regions and lo <= regions[-1][1] + 4 * spacing:
+            regions[-1][1] = max(regions[-1][1], hi)
+            regions[-1][2] += 1
+        else:
+            regions.append([lo, hi, 1])
+    chosen: list[list[int]] = []
+    used = 0
+    for lo, hi, _ in sorted(regions, key=lambda r: (-r[2], r[0])):
+        if used + hi - lo <= budget and len(chosen) < MAX_RANGES:
+            chosen.append([lo, hi])
+            used += hi - lo
+    if not chosen:  # one region alone is larger than the budget: take its middle
+        lo, hi, _ = max(regions, key=lambda r: (r[2], -r[0]))
+        lo = (lo + hi - budget) // 2
+        chosen, used = [[lo, lo + budget]], budget
+    # Spend what is left of the budget on context around each region (edits and inserted
+    # data sit between anchors), then merge what now overlaps.
+    grow = (budget - used) // (2 * len(chosen))
+    merged: list[list[int]] = []
+    for first, last in sorted(chosen):
+        lo, hi = max(0, first - grow), min(old_size, last + grow)
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return tuple((lo, hi - lo) for lo, hi in merged)
+
+
+# -- applying ----------------------------------------------------------------------------
+
+
+def read_header(
+    patch: BinaryIO,
+    *,
+    expected_size: int | None = None,
+    max_segment_bytes: int = MAX_SEGMENT_BYTES,
+) -> PatchHeader:
+    """Read and validate a patch header, leaving ``patch`` at the first frame.
+
+    Raises:
+        InvalidInput: not a patch, an unknown version, a corrupt or implausible header, or
+            one for a file of another size than ``expected_size``.
+    """
+    raw = _read_exact(patch, _HEAD.size, "header")
+    magic, version, flags, old_size, new_size, count = _HEAD.unpack(raw)
+    if magic != MAGIC:
+        raise InvalidInput("not a changeover patch (bad magic)")
+    if version != VERSION or flags != 0:
+        raise InvalidInput(f"unsupported patch version {version} (flags {flags:#x})")
+    if expected_size is not None and new_size != expected_size:
+        # Checked before the segment table, whose length a garbage header could inflate.
+        raise InvalidInput(f"patch makes a file of {new_size} bytes, expected {expected_size}")
+    if count > new_size or (new_size and count == 0):
+        raise InvalidInput(f"corrupt patch: {count} segments for {new_size} bytes")
+    parts = [raw]
+    segments = []
+    total = 0
+    for i in range(count):
+        seg_raw = _read_exact(patch, _SEG.size, "segment table")
+        new_length, frame_length, n_ranges = _SEG.unpack(seg_raw)
+        if n_ranges > _MAX_RANGES_READ:
+            raise InvalidInput(f"corrupt patch: segment {i} has {n_ranges} ranges")
+        ranges_raw = _read_exact(patch, _RANGE.size * n_ranges, "segment table")
+        parts += [seg_raw, ranges_raw]
+        ranges = tuple(_RANGE.unpack_from(ranges_raw, k * _RANGE.size) for k in range(n_ranges))
+        if any(length == 0 or off + length > old_size for off, length in ranges):
+            raise InvalidInput(f"corrupt patch: segment {i} reads outside the base file")
+        segment = Segment(new_length, frame_length, ranges)
+        if not 0 < new_length <= max_segment_bytes or segment.window_bytes > max_segment_bytes:
+            raise InvalidInput(
+                f"patch segment {i} needs more than {max_segment_bytes} bytes of memory"
+            )
+        total += new_length
+        segments.append(segment)
+    (crc,) = _CRC.unpack(_read_exact(patch, _CRC.size, "header checksum"))
+    if crc != zlib.crc32(b"".join(parts)) or total != new_size:
+        raise InvalidInput("corrupt patch: header checksum or sizes do not match")
+    return PatchHeader(old_size, new_size, tuple(segments))
+
+
+def apply_patch(
+    old: Path,
+    patch: BinaryIO | Path,
+    out: BinaryIO,
+    *,
+    expected_size: int,
+    expected_sha256: str | None = None,
+    max_segment_bytes: int = MAX_SEGMENT_BYTES,
+) -> None:
+    """Write the file that ``patch`` makes from ``old`` to ``out``.
+
+    At most ``expected_size`` bytes are ever written; memory stays within one segment and
+    one window (each at most ``max_segment_bytes``). The caller checks the result's hash,
+    or passes ``expected_sha256`` to have it checked here. ``old`` is memory-mapped, so it
+    must not be truncated while this runs (it is the caller's own, just verified, file).
+
+    Raises:
+        InvalidInput: the patch is not one, is corrupt or truncated, is for another base
+            file (size differs), or makes a file of another size.
+        IntegrityError: the result does not match ``expected_sha256``.
+    """
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(_open(patch)) if isinstance(patch, Path) else patch
+        header = read_header(src, expected_size=expected_size, max_segment_bytes=max_segment_bytes)
+        base = _map(stack, old)
+        if len(base) != header.old_size:
+            raise InvalidInput(f"patch is for a base file of {header.old_size} bytes, not {old}")
+        digest = hashlib.sha256() if expected_sha256 is not None else None
+        for i, segment in enumerate(header.segments):
+            for chunk in _decode_frame(src, segment, _dictionary(base, segment.ranges), i):
+                if digest is not None:
+                    digest.update(chunk)
+                out.write(chunk)
+        if src.read(1):
+            raise InvalidInput("corrupt patch: data after the last segment")
+    if digest is not None and digest.hexdigest() != expected_sha256:
+        raise IntegrityError(f"patched {old.name}", str(expected_sha256), digest.hexdigest())
+
+
+def _dictionary(
+    base: memoryview, ranges: tuple[Range, ...]
+) -> zstandard.ZstdCompressionDict | None:
+    """The frame's prefix, as the raw-content dictionary zstd decodes it against."""
+    if not ranges:
+        return None
+    raw = zstandard.DICT_TYPE_RAWCONTENT
+    if len(ranges) == 1 and zstandard.backend == "cext":
+        # The C backend copies the dictionary in: straight from the map, no second copy.
+        off, length = ranges[0]
+        with base[off : off + length] as piece:
+            return zstandard.ZstdCompressionDict(piece, dict_type=raw)
+    return zstandard.ZstdCompressionDict(b"".join(base[o : o + n] for o, n in ranges), raw)
+
+
+def _decode_frame(
+    src: BinaryIO, segment: Segment, dict_data: zstandard.ZstdCompressionDict | None, index: int
+) -> Iterator[bytes]:
+    span = segment.window_bytes + segment.new_length
+    dctx = zstandard.ZstdDecompressor(
+        dict_data=dict_data, max_window_size=1 << zstd_prefix.window_log(span)
+    )
+    frame = _Limited(src, segment.frame_length)
+    produced = 0
+    try:
+        with dctx.stream_reader(cast(BinaryIO, frame), read_size=_CHUNK, closefd=False) as reader:
+            # Read one byte past the declared length so an overlong frame is caught before
+            # any of its excess is written.
+            while chunk := reader.read(min(_CHUNK, segment.new_length - produced + 1)):
+                produced += len(chunk)
+                if produced > segment.new_length:
+                    break
+                yield chunk
+    except zstandard.ZstdError as e:
+        raise InvalidInput(f"corrupt patch: segment {index} does not decode ({e})") from e
+    if produced != segment.new_length or frame.remaining:
+        raise InvalidInput(
+            f"corrupt patch: segment {index} makes {produced} bytes, expected {segment.new_length}"
+        )
+
+
+class _Limited:
+    """A reader that yields exactly ``remaining`` bytes of ``src``: one frame of the patch."""
+
+    def __init__(self, src: BinaryIO, size: int) -> None:
+        self.src = src
+        self.remaining = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n < 0 else min(n, self.remaining)
+        data = self.src.read(n) if n else b""
+        if len(data) < n:
+            raise InvalidInput("corrupt patch: truncated")
+        self.remaining -= len(data)
+        return data
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist", path=str(path)) from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory, not a file", path=str(path)) from None
+
+
+def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise InvalidInput(f"corrupt patch: truncated {what}")
+    return data

@@ -1,0 +1,272 @@
+"""Publishing delta patches for an accepted version, and the index that lists them.
+
+When a version is accepted, every file it changed or added gets a patch from the base each
+of the previous versions offers (:func:`changeover.content.bases.choose_bases`). One work
+item per distinct (base, target) pair runs in a process pool: it decompresses both blobs to
+a scratch directory, makes the patch, checks that it really rebuilds the target, and keeps it
+only if it is smaller than the target's blob (otherwise a host simply fetches the blob). A
+kept patch appears atomically, named by the two hashes it joins, so it is immutable and any
+CDN may cache it forever::
+
+    content/patches/ab/<base_sha>-<target_sha>.zpatch
+    content/patches/index/<manifest_id>.json      the PatchIndex of that version
+
+Re-running is cheap and safe: a pair whose patch exists is not rebuilt, and a pair whose
+patch lost to the blob leaves a marker outside ``content/`` so it is not tried again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from changeover.content.bases import choose_bases
+from changeover.content.manifest import Manifest, check_sha256
+from changeover.content.patch import SEGMENT_BYTES, apply_patch, make_patch
+from changeover.content.store import LocalStore, atomic_write
+from changeover.errors import IntegrityError, InvalidInput, NotFound
+
+FORMAT = "changeover.patches/1"
+DEFAULT_HISTORY = 3
+"""How many previous versions get patches to a new one."""
+
+
+def patch_path(base_sha256: str, target_sha256: str) -> str:
+    """Where a patch lives, relative to ``content/``."""
+    return f"patches/{base_sha256[:2]}/{base_sha256}-{target_sha256}.zpatch"
+
+
+@dataclass(frozen=True, slots=True)
+class PatchEntry:
+    """One stored patch: ``base_sha256`` content + this patch → ``target_sha256`` content."""
+
+    base_sha256: str
+    target_sha256: str
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base_sha256,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, target: str, d: Any) -> PatchEntry:
+        if not isinstance(d, Mapping) or set(d) != {"base", "path", "size", "sha256"}:
+            raise InvalidInput("a patch entry has exactly base, path, size and sha256")
+        base = check_sha256(d["base"], "patch base")
+        size = d["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise InvalidInput(f"patch size must be a positive integer, got {size!r}")
+        if base == target or d["path"] != patch_path(base, target):
+            raise InvalidInput(f"patch path {d['path']!r} does not match its hashes")
+        return cls(base, target, d["path"], size, check_sha256(d["sha256"], "patch sha256"))
+
+
+@dataclass(frozen=True)
+class PatchIndex:
+    """The patches to the files of one version: target sha256 → entries, smallest first."""
+
+    manifest_id: str
+    patches: Mapping[str, tuple[PatchEntry, ...]]
+
+    def for_target(self, sha256: str) -> tuple[PatchEntry, ...]:
+        return self.patches.get(sha256, ())
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.patches.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "manifest": self.manifest_id,
+            "patches": {
+                t: [e.to_dict() for e in entries] for t, entries in sorted(self.patches.items())
+            },
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PatchIndex:
+        if not isinstance(d, Mapping) or d.get("format") != FORMAT:
+            raise InvalidInput(f"a patch index is an object with format {FORMAT!r}")
+        patches = d.get("patches")
+        if not isinstance(patches, Mapping):
+            raise InvalidInput("a patch index has a 'patches' object")
+        out: dict[str, tuple[PatchEntry, ...]] = {}
+        for target, entries in patches.items():
+            check_sha256(target, "patch target")
+            if not isinstance(entries, list):
+                raise InvalidInput(f"patches of {target} must be a list")
+            parsed = [PatchEntry.from_dict(target, e) for e in entries]
+            if len({e.base_sha256 for e in parsed}) != len(parsed):
+                raise InvalidInput(f"patches of {target} list a base twice")
+            out[target] = _ordered(parsed)
+        return cls(check_sha256(d.get("manifest", ""), "manifest id"), out)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PatchIndex:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"patch index is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def merge(cls, manifest_id: str, indexes: Sequence[PatchIndex]) -> PatchIndex:
+        """One index holding the patches of several versions (for multi-hop planning)."""
+        merged: dict[str, dict[str, PatchEntry]] = {}
+        for index in indexes:
+            for target, entries in index.patches.items():
+                for e in entries:
+                    merged.setdefault(target, {}).setdefault(e.base_sha256, e)
+        return cls(manifest_id, {t: _ordered(v.values()) for t, v in merged.items()})
+
+
+def _ordered(entries: Any) -> tuple[PatchEntry, ...]:
+    return tuple(sorted(entries, key=lambda e: (e.size, e.base_sha256)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One patch to build; plain strings and ints so it pickles into a worker process."""
+
+    root: str
+    base: str
+    target: str
+    level: int
+    segment_bytes: int
+
+
+def _reject_marker(root: Path, base: str, target: str) -> Path:
+    return root / "patch-rejects" / base[:2] / f"{base}-{target}"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unpack(store: LocalStore, sha256: str, dest: Path) -> None:
+    h = hashlib.sha256()
+    with open(dest, "wb") as f:
+        for chunk in store.open_blob(sha256):
+            h.update(chunk)
+            f.write(chunk)
+    if h.hexdigest() != sha256:
+        raise IntegrityError(f"blob {sha256} in the store", sha256, h.hexdigest())
+
+
+def _run_job(job: _Job) -> PatchEntry | None:
+    """Build one patch (in a worker process); ``None`` if it does not beat the blob."""
+    store = LocalStore(Path(job.root))
+    rel = patch_path(job.base, job.target)
+    dest = store.content / rel
+    if dest.exists():
+        return PatchEntry(job.base, job.target, rel, dest.stat().st_size, _file_sha256(dest))
+    marker = _reject_marker(store.root, job.base, job.target)
+    if marker.exists() or not store.has(job.base):
+        return None
+    blob_size = store.stored_size(job.target)
+    with tempfile.TemporaryDirectory(dir=store.root, prefix=".patch-") as scratch:
+        old, new, out = Path(scratch, "old"), Path(scratch, "new"), Path(scratch, "patch")
+        _unpack(store, job.base, old)
+        _unpack(store, job.target, new)
+        size = make_patch(old, new, out, level=job.level, segment_bytes=job.segment_bytes)
+        if size >= blob_size:
+            atomic_write(marker, str(size).encode())
+            return None
+        # Never publish a patch that does not rebuild its target: check it once, here.
+        with open(os.devnull, "wb") as sink:
+            apply_patch(
+                old, out, sink, expected_size=new.stat().st_size, expected_sha256=job.target
+            )
+        digest = _file_sha256(out)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out, dest)
+    return PatchEntry(job.base, job.target, rel, size, digest)
+
+
+def build_patches(
+    store: LocalStore,
+    new: Manifest,
+    previous: Sequence[Manifest],
+    *,
+    workers: int | None = None,
+    level: int = 19,
+    segment_bytes: int = SEGMENT_BYTES,
+    history: int = DEFAULT_HISTORY,
+) -> PatchIndex:
+    """Build the patches from the ``history`` most recent of ``previous`` to ``new``.
+
+    ``previous`` lists earlier versions, most recent first. ``workers`` defaults to every
+    core; each worker holds at most one segment and one window of a file in memory (see
+    :mod:`changeover.content.patch`). Writes and returns the version's :class:`PatchIndex`.
+
+    Raises:
+        NotFound: a blob of ``new`` is not in the store.
+    """
+    jobs: dict[tuple[str, str], _Job] = {}
+    sizes: dict[str, int] = {}
+    for f in new:
+        if f.link is not None:
+            continue
+        if not store.has(f.sha256):
+            raise NotFound(f"blob {f.sha256} of {f.path} is not in the store", sha256=f.sha256)
+        for base in choose_bases(f, previous[:history], limit=history):
+            key = (base.sha256, f.sha256)
+            jobs.setdefault(key, _Job(str(store.root), *key, level, segment_bytes))
+            sizes[f.sha256] = f.size
+    # Biggest first, so the pool does not end waiting on one large file started last.
+    ordered = sorted(jobs.values(), key=lambda j: (-sizes[j.target], j.base, j.target))
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers <= 1 or len(ordered) <= 1:
+        results = [_run_job(j) for j in ordered]
+    else:
+        # spawn, not fork: the control plane that calls this runs threads.
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=ctx) as pool:
+            results = list(pool.map(_run_job, ordered))
+    found: dict[str, list[PatchEntry]] = {}
+    for entry in results:
+        if entry is not None:
+            found.setdefault(entry.target_sha256, []).append(entry)
+    index = PatchIndex(new.id, {t: _ordered(v) for t, v in found.items()})
+    atomic_write(store.content / "patches" / "index" / f"{new.id}.json", index.to_json())
+    return index
+
+
+def load_index(store: LocalStore, manifest_id: str) -> PatchIndex:
+    """The stored patch index of a version.
+
+    Raises:
+        NotFound: no patches were published for it.
+    """
+    check_sha256(manifest_id, "manifest id")
+    path = store.content / "patches" / "index" / f"{manifest_id}.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no patch index for manifest {manifest_id}") from None
+    index = PatchIndex.from_json(raw)
+    if index.manifest_id != manifest_id:
+        raise InvalidInput(f"patch index {path.name} names manifest {index.manifest_id}")
+    return index

@@ -1,0 +1,211 @@
+"""Unit tests for ``changeover.content.publish``: building, storing and indexing patches."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from changeover.content import publish
+from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.patch import apply_patch
+from changeover.content.publish import (
+    PatchEntry,
+    PatchIndex,
+    build_patches,
+    load_index,
+    patch_path,
+)
+from changeover.content.store import LocalStore
+from changeover.errors import InvalidInput, NotFound
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def text(rng: random.Random, size: int) -> bytes:
+    words = [rng.randbytes(rng.randint(3, 9)) for _ in range(200)]
+    return b"".join(rng.choice(words) for _ in range(size // 6))[:size]
+
+
+def publish_version(store: LocalStore, tmp: Path, files: dict[str, bytes]) -> Manifest:
+    entries = []
+    for path, data in files.items():
+        src = tmp / "src"
+        src.write_bytes(data)
+        store.put_file(src, sha(data))
+        entries.append(FileEntry(path, len(data), sha(data)))
+    manifest = Manifest.of(entries)
+    store.put_manifest(manifest)
+    return manifest
+
+
+@pytest.fixture
+def versions(tmp_path: Path) -> tuple[LocalStore, list[Manifest], dict[str, bytes]]:
+    """Three versions of a small game; the last one changes, renames and replaces files."""
+    rng = random.Random(1)
+    store = LocalStore(tmp_path / "store")
+    engine, world, lib = text(rng, 60_000), text(rng, 80_000), text(rng, 40_000)
+    v1 = {"bin/engine": engine, "world.pak": world, "lib/libfoo-3f2a9c.so": lib}
+    v2 = {**v1, "bin/engine": engine[:30_000] + b"v2" + engine[30_000:]}
+    v3 = {
+        "bin/engine": engine[:30_000] + b"v3!" + engine[30_000:],
+        "world.pak": world[:-100] + b"tail",
+        "lib/libfoo-8b1d22.so": lib[:20_000] + b"patched" + lib[20_000:],
+        "noise.bin": rng.randbytes(20_000),  # new and incompressible: the blob wins
+    }
+    manifests = [publish_version(store, tmp_path, v) for v in (v1, v2, v3)]
+    return store, manifests, v3
+
+
+def test_patches_rebuild_targets_and_beat_blobs(
+    versions: tuple[LocalStore, list[Manifest], dict[str, bytes]], tmp_path: Path
+) -> None:
+    store, (v1, v2, v3), files = versions
+    index = build_patches(store, v3, [v2, v1], workers=1)
+    assert index.manifest_id == v3.id
+    by_path = {f.path: f for f in v3}
+    # engine: from v2 and from v1 (different contents); world and lib: one base each
+    assert len(index.for_target(by_path["bin/engine"].sha256)) == 2
+    assert len(index.for_target(by_path["world.pak"].sha256)) == 1
+    [lib_patch] = index.for_target(by_path["lib/libfoo-8b1d22.so"].sha256)
+    assert lib_patch.base_sha256 == v1.get("lib/libfoo-3f2a9c.so").sha256  # type: ignore[union-attr]
+    assert index.for_target(by_path["noise.bin"].sha256) == ()
+    for target, entries in index.patches.items():
+        for e in entries:
+            stored = store.content / e.path
+            assert stored.stat().st_size == e.size < store.stored_size(target)
+            assert sha(stored.read_bytes()) == e.sha256
+            base = tmp_path / "base"
+            base.write_bytes(b"".join(store.open_blob(e.base_sha256)))
+            out = io.BytesIO()
+            apply_patch(base, stored, out, expected_size=len(files[_path_of(v3, target)]))
+            assert sha(out.getvalue()) == target
+    assert load_index(store, v3.id) == index
+
+
+def _path_of(manifest: Manifest, sha256: str) -> str:
+    return next(f.path for f in manifest if f.sha256 == sha256)
+
+
+def test_patch_not_smaller_than_blob_is_not_kept(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    store = LocalStore(tmp_path / "store")
+    old = publish_version(store, tmp_path, {"a.bin": rng.randbytes(10_000)})
+    new = publish_version(store, tmp_path, {"a.bin": rng.randbytes(10_000)})
+    index = build_patches(store, new, [old], workers=1)
+    assert len(index) == 0
+    assert not list((store.content / "patches").glob("??/*.zpatch"))
+    assert (store.content / "patches" / "index" / f"{new.id}.json").exists()
+
+
+def test_rerun_builds_nothing_again(
+    versions: tuple[LocalStore, list[Manifest], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, (v1, v2, v3), _ = versions
+    first = build_patches(store, v3, [v2, v1], workers=1)
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("a patch was rebuilt")
+
+    monkeypatch.setattr(publish, "make_patch", fail)
+    assert build_patches(store, v3, [v2, v1], workers=1) == first
+
+
+def test_process_pool_gives_the_same_index(
+    versions: tuple[LocalStore, list[Manifest], dict[str, bytes]], tmp_path: Path
+) -> None:
+    store, (v1, v2, v3), _ = versions
+    pooled = build_patches(store, v3, [v2, v1], workers=2)
+    other = LocalStore(tmp_path / "other")
+    for m in (v1, v2, v3):
+        for f in m:
+            if not other.has(f.sha256):
+                (tmp_path / "blob").write_bytes(b"".join(store.open_blob(f.sha256)))
+                other.put_file(tmp_path / "blob", f.sha256)
+    assert build_patches(other, v3, [v2, v1], workers=1) == pooled
+    assert len(pooled) == 4
+
+
+def test_history_limits_the_versions_used(
+    versions: tuple[LocalStore, list[Manifest], dict[str, bytes]],
+) -> None:
+    store, (v1, v2, v3), _ = versions
+    index = build_patches(store, v3, [v2, v1], workers=1, history=1)
+    bases = {e.base_sha256 for entries in index.patches.values() for e in entries}
+    assert bases <= v2.blob_hashes()
+
+
+def test_missing_target_blob_is_an_error(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    manifest = Manifest.of([FileEntry("a", 3, sha(b"abc"))])
+    with pytest.raises(NotFound):
+        build_patches(store, manifest, [], workers=1)
+
+
+# -- the index ---------------------------------------------------------------------------
+
+
+def entry(base: str, target: str, size: int = 10) -> PatchEntry:
+    return PatchEntry(base, target, patch_path(base, target), size, sha(base.encode()))
+
+
+A, B, C, D = (sha(x) for x in (b"a", b"b", b"c", b"d"))
+
+
+def test_index_json_round_trip() -> None:
+    index = PatchIndex(D, {C: (entry(A, C, 5), entry(B, C, 7)), B: (entry(A, B),)})
+    assert PatchIndex.from_json(index.to_json()) == index
+    assert json.loads(index.to_json())["patches"][C][0] == {
+        "base": A,
+        "path": f"patches/{A[:2]}/{A}-{C}.zpatch",
+        "size": 5,
+        "sha256": sha(A.encode()),
+    }
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.update(format="other/1"),
+        lambda d: d.update(manifest="nope"),
+        lambda d: d.update(patches=[]),
+        lambda d: d["patches"].update({"xyz": []}),
+        lambda d: d["patches"][C][0].update(path="../../etc/passwd"),
+        lambda d: d["patches"][C][0].update(size=0),
+        lambda d: d["patches"][C][0].update(size=True),
+        lambda d: d["patches"][C][0].update(extra=1),
+        lambda d: d["patches"][C].append(dict(d["patches"][C][0])),
+        lambda d: d["patches"][C][0].update(base=C, path=patch_path(C, C)),
+    ],
+)
+def test_index_validation(mutate: Any) -> None:
+    d = PatchIndex(D, {C: (entry(A, C),)}).to_dict()
+    mutate(d)
+    with pytest.raises(InvalidInput):
+        PatchIndex.from_dict(d)
+
+
+def test_index_rejects_bad_json_and_missing_index(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        PatchIndex.from_json(b"{not json")
+    with pytest.raises(NotFound):
+        load_index(LocalStore(tmp_path), D)
+
+
+def test_merge_keeps_one_entry_per_base_smallest_first() -> None:
+    merged = PatchIndex.merge(
+        D,
+        [
+            PatchIndex(C, {C: (entry(A, C, 9),)}),
+            PatchIndex(D, {C: (entry(B, C, 3), entry(A, C, 9))}),
+        ],
+    )
+    assert [e.base_sha256 for e in merged.for_target(C)] == [B, A]
