@@ -58,6 +58,11 @@ def test_install_update_and_remove_stale_files(published: Published, tmp_path: P
     new = set(expected(published.versions[1]).values())
     assert second["reused_objects"] == len(new & held)
     assert second["fetched_blobs"] + second["applied_patches"] == len(new - held)
+    # The executable changed by a small insertion: a patch, not its 600 kB blob.
+    assert second["applied_patches"] >= 1
+    v1, v2 = published.versions[0], published.versions[1]
+    new_assets = sum(len(b) for p, b in v2.items() if v1.get(p) != b and p != "bin/game")
+    assert second["downloaded_bytes"] < new_assets + 20_000
 
     again = sync(published.content_url, target, "production")
     assert again["already_current"] is True
