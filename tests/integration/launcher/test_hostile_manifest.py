@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from changeover.content.publish import PatchIndex
 from changeover.content.trust import TrustRepo
 from tests_helpers import run_cli
 
@@ -47,7 +48,7 @@ class Simulator:
             "format": "changeover.delivery/1",
             "manifest": mid,
             "blobs": sizes,
-            "patches": {},
+            "patches": PatchIndex(mid, {}).to_dict(),
         }
         pointer = {"image": "game", "branch": "live", "version": 1, "label": None, "manifest": mid}
         self.repo.publish(
