@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from changeover import __version__, errors
-from changeover.cli import builds, keys, launcher, server
+from changeover.cli import agent, bots, builds, fleet, keys, launcher, server
 from changeover.cli.output import fail
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ server.register(app)
 builds.register(app)
 launcher.register(app)
 keys.register(app)
+fleet.register(app)
+agent.register(app)
+bots.register(app)
 
 
 def _print_version(value: bool) -> None:

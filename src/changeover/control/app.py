@@ -24,6 +24,8 @@ from changeover.control.builds import views as build_views
 from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
 from changeover.control.db import Database
+from changeover.control.fleet import tasks as fleet_tasks
+from changeover.control.fleet import views as fleet_views
 from changeover.control.jobs import JobRunner
 from changeover.control.publishing import Publisher
 from changeover.errors import (
@@ -128,7 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)
     runner = JobRunner(
         db,
-        build_tasks.build_job_kinds(db, store, on_version=publisher.sync),
+        build_tasks.build_job_kinds(db, store, on_version=publisher.sync)
+        + fleet_tasks.build_job_kinds(db),
         poll_s=settings.job_poll_s,
         lease_s=settings.job_lease_s,
         periodic=[(settings.publish_every_s, publisher.sync)],
@@ -154,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth_views.router)
     app.include_router(build_views.router)
     app.include_router(content_router)
+    app.include_router(fleet_views.router)
 
     @app.exception_handler(ChangeoverError)
     async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:

@@ -2,5 +2,37 @@
 
 from changeover.control.auth.models import Token
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.control.fleet.models import (
+    Application,
+    Environment,
+    Fleet,
+    FleetHost,
+    GameSession,
+    Host,
+    Instance,
+    Profile,
+    ProfileSwitch,
+    Region,
+    VersionCompat,
+)
 
-__all__ = ["Branch", "BranchEvent", "Diff", "Image", "Token", "Update", "Version"]
+__all__ = [
+    "Application",
+    "Branch",
+    "BranchEvent",
+    "Diff",
+    "Environment",
+    "Fleet",
+    "FleetHost",
+    "GameSession",
+    "Host",
+    "Image",
+    "Instance",
+    "Profile",
+    "ProfileSwitch",
+    "Region",
+    "Token",
+    "Update",
+    "Version",
+    "VersionCompat",
+]

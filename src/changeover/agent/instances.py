@@ -1,0 +1,503 @@
+"""The instances of one host: desired state in, processes out, observed state back.
+
+Each instance is a small state machine that ``tick`` advances without ever blocking::
+
+    staging ──version staged──▶ starting ──health ok──▶ ready
+       ▲                           │ exits / unhealthy     │
+       └─ back-off (1 s … 30 s) ◀──┴── failed ◀────────────┘
+    desired "stopped": stopping — shutdown notice, wait for the game's save (or the notice
+    deadline), the profile's stop signal, ``stop_timeout_s``, then SIGKILL — ▶ stopped
+
+``apply`` takes the desired snapshot from the control plane; an instance the control plane
+no longer lists is an orphan and is stopped too. Each instance's record is kept in
+``work/instances/<id>.json`` (pid and start ticks, ports, SDK token, what its game told the
+SDK), so a restarted agent re-adopts live processes: it registers them again with the SDK
+server (same port, same token, so ``CHANGEOVER_SDK_URL`` keeps working) and replays their
+SDK state (ready, players, labels, notice) through the SDK's own protocol, right after the
+SDK server starts. What a game said while the agent was down, or in the few milliseconds of
+the replay, is lost — a player who left then still counts as connected until the session
+is ended (``DELETE /sessions/{id}``) or the instance stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from changeover.agent import health
+from changeover.agent.processes import LaunchSpec, ProcessControl, ProcessInfo, port_is_free
+from changeover.agent.staging import Stager
+from changeover.content.store import atomic_write
+from changeover.errors import ChangeoverError, InvalidInput, NotFound
+from changeover.runspec import RunSpec
+from changeover.sdk.client import GameServerSDK
+from changeover.sdk.server import SDKServer
+
+log = logging.getLogger("changeover.agent")
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 30.0
+STABLE_S = 30.0
+"""An instance that ran this long before exiting starts its back-off afresh."""
+SAVE_GRACE_S = 5.0
+"""How long a stop waits for the game's save after giving its notice."""
+QUICK_EXIT_S = 2.0
+
+
+@dataclass
+class Record:
+    """One instance as this agent knows it; persisted as JSON."""
+
+    id: int
+    fleet: str
+    profile: str
+    manifest_id: str
+    spec: dict[str, Any]
+    desired: str
+    notice: dict[str, Any] | None = None
+    phase: str = "staging"
+    pid: int | None = None
+    start_ticks: int | None = None
+    started_at: float | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    sdk_token: str | None = None
+    restarts: int = 0
+    crashes: int = 0
+    next_start_at: float = 0.0
+    error: str | None = None
+    notice_sent: list[Any] | None = None
+    stop_began: float | None = None
+    stop_signal_at: float | None = None
+    killed: bool = False
+    health_failures: int = 0
+    kill_reason: str | None = None
+    """Why this agent killed the process (a failed health check), for the next error."""
+    last_check_at: float = 0.0
+    sdk: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sdk_id(self) -> str:
+        return f"i{self.id}"
+
+    @property
+    def proc(self) -> ProcessInfo | None:
+        if self.pid is None:
+            return None
+        return ProcessInfo(self.pid, self.start_ticks if self.start_ticks is not None else -1)
+
+    def run_spec(self) -> RunSpec:
+        return RunSpec.from_dict(self.spec)
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    work: Path
+    address: str
+    port_range: tuple[int, int]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: HostConfig,
+        processes: ProcessControl,
+        sdk: SDKServer,
+        stager: Stager,
+        *,
+        clock: Callable[[], float] = time.time,
+        port_free: Callable[[int, str], bool] = port_is_free,
+    ) -> None:
+        self.config = config
+        self.processes = processes
+        self.sdk = sdk
+        self.stager = stager
+        self.clock = clock
+        self.port_free = port_free
+        self.records: dict[int, Record] = {}
+        self.dir = config.work / "instances"
+        self.logs = config.work / "logs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._saved: dict[int, str] = {}
+        self._checks: dict[int, Future[health.Result]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- persistence and re-adoption ------------------------------------------------------
+
+    def _save(self, r: Record) -> None:
+        raw = json.dumps(dataclasses.asdict(r), sort_keys=True)
+        if self._saved.get(r.id) != raw:
+            atomic_write(self.dir / f"{r.id}.json", raw.encode())
+            self._saved[r.id] = raw
+
+    def _forget(self, r: Record) -> None:
+        (self.dir / f"{r.id}.json").unlink(missing_ok=True)
+        self._saved.pop(r.id, None)
+        self.records.pop(r.id, None)
+
+    def load(self) -> None:
+        """Read the records a previous agent left and re-adopt its live processes."""
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                r = Record(**json.loads(path.read_text()))
+            except (ValueError, TypeError) as e:
+                log.warning("ignoring unreadable instance record %s: %s", path, e)
+                continue
+            self.records[r.id] = r
+            proc = r.proc
+            if proc is not None and self.processes.alive(proc):
+                self._adopt(r)
+            elif proc is not None:
+                r.pid = r.start_ticks = None
+                r.phase = "stopped" if r.desired == "stopped" else "failed"
+                r.error = "the process ended while the agent was down"
+                r.sdk = {}
+            self._save(r)
+
+    def _adopt(self, r: Record) -> None:
+        with contextlib.suppress(NotFound):
+            self.sdk.unregister(r.sdk_id)
+        url, _ = self.sdk.register(r.sdk_id, r.sdk_token)
+        saved = r.sdk
+        try:
+            with GameServerSDK(url, r.sdk_token or "") as game:
+                if saved.get("ready"):
+                    game.ready()
+                for player in saved.get("players", []):
+                    game.player_connected(player)
+                if saved.get("labels"):
+                    game.set_labels(saved["labels"])
+                if r.notice_sent:
+                    self.sdk.notify_shutdown(r.sdk_id, r.notice_sent[0], r.notice_sent[1])
+                if saved.get("state_saved"):
+                    game.state_saved()
+        except ChangeoverError as e:
+            log.warning("instance %s: could not restore its SDK state: %s", r.id, e.message)
+        log.info("re-adopted instance %s (pid %s)", r.id, r.pid)
+
+    # -- desired state -------------------------------------------------------------------
+
+    def apply(self, desired: Sequence[Mapping[str, Any]]) -> None:
+        seen = set()
+        for d in desired:
+            seen.add(d["id"])
+            r = self.records.get(d["id"])
+            if r is None:
+                r = Record(
+                    id=d["id"],
+                    fleet=d["fleet"],
+                    profile=d["profile"],
+                    manifest_id=d["manifest_id"],
+                    spec=d["spec"],
+                    desired=d["desired"],
+                )
+                self.records[r.id] = r
+            r.desired = d["desired"]
+            r.notice = d.get("notice")
+            self._save(r)
+        for r in list(self.records.values()):
+            if r.id in seen:
+                continue
+            if r.phase == "stopped":
+                self._forget(r)
+            elif r.desired != "stopped":
+                log.info("instance %s is not wanted any more: stopping it", r.id)
+                r.desired = "stopped"
+
+    def observed(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.records.values():
+            first = r.run_spec().ports[0].name
+            out.append(
+                {
+                    "id": r.id,
+                    "state": r.phase,
+                    "pid": r.pid,
+                    "port": r.ports.get(first),
+                    "ports": r.ports,
+                    "restarts": r.restarts,
+                    "error": r.error,
+                    "sdk": r.sdk,
+                }
+            )
+        return out
+
+    def wanted_versions(self) -> set[str]:
+        return {r.manifest_id for r in self.records.values() if r.phase != "stopped"}
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Advance every instance one step; True if any observed state changed."""
+        before = [
+            (r.phase, r.error, json.dumps(r.sdk, sort_keys=True)) for r in self.records.values()
+        ]
+        for r in list(self.records.values()):
+            now = self.clock()
+            try:
+                if r.desired == "stopped":
+                    self._stop_step(r, now)
+                else:
+                    self._run_step(r, now)
+            except ChangeoverError as e:  # one instance's trouble must not stop the others
+                log.warning("instance %s: %s", r.id, e.message)
+                r.error = e.message
+            self._save(r)
+        after = [
+            (r.phase, r.error, json.dumps(r.sdk, sort_keys=True)) for r in self.records.values()
+        ]
+        return before != after
+
+    def _run_step(self, r: Record, now: float) -> None:
+        proc = r.proc
+        if proc is None:
+            if now < r.next_start_at:
+                return
+            staged, error = self.stager.status(r.manifest_id)
+            if not staged:
+                r.phase, r.error = ("failed", error) if error else ("staging", None)
+                return
+            self._start(r, now)
+            return
+        if not self.processes.alive(proc):
+            self._exited(r, proc, now)
+            return
+        self._refresh_sdk(r)
+        if r.notice and r.notice_sent != [r.notice["reason"], r.notice["deadline"]]:
+            self._notify(r, r.notice["reason"], r.notice["deadline"], now)
+        self._health(r, proc, now)
+
+    def _backoff(self, r: Record, now: float, error: str) -> None:
+        r.crashes += 1
+        r.next_start_at = now + min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (r.crashes - 1))
+        r.phase = "failed"
+        r.error = error
+        log.warning("instance %s failed: %s", r.id, error)
+
+    def _pick_ports(self, r: Record, spec: RunSpec) -> dict[str, int]:
+        taken = {
+            p
+            for other in self.records.values()
+            if other.id != r.id and other.phase != "stopped"
+            for p in other.ports.values()
+        }
+        lo, hi = self.config.port_range
+        ports: dict[str, int] = {}
+        for ps in spec.ports:
+            if ps.port is not None:
+                if ps.port in taken or not self.port_free(ps.port, ps.protocol):
+                    raise InvalidInput(
+                        f"port {ps.port}/{ps.protocol} (fixed by profile {r.profile}) is already"
+                        " in use on this host"
+                    )
+                ports[ps.name] = ps.port
+                continue
+            wanted = [r.ports[ps.name]] if ps.name in r.ports else []
+            for p in [*wanted, *range(lo, hi + 1)]:
+                if p not in taken and p not in ports.values() and self.port_free(p, ps.protocol):
+                    ports[ps.name] = p
+                    break
+            else:
+                raise InvalidInput(f"no free {ps.protocol} port left in {lo}-{hi} on this host")
+        return ports
+
+    def _start(self, r: Record, now: float) -> None:
+        spec = r.run_spec()
+        version_dir = self.stager.staging.version_dir(r.manifest_id)
+        try:
+            r.ports = self._pick_ports(r, spec)
+        except InvalidInput as e:
+            self._backoff(r, now, e.message)
+            return
+        with contextlib.suppress(NotFound):
+            self.sdk.unregister(r.sdk_id)
+        url, r.sdk_token = self.sdk.register(r.sdk_id, r.sdk_token)
+        state_dir = self.config.work / "state" / r.fleet
+        state_dir.mkdir(parents=True, exist_ok=True)
+        argv = spec.render(spec.command, r.ports, str(version_dir), r.sdk_id)
+        launch = LaunchSpec(argv, version_dir, self._env(r, spec, url, state_dir), self._log(r))
+        try:
+            info = self.processes.start(launch)
+        except InvalidInput as e:
+            self.sdk.unregister(r.sdk_id)
+            self._backoff(r, now, e.message)
+            return
+        if r.started_at is not None:
+            r.restarts += 1
+        r.pid, r.start_ticks, r.started_at = info.pid, info.start_ticks, now
+        r.phase, r.health_failures, r.last_check_at = "starting", 0, 0.0
+        r.notice_sent = None
+        r.sdk = {}
+        log.info("instance %s started: pid %s, ports %s", r.id, info.pid, r.ports)
+
+    def _env(self, r: Record, spec: RunSpec, url: str, state_dir: Path) -> dict[str, str]:
+        # The agent's own CHANGEOVER_* (its access token above all) never reach a game.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEOVER_")}
+        env.update(spec.env)
+        env.update(
+            {
+                "CHANGEOVER_SDK_URL": url,
+                "CHANGEOVER_SDK_TOKEN": r.sdk_token or "",
+                "CHANGEOVER_PORT": str(r.ports[spec.ports[0].name]),
+                "CHANGEOVER_HOST": self.config.address,
+                "CHANGEOVER_STATE_DIR": str(state_dir),
+                "CHANGEOVER_INSTANCE_ID": r.sdk_id,
+                "CHANGEOVER_VERSION_DIR": str(self.stager.staging.version_dir(r.manifest_id)),
+            }
+        )
+        for name, port in r.ports.items():
+            env[f"CHANGEOVER_PORT_{name.upper().replace('-', '_')}"] = str(port)
+        return env
+
+    def _log(self, r: Record) -> Path:
+        return self.logs / f"{r.id}.log"
+
+    def _log_tail(self, r: Record) -> str:
+        try:
+            with open(self._log(r), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 400))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][-200:] if lines else ""
+
+    def _exited(self, r: Record, proc: ProcessInfo, now: float) -> None:
+        code = self.processes.exit_code(proc)
+        uptime = now - (r.started_at or now)
+        r.pid = r.start_ticks = None
+        self._checks.pop(r.id, None)
+        with contextlib.suppress(NotFound):
+            self.sdk.unregister(r.sdk_id)
+        r.sdk = {}
+        if uptime >= STABLE_S:
+            r.crashes = 0
+        how = f"exited with code {code}" if code is not None else "exited"
+        if uptime < QUICK_EXIT_S:
+            how = how.replace("exited", "exited at once")
+        if r.kill_reason is not None:
+            error, r.kill_reason = r.kill_reason, None
+        else:
+            tail = self._log_tail(r)
+            error = f"{how} (log {self._log(r)}{': ' + tail if tail else ''})"
+        self._backoff(r, now, error)
+
+    def _refresh_sdk(self, r: Record) -> None:
+        try:
+            st = self.sdk.state(r.sdk_id)
+        except NotFound:
+            r.sdk = {}
+            return
+        r.sdk = {
+            "ready": st.ready,
+            "players": sorted(st.players),
+            "labels": dict(st.labels),
+            "state_saved": st.state_saved,
+        }
+
+    def _notify(self, r: Record, reason: str, deadline: float, now: float) -> None:
+        with contextlib.suppress(NotFound):
+            self.sdk.notify_shutdown(r.sdk_id, reason, deadline)
+        r.notice_sent = [reason, deadline]
+        log.info(
+            "instance %s: shutdown notice (%s), deadline in %.0f s", r.id, reason, deadline - now
+        )
+
+    def _health(self, r: Record, proc: ProcessInfo, now: float) -> None:
+        spec = r.run_spec()
+        hc = spec.health
+        if now - r.last_check_at < hc.interval_s:
+            return
+        if hc.type == "none":
+            ok, why = True, ""
+        elif hc.type == "sdk":
+            try:
+                ok, why = health.sdk_check(hc, self.sdk.state(r.sdk_id))
+            except NotFound:
+                ok, why = False, "not registered with the SDK server"
+        else:
+            pending = self._checks.get(r.id)
+            if pending is None:
+                argv = spec.render(
+                    hc.command,
+                    r.ports,
+                    str(self.stager.staging.version_dir(r.manifest_id)),
+                    r.sdk_id,
+                )
+                port = r.ports[spec.ports[0].name]
+                cwd = self.stager.staging.version_dir(r.manifest_id)
+                self._checks[r.id] = self._pool.submit(
+                    health.network_check, hc, port, argv, cwd, dict(os.environ)
+                )
+                return
+            if not pending.done():
+                return
+            del self._checks[r.id]
+            ok, why = pending.result()
+        r.last_check_at = now
+        if ok:
+            if r.phase != "ready":
+                log.info("instance %s is ready", r.id)
+            r.phase, r.health_failures, r.error = "ready", 0, None
+            return
+        if r.phase == "ready":
+            r.health_failures += 1
+            if r.health_failures >= hc.failures:
+                self._kill(r, proc, f"unhealthy {r.health_failures} times in a row: {why}")
+        elif now - (r.started_at or now) > hc.start_grace_s:
+            self._kill(r, proc, f"not ready after {hc.start_grace_s:g} s: {why}")
+
+    def _kill(self, r: Record, proc: ProcessInfo, why: str) -> None:
+        r.kill_reason = r.error = f"{why}; restarted"
+        log.warning("instance %s: %s", r.id, why)
+        self.processes.signal_group(proc, signal.SIGKILL)
+
+    def _stop_step(self, r: Record, now: float) -> None:
+        proc = r.proc
+        if proc is None or not self.processes.alive(proc):
+            if proc is not None:
+                self.processes.exit_code(proc)  # reap it
+                log.info("instance %s stopped", r.id)
+            if r.phase != "stopped":
+                with contextlib.suppress(NotFound):
+                    self.sdk.unregister(r.sdk_id)
+                r.pid = r.start_ticks = None
+                r.phase, r.sdk = "stopped", {}
+                self._checks.pop(r.id, None)
+            return
+        spec = r.run_spec()
+        self._refresh_sdk(r)
+        r.phase = "stopping"
+        talks = bool(r.sdk.get("ready"))
+        notice = r.notice or {"reason": "server stopping", "deadline": now}
+        if r.stop_began is None:
+            r.stop_began = now
+            if talks and r.notice_sent != [notice["reason"], notice["deadline"]]:
+                self._notify(r, notice["reason"], notice["deadline"], now)
+        if r.stop_signal_at is None:
+            wait_until = max(notice["deadline"], r.stop_began + SAVE_GRACE_S) if talks else now
+            if r.sdk.get("state_saved") or now >= wait_until:
+                log.info("instance %s: sending %s", r.id, spec.stop_signal)
+                self.processes.signal_group(proc, getattr(signal, spec.stop_signal))
+                r.stop_signal_at = now
+        elif not r.killed and now - r.stop_signal_at >= spec.stop_timeout_s:
+            log.warning(
+                "instance %s ignored %s for %g s: killing it",
+                r.id,
+                spec.stop_signal,
+                spec.stop_timeout_s,
+            )
+            self.processes.signal_group(proc, signal.SIGKILL)
+            r.killed = True

@@ -1,0 +1,187 @@
+"""The host agent: register, then sync (the heartbeat) and supervise, until told to stop.
+
+    start: lock the work directory; read (or make) its identity — agent_uid and SDK port;
+           start the SDK server on that port; re-adopt the instances a previous run left
+    loop:  tick the supervisor (every ``tick_s``); every ``sync_interval_s``, or at once when
+           something changed, POST what it observes to /agents/<id>/sync and apply the
+           desired state that comes back
+    stop:  (SIGTERM / SIGINT) stop the SDK server and leave: the games keep running, and
+           the next agent on this work directory adopts them
+
+A sync that fails (control plane down, network) changes nothing locally: instances keep
+running as they were, and the next sync converges. A control plane that no longer knows
+the host (a new database) gets a fresh registration; another agent holding the name ends
+this one with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from changeover import __version__
+from changeover.agent.instances import HostConfig, Supervisor
+from changeover.agent.processes import ProcessControl, Processes
+from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging
+from changeover.client import ApiClient
+from changeover.content.store import atomic_write
+from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
+from changeover.sdk.server import SDKServer
+
+log = logging.getLogger("changeover.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server: str
+    token: str
+    name: str
+    region: str
+    work: Path
+    slots: int = 10
+    address: str = "127.0.0.1"
+    port_range: tuple[int, int] = (7000, 7999)
+    sdk_port: int | None = None
+    content_url: str | None = None
+    """Where versions are fetched from; default: the control plane's /content."""
+    tick_s: float = 0.2
+
+
+@contextlib.contextmanager
+def work_lock(work: Path) -> Iterator[None]:
+    """One agent per work directory: a second one would fight over the same processes."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "agent.lock", "w") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"another agent is running with the work directory {work}") from None
+        yield
+
+
+def load_identity(work: Path, sdk_port: int | None) -> dict[str, Any]:
+    """The agent's uid (same uid = same agent to the control plane) and its SDK port."""
+    path = work / "agent.json"
+    try:
+        ident: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        ident = {"agent_uid": uuid.uuid4().hex, "sdk_port": None}
+    except ValueError as e:
+        raise InvalidInput(f"{path} is not valid JSON ({e}); move it away to start afresh") from e
+    if sdk_port is not None:
+        ident["sdk_port"] = sdk_port
+    return ident
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        processes: ProcessControl | None = None,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        self.config = config
+        self.processes = processes or Processes()
+        self.fetcher = fetcher or HttpFetcher(config.content_url or config.server + "/content")
+        self.host_id: int | None = None
+        self.sync_interval_s = 1.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set.
+
+        Raises:
+            Conflict: the work directory is in use, or the host name is held by another
+                live agent. AuthError: a wrong token. NotFound: an unknown region.
+        """
+        cfg = self.config
+        with work_lock(cfg.work):
+            ident = load_identity(cfg.work, cfg.sdk_port)
+            sdk = SDKServer(port=ident["sdk_port"] or 0)
+            try:
+                sdk.start()
+            except OSError as e:
+                raise Conflict(
+                    f"cannot listen for the SDK on port {ident['sdk_port']}: {e};"
+                    " pass another --sdk-port"
+                ) from e
+            ident["sdk_port"] = sdk.port
+            atomic_write(cfg.work / "agent.json", json.dumps(ident).encode())
+            stager = Stager(Staging(cfg.work), self.fetcher)
+            host = HostConfig(cfg.work, cfg.address, cfg.port_range)
+            sup = Supervisor(host, self.processes, sdk, stager)
+            try:
+                sup.load()
+                stager.start()
+                with ApiClient(cfg.server, cfg.token, timeout_s=10) as api:
+                    self._register(api, ident["agent_uid"])
+                    self._loop(api, sup, stager, ident["agent_uid"], stop)
+            finally:
+                stager.stop()
+                sup.close()
+                sdk.stop()
+
+    def _register(self, api: ApiClient, uid: str) -> None:
+        cfg = self.config
+        body = {
+            "name": cfg.name,
+            "region": cfg.region,
+            "slots": cfg.slots,
+            "agent_uid": uid,
+            "address": cfg.address,
+            "agent_version": __version__,
+        }
+        delay = 0.5
+        while True:
+            try:
+                out = api.post("/agents/register", json=body)
+                break
+            except RemoteError as e:  # the control plane may come up after us
+                log.warning("cannot register yet: %s", e.message)
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+        self.host_id = out["id"]
+        self.sync_interval_s = float(out.get("sync_interval_s", 1.0))
+        log.info("registered as host %s (id %s) in %s", cfg.name, self.host_id, cfg.region)
+
+    def _loop(
+        self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str, stop: threading.Event
+    ) -> None:
+        next_sync = 0.0
+        while not stop.is_set():
+            changed = sup.tick()
+            if changed or time.monotonic() >= next_sync:
+                next_sync = time.monotonic() + self.sync_interval_s
+                self._sync(api, sup, stager, uid)
+            stop.wait(self.config.tick_s)
+
+    def _sync(self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str) -> None:
+        body = {
+            "agent_uid": uid,
+            "instances": sup.observed(),
+            "staged": stager.staging.staged(),
+        }
+        try:
+            desired = api.post(f"/agents/{self.host_id}/sync", json=body)
+        except RemoteError as e:
+            log.warning("sync failed (instances keep running as they are): %s", e.message)
+            return
+        except NotFound:
+            log.warning("the control plane does not know this host any more: registering again")
+            self._register(api, uid)
+            return
+        sup.apply(desired["instances"])
+        wanted = set(desired.get("versions", [])) | sup.wanted_versions()
+        stager.want(sorted(wanted), only=True)
+        removed = stager.staging.prune(wanted) if len(stager.staging.staged()) > len(wanted) else []
+        if removed:
+            log.info("removed %d version(s) no instance needs", len(removed))

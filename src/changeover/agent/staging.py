@@ -1,0 +1,266 @@
+"""Staging image versions on a host, several side by side, sharing unchanged files.
+
+    work/objects/<sha256>.<mode>   one verified copy of each content (per file mode)
+    work/versions/<manifest_id>/   a staged version: each file a hard link into objects/
+    work/versions/.tmp-<id>-…      a version being built (a crash leaves it; it is swept)
+
+``stage`` fetches the manifest and checks it hashes to its id, then for each file links
+the object if the host already has that content (from any version), or fetches the blob
+(a zstd frame), verifies the SHA-256 of every decompressed byte while writing, and only
+then moves it into ``objects/``. The version is built in a temporary directory and renamed
+into place in one step, so a version directory that exists is complete.
+
+Fetching is behind ``Fetcher``, the seam the delta engine (``content.plan`` and patches)
+replaces later: staging only needs "the manifest" and "the bytes of this hash".
+
+Hard links share one inode: a game must treat its version directory as read-only (it
+writes to ``CHANGEOVER_STATE_DIR``), or a change would show in every version holding the
+same file. Objects are keyed by hash *and* mode, since a mode lives on the inode too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import zstandard
+
+from changeover.content.manifest import FileEntry, Manifest, check_sha256
+from changeover.errors import ChangeoverError, IntegrityError, NotFound, RemoteError
+
+DIR_MODE = 0o755
+log = logging.getLogger("changeover.agent.staging")
+
+
+class Fetcher(Protocol):
+    """Where staging gets content: a manifest by id, a blob (zstd frame) by hash."""
+
+    def manifest(self, manifest_id: str) -> bytes: ...
+
+    def blob(self, sha256: str) -> Iterator[bytes]: ...
+
+
+class HttpFetcher:
+    """The content tree over HTTP: the control plane's ``/content`` or any static mirror."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout_s, follow_redirects=True)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _get(self, rel: str) -> Iterator[bytes]:
+        url = f"{self.base_url}/{rel}"
+        try:
+            with self.http.stream("GET", url) as r:
+                if r.status_code == 404:
+                    raise NotFound(f"the content tree has no {rel} ({url})")
+                if not r.is_success:
+                    raise RemoteError(f"GET {url} answered {r.status_code}")
+                yield from r.iter_bytes()
+        except httpx.HTTPError as e:
+            raise RemoteError(f"cannot fetch {url}: {e}") from e
+
+    def manifest(self, manifest_id: str) -> bytes:
+        return b"".join(self._get(f"manifests/{manifest_id}.json"))
+
+    def blob(self, sha256: str) -> Iterator[bytes]:
+        return self._get(f"blobs/{sha256[:2]}/{sha256}")
+
+
+class Staging:
+    """The versions and objects of one agent work directory."""
+
+    def __init__(self, work: Path) -> None:
+        self.objects = work / "objects"
+        self.versions = work / "versions"
+        for d in (self.objects, self.versions):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def version_dir(self, manifest_id: str) -> Path:
+        return self.versions / check_sha256(manifest_id, "manifest id")
+
+    def is_staged(self, manifest_id: str) -> bool:
+        return self.version_dir(manifest_id).is_dir()
+
+    def staged(self) -> list[str]:
+        return sorted(p.name for p in self.versions.iterdir() if not p.name.startswith("."))
+
+    def sweep(self) -> None:
+        """Remove half-built versions a crash left behind."""
+        for p in self.versions.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def stage(self, fetcher: Fetcher, manifest_id: str) -> Path:
+        """Make ``versions/<manifest_id>`` complete and verified; returns its path.
+
+        Raises:
+            IntegrityError: the manifest or a blob does not match its hash.
+            NotFound / RemoteError: the content could not be fetched.
+            InvalidInput: the manifest is malformed or names an unsafe path.
+        """
+        target = self.version_dir(manifest_id)
+        if target.is_dir():
+            return target
+        raw = fetcher.manifest(manifest_id)
+        got = hashlib.sha256(raw).hexdigest()
+        if got != manifest_id:
+            raise IntegrityError(f"manifest {manifest_id}", manifest_id, got)
+        manifest = Manifest.from_json(raw)
+        tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=f".tmp-{manifest_id[:12]}-"))
+        try:
+            for entry in manifest:
+                path = tmp / entry.path
+                path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+                if entry.link is not None:
+                    os.symlink(entry.link, path)
+                else:
+                    os.link(self._object(fetcher, entry), path)
+            tmp.chmod(DIR_MODE)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():  # not "someone else staged it first"
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def _object(self, fetcher: Fetcher, entry: FileEntry) -> Path:
+        obj = self.objects / f"{entry.sha256}.{entry.mode:o}"
+        if obj.exists():
+            return obj
+        fd, tmp_name = tempfile.mkstemp(dir=self.objects, prefix=".tmp-")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                h = hashlib.sha256()
+                written = 0
+                chunks: Iterable[bytes] = () if entry.size == 0 else fetcher.blob(entry.sha256)
+                d = zstandard.ZstdDecompressor().decompressobj()
+                for chunk in chunks:
+                    try:
+                        data = d.decompress(chunk)
+                    except zstandard.ZstdError as e:
+                        raise IntegrityError(
+                            f"blob of {entry.path} is not a zstd frame ({e})", entry.sha256, "?"
+                        ) from e
+                    written += len(data)
+                    if written > entry.size:  # never let a bad blob fill the disk
+                        raise IntegrityError(
+                            f"{entry.path}: more than its {entry.size} bytes",
+                            entry.sha256,
+                            "oversized",
+                        )
+                    h.update(data)
+                    out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            if h.hexdigest() != entry.sha256:
+                raise IntegrityError(f"{entry.path}", entry.sha256, h.hexdigest())
+            tmp.chmod(entry.mode)
+            os.replace(tmp, obj)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return obj
+
+    def prune(self, keep: Iterable[str]) -> list[str]:
+        """Remove staged versions not in ``keep``, then objects no version links to."""
+        keep = set(keep)
+        removed = [v for v in self.staged() if v not in keep]
+        for v in removed:
+            shutil.rmtree(self.versions / v, ignore_errors=True)
+        for obj in self.objects.iterdir():
+            st = obj.stat()
+            # Young objects may be about to be linked by a version being staged right now.
+            if not obj.name.startswith(".") and st.st_nlink <= 1 and time.time() - st.st_mtime > 60:
+                obj.unlink(missing_ok=True)
+        return removed
+
+
+class Stager:
+    """Stages wanted versions on a background thread, so a long download never delays the
+    agent's heartbeat. A failed version is retried after ``retry_s``."""
+
+    def __init__(self, staging: Staging, fetcher: Fetcher, *, retry_s: float = 5.0) -> None:
+        self.staging = staging
+        self.fetcher = fetcher
+        self.retry_s = retry_s
+        self._lock = threading.Lock()
+        self._wanted: list[str] = []
+        self._errors: dict[str, tuple[str, float]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stager", daemon=True)
+
+    def start(self) -> None:
+        self.staging.sweep()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def want(self, manifest_ids: Iterable[str], *, only: bool = False) -> None:
+        """Stage these versions too; with ``only``, these and no others (the rest are
+        forgotten, so a version pruned from disk is not fetched again)."""
+        with self._lock:
+            ids = list(dict.fromkeys(manifest_ids))
+            added = [m for m in ids if m not in self._wanted]
+            self._wanted = ids if only else self._wanted + added
+        if added:
+            self._wake.set()
+
+    def status(self, manifest_id: str) -> tuple[bool, str | None]:
+        """(staged, last error)."""
+        if self.staging.is_staged(manifest_id):
+            return True, None
+        self.want([manifest_id])
+        with self._lock:
+            err = self._errors.get(manifest_id)
+        return False, err[0] if err else None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                todo = [
+                    m
+                    for m in self._wanted
+                    if not self.staging.is_staged(m)
+                    and time.monotonic() - self._errors.get(m, ("", -1e9))[1] >= self.retry_s
+                ]
+            for m in todo:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.staging.stage(self.fetcher, m)
+                except ChangeoverError as e:
+                    log.warning("staging %s failed: %s", m[:12], e.message)
+                    with self._lock:
+                        self._errors[m] = (f"staging failed: {e.message}", time.monotonic())
+                except OSError as e:
+                    log.warning("staging %s failed: %s", m[:12], e)
+                    with self._lock:
+                        self._errors[m] = (f"staging failed: {e}", time.monotonic())
+                else:
+                    with self._lock:
+                        self._errors.pop(m, None)
+                    log.info("staged version %s", m[:12])
+            self._wake.wait(1.0)
+            self._wake.clear()

@@ -1,0 +1,72 @@
+"""``changeover agent``: run the host agent in the foreground until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from changeover.cli.output import ServerOpt, TokenOpt
+from changeover.errors import InvalidInput
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agent")(agent)
+
+
+def _port_range(value: str) -> tuple[int, int]:
+    lo, sep, hi = value.partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit() and 1024 <= int(lo) <= int(hi) <= 65535):
+        raise InvalidInput(f"--ports {value!r} must read LOW-HIGH within 1024-65535")
+    return int(lo), int(hi)
+
+
+def agent(
+    name: Annotated[str, typer.Option(help="This host's name (unique among live agents).")],
+    region: Annotated[str, typer.Option(help="The region this host is in.")],
+    slots: Annotated[int, typer.Option(help="How many instances this host may run.", min=1)] = 10,
+    work: Annotated[
+        Path, typer.Option(help="Work directory: staged versions, instance records, logs.")
+    ] = Path("changeover-agent"),
+    address: Annotated[
+        str, typer.Option(help="Address players reach this host at (games listen on it).")
+    ] = "127.0.0.1",
+    ports: Annotated[str, typer.Option(help="Port range for instances.")] = "7000-7999",
+    sdk_port: Annotated[
+        int | None, typer.Option(help="Port of the local SDK endpoint (kept across restarts).")
+    ] = None,
+    content: Annotated[
+        str | None, typer.Option(help="Content tree URL (default: the server's /content).")
+    ] = None,
+    server: ServerOpt = "",
+    token: TokenOpt = "",
+) -> None:
+    """Run the host agent: register, heartbeat, stage versions, run and adopt instances."""
+    from changeover.agent.main import Agent, AgentConfig
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not server:
+        raise InvalidInput("no server given: pass --server URL or set CHANGEOVER_URL")
+    config = AgentConfig(
+        server=server.rstrip("/"),
+        token=token,
+        name=name,
+        region=region,
+        work=work,
+        slots=slots,
+        address=address,
+        port_range=_port_range(ports),
+        sdk_port=sdk_port,
+        content_url=content,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Agent(config).run(stop)

@@ -1,0 +1,1 @@
+"""control/fleet: environments, applications, regions, profiles, fleets, hosts, instances."""

@@ -1,0 +1,346 @@
+"""Hosts and their agents: registration, and the sync that is also the heartbeat.
+
+An agent registers its name, region, slots and ``agent_uid`` (kept in its work directory,
+so a restarted agent is the same agent). It then calls sync about once a second with what
+it observes; the answer is the full desired state of its host. Sync is idempotent: a lost
+answer is simply asked for again, and an agent or control plane that restarts converges
+at the next call. Within one sync transaction:
+
+1. the host's heartbeat is recorded (a host not seen for ``LOST_AFTER_S`` is lost: its
+   instances are not allocated, but they are not stopped either — players may still be on
+   them, and the agent re-adopts them when it comes back);
+2. the observed state of each of its instances is stored, and sessions are followed from
+   the players the game reports through the SDK (``sessions.track``);
+3. ``placement.plan_host`` decides what should change on this host, and that is applied;
+4. the desired instances of the host are returned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.orm import Session
+
+from changeover.control.builds.models import Version
+from changeover.control.builds.services import check_name
+from changeover.control.fleet import placement, sessions
+from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile
+from changeover.control.fleet.services import LOST_AFTER_S, get_region
+from changeover.errors import Conflict, InvalidInput, NotFound
+
+SYNC_INTERVAL_S = 1.0
+DRAIN_S = 12 * 3600.0
+"""How long an instance with players may drain before it is stopped (seed 002: ~12 h)."""
+NOTICE_S = 60.0
+"""How long before a drain deadline the instance gets its shutdown notice."""
+AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
+MAX_SLOTS = 10000
+
+
+def is_alive(host: Host, now: float) -> bool:
+    return now - host.last_seen_at < LOST_AFTER_S
+
+
+def holder_conflict(host: Host, agent_uid: str, now: float) -> str | None:
+    """Why an agent may not take ``host``'s name, or None if it may.
+
+    The same ``agent_uid`` is the same agent (restarted) and always may. Another one may
+    only take a name whose holder has gone quiet (a replaced machine).
+    """
+    if host.agent_uid == agent_uid:
+        return None
+    age = now - host.last_seen_at
+    if age >= LOST_AFTER_S:
+        return None
+    return (
+        f"host name {host.name!r} is held by a live agent (last heard from {age:.1f} s ago);"
+        " stop that agent or give this one another --name"
+    )
+
+
+def register(
+    s: Session,
+    *,
+    name: str,
+    region: str,
+    slots: int,
+    agent_uid: str,
+    address: str,
+    agent_version: str,
+    now: float,
+) -> Host:
+    """Register (or re-register) an agent under a host name.
+
+    Raises:
+        InvalidInput: a bad name, uid, address or slot count. NotFound: unknown region.
+        Conflict: the name is held by another live agent.
+    """
+    check_name(name, "host name")
+    if not AGENT_UID_RE.fullmatch(agent_uid):
+        raise InvalidInput("agent_uid must be 8-64 characters of [A-Za-z0-9_-]")
+    if isinstance(slots, bool) or not 1 <= slots <= MAX_SLOTS:
+        raise InvalidInput(f"slots must be 1 to {MAX_SLOTS}")
+    if not address or len(address) > 255 or any(c.isspace() for c in address):
+        raise InvalidInput("address must be a host name or IP address players can reach")
+    region_row = get_region(s, region)
+    host = s.scalar(select(Host).where(Host.name == name))
+    if host is None:
+        host = Host(name=name, registered_at=now, staged="[]")
+        s.add(host)
+    else:
+        why = holder_conflict(host, agent_uid, now)
+        if why is not None:
+            raise Conflict(why, host=name)
+        if host.agent_uid != agent_uid:
+            host.registered_at = now
+    host.region_id = region_row.id
+    host.slots = slots
+    host.agent_uid = agent_uid
+    host.address = address
+    host.agent_version = agent_version[:40]
+    host.last_seen_at = now
+    try:
+        s.flush()
+    except SQLIntegrityError as e:  # two new agents raced for one new name
+        raise Conflict(f"host name {name!r} was just taken by another agent", host=name) from e
+    return host
+
+
+def list_hosts(s: Session) -> list[Host]:
+    return list(s.scalars(select(Host).order_by(Host.name)))
+
+
+def get_host(s: Session, host_id: int, agent_uid: str) -> Host:
+    host = s.get(Host, host_id)
+    if host is None:
+        raise NotFound(f"no host with id {host_id}; register the agent again", host_id=host_id)
+    if host.agent_uid != agent_uid:
+        raise Conflict(
+            f"host {host.name} is now held by another agent; this one must stop"
+            " (or register again once the other is gone)",
+            host=host.name,
+        )
+    return host
+
+
+def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
+    state = obs.get("state")
+    if state not in OBSERVED_STATES:
+        raise InvalidInput(f"instance {row.id}: unknown observed state {state!r}")
+    if state == "ready" and row.ready_at is None:
+        row.ready_at = now
+    if state == "stopped" and row.state != "stopped":
+        row.stopped_at = now
+    row.state = state
+    port = obs.get("port")
+    row.port = port if isinstance(port, int) and 0 < port < 65536 else None
+    ports = obs.get("ports")
+    row.ports = json.dumps(ports if isinstance(ports, dict) else {}, sort_keys=True)
+    pid = obs.get("pid")
+    row.pid = pid if isinstance(pid, int) and pid > 0 else None
+    restarts = obs.get("restarts")
+    row.restarts = restarts if isinstance(restarts, int) and restarts >= 0 else row.restarts
+    error = obs.get("error")
+    row.error = str(error)[:4000] if error else None
+    sdk = obs.get("sdk")
+    if isinstance(sdk, dict):
+        row.sdk_ready = bool(sdk.get("ready"))
+        players = sdk.get("players")
+        row.sdk_players = json.dumps(sorted(map(str, players)) if isinstance(players, list) else [])
+        labels = sdk.get("labels")
+        row.sdk_labels = json.dumps(labels if isinstance(labels, dict) else {}, sort_keys=True)
+        row.sdk_state_saved = bool(sdk.get("state_saved"))
+    row.observed_at = now
+    row.updated_at = now
+
+
+def _views(rows: Sequence[Instance], host: Host) -> list[placement.InstanceView]:
+    return [
+        placement.InstanceView(
+            instance_id=i.id,
+            fleet_id=i.fleet_id,
+            profile_id=i.profile_id,
+            host=host.name,
+            desired=i.desired,
+            state=i.state,
+            players=i.players,
+            replaces_id=i.replaces_id,
+            drain_deadline=i.drain_deadline,
+            drain_reason=i.drain_reason,
+            notice_deadline=i.notice_deadline,
+            created_at=i.created_at,
+            error=i.error,
+        )
+        for i in rows
+    ]
+
+
+def _live_instances(s: Session, host: Host) -> list[Instance]:
+    return list(
+        s.scalars(
+            select(Instance)
+            .where(Instance.host_id == host.id)
+            .where(or_(Instance.desired != "stopped", Instance.state != "stopped"))
+            .order_by(Instance.id)
+        )
+    )
+
+
+def new_instance(
+    s: Session, fleet_id: int, profile_id: int, host_id: int, now: float, replaces_id: int | None
+) -> Instance:
+    profile = s.get_one(Profile, profile_id)
+    row = Instance(
+        fleet_id=fleet_id,
+        profile_id=profile_id,
+        host_id=host_id,
+        replaces_id=replaces_id,
+        capacity=profile.capacity,
+        players=0,
+        desired="running",
+        state="staging",
+        ports="{}",
+        restarts=0,
+        sdk_ready=False,
+        sdk_players="[]",
+        sdk_labels="{}",
+        sdk_state_saved=False,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(row)
+    return row
+
+
+def apply(s: Session, row: Instance, action: placement.Action, now: float) -> None:
+    """Record one placement action on an instance row (creation is ``new_instance``)."""
+    if isinstance(action, placement.Drain):
+        row.desired = "draining"
+        row.drain_reason = action.reason[:256]
+        row.drain_deadline = action.deadline
+    elif isinstance(action, placement.Notify):
+        row.notice_reason = action.reason[:256]
+        row.notice_deadline = action.deadline
+    elif isinstance(action, placement.Stop):
+        row.desired = "stopped"
+        if row.notice_deadline is None:  # a notice already given keeps its words
+            row.notice_reason = action.reason[:256]
+            row.notice_deadline = action.deadline
+    row.updated_at = now
+
+
+def _plan(s: Session, host: Host, now: float) -> None:
+    rows = _live_instances(s, host)
+    fleet_ids = {i.fleet_id for i in rows} | set(
+        s.scalars(select(FleetHost.fleet_id).where(FleetHost.host_name == host.name))
+    )
+    specs = []
+    for fleet in s.scalars(select(Fleet).where(Fleet.id.in_(fleet_ids))):
+        names = s.scalars(select(FleetHost.host_name).where(FleetHost.fleet_id == fleet.id))
+        specs.append(
+            placement.FleetSpec(
+                fleet.id, fleet.active_profile_id, fleet.instances_per_host, frozenset(names)
+            )
+        )
+    view = placement.HostView(host.name, alive=True, slots=host.slots)
+    by_id = {i.id: i for i in rows}
+    for action in placement.plan_host(
+        view, specs, _views(rows, host), now, drain_s=DRAIN_S, notice_s=NOTICE_S
+    ):
+        if isinstance(action, placement.Create):
+            new_instance(s, action.fleet_id, action.profile_id, host.id, now, None)
+        else:
+            apply(s, by_id[action.instance_id], action, now)
+    s.flush()
+
+
+def snapshot(s: Session, host: Host) -> dict[str, Any]:
+    """The desired state of a host, as its agent reads it."""
+    rows = _live_instances(s, host)
+    profile_ids = {i.profile_id for i in rows} | set(
+        s.scalars(
+            select(Fleet.active_profile_id)
+            .join(FleetHost, FleetHost.fleet_id == Fleet.id)
+            .where(FleetHost.host_name == host.name, Fleet.active_profile_id.is_not(None))
+        )
+    )
+    profiles = {p.id: p for p in s.scalars(select(Profile).where(Profile.id.in_(profile_ids)))}
+    versions = {
+        v.id: v
+        for v in s.scalars(
+            select(Version).where(Version.id.in_({p.version_id for p in profiles.values()}))
+        )
+    }
+    fleets = {
+        f.id: f.name
+        for f in s.scalars(select(Fleet).where(Fleet.id.in_({i.fleet_id for i in rows})))
+    }
+    instances = []
+    for i in rows:
+        p = profiles[i.profile_id]
+        notice = (
+            {"reason": i.notice_reason, "deadline": i.notice_deadline}
+            if i.notice_deadline is not None
+            else None
+        )
+        instances.append(
+            {
+                "id": i.id,
+                "fleet": fleets[i.fleet_id],
+                "profile": p.name,
+                "manifest_id": versions[p.version_id].manifest_id,
+                "spec": json.loads(p.spec),
+                "desired": i.desired,
+                "notice": notice,
+            }
+        )
+    return {
+        "host": {"id": host.id, "name": host.name},
+        "sync_interval_s": SYNC_INTERVAL_S,
+        "instances": instances,
+        "versions": sorted({versions[p.version_id].manifest_id for p in profiles.values()}),
+    }
+
+
+def sync(
+    s: Session,
+    *,
+    host_id: int,
+    agent_uid: str,
+    observed: Sequence[Mapping[str, Any]],
+    staged: Sequence[str],
+    now: float,
+) -> dict[str, Any]:
+    """Record what an agent observes, re-plan its host, return its desired state.
+
+    Raises:
+        NotFound: no such host. Conflict: another agent holds the host now.
+        InvalidInput: a malformed observation.
+    """
+    host = get_host(s, host_id, agent_uid)
+    host.last_seen_at = now
+    host.staged = json.dumps(sorted(str(x)[:64] for x in staged)[:200])
+    by_id: dict[int, Mapping[str, Any]] = {}
+    for obs in observed:
+        if not isinstance(obs, Mapping) or not isinstance(obs.get("id"), int):
+            raise InvalidInput("each observed instance needs an integer id")
+        by_id[obs["id"]] = obs
+    if by_id:
+        rows = s.scalars(
+            select(Instance)
+            .where(Instance.host_id == host.id, Instance.id.in_(by_id))
+            .order_by(Instance.id)  # one lock order for every writer of these rows
+        )
+        for row in rows:
+            _observe(row, by_id[row.id], now)
+            sessions.track(s, row, by_id[row.id], now)
+    s.flush()
+    s.expire_all()  # session tracking changed player counts behind the ORM's back
+    _plan(s, host, now)
+    return snapshot(s, host)

@@ -1,0 +1,203 @@
+"""Tables of the fleet domain.
+
+    environments   applications ──< profiles >── versions (builds)
+          │              │              │
+          └────────< fleets >───────────┘ (active profile)
+                         │
+    regions ──< hosts ──< instances >── profiles      sessions >── instances
+                         fleet_hosts                   profile_switches (jobs)
+    version_compat: the client versions an image version accepts
+
+Instances hold both sides of the desired/observed split: ``desired`` (running, draining,
+stopped, with a drain deadline and a shutdown notice) is written by the control plane;
+``state``, ``pid``, ``port`` and the ``sdk_*`` columns are what the host's agent last
+reported. ``players`` counts open sessions and only ever changes by atomic updates
+(compare-and-set on allocation), never by a read-modify-write.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from changeover.control.builds.models import JobColumns
+from changeover.control.db import Base
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Application(Base):
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """game or utility; may be left unset at first, fixed once set."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Region(Base):
+    __tablename__ = "regions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class VersionCompat(Base):
+    """The client versions an image version accepts (inclusive; NULL = no bound)."""
+
+    __tablename__ = "version_compat"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    client_min: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    client_max: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Profile(Base):
+    """How to run one image version (seed 000): immutable once made."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+    spec: Mapped[str] = mapped_column(Text)
+    """The RunSpec as JSON (changeover.runspec)."""
+    capacity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class Fleet(Base):
+    __tablename__ = "fleets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    active_profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id"), nullable=True)
+    instances_per_host: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class FleetHost(Base):
+    """A host of a fleet, by name, so a fleet can list a host before its agent first runs."""
+
+    __tablename__ = "fleet_hosts"
+
+    fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"), primary_key=True)
+    host_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Host(Base):
+    """A machine running the agent; created when an agent first registers its name."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id"), index=True)
+    address: Mapped[str] = mapped_column(String(255))
+    slots: Mapped[int] = mapped_column(Integer)
+    agent_uid: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float)
+    agent_version: Mapped[str] = mapped_column(String(40), default="")
+    staged: Mapped[str] = mapped_column(Text, default="[]")
+    """Manifest ids the agent has staged, as JSON."""
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"), index=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    # A plain integer: a key from the table to itself buys nothing here.
+    replaces_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    capacity: Mapped[int] = mapped_column(Integer)
+    players: Mapped[int] = mapped_column(Integer, default=0)
+    # -- desired (control plane) ------------------------------------------------------
+    desired: Mapped[str] = mapped_column(String(16), index=True)
+    drain_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    drain_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    notice_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # -- observed (agent) ---------------------------------------------------------------
+    state: Mapped[str] = mapped_column(String(16))
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ports: Mapped[str] = mapped_column(Text, default="{}")
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sdk_ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    sdk_players: Mapped[str] = mapped_column(Text, default="[]")
+    sdk_labels: Mapped[str] = mapped_column(Text, default="{}")
+    sdk_state_saved: Mapped[bool] = mapped_column(Boolean, default=False)
+    observed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class GameSession(Base):
+    """One allocation: a party placed on an instance, until its players leave."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), index=True)
+    fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"), index=True)
+    players: Mapped[str] = mapped_column(Text)
+    """Player ids as JSON; the instance's SDK reports the same ids when they connect."""
+    size: Mapped[int] = mapped_column(Integer)
+    party: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    client_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """reserved (allocated, nobody seen yet), connected, ended or expired."""
+    created_at: Mapped[float] = mapped_column(Float)
+    connected_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ProfileSwitch(JobColumns, Base):
+    """Fleet Profile Switch (seed 000): a job that moves a fleet to another profile."""
+
+    __tablename__ = "profile_switches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"), index=True)
+    from_profile_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id"), nullable=True)
+    to_profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    drain_s: Mapped[float] = mapped_column(Float)
+    total: Mapped[int] = mapped_column(Integer)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+__all__ = [
+    "Application",
+    "Environment",
+    "Fleet",
+    "FleetHost",
+    "GameSession",
+    "Host",
+    "Instance",
+    "Profile",
+    "ProfileSwitch",
+    "Region",
+    "VersionCompat",
+]

@@ -1,0 +1,511 @@
+"""HTTP endpoints of the fleet domain: catalogue, fleets, switches, allocation, agents.
+
+Reading needs a ``read`` token; changing the catalogue, switching and allocating need
+``admin`` (allocation is what a game backend or matchmaker does; a narrower scope for it
+belongs in ``control.auth``); the agent endpoints need ``agent``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from changeover.control.auth.services import Permission, Principal
+from changeover.control.auth.views import Admin, Reader, ctx, requires
+from changeover.control.builds.models import Version
+from changeover.control.builds.services import get_image, resolve_version
+from changeover.control.db import now
+from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet import services, sessions, switches
+from changeover.control.fleet.models import (
+    Application,
+    Environment,
+    Fleet,
+    Host,
+    Instance,
+    Profile,
+    Region,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["fleet"])
+AgentAuth = Annotated[Principal, Depends(requires(Permission.AGENT))]
+
+
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class ApplicationCreate(NameBody):
+    type: str | None = None
+
+
+class ApplicationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class ProfileCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    application: str
+    image: str
+    version: str = "latest"
+    command: list[str]
+    ports: list[dict[str, Any]] | None = None
+    env: dict[str, str] | None = None
+    health: dict[str, Any] | None = None
+    stop_signal: str | None = None
+    stop_timeout_s: float | None = None
+    capacity: int | None = None
+
+
+class CompatSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_min: str | None = None
+    client_max: str | None = None
+
+
+class FleetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    application: str
+    environment: str
+    hosts: list[str] = Field(default_factory=list)
+    instances_per_host: int = 1
+    profile: str | None = None
+
+
+class FleetPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hosts: list[str] | None = None
+    instances_per_host: int | None = None
+
+
+class SwitchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profile: str
+    drain_s: float = host_svc.DRAIN_S
+
+
+class AllocationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fleet: str | None = None
+    profile: str | None = None
+    regions: list[str] = Field(default_factory=list, max_length=20)
+    client_version: str | None = None
+    players: list[str] = Field(min_length=1, max_length=sessions.MAX_PARTY)
+    party: str | None = None
+    join_session: str | None = None
+
+
+class AgentRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    region: str
+    slots: int = 10
+    agent_uid: str
+    address: str = "127.0.0.1"
+    agent_version: str = ""
+
+
+class AgentSync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent_uid: str
+    instances: list[dict[str, Any]] = Field(default_factory=list, max_length=10000)
+    staged: list[str] = Field(default_factory=list, max_length=1000)
+
+
+# -- serialisation -------------------------------------------------------------------------
+
+
+def named(row: Environment | Region) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "created_at": row.created_at}
+
+
+def app_dict(row: Application) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "type": row.type, "created_at": row.created_at}
+
+
+def profile_dict(s: Session, row: Profile) -> dict[str, Any]:
+    version = s.get_one(Version, row.version_id)
+    lo, hi = services.get_compat(s, version.id)
+    return {
+        "id": row.id,
+        "name": row.name,
+        "application": s.get_one(Application, row.application_id).name,
+        "version": version.number,
+        "version_label": version.label,
+        "manifest_id": version.manifest_id,
+        "client_min": lo,
+        "client_max": hi,
+        **json.loads(row.spec),
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+    }
+
+
+def display_state(i: Instance) -> str:
+    """The one state a person reads: the agent's, refined by intent and sessions."""
+    if i.desired == "stopped" and i.state not in ("stopped", "failed"):
+        return "stopping"
+    if i.desired == "draining" and i.state == "ready":
+        return "draining"
+    if i.state == "ready" and i.players > 0:
+        return "allocated"
+    return i.state
+
+
+def instance_dict(s: Session, i: Instance, host: Host | None = None) -> dict[str, Any]:
+    host = host or s.get_one(Host, i.host_id)
+    profile = s.get_one(Profile, i.profile_id)
+    version = s.get_one(Version, profile.version_id)
+    t = now()
+    return {
+        "id": i.id,
+        "fleet": s.get_one(Fleet, i.fleet_id).name,
+        "profile": profile.name,
+        "version": version.number,
+        "host": host.name,
+        "host_alive": t - host.last_seen_at < services.LOST_AFTER_S,
+        "address": host.address,
+        "port": i.port,
+        "ports": json.loads(i.ports or "{}"),
+        "state": display_state(i),
+        "observed_state": i.state,
+        "desired": i.desired,
+        "players": i.players,
+        "capacity": i.capacity,
+        "replaces": i.replaces_id,
+        "drain_deadline": i.drain_deadline,
+        "notice": (
+            {"reason": i.notice_reason, "deadline": i.notice_deadline}
+            if i.notice_deadline is not None
+            else None
+        ),
+        "sdk": {
+            "ready": i.sdk_ready,
+            "players": json.loads(i.sdk_players or "[]"),
+            "labels": json.loads(i.sdk_labels or "{}"),
+            "state_saved": i.sdk_state_saved,
+        },
+        "pid": i.pid,
+        "restarts": i.restarts,
+        "error": i.error,
+        "created_at": i.created_at,
+        "ready_at": i.ready_at,
+        "stopped_at": i.stopped_at,
+    }
+
+
+def fleet_dict(s: Session, f: Fleet) -> dict[str, Any]:
+    profile = s.get(Profile, f.active_profile_id) if f.active_profile_id else None
+    return {
+        "id": f.id,
+        "name": f.name,
+        "application": s.get_one(Application, f.application_id).name,
+        "environment": s.get_one(Environment, f.environment_id).name,
+        "profile": profile.name if profile else None,
+        "hosts": services.fleet_host_names(s, f.id),
+        "instances_per_host": f.instances_per_host,
+        "instances": services.instance_counts(s, f),
+        "created_at": f.created_at,
+        "updated_at": f.updated_at,
+    }
+
+
+def host_dict(s: Session, h: Host) -> dict[str, Any]:
+    t = now()
+    return {
+        "id": h.id,
+        "name": h.name,
+        "region": s.get_one(Region, h.region_id).name,
+        "address": h.address,
+        "slots": h.slots,
+        "alive": t - h.last_seen_at < services.LOST_AFTER_S,
+        "last_seen_at": h.last_seen_at,
+        "registered_at": h.registered_at,
+        "agent_version": h.agent_version,
+        "staged": json.loads(h.staged or "[]"),
+    }
+
+
+# -- environments, regions, applications ---------------------------------------------------
+
+
+@router.post("/environments", status_code=201)
+def create_environment(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return named(services.create_environment(s, body.name))
+
+
+@router.get("/environments")
+def list_environments(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [named(e) for e in services.list_environments(s)]
+
+
+@router.post("/regions", status_code=201)
+def create_region(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return named(services.create_region(s, body.name))
+
+
+@router.get("/regions")
+def list_regions(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [named(r) for r in services.list_regions(s)]
+
+
+@router.post("/applications", status_code=201)
+def create_application(body: ApplicationCreate, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return app_dict(services.create_application(s, body.name, body.type))
+
+
+@router.get("/applications")
+def list_applications(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [app_dict(a) for a in services.list_applications(s)]
+
+
+@router.get("/applications/{name}")
+def show_application(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return app_dict(services.get_application(s, name))
+
+
+@router.patch("/applications/{name}")
+def patch_application(
+    name: str, body: ApplicationPatch, request: Request, _: Admin
+) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        app = services.get_application(s, name)
+        return app_dict(services.set_application_type(app, body.type))
+
+
+# -- profiles and compatibility ------------------------------------------------------------
+
+
+@router.post("/profiles", status_code=201)
+def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[str, Any]:
+    c = ctx(request)
+    spec = body.model_dump(
+        include={
+            "command",
+            "ports",
+            "env",
+            "health",
+            "stop_signal",
+            "stop_timeout_s",
+            "capacity",
+        },
+        exclude_none=True,
+    )
+    with c.db.write() as s:
+        row = services.create_profile(
+            s,
+            c.store,
+            name=body.name,
+            application=services.get_application(s, body.application),
+            image_name=body.image,
+            version_ref=body.version,
+            spec=spec,
+            actor=who.actor,
+        )
+        return profile_dict(s, row)
+
+
+@router.get("/profiles")
+def list_profiles(
+    request: Request, _: Reader, application: str | None = None
+) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        app = services.get_application(s, application) if application else None
+        return [profile_dict(s, p) for p in services.list_profiles(s, app)]
+
+
+@router.get("/profiles/{name}")
+def show_profile(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return profile_dict(s, services.get_profile(s, name))
+
+
+@router.put("/images/{name}/versions/{ref}/compat")
+def set_compat(name: str, ref: str, body: CompatSet, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        version = resolve_version(s, get_image(s, name), ref)
+        row = services.set_compat(s, version, body.client_min, body.client_max)
+        return {
+            "image": name,
+            "version": version.number,
+            "client_min": row.client_min,
+            "client_max": row.client_max,
+        }
+
+
+@router.get("/images/{name}/versions/{ref}/compat")
+def show_compat(name: str, ref: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        version = resolve_version(s, get_image(s, name), ref)
+        lo, hi = services.get_compat(s, version.id)
+        return {"image": name, "version": version.number, "client_min": lo, "client_max": hi}
+
+
+# -- fleets, instances, hosts --------------------------------------------------------------
+
+
+@router.post("/fleets", status_code=201)
+def create_fleet(body: FleetCreate, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        row = services.create_fleet(
+            s,
+            name=body.name,
+            application=services.get_application(s, body.application),
+            environment=services.get_environment(s, body.environment),
+            hosts=body.hosts,
+            instances_per_host=body.instances_per_host,
+            profile_name=body.profile,
+        )
+        return fleet_dict(s, row)
+
+
+@router.get("/fleets")
+def list_fleets(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [fleet_dict(s, f) for f in services.list_fleets(s)]
+
+
+@router.get("/fleets/{name}")
+def show_fleet(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return fleet_dict(s, services.get_fleet(s, name))
+
+
+@router.patch("/fleets/{name}")
+def patch_fleet(name: str, body: FleetPatch, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        fleet = services.get_fleet(s, name)
+        services.update_fleet(
+            s, fleet, hosts=body.hosts, instances_per_host=body.instances_per_host
+        )
+        return fleet_dict(s, fleet)
+
+
+@router.get("/fleets/{name}/instances")
+def list_instances(
+    name: str, request: Request, _: Reader, all_: bool = Query(default=False, alias="all")
+) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        rows = services.fleet_instances(s, services.get_fleet(s, name), include_stopped=all_)
+        hosts = services.hosts_by_id(s, {i.host_id for i in rows})
+        return [instance_dict(s, i, hosts[i.host_id]) for i in rows]
+
+
+@router.get("/instances/{instance_id}")
+def show_instance(instance_id: int, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return instance_dict(s, services.get_instance(s, instance_id))
+
+
+@router.get("/hosts")
+def list_hosts(request: Request, _: Reader) -> list[dict[str, Any]]:
+    with ctx(request).db.read() as s:
+        return [host_dict(s, h) for h in host_svc.list_hosts(s)]
+
+
+# -- profile switch ------------------------------------------------------------------------
+
+
+@router.post("/fleets/{name}/switch", status_code=201)
+def switch_profile(name: str, body: SwitchCreate, request: Request, who: Admin) -> dict[str, Any]:
+    """Fleet Profile Switch: make ``profile`` active and move the instances to it."""
+    c = ctx(request)
+    with c.db.write() as s:
+        fleet = services.get_fleet(s, name)
+        out = switches.switch_dict(
+            s, switches.create_switch(s, fleet, body.profile, body.drain_s, who.actor)
+        )
+    c.runner.wake()
+    return out
+
+
+@router.get("/fleets/{name}/switch")
+def switch_status(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    """Fleet Profile Switch Status: the fleet's latest switch."""
+    with ctx(request).db.read() as s:
+        return switches.switch_dict(s, switches.latest_switch(s, services.get_fleet(s, name)))
+
+
+@router.get("/switches/{switch_id}")
+def show_switch(switch_id: int, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return switches.switch_dict(s, switches.get_switch(s, switch_id))
+
+
+# -- allocation and sessions ---------------------------------------------------------------
+
+
+@router.post("/allocations", status_code=201)
+def allocate(body: AllocationCreate, request: Request, _: Admin) -> dict[str, Any]:
+    """Server Allocate: where a player or party plays (host, port, session id)."""
+    req = sessions.AllocationRequest(
+        fleet=body.fleet,
+        profile=body.profile,
+        regions=tuple(body.regions),
+        client_version=body.client_version,
+        players=tuple(body.players),
+        party=body.party,
+        join_session=body.join_session,
+    )
+    with ctx(request).db.write() as s:
+        return sessions.allocate(s, req, now())
+
+
+@router.get("/sessions/{session_id}")
+def show_session(session_id: str, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return sessions.session_dict(sessions.get_session(s, session_id))
+
+
+@router.delete("/sessions/{session_id}")
+def end_session(session_id: str, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        return sessions.session_dict(sessions.end_session(s, session_id, now()))
+
+
+# -- agents --------------------------------------------------------------------------------
+
+
+@router.post("/agents/register")
+def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        host = host_svc.register(
+            s,
+            name=body.name,
+            region=body.region,
+            slots=body.slots,
+            agent_uid=body.agent_uid,
+            address=body.address,
+            agent_version=body.agent_version,
+            now=now(),
+        )
+        return {**host_dict(s, host), "sync_interval_s": host_svc.SYNC_INTERVAL_S}
+
+
+@router.post("/agents/{host_id}/sync")
+def sync_agent(host_id: int, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
+    """The agent's heartbeat: observed state in, the host's full desired state out."""
+    with ctx(request).db.write() as s:
+        return host_svc.sync(
+            s,
+            host_id=host_id,
+            agent_uid=body.agent_uid,
+            observed=body.instances,
+            staged=body.staged,
+            now=now(),
+        )

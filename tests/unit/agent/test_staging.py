@@ -1,0 +1,132 @@
+"""Staging versions side by side from a content tree, with every byte verified."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from changeover.agent.staging import Staging
+from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.store import LocalStore
+from changeover.errors import IntegrityError, NotFound
+
+
+class StoreFetcher:
+    """The content tree of a LocalStore, read the way an HTTP mirror would serve it."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.blobs: list[str] = []
+
+    def manifest(self, manifest_id: str) -> bytes:
+        path = self.store.content / "manifests" / f"{manifest_id}.json"
+        if not path.exists():
+            raise NotFound(f"no manifest {manifest_id}")
+        return path.read_bytes()
+
+    def blob(self, sha256: str) -> Iterator[bytes]:
+        self.blobs.append(sha256)
+        data = self.store.blob_path(sha256).read_bytes()
+        yield from (data[i : i + 7] for i in range(0, len(data), 7))
+
+
+def publish(store: LocalStore, tmp: Path, files: dict[str, tuple[bytes, int]]) -> str:
+    entries = []
+    for path, (data, mode) in files.items():
+        src = tmp / hashlib.sha256(data).hexdigest()
+        src.write_bytes(data)
+        store.put_file(src, hashlib.sha256(data).hexdigest())
+        entries.append(FileEntry(path, len(data), hashlib.sha256(data).hexdigest(), mode))
+    return store.put_manifest(Manifest.of(entries))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[LocalStore, StoreFetcher, Staging, Path]:
+    store = LocalStore(tmp_path / "store")
+    (tmp_path / "src").mkdir()
+    return store, StoreFetcher(store), Staging(tmp_path / "work"), tmp_path / "src"
+
+
+def test_two_versions_share_unchanged_files_by_hard_link(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1 = publish(
+        store,
+        src,
+        {"bin/game": (b"v1" * 100, 0o755), "data/map": (b"m" * 5000, 0o644), "e": (b"", 0o600)},
+    )
+    v2 = publish(store, src, {"bin/game": (b"v2" * 100, 0o755), "data/map": (b"m" * 5000, 0o644)})
+    d1 = staging.stage(fetcher, v1)
+    assert (d1 / "bin/game").read_bytes() == b"v1" * 100
+    assert (d1 / "bin/game").stat().st_mode & 0o777 == 0o755
+    assert (d1 / "e").read_bytes() == b"" and (d1 / "e").stat().st_mode & 0o777 == 0o600
+    fetched = len(fetcher.blobs)
+    d2 = staging.stage(fetcher, v2)
+    assert len(fetcher.blobs) == fetched + 1  # only the changed file was fetched
+    assert os.path.samefile(d1 / "data/map", d2 / "data/map")
+    assert not os.path.samefile(d1 / "bin/game", d2 / "bin/game")
+    assert staging.stage(fetcher, v1) == d1  # staging again is a no-op
+    assert staging.staged() == sorted([v1, v2])
+
+    staging.prune([v2])
+    assert staging.staged() == [v2]
+    assert (d2 / "data/map").read_bytes() == b"m" * 5000
+
+
+def test_links_are_kept(env: tuple[LocalStore, StoreFetcher, Staging, Path]) -> None:
+    store, fetcher, staging, src = env
+    link = FileEntry("bin/current", 0, hashlib.sha256(b"game").hexdigest(), 0o777, link="game")
+    (src / "g").write_bytes(b"x")
+    store.put_file(src / "g", hashlib.sha256(b"x").hexdigest())
+    game = FileEntry("bin/game", 1, hashlib.sha256(b"x").hexdigest(), 0o755)
+    mid = store.put_manifest(Manifest.of([link, game]))
+    d = staging.stage(fetcher, mid)
+    assert os.readlink(d / "bin/current") == "game"
+    assert (d / "bin/current").read_bytes() == b"x"
+
+
+def test_a_tampered_blob_stages_nothing(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    mid = publish(store, src, {"a": (b"good content", 0o644), "b": (b"other", 0o644)})
+    sha = hashlib.sha256(b"other").hexdigest()
+    store.blob_path(sha).write_bytes(zstandard.ZstdCompressor().compress(b"evil!"))
+    with pytest.raises(IntegrityError, match="expected sha256"):
+        staging.stage(fetcher, mid)
+    assert staging.staged() == []
+    assert not list(staging.versions.iterdir())  # no half-built version left
+    assert not [p for p in staging.objects.iterdir() if p.name.startswith(sha)]
+
+
+def test_an_oversized_or_garbled_blob_is_refused(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    mid = publish(store, src, {"a": (b"1234", 0o644)})
+    sha = hashlib.sha256(b"1234").hexdigest()
+    store.blob_path(sha).write_bytes(zstandard.ZstdCompressor().compress(b"x" * 100000))
+    with pytest.raises(IntegrityError, match="more than its 4 bytes"):
+        staging.stage(fetcher, mid)
+    store.blob_path(sha).write_bytes(b"not zstd at all")
+    with pytest.raises(IntegrityError, match="not a zstd frame"):
+        staging.stage(fetcher, mid)
+
+
+def test_a_manifest_that_does_not_match_its_id(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    mid = publish(store, src, {"a": (b"1", 0o644)})
+    path = store.content / "manifests" / f"{mid}.json"
+    path.write_bytes(path.read_bytes().replace(b'"a"', b'"b"'))
+    with pytest.raises(IntegrityError, match=f"manifest {mid}"):
+        staging.stage(fetcher, mid)
+    with pytest.raises(NotFound):
+        staging.stage(fetcher, "0" * 64)

@@ -1,0 +1,142 @@
+"""Desired-state rules per host and the profile-switch steps: pure, no database, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from changeover.control.fleet.placement import (
+    Create,
+    Done,
+    Drain,
+    Fail,
+    FleetSpec,
+    HostView,
+    InstanceView,
+    Notify,
+    Retire,
+    StartReplacement,
+    Stop,
+    Wait,
+    plan_host,
+    switch_step,
+)
+
+HOST = HostView("h1", alive=True, slots=10)
+FLEET = FleetSpec(fleet_id=1, profile_id=10, per_host=2, hosts=frozenset({"h1"}))
+
+
+def inst(i: int, **kw: object) -> InstanceView:
+    base: dict[str, object] = {
+        "instance_id": i,
+        "fleet_id": 1,
+        "profile_id": 10,
+        "host": "h1",
+        "desired": "running",
+        "state": "ready",
+    }
+    base.update(kw)
+    return InstanceView(**base)  # type: ignore[arg-type]
+
+
+def plan(instances: list[InstanceView], **kw: object) -> list[object]:
+    host = kw.pop("host", HOST)
+    fleets = kw.pop("fleets", [FLEET])
+    now = kw.pop("now", 1000.0)
+    return plan_host(host, fleets, instances, now, drain_s=100, notice_s=10)  # type: ignore[arg-type]
+
+
+def test_creates_up_to_the_target_within_slots() -> None:
+    assert plan([]) == [Create(1, 10, "h1"), Create(1, 10, "h1")]
+    assert plan([inst(1)]) == [Create(1, 10, "h1")]
+    assert plan([inst(1), inst(2)]) == []
+    assert plan([], host=replace(HOST, slots=1)) == [Create(1, 10, "h1")]
+    assert plan([], host=replace(HOST, alive=False)) == []
+    # Stopped instances free their slot; failed ones still count (the agent restarts them).
+    assert plan([inst(1, desired="stopped", state="stopped"), inst(2, state="failed")]) == [
+        Create(1, 10, "h1")
+    ]
+
+
+def test_no_profile_or_host_removed_retires_idle_and_drains_busy() -> None:
+    busy, idle = inst(1, players=2), inst(2)
+    out = plan([busy, idle], fleets=[replace(FLEET, hosts=frozenset())])
+    assert out == [
+        Drain(1, "host removed from the fleet", 1100.0),
+        Stop(2, "host removed from the fleet", 1000.0),
+    ]
+    assert plan([idle], fleets=[replace(FLEET, profile_id=None)]) == [Stop(2, "no profile", 1000.0)]
+
+
+def test_scale_down_prefers_idle_then_other_profiles_then_newest() -> None:
+    out = plan(
+        [inst(1, players=1), inst(2), inst(3, profile_id=9), inst(4)],
+        fleets=[replace(FLEET, per_host=1)],
+    )
+    assert out == [
+        Stop(3, "scaled down", 1000.0),
+        Stop(4, "scaled down", 1000.0),
+        Stop(2, "scaled down", 1000.0),
+    ]
+
+
+def test_a_replacement_counts_once_with_the_instance_it_replaces() -> None:
+    pair = [inst(1, profile_id=9), inst(2, replaces_id=1, state="starting"), inst(3)]
+    assert plan(pair) == []
+
+
+def test_draining_stops_when_empty_notices_before_deadline_stops_at_it() -> None:
+    d = inst(1, desired="draining", players=1, drain_deadline=1050.0, drain_reason="update")
+    assert plan([d, inst(2), inst(3)]) == []
+    assert plan([d, inst(2), inst(3)], now=1041.0) == [Notify(1, "update", 1050.0)]
+    noticed = replace(d, notice_deadline=1050.0)
+    assert plan([noticed, inst(2), inst(3)], now=1045.0) == []
+    assert plan([noticed, inst(2), inst(3)], now=1050.0) == [
+        Stop(1, "update (drain deadline passed)", 1050.0)
+    ]
+    assert plan([replace(d, players=0), inst(2), inst(3)]) == [
+        Stop(1, "update (last player left)", 1000.0)
+    ]
+
+
+def test_idempotent_after_its_own_actions() -> None:
+    first = plan([inst(1)])
+    assert first == [Create(1, 10, "h1")]
+    assert plan([inst(1), inst(2, state="staging")]) == []
+
+
+# -- switch --------------------------------------------------------------------------------
+
+HOSTS = {"h1": HOST, "h2": HostView("h2", alive=False, slots=10)}
+NAMES = frozenset({"h1", "h2"})
+
+
+def step(instances: list[InstanceView], now: float = 1000.0) -> object:
+    return switch_step(instances, HOSTS, NAMES, 20, now, healthy_deadline_s=60)
+
+
+def test_switch_walks_one_instance_at_a_time() -> None:
+    old = [inst(1, players=2), inst(2), inst(3, host="h2")]
+    assert step(old) == StartReplacement(2, "h1")  # the idle one first
+    started = [*old, inst(4, profile_id=20, replaces_id=2, state="starting", created_at=990)]
+    assert isinstance(step(started), Wait)
+    ready = [*old, inst(4, profile_id=20, replaces_id=2, state="ready")]
+    assert step(ready) == Retire(2, busy=False)
+    retired = [old[0], replace(old[1], desired="stopped"), old[2], ready[-1]]
+    assert step(retired) == StartReplacement(1, "h1")
+    nxt = [*retired, inst(5, profile_id=20, replaces_id=1, state="ready")]
+    assert step(nxt) == Retire(1, busy=True)  # players on it: drain, never stop
+    # Only an instance on a lost host is left: wait for it.
+    last = [replace(old[0], desired="draining"), old[2], ready[-1], nxt[-1]]
+    waited = step(last)
+    assert isinstance(waited, Wait) and "h2" in waited.message
+    assert step([ready[-1], nxt[-1]]) == Done("every instance runs the new profile")
+
+
+def test_switch_fails_on_a_failed_or_slow_replacement() -> None:
+    old = inst(1)
+    crashed = inst(2, profile_id=20, replaces_id=1, state="failed", error="exited with 3")
+    out = step([old, crashed])
+    assert isinstance(out, Fail) and "exited with 3" in out.message and out.stop_instance_id == 2
+    slow = inst(2, profile_id=20, replaces_id=1, state="starting", created_at=900)
+    out = step([old, slow], now=1000.0)
+    assert isinstance(out, Fail) and "not ready after 60 s" in out.message
