@@ -23,10 +23,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Three test workers: most tests wait on real servers and processes, not on the CPU.
 test: lint typecheck
-	$(BIN)/python -m pytest --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
+	$(BIN)/python -m pytest -n 3 --dist loadfile --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
 
 bench: $(STAMP)
+	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.
+	@command -v rsync >/dev/null && command -v zstd >/dev/null && command -v casync >/dev/null \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO apt-get install -y rsync zstd casync; }
 	$(BIN)/python bench/run.py
 
 clean:

@@ -161,7 +161,12 @@ def start_server(data: Path, database_url: str | None) -> Server:
         except httpx.TransportError:
             return False
 
-    wait_for(healthy, 30, "the control plane to answer /healthz")
+    try:
+        wait_for(healthy, 90, "the control plane to answer /healthz")
+    except BaseException:
+        proc.kill()  # never leave a server behind to slow every later test
+        proc.wait()
+        raise
     return Server(url, data, database_url, token, proc, log)
 
 

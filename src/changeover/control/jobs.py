@@ -62,6 +62,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._recovered_at = float("-inf")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
@@ -97,8 +98,13 @@ class JobRunner:
                     fn()
                 except Exception:  # one failing chore must not stop the jobs
                     log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+        # Leases run out in lease_s, so looking for expired ones more often than a few
+        # times per lease is wasted work; an idle pass should only read.
+        if time.monotonic() - self._recovered_at >= self.lease_s / 4:
+            self._recovered_at = time.monotonic()
+            for kind in self.kinds:
+                self._recover(kind)
         for kind in self.kinds:
-            self._recover(kind)
             if kind.promote is not None:
                 kind.promote()
         for kind in self.kinds:
@@ -119,7 +125,7 @@ class JobRunner:
 
     def _claim(self, kind: JobKind) -> int | None:
         m = kind.model
-        with self.db.write() as s:
+        with self.db.read() as s:
             job_id = s.scalar(
                 m.__table__.select()
                 .with_only_columns(m.id)
@@ -127,8 +133,9 @@ class JobRunner:
                 .order_by(m.id)
                 .limit(1)
             )
-            if job_id is None:
-                return None
+        if job_id is None:
+            return None
+        with self.db.write() as s:
             claimed = s.execute(
                 update(m)
                 .where(m.id == job_id, m.status == JobState.QUEUED)

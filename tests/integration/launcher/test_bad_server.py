@@ -75,7 +75,7 @@ def proxy(published: Published) -> Iterator[tuple[str, Faults]]:
                 self.end_headers()
                 self.wfile.write(body[:10])
                 self.wfile.flush()
-                time.sleep(3)  # the stall under test: longer than the client's 1 s timeout
+                time.sleep(8)  # the stall under test: longer than the client's 3 s timeout
                 self.close_connection = True
             elif fault == "extra":
                 self._send(r.status_code, body + b"\0" * 4096)
@@ -114,7 +114,7 @@ def sync(url: str, target: Path, *extra: str) -> tuple[int, dict[str, Any] | Non
         "faulty",
         "--json",
         "--timeout",
-        "1",
+        "3",
         *extra,
     )
     return r.returncode, json.loads(r.stdout) if r.returncode == 0 else None, r.stderr

@@ -37,6 +37,22 @@ def _complete(
         row.updated_at = now()
 
 
+def _previous_manifests(db: Database, store: LocalStore, version: Version) -> list[Manifest]:
+    """The image's latest completed versions before this one, most recent first."""
+    with db.read() as s:
+        ids = s.scalars(
+            select(Version.manifest_id)
+            .where(
+                Version.image_id == version.image_id,
+                Version.status == JobState.COMPLETED,
+                Version.manifest_id != version.manifest_id,
+            )
+            .order_by(Version.number.desc())
+            .limit(DEFAULT_HISTORY)
+        )
+        return [store.get_manifest(i) for i in ids]
+
+
 def build_job_kinds(
     db: Database, store: LocalStore, on_version: Callable[[], object]
 ) -> list[JobKind]:
@@ -81,8 +97,11 @@ def build_job_kinds(
         _complete(db, Diff, job_id, report=json.dumps(report))
 
     def promote_diffs() -> None:
-        with db.write() as s:
-            services.promote_pending_diffs(s)
+        with db.read() as s:
+            waiting = s.scalar(select(Diff.id).where(Diff.status == JobState.PENDING).limit(1))
+        if waiting is not None:
+            with db.write() as s:
+                services.promote_pending_diffs(s)
 
     def publish_version(job_id: int) -> None:
         with db.read() as s:
@@ -92,7 +111,7 @@ def build_job_kinds(
         if missing:
             raise ChangeoverError(f"cannot publish: the store lacks {len(missing)} blob(s)")
         patches = build_patches(
-            store, manifest, previous_manifests(version), workers=_workers(manifest)
+            store, manifest, _previous_manifests(db, store, version), workers=_workers(manifest)
         )
         index = build_index(store, manifest, patches)
         store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())
@@ -101,21 +120,6 @@ def build_job_kinds(
             if version.status == JobState.RUNNING:
                 services.finish_version(s, version)
         on_version()
-
-    def previous_manifests(version: Version) -> list[Manifest]:
-        """The image's latest completed versions before this one, most recent first."""
-        with db.read() as s:
-            ids = s.scalars(
-                select(Version.manifest_id)
-                .where(
-                    Version.image_id == version.image_id,
-                    Version.status == JobState.COMPLETED,
-                    Version.manifest_id != version.manifest_id,
-                )
-                .order_by(Version.number.desc())
-                .limit(DEFAULT_HISTORY)
-            )
-            return [store.get_manifest(i) for i in ids]
 
     return [
         JobKind("update", Update, check_update),

@@ -8,7 +8,7 @@ read.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from changeover.control.db import Database, now
 from changeover.control.fleet import switches
@@ -37,6 +37,14 @@ def build_job_kinds(db: Database) -> list[JobKind]:
             raise ChangeoverError(outcome.failure)
 
     def promote_switches() -> None:
+        with db.read() as s:
+            due = s.scalar(
+                select(ProfileSwitch.id)
+                .where(ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now())
+                .limit(1)
+            )
+        if due is None:
+            return
         with db.write() as s:
             s.execute(
                 update(ProfileSwitch)
