@@ -93,9 +93,12 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
 # -- a real server -------------------------------------------------------------------------
 
 
-def make_admin_token(data_dir: Path) -> str:
-    """Create an admin token straight in the data directory's database (offline)."""
-    out = run_cli("token", "create", "--scope", "admin", "--data", str(data_dir), "--json")
+def make_admin_token(data_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """Create an admin token straight in the data directory's database (offline).
+
+    ``env`` is the server's: with ``CHANGEOVER_DATABASE_URL`` the token goes to that database.
+    """
+    out = run_cli("token", "create", "--scope", "admin", "--data", str(data_dir), "--json", env=env)
     return str(json.loads(out.stdout)["token"])
 
 
@@ -114,6 +117,8 @@ class Server:
     data_dir: Path
     token: str
     log_path: Path
+    pid: int | None = None
+    """The server process (for its CPU time); None where unknown."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -154,6 +159,8 @@ def running_server(
 
     Without ``data_dir`` the server gets a fresh temporary one, deleted afterwards. The
     process is stopped (and the temporary directory removed) however the block exits.
+    ``env`` is added to the server's environment (and the admin token's creation), e.g.
+    ``CHANGEOVER_DATABASE_URL`` to run it on PostgreSQL.
 
     Raises:
         BenchError: the server exited or did not answer within ``timeout_s``.
@@ -162,7 +169,7 @@ def running_server(
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="co-bench-")))
         data_dir.mkdir(parents=True, exist_ok=True)
-        token = make_admin_token(data_dir)
+        token = make_admin_token(data_dir, env)
         port = free_port()
         log_path = data_dir / "server.log"
         log = stack.enter_context(open(log_path, "wb"))
@@ -175,7 +182,7 @@ def running_server(
             start_new_session=True,
         )
         stack.callback(_stop, proc)
-        server = Server(f"http://127.0.0.1:{port}", data_dir, token, log_path)
+        server = Server(f"http://127.0.0.1:{port}", data_dir, token, log_path, proc.pid)
         deadline = time.monotonic() + timeout_s
         while not _healthy(server.url):
             if proc.poll() is not None:

@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 from types import ModuleType
 
+import delta
 import push_diff
 from common import REPO, clean_up_on_signals, log
 
-BENCHMARKS: list[ModuleType] = [push_diff]
-"""Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``."""
+BENCHMARKS: list[ModuleType] = [push_diff, delta]
+"""Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
+may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""
 
 QUICK_OUT = REPO / "bench" / "out" / "BENCHMARKS.md"
 
@@ -29,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     invoked_as = shlex.join(["python", "bench/run.py", *(["--quick"] if args.quick else [])])
     failed = 0
     for bench in BENCHMARKS:
-        extra: list[str] = [*bench.QUICK_ARGS, "--out", str(QUICK_OUT)] if args.quick else []
+        if args.quick:
+            extra = [*bench.QUICK_ARGS, "--out", str(QUICK_OUT)]
+        else:
+            extra = list(getattr(bench, "RUN_ARGS", []))
         log(f"== {bench.SECTION}")
         start = time.monotonic()
         status = int(bench.main(extra, invoked_as=invoked_as))
