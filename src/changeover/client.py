@@ -6,8 +6,9 @@ class the server named (``error`` field of the body), so callers branch on types
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -71,7 +72,29 @@ class ApiClient:
         return self.request("DELETE", path, **kw)
 
     def upload(self, sha256: str, offset: int, size: int, body: Iterator[bytes]) -> Any:
+        """Send the bytes of a file from ``offset`` on; returns where the upload stands."""
         return self.put(f"/uploads/{sha256}", params={"offset": offset, "size": size}, content=body)
+
+    def upload_status(self, sha256: str) -> Any:
+        """``{"complete": bool, "offset": int}``: where the upload of a file stands."""
+        return self.get(f"/uploads/{sha256}")
+
+    def upload_batch(self, files: Sequence[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """Send whole small files in one request; returns one result per file, in order.
+
+        The body is a line of JSON listing ``(sha256, size)``, then the bytes back to back
+        (see ``POST /api/v1/uploads/batch``). A file the server refused has
+        ``complete: false`` and the error's ``error`` and ``message``.
+        """
+        header = {"files": [{"sha256": sha, "size": len(data)} for sha, data in files]}
+        body = b"".join([json.dumps(header).encode(), b"\n", *(data for _, data in files)])
+        out = self.post(
+            "/uploads/batch",
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        results: list[dict[str, Any]] = out["files"]
+        return results
 
     def wait_job(self, path: str, *, timeout_s: float = 3600, poll_s: float = 0.2) -> Any:
         """Poll a job until it completes or fails; returns its last state."""

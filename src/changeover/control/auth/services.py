@@ -3,6 +3,12 @@
 A token reads ``cho_<id>_<secret>``: the id finds the row, the secret is compared with the
 stored SHA-256 in constant time. Secrets are 256 random bits, so a plain hash (not a slow
 password hash) is the right tool. What a scope may do is the table ``SCOPES``.
+
+Every request is authenticated, through a short-lived cache (``PrincipalCache``) so that
+a push of thousands of files does not read the token row thousands of times. Expiry is
+checked on every request, cached or not. A revocation made through this server takes
+effect at once; one made elsewhere (another server process on the same database, a
+database edit) within ``TOKEN_CACHE_TTL_S``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -37,6 +46,10 @@ SCOPES: dict[str, frozenset[Permission]] = {
 }
 
 TOKEN_RE = re.compile(r"^cho_(\d{1,18})_([A-Za-z0-9_-]{20,100})$")
+TOKEN_CACHE_TTL_S = 2.0
+"""How long a checked token is trusted without reading its row again: the bound on how
+late a revocation made outside this server process takes effect."""
+TOKEN_CACHE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class Principal:
     token_id: int
     name: str
     scope: str
+    expires_at: float | None = field(default=None, compare=False)
 
     def require(self, permission: Permission) -> None:
         if permission not in SCOPES[self.scope]:
@@ -115,7 +129,64 @@ def authenticate(s: Session, header: str | None) -> Principal:
         raise AuthError(f"access token {row.name!r} was revoked")
     if row.expires_at is not None and row.expires_at <= now():
         raise AuthError(f"access token {row.name!r} has expired; ask an admin for a new one")
-    return Principal(row.id, row.name, row.scope)
+    return Principal(row.id, row.name, row.scope, row.expires_at)
+
+
+class PrincipalCache:
+    """Principals of recently authenticated headers, by the SHA-256 of the header.
+
+    An entry is used for at most ``ttl_s`` seconds and never past its token's expiry;
+    failures are never cached. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = TOKEN_CACHE_TTL_S,
+        max_entries: int = TOKEN_CACHE_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._forgotten: dict[int, float] = {}  # token id -> when forget() was called
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(header: str) -> str:
+        return hashlib.sha256(header.encode()).hexdigest()
+
+    def authenticate(self, header: str | None, lookup: Callable[[], Principal]) -> Principal:
+        """The cached principal of ``header``, or ``lookup()``'s (which raises AuthError)."""
+        if not header:
+            return lookup()
+        key = self._key(header)
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None:
+            cached_at, principal = hit
+            fresh = self.clock() - cached_at < self.ttl_s
+            if fresh and (principal.expires_at is None or principal.expires_at > now()):
+                return principal
+        started = self.clock()
+        principal = lookup()
+        with self._lock:
+            # A revocation that happened while we read the row must not be cached over.
+            if self._forgotten.get(principal.token_id, -1.0) >= started:
+                return principal
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # crude, but bounded and rare: a refill costs one query
+            self._entries[key] = (started, principal)
+        return principal
+
+    def forget(self, token_id: int) -> None:
+        """Drop a token's entries at once (it was revoked through this server)."""
+        with self._lock:
+            for key in [k for k, (_, p) in self._entries.items() if p.token_id == token_id]:
+                del self._entries[key]
+            t = self.clock()
+            self._forgotten = {i: at for i, at in self._forgotten.items() if t - at < self.ttl_s}
+            self._forgotten[token_id] = t
 
 
 def list_tokens(s: Session) -> list[Token]:

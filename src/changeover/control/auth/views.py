@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -18,14 +19,34 @@ def ctx(request: Request) -> Context:
     return c
 
 
+_cache_lock = threading.Lock()
+
+
+def principals(request: Request) -> services.PrincipalCache:
+    """This application's cache of authenticated tokens (see ``services.PrincipalCache``)."""
+    state = request.app.state
+    with _cache_lock:
+        cache: services.PrincipalCache | None = getattr(state, "principals", None)
+        if cache is None:
+            cache = state.principals = services.PrincipalCache()
+    return cache
+
+
 def requires(permission: Permission) -> Callable[..., Principal]:
-    """A dependency: the caller's principal, checked for ``permission``."""
+    """A dependency: the caller's principal, checked for ``permission``.
+
+    Every request is authenticated; a token checked less than ``TOKEN_CACHE_TTL_S`` ago is
+    not read from the database again (expiry is still checked every time).
+    """
 
     def dependency(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Principal:
-        with ctx(request).db.read() as s:
-            principal = services.authenticate(s, authorization)
+        def lookup() -> Principal:
+            with ctx(request).db.read() as s:
+                return services.authenticate(s, authorization)
+
+        principal = principals(request).authenticate(authorization, lookup)
         principal.require(permission)
         return principal
 
@@ -66,4 +87,6 @@ def list_tokens(request: Request, _: Admin) -> list[dict[str, Any]]:
 @router.delete("/tokens/{token_id}")
 def revoke_token(token_id: int, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
-        return services.token_dict(services.revoke_token(s, token_id))
+        out = services.token_dict(services.revoke_token(s, token_id))
+    principals(request).forget(token_id)  # after the commit: no lookup in flight re-caches it
+    return out

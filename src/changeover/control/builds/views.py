@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from changeover.content.manifest import Manifest, check_sha256
+from changeover.content.store import Upload
 from changeover.control.auth.views import Admin, Pusher, Reader, ctx
 from changeover.control.builds import services
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
@@ -16,7 +21,13 @@ from changeover.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1", tags=["builds"])
 
-UPLOAD_FLUSH_BYTES = 8 << 20
+UPLOAD_FLUSH_BYTES = 4 << 20
+"""An upload's bytes are handed to a worker thread (hash, compress, write) this many at a
+time, while the next ones are received."""
+BATCH_MAX_BYTES = 16 << 20
+"""File bytes in one ``POST /uploads/batch``; the whole body is held in memory."""
+BATCH_MAX_FILES = 1024
+BATCH_MAX_HEADER_BYTES = 256 << 10
 
 
 class ImageCreate(BaseModel):
@@ -31,6 +42,19 @@ class UpdateCreate(BaseModel):
 
 class DiffCreate(BaseModel):
     update_id: int
+
+
+class BatchFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str
+    size: int = Field(ge=0)
+
+
+class BatchHeader(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[BatchFile]
 
 
 class BranchSet(BaseModel):
@@ -141,7 +165,16 @@ def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) 
     with c.db.write() as s:
         image = services.get_image(s, name)
         row, missing = services.create_update(s, c.store, image, manifest, body.label, who.actor)
-        return {**update_dict(row), "missing": missing}
+        out = update_dict(row)
+    # Where each upload stands, so that a client resumes without asking file by file, and
+    # the batch limits, so that it sends small files together (POST /uploads/batch).
+    for m in missing:
+        m["offset"] = c.store.upload_offset(m["sha256"])
+    return {
+        **out,
+        "missing": missing,
+        "batch_limits": {"bytes": BATCH_MAX_BYTES, "files": BATCH_MAX_FILES},
+    }
 
 
 @router.get("/updates/{update_id}")
@@ -189,24 +222,119 @@ async def upload(
     """Append the request body at ``offset`` to the upload of file ``sha256`` (``size`` bytes).
 
     A request cut off midway keeps what arrived; ``GET /uploads/{sha256}`` tells where to
-    resume. The last byte triggers verification and storage as a blob.
+    resume. The last byte triggers verification and storage as a blob. An upload from byte
+    0 is hashed and compressed while it arrives, so its last byte costs only an fsync.
     """
     store = ctx(request).store
     check_sha256(sha256)
-    if store.has(sha256):
-        return {"sha256": sha256, "complete": True, "offset": size}
-    pos = offset
+    # wait=False: a second request for the same upload gets a Conflict at once rather than
+    # holding a worker thread until the first one ends.
+    up = await run_in_threadpool(store.open_upload, sha256, offset, size, wait=False)
+    pos = up.offset
+    if up.active:
+        try:
+            await _receive_into(up, request)
+            pos = await run_in_threadpool(up.close)
+        except ClientDisconnect:
+            pos = up.offset  # nobody will read the answer; what arrived is kept
+        finally:
+            await run_in_threadpool(up.abort)  # a no-op once closed
+    return {"sha256": sha256, "complete": store.has(sha256), "offset": pos}
+
+
+async def _receive_into(up: Upload, request: Request) -> None:
+    """Feed the body to ``up``: one buffer is written (in a thread) while the next arrives."""
+    writing: asyncio.Future[None] | None = None
     buf: list[bytes] = []
     buffered = 0
+    try:
+        async for chunk in request.stream():
+            buf.append(chunk)
+            buffered += len(chunk)
+            if buffered >= UPLOAD_FLUSH_BYTES:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(run_in_threadpool(up.write, buf))
+                buf, buffered = [], 0
+        if writing is not None:
+            await writing
+            writing = None
+        if buf:
+            await run_in_threadpool(up.write, buf)
+    finally:
+        if writing is not None:  # the body stopped coming: let the write in flight end
+            await asyncio.wait([writing])
+            if not writing.cancelled():
+                writing.exception()  # retrieved; the error that ended the body is raised
+
+
+@router.post("/uploads/batch")
+async def upload_batch(request: Request, _: Pusher) -> Any:
+    """Store several small files in one request, each verified and stored on its own.
+
+    The body is one line of JSON, ``{"files": [{"sha256": …, "size": …}, …]}``, then the
+    files' bytes back to back in that order. At most ``BATCH_MAX_BYTES`` of file bytes and
+    ``BATCH_MAX_FILES`` files (413 beyond). A body that does not hold exactly the declared
+    bytes is refused whole (400) and stores nothing. Otherwise each file that does not
+    match its hash is refused alone: the answer lists every file with ``complete`` and,
+    for a refused one, the error.
+    """
+    limit = BATCH_MAX_HEADER_BYTES + BATCH_MAX_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _too_large(limit)
+    body = bytearray()
     async for chunk in request.stream():
-        buf.append(chunk)
-        buffered += len(chunk)
-        if buffered >= UPLOAD_FLUSH_BYTES:
-            pos = await run_in_threadpool(store.write_part, sha256, pos, buf, size)
-            buf, buffered = [], 0
-    if buf or pos == offset:  # also finishes a zero-byte file
-        pos = await run_in_threadpool(store.write_part, sha256, pos, buf, size)
-    return {"sha256": sha256, "complete": store.has(sha256), "offset": pos}
+        body += chunk
+        if len(body) > limit:
+            return _too_large(limit)
+    header_end = body.find(b"\n", 0, BATCH_MAX_HEADER_BYTES)
+    if header_end < 0:
+        raise InvalidInput(
+            "a batch body starts with one line of JSON (at most"
+            f" {BATCH_MAX_HEADER_BYTES} bytes) listing its files"
+        )
+    try:
+        header = BatchHeader.model_validate(json.loads(body[:header_end]))
+    except (ValueError, ValidationError) as e:
+        raise InvalidInput(f"the batch header is not valid: {str(e)[:300]}") from None
+    files = header.files
+    total = sum(f.size for f in files)
+    if len(files) > BATCH_MAX_FILES or total > BATCH_MAX_BYTES:
+        return _too_large(
+            limit,
+            f"{len(files)} files of {total} bytes in one batch; at most"
+            f" {BATCH_MAX_FILES} files and {BATCH_MAX_BYTES} bytes",
+        )
+    data = memoryview(body)[header_end + 1 :]
+    if len(data) != total:
+        raise InvalidInput(
+            f"the batch declares {total} bytes of files but its body holds {len(data)}:"
+            " nothing was stored"
+        )
+    items: list[tuple[str, memoryview]] = []
+    pos = 0
+    for f in files:
+        items.append((f.sha256, data[pos : pos + f.size]))
+        pos += f.size
+    store = ctx(request).store
+    results = await run_in_threadpool(store.put_blobs, items)
+    out: list[dict[str, Any]] = []
+    for f, err in zip(files, results, strict=True):
+        if err is None:
+            out.append({"sha256": f.sha256, "complete": True})
+        else:
+            out.append({"sha256": f.sha256, "complete": False, **err.to_dict()})
+    return {
+        "files": out,
+        "stored": sum(1 for r in results if r is None),
+        "refused": sum(1 for r in results if r is not None),
+    }
+
+
+def _too_large(limit: int, message: str | None = None) -> JSONResponse:
+    body = {"error": "too_large", "message": message or f"request body over {limit} bytes"}
+    return JSONResponse(body, status_code=413)
 
 
 # -- diff analyses -------------------------------------------------------------------------

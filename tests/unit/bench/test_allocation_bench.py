@@ -1,0 +1,188 @@
+"""Unit tests for ``bench/allocation.py``: its HTTP parsing, statistics, load generator, verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _load() -> ModuleType:
+    # bench/ is a folder of scripts, not a package: the script imports its sibling
+    # ``common``, so bench/ goes on the path; the module itself gets a name of its own.
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.append(bench)
+    spec = importlib.util.spec_from_file_location("bench_allocation", f"{bench}/allocation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+alloc = _load()
+
+
+def test_parse_head_reads_status_length_and_chunking() -> None:
+    head = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nContent-Length: 42\r\n\r\n"
+    assert alloc.parse_head(head) == (201, 42, False)
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert alloc.parse_head(chunked) == (200, None, True)
+    with pytest.raises(ValueError, match="status line"):
+        alloc.parse_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(100, 0, -1))  # unsorted on purpose
+    assert alloc.percentile(values, 50) == 50
+    assert alloc.percentile(values, 99) == 99
+    assert alloc.percentile(values, 100) == 100
+    assert alloc.percentile(values, 0) == 1
+    assert alloc.percentile([7.0], 99) == 7.0
+    assert alloc.percentile([1.0, 2.0], 50) == 1.0
+    with pytest.raises(ValueError, match="no values"):
+        alloc.percentile([], 50)
+    with pytest.raises(ValueError, match="outside"):
+        alloc.percentile([1.0], 101)
+
+
+def test_check_instances_counts_over_allocation() -> None:
+    rows = [
+        {"observed_state": "ready", "capacity": 4, "players": 4},
+        {"observed_state": "ready", "capacity": 4, "players": 5},
+        {"observed_state": "starting", "capacity": 4, "players": 0},
+    ]
+    assert alloc.check_instances(rows) == (2, 12, 9, 1)
+    assert alloc.max_requests(1000) == 900
+    assert alloc.max_requests(1) == 1
+
+
+def _check(**kw: Any) -> Any:
+    base = {
+        "instances": 10,
+        "ready": 10,
+        "places": 640,
+        "players": 100,
+        "over_instances": 0,
+        "sessions": 100,
+        "session_players": 100,
+        "mismatched": 0,
+        "allocated": 100,
+    }
+    return alloc.Check(**{**base, **kw})
+
+
+def test_a_check_needs_matching_counts_and_no_over_allocation() -> None:
+    assert _check().ok
+    assert not _check(over_instances=1).ok
+    assert not _check(sessions=101).ok  # a session the client never heard of
+    assert not _check(players=99).ok
+    assert not _check(mismatched=2).ok
+
+
+def _phase(per_s: float, p99_ms: float, errors: int = 0) -> Any:
+    return alloc.Phase(per_s, 1.0, p99_ms, 1000, errors, 1000, 1.0, 1.0, [])
+
+
+def _run(db: str, per_s: float, p99_ms: float, **check: Any) -> Any:
+    return alloc.Run(db, 1000, _phase(5000, 5), _phase(per_s, p99_ms), _check(**check), 1.0)
+
+
+def test_verdict_names_each_miss() -> None:
+    met = alloc.verdict([_run("sqlite", 2500, 10), _run("postgres", 2100, 20)])
+    assert "**met**" in met
+    missed = alloc.verdict([_run("sqlite", 2500, 10), _run("postgres", 150, 80, sessions=3)])
+    assert "**not met**" in missed
+    assert "postgres at 1,000 instances: 150 allocs/s, p99 80.0 ms, inconsistent" in missed
+    assert "sqlite at" not in missed
+    table = alloc.results_table([_run("sqlite", 2500, 10)])
+    assert "`POST /allocations`" in table
+    assert "0.50" in table  # 2,500 allocations/s over a 5,000 req/s baseline
+
+
+class _Server:
+    """A tiny HTTP/1.1 keep-alive server answering every request with one fixed response."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.requests = 0
+        self.bodies: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                self.bodies.append(await reader.readexactly(length))
+                self.requests += 1
+                writer.write(self.response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _drive_against(response: bytes, **spec: Any) -> tuple[Any, _Server]:
+    fake = _Server(response)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await alloc.drive(alloc.LoadSpec(url=f"http://127.0.0.1:{port}", **spec))
+    finally:
+        server.close()
+        await server.wait_closed()
+    return result, fake
+
+
+def test_the_load_generator_counts_every_answer_exactly() -> None:
+    ok = b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}"
+    result, fake = asyncio.run(
+        _drive_against(
+            ok,
+            method="POST",
+            path="/api/v1/allocations",
+            expect=201,
+            body_template='{"players": ["p-{n}"]}',
+            token="cho_1_x",
+            concurrency=4,
+            warmup_s=0.0,
+            duration_s=5.0,
+            max_requests=50,
+        )
+    )
+    assert result.transport_errors == 0
+    assert result.statuses == {"201": 50} and fake.requests == 50
+    assert result.measured == len(result.latencies_ms) == 50
+    assert result.measured_errors == 0 and result.per_s > 0
+    assert sorted(fake.bodies) == sorted(b'{"players": ["p-%d"]}' % n for n in range(50))
+
+
+def test_the_load_generator_reads_chunked_answers_and_counts_errors() -> None:
+    chunked = b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfull!\r\n0\r\n\r\n"
+    result, fake = asyncio.run(
+        _drive_against(
+            chunked,
+            method="GET",
+            path="/healthz",
+            expect=200,
+            concurrency=2,
+            warmup_s=0.0,
+            duration_s=5.0,
+            max_requests=6,
+        )
+    )
+    assert result.statuses == {"409": 6} and fake.requests == 6
+    assert result.measured_errors == 6
+    assert result.error_samples[0] == "409: full!"

@@ -1,0 +1,124 @@
+"""Unit tests for the cache of authenticated tokens (``control.auth.services.PrincipalCache``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from changeover.control.auth import services
+from changeover.control.auth.services import TOKEN_CACHE_TTL_S, Principal, PrincipalCache
+from changeover.errors import AuthError
+
+HEADER = "Bearer cho_1_" + "s" * 43
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lookups:
+    """A stand-in for the database: counts reads, can be told to refuse."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.calls = 0
+        self.refuse: str | None = None
+
+    def __call__(self) -> Principal:
+        self.calls += 1
+        if self.refuse:
+            raise AuthError(self.refuse)
+        return self.principal
+
+
+def test_a_token_is_read_once_per_ttl_and_a_revocation_shows_after_it() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    db = Lookups(Principal(1, "ci", "ci"))
+    for _ in range(100):
+        assert cache.authenticate(HEADER, db) == db.principal
+    assert db.calls == 1
+    db.refuse = "access token 'ci' was revoked"  # revoked by another process
+    clock.now += 1.9
+    assert cache.authenticate(HEADER, db) == db.principal  # still inside the bound
+    clock.now += 0.2
+    with pytest.raises(AuthError, match="revoked"):
+        cache.authenticate(HEADER, db)
+    with pytest.raises(AuthError):  # failures are not cached
+        cache.authenticate(HEADER, db)
+    assert db.calls == 3
+
+
+def test_expiry_is_checked_on_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    wall = Clock()
+    monkeypatch.setattr(services, "now", wall)
+    cache = PrincipalCache(ttl_s=3600)
+    db = Lookups(Principal(2, "short", "viewer", expires_at=wall.now + 10))
+    cache.authenticate(HEADER, db)
+    wall.now += 9.9
+    cache.authenticate(HEADER, db)
+    assert db.calls == 1
+    db.refuse = "access token 'short' has expired"
+    wall.now += 0.1  # the token's own expiry: the cache must not answer for it any more
+    with pytest.raises(AuthError, match="expired"):
+        cache.authenticate(HEADER, db)
+
+
+def test_forget_drops_a_revoked_token_at_once() -> None:
+    cache = PrincipalCache(ttl_s=3600)
+    db = Lookups(Principal(3, "ci", "ci"))
+    other = Lookups(Principal(4, "other", "ci"))
+    cache.authenticate(HEADER, db)
+    cache.authenticate("Bearer other", other)
+    cache.forget(3)
+    db.refuse = "access token 'ci' was revoked"
+    with pytest.raises(AuthError):
+        cache.authenticate(HEADER, db)
+    assert cache.authenticate("Bearer other", other) == other.principal
+    assert other.calls == 1
+
+
+def test_headers_are_not_kept_in_clear_and_the_cache_is_bounded() -> None:
+    cache = PrincipalCache(ttl_s=3600, max_entries=10)
+    db = Lookups(Principal(5, "ci", "ci"))
+    for i in range(25):
+        cache.authenticate(f"Bearer cho_5_{i:043d}", db)
+    assert len(cache._entries) <= 10
+    assert all("cho_" not in key for key in cache._entries)
+
+
+def test_a_missing_header_always_goes_to_the_lookup() -> None:
+    cache = PrincipalCache()
+    db = Lookups(Principal(6, "x", "ci"))
+    db.refuse = "no access token"
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            cache.authenticate(None, db)
+    assert db.calls == 2
+
+
+def test_the_default_bound_is_a_few_seconds() -> None:
+    assert 0 < TOKEN_CACHE_TTL_S <= 5
+
+
+def test_a_revocation_during_a_lookup_is_not_cached_over() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    principal = Principal(7, "ci", "ci")
+    calls = 0
+
+    def slow_lookup() -> Principal:
+        # The row was read as valid; meanwhile an admin revoked the token here.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            cache.forget(7)
+            return principal
+        raise AuthError("access token 'ci' was revoked")
+
+    assert cache.authenticate(HEADER, slow_lookup) == principal
+    with pytest.raises(AuthError, match="revoked"):
+        cache.authenticate(HEADER, slow_lookup)
