@@ -7,14 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from changeover.cli.output import JOB_FAILED, JsonOpt, console, err_console, human_bytes, print_json
 from changeover.errors import ChangeoverError, InvalidInput
@@ -45,6 +37,12 @@ def parse_rate(value: str | None) -> int | None:
     return int(float(m.group(1)) * scale)
 
 
+def _default_cache(directory: Path) -> Path:
+    from changeover.launcher.install import default_cache
+
+    return default_cache(directory)
+
+
 def _syncer(
     base_url: str, directory: Path, cache: Path | None, root: Path | None, **kw: Any
 ) -> Any:
@@ -72,6 +70,15 @@ def sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Install or update DIR to what BRANCH of IMAGE points at."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -131,7 +138,14 @@ def _verify_dict(report: Any) -> dict[str, Any]:
 @launcher_app.command("verify")
 def verify(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """Hash every file of DIR against its manifest; exit 1 if anything differs."""
-    _, report = _syncer("http://unused", directory, cache, None).verify()
+    # Offline and local: no Syncer, so none of the network and TUF modules get imported.
+    from changeover.launcher.install import Install, verify_tree
+
+    install = Install(directory, cache or _default_cache(directory))
+    manifest = install.current_manifest()
+    if manifest is None or install.current_tree() is None:
+        raise InvalidInput(f"{directory} is not a changeover install")
+    report = verify_tree(directory, manifest, install.current_chunks())
     if as_json:
         print_json(_verify_dict(report))
     else:
@@ -149,9 +163,8 @@ def verify(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
 def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """Verify DIR and re-fetch whatever is damaged, missing or extra."""
     from changeover.launcher.install import Install
-    from changeover.launcher.sync import default_cache
 
-    record = Install(directory, cache or default_cache(directory)).record() or {}
+    record = Install(directory, cache or _default_cache(directory)).record() or {}
     base_url = record.get("base_url")
     if not isinstance(base_url, str):
         raise InvalidInput(f"{directory} has no install record; run 'changeover launcher sync'")
@@ -170,9 +183,8 @@ def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
 def status(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """What DIR holds, and whether its branch has moved since."""
     from changeover.launcher.install import Install
-    from changeover.launcher.sync import default_cache
 
-    install = Install(directory, cache or default_cache(directory))
+    install = Install(directory, cache or _default_cache(directory))
     record = install.record()
     if record is None or install.current_tree() is None:
         raise InvalidInput(f"{directory} is not a changeover install")

@@ -3,8 +3,9 @@
 ``make_patch`` compresses the new file with zstd, giving it (part of) the old file as a
 prefix: zstd then codes whatever the new file shares with the old one as back-references,
 found by the long-distance matcher at any distance inside the window (see
-:mod:`changeover.content.zstd_prefix`). ``apply_patch`` decodes with python-zstandard, the
-old bytes loaded as a raw-content dictionary, which is exactly what the encoder referenced.
+:mod:`changeover.content.zstd_prefix`). ``apply_patch`` decodes against the same old bytes,
+referenced where they lie in a map of the old file (or, without libzstd, loaded into
+python-zstandard as a raw-content dictionary), which is exactly what the encoder referenced.
 
 Bounded memory. The new file is cut into segments of at most ``segment_bytes`` (256 MiB by
 default), each one zstd frame against a *window* of at most ``segment_bytes`` of the old
@@ -49,9 +50,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
-
-import zstandard
+from typing import BinaryIO, Protocol
 
 from changeover.content import zstd_prefix
 from changeover.errors import IntegrityError, InvalidInput, NotFound
@@ -346,10 +345,16 @@ def read_header(
     return PatchHeader(old_size, new_size, tuple(segments))
 
 
+class Sink(Protocol):
+    """Where ``apply_patch`` writes: a binary file, or anything with its ``write``."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 def apply_patch(
     old: Path,
     patch: BinaryIO | Path,
-    out: BinaryIO,
+    out: Sink,
     *,
     expected_size: int,
     expected_sha256: str | None = None,
@@ -375,7 +380,7 @@ def apply_patch(
             raise InvalidInput(f"patch is for a base file of {header.old_size} bytes, not {old}")
         digest = hashlib.sha256() if expected_sha256 is not None else None
         for i, segment in enumerate(header.segments):
-            for chunk in _decode_frame(src, segment, _dictionary(base, segment.ranges), i):
+            for chunk in _decode_frame(src, segment, base, i):
                 if digest is not None:
                     digest.update(chunk)
                 out.write(chunk)
@@ -385,41 +390,34 @@ def apply_patch(
         raise IntegrityError(f"patched {old.name}", str(expected_sha256), digest.hexdigest())
 
 
-def _dictionary(
-    base: memoryview, ranges: tuple[Range, ...]
-) -> zstandard.ZstdCompressionDict | None:
-    """The frame's prefix, as the raw-content dictionary zstd decodes it against."""
-    if not ranges:
-        return None
-    raw = zstandard.DICT_TYPE_RAWCONTENT
-    if len(ranges) == 1 and zstandard.backend == "cext":
-        # The C backend copies the dictionary in: straight from the map, no second copy.
+def _prefix(base: memoryview, ranges: tuple[Range, ...]) -> memoryview:
+    """The frame's prefix: a view of the map for one range (no copy), else the pieces."""
+    if len(ranges) == 1:
         off, length = ranges[0]
-        with base[off : off + length] as piece:
-            return zstandard.ZstdCompressionDict(piece, dict_type=raw)
-    return zstandard.ZstdCompressionDict(b"".join(base[o : o + n] for o, n in ranges), raw)
+        return base[off : off + length]
+    return memoryview(bytearray(b"".join(base[o : o + n] for o, n in ranges)))
 
 
-def _decode_frame(
-    src: BinaryIO, segment: Segment, dict_data: zstandard.ZstdCompressionDict | None, index: int
-) -> Iterator[bytes]:
+def _decode_frame(src: BinaryIO, segment: Segment, base: memoryview, index: int) -> Iterator[bytes]:
     span = segment.window_bytes + segment.new_length
-    dctx = zstandard.ZstdDecompressor(
-        dict_data=dict_data, max_window_size=1 << zstd_prefix.window_log(span)
-    )
     frame = _Limited(src, segment.frame_length)
     produced = 0
-    try:
-        with dctx.stream_reader(cast(BinaryIO, frame), read_size=_CHUNK, closefd=False) as reader:
-            # Read one byte past the declared length so an overlong frame is caught before
-            # any of its excess is written.
-            while chunk := reader.read(min(_CHUNK, segment.new_length - produced + 1)):
+    prefix = _prefix(base, segment.ranges)
+    pieces = zstd_prefix.decompress(
+        prefix,
+        frame.read,
+        max_output=segment.new_length,
+        window_log_max=zstd_prefix.window_log(span),
+        chunk=_CHUNK,
+    )
+    # Closed in this order: the decoder lets go of the prefix, then the view is released.
+    with prefix, contextlib.closing(pieces):
+        try:
+            for chunk in pieces:
                 produced += len(chunk)
-                if produced > segment.new_length:
-                    break
                 yield chunk
-    except zstandard.ZstdError as e:
-        raise InvalidInput(f"corrupt patch: segment {index} does not decode ({e})") from e
+        except zstd_prefix.DecodeError as e:
+            raise InvalidInput(f"corrupt patch: segment {index} does not decode ({e})") from e
     if produced != segment.new_length or frame.remaining:
         raise InvalidInput(
             f"corrupt patch: segment {index} makes {produced} bytes, expected {segment.new_length}"

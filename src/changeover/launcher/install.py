@@ -6,6 +6,10 @@ beside the old one and then ``DIR`` is repointed with one ``rename`` — so a ki
 cut or a full disk at any instant leaves ``DIR`` on the old version or the new one, never
 a mix. The previous tree is removed after the switch; unchanged files cost no space, being
 links to the same objects.
+
+Beside each tree, ``<tree>.manifest.json`` is the manifest it was built from and, when the
+signed delivery index listed any, ``<tree>.chunks.json`` the per-chunk SHA-256s of its big
+files (:mod:`changeover.content.chunks`), so ``verify`` hashes a big file on every core.
 """
 
 from __future__ import annotations
@@ -16,18 +20,36 @@ import json
 import os
 import secrets
 import shutil
+import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.chunks import READ_BLOCK, ChunkHashes, hash_range
+from changeover.content.manifest import Manifest
 from changeover.content.store import atomic_write
 from changeover.errors import InvalidInput
 from changeover.launcher.objects import ObjectStore
 
-HASH_BLOCK = 1 << 20
-HASH_THREADS = 4
+CHUNKS_FORMAT = "changeover.tree-chunks/1"
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+HASH_THREADS = min(32, max(2, _cores()))
+"""Threads that hash files and chunks in ``verify``: one per core (hashlib and reads
+release the GIL), at least two so one thread's reads overlap the other's hashing."""
+
+
+def default_cache(target: Path) -> Path:
+    """Installs side by side in one folder share one cache (and so their downloads)."""
+    return target.absolute().parent / ".changeover"
 
 
 def install_key(target: Path) -> str:
@@ -91,8 +113,26 @@ class Install:
         except FileNotFoundError:
             return None
 
-    def build_tree(self, manifest: Manifest, objects: ObjectStore) -> Path:
-        """Build a complete tree of the manifest from held objects; returns its path."""
+    def current_chunks(self) -> ChunkHashes | None:
+        """The chunk hashes recorded for the current tree, if any (and if well formed)."""
+        tree = self.current_tree()
+        if tree is None:
+            return None
+        try:
+            doc = json.loads((tree.parent / f"{tree.name}.chunks.json").read_bytes())
+            if not isinstance(doc, dict) or doc.get("format") != CHUNKS_FORMAT:
+                return None
+            return ChunkHashes.from_dict(doc)
+        except (OSError, ValueError, InvalidInput):
+            return None  # verify then hashes whole files: slower, as sure
+
+    def build_tree(
+        self, manifest: Manifest, objects: ObjectStore, chunks: ChunkHashes | None = None
+    ) -> Path:
+        """Build a complete tree of the manifest from held objects; returns its path.
+
+        ``chunks`` (from the signed delivery index) is kept beside the tree for ``verify``.
+        """
         self.trees.mkdir(parents=True, exist_ok=True)
         name = f"{manifest.id[:16]}-{secrets.token_hex(4)}"
         staging = self.trees / f".tmp-{name}"
@@ -106,6 +146,10 @@ class Install:
                 else:
                     os.link(objects.path(f.sha256, f.executable), dest)
             atomic_write(self.trees / f"{name}.manifest.json", manifest.canonical_bytes())
+            kept = chunks.restricted(manifest.blob_hashes()) if chunks else None
+            if kept:
+                doc = {"format": CHUNKS_FORMAT, **kept.to_dict()}
+                atomic_write(self.trees / f"{name}.chunks.json", json.dumps(doc).encode())
             _fsync_dir(staging)
             tree = self.trees / name
             os.rename(staging, tree)
@@ -142,15 +186,17 @@ class Install:
             elif (
                 entry.suffix == ".json"
                 and current is not None
-                and entry.name != f"{current.name}.manifest.json"
+                and entry.name
+                not in (f"{current.name}.manifest.json", f"{current.name}.chunks.json")
             ):
                 entry.unlink(missing_ok=True)
 
 
 def remove_tree(tree: Path) -> None:
     shutil.rmtree(tree, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        (tree.parent / f"{tree.name}.manifest.json").unlink()
+    for sidecar in ("manifest", "chunks"):
+        with contextlib.suppress(FileNotFoundError):
+            (tree.parent / f"{tree.name}.{sidecar}.json").unlink()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -174,34 +220,64 @@ class VerifyReport:
         return not (self.missing or self.modified or self.extra)
 
 
-def _hash(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+def verify_tree(root: Path, manifest: Manifest, chunks: ChunkHashes | None = None) -> VerifyReport:
+    """Hash every file under ``root`` against ``manifest``.
 
-
-def verify_tree(root: Path, manifest: Manifest) -> VerifyReport:
-    """Hash every file under ``root`` against ``manifest`` (hashing runs in threads:
-    hashlib releases the GIL, so this uses every core)."""
-
-    def check(f: FileEntry) -> tuple[str, str]:
+    Hashing runs on ``HASH_THREADS`` threads (hashlib and file reads release the GIL). A
+    file whose chunk hashes ``chunks`` lists is checked chunk by chunk, its chunks spread
+    over the threads like separate files; any other file is hashed whole against its
+    SHA-256 in the manifest.
+    """
+    status: dict[str, str] = {}
+    # Work items: (bytes, path, offset, length, expected SHA-256); biggest first, so the
+    # threads end together instead of waiting on one large file started last.
+    work: list[tuple[int, str, int, int, str]] = []
+    for f in manifest:
         p = root / f.path
         if f.link is not None:
             if not p.is_symlink():
-                return f.path, "missing" if not os.path.lexists(p) else "modified"
-            return f.path, "ok" if os.readlink(p) == f.link else "modified"
-        if not p.is_file() or p.is_symlink():
-            return f.path, "missing"
-        if p.stat().st_size != f.size:
-            return f.path, "modified"
-        return f.path, "ok" if _hash(p) == f.sha256 else "modified"
+                status[f.path] = "missing" if not os.path.lexists(p) else "modified"
+            else:
+                status[f.path] = "ok" if os.readlink(p) == f.link else "modified"
+            continue
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            status[f.path] = "missing"
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            status[f.path] = "missing"
+            continue
+        if st.st_size != f.size:
+            status[f.path] = "modified"
+            continue
+        status[f.path] = "ok"
+        digests = chunks.for_content(f.sha256, f.size) if chunks else None
+        if digests is None:
+            work.append((f.size, f.path, 0, f.size, f.sha256))
+            continue
+        step = chunks.chunk_bytes if chunks else f.size
+        for i, digest in enumerate(digests):
+            length = min(step, f.size - i * step)
+            work.append((length, f.path, i * step, length, digest))
+    work.sort(key=lambda w: -w[0])
+    buffers = threading.local()
 
-    with ThreadPoolExecutor(HASH_THREADS) as pool:
-        results = list(pool.map(check, manifest))
+    def check(item: tuple[int, str, int, int, str]) -> tuple[str, bool]:
+        _, rel, offset, length, expected = item
+        buf = getattr(buffers, "buf", None)
+        if buf is None:
+            buf = buffers.buf = bytearray(READ_BLOCK)
+        try:
+            return rel, hash_range(root / rel, offset, length, buf) == expected
+        except OSError:
+            return rel, False
+
+    if work:
+        with ThreadPoolExecutor(min(HASH_THREADS, len(work))) as pool:
+            for rel, ok in pool.map(check, work):
+                if not ok:
+                    status[rel] = "modified"
     wanted = {f.path for f in manifest}
     extra = sorted(
         str(p.relative_to(root))
@@ -209,9 +285,9 @@ def verify_tree(root: Path, manifest: Manifest) -> VerifyReport:
         if (p.is_file() or p.is_symlink()) and str(p.relative_to(root)) not in wanted
     )
     return VerifyReport(
-        ok=sum(1 for _, r in results if r == "ok"),
-        missing=sorted(p for p, r in results if r == "missing"),
-        modified=sorted(p for p, r in results if r == "modified"),
+        ok=sum(1 for r in status.values() if r == "ok"),
+        missing=sorted(p for p, r in status.items() if r == "missing"),
+        modified=sorted(p for p, r in status.items() if r == "modified"),
         extra=extra,
         bytes_hashed=sum(f.size for f in manifest if f.link is None),
     )

@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -22,6 +25,8 @@ from changeover.content.manifest import check_sha256
 from changeover.errors import IntegrityError
 
 CHUNK = 1 << 20
+QUEUE_DEPTH = 8
+"""Pieces (of up to ``CHUNK`` bytes, as a patch decodes them) an ObjectWriter buffers."""
 
 
 class ObjectStore:
@@ -82,6 +87,37 @@ class ObjectStore:
         with open(source, "rb") as src:
             self._write(src.read, sha256, size, executable)
 
+    @contextlib.contextmanager
+    def writer(self, sha256: str, size: int, executable: bool) -> Iterator[ObjectWriter]:
+        """Write an object's bytes in order (e.g. as a patch decodes them) straight into
+        the store: they are hashed as they are written, and on a clean exit from the block
+        the file is fsynced and renamed into place if, and only if, its size and SHA-256
+        match. One pass over the bytes, no copy; a mismatch or an error inside the block
+        leaves nothing behind.
+
+        Raises:
+            IntegrityError: more than ``size`` bytes written, or other content.
+        """
+        target = self.path(sha256, executable)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sink = ObjectWriter(out, sha256, size)
+                try:
+                    yield sink
+                finally:
+                    sink.close()
+                sink.check()
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o555 if executable else 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
     def add_variant(self, sha256: str, executable: bool) -> None:
         """Make the other mode variant of an object we already hold."""
         held = self.find(sha256)
@@ -140,3 +176,56 @@ class ObjectStore:
                     obj.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+class ObjectWriter:
+    """The file object :meth:`ObjectStore.writer` yields: hashes and writes what it is
+    given on a thread of its own, so that producing the bytes (a patch decoding) overlaps
+    hashing and writing them (all three release the GIL). A bounded queue keeps at most
+    ``QUEUE_DEPTH`` pieces in flight; an error on the thread is raised by the next call."""
+
+    def __init__(self, out: BinaryIO, sha256: str, size: int) -> None:
+        self._out = out
+        self._hash = hashlib.sha256()
+        self.sha256 = sha256
+        self.size = size
+        self.written = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="object-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the producer never blocks on a dead consumer
+            try:
+                self._hash.update(data)
+                self._out.write(data)
+            except OSError as e:  # a full disk, an I/O error: raised in the producer
+                self._error = e
+
+    def write(self, data: bytes, /) -> int:
+        if self._error is not None:
+            raise self._error
+        self.written += len(data)
+        if self.written > self.size:
+            raise IntegrityError(
+                f"object {self.sha256} is longer than {self.size} bytes", self.sha256, "too long"
+            )
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        """Wait for every queued piece to be hashed and written (idempotent)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def check(self) -> None:
+        self.close()
+        if self._error is not None:
+            raise self._error
+        got = self._hash.hexdigest()
+        if got != self.sha256 or self.written != self.size:
+            raise IntegrityError(f"object {self.sha256}", self.sha256, got)

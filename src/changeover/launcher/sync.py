@@ -26,7 +26,7 @@ from changeover.content.plan import Copy, Keep, Link, LocalFile, Patch, Remove, 
 from changeover.content.publish import PatchEntry
 from changeover.errors import DiskError, IntegrityError, InvalidInput, UntrustedMetadata
 from changeover.launcher.fetch import Fetcher, RateLimit
-from changeover.launcher.install import Install, verify_tree
+from changeover.launcher.install import Install, default_cache, verify_tree
 from changeover.launcher.objects import ObjectStore
 from changeover.launcher.trust import TrustedTargets
 
@@ -64,11 +64,6 @@ class Step:
     download_bytes: int
     base_sha256: str | None = None
     chain: tuple[PatchEntry, ...] = ()
-
-
-def default_cache(target: Path) -> Path:
-    """Installs side by side in one folder share one cache (and so their downloads)."""
-    return target.absolute().parent / ".changeover"
 
 
 def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -> list[Step]:
@@ -204,7 +199,7 @@ class Syncer:
         report.reused_objects = len(manifest.blob_hashes()) - report.fetched_blobs
         report.reused_objects -= report.applied_patches
 
-        tree = self.install.build_tree(manifest, self.objects)
+        tree = self.install.build_tree(manifest, self.objects, index.chunks)
         self.install.switch(tree, record)
         self.objects.collect_garbage(self._referenced())
         report.seconds = time.monotonic() - started
@@ -262,17 +257,25 @@ class Syncer:
                 scratch.append(part)
                 if hashlib.sha256(part.read_bytes()).hexdigest() != ref.sha256:
                     raise IntegrityError(f"patch {ref.path}", ref.sha256, "other bytes")
+                if last:
+                    # Decoded straight into the object store, hashed as it is written: the
+                    # object appears only if its size and SHA-256 match.
+                    with self.objects.writer(step.sha256, step.size, step.executable) as obj:
+                        apply_patch(source, part, obj, expected_size=step.size)
+                    break
                 # An intermediate's size is not in the manifest: the patch header bounds it
                 # and the hash check after applying vouches for it.
-                size = step.size if last else _new_size(part)
                 out = self.objects.part_path(f"{ref.target_sha256}.patched")
                 scratch.append(out)
                 with open(out, "wb") as sink:
                     apply_patch(
-                        source, part, sink, expected_size=size, expected_sha256=ref.target_sha256
+                        source,
+                        part,
+                        sink,
+                        expected_size=_new_size(part),
+                        expected_sha256=ref.target_sha256,
                     )
                 source = out
-            self.objects.add_from_file(source, step.sha256, step.size, step.executable)
         finally:
             for path in scratch:
                 path.unlink(missing_ok=True)
@@ -293,7 +296,7 @@ class Syncer:
         tree = self.install.current_tree()
         if manifest is None or tree is None:
             raise InvalidInput(f"{self.target} is not a changeover install")
-        return manifest, verify_tree(self.target, manifest)
+        return manifest, verify_tree(self.target, manifest, self.install.current_chunks())
 
     def repair(self) -> tuple[Any, SyncReport]:
         """Re-fetch whatever verification finds damaged, and rebuild the tree."""
