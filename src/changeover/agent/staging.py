@@ -5,13 +5,18 @@
     work/versions/.tmp-<id>-…      a version being built (a crash leaves it; it is swept)
 
 ``stage`` fetches the manifest and checks it hashes to its id, then for each file links
-the object if the host already has that content (from any version), or fetches the blob
-(a zstd frame), verifies the SHA-256 of every decompressed byte while writing, and only
-then moves it into ``objects/``. The version is built in a temporary directory and renamed
-into place in one step, so a version directory that exists is complete.
+the object if the host already has that content (from any version); else, when the
+version's patch index (``patches/index/<manifest_id>.json``, written by
+``content.publish``) offers a patch from a content the host holds, it fetches that patch
+and applies it to the local copy; else it fetches the blob (a zstd frame). Either way the
+SHA-256 of every byte written is checked before the file moves into ``objects/``, so an
+unsigned index or a bad patch can cost bytes, never correctness (a failed patch falls
+back to the blob). The version is built in a temporary directory and renamed into place
+in one step, so a version directory that exists is complete. ``stage`` returns how many
+bytes it downloaded, which the agent logs.
 
-Fetching is behind ``Fetcher``, the seam the delta engine (``content.plan`` and patches)
-replaces later: staging only needs "the manifest" and "the bytes of this hash".
+Fetching is behind ``Fetcher``: staging only needs "the manifest", "the patch index",
+"the bytes of this blob" and "the bytes of this patch".
 
 Hard links share one inode: a game must treat its version directory as read-only (it
 writes to ``CHANGEOVER_STATE_DIR``), or a change would show in every version holding the
@@ -28,15 +33,18 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import httpx
 import zstandard
 
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
-from changeover.errors import ChangeoverError, IntegrityError, NotFound, RemoteError
+from changeover.content.patch import apply_patch
+from changeover.content.publish import PatchEntry, PatchIndex
+from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
 
 DIR_MODE = 0o755
 log = logging.getLogger("changeover.agent.staging")
@@ -48,6 +56,14 @@ class Fetcher(Protocol):
     def manifest(self, manifest_id: str) -> bytes: ...
 
     def blob(self, sha256: str) -> Iterator[bytes]: ...
+
+    def patch_index(self, manifest_id: str) -> bytes | None:
+        """The version's patch index, or None when it has none."""
+        ...
+
+    def patch(self, path: str) -> Iterator[bytes]:
+        """A patch by its path in the content tree (``patches/ab/<base>-<target>.zpatch``)."""
+        ...
 
 
 class HttpFetcher:
@@ -78,11 +94,22 @@ class HttpFetcher:
     def blob(self, sha256: str) -> Iterator[bytes]:
         return self._get(f"blobs/{sha256[:2]}/{sha256}")
 
+    def patch_index(self, manifest_id: str) -> bytes | None:
+        try:
+            return b"".join(self._get(f"patches/index/{manifest_id}.json"))
+        except NotFound:
+            return None
+
+    def patch(self, path: str) -> Iterator[bytes]:
+        return self._get(path)
+
 
 class Staging:
     """The versions and objects of one agent work directory."""
 
     def __init__(self, work: Path) -> None:
+        self.downloaded = 0
+        """Bytes fetched over the network so far (manifests, indexes, blobs, patches)."""
         self.objects = work / "objects"
         self.versions = work / "versions"
         for d in (self.objects, self.versions):
@@ -118,6 +145,8 @@ class Staging:
         if got != manifest_id:
             raise IntegrityError(f"manifest {manifest_id}", manifest_id, got)
         manifest = Manifest.from_json(raw)
+        self.downloaded += len(raw)
+        patches = self._patch_index(fetcher, manifest_id)
         tmp = Path(tempfile.mkdtemp(dir=self.versions, prefix=f".tmp-{manifest_id[:12]}-"))
         try:
             for entry in manifest:
@@ -126,7 +155,7 @@ class Staging:
                 if entry.link is not None:
                     os.symlink(entry.link, path)
                 else:
-                    os.link(self._object(fetcher, entry), path)
+                    os.link(self._object(fetcher, entry, patches), path)
             tmp.chmod(DIR_MODE)
             try:
                 os.rename(tmp, target)
@@ -139,38 +168,54 @@ class Staging:
             raise
         return target
 
-    def _object(self, fetcher: Fetcher, entry: FileEntry) -> Path:
+    def _patch_index(self, fetcher: Fetcher, manifest_id: str) -> PatchIndex | None:
+        # Only an optimisation: any problem with it means "fetch blobs", never a failure.
+        try:
+            raw = fetcher.patch_index(manifest_id)
+            if raw is None:
+                return None
+            self.downloaded += len(raw)
+            index = PatchIndex.from_json(raw)
+        except (ChangeoverError, OSError) as e:
+            log.info("no usable patch index for %s (%s): fetching whole files", manifest_id, e)
+            return None
+        return index if index.manifest_id == manifest_id else None
+
+    def _held(self, sha256: str) -> Path | None:
+        """A verified local copy of this content, in any file mode."""
+        return next((p for p in self.objects.glob(f"{sha256}.*") if p.is_file()), None)
+
+    def _object(self, fetcher: Fetcher, entry: FileEntry, patches: PatchIndex | None) -> Path:
         obj = self.objects / f"{entry.sha256}.{entry.mode:o}"
         if obj.exists():
             return obj
+        held = self._held(entry.sha256) if entry.size else None
+        if held is not None:  # the same content under another mode: copy, nothing to fetch
+            return self._install(entry, obj, partial(_copy, held))
+        for p in patches.for_target(entry.sha256) if patches is not None and entry.size else ():
+            base = self._held(p.base_sha256)
+            if base is None:
+                continue
+            try:
+                return self._install(entry, obj, partial(self._patch, fetcher, p, base))
+            except (IntegrityError, InvalidInput, NotFound, RemoteError) as e:
+                log.warning("patch for %s failed (%s): fetching the whole file", entry.path, e)
+        return self._install(entry, obj, partial(self._blob, fetcher, entry))
+
+    def _install(self, entry: FileEntry, obj: Path, write: Callable[[_Checked], None]) -> Path:
+        """Write ``entry``'s bytes with ``write`` to a temporary file, check their SHA-256,
+        then move it to ``obj``: an object that exists is always complete and verified."""
         fd, tmp_name = tempfile.mkstemp(dir=self.objects, prefix=".tmp-")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                h = hashlib.sha256()
-                written = 0
-                chunks: Iterable[bytes] = () if entry.size == 0 else fetcher.blob(entry.sha256)
-                d = zstandard.ZstdDecompressor().decompressobj()
-                for chunk in chunks:
-                    try:
-                        data = d.decompress(chunk)
-                    except zstandard.ZstdError as e:
-                        raise IntegrityError(
-                            f"blob of {entry.path} is not a zstd frame ({e})", entry.sha256, "?"
-                        ) from e
-                    written += len(data)
-                    if written > entry.size:  # never let a bad blob fill the disk
-                        raise IntegrityError(
-                            f"{entry.path}: more than its {entry.size} bytes",
-                            entry.sha256,
-                            "oversized",
-                        )
-                    h.update(data)
-                    out.write(data)
+                checked = _Checked(out, entry)
+                write(checked)
                 out.flush()
                 os.fsync(out.fileno())
-            if h.hexdigest() != entry.sha256:
-                raise IntegrityError(f"{entry.path}", entry.sha256, h.hexdigest())
+            got = checked.sha256.hexdigest()
+            if checked.written != entry.size or got != entry.sha256:
+                raise IntegrityError(f"{entry.path}", entry.sha256, got)
             tmp.chmod(entry.mode)
             os.replace(tmp, obj)
         except BaseException:
@@ -178,6 +223,39 @@ class Staging:
                 tmp.unlink()
             raise
         return obj
+
+    def _blob(self, fetcher: Fetcher, entry: FileEntry, out: _Checked) -> None:
+        if entry.size == 0:
+            return
+        d = zstandard.ZstdDecompressor().decompressobj()
+        for chunk in fetcher.blob(entry.sha256):
+            self.downloaded += len(chunk)
+            try:
+                data = d.decompress(chunk)
+            except zstandard.ZstdError as e:
+                raise IntegrityError(
+                    f"blob of {entry.path} is not a zstd frame ({e})", entry.sha256, "?"
+                ) from e
+            out.write(data)
+
+    def _patch(self, fetcher: Fetcher, p: PatchEntry, base: Path, out: _Checked) -> None:
+        """Fetch patch ``p`` (checked against its own size and hash), apply it to ``base``."""
+        with tempfile.TemporaryFile(dir=self.objects, prefix=".tmp-patch-") as f:
+            h = hashlib.sha256()
+            size = 0
+            for chunk in fetcher.patch(p.path):
+                self.downloaded += len(chunk)
+                size += len(chunk)
+                if size > p.size:
+                    raise IntegrityError(
+                        f"patch {p.path}: more than its {p.size} bytes", p.sha256, "oversized"
+                    )
+                h.update(chunk)
+                f.write(chunk)
+            if h.hexdigest() != p.sha256:
+                raise IntegrityError(f"patch {p.path}", p.sha256, h.hexdigest())
+            f.seek(0)
+            apply_patch(base, f, out, expected_size=out.entry.size)
 
     def prune(self, keep: Iterable[str]) -> list[str]:
         """Remove staged versions not in ``keep``, then objects no version links to."""
@@ -191,6 +269,34 @@ class Staging:
             if not obj.name.startswith(".") and st.st_nlink <= 1 and time.time() - st.st_mtime > 60:
                 obj.unlink(missing_ok=True)
         return removed
+
+
+class _Checked:
+    """A sink that hashes and counts what it writes, and refuses more than the entry's size
+    (a bad blob or patch must never fill the disk)."""
+
+    def __init__(self, out: BinaryIO, entry: FileEntry) -> None:
+        self.out = out
+        self.entry = entry
+        self.sha256 = hashlib.sha256()
+        self.written = 0
+
+    def write(self, data: bytes, /) -> None:
+        self.written += len(data)
+        if self.written > self.entry.size:
+            raise IntegrityError(
+                f"{self.entry.path}: more than its {self.entry.size} bytes",
+                self.entry.sha256,
+                "oversized",
+            )
+        self.sha256.update(data)
+        self.out.write(data)
+
+
+def _copy(src: Path, out: _Checked) -> None:
+    with open(src, "rb") as f:
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
 
 
 class Stager:
@@ -248,6 +354,7 @@ class Stager:
             for m in todo:
                 if self._stop.is_set():
                     return
+                before = self.staging.downloaded
                 try:
                     self.staging.stage(self.fetcher, m)
                 except ChangeoverError as e:
@@ -261,6 +368,7 @@ class Stager:
                 else:
                     with self._lock:
                         self._errors.pop(m, None)
-                    log.info("staged version %s", m[:12])
+                    got = self.staging.downloaded - before
+                    log.info("staged version %s (%d bytes downloaded)", m[:12], got)
             self._wake.wait(1.0)
             self._wake.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import zstandard
 
 from changeover.agent.staging import Staging
 from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.publish import build_patches
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, NotFound
 
@@ -22,6 +24,7 @@ class StoreFetcher:
     def __init__(self, store: LocalStore) -> None:
         self.store = store
         self.blobs: list[str] = []
+        self.patches: list[str] = []
 
     def manifest(self, manifest_id: str) -> bytes:
         path = self.store.content / "manifests" / f"{manifest_id}.json"
@@ -33,6 +36,14 @@ class StoreFetcher:
         self.blobs.append(sha256)
         data = self.store.blob_path(sha256).read_bytes()
         yield from (data[i : i + 7] for i in range(0, len(data), 7))
+
+    def patch_index(self, manifest_id: str) -> bytes | None:
+        path = self.store.content / "patches" / "index" / f"{manifest_id}.json"
+        return path.read_bytes() if path.exists() else None
+
+    def patch(self, path: str) -> Iterator[bytes]:
+        self.patches.append(path)
+        yield (self.store.content / path).read_bytes()
 
 
 def publish(store: LocalStore, tmp: Path, files: dict[str, tuple[bytes, int]]) -> str:
@@ -130,3 +141,56 @@ def test_a_manifest_that_does_not_match_its_id(
         staging.stage(fetcher, mid)
     with pytest.raises(NotFound):
         staging.stage(fetcher, "0" * 64)
+
+
+def _game_versions(store: LocalStore, src: Path) -> tuple[str, str, str]:
+    """v1 and v2 of a 400 KB game binary that changed in a few places; the v2 hash."""
+    rng = random.Random(5)
+    old = bytes(rng.randrange(256) for _ in range(400_000))
+    new = bytearray(old)
+    for at in (1000, 150_000, 399_000):
+        new[at : at + 40] = b"v2" * 20
+    v1 = publish(store, src, {"bin/game": (old, 0o755), "map": (b"m" * 900, 0o644)})
+    v2 = publish(store, src, {"bin/game": (bytes(new), 0o755), "map": (b"m" * 900, 0o644)})
+    build_patches(store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1)
+    return v1, v2, hashlib.sha256(new).hexdigest()
+
+
+def test_a_host_holding_the_old_build_stages_the_new_one_from_a_patch(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _game_versions(store, src)
+    staging.stage(fetcher, v1)
+    before = staging.downloaded
+    d2 = staging.stage(fetcher, v2)
+    assert hashlib.sha256((d2 / "bin/game").read_bytes()).hexdigest() == new_sha
+    assert new_sha not in fetcher.blobs  # the 400 KB file came as a patch
+    assert len(fetcher.patches) == 1
+    assert staging.downloaded - before < 20_000
+
+
+def test_a_bad_patch_falls_back_to_the_blob(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _game_versions(store, src)
+    for patch in (store.content / "patches").rglob("*.zpatch"):
+        patch.write_bytes(b"garbage" + patch.read_bytes()[7:])  # same size, wrong hash
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert hashlib.sha256((d2 / "bin/game").read_bytes()).hexdigest() == new_sha
+    assert new_sha in fetcher.blobs
+
+
+def test_an_index_of_another_version_or_garbage_is_ignored(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _game_versions(store, src)
+    index = store.content / "patches" / "index" / f"{v2}.json"
+    index.write_bytes(b"{not json")
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert (d2 / "map").read_bytes() == b"m" * 900
+    assert new_sha in fetcher.blobs and not fetcher.patches
