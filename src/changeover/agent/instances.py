@@ -65,6 +65,9 @@ class Record:
     spec: dict[str, Any]
     desired: str
     notice: dict[str, Any] | None = None
+    stop: dict[str, Any] | None = None
+    """``{"signal", "timeout_s"}`` from the control plane (a patch job's stop method),
+    overriding the profile's; ``SIGKILL`` is a hard kill: no notice wait, no grace."""
     phase: str = "staging"
     pid: int | None = None
     start_ticks: int | None = None
@@ -206,6 +209,7 @@ class Supervisor:
                 self.records[r.id] = r
             r.desired = d["desired"]
             r.notice = d.get("notice")
+            r.stop = d.get("stop")
             self._save(r)
         for r in list(self.records.values()):
             if r.id in seen:
@@ -478,8 +482,16 @@ class Supervisor:
                 self._checks.pop(r.id, None)
             return
         spec = r.run_spec()
+        stop_signal, stop_timeout_s = _stop_method(r, spec)
         self._refresh_sdk(r)
         r.phase = "stopping"
+        if stop_signal == "SIGKILL":
+            if not r.killed:
+                log.info("instance %s: hard kill (SIGKILL)", r.id)
+                self.processes.signal_group(proc, signal.SIGKILL)
+                r.killed = True
+                r.stop_began = r.stop_signal_at = now
+            return
         talks = bool(r.sdk.get("ready"))
         notice = r.notice or {"reason": "server stopping", "deadline": now}
         if r.stop_began is None:
@@ -489,15 +501,32 @@ class Supervisor:
         if r.stop_signal_at is None:
             wait_until = max(notice["deadline"], r.stop_began + SAVE_GRACE_S) if talks else now
             if r.sdk.get("state_saved") or now >= wait_until:
-                log.info("instance %s: sending %s", r.id, spec.stop_signal)
-                self.processes.signal_group(proc, getattr(signal, spec.stop_signal))
+                log.info("instance %s: sending %s", r.id, stop_signal)
+                self.processes.signal_group(proc, getattr(signal, stop_signal))
                 r.stop_signal_at = now
-        elif not r.killed and now - r.stop_signal_at >= spec.stop_timeout_s:
+        elif not r.killed and now - r.stop_signal_at >= stop_timeout_s:
             log.warning(
                 "instance %s ignored %s for %g s: killing it",
                 r.id,
-                spec.stop_signal,
-                spec.stop_timeout_s,
+                stop_signal,
+                stop_timeout_s,
             )
             self.processes.signal_group(proc, signal.SIGKILL)
             r.killed = True
+
+
+STOP_SIGNALS = frozenset(
+    {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL"}
+)
+
+
+def _stop_method(r: Record, spec: RunSpec) -> tuple[str, float]:
+    """The stop signal and timeout for ``r``: the control plane's override, if it sent a
+    sane one, else the profile's."""
+    stop = r.stop or {}
+    sig = stop.get("signal")
+    timeout = stop.get("timeout_s")
+    signal_name = sig if isinstance(sig, str) and sig in STOP_SIGNALS else spec.stop_signal
+    ok_timeout = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    timeout_s = float(timeout) if ok_timeout and 0 <= timeout <= 3600 else spec.stop_timeout_s
+    return signal_name, timeout_s

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import update
 
 from changeover.control.db import Database, now
+from changeover.control.logs import job_context
 from changeover.control.states import JobState
 from changeover.errors import ChangeoverError
 
@@ -73,6 +74,11 @@ class JobRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the runner's thread is running (readiness: ``/readyz``)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def wake(self) -> None:
         """Tell the runner there is new work, so it need not wait for the next poll."""
@@ -156,17 +162,27 @@ class JobRunner:
             target=self._renew, args=(m, job_id, done), name="job-lease", daemon=True
         )
         renewer.start()
-        try:
-            kind.run(job_id)
-        except ChangeoverError as e:
-            log.info("%s job %s failed: %s", kind.name, job_id, e.message)
-            self._fail(m, job_id, e.message)
-        except Exception as e:
-            log.exception("%s job %s crashed", kind.name, job_id)
-            self._fail(m, job_id, f"internal error: {type(e).__name__}: {e}")
-        finally:
-            done.set()
-            renewer.join()
+        # Every log line of the job, its failure included, carries its id (control.logs).
+        with job_context(kind.name, job_id):
+            started = time.monotonic()
+            try:
+                kind.run(job_id)
+                log.info(
+                    "%s job %s ran in %.2f s",
+                    kind.name,
+                    job_id,
+                    time.monotonic() - started,
+                    extra={"duration_s": round(time.monotonic() - started, 3)},
+                )
+            except ChangeoverError as e:
+                log.info("%s job %s failed: %s", kind.name, job_id, e.message)
+                self._fail(m, job_id, e.message)
+            except Exception as e:
+                log.exception("%s job %s crashed", kind.name, job_id)
+                self._fail(m, job_id, f"internal error: {type(e).__name__}: {e}")
+            finally:
+                done.set()
+                renewer.join()
 
     def _renew(self, m: Any, job_id: int, done: threading.Event) -> None:
         """Keep the lease of a long job alive; a dead worker's lease runs out instead."""

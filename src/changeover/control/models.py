@@ -15,8 +15,17 @@ from changeover.control.fleet.models import (
     Region,
     VersionCompat,
 )
+from changeover.control.patchjobs.records import (
+    AllocationWeight,
+    HostStageRequest,
+    PatchJob,
+    PatchJobAction,
+    PatchJobEmail,
+    PatchJobEvent,
+)
 
 __all__ = [
+    "AllocationWeight",
     "Application",
     "Branch",
     "BranchEvent",
@@ -26,8 +35,13 @@ __all__ = [
     "FleetHost",
     "GameSession",
     "Host",
+    "HostStageRequest",
     "Image",
     "Instance",
+    "PatchJob",
+    "PatchJobAction",
+    "PatchJobEmail",
+    "PatchJobEvent",
     "Profile",
     "ProfileSwitch",
     "Region",

@@ -252,3 +252,47 @@ def test_a_process_gone_while_the_agent_was_down_is_restarted(tmp_path: Path) ->
     finally:
         second.sup.close()
         second.sdk.stop()
+
+
+def test_the_control_plane_can_override_the_stop_signal_and_timeout(host: Host) -> None:
+    host.procs.obey = False
+    host.sup.apply([desired()])
+    host.tick()
+    stop = desired(want="stopped")
+    stop["stop"] = {"signal": "SIGINT", "timeout_s": 2}  # a patch job's stop method
+    host.sup.apply([stop])
+    host.tick()  # no SDK contact: the signal goes at once
+    pid = next(iter(host.procs.running))
+    assert host.procs.signals == [(pid, signal.SIGINT)]
+    host.tick(2.1)  # its 2 s, not the profile's 10
+    assert host.procs.signals[-1] == (pid, signal.SIGKILL)
+
+
+def test_a_hard_kill_does_not_wait_for_a_save(host: Host) -> None:
+    host.sup.apply([desired()])
+    host.tick()
+    with host.game() as game:
+        game.ready()
+    host.tick(1)
+    stop = desired(want="stopped")
+    stop["notice"] = {"reason": "update", "deadline": host.clock.t + 30}
+    stop["stop"] = {"signal": "SIGKILL", "timeout_s": 0}
+    host.sup.apply([stop])
+    host.tick()
+    assert [s for _, s in host.procs.signals] == [signal.SIGKILL]
+    host.tick()
+    assert host.state()["state"] == "stopped"
+
+
+def test_an_unknown_stop_override_falls_back_to_the_profile(host: Host) -> None:
+    host.procs.obey = False
+    host.sup.apply([desired()])
+    host.tick()
+    stop = desired(want="stopped")
+    stop["stop"] = {"signal": "SIGSEGV", "timeout_s": "soon"}
+    host.sup.apply([stop])
+    host.tick()
+    pid = next(iter(host.procs.running))
+    assert host.procs.signals == [(pid, signal.SIGTERM)]
+    host.tick(9)
+    assert host.procs.signals == [(pid, signal.SIGTERM)]  # the profile's 10 s

@@ -180,3 +180,19 @@ def test_sequential_allocations_fill_without_overflow(
         chosen = got.candidates[0]
         players[chosen.instance_id] += request.size
         assert players[chosen.instance_id] <= chosen.capacity
+
+
+def test_allocation_weights_hold_players_off_and_prefer_the_heaviest() -> None:
+    old = cand(1, version=1, players=3)
+    new = cand(2, version=2)
+    # A patch job holds players on the old build (the new one weighs 0): even though the
+    # new build is newer, nobody new lands there.
+    assert best([replace(old, weight=1.0), replace(new, weight=0.0)]) == 1
+    # Both open: the heavier first, before version and fullness.
+    assert best([replace(old, weight=0.7), replace(new, weight=0.3)]) == 1
+    assert best([replace(old, weight=0.3), replace(new, weight=0.7)]) == 2
+    # Nothing with weight above 0: no instance for a new player.
+    assert refused([replace(old, weight=0.0), replace(new, weight=0.0)]) == "no_instance"
+    # A friend still joins a server whose build weighs 0.
+    friend = Request(friend_instance_id=1)
+    assert best([replace(old, weight=0.0), replace(new, weight=1.0)], friend) == 1

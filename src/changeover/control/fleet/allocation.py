@@ -14,7 +14,13 @@ The rules, in order (seed 002's bleed-off, seed 000's allocate-by-profile):
 3. Joining a friend goes to the friend's instance when that is allowed; otherwise the
    player is allocated as if alone, and the choice says why the friend could not be joined.
 4. Only the regions the request lists, in its order (no list: every region alike).
-5. The newest version first; among equals the fullest instance with room, so older and
+5. Allocation weights (a patch job's ``SwitchAllocation``, per fleet and profile): an
+   instance whose profile has weight 0 takes no new players (a friend may still join
+   there, rule 3); among the others the highest weight first. Deterministic on purpose
+   (no weighted random): a job moving weight to a new build sends every new player there
+   at once, and a test or an operator can predict where a player lands. No weights: every
+   instance weighs 1, as before.
+6. The newest version first; among equals the fullest instance with room, so older and
    emptier instances drain naturally (pack, don't spread); then the oldest instance.
 """
 
@@ -66,17 +72,26 @@ class Candidate:
     host_alive: bool = True
     client_min: ClientVersion | None = None
     client_max: ClientVersion | None = None
+    weight: float = 1.0
+    """Its profile's allocation weight in its fleet (rule 5); 0 = no new players."""
 
     @property
     def room(self) -> int:
         return self.capacity - self.players
 
     def accepts(self, client: ClientVersion | None) -> bool:
-        if client is None:
-            return True
-        if self.client_min is not None and client < self.client_min:
-            return False
-        return not (self.client_max is not None and client > self.client_max)
+        return accepts_client(client, self.client_min, self.client_max)
+
+
+def accepts_client(
+    client: ClientVersion | None, client_min: ClientVersion | None, client_max: ClientVersion | None
+) -> bool:
+    """Whether a version accepting ``client_min`` .. ``client_max`` takes ``client``."""
+    if client is None:
+        return True
+    if client_min is not None and client < client_min:
+        return False
+    return not (client_max is not None and client > client_max)
 
 
 @dataclass(frozen=True)
@@ -120,8 +135,14 @@ def _friend(candidates: Sequence[Candidate], request: Request) -> tuple[Candidat
     return friend, ""
 
 
-def _sort_key(c: Candidate, region_rank: dict[str, int]) -> tuple[int, int, int, int]:
-    return (region_rank.get(c.region, len(region_rank)), -c.version, -c.players, c.instance_id)
+def _sort_key(c: Candidate, region_rank: dict[str, int]) -> tuple[int, float, int, int, int]:
+    return (
+        region_rank.get(c.region, len(region_rank)),
+        -c.weight,
+        -c.version,
+        -c.players,
+        c.instance_id,
+    )
 
 
 def rank(candidates: Iterable[Candidate], request: Request) -> Ranked | Refusal:
@@ -135,7 +156,11 @@ def rank(candidates: Iterable[Candidate], request: Request) -> Ranked | Refusal:
     if request.regions:
         pool = [c for c in pool if c.region in request.regions]
     where = f" in {', '.join(request.regions)}" if request.regions else ""
-    ready = [c for c in pool if c.host_alive and c.state in ALLOCATABLE and c.desired == "running"]
+    ready = [
+        c
+        for c in pool
+        if c.host_alive and c.state in ALLOCATABLE and c.desired == "running" and c.weight > 0
+    ]
     if not ready:
         return Refusal("no_instance", f"no ready instance{where}; try again shortly")
     compatible = [c for c in ready if c.accepts(request.client_version)]

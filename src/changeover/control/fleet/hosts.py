@@ -31,6 +31,7 @@ from changeover.control.builds.services import check_name
 from changeover.control.fleet import placement, sessions
 from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile
 from changeover.control.fleet.services import LOST_AFTER_S, get_region
+from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
 
 SYNC_INTERVAL_S = 1.0
@@ -135,6 +136,8 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         raise InvalidInput(f"instance {row.id}: unknown observed state {state!r}")
     if state == "ready" and row.ready_at is None:
         row.ready_at = now
+    elif state in ("staging", "starting", "failed"):
+        row.ready_at = None  # restarted: ready again only once it says so
     if state == "stopped" and row.state != "stopped":
         row.stopped_at = now
     row.state = state
@@ -155,7 +158,10 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         row.sdk_players = json.dumps(sorted(map(str, players)) if isinstance(players, list) else [])
         labels = sdk.get("labels")
         row.sdk_labels = json.dumps(labels if isinstance(labels, dict) else {}, sort_keys=True)
-        row.sdk_state_saved = bool(sdk.get("state_saved"))
+        saved = bool(sdk.get("state_saved"))
+        if saved and not row.sdk_state_saved:
+            row.state_saved_at = now
+        row.sdk_state_saved = saved
     row.observed_at = now
     row.updated_at = now
 
@@ -236,10 +242,32 @@ def apply(s: Session, row: Instance, action: placement.Action, now: float) -> No
 
 
 def _plan(s: Session, host: Host, now: float) -> None:
-    rows = _live_instances(s, host)
+    # The fleets a running patch job owns: the job starts, drains and stops their
+    # instances, so placement never creates, scales down or drains there on its own (the
+    # two would fight). It still applies its drain rules (stop when empty, notice, stop at
+    # the deadline) to the instances the job handed over: a stop that found players and
+    # fell back to draining (``stop_signal`` set by the job).
+    owned = patchjob_storage.owned_fleet_ids(s)
+    all_rows = _live_instances(s, host)
+    rows = [i for i in all_rows if i.fleet_id not in owned]
+    handed_over = [i for i in all_rows if i.fleet_id in owned and i.stop_signal is not None]
+    if handed_over:
+        drains = placement.plan_host(
+            placement.HostView(host.name, alive=True, slots=host.slots),
+            [],
+            _views(handed_over, host),
+            now,
+            drain_s=DRAIN_S,
+            notice_s=NOTICE_S,
+        )
+        by_owned_id = {i.id: i for i in all_rows}
+        for action in drains:
+            if not isinstance(action, placement.Create):
+                apply(s, by_owned_id[action.instance_id], action, now)
     fleet_ids = {i.fleet_id for i in rows} | set(
         s.scalars(select(FleetHost.fleet_id).where(FleetHost.host_name == host.name))
     )
+    fleet_ids -= owned
     specs = []
     for fleet in s.scalars(select(Fleet).where(Fleet.id.in_(fleet_ids))):
         names = s.scalars(select(FleetHost.host_name).where(FleetHost.fleet_id == fleet.id))
@@ -248,7 +276,9 @@ def _plan(s: Session, host: Host, now: float) -> None:
                 fleet.id, fleet.active_profile_id, fleet.instances_per_host, frozenset(names)
             )
         )
-    view = placement.HostView(host.name, alive=True, slots=host.slots)
+    # Slots taken by the owned fleets' instances count, so placement does not overfill.
+    taken = sum(i.desired != "stopped" for i in all_rows if i.fleet_id in owned)
+    view = placement.HostView(host.name, alive=True, slots=host.slots - taken)
     by_id = {i.id: i for i in rows}
     for action in placement.plan_host(
         view, specs, _views(rows, host), now, drain_s=DRAIN_S, notice_s=NOTICE_S
@@ -263,13 +293,15 @@ def _plan(s: Session, host: Host, now: float) -> None:
 def snapshot(s: Session, host: Host) -> dict[str, Any]:
     """The desired state of a host, as its agent reads it."""
     rows = _live_instances(s, host)
-    profile_ids = {i.profile_id for i in rows} | set(
+    fleet_profiles = set(
         s.scalars(
             select(Fleet.active_profile_id)
             .join(FleetHost, FleetHost.fleet_id == Fleet.id)
             .where(FleetHost.host_name == host.name, Fleet.active_profile_id.is_not(None))
         )
     )
+    stage_profiles = patchjob_storage.stage_requests(s, host.name)
+    profile_ids = {i.profile_id for i in rows} | fleet_profiles | stage_profiles
     profiles = {p.id: p for p in s.scalars(select(Profile).where(Profile.id.in_(profile_ids)))}
     versions = {
         v.id: v
@@ -289,17 +321,19 @@ def snapshot(s: Session, host: Host) -> dict[str, Any]:
             if i.notice_deadline is not None
             else None
         )
-        instances.append(
-            {
-                "id": i.id,
-                "fleet": fleets[i.fleet_id],
-                "profile": p.name,
-                "manifest_id": versions[p.version_id].manifest_id,
-                "spec": json.loads(p.spec),
-                "desired": i.desired,
-                "notice": notice,
-            }
-        )
+        item = {
+            "id": i.id,
+            "fleet": fleets[i.fleet_id],
+            "profile": p.name,
+            "manifest_id": versions[p.version_id].manifest_id,
+            "spec": json.loads(p.spec),
+            "desired": i.desired,
+            "notice": notice,
+        }
+        if i.stop_signal is not None:
+            # A patch job's stop method overrides the profile's for this instance.
+            item["stop"] = {"signal": i.stop_signal, "timeout_s": i.stop_timeout_s}
+        instances.append(item)
     return {
         "host": {"id": host.id, "name": host.name},
         "sync_interval_s": SYNC_INTERVAL_S,

@@ -126,6 +126,10 @@ class Instance(Base):
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
     # A plain integer: a key from the table to itself buys nothing here.
     replaces_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    launch_key: Mapped[str | None] = mapped_column(
+        String(200), nullable=True, unique=True, index=True
+    )
+    """The key of the patch-job StartInstance that created it (creating it twice fails)."""
     capacity: Mapped[int] = mapped_column(Integer)
     players: Mapped[int] = mapped_column(Integer, default=0)
     # -- desired (control plane) ------------------------------------------------------
@@ -134,6 +138,10 @@ class Instance(Base):
     drain_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
     notice_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
     notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_signal: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """Overrides the profile's stop signal (a patch job's stop method); SIGKILL = hard kill."""
+    stop_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Overrides the profile's ``stop_timeout_s``."""
     # -- observed (agent) ---------------------------------------------------------------
     state: Mapped[str] = mapped_column(String(16))
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -145,6 +153,8 @@ class Instance(Base):
     sdk_players: Mapped[str] = mapped_column(Text, default="[]")
     sdk_labels: Mapped[str] = mapped_column(Text, default="{}")
     sdk_state_saved: Mapped[bool] = mapped_column(Boolean, default=False)
+    state_saved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When the game last turned "state saved" on (seen at a sync)."""
     observed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)

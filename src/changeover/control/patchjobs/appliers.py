@@ -1,0 +1,275 @@
+"""Applying a patch job's actions to the fleet: each one a desired-state write.
+
+``apply`` runs inside the transaction that also marks the action applied (see
+``reconciler``), so an action's effect and its "applied" mark commit together or not at
+all. Each applier is idempotent on its own as well (a second application finds its work
+done and changes nothing), which is what makes a replay after a crash harmless:
+
+    StageBuild        a host_stage_requests row (host, profile): the host's snapshot lists
+                      the build among its versions; the agent stages it beside the others
+    StartInstance     an instance row with launch_key = the action's key (unique index)
+    MarkDraining      desired = draining with deadline and reason (running ones only)
+    Undrain           desired = running again, drain and notice cleared
+    Notify            the shutdown notice (reason, deadline) the agent passes to the game
+    StopInstance      desired = stopped with the job's stop signal and timeout; with
+                      require_empty a compare-and-set on players = 0, falling back to
+                      draining until fallback_deadline when a player got in first
+    SwitchAllocation  allocation_weights rows for each fleet and profile
+    RunCheck          starts the command in a background thread (``checks``) after commit
+    Pause, RollBack   events only (the status is the planner's)
+    Finish            the "finished" event; COMPLETED moves each fleet's active profile
+                      from its old build to the new one; the job's allocation weights go
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet.models import Fleet, Host, Instance
+from changeover.control.patchjobs.actions import (
+    Action,
+    Finish,
+    MarkDraining,
+    Notify,
+    Pause,
+    RollBack,
+    RunCheck,
+    StageBuild,
+    StartInstance,
+    StopInstance,
+    SwitchAllocation,
+    Undrain,
+)
+from changeover.control.patchjobs.model import JobSpec, JobStatus
+from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
+from changeover.control.patchjobs.storage import add_event
+
+REASON_LEN: Final = 256
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """A verification to start once the transaction that recorded it commits."""
+
+    job_id: int
+    key: str
+    command: str
+    targets: tuple[str, ...]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: str
+    check: CheckRequest | None = None
+
+
+def _instance(s: Session, instance_id: int) -> Instance | None:
+    return s.get(Instance, instance_id, populate_existing=True)
+
+
+def apply(s: Session, job: PatchJob, spec: JobSpec, action: Action, now: float) -> Applied:
+    """Write ``action``'s effect (see the module docstring); returns what happened."""
+    handler = _HANDLERS[type(action)]
+    return handler(s, job, spec, action, now)
+
+
+def _stage(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, StageBuild)
+    if s.get(HostStageRequest, (job.id, a.host, a.version_id)) is None:
+        s.add(
+            HostStageRequest(
+                job_id=job.id, host_name=a.host, profile_id=a.version_id, created_at=now
+            )
+        )
+    return Applied(f"{a.host} asked to stage profile {a.version_id}")
+
+
+def _start(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, StartInstance)
+    existing = s.scalar(select(Instance.id).where(Instance.launch_key == a.key))
+    if existing is not None:
+        return Applied(f"instance {existing} exists already")
+    host_id = s.scalar(select(Host.id).where(Host.name == a.host))
+    if host_id is None:
+        return Applied(f"host {a.host} is unknown: nothing started")
+    row = host_svc.new_instance(s, a.fleet_id, a.version_id, host_id, now, a.replaces_id)
+    row.launch_key = a.key
+    s.flush()
+    return Applied(f"instance {row.id} created on {a.host}")
+
+
+def _drain(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, MarkDraining)
+    done = s.execute(
+        update(Instance)
+        .where(Instance.id == a.instance_id, Instance.desired == "running")
+        .values(
+            desired="draining",
+            drain_deadline=a.deadline,
+            drain_reason=a.reason[:REASON_LEN],
+            updated_at=now,
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    return Applied("draining" if done else "not running: left as it is")
+
+
+def _undrain(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, Undrain)
+    done = s.execute(
+        update(Instance)
+        .where(Instance.id == a.instance_id, Instance.desired == "draining")
+        .values(
+            desired="running",
+            drain_deadline=None,
+            drain_reason=None,
+            notice_deadline=None,
+            notice_reason=None,
+            stop_signal=None,  # no longer handed over: a later stop uses the profile's
+            stop_timeout_s=None,
+            updated_at=now,
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    return Applied("taken back into allocation" if done else "not draining: left as it is")
+
+
+def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, Notify)
+    done = s.execute(
+        update(Instance)
+        .where(Instance.id == a.instance_id, Instance.desired != "stopped")
+        .values(notice_reason=a.reason[:REASON_LEN], notice_deadline=a.deadline, updated_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    return Applied(f"notice: stops at {a.deadline:.0f}" if done else "stopped already")
+
+
+def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, StopInstance)
+    q = update(Instance).where(Instance.id == a.instance_id, Instance.desired != "stopped")
+    if a.require_empty:
+        # The compare-and-set: allocation's take (players + n <= capacity AND desired is
+        # running or draining) and this stop exclude each other on the row.
+        q = q.where(Instance.players == 0)
+    done = s.execute(
+        q.values(
+            desired="stopped",
+            stop_signal=a.signal,
+            stop_timeout_s=a.timeout_s,
+            # A notice already given keeps its words; else "now" (the agent still waits a
+            # few seconds for the game's save, see agent.instances).
+            notice_reason=func.coalesce(Instance.notice_reason, a.reason[:REASON_LEN]),
+            notice_deadline=func.coalesce(Instance.notice_deadline, now),
+            updated_at=now,
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    saved = "; state saved" if a.state_saved else ""
+    if done:
+        return Applied(f"stopping with {a.signal}, {a.timeout_s:g} s timeout{saved}")
+    row = _instance(s, a.instance_id)
+    if row is None or row.desired == "stopped":
+        return Applied("stopped already")
+    # A player got in first: drain instead; the fleet's drain rules stop it once empty,
+    # or at the deadline (placement still applies those to a job's fleets).
+    if row.desired == "running":
+        row.desired = "draining"
+        row.drain_deadline = a.fallback_deadline
+        row.drain_reason = a.reason[:REASON_LEN]
+        row.updated_at = now
+    row.stop_signal = a.signal
+    row.stop_timeout_s = a.timeout_s
+    return Applied(
+        f"{row.players} player(s) got in first: draining until "
+        f"{row.drain_deadline or a.fallback_deadline:.0f}"
+    )
+
+
+def _switch(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, SwitchAllocation)
+    for fleet_id in a.fleet_ids:
+        for profile_id, weight in a.weights:
+            row = s.get(AllocationWeight, (fleet_id, profile_id))
+            if row is None:
+                s.add(
+                    AllocationWeight(
+                        fleet_id=fleet_id, profile_id=profile_id, weight=weight, updated_at=now
+                    )
+                )
+            else:
+                row.weight, row.updated_at = weight, now
+    shown = ", ".join(f"profile {p}: {w:g}" for p, w in a.weights)
+    return Applied(f"allocation weights {shown}")
+
+
+def _check(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, RunCheck)
+    rows = s.execute(
+        select(Instance.id, Host.address, Instance.port)
+        .join(Host, Host.id == Instance.host_id)
+        .where(Instance.id.in_(a.instance_ids))
+        .order_by(Instance.id)
+    )
+    targets = tuple(f"{addr}:{port}" for _, addr, port in rows if port is not None)
+    check = CheckRequest(job.id, a.key, a.command, targets, a.timeout_s)
+    return Applied(f"running {a.command!r} against {len(targets)} instance(s)", check)
+
+
+def _note(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, Pause | RollBack)
+    return Applied(a.reason)
+
+
+def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, Finish)
+    moved = []
+    if a.outcome is JobStatus.COMPLETED:
+        new_of = spec.new_version_of
+        for fleet in s.scalars(select(Fleet).where(Fleet.id.in_(spec.fleet_ids))):
+            target = new_of.get(fleet.active_profile_id or 0)
+            if target is not None:
+                fleet.active_profile_id = target
+                fleet.updated_at = now
+                moved.append(fleet.name)
+    # The weights were this job's to steer its fleets; once it is over they would only
+    # hold players off a build an operator may bring back later.
+    profiles = spec.old_versions | spec.new_versions
+    s.execute(
+        delete(AllocationWeight).where(
+            AllocationWeight.fleet_id.in_(spec.fleet_ids),
+            AllocationWeight.profile_id.in_(profiles),
+        )
+    )
+    add_event(
+        s,
+        job,
+        "finished",
+        a.reason,
+        now,
+        {"outcome": int(a.outcome), "outcome_name": a.outcome.label, "fleets_moved": moved},
+        status=int(a.outcome),
+    )
+    suffix = f"; active profile moved on {', '.join(moved)}" if moved else ""
+    return Applied(f"{a.outcome.label}{suffix}")
+
+
+Handler = Callable[[Session, PatchJob, JobSpec, Action, float], Applied]
+_HANDLERS: Final[dict[type, Handler]] = {
+    StageBuild: _stage,
+    StartInstance: _start,
+    MarkDraining: _drain,
+    Undrain: _undrain,
+    Notify: _notify,
+    StopInstance: _stop,
+    SwitchAllocation: _switch,
+    RunCheck: _check,
+    Pause: _note,
+    RollBack: _note,
+    Finish: _finish,
+}
+
+__all__ = ["Applied", "CheckRequest", "apply"]

@@ -1,0 +1,425 @@
+"""The patch-job reconciler: a periodic task of the job runner that drives every job.
+
+Each pass (``tick``):
+
+1. replay: every recorded action not applied yet (a crash hit between recording and
+   applying) is applied now, in the order it was recorded;
+2. for each unfinished job, read its row, its instances (as ``InstanceView``) and which
+   of its stage requests the agents report staged. If none of that changed since the last
+   pass and its wake-up time has not come, skip it: a pass with nothing to do only reads.
+3. decide: before its start a job asks ``schedule.queue_decision`` whether it may run
+   (SCHEDULED / WAITING with ``waiting_for`` / PRESTAGING, with ``schedule.prestage``
+   staging the new builds from T-5 min); once runnable (or cancelled) the method's planner
+   decides;
+4. record, in ONE transaction guarded by a compare-and-set on ``patch_jobs.revision``:
+   progress, status, reason, wake-up, the actions (unapplied) and the events. Another
+   process (or this one after a restart) that planned from the same revision loses the
+   compare-and-set and records nothing, so a decision is never taken twice;
+5. apply each action in its own transaction that first marks it applied (a
+   compare-and-set on ``applied_at IS NULL``) and then writes its effect (``appliers``),
+   so each action takes effect exactly once even with two processes replaying it.
+
+The planner never issues a key twice (``progress.issued``), the action table is unique by
+key, and each applier is idempotent: nothing is done twice, nothing recorded is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy.orm import Session
+
+from changeover.control.builds.models import Version
+from changeover.control.db import Database, now
+from changeover.control.fleet.models import Host, Instance, Profile, Region
+from changeover.control.fleet.services import LOST_AFTER_S
+from changeover.control.patchjobs import appliers, codec, plan
+from changeover.control.patchjobs.checks import CheckRunner
+from changeover.control.patchjobs.model import (
+    PENDING,
+    Decision,
+    InstanceView,
+    JobProgress,
+    JobSpec,
+)
+from changeover.control.patchjobs.records import HostStageRequest, PatchJob, PatchJobAction
+from changeover.control.patchjobs.schedule import (
+    QueuedJob,
+    prestage,
+    queue_decision,
+    status_before_start,
+)
+from changeover.control.patchjobs.states import LOST, JobStatus
+from changeover.control.patchjobs.storage import (
+    TERMINAL,
+    add_event,
+    cas_write,
+    dump_progress,
+    progress_of,
+    spec_of,
+)
+
+log = logging.getLogger("changeover.patchjobs")
+REASON_LEN: Final = 4000
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a job's last pass looked at, and when it wanted to be asked again."""
+
+    key: object
+    wake_at: float | None
+
+
+def instance_views(
+    s: Session, job_id: int, spec: JobSpec, t: float, lost_from: float = 0.0
+) -> list[InstanceView]:
+    """The instances of the job's fleets as its planner sees them: every one that still
+    runs (or is meant to), and every one this job launched (even stopped: its gate must
+    see a failed start as failed, not as missing).
+
+    An instance whose host has been silent for ``LOST_AFTER_S`` is ``lost`` (gone, to the
+    planner), but only from ``lost_from`` on: a control plane that just started has not
+    heard from any agent yet, and must not take its own absence for theirs.
+    """
+    prefix = f"job{job_id}/"
+    gone = and_(Instance.desired == "stopped", Instance.state == "stopped")
+    q = (
+        select(Instance, Host.name, Host.last_seen_at, Region.name)
+        .join(Host, Host.id == Instance.host_id)
+        .join(Region, Region.id == Host.region_id)
+        .where(
+            Instance.fleet_id.in_(spec.fleet_ids),
+            or_(not_(gone), Instance.launch_key.like(prefix + "%")),
+        )
+        .order_by(Instance.id)
+    )
+    out = []
+    for i, host, seen_at, region in s.execute(q):
+        lost = t >= lost_from and t - seen_at >= LOST_AFTER_S and i.state != "stopped"
+        state = LOST if lost else i.state
+        out.append(
+            InstanceView(
+                instance_id=i.id,
+                fleet_id=i.fleet_id,
+                host=host,
+                version_id=i.profile_id,
+                state=state,
+                region=region,
+                desired=i.desired,
+                players=i.players,
+                ready_since=i.ready_at if state == "ready" else None,
+                restarts=i.restarts,
+                launch_key=i.launch_key,
+                state_saved_at=i.state_saved_at,
+            )
+        )
+    return out
+
+
+def staged_pairs(s: Session, job_id: int) -> frozenset[tuple[str, int]]:
+    """(host, profile) of the job's stage requests whose build the host reports staged."""
+    rows = s.execute(
+        select(
+            HostStageRequest.host_name,
+            HostStageRequest.profile_id,
+            Version.manifest_id,
+            Host.staged,
+        )
+        .join(Profile, Profile.id == HostStageRequest.profile_id)
+        .join(Version, Version.id == Profile.version_id)
+        .join(Host, Host.name == HostStageRequest.host_name)
+        .where(HostStageRequest.job_id == job_id)
+    )
+    return frozenset((h, p) for h, p, m, staged in rows if m in json.loads(staged or "[]"))
+
+
+class Reconciler:
+    """Drives every patch job (see the module docstring). One per control-plane process."""
+
+    def __init__(self, db: Database, checks: CheckRunner | None = None) -> None:
+        self.db = db
+        self.checks = checks or CheckRunner(db)
+        self._seen: dict[int, _Seen] = {}
+        self.lost_from = now() + LOST_AFTER_S
+        """Hosts silent since before this process started are not lost until then."""
+        self._checks_resumed = False
+
+    # -- the pass ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        t = now()
+        with self.db.read() as s:
+            pending = list(
+                s.scalars(
+                    select(PatchJobAction.job_id)
+                    .where(PatchJobAction.applied_at.is_(None))
+                    .distinct()
+                )
+            )
+            jobs = list(
+                s.execute(
+                    select(PatchJob.id, PatchJob.spec, PatchJob.start_at, PatchJob.status)
+                    .where(PatchJob.status.not_in(TERMINAL))
+                    .order_by(PatchJob.id)
+                )
+            )
+        for job_id in pending:
+            self.replay(job_id)
+        if not self._checks_resumed:
+            self._checks_resumed = True
+            self.resume_checks()
+        queue = [
+            QueuedJob(
+                j.id,
+                j.start_at,
+                _footprint(j.spec),
+                JobStatus(j.status),
+            )
+            for j in jobs
+        ]
+        live = {j.id for j in jobs}
+        for job_id in list(self._seen):
+            if job_id not in live:
+                del self._seen[job_id]
+        for j in jobs:
+            try:
+                self.run_job(j.id, queue, t)
+            except Exception:  # one job's trouble must not stop the others
+                log.exception("patch job %s: planning pass failed", j.id)
+
+    def run_job(self, job_id: int, queue: Sequence[QueuedJob], t: float) -> None:
+        with self.db.read() as s:
+            job = s.get(PatchJob, job_id)
+            if job is None or JobStatus(job.status).terminal:
+                return
+            spec = spec_of(job)
+            progress = progress_of(job)
+            views = instance_views(s, job_id, spec, t, self.lost_from)
+            staged = staged_pairs(s, job_id)
+            revision = job.revision
+            start_at = job.start_at
+            old_json = job.progress
+            old_waiting = job.waiting_for
+            old_status = job.status
+        others = tuple((q.job_id, int(q.status), q.start_at) for q in queue if q.job_id != job_id)
+        key = (revision, tuple(views), staged, others)
+        seen = self._seen.get(job_id)
+        if seen is not None and seen.key == key and (seen.wake_at is None or t < seen.wake_at):
+            return
+        progress = replace(progress, staged=progress.staged | staged)
+        decision, waiting_for = self._decide(spec, progress, views, queue, start_at, t)
+        new_json = dump_progress(decision.progress)
+        waiting_json = json.dumps(list(waiting_for))
+        self._seen[job_id] = _Seen(key, decision.wake_at)
+        unchanged = (
+            not decision.actions
+            and new_json == old_json
+            and waiting_json == old_waiting
+            and int(decision.progress.status) == old_status
+        )
+        if unchanged:
+            return
+        if self._record(job_id, revision, progress_of_json(old_json), decision, waiting_json, t):
+            self.replay(job_id)
+        else:
+            self._seen.pop(job_id, None)  # lost the race: look again at the next pass
+
+    def _decide(
+        self,
+        spec: JobSpec,
+        progress: JobProgress,
+        views: Sequence[InstanceView],
+        queue: Sequence[QueuedJob],
+        start_at: float,
+        t: float,
+    ) -> tuple[Decision, tuple[int, ...]]:
+        if progress.phase != PENDING or progress.cancel is not None:
+            return plan(spec, progress, views, t), ()
+        me = next(q for q in queue if q.job_id == spec.job_id)
+        q = queue_decision(me, queue, t)
+        if q.runnable:
+            return plan(spec, progress, views, t), ()
+        d = prestage(spec, progress, views, start_at, t)
+        status = status_before_start(q, start_at, t)
+        after = replace(d.progress, status=status, reason=q.reason)
+        wake = d.wake_at if d.wake_at is not None else start_at
+        return Decision(d.actions, after, wake), q.waiting_for
+
+    def _record(
+        self,
+        job_id: int,
+        revision: int,
+        before: JobProgress,
+        d: Decision,
+        waiting_json: str,
+        t: float,
+    ) -> bool:
+        """Record the decision (intent before effect) under the compare-and-set."""
+        after = d.progress
+        with self.db.write() as s:
+            job = s.get(PatchJob, job_id)
+            if job is None or job.revision != revision:
+                return False
+            old_status = JobStatus(job.status)
+            written = cas_write(
+                s,
+                job,
+                revision,
+                progress=dump_progress(after),
+                status=int(after.status),
+                reason=after.reason[:REASON_LEN],
+                waiting_for=waiting_json,
+                wake_at=d.wake_at,
+                updated_at=t,
+            )
+            if not written:
+                return False
+            s.refresh(job)
+            seq = (
+                s.scalar(
+                    select(func.coalesce(func.max(PatchJobAction.seq), 0)).where(
+                        PatchJobAction.job_id == job_id
+                    )
+                )
+                or 0
+            )
+            for n, action in enumerate(d.actions, start=1):
+                if s.get(PatchJobAction, action.key) is not None:
+                    continue  # recorded before (the key is unique): never twice
+                s.add(
+                    PatchJobAction(
+                        key=action.key,
+                        job_id=job_id,
+                        seq=seq + n,
+                        action=json.dumps(codec.action_to_dict(action), sort_keys=True),
+                        recorded_at=t,
+                    )
+                )
+            if after.phase != before.phase:
+                add_event(
+                    s,
+                    job,
+                    "phase",
+                    f"phase {before.phase} -> {after.phase}",
+                    t,
+                    {"from": before.phase, "to": after.phase, "step": after.step},
+                )
+            if after.status != old_status and not after.status.terminal:
+                add_event(
+                    s,
+                    job,
+                    "status",
+                    f"{after.status.label}: {after.reason}",
+                    t,
+                    {
+                        "from": int(old_status),
+                        "to": int(after.status),
+                        "waiting_for": json.loads(waiting_json),
+                    },
+                )
+        return True
+
+    def resume_checks(self) -> int:
+        """Start again the checks a previous process started and never finished (it died
+        with them): better a second run than a gate failed for want of an answer. The
+        result is recorded once whoever finishes first (``CheckRunner.record``)."""
+        started = 0
+        with self.db.read() as s:
+            rows = s.execute(
+                select(PatchJobAction, PatchJob)
+                .join(PatchJob, PatchJob.id == PatchJobAction.job_id)
+                .where(
+                    PatchJob.status.not_in(TERMINAL),
+                    PatchJobAction.applied_at.is_not(None),
+                    PatchJobAction.action.like('%"type": "RunCheck"%'),
+                )
+                .order_by(PatchJobAction.seq)
+            )
+            for row, job in rows:
+                if row.key in progress_of(job).check_results:
+                    continue
+                action = codec.action_from_dict(json.loads(row.action))
+                done = appliers.apply(s, job, spec_of(job), action, now())
+                if done.check is not None:
+                    self.checks.start(done.check)
+                    started += 1
+        return started
+
+    def replay(self, job_id: int) -> int:
+        """Apply the job's recorded, unapplied actions in order; how many were applied."""
+        with self.db.read() as s:
+            keys = list(
+                s.scalars(
+                    select(PatchJobAction.key)
+                    .where(PatchJobAction.job_id == job_id, PatchJobAction.applied_at.is_(None))
+                    .order_by(PatchJobAction.seq)
+                )
+            )
+        applied = 0
+        for key in keys:
+            try:
+                applied += self._apply_one(job_id, key)
+            except Exception:  # left unapplied: the next pass tries again
+                log.exception("patch job %s: applying %s failed", job_id, key)
+                break  # keep the order: later actions may depend on this one
+        return applied
+
+    def _apply_one(self, job_id: int, key: str) -> int:
+        t = now()
+        with self.db.write() as s:
+            # Mark first: of two processes replaying the same action, one wins the mark
+            # and the other writes nothing (its transaction changes nothing else).
+            marked = s.execute(
+                update(PatchJobAction)
+                .where(PatchJobAction.key == key, PatchJobAction.applied_at.is_(None))
+                .values(applied_at=t)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            if not marked:
+                return 0
+            row = s.get_one(PatchJobAction, key)
+            job = s.get_one(PatchJob, job_id)
+            spec = spec_of(job)
+            action = codec.action_from_dict(json.loads(row.action))
+            done = appliers.apply(s, job, spec, action, t)
+            row.result = done.result[:REASON_LEN]
+            kind = type(action).__name__
+            if kind != "Finish":
+                add_event(
+                    s,
+                    job,
+                    "action",
+                    f"{kind} {_subject(action)}: {done.result}",
+                    t,
+                    {"key": key, "type": kind, "result": done.result},
+                )
+        if done.check is not None:
+            self.checks.start(done.check)
+        return 1
+
+
+def _subject(action: Any) -> str:
+    for name in ("instance_id", "host", "fleet_ids"):
+        value = getattr(action, name, None)
+        if value is not None:
+            return f"{name.replace('_id', '')} {value}"
+    return ""
+
+
+def _footprint(spec_json: str) -> frozenset[tuple[int, int]]:
+    stored = json.loads(spec_json)
+    versions = {int(v) for pair in stored["builds"] for v in pair}
+    return frozenset((int(f), v) for f in stored["fleet_ids"] for v in versions)
+
+
+def progress_of_json(raw: str) -> JobProgress:
+    return codec.progress_from_dict(json.loads(raw))
+
+
+__all__ = ["Reconciler", "instance_views", "staged_pairs"]

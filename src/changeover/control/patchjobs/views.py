@@ -1,0 +1,212 @@
+"""HTTP endpoints of patch jobs, exactly as docs/patchjobs-contract.md lists them.
+
+Reading needs a ``viewer`` token, writing ``admin``. Bodies are checked twice: pydantic
+bounds their shape and size (``extra="forbid"``, lengths, list sizes), then
+``services``/``specs`` apply the rules and name the field that breaks one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from changeover.control.auth.views import Admin, Reader, ctx
+from changeover.control.db import now
+from changeover.control.patchjobs import methods_table, services, specs, statuses_table
+
+router = APIRouter(prefix="/api/v1", tags=["patch jobs"])
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Knobs = dict[str, Any]
+
+
+class BuildBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    old: Annotated[str, Field(min_length=1, max_length=64)]
+    new: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signal: Annotated[str, Field(max_length=16)] | None = None
+    method: int | None = None
+    timeout_s: float | None = None
+
+
+class EmailBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Annotated[str, Field(max_length=254)]
+    progress: bool = True
+    result: bool = True
+
+
+class _Fields(BaseModel):
+    """Every field of a job, all optional (PATCH); ``JobCreate`` requires the core ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    environment: Annotated[str, Field(max_length=64)] | None = None
+    application: Annotated[str, Field(max_length=64)] | None = None
+    method: int | Annotated[str, Field(max_length=40)] | None = None
+    builds: Annotated[list[BuildBody], Field(max_length=specs.MAX_BUILDS)] | None = None
+    fleets: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=specs.MAX_FLEETS)]
+        | None
+    ) = None
+    stop: StopBody | None = None
+    comments: Annotated[str, Field(max_length=services.MAX_COMMENTS)] | None = None
+    scheduled_start: float | None = None
+    max_run_time: float | None = None
+    max_run_time_unit: int | Annotated[str, Field(max_length=16)] | None = None
+    rolling: Annotated[Knobs, Field(max_length=20)] | None = None
+    drain: Annotated[Knobs, Field(max_length=20)] | None = None
+    canary: Annotated[Knobs, Field(max_length=20)] | None = None
+    ab: Annotated[Knobs, Field(max_length=20)] | None = None
+    failure_threshold: float | None = None
+    steps: Annotated[list[Knobs], Field(max_length=100)] | None = None
+    emails: Annotated[list[EmailBody], Field(max_length=specs.MAX_EMAILS)] | None = None
+
+
+class JobCreate(_Fields):
+    name: Name
+    environment: Annotated[str, Field(max_length=64)]
+    application: Annotated[str, Field(max_length=64)]
+    method: int | Annotated[str, Field(max_length=40)]
+    builds: Annotated[list[BuildBody], Field(min_length=1, max_length=specs.MAX_BUILDS)]
+    fleets: Annotated[
+        list[Annotated[str, Field(max_length=64)]],
+        Field(min_length=1, max_length=specs.MAX_FLEETS),
+    ]
+
+
+class JobPatch(_Fields):
+    pass
+
+
+class PreviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    environment: Annotated[str, Field(max_length=64)]
+    application: Annotated[str, Field(max_length=64)]
+    builds: Annotated[list[BuildBody], Field(min_length=1, max_length=specs.MAX_BUILDS)]
+    fleets: Annotated[
+        list[Annotated[str, Field(max_length=64)]],
+        Field(min_length=1, max_length=specs.MAX_FLEETS),
+    ]
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Annotated[str, Field(max_length=16)]
+
+
+def _plain(body: BaseModel, *, unset: bool) -> dict[str, Any]:
+    """The body as the services take it; a PATCH keeps only what was sent."""
+    data: dict[str, Any] = body.model_dump(exclude_unset=unset, exclude_none=not unset)
+    if data.get("stop") is not None:
+        data["stop"] = {k: v for k, v in data["stop"].items() if v is not None}
+    return data
+
+
+@router.get("/patchjobs/methods")
+def list_methods(_: Reader) -> list[dict[str, object]]:
+    return methods_table()
+
+
+@router.get("/patchjobs/statuses")
+def list_statuses(_: Reader) -> list[dict[str, object]]:
+    return statuses_table()
+
+
+@router.get("/patchjobs/stop-methods")
+def list_stop_methods(_: Reader) -> list[dict[str, object]]:
+    return specs.stop_methods_table()
+
+
+@router.post("/patchjobs/preview")
+def preview(body: PreviewBody, request: Request, _: Reader) -> dict[str, Any]:
+    """The instances a job would move, per region and fleet (seed 001's preview)."""
+    with ctx(request).db.read() as s:
+        return services.preview(s, _plain(body, unset=False), now())
+
+
+@router.post("/patchjobs", status_code=201)
+def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        t = now()
+        job = services.create(s, _plain(body, unset=False), who.actor, t)
+        out = services.job_dict(s, job, t)
+    c.runner.wake()
+    return out
+
+
+@router.get("/patchjobs")
+def list_jobs(
+    request: Request,
+    _: Reader,
+    status: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=services.MAX_LIST)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        rows, total = services.list_jobs(s, status, limit, offset)
+        t = now()
+        return {"jobs": [services.job_dict(s, j, t) for j in rows], "total": total}
+
+
+@router.get("/patchjobs/{job_id}")
+def show_job(job_id: int, request: Request, _: Reader) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return services.job_dict(s, services.get_job(s, job_id), now())
+
+
+@router.patch("/patchjobs/{job_id}")
+def update_job(job_id: int, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
+    c = ctx(request)
+    with c.db.write() as s:
+        t = now()
+        job = services.update(
+            s, services.get_job(s, job_id, lock=True), _plain(body, unset=True), who.actor, t
+        )
+        out = services.job_dict(s, job, t)
+    c.runner.wake()
+    return out
+
+
+@router.post("/patchjobs/{job_id}/cancel")
+def cancel_job(job_id: int, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
+    c = ctx(request)
+    services.cancel(c.db, job_id, body.mode, who.actor, now())
+    c.runner.wake()
+    with c.db.read() as s:
+        return services.job_dict(s, services.get_job(s, job_id), now())
+
+
+@router.post("/patchjobs/{job_id}/resume")
+def resume_job(job_id: int, request: Request, who: Admin) -> dict[str, Any]:
+    c = ctx(request)
+    services.resume(c.db, job_id, who.actor, now())
+    c.runner.wake()
+    with c.db.read() as s:
+        return services.job_dict(s, services.get_job(s, job_id), now())
+
+
+@router.get("/patchjobs/{job_id}/events")
+def job_events(
+    job_id: int,
+    request: Request,
+    _: Reader,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=services.MAX_EVENTS)] = 200,
+) -> dict[str, Any]:
+    with ctx(request).db.read() as s:
+        return {"events": services.events(s, services.get_job(s, job_id), after, limit)}
+
+
+@router.get("/patchjobs/{job_id}/actions")
+def job_actions(job_id: int, request: Request, _: Reader) -> list[dict[str, Any]]:
+    """The recorded actions, in order, each with ``applied_at`` (null until applied)."""
+    with ctx(request).db.read() as s:
+        return services.actions(s, services.get_job(s, job_id))
