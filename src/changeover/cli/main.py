@@ -6,29 +6,46 @@ one red line and an exit code (see ``cli.output.EXIT_CODES``).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
 import typer
 
 from changeover import __version__, errors
-from changeover.cli import agent, bots, builds, fleet, keys, launcher, server
-from changeover.cli.output import fail
 
-app = typer.Typer(
-    name="changeover",
-    help="Ship a new game build with zero downtime.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-server.register(app)
-builds.register(app)
-launcher.register(app)
-keys.register(app)
-fleet.register(app)
-agent.register(app)
-bots.register(app)
+GROUPS = ("server", "builds", "launcher", "keys", "fleet", "agent", "bots", "patchjob")
+"""The modules of ``changeover.cli`` that register commands, in registration order."""
+ALONE = frozenset({"launcher"})
+"""Command groups that run with only their own module imported: ``changeover launcher …``
+runs on players' machines, where start-up time is part of every sync and verify (the
+other modules pull in the HTTP API client, the control plane's models and more)."""
+
+
+def build_app(groups: tuple[str, ...] = GROUPS) -> typer.Typer:
+    """The CLI with the commands of ``groups`` (every group by default)."""
+    app = typer.Typer(
+        name="changeover",
+        help="Ship a new game build with zero downtime.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in groups:
+        importlib.import_module(f"changeover.cli.{name}").register(app)
+    app.callback()(_root)
+    return app
+
+
+def _groups_for(argv: list[str]) -> tuple[str, ...]:
+    first = argv[1] if len(argv) > 1 else ""
+    return (first,) if first in ALONE else GROUPS
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the full CLI, built on first use (for tests and tooling)
+        return build_app()
+    raise AttributeError(name)
 
 
 def _print_version(value: bool) -> None:
@@ -37,7 +54,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit
 
 
-@app.callback()
 def _root(
     _version: Annotated[
         bool,
@@ -51,8 +67,10 @@ def _root(
 
 def main() -> None:
     try:
-        app()
+        build_app(_groups_for(sys.argv))()
     except errors.ChangeoverError as e:
+        from changeover.cli.output import fail
+
         try:
             fail(e)
         except typer.Exit as ex:
