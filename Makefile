@@ -5,13 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
@@ -24,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
-test: lint typecheck
+test: lint typecheck chromium
 	$(BIN)/python -m pytest -n 3 --dist loadfile --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
 
 bench: $(STAMP)

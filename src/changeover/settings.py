@@ -32,7 +32,24 @@ class Settings:
     """POSTed {"paths": [...]} after each publish: the paths a CDN must invalidate."""
     publish_every_s: float = 5.0
     """How often the signed metadata is reconciled with the database and re-signed."""
+    patch_tick_s: float = 0.5
+    """How often the patch-job reconciler looks at unfinished jobs (a pass that finds
+    nothing new only reads)."""
     trust_policy: TrustPolicy = field(default_factory=TrustPolicy)
+    log_format: str = "text"
+    """``text`` (for people) or ``json`` (one object per line, for a log pipeline)."""
+    smtp_url: str | None = field(default=None, repr=False)
+    """Where patch-job reports are mailed: ``smtp://[user:pass@]host:port`` (``?starttls=1``),
+    ``smtp+starttls://…`` or ``smtps://…``; ``None`` = no mail."""
+    mail_from: str = "changeover@localhost"
+    webhook_url: str | None = None
+    """Every patch-job event is POSTed here, signed with ``webhook_secret``."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    report_every_s: float = 2.0
+    """How often undelivered patch-job events are looked for."""
+    report_retry_s: float = 5.0
+    """The first retry delay of a failed report delivery; it doubles on each failure."""
+    report_max_attempts: int = 10
 
     @property
     def db_url(self) -> str:
@@ -55,11 +72,28 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         s = replace(s, database_url=v)
     if v := env.get("CHANGEOVER_CDN_PURGE_URL"):
         s = replace(s, cdn_purge_url=v)
+    if v := env.get("CHANGEOVER_LOG_FORMAT"):
+        s = replace(s, log_format=v)
+    if v := env.get("CHANGEOVER_SMTP_URL"):
+        s = replace(s, smtp_url=v)
+    if v := env.get("CHANGEOVER_MAIL_FROM"):
+        s = replace(s, mail_from=v)
+    if v := env.get("CHANGEOVER_WEBHOOK_URL"):
+        s = replace(s, webhook_url=v)
+    if v := env.get("CHANGEOVER_WEBHOOK_SECRET"):
+        s = replace(s, webhook_secret=v)
+    if v := env.get("CHANGEOVER_REPORT_MAX_ATTEMPTS"):
+        if not v.isdigit() or int(v) < 1:
+            raise InvalidInput(f"CHANGEOVER_REPORT_MAX_ATTEMPTS must be a count >= 1, got {v!r}")
+        s = replace(s, report_max_attempts=int(v))
     s = replace(
         s,
         job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
         job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
         publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
+        patch_tick_s=_seconds(env, "CHANGEOVER_PATCH_TICK_S", s.patch_tick_s),
+        report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),
+        report_retry_s=_seconds(env, "CHANGEOVER_REPORT_RETRY_S", s.report_retry_s),
         trust_policy=TrustPolicy(
             timestamp_expiry_s=_seconds(
                 env, "CHANGEOVER_TIMESTAMP_EXPIRY_S", s.trust_policy.timestamp_expiry_s
@@ -69,7 +103,15 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     given = {k: v for k, v in overrides.items() if v is not None}
     if "data_dir" in given:
         given["data_dir"] = Path(str(given["data_dir"]))
-    return replace(s, **given)  # type: ignore[arg-type]
+    s = replace(s, **given)  # type: ignore[arg-type]
+    if s.log_format not in ("text", "json"):
+        raise InvalidInput(f"the log format must be text or json, got {s.log_format!r}")
+    if s.webhook_url and not s.webhook_secret:
+        # An unsigned webhook lets anyone who can reach the receiver fake a report.
+        raise InvalidInput("CHANGEOVER_WEBHOOK_URL needs CHANGEOVER_WEBHOOK_SECRET to sign with")
+    if s.webhook_url and not s.webhook_url.startswith(("http://", "https://")):
+        raise InvalidInput(f"the webhook URL {s.webhook_url!r} must start with http(s)://")
+    return s
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

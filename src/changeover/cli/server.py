@@ -37,22 +37,44 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = DEFAULT_PORT,
     database: DatabaseOpt = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="CHANGEOVER_LOG_FORMAT",
+            help="text, or json: one object per line with request and job ids.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the control plane (HTTP API; OpenAPI at /docs)."""
+    """Run the control plane (HTTP API, dashboard at /ui, metrics at /metrics)."""
     import uvicorn
 
+    from changeover.control import logs
     from changeover.control.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    s = settings_mod.load(data_dir=data, host=host, port=port, database_url=database)
+    s = settings_mod.load(
+        data_dir=data, host=host, port=port, database_url=database, log_format=log_format
+    )
+    logs.configure(s.log_format)
     app = create_app(s)
-    console.print(f"changeover control plane on http://{host}:{port} (data: {s.data_dir})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    logging.getLogger("changeover.control").info(
+        "control plane on http://%s:%d (data: %s)", host, port, s.data_dir
+    )
+    # The dashboard's live streams stay open; give them a few seconds at shutdown, not forever.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @token_app.command("create")
 def token_create(
-    scope: Annotated[str, typer.Option(help="admin, ci, agent or viewer.")],
+    scope: Annotated[str, typer.Option(help="admin, ci, agent, matchmaker or viewer.")],
     name: Annotated[str, typer.Option(help="Who or what uses it.")] = "",
     expires_in: Annotated[
         float | None, typer.Option("--expires-in", help="Seconds until it expires.")

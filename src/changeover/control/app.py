@@ -6,6 +6,7 @@ shape: ``{"error": code, "message": text, ...facts}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -24,9 +25,16 @@ from changeover.control.builds import views as build_views
 from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
 from changeover.control.db import Database
+from changeover.control.fleet import allocator as fleet_allocator
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
 from changeover.control.jobs import JobRunner
+from changeover.control.metrics import DatabaseCollector, Metrics
+from changeover.control.observability import RequestMiddleware
+from changeover.control.observability import router as observability_router
+from changeover.control.patchjobs import views as patchjob_views
+from changeover.control.patchjobs.notify import Notifier, NotifierConfig
+from changeover.control.patchjobs.reconciler import Reconciler
 from changeover.control.publishing import Publisher
 from changeover.errors import (
     AuthError,
@@ -39,10 +47,12 @@ from changeover.errors import (
     RemoteError,
 )
 from changeover.settings import Settings
+from changeover.web import routes as web_routes
 
 log = logging.getLogger("changeover.control")
 
 STATUS: list[tuple[type[ChangeoverError], int]] = [
+    (fleet_allocator.Unavailable, 503),  # overloaded or stopping: retry later or elsewhere
     (Forbidden, 403),
     (AuthError, 401),
     (NotFound, 404),
@@ -128,23 +138,39 @@ def create_app(settings: Settings) -> FastAPI:
     repo = TrustRepo(store.content, settings.data_dir / "keys", settings.trust_policy)
     repo.ensure_initialised()
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)
+    notifier = Notifier(db, NotifierConfig.from_settings(settings))
+    reconciler = Reconciler(db)
     runner = JobRunner(
         db,
         build_tasks.build_job_kinds(db, store, on_version=publisher.sync)
         + fleet_tasks.build_job_kinds(db),
         poll_s=settings.job_poll_s,
         lease_s=settings.job_lease_s,
-        periodic=[(settings.publish_every_s, publisher.sync)],
+        periodic=[
+            (settings.publish_every_s, publisher.sync),
+            # Patch jobs: plan, record, apply; a pass with nothing new only reads.
+            (settings.patch_tick_s, reconciler.tick),
+            # Patch-job reports: tick() only starts a pass on its own thread, so a slow
+            # mail server or webhook never holds up the jobs.
+            (settings.report_every_s, notifier.tick),
+        ],
     )
     ctx = Context(settings=settings, db=db, store=store, runner=runner, publisher=publisher)
+    # Server Allocate's group commit: one thread, many allocations per transaction.
+    allocations = fleet_allocator.Allocator(db)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runner.start()
+        allocations.start()
         try:
             yield
         finally:
+            # First: queued allocations are answered (503) before the database goes away;
+            # on a thread, so that the event loop delivers those answers meanwhile.
+            await asyncio.to_thread(allocations.stop)
             runner.stop()
+            notifier.close()
             db.dispose()
 
     app = FastAPI(
@@ -154,10 +180,17 @@ def create_app(settings: Settings) -> FastAPI:
         description="Builds, diff analyses, versions and branches; see the README.",
     )
     app.state.ctx = ctx
+    app.state.allocator = allocations
+    metrics = Metrics()
+    metrics.registry.register(DatabaseCollector(db, runner))
+    app.state.metrics = metrics
     app.include_router(auth_views.router)
     app.include_router(build_views.router)
     app.include_router(content_router)
     app.include_router(fleet_views.router)
+    app.include_router(patchjob_views.router)
+    app.include_router(observability_router)
+    web_routes.mount(app)
 
     @app.exception_handler(ChangeoverError)
     async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:
@@ -173,4 +206,6 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes)
+    # Outermost, so that a refused body (413) also gets a request id, a count and a log line.
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     return app

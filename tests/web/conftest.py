@@ -1,0 +1,56 @@
+"""Browser fixtures: Debian's Chromium, driven headless by Playwright (no downloaded browser).
+
+``make test`` installs Chromium from apt when ``/usr/bin/chromium`` is missing. Under CI a
+missing browser fails the run; elsewhere the browser tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("CHANGEOVER_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+# Module scope, not session: Playwright's sync API keeps an event loop running on this
+# thread while it is open, and later tests in the same worker call asyncio.run().
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        message = f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            # Root in a container has no user namespaces for the sandbox; /dev/shm is small.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own sessionStorage) and page, 1280x900."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
