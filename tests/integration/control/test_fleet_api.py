@@ -244,6 +244,21 @@ def test_placement_allocation_and_sessions(server: Any, arena: dict[str, Any]) -
     assert refusal.json()["reason"] == "no_capacity"
 
 
+def test_a_matchmaker_token_allocates_and_nothing_more(server: Any, arena: dict[str, Any]) -> None:
+    make_fleet(server, arena, "mm", ["mm-h1"], per_host=1, capacity=2)
+    mm = server.client(server.token("matchmaker"))
+    got = ok(mm.post("/allocations", json={"fleet": "mm-fleet", "players": ["ann"]}), 201)
+    assert ok(mm.get(f"/sessions/{got['session_id']}"))["status"] == "reserved"
+    assert ok(mm.delete(f"/sessions/{got['session_id']}"))["status"] == "ended"
+    denied = mm.post("/environments", json={"name": "mm-env"})
+    assert denied.status_code == 403, denied.text
+    assert "admin" in denied.json()["message"]
+    viewer = server.client(server.token("viewer"))
+    refused = viewer.post("/allocations", json={"fleet": "mm-fleet", "players": ["ben"]})
+    assert refused.status_code == 403, refused.text
+    assert "matchmaker" in refused.json()["message"]  # names the scopes that may
+
+
 def test_parallel_allocations_never_exceed_capacity(server: Any, arena: dict[str, Any]) -> None:
     c, _ = make_fleet(server, arena, "par", ["par-h1", "par-h2"], per_host=2, capacity=3)
     results: list[int] = []

@@ -35,6 +35,7 @@ class Permission(StrEnum):
     READ = "read"
     PUSH = "push"  # upload updates, run and decide diff analyses
     AGENT = "agent"  # what a host agent does
+    ALLOCATE = "allocate"  # place players (a game's matchmaker), end their sessions
     ADMIN = "admin"  # everything else: images, branches, tokens, fleets
 
 
@@ -42,6 +43,7 @@ SCOPES: dict[str, frozenset[Permission]] = {
     "viewer": frozenset({Permission.READ}),
     "ci": frozenset({Permission.READ, Permission.PUSH}),
     "agent": frozenset({Permission.READ, Permission.AGENT}),
+    "matchmaker": frozenset({Permission.READ, Permission.ALLOCATE}),
     "admin": frozenset(Permission),
 }
 

@@ -56,6 +56,7 @@ def requires(permission: Permission) -> Callable[..., Principal]:
 Reader = Annotated[Principal, Depends(requires(Permission.READ))]
 Pusher = Annotated[Principal, Depends(requires(Permission.PUSH))]
 Admin = Annotated[Principal, Depends(requires(Permission.ADMIN))]
+Allocator = Annotated[Principal, Depends(requires(Permission.ALLOCATE))]
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
 

@@ -1,8 +1,8 @@
 """HTTP endpoints of the fleet domain: catalogue, fleets, switches, allocation, agents.
 
-Reading needs a ``read`` token; changing the catalogue, switching and allocating need
-``admin`` (allocation is what a game backend or matchmaker does; a narrower scope for it
-belongs in ``control.auth``); the agent endpoints need ``agent``.
+Reading needs a ``read`` token; changing the catalogue and switching need ``admin``;
+allocating and ending sessions need ``matchmaker`` (or ``admin``), which is all a game
+backend's token should hold; the agent endpoints need ``agent``.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from changeover.control.auth.services import Permission, Principal
-from changeover.control.auth.views import Admin, Reader, ctx, requires
+from changeover.control.auth.views import Admin, Allocator, Reader, ctx, principals, requires
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import get_image, resolve_version
 from changeover.control.db import now
+from changeover.control.fleet import aggregates, allocator, services, sessions, switches
 from changeover.control.fleet import hosts as host_svc
-from changeover.control.fleet import services, sessions, switches
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -196,6 +197,8 @@ def instance_dict(s: Session, i: Instance, host: Host | None = None) -> dict[str
         "pid": i.pid,
         "restarts": i.restarts,
         "error": i.error,
+        "launch_key": i.launch_key,
+        "state_saved_at": i.state_saved_at,
         "created_at": i.created_at,
         "ready_at": i.ready_at,
         "stopped_at": i.stopped_at,
@@ -450,9 +453,45 @@ def show_switch(switch_id: int, request: Request, _: Reader) -> dict[str, Any]:
 # -- allocation and sessions ---------------------------------------------------------------
 
 
-@router.post("/allocations", status_code=201)
-def allocate(body: AllocationCreate, request: Request, _: Admin) -> dict[str, Any]:
-    """Server Allocate: where a player or party plays (host, port, session id)."""
+_allocate_principal = requires(Permission.ALLOCATE)
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _not_cached() -> Principal:
+    raise _NotCached
+
+
+async def allocating_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """``requires(Permission.ALLOCATE)``, on the event loop when the token is cached.
+
+    A cached token (the usual case: a matchmaker sends the same one all day) costs a hash
+    and a dict look-up, not worth a hop to a worker thread; a miss reads the database
+    there, as every other endpoint does.
+    """
+    try:
+        principal = principals(request).authenticate(authorization, _not_cached)
+    except _NotCached:
+        return await run_in_threadpool(_allocate_principal, request, authorization)
+    principal.require(Permission.ALLOCATE)
+    return principal
+
+
+@router.post("/allocations", status_code=201, response_class=Response)
+async def allocate(
+    body: AllocationCreate,
+    request: Request,
+    _: Annotated[Principal, Depends(allocating_principal)],
+) -> Response:
+    """Server Allocate: where a player or party plays (host, port, session id).
+
+    Async: the request waits on the allocator (``fleet.allocator``: many allocations per
+    transaction, on one thread) without holding a worker thread of its own meanwhile.
+    """
     req = sessions.AllocationRequest(
         fleet=body.fleet,
         profile=body.profile,
@@ -462,8 +501,10 @@ def allocate(body: AllocationCreate, request: Request, _: Admin) -> dict[str, An
         party=body.party,
         join_session=body.join_session,
     )
-    with ctx(request).db.write() as s:
-        return sessions.allocate(s, req, now())
+    group: allocator.Allocator = request.app.state.allocator
+    result = await group.allocate(req)
+    # Serialised here: plain JSON types, so FastAPI's response validation adds nothing.
+    return Response(json.dumps(result), status_code=201, media_type="application/json")
 
 
 @router.get("/sessions/{session_id}")
@@ -473,7 +514,7 @@ def show_session(session_id: str, request: Request, _: Reader) -> dict[str, Any]
 
 
 @router.delete("/sessions/{session_id}")
-def end_session(session_id: str, request: Request, _: Admin) -> dict[str, Any]:
+def end_session(session_id: str, request: Request, _: Allocator) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return sessions.session_dict(sessions.end_session(s, session_id, now()))
 
@@ -509,3 +550,46 @@ def sync_agent(host_id: int, body: AgentSync, request: Request, _: AgentAuth) ->
             staged=body.staged,
             now=now(),
         )
+
+
+# -- aggregates for the dashboard (control.fleet.aggregates) ------------------------------
+
+
+@router.get("/fleets/{name}/summary")
+def fleet_summary(name: str, request: Request, _: Reader) -> dict[str, Any]:
+    """Instances and players per region, profile (version) and state: a few dozen rows."""
+    with ctx(request).db.read() as s:
+        return aggregates.fleet_summary(s, services.get_fleet(s, name))
+
+
+@router.get("/fleets/{name}/instance-page")
+def fleet_instance_page(
+    name: str,
+    request: Request,
+    _: Reader,
+    limit: int = Query(default=100),
+    offset: int = Query(default=0),
+    region: str | None = Query(default=None, max_length=64),
+    profile: str | None = Query(default=None, max_length=64),
+    state: str | None = Query(default=None, max_length=16),
+) -> dict[str, Any]:
+    """One page of a fleet's live instances (``limit`` ≤ 500), filtered, with the total."""
+    with ctx(request).db.read() as s:
+        fleet = services.get_fleet(s, name)
+        return aggregates.instance_page(
+            s, fleet, limit=limit, offset=offset, region=region, profile=profile, state=state
+        )
+
+
+@router.get("/stats/players")
+def player_stats(
+    request: Request,
+    _: Reader,
+    fleet: str | None = Query(default=None, max_length=64),
+    window_s: float = Query(default=3600.0),
+    buckets: int = Query(default=30),
+) -> dict[str, Any]:
+    """Allocations and players per profile (version) over the last ``window_s`` seconds."""
+    with ctx(request).db.read() as s:
+        row = services.get_fleet(s, fleet) if fleet else None
+        return aggregates.player_series(s, now=now(), window_s=window_s, buckets=buckets, fleet=row)

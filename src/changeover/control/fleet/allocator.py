@@ -1,0 +1,249 @@
+"""Group commit for Server Allocate: one thread, many allocations per transaction.
+
+Each allocation on its own pays for a write transaction: on SQLite the one write lock
+(``BEGIN IMMEDIATE``, with a busy handler that polls with sleeps), on PostgreSQL a commit
+and its WAL flush, and a worker thread per request waiting its turn. Instead, requests are
+queued to one :class:`Allocator` per database. Its thread takes every pending request (up
+to ``max_batch``), runs them in ONE write transaction, commits once, and only then answers
+each request: a 201 is never sent for a place that is not committed.
+
+Each request runs in its own savepoint (``Session.begin_nested``), so one that is refused
+(a ``Conflict``: the fleet is full, a wrong client version) or fails undoes only its own
+writes, never those of the others in the batch. ``sessions.allocate`` is unchanged, and so
+is its compare-and-set update (``players + n <= capacity``): other writers (agent syncs,
+ended sessions, another server process on the same database) stay safe.
+
+On PostgreSQL the price is that a batch holds the instance rows it updated until its
+commit, so the candidate reads of concurrent allocations, which ran side by side in
+their own transactions, now run one after another on this thread: where that read is
+slow (tens of milliseconds over 10,000 instances) it bounds the throughput
+(``BENCHMARKS.md``, "Allocation throughput and latency").
+
+While a batch runs, the next requests queue, so batches grow with the load and an idle
+server answers a lone request at once. The queue is bounded (``max_pending``): past it a
+request is refused with :class:`Overloaded` (HTTP 503) rather than waiting without end.
+:meth:`Allocator.stop` finishes the batch in progress and refuses every queued request
+with :class:`Unavailable`, so no caller waits for an answer that will never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from changeover.control.db import Database, now
+from changeover.control.fleet import sessions
+from changeover.errors import ChangeoverError
+
+log = logging.getLogger("changeover.control.allocator")
+
+MAX_BATCH = 64
+"""Allocations per transaction: enough to absorb a burst, small enough that the write lock
+(SQLite) or the instance rows (PostgreSQL) are not held for long."""
+MAX_PENDING = 2048
+"""Queued allocations past which new ones are refused (503) instead of waiting."""
+
+Result = dict[str, Any]
+AllocateFn = Callable[[Any, sessions.AllocationRequest, float], Result]
+
+
+class Unavailable(ChangeoverError):
+    """The allocator is not running (the server is stopping): retry on another server."""
+
+    code = "unavailable"
+
+
+class Overloaded(Unavailable):
+    """Too many allocations are waiting already: retry after a short back-off."""
+
+    code = "overloaded"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    request: sessions.AllocationRequest
+    future: Future[Result]
+
+
+class Allocator:
+    """Runs queued allocations in batches, one write transaction per batch, on one thread.
+
+    Thread-safe: :meth:`submit` may be called from any thread, :meth:`allocate` from any
+    event loop.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int | None = None,
+        max_pending: int | None = None,
+        allocate: AllocateFn | None = None,
+    ) -> None:
+        """``None`` means the module's value when constructed (``MAX_BATCH``,
+        ``MAX_PENDING``, ``sessions.allocate``), which tests may replace."""
+        self._max_batch = MAX_BATCH if max_batch is None else max_batch
+        self._max_pending = MAX_PENDING if max_pending is None else max_pending
+        if self._max_batch < 1 or self._max_pending < 1:
+            raise ValueError("max_batch and max_pending must be at least 1")
+        self._db = db
+        self._allocate = allocate or sessions.allocate
+        self._queue: deque[_Pending] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.batches = 0
+        """Transactions committed or attempted (for tests and metrics)."""
+
+    # -- callers ---------------------------------------------------------------------------
+
+    def submit(self, request: sessions.AllocationRequest) -> Future[Result]:
+        """Queue an allocation; the future holds its result once committed, or its error.
+
+        Raises:
+            Overloaded: ``max_pending`` allocations are queued already.
+            Unavailable: the allocator was stopped.
+        """
+        future: Future[Result] = Future()
+        with self._cond:
+            if self._stopping:
+                raise Unavailable("the server is shutting down: allocate on another server")
+            if len(self._queue) >= self._max_pending:
+                raise Overloaded(
+                    f"{len(self._queue)} allocations are waiting already: the server is"
+                    " overloaded, retry after a short back-off",
+                    pending=len(self._queue),
+                )
+            if self._thread is None:
+                self._start_locked()  # also when the app's lifespan did not start it
+            self._queue.append(_Pending(request, future))
+            self._cond.notify()
+        return future
+
+    async def allocate(self, request: sessions.AllocationRequest) -> Result:
+        """:meth:`submit`, awaited without holding a worker thread meanwhile."""
+        return await asyncio.wrap_future(self.submit(request))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is None and not self._stopping:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="allocator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in progress, refuse the queued requests, end the thread."""
+        with self._cond:
+            self._stopping = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        for p in left:
+            _fail(p.future, Unavailable("the server is shutting down: allocate again"))
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning("the allocator did not finish its batch within %.0f s", timeout_s)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
+                try:
+                    self._run_batch(batch)
+                finally:
+                    # A safety net: _run_batch answers every request, even if it fails.
+                    for p in batch:
+                        if not p.future.done():
+                            _fail(p.future, Unavailable("the allocation failed: allocate again"))
+        except BaseException:
+            log.exception("the allocator stopped on an unexpected error")
+            raise
+        finally:
+            # Whatever ended the loop, nobody is left waiting on a request it will not run.
+            with self._cond:
+                self._stopping = True
+                left = list(self._queue)
+                self._queue.clear()
+            for p in left:
+                _fail(p.future, Unavailable("the allocator stopped: allocate again"))
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Every queued request up to ``max_batch``, waiting for one; None once stopping."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            n = min(len(self._queue), self._max_batch)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        # A caller that gave up before its turn (cancelled) is skipped; once running, it
+        # can no longer be cancelled, so every place taken below is also answered.
+        todo = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        retried: set[int] = set()
+        while todo:
+            self.batches += 1
+            done: list[tuple[_Pending, Result | BaseException]] = []
+            try:
+                with self._db.write() as s:
+                    for p in todo:
+                        try:
+                            with s.begin_nested():  # a refusal rolls back this request only
+                                done.append((p, self._allocate(s, p.request, now())))
+                        except DBAPIError as e:
+                            if not _lock_victim(e) or id(p) in retried:
+                                done.append((p, e))
+                                continue
+                            # PostgreSQL broke a lock cycle (e.g. with an agent sync that
+                            # holds rows this batch wants while waiting for rows it holds):
+                            # commit what is done, releasing the locks, and run the rest in
+                            # a new transaction, this request once more.
+                            retried.add(id(p))
+                            break
+                        except Exception as e:  # noqa: BLE001 (the caller gets it, as before)
+                            done.append((p, e))
+            except Exception as e:  # noqa: BLE001 (the commit failed: nothing of it was kept)
+                log.warning("an allocation batch of %d failed: %s", len(todo), e)
+                for p in todo:
+                    _fail(p.future, e)
+                return
+            for p, outcome in done:  # only now: every place answered is committed
+                if isinstance(outcome, BaseException):
+                    _fail(p.future, outcome)
+                else:
+                    p.future.set_result(outcome)
+            todo = todo[len(done) :]
+
+
+def _lock_victim(error: DBAPIError) -> bool:
+    """Whether PostgreSQL aborted the statement to break a deadlock (or a serialisation
+    conflict): the same request can succeed once this transaction's locks are released."""
+    return getattr(error.orig, "sqlstate", None) in ("40P01", "40001")
+
+
+def _fail(future: Future[Result], error: BaseException) -> None:
+    """Answer ``future`` with ``error`` unless it is answered (or cancelled) already."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)

@@ -1,0 +1,259 @@
+"""Unit tests for the group-commit allocator (``control.fleet.allocator``).
+
+A real SQLite database with one table stands in for the fleet: the allocate function under
+test writes a row per request, so what each batch committed is visible. The fleet's own
+rules (capacity, the compare-and-set) are tested against real servers in
+``tests/integration/control/test_allocator.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from changeover.control.db import Database
+from changeover.control.fleet.allocator import Allocator, Overloaded, Unavailable
+from changeover.control.fleet.sessions import AllocationRequest
+from changeover.errors import Conflict
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def request(player: str) -> AllocationRequest:
+    return AllocationRequest(
+        fleet="f", profile=None, regions=(), client_version=None, players=(player,)
+    )
+
+
+class FakeAllocate:
+    """Writes the player's row; refuses players named ``refuse*`` after writing theirs (so
+    only the savepoint can undo it); can hold the first call until released."""
+
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.calls: list[str] = []
+        self.victims: set[str] = set()
+        """Players whose first try fails as a PostgreSQL deadlock victim would."""
+
+    def __call__(self, s: Any, req: AllocationRequest, now: float) -> dict[str, Any]:
+        player = req.players[0]
+        self.calls.append(player)
+        self.entered.set()
+        assert self.hold.wait(30), "the test never released the allocator"
+        s.execute(text("INSERT INTO placed (player) VALUES (:p)"), {"p": player})
+        if player.startswith("refuse"):
+            raise Conflict(f"no room for {player}", reason="no_capacity")
+        if player in self.victims:
+            self.victims.discard(player)
+            raise OperationalError("UPDATE instances ...", {}, _DeadlockOrig())
+        return {"player": player, "at": now}
+
+
+class _DeadlockOrig(Exception):
+    sqlstate = "40P01"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    with database.write() as s:
+        s.execute(text("CREATE TABLE placed (player TEXT NOT NULL)"))
+    yield database
+    database.dispose()
+
+
+def placed(db: Database) -> list[str]:
+    with db.read() as s:
+        return sorted(s.execute(text("SELECT player FROM placed")).scalars())
+
+
+def outcome(f: Future[dict[str, Any]]) -> Any:
+    try:
+        return f.result(timeout=30)["player"]
+    except Exception as e:  # the test compares the error itself
+        return type(e).__name__
+
+
+def test_requests_queued_meanwhile_commit_in_one_batch(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("p0"))
+        assert fake.entered.wait(10)
+        rest = [alloc.submit(request(f"p{i}")) for i in range(1, 10)]
+        assert alloc.pending == 9
+        fake.hold.set()
+        assert [outcome(f) for f in [first, *rest]] == [f"p{i}" for i in range(10)]
+        assert alloc.batches == 2  # p0 alone, then the nine queued behind it together
+        assert placed(db) == sorted(f"p{i}" for i in range(10))
+    finally:
+        alloc.stop()
+
+
+def test_a_refusal_undoes_only_its_own_request(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("a"))
+        assert fake.entered.wait(10)
+        batch = [alloc.submit(request(p)) for p in ("b", "refuse-c", "d", "refuse-e", "f")]
+        fake.hold.set()
+        assert outcome(first) == "a"
+        assert [outcome(f) for f in batch] == ["b", "Conflict", "d", "Conflict", "f"]
+        assert placed(db) == ["a", "b", "d", "f"]
+        assert alloc.batches == 2
+    finally:
+        alloc.stop()
+
+
+def test_a_lock_victim_is_retried_after_committing_the_others(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    fake.victims = {"c"}
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("a"))
+        assert fake.entered.wait(10)
+        batch = [alloc.submit(request(p)) for p in ("b", "c", "d")]
+        fake.hold.set()
+        assert [outcome(f) for f in [first, *batch]] == ["a", "b", "c", "d"]
+        assert fake.calls == ["a", "b", "c", "c", "d"]
+        assert alloc.batches == 3  # a; b committed when c lost; then c again and d
+        assert placed(db) == ["a", "b", "c", "d"]
+    finally:
+        alloc.stop()
+
+
+def test_other_database_errors_fail_only_their_request(db: Database) -> None:
+    def allocate(s: Any, req: AllocationRequest, now: float) -> dict[str, Any]:
+        if req.players[0] == "bad":
+            s.execute(text("INSERT INTO nowhere VALUES (1)"))
+        s.execute(text("INSERT INTO placed (player) VALUES (:p)"), {"p": req.players[0]})
+        return {"player": req.players[0]}
+
+    alloc = Allocator(db, allocate=allocate)
+    try:
+        futures = [alloc.submit(request(p)) for p in ("x", "bad", "y")]
+        assert [outcome(f) for f in futures] == ["x", "OperationalError", "y"]
+        assert placed(db) == ["x", "y"]
+    finally:
+        alloc.stop()
+
+
+def test_a_failed_commit_fails_the_whole_batch(db: Database) -> None:
+    with db.write() as s:  # checked at commit: the batch's writes all go or none does
+        s.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        s.execute(
+            text(
+                "CREATE TABLE child (pid INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+
+    class Orphans(FakeAllocate):
+        def __call__(self, s: Any, req: AllocationRequest, now: float) -> dict[str, Any]:
+            out = super().__call__(s, req, now)
+            if req.players[0] == "orphan":
+                s.execute(text("INSERT INTO child (pid) VALUES (42)"))
+            return out
+
+    fake = Orphans()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("a"))
+        assert fake.entered.wait(10)
+        batch = [alloc.submit(request(p)) for p in ("x", "orphan", "y")]
+        fake.hold.set()
+        assert outcome(first) == "a"
+        assert [outcome(f) for f in batch] == ["IntegrityError"] * 3
+        assert placed(db) == ["a"]
+    finally:
+        alloc.stop()
+
+
+def test_a_full_queue_refuses_at_once(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake, max_pending=2)
+    try:
+        running = alloc.submit(request("r"))
+        assert fake.entered.wait(10)
+        queued = [alloc.submit(request("q1")), alloc.submit(request("q2"))]
+        with pytest.raises(Overloaded, match="2 allocations are waiting") as e:
+            alloc.submit(request("q3"))
+        assert e.value.code == "overloaded"
+        assert e.value.facts == {"pending": 2}
+        fake.hold.set()
+        assert [outcome(f) for f in [running, *queued]] == ["r", "q1", "q2"]
+    finally:
+        alloc.stop()
+
+
+def test_stop_answers_queued_requests_and_finishes_the_running_batch(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    running = alloc.submit(request("r"))
+    assert fake.entered.wait(10)
+    queued = [alloc.submit(request(f"q{i}")) for i in range(3)]
+    stopper = threading.Thread(target=alloc.stop)
+    stopper.start()
+    # Queued requests are answered at once, while the running batch is still held.
+    assert [outcome(f) for f in queued] == ["Unavailable"] * 3
+    assert not running.done()
+    fake.hold.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert outcome(running) == "r"
+    assert placed(db) == ["r"]
+    with pytest.raises(Unavailable, match="shutting down"):
+        alloc.submit(request("late"))
+
+
+def test_a_cancelled_request_is_skipped(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("a"))
+        assert fake.entered.wait(10)
+        gone, kept = alloc.submit(request("gone")), alloc.submit(request("kept"))
+        assert gone.cancel()
+        fake.hold.set()
+        assert outcome(first) == "a" and outcome(kept) == "kept"
+        assert placed(db) == ["a", "kept"]
+    finally:
+        alloc.stop()
+
+
+def test_allocate_awaits_from_an_event_loop(db: Database) -> None:
+    alloc = Allocator(db, allocate=FakeAllocate())
+
+    async def main() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(alloc.allocate(request(f"p{i}")) for i in range(20)))
+
+    try:
+        results = asyncio.run(main())
+        assert [r["player"] for r in results] == [f"p{i}" for i in range(20)]
+        assert alloc.batches <= 20
+    finally:
+        alloc.stop()
+    assert placed(db) == sorted(f"p{i}" for i in range(20))
+
+
+def test_invalid_limits_are_refused(db: Database) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Allocator(db, max_batch=0)
