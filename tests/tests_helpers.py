@@ -134,17 +134,19 @@ class Server:
             c.close()
 
 
-def start_server(data: Path, database_url: str | None) -> Server:
+def start_server(data: Path, database_url: str | None, port: int | None = None) -> Server:
+    """A real ``changeover server`` on ``data``; ``port`` again after a kill keeps the URL
+    that agents and players already use."""
     db_args = ["--database", database_url] if database_url else []
     made = run_cli("token", "create", "--scope", "admin", "--data", str(data), *db_args, "--json")
     assert made.returncode == 0, made.stderr
     token = json.loads(made.stdout)["token"]
-    port = free_port()
+    port = port or free_port()
     log = data / "server.log"
     env = {**os.environ}
     env.pop("CHANGEOVER_DATABASE_URL", None)
     env["CHANGEOVER_JOB_POLL_S"] = "0.05"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:  # a restarted server adds to its predecessor's log
         proc = subprocess.Popen(
             [*CLI, "server", "--data", str(data), "--port", str(port), *db_args],
             stdout=out,

@@ -23,6 +23,7 @@ done and changes nothing), which is what makes a replay after a crash harmless:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -146,7 +147,7 @@ def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
         .where(Instance.id == a.instance_id, Instance.desired != "stopped")
         .values(notice_reason=a.reason[:REASON_LEN], notice_deadline=a.deadline, updated_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    return Applied(f"notice: stops at {a.deadline:.0f}" if done else "stopped already")
+    return Applied(f"notice: stops at {_utc(a.deadline)}" if done else "stopped already")
 
 
 def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
@@ -273,3 +274,7 @@ _HANDLERS: Final[dict[type, Handler]] = {
 }
 
 __all__ = ["Applied", "CheckRequest", "apply"]
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

@@ -38,6 +38,7 @@ from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
 from changeover.control.fleet.models import Host, Instance, Profile, Region
 from changeover.control.fleet.services import LOST_AFTER_S
+from changeover.control.logs import job_context
 from changeover.control.patchjobs import appliers, codec, plan
 from changeover.control.patchjobs.checks import CheckRunner
 from changeover.control.patchjobs.model import (
@@ -170,7 +171,8 @@ class Reconciler:
                 )
             )
         for job_id in pending:
-            self.replay(job_id)
+            with job_context("patchjob", job_id):
+                self.replay(job_id)
         if not self._checks_resumed:
             self._checks_resumed = True
             self.resume_checks()
@@ -188,10 +190,11 @@ class Reconciler:
             if job_id not in live:
                 del self._seen[job_id]
         for j in jobs:
-            try:
-                self.run_job(j.id, queue, t)
-            except Exception:  # one job's trouble must not stop the others
-                log.exception("patch job %s: planning pass failed", j.id)
+            with job_context("patchjob", j.id):
+                try:
+                    self.run_job(j.id, queue, t)
+                except Exception:  # one job's trouble must not stop the others
+                    log.exception("patch job %s: planning pass failed", j.id)
 
     def run_job(self, job_id: int, queue: Sequence[QueuedJob], t: float) -> None:
         with self.db.read() as s:

@@ -180,7 +180,7 @@ def _validated(
 
 
 def create(s: Session, body: Mapping[str, Any], actor: str, t: float) -> PatchJob:
-    """A new job from its create body (see docs/patchjobs-contract.md).
+    """A new job from its create body (see docs/patchjobs.md).
 
     Raises:
         InvalidInput, NotFound: see ``resolve`` and ``specs.normalise``; a start less than

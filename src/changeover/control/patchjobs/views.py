@@ -1,4 +1,4 @@
-"""HTTP endpoints of patch jobs, exactly as docs/patchjobs-contract.md lists them.
+"""HTTP endpoints of patch jobs, exactly as docs/patchjobs.md lists them.
 
 Reading needs a ``viewer`` token, writing ``admin``. Bodies are checked twice: pydantic
 bounds their shape and size (``extra="forbid"``, lengths, list sizes), then
