@@ -67,6 +67,8 @@ from changeover.control.patchjobs.storage import (
 
 log = logging.getLogger("changeover.patchjobs")
 REASON_LEN: Final = 4000
+REPLAY_BATCH: Final = 200
+"""Actions applied per transaction: one commit each would cost a disk flush per instance."""
 
 
 @dataclass(frozen=True)
@@ -365,46 +367,63 @@ class Reconciler:
                 )
             )
         applied = 0
-        for key in keys:
+        for at in range(0, len(keys), REPLAY_BATCH):
+            batch = keys[at : at + REPLAY_BATCH]
             try:
-                applied += self._apply_one(job_id, key)
-            except Exception:  # left unapplied: the next pass tries again
-                log.exception("patch job %s: applying %s failed", job_id, key)
-                break  # keep the order: later actions may depend on this one
+                applied += self._apply(job_id, batch)
+                continue
+            except Exception:  # noqa: BLE001 -- found again, one action at a time, below
+                log.debug("patch job %s: a batch failed; applying one by one", job_id)
+            for key in batch:
+                try:
+                    applied += self._apply(job_id, [key])
+                except Exception:  # left unapplied: the next pass tries again
+                    log.exception("patch job %s: applying %s failed", job_id, key)
+                    return applied  # keep the order: later actions may depend on this one
         return applied
 
-    def _apply_one(self, job_id: int, key: str) -> int:
+    def _apply(self, job_id: int, keys: Sequence[str]) -> int:
+        """Apply ``keys`` in order, in one transaction: all of them or none."""
         t = now()
+        applied = 0
+        started: list[Any] = []
         with self.db.write() as s:
-            # Mark first: of two processes replaying the same action, one wins the mark
-            # and the other writes nothing (its transaction changes nothing else).
-            marked = s.execute(
-                update(PatchJobAction)
-                .where(PatchJobAction.key == key, PatchJobAction.applied_at.is_(None))
-                .values(applied_at=t)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            if not marked:
-                return 0
-            row = s.get_one(PatchJobAction, key)
             job = s.get_one(PatchJob, job_id)
             spec = spec_of(job)
-            action = codec.action_from_dict(json.loads(row.action))
-            done = appliers.apply(s, job, spec, action, t)
-            row.result = done.result[:REASON_LEN]
-            kind = type(action).__name__
-            if kind != "Finish":
-                add_event(
-                    s,
-                    job,
-                    "action",
-                    f"{kind} {_subject(action)}: {done.result}",
-                    t,
-                    {"key": key, "type": kind, "result": done.result},
-                )
-        if done.check is not None:
-            self.checks.start(done.check)
-        return 1
+            for key in keys:
+                # Mark first: of two processes replaying the same action, one wins the mark
+                # and the other writes nothing (its transaction changes nothing else).
+                marked = s.execute(
+                    update(PatchJobAction)
+                    .where(PatchJobAction.key == key, PatchJobAction.applied_at.is_(None))
+                    .values(applied_at=t)
+                    .execution_options(synchronize_session=False)
+                ).rowcount  # type: ignore[attr-defined]
+                if not marked:
+                    continue
+                row = s.get_one(PatchJobAction, key)
+                action = codec.action_from_dict(json.loads(row.action))
+                done = appliers.apply(s, job, spec, action, t)
+                row.result = done.result[:REASON_LEN]
+                kind = type(action).__name__
+                if kind != "Finish":
+                    add_event(
+                        s,
+                        job,
+                        "action",
+                        f"{kind} {_subject(action)}: {done.result}",
+                        t,
+                        {"key": key, "type": kind, "result": done.result},
+                    )
+                if done.check is not None:
+                    started.append(done.check)
+                applied += 1
+                # Appliers also write with bulk UPDATEs: the next one must not see stale rows.
+                s.flush()
+                s.expire_all()
+        for check in started:  # after the commit: a check must not outlive a rolled-back mark
+            self.checks.start(check)
+        return applied
 
 
 def _subject(action: Any) -> str:
