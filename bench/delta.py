@@ -21,6 +21,12 @@ files, with everything served over loopback:
 * **verify:** ``changeover launcher verify --json`` of the installed N, against
   coreutils ``sha256sum`` over the same files, page cache warm.
 
+``--verify-only`` measures verify alone, without the setup's references and patches: it
+publishes N as the only version, installs it with ``launcher sync`` and runs
+``launcher verify`` ``--repeat`` times as the install keeps them (BLAKE3 where the signed
+index lists it), then as many with the ``blake3`` key taken out of the install's sidecar
+(SHA-256, as for an index made before BLAKE3); it prints its tables and writes nothing.
+
 Every client tree is checked against N (same files, same SHA-256) after each update.
 Run ``python bench/delta.py --help``; ``make bench`` runs it through ``bench/run.py``.
 """
@@ -316,20 +322,26 @@ def _job(out: str, what: str) -> dict[str, Any]:
     return job
 
 
+def publish_build(srv: Server, name: str, root: Path) -> tuple[int, float]:
+    """Push, analyse and accept one build; returns its version number and accept time."""
+    env = srv.env
+    log(f"[delta] launcher: push, diff and accept {name}")
+    push = ["push", str(root), "--image", IMAGE, "--label", name, "--wait", "--json"]
+    upd = _job(run_cli(*push, env=env).stdout, f"push of {name}")
+    diff = ["diff", "create", "--image", IMAGE, "--update", str(upd["id"]), "--wait"]
+    d = _job(run_cli(*diff, "--json", env=env).stdout, f"diff of {name}")
+    out = run_cli("diff", "accept", str(d["id"]), "--wait", "--json", env=env)
+    return int(_job(out.stdout, f"version of {name}")["number"]), out.seconds
+
+
 def publish_builds(srv: Server, series: gen_builds.Series) -> tuple[list[int], list[float]]:
     """Push, analyse and accept every build; returns version numbers and accept times."""
-    env = srv.env
-    run_cli("image", "create", IMAGE, env=env)
+    run_cli("image", "create", IMAGE, env=srv.env)
     numbers, accept_s = [], []
     for name, root in zip(gen_builds.BUILD_NAMES, series.builds, strict=True):
-        log(f"[delta] launcher: push, diff and accept {name}")
-        push = ["push", str(root), "--image", IMAGE, "--label", name, "--wait", "--json"]
-        upd = _job(run_cli(*push, env=env).stdout, f"push of {name}")
-        diff = ["diff", "create", "--image", IMAGE, "--update", str(upd["id"]), "--wait"]
-        d = _job(run_cli(*diff, "--json", env=env).stdout, f"diff of {name}")
-        out = run_cli("diff", "accept", str(d["id"]), "--wait", "--json", env=env)
-        accept_s.append(out.seconds)
-        numbers.append(int(_job(out.stdout, f"version of {name}")["number"]))
+        number, seconds = publish_build(srv, name, root)
+        numbers.append(number)
+        accept_s.append(seconds)
     return numbers, accept_s
 
 
@@ -550,6 +562,46 @@ def measure(
     return results
 
 
+def verify_only(srv: Server, series: gen_builds.Series, work: Path, repeat: int) -> str:
+    """Publish N alone, install it, and time ``launcher verify`` of it: as installed, then
+    with the sidecar's ``blake3`` key taken out (SHA-256). Returns the report's tables."""
+    expected = tree_hashes(series.builds[NEW])
+    run_cli("image", "create", IMAGE, env=srv.env)
+    t0 = time.monotonic()
+    number, accept_s = publish_build(srv, gen_builds.BUILD_NAMES[NEW], series.builds[NEW])
+    publish_s = time.monotonic() - t0
+    run_cli("branch", "set", "verify", "--image", IMAGE, "--version", str(number), env=srv.env)
+    target = work / "client" / "game"
+    target.parent.mkdir()
+    content = f"{srv.url}/content"
+    sync = ["launcher", "sync", content, str(target), "--image", IMAGE, "--branch", "verify"]
+    run_cli(*sync, "--json", env=srv.env)
+    check_tree(target, expected, "the launcher install")
+    tree = target.resolve()
+    sidecar = tree.parent / f"{tree.name}.chunks.json"
+    doc = json.loads(sidecar.read_bytes())
+    if "blake3" not in doc:
+        raise BenchError(f"the install's sidecar {sidecar} has no BLAKE3 digests")
+    tables = []
+    for label in ("BLAKE3 (as installed)", "SHA-256 (sidecar without its blake3 key)"):
+        if label.startswith("SHA-256"):
+            sidecar.write_text(json.dumps({k: v for k, v in doc.items() if k != "blake3"}))
+        samples = []
+        for rep in range(repeat):
+            samples.append(verify_install(target, expected))
+            log(f"[delta] verify, {label}, run {rep + 1}/{repeat}: {samples[-1].launcher_s:.2f} s")
+        tables.append(f"{label}:\n\n{verify_samples_table(samples)}\n\n{verify_target(samples)}")
+    info = machine_info()
+    nbytes = sum(os.path.getsize(tree / rel) for rel in expected)
+    head = (
+        f"N: {_mb(nbytes)} MB in"
+        f" {len(expected)} files; published alone in {publish_s:.0f} s (diff accept"
+        f" {accept_s:.1f} s); {info['cpus']} CPUs ({info['cpu']}); load average (1 min) at"
+        f" the end {os.getloadavg()[0]:.1f}; median of {repeat} run(s)."
+    )
+    return "\n\n".join([head, *tables])
+
+
 # -- reporting -----------------------------------------------------------------------------
 
 
@@ -582,7 +634,10 @@ def case_table(results: Results, case: str) -> str:
 
 
 def verify_table(results: Results) -> str:
-    v = results.verify
+    return verify_samples_table(results.verify)
+
+
+def verify_samples_table(v: list[VerifySample]) -> str:
     nbytes = v[0].bytes_hashed
     launcher = median([s.launcher_s for s in v])
     net = median([max(1e-9, s.launcher_s - s.startup_s) for s in v])
@@ -596,6 +651,18 @@ def verify_table(results: Results) -> str:
         ["verify of the installed N", "median s", "GB/s", "x sha256sum"],
         [[label, f"{s:.2f}", f"{nbytes / GB / s:.2f}", f"{ref / s:.2f}"] for label, s in rows],
         "lrrr",
+    )
+
+
+def verify_target(samples: list[VerifySample]) -> str:
+    nbytes = samples[0].bytes_hashed
+    wall = nbytes / GB / median([s.launcher_s for s in samples])
+    net = nbytes / GB / median([max(1e-9, s.launcher_s - s.startup_s) for s in samples])
+    met = "**met**" if wall >= TARGET_VERIFY_GBPS else "**not met**"
+    return (
+        f"- Verify at least {TARGET_VERIFY_GBPS} GB/s (page cache warm):"
+        f" {met} on the wall clock ({wall:.2f} GB/s);"
+        f" {net:.2f} GB/s without the CLI's start-up."
     )
 
 
@@ -625,14 +692,7 @@ def targets(results: Results) -> list[str]:
         + ")."
     )
     if results.verify:
-        nbytes = results.verify[0].bytes_hashed
-        wall = nbytes / GB / median([s.launcher_s for s in results.verify])
-        net = nbytes / GB / median([max(1e-9, s.launcher_s - s.startup_s) for s in results.verify])
-        lines.append(
-            f"- Verify at least {TARGET_VERIFY_GBPS} GB/s (page cache warm):"
-            f" {mark(wall >= TARGET_VERIFY_GBPS)} on the wall clock ({wall:.2f} GB/s);"
-            f" {net:.2f} GB/s without the CLI's start-up."
-        )
+        lines.append(verify_target(results.verify))
     apply = []
     for case in OLD:
         ratio = results.seconds(case, "launcher") / results.seconds(case, "full")
@@ -763,6 +823,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     p.add_argument("--note", default="", help="a sentence added to the report's command line")
     p.add_argument("--keep", action="store_true", help="keep the work directory (to dig in)")
+    p.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="only `launcher verify` of N published alone: BLAKE3, then SHA-256 (prints only)",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1 or args.archive_mb < 1 or args.pak_mb < 1:
         p.error("--repeat, --archive-mb and --pak-mb must be at least 1")
@@ -785,6 +850,8 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
     )
     command = f"`{invoked_as}`, which runs `{direct}`" if invoked_as else f"`{direct}`"
     note = f" {args.note}" if args.note else ""
+    if args.verify_only:
+        return main_verify_only(args, sizes)
     tools = require_tools()
     work = Path(tempfile.mkdtemp(prefix="co-bench-delta-"))
     refs_proc: subprocess.Popen[bytes] | None = None
@@ -829,6 +896,24 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
     if not args.no_write:
         write_section(args.out, SECTION, body)
         log(f"[delta] wrote section {SECTION!r} of {args.out}")
+    return 0
+
+
+def main_verify_only(args: argparse.Namespace, sizes: gen_builds.Sizes) -> int:
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="co-bench-verify-"))
+    try:
+        log(f"[delta] generating builds in {work}")
+        series = gen_builds.generate(work / "builds", sizes, args.seed)
+        with running_server(work / "server") as srv:
+            body = verify_only(srv, series, work, args.repeat)
+    finally:
+        if args.keep:
+            log(f"[delta] kept {work}")
+        else:
+            rm(work)
+    log(f"[delta] done in {time.monotonic() - started:.0f} s")
+    print(body)
     return 0
 
 
