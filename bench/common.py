@@ -190,7 +190,11 @@ def running_server(
             if time.monotonic() > deadline:
                 raise BenchError(f"the server did not answer in {timeout_s:.0f} s")
             time.sleep(0.05)  # a probe interval, not a guess at how long start-up takes
-        yield server
+        try:
+            yield server
+        except BenchError:
+            print(f"server log, last lines:\n{server.log_tail(60)}", file=sys.stderr)
+            raise
 
 
 # -- statistics and reporting --------------------------------------------------------------

@@ -15,10 +15,11 @@ from types import ModuleType
 
 import allocation
 import delta
+import patchjobs
 import push_diff
 from common import REPO, clean_up_on_signals, log
 
-BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation]
+BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs]
 """Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
 may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""
 

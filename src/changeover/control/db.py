@@ -8,9 +8,10 @@ a lock upgrade; PostgreSQL relies on row locks and compare-and-set updates inste
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 from typing import Any
 
@@ -66,6 +67,12 @@ class Database:
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and its waiters poll with sleeps, not in turn: under
+        # load (a hundred agents syncing) a writer could starve past the busy timeout. Our own
+        # threads queue here instead. PostgreSQL locks rows, so its writers go in parallel.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -75,7 +82,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._sessions() as s:
+        with self._write_lock, self._sessions() as s:
             s.connection(execution_options={"write": True})
             try:
                 yield s

@@ -92,8 +92,23 @@ def instance_views(
     """
     prefix = f"job{job_id}/"
     gone = and_(Instance.desired == "stopped", Instance.state == "stopped")
+    # Plain columns, not ORM objects: this runs every pass over every instance of the job.
     q = (
-        select(Instance, Host.name, Host.last_seen_at, Region.name)
+        select(
+            Instance.id,
+            Instance.fleet_id,
+            Instance.profile_id,
+            Instance.state,
+            Instance.desired,
+            Instance.players,
+            Instance.ready_at,
+            Instance.restarts,
+            Instance.launch_key,
+            Instance.state_saved_at,
+            Host.name.label("host"),
+            Host.last_seen_at,
+            Region.name.label("region"),
+        )
         .join(Host, Host.id == Instance.host_id)
         .join(Region, Region.id == Host.region_id)
         .where(
@@ -103,17 +118,17 @@ def instance_views(
         .order_by(Instance.id)
     )
     out = []
-    for i, host, seen_at, region in s.execute(q):
-        lost = t >= lost_from and t - seen_at >= LOST_AFTER_S and i.state != "stopped"
+    for i in s.execute(q):
+        lost = t >= lost_from and t - i.last_seen_at >= LOST_AFTER_S and i.state != "stopped"
         state = LOST if lost else i.state
         out.append(
             InstanceView(
                 instance_id=i.id,
                 fleet_id=i.fleet_id,
-                host=host,
+                host=i.host,
                 version_id=i.profile_id,
                 state=state,
-                region=region,
+                region=i.region,
                 desired=i.desired,
                 players=i.players,
                 ready_since=i.ready_at if state == "ready" else None,

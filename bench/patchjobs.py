@@ -1,0 +1,623 @@
+"""Patch jobs: sessions dropped per method with real game servers, and their cost at scale.
+
+**Players.** One real ``changeover server``, two real agents (hosts h1 and h2, separate
+processes), the sample game (examples/arena, builds 1 and 2) and ``changeover bots``
+playing it. For each method in turn (forced first: the baseline), the fleet moves to the
+other build while the bots play with session lengths drawn uniformly from
+``--session-min`` .. ``--session-max`` seconds; the bots' report says how many sessions
+completed, how many were moved after a shutdown notice and how many were dropped without
+one. For bleed-off, the share of the sessions on the old build that were still running at
+its deadline (``--drain-deadline``) and had to move is reported too.
+
+**Scale.** A fleet of ``--scale-size`` instances over ``--hosts`` simulated hosts (the
+agent protocol over HTTP from one process; every instance reports ready at once, every
+stop takes effect at once, every build is staged at once, no players) is moved by each
+method; reported: wall time, the control plane's CPU seconds (from /proc), both per 1,000
+instances, and the number of syncs the hosts made meanwhile.
+
+Run ``python bench/patchjobs.py --help``; ``make bench`` runs it with its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import (
+    BENCHMARKS_MD,
+    REPO,
+    BenchError,
+    clean_up_on_signals,
+    log,
+    machine_info,
+    markdown_table,
+    running_server,
+    source_revision,
+    write_section,
+)
+
+SECTION = "patchjobs"
+METHODS = ("forced", "rolling", "ab", "bleed-off", "canary", "custom")
+QUICK_ARGS = ["--scale-size", "100", "--hosts", "10", "--methods", "forced,bleed-off"]
+QUICK_ARGS += ["--players", "4", "--play-s", "20"]
+ARENA = REPO / "examples" / "arena"
+FAST_ROLLING = {
+    "max_unavailable": "25%",
+    "max_surge": "25%",
+    "min_healthy_time_s": 1,
+    "healthy_deadline_s": 120,
+    "progress_deadline_s": 600,
+}
+
+
+def knobs(method: str, drain_deadline_s: float) -> dict[str, Any]:
+    """The job body's knobs for ``method``: short health waits, the given drain deadline."""
+    drain = {"deadline_s": drain_deadline_s, "notice_before_s": [drain_deadline_s / 2]}
+    out: dict[str, Any] = {
+        "stop": {"signal": "SIGTERM", "timeout_s": 10},
+        "rolling": FAST_ROLLING,
+        "drain": drain,
+    }
+    if method == "canary":
+        out["canary"] = {"share": 0.25, "analysis_window_s": 3}
+    if method == "custom":  # seed 004's blue/green, as steps
+        out["steps"] = [
+            {"kind": "start_new", "share": 1.0},
+            {"kind": "wait_healthy", "timeout_s": 120},
+            {"kind": "switch_allocation", "weight": 1.0},
+            {"kind": "drain", "deadline_s": drain_deadline_s},
+            {"kind": "stop_old"},
+        ]
+    return out
+
+
+def job_body(method: str, old: str, new: str, fleet: str, app: str, env: str, drain: float) -> Any:
+    return {
+        "name": f"bench {method} {old} -> {new}",
+        "environment": env,
+        "application": app,
+        "method": method,
+        "builds": [{"old": old, "new": new}],
+        "fleets": [fleet],
+        **knobs(method, drain),
+    }
+
+
+def _ok(r: httpx.Response, status: int = 200) -> Any:
+    if r.status_code != status:
+        raise BenchError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:500]}")
+    return r.json()
+
+
+def wait_job(c: httpx.Client, job_id: int, timeout_s: float, tick: Any = None) -> dict[str, Any]:
+    """Poll a job until it ends (status >= 7), calling ``tick`` between polls."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = _ok(c.get(f"/patchjobs/{job_id}"))
+        if job["status"] >= 7:
+            return job
+        if tick is not None:
+            tick()
+        else:
+            time.sleep(0.2)
+    raise BenchError(f"patch job {job_id} did not finish within {timeout_s:g} s")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- scale: simulated hosts ------------------------------------------------------------------
+
+
+class SimHosts:
+    """Hosts that speak the agent protocol and do at once whatever the control plane asks."""
+
+    def __init__(self, client: httpx.Client, names: Sequence[str], slots: int) -> None:
+        self.client = client
+        self.names = list(names)
+        self.slots = slots
+        self.uids = {n: uuid.uuid4().hex for n in names}
+        self.ids: dict[str, int] = {}
+        self.states: dict[str, dict[int, str]] = {n: {} for n in names}
+        self.staged: dict[str, list[str]] = {n: [] for n in names}
+        self.syncs = 0
+
+    def register(self) -> None:
+        def one(name: str) -> None:
+            body = {"name": name, "region": "eu", "slots": self.slots, "agent_uid": self.uids[name]}
+            self.ids[name] = int(_ok(self.client.post("/agents/register", json=body))["id"])
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, self.names))
+
+    def sync(self, name: str) -> None:
+        observed = [
+            {"id": i, "state": st, "port": 20000 + i % 40000, "pid": 100 + i}
+            for i, st in self.states[name].items()
+        ]
+        body = {"agent_uid": self.uids[name], "instances": observed, "staged": self.staged[name]}
+        out = _ok(self.client.post(f"/agents/{self.ids[name]}/sync", json=body))
+        self.syncs += 1
+        self.staged[name] = list(out.get("versions", []))
+        self.states[name] = {
+            i["id"]: ("stopped" if i["desired"] == "stopped" else "ready") for i in out["instances"]
+        }
+
+    def sync_all(self) -> None:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(self.sync, self.names))
+
+    def live(self) -> int:
+        return sum(st == "ready" for states in self.states.values() for st in states.values())
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    method: str
+    instances: int
+    hosts: int
+    status: str
+    wall_s: float
+    cpu_s: float
+    syncs: int
+
+
+def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
+    hosts = args.hosts
+    size = args.scale_size
+    if size % hosts:
+        raise BenchError(f"{size} instances do not split evenly over {hosts} hosts")
+    names = [f"h{i:03d}" for i in range(hosts)]
+    runs = []
+    with contextlib.ExitStack() as stack:
+        data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="co-bench-pj-")))
+        srv = stack.enter_context(running_server(data / "server"))
+        admin = stack.enter_context(
+            httpx.Client(
+                base_url=srv.url + "/api/v1",
+                headers={"Authorization": f"Bearer {srv.token}"},
+                timeout=300,
+            )
+        )
+        for label in ("b1", "b2"):
+            _release_small(admin, label)
+        _catalogue(admin, names, size // hosts)
+        token = _ok(admin.post("/tokens", json={"scope": "agent", "name": "sim"}), 201)["token"]
+        agents = stack.enter_context(
+            httpx.Client(
+                base_url=srv.url + "/api/v1",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=300,
+            )
+        )
+        sim = SimHosts(agents, names, size // hosts + 2)
+        sim.register()
+        while sim.live() < size:
+            sim.sync_all()
+        log(f"[patchjobs] scale: {size} instances ready on {hosts} hosts")
+        old, new = "bench-b1", "bench-b2"
+        for method in args.methods:
+            body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
+            syncs0, cpu0, t0 = sim.syncs, _cpu_s(srv.pid), time.monotonic()
+            job = _ok(admin.post("/patchjobs", json=body), 201)
+            done = wait_job(admin, job["id"], args.timeout, tick=sim.sync_all)
+            run = ScaleRun(
+                method,
+                size,
+                hosts,
+                done["status_name"],
+                time.monotonic() - t0,
+                _cpu_s(srv.pid) - cpu0,
+                sim.syncs - syncs0,
+            )
+            log(f"[patchjobs] scale {method}: {run}")
+            runs.append(run)
+            old, new = new, old
+            while sim.live() < size:  # the next job starts from a full fleet
+                sim.sync_all()
+    return runs
+
+
+def _release_small(c: httpx.Client, label: str) -> None:
+    """A one-file build accepted as a version, through the API."""
+    import hashlib
+
+    body = f"game server {label}\n".encode()
+    sha = hashlib.sha256(body).hexdigest()
+    with contextlib.suppress(BenchError):
+        _ok(c.post("/images", json={"name": "bench"}), 201)
+    manifest = {"files": [{"path": "game.txt", "size": len(body), "mode": 0o644, "sha256": sha}]}
+    upd = _ok(c.post("/images/bench/updates", json={"label": label, "manifest": manifest}), 201)
+    if upd["missing"]:
+        _ok(c.put(f"/uploads/{sha}", params={"offset": 0, "size": len(body)}, content=body))
+    _ok(c.post(f"/updates/{upd['id']}/complete"))
+    _wait_status(c, f"/updates/{upd['id']}")
+    diff = _ok(c.post("/images/bench/diffs", json={"update_id": upd["id"]}), 201)
+    _wait_status(c, f"/diffs/{diff['id']}")
+    version = _ok(c.post(f"/diffs/{diff['id']}/accept"), 201)
+    _wait_status(c, f"/versions/{version['id']}")
+
+
+def _wait_status(c: httpx.Client, path: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = _ok(c.get(path))
+        if job["status"] == 5:
+            return
+        if job["status"] == 6:
+            raise BenchError(f"{path} failed: {job.get('error')}")
+        time.sleep(0.1)
+    raise BenchError(f"{path} did not complete")
+
+
+def _catalogue(c: httpx.Client, names: Sequence[str], per_host: int) -> None:
+    _ok(c.post("/applications", json={"name": "bench-game", "type": "game"}), 201)
+    _ok(c.post("/environments", json={"name": "bench-prod"}), 201)
+    _ok(c.post("/regions", json={"name": "eu"}), 201)
+    for n, label in ((1, "b1"), (2, "b2")):
+        profile = {
+            "name": f"bench-{label}",
+            "application": "bench-game",
+            "image": "bench",
+            "version": str(n),
+            "command": ["game", "--port", "{port}"],
+            "health": {"type": "none"},
+            "capacity": 8,
+        }
+        _ok(c.post("/profiles", json=profile), 201)
+    fleet = {
+        "name": "bench",
+        "application": "bench-game",
+        "environment": "bench-prod",
+        "hosts": list(names),
+        "instances_per_host": per_host,
+        "profile": "bench-b1",
+    }
+    _ok(c.post("/fleets", json=fleet), 201)
+
+
+# -- players: real agents, the sample game, bots ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayRun:
+    method: str
+    status: str
+    job_s: float
+    sessions: int
+    completed: int
+    moved: int
+    dropped: int
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "changeover.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"changeover {' '.join(args)}: exit {out.returncode}: {out.stderr}")
+    return out.stdout
+
+
+@contextlib.contextmanager
+def _agents(work: Path, url: str, token: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEOVER_")}
+    try:
+        for n, (name, region) in enumerate((("h1", "eu"), ("h2", "us"))):
+            base = 41000 + n * 100 + (os.getpid() % 50) * 200 % 10000
+            log_file = open(work / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "changeover.cli",
+                        "agent",
+                        "--server",
+                        url,
+                        "--token",
+                        token,
+                        "--name",
+                        name,
+                        "--region",
+                        region,
+                        "--work",
+                        str(work / name),
+                        "--ports",
+                        f"{base}-{base + 40}",
+                    ],
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+            log_file.close()
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def play_runs(args: argparse.Namespace) -> list[PlayRun]:
+    runs = []
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="co-bench-play-")))
+        srv = stack.enter_context(running_server(work / "server"))
+        assert srv.pid is not None
+        env = {**os.environ, **srv.env, "COLUMNS": "120"}
+        c = stack.enter_context(
+            httpx.Client(
+                base_url=srv.url + "/api/v1",
+                headers={"Authorization": f"Bearer {srv.token}"},
+                timeout=60,
+            )
+        )
+        _cli(env, "image", "create", "arena")
+        for build, label in (("build-v1", "v1"), ("build-v2", "v2")):
+            upd = json.loads(
+                _cli(
+                    env,
+                    "push",
+                    str(ARENA / build),
+                    "--image",
+                    "arena",
+                    "--label",
+                    label,
+                    "--wait",
+                    "--json",
+                )
+            )
+            diff = json.loads(
+                _cli(
+                    env,
+                    "diff",
+                    "create",
+                    "--image",
+                    "arena",
+                    "--update",
+                    str(upd["id"]),
+                    "--wait",
+                    "--json",
+                )
+            )
+            _cli(env, "diff", "accept", str(diff["id"]), "--wait")
+        _ok(c.post("/applications", json={"name": "arena", "type": "game"}), 201)
+        _ok(c.post("/environments", json={"name": "production"}), 201)
+        for region in ("eu", "us"):
+            _ok(c.post("/regions", json={"name": region}), 201)
+        for v in ("v1", "v2"):
+            profile = {
+                "name": f"arena-{v}",
+                "application": "arena",
+                "image": "arena",
+                "version": v,
+                "command": [sys.executable, "arena_server.py"],
+                "capacity": 4,
+                "stop_timeout_s": 10,
+            }
+            _ok(c.post("/profiles", json=profile), 201)
+        fleet = {
+            "name": "arena",
+            "application": "arena",
+            "environment": "production",
+            "hosts": ["h1", "h2"],
+            "instances_per_host": 2,
+            "profile": "arena-v1",
+        }
+        _ok(c.post("/fleets", json=fleet), 201)
+        token = _ok(c.post("/tokens", json={"scope": "agent", "name": "agents"}), 201)["token"]
+        stack.enter_context(_agents(work, srv.url, token))
+        old, new = "arena-v1", "arena-v2"
+        for method in args.methods:
+            _wait_settled(c, old)
+            runs.append(_play_one(c, env, method, old, new, args))
+            log(f"[patchjobs] players {method}: {runs[-1]}")
+            old, new = new, old
+    return runs
+
+
+def _wait_settled(c: httpx.Client, profile: str) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = _ok(c.get("/fleets/arena/instances"))
+        live = [(i["profile"], i["state"]) for i in rows if i["state"] not in ("stopped", "lost")]
+        if live == [(profile, "ready")] * 4:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"the fleet did not settle on {profile}")
+
+
+def _wait_players(c: httpx.Client, servers: int) -> None:
+    """Until at least ``servers`` servers have players, so the job meets busy servers."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = _ok(c.get("/fleets/arena/instances"))
+        if sum(i["players"] > 0 for i in rows) >= servers:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"fewer than {servers} servers got players within 60 s")
+
+
+def _play_one(
+    c: httpx.Client, env: dict[str, str], method: str, old: str, new: str, a: argparse.Namespace
+) -> PlayRun:
+    bots = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "changeover.cli",
+            "bots",
+            "--fleet",
+            "arena",
+            "--players",
+            str(a.players),
+            "--duration",
+            str(a.play_s),
+            "--session-min",
+            str(a.session_min),
+            "--session-max",
+            str(a.session_max),
+            "--seed",
+            "7",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _wait_players(c, min(3, -(-a.players // 4)))  # packing: 4 players per server
+        t0 = time.monotonic()
+        body = job_body(method, old, new, "arena", "arena", "production", a.drain_deadline)
+        job = _ok(c.post("/patchjobs", json=body), 201)
+        done = wait_job(c, job["id"], 600)
+        job_s = time.monotonic() - t0
+        out, _ = bots.communicate(timeout=a.play_s + 120)
+    finally:
+        if bots.poll() is None:
+            bots.kill()
+            bots.wait()
+    report = json.loads(out)
+    return PlayRun(
+        method,
+        done["status_name"],
+        job_s,
+        report["sessions"],
+        report["completed"],
+        report["moved"],
+        report["dropped_without_notice"],
+    )
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def report_md(
+    play: Sequence[PlayRun], scale: Sequence[ScaleRun], args: argparse.Namespace, invoked: str
+) -> str:
+    m = machine_info()
+    lines = [
+        f"- **Command:** `{invoked}`; source {source_revision()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"- **Machine:** {m['cpus']} CPUs ({m['cpu']}), {m['memory']}, {m['os']}, {m['python']}.",
+        "",
+    ]
+    if play:
+        lines += [
+            f"Players: {args.players} bots on 4 arena servers (2 hosts), sessions of "
+            f"{args.session_min:g}-{args.session_max:g} s, bleed-off/drain deadline "
+            f"{args.drain_deadline:g} s; forced is the baseline. A game session that moves "
+            "carries on elsewhere and is counted once in completed; share moved = moved / "
+            "(completed + dropped): for bleed-off, the players told to leave before the deadline.",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "job",
+                    "job s",
+                    "sessions",
+                    "completed",
+                    "moved on notice",
+                    "share moved",
+                    "dropped without notice",
+                ],
+                [
+                    [
+                        r.method,
+                        r.status,
+                        f"{r.job_s:.1f}",
+                        r.sessions,
+                        r.completed,
+                        r.moved,
+                        f"{r.moved / max(1, r.completed + r.dropped):.0%}",
+                        r.dropped,
+                    ]
+                    for r in play
+                ],
+            ),
+            "",
+        ]
+    if scale:
+        lines += [
+            f"Scale: {scale[0].instances:,} simulated instances over {scale[0].hosts} hosts "
+            "(one process speaking the agent protocol; every change takes effect at its next "
+            "sync; no players). Per 1,000 instances: wall seconds and control-plane CPU seconds.",
+            "",
+            markdown_table(
+                ["method", "job", "wall s", "CPU s", "wall s / 1k", "CPU s / 1k", "host syncs"],
+                [
+                    [
+                        r.method,
+                        r.status,
+                        f"{r.wall_s:.1f}",
+                        f"{r.cpu_s:.1f}",
+                        f"{r.wall_s * 1000 / r.instances:.2f}",
+                        f"{r.cpu_s * 1000 / r.instances:.2f}",
+                        r.syncs,
+                    ]
+                    for r in scale
+                ],
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    p.add_argument("--scale-size", type=int, default=10000, help="instances (0: skip)")
+    p.add_argument("--hosts", type=int, default=100, help="simulated hosts")
+    p.add_argument("--players", type=int, default=12, help="bots (0: skip the players part)")
+    p.add_argument("--play-s", type=float, default=60, help="seconds the bots play per method")
+    p.add_argument("--session-min", type=float, default=5)
+    p.add_argument("--session-max", type=float, default=40)
+    p.add_argument("--drain-deadline", type=float, default=20)
+    p.add_argument("--timeout", type=float, default=1800, help="per scale job, seconds")
+    p.add_argument("--out", type=Path, default=BENCHMARKS_MD)
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) -> int:
+    args = parse_args(argv)
+    invoked = invoked_as or " ".join(["python", "bench/patchjobs.py", *(argv or sys.argv[1:])])
+    play = play_runs(args) if args.players > 0 else []
+    scale = scale_runs(args) if args.scale_size > 0 else []
+    body = report_md(play, scale, args, invoked)
+    write_section(args.out, SECTION, "### Patch jobs (`bench/patchjobs.py`)\n\n" + body)
+    log(body)
+    return 0
+
+
+if __name__ == "__main__":
+    clean_up_on_signals()
+    sys.exit(main())

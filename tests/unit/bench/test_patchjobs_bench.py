@@ -1,0 +1,60 @@
+"""Unit tests for ``bench/patchjobs.py``: its job bodies, arguments and report."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _load() -> ModuleType:
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.append(bench)
+    spec = importlib.util.spec_from_file_location("bench_patchjobs", f"{bench}/patchjobs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pj = _load()
+
+
+def test_job_body_names_the_builds_fleet_and_knobs() -> None:
+    body = pj.job_body("canary", "a-v1", "a-v2", "arena", "arena", "production", 20)
+    assert body["builds"] == [{"old": "a-v1", "new": "a-v2"}]
+    assert body["fleets"] == ["arena"] and body["method"] == "canary"
+    assert body["drain"] == {"deadline_s": 20, "notice_before_s": [10.0]}
+    assert body["canary"]["share"] == 0.25
+    assert "canary" not in pj.job_body("rolling", "a", "b", "f", "x", "e", 20)
+
+
+def test_arguments_are_checked() -> None:
+    args = pj.parse_args(["--methods", "forced, bleed-off", "--scale-size", "0"])
+    assert args.methods == ["forced", "bleed-off"] and args.scale_size == 0
+    with pytest.raises(SystemExit):
+        pj.parse_args(["--methods", "forced,teleport"])
+
+
+def test_report_shows_both_parts_per_1000_instances() -> None:
+    args = pj.parse_args([])
+    play = [pj.PlayRun("forced", "Completed", 12.5, 20, 15, 0, 5)]
+    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300)]
+    md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
+    rows = {
+        cells[0]: cells
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith("| -")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    # 0 moved of 15 completed + 5 dropped game sessions: 0 %.
+    assert rows["forced"] == ["forced", "Completed", "12.5", "20", "15", "0", "0%", "5"]
+    # 40 s wall and 10 CPU s for 2,000 instances: 20 and 5 per 1,000.
+    assert rows["rolling"][4:6] == ["20.00", "5.00"]
