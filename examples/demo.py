@@ -196,6 +196,9 @@ def staged_bytes(work: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=12, help="simulated players")
+    parser.add_argument(
+        "--play-s", type=int, default=90, help="seconds the players play (outlast the job)"
+    )
     parser.add_argument("--deadline", default="40s", help="bleed-off deadline")
     parser.add_argument("--linger", type=float, default=0, help="keep serving N s at the end")
     args = parser.parse_args()
@@ -278,14 +281,14 @@ def play(
     for i, (_, region) in enumerate(HOSTS):
         share = args.players // len(HOSTS) + (i < args.players % len(HOSTS))
         cmd = ["bots", "--fleet", "arena", "--region", region, "--players", str(share)]
-        print(f"$ changeover {shlex.join(cmd)} --duration 90 &")
+        print(f"$ changeover {shlex.join(cmd)} --duration {args.play_s} &")
         bots.append(
             subprocess.Popen(
                 [
                     *CLI,
                     *cmd,
                     "--duration",
-                    "90",
+                    str(args.play_s),
                     *("--session-min", "10", "--session-max", "120"),
                     "--seed",
                     str(7 + i),

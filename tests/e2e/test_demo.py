@@ -12,11 +12,12 @@ import pytest
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_ARGS = ("--players", "6", "--deadline", "20s", "--play-s", "50")
 
 
 def test_the_demo_releases_a_new_build_without_dropping_a_session() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--players", "6", "--deadline", "20s"],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *DEMO_ARGS],
         capture_output=True,
         text=True,
         timeout=400,

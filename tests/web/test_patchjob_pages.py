@@ -101,8 +101,8 @@ def test_resume_a_paused_canary_and_cancel_a_job(server: Any, page: Any, browser
         cancel = vpage.locator("button:has-text('Cancel and revert')")
         expect(cancel).to_be_disabled()
         vpage.on("dialog", lambda d: d.accept())
-        cancel.evaluate("b => { b.disabled = false; }")
-        cancel.click()
+        # Enabled and clicked in one step: a live update of the page disables it again.
+        cancel.evaluate("b => { b.disabled = false; b.click(); }")
         expect(vpage.locator("#error")).to_contain_text("403 forbidden")
         screenshot(vpage, "patchjob-viewer-denied")
         viewer.close()
