@@ -14,10 +14,14 @@ is its compare-and-set update (``players + n <= capacity``): other writers (agen
 ended sessions, another server process on the same database) stay safe.
 
 On PostgreSQL the price is that a batch holds the instance rows it updated until its
-commit, so the candidate reads of concurrent allocations, which ran side by side in
-their own transactions, now run one after another on this thread: where that read is
-slow (tens of milliseconds over 10,000 instances) it bounds the throughput
-(``BENCHMARKS.md``, "Allocation throughput and latency").
+commit, so allocations that could run side by side in their own transactions run one
+after another on this thread. Measured, batches still win on both databases
+(``BENCHMARKS.md``, "Allocation throughput and latency": 1.4 to 2.2 times the
+throughput, and a lower p99): allocations on their own all want the same instance
+(the fullest first), so they queue for its row lock (PostgreSQL) or for the write lock
+(SQLite) anyway, and pay a commit each; in a batch they also share the fleet's look-up and
+one read of the best candidates (``sessions._Shared``), so most of them cost an update
+and an insert.
 
 While a batch runs, the next requests queue, so batches grow with the load and an idle
 server answers a lone request at once. The queue is bounded (``max_pending``): past it a

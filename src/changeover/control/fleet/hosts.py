@@ -366,14 +366,17 @@ def sync(
             raise InvalidInput("each observed instance needs an integer id")
         by_id[obs["id"]] = obs
     if by_id:
-        rows = s.scalars(
-            select(Instance)
-            .where(Instance.host_id == host.id, Instance.id.in_(by_id))
-            .order_by(Instance.id)  # one lock order for every writer of these rows
+        rows = list(
+            s.scalars(
+                select(Instance)
+                .where(Instance.host_id == host.id, Instance.id.in_(by_id))
+                .order_by(Instance.id)  # one lock order for every writer of these rows
+            )
         )
+        open_by_instance = sessions.open_sessions(s, [row.id for row in rows])
         for row in rows:
             _observe(row, by_id[row.id], now)
-            sessions.track(s, row, by_id[row.id], now)
+            sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, []))
     s.flush()
     s.expire_all()  # session tracking changed player counts behind the ORM's back
     _plan(s, host, now)

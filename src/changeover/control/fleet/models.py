@@ -12,15 +12,18 @@ Instances hold both sides of the desired/observed split: ``desired`` (running, d
 stopped, with a drain deadline and a shutdown notice) is written by the control plane;
 ``state``, ``pid``, ``port`` and the ``sdk_*`` columns are what the host's agent last
 reported. ``players`` counts open sessions and only ever changes by atomic updates
-(compare-and-set on allocation), never by a read-modify-write.
+(compare-and-set on allocation), never by a read-modify-write. ``version_number`` copies the
+profile's version number, so that Server Allocate's indexes can hold its order.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from typing import Any
 
-from changeover.control.builds.models import JobColumns
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, event, select, text
+from sqlalchemy.orm import Mapped, Session, attributes, mapped_column
+
+from changeover.control.builds.models import JobColumns, Version
 from changeover.control.db import Base
 
 
@@ -117,12 +120,23 @@ class Host(Base):
     """Manifest ids the agent has staged, as JSON."""
 
 
+ALLOCATABLE_SQL = "state = 'ready' AND desired = 'running' AND players < capacity"
+"""The rows the allocation indexes hold: ready, taking players, with at least one place.
+A query uses those (partial) indexes only if its ``WHERE`` states these very terms, with
+literals, not bound parameters (``control.fleet.sessions``)."""
+
+
 class Instance(Base):
     __tablename__ = "instances"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"), index=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    version_number: Mapped[int] = mapped_column(Integer)
+    """Its profile's image version number (``versions.number``), copied here so that the
+    allocation indexes can sort by it. Profiles and versions are immutable, so it changes
+    only with ``profile_id``; ``_fill_version_numbers`` keeps the two in step on every
+    flush, whoever sets the profile."""
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
     # A plain integer: a key from the table to itself buys nothing here.
     replaces_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -160,6 +174,49 @@ class Instance(Base):
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+# Server Allocate walks one of these in order and stops after a few rows: the best candidates
+# of a fleet (or profile) come first, with no sort of the fleet's instances.
+for _name, _scope in (
+    ("ix_instances_alloc_fleet", Instance.fleet_id),
+    ("ix_instances_alloc_profile", Instance.profile_id),
+):
+    Index(
+        _name,
+        _scope,
+        Instance.version_number.desc(),
+        Instance.players.desc(),
+        Instance.id,
+        sqlite_where=text(ALLOCATABLE_SQL),
+        postgresql_where=text(ALLOCATABLE_SQL),
+    )
+
+
+def _profile_changed(row: Instance) -> bool:
+    return attributes.get_history(row, "profile_id").has_changes()
+
+
+@event.listens_for(Session, "before_flush")
+def _fill_version_numbers(s: Session, _ctx: Any, _instances: Any) -> None:
+    """Set ``Instance.version_number`` from the profile, for new rows that lack it and for
+    rows whose ``profile_id`` changed: one query per flush, whatever the number of rows."""
+    rows = [o for o in s.new if isinstance(o, Instance) and o.version_number is None]
+    rows += [o for o in s.dirty if isinstance(o, Instance) and _profile_changed(o)]
+    if not rows:
+        return
+    wanted = {o.profile_id for o in rows}
+    with s.no_autoflush:
+        numbers = dict(
+            s.execute(
+                select(Profile.id, Version.number)
+                .join(Version, Version.id == Profile.version_id)
+                .where(Profile.id.in_(wanted))
+            ).all()
+        )
+    for o in rows:
+        if o.profile_id in numbers:  # else the insert fails on the profile's foreign key
+            o.version_number = numbers[o.profile_id]
 
 
 class GameSession(Base):

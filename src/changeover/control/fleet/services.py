@@ -387,3 +387,9 @@ def hosts_by_id(s: Session, ids: set[int]) -> dict[int, Host]:
     if not ids:
         return {}
     return {h.id: h for h in s.scalars(select(Host).where(Host.id.in_(ids)))}
+
+
+def profile_names(s: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(s.execute(select(Profile.id, Profile.name).where(Profile.id.in_(ids))).all())

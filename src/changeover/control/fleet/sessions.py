@@ -7,10 +7,17 @@ best, and takes a place with one compare-and-set update::
 
     UPDATE instances SET players = players + :n WHERE id = :id AND players + :n <= capacity
 
-in the same transaction as the session row. Losing the race (another request filled the
-instance first) moves on to the next candidate, then re-reads and re-ranks, so no instance
-ever holds more players than its capacity, on SQLite (writers queue on ``BEGIN IMMEDIATE``)
-and on PostgreSQL (the row lock and the re-checked ``WHERE``) alike.
+in the same transaction as the session row. The database finds those few by walking an
+index in ``rank``'s order (``models.Instance``: ``ix_instances_alloc_fleet`` and
+``_profile``, partial, over ready instances taking players with a free place; keyed by the
+copy of the version number each instance keeps), and stops after ``PREFETCH`` rows: at
+10,000 instances it reads 16 index entries instead of sorting the fleet. The allocations of
+one transaction (an ``allocator`` batch) share that read (``_Shared``).
+
+Losing the race (another request filled the instance first) moves on to the next
+candidate, then re-reads and re-ranks, so no instance ever holds more players than its
+capacity, on SQLite (writers queue on ``BEGIN IMMEDIATE``) and on PostgreSQL (the row lock
+and the re-checked ``WHERE``) alike.
 
 A session is ``reserved`` when allocated, ``connected`` once the game reports one of its
 players through the SDK, and ``ended`` when they have all left (or the instance stopped);
@@ -21,11 +28,12 @@ players, so their sessions end only by ``DELETE /sessions/{id}`` or when the ins
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -37,12 +45,12 @@ from sqlalchemy import (
     bindparam,
     case,
     insert,
+    literal_column,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from changeover.control.builds.models import Version
 from changeover.control.fleet import allocation
 from changeover.control.fleet.models import (
     Fleet,
@@ -95,15 +103,26 @@ def _close(s: Session, session: GameSession, status: str, now: float) -> None:
     _release(s, session.instance_id, session.size)
 
 
-def track(s: Session, row: Instance, obs: Mapping[str, Any], now: float) -> None:
-    """Follow the sessions of one instance from what its agent observed."""
-    open_sessions = list(
-        s.scalars(
-            select(GameSession)
-            .where(GameSession.instance_id == row.id, GameSession.status.in_(OPEN))
-            .order_by(GameSession.id)
-        )
-    )
+def open_sessions(s: Session, instance_ids: Sequence[int]) -> dict[int, list[GameSession]]:
+    """The open sessions of these instances, by instance: one query for a whole host."""
+    found: dict[int, list[GameSession]] = {}
+    for sess in s.scalars(
+        select(GameSession)
+        .where(GameSession.instance_id.in_(instance_ids), GameSession.status.in_(OPEN))
+        .order_by(GameSession.id)
+    ):
+        found.setdefault(sess.instance_id, []).append(sess)
+    return found
+
+
+def track(
+    s: Session,
+    row: Instance,
+    obs: Mapping[str, Any],
+    now: float,
+    open_sessions: Sequence[GameSession],
+) -> None:
+    """Follow the sessions of one instance (``open_sessions``) from what its agent observed."""
     if not open_sessions:
         return
     if obs.get("state") in ("stopped", "failed"):
@@ -158,8 +177,8 @@ PREFETCH = 16
 """Candidates the fast path reads per round: the best few, enough to move on after races."""
 
 
-def _scoped_select(by_profile: bool) -> Select[*tuple[Any, ...]]:
-    """The ready instances of a fleet (or profile) ``:scope_id``, as plain columns."""
+def _columns(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """The instances of a fleet (or profile) ``:scope_id``, as plain columns, unfiltered."""
     return (
         select(
             Instance.id,
@@ -176,7 +195,8 @@ def _scoped_select(by_profile: bool) -> Select[*tuple[Any, ...]]:
             Host.last_seen_at,
             Region.name.label("region"),
             Profile.name.label("profile"),
-            Version.number.label("version"),
+            # Kept equal to the profile's versions.number (models.Instance.version_number).
+            Instance.version_number.label("version"),
             Fleet.name.label("fleet"),
             VersionCompat.client_min,
             VersionCompat.client_max,
@@ -184,34 +204,39 @@ def _scoped_select(by_profile: bool) -> Select[*tuple[Any, ...]]:
         .join(Host, Instance.host_id == Host.id)
         .join(Region, Host.region_id == Region.id)
         .join(Profile, Instance.profile_id == Profile.id)
-        .join(Version, Profile.version_id == Version.id)
         .join(Fleet, Instance.fleet_id == Fleet.id)
-        .outerjoin(VersionCompat, VersionCompat.version_id == Version.id)
-        .where(
-            Instance.desired.in_(_LIVE),
-            Instance.state == "ready",
-            (Instance.profile_id if by_profile else Instance.fleet_id) == bindparam("scope_id"),
-        )
+        .outerjoin(VersionCompat, VersionCompat.version_id == Profile.version_id)
+        .where((Instance.profile_id if by_profile else Instance.fleet_id) == bindparam("scope_id"))
     )
 
 
-def _allocatable(scoped: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
-    """What ``allocation.rank`` never refuses: running, on a live host, room for the party."""
-    return scoped.where(
-        Instance.desired == "running",
+def _scoped_select(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """The ready instances of a fleet (or profile) ``:scope_id``, as plain columns."""
+    return _columns(by_profile).where(Instance.desired.in_(_LIVE), Instance.state == "ready")
+
+
+def _allocatable(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """What ``allocation.rank`` never refuses: running, on a live host, room for the party.
+
+    The first three terms are those of the allocation indexes' ``WHERE``
+    (``models.ALLOCATABLE_SQL``), as literals: only then may the database use them.
+    """
+    return _columns(by_profile).where(
+        Instance.state == literal_column("'ready'"),
+        Instance.desired == literal_column("'running'"),
+        Instance.players < Instance.capacity,
         Host.last_seen_at > bindparam("alive_after"),
         Instance.players + bindparam("size") <= Instance.capacity,
     )
 
 
+_ORDER = (Instance.version_number.desc(), Instance.players.desc(), Instance.id)
+"""``allocation.rank``'s order after regions and weights: the allocation indexes' order."""
+
 # Built once: SQLAlchemy then also reuses their compiled form without recomputing its key.
 _SCOPED = {by: _scoped_select(by) for by in (False, True)}
-_BEST = {
-    by: _allocatable(_SCOPED[by])
-    .order_by(Version.number.desc(), Instance.players.desc(), Instance.id)
-    .limit(PREFETCH)
-    for by in (False, True)
-}
+_ALLOCATABLE = {by: _allocatable(by) for by in (False, True)}
+_BEST = {by: _ALLOCATABLE[by].order_by(*_ORDER).limit(PREFETCH) for by in (False, True)}
 _FLEET_BY_NAME = select(
     Fleet.id,
     Fleet.application_id,
@@ -227,15 +252,20 @@ _WEIGHTS = select(AllocationWeight.profile_id, AllocationWeight.weight).where(
     AllocationWeight.fleet_id == bindparam("fleet_id")
 )
 _INSTANCES = cast(Table, Instance.__table__)
-_TAKE = (
-    update(_INSTANCES)
+_TAKE = {
+    # By a friend's instance (a friend may join one that drains), or by any other.
+    friend: update(_INSTANCES)
     .where(
         _INSTANCES.c.id == bindparam("instance_id"),
         _INSTANCES.c.players + bindparam("n") <= _INSTANCES.c.capacity,
-        _INSTANCES.c.desired.in_(_LIVE),
+        _INSTANCES.c.desired.in_(_LIVE) if friend else _INSTANCES.c.desired == "running",
+        # What ``rank`` chose from may be a few milliseconds old (``_Shared``): an instance
+        # drained or gone down meanwhile is not taken, as it would not have been chosen.
+        _INSTANCES.c.state == "ready",
     )
     .values(players=_INSTANCES.c.players + bindparam("n"))
-)
+    for friend in (False, True)
+}
 _INSERT_SESSION = insert(cast(Table, GameSession.__table__))
 
 
@@ -275,7 +305,7 @@ def _incompatible_profiles(
         q = q.where(Profile.application_id == application_id)
     return [
         pid
-        for pid, lo, hi in s.execute(q).tuples()
+        for pid, lo, hi in s.execute(q).all()
         if not allocation.accepts_client(client, _bound(lo), _bound(hi))
     ]
 
@@ -297,7 +327,7 @@ def _best_rows(
     """
     q = _BEST[by_profile]
     if request.regions or incompatible or weights:
-        q = _allocatable(_SCOPED[by_profile])
+        q = _ALLOCATABLE[by_profile]
         order: list[Any] = []
         if request.regions:
             q = q.where(Region.name.in_(request.regions))
@@ -307,8 +337,7 @@ def _best_rows(
             q = q.where(Instance.profile_id.not_in(excluded))
         if weights:
             order.append(case(weights, value=Instance.profile_id, else_=1.0).desc())
-        order += [Version.number.desc(), Instance.players.desc(), Instance.id]
-        q = q.order_by(*order).limit(PREFETCH)
+        q = q.order_by(*order, *_ORDER).limit(PREFETCH)
     rows = list(s.execute(q, params))
     friend_id = request.friend_instance_id
     if friend_id is not None and all(r.id != friend_id for r in rows):
@@ -316,11 +345,84 @@ def _best_rows(
     return rows
 
 
+@dataclass
+class _Scope:
+    """A fleet (or profile) as a request names it, read once per transaction."""
+
+    label: str
+    by_profile: bool
+    id: int
+    application_id: int | None
+    weights: dict[int, float]
+
+
+@dataclass
+class _Window:
+    """The best candidates of one kind of request, as read (``_best_rows``), with the
+    places this transaction took on them since: still a prefix of ``rank``'s order, since
+    taking places only moves an instance up that order (fuller) or out of it (full)."""
+
+    rows: dict[int, Row[Any]]
+    candidates: list[allocation.Candidate]
+
+    def took(self, instance_id: int, n: int) -> None:
+        self.candidates = [
+            dataclasses.replace(c, players=c.players + n) if c.instance_id == instance_id else c
+            for c in self.candidates
+        ]
+
+    def drop(self, instance_id: int) -> None:
+        self.candidates = [c for c in self.candidates if c.instance_id != instance_id]
+
+
+@dataclass
+class _Shared:
+    """What the allocations of one transaction (an ``allocator`` batch) share, in
+    ``Session.info``: the fleets, regions and client-version rules they looked up, and a
+    window of best candidates per kind of request, so that only the first allocation of
+    each kind reads them. A transaction of its own per allocation shares nothing."""
+
+    scopes: dict[tuple[str | None, str | None], _Scope] = field(default_factory=dict)
+    regions: set[str] = field(default_factory=set)
+    incompatible: dict[tuple[int, bool, allocation.ClientVersion], list[int]] = field(
+        default_factory=dict
+    )
+    windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
+
+
+def _shared(s: Session) -> _Shared:
+    shared = s.info.get("allocate")
+    if not isinstance(shared, _Shared):
+        shared = s.info["allocate"] = _Shared()
+    return shared
+
+
+def _scope(s: Session, shared: _Shared, req: AllocationRequest) -> _Scope:
+    key = (req.fleet, req.profile)
+    if (found := shared.scopes.get(key)) is not None:
+        return found
+    if req.fleet is not None:
+        row = s.execute(_FLEET_BY_NAME, {"name": req.fleet}).first()
+        if row is None:
+            get_fleet(s, req.fleet)  # raises NotFound, naming the known fleets
+            raise NotFound(f"unknown fleet {req.fleet!r}", fleet=req.fleet)
+        weights = dict(s.execute(_WEIGHTS, {"fleet_id": row.id}).all()) if row.weighted else {}
+        scope = _Scope(f"fleet {req.fleet}", False, row.id, row.application_id, weights)
+    else:  # _check: exactly one of fleet and profile
+        profile_id = get_profile(s, req.profile or "").id
+        scope = _Scope(f"profile {req.profile}", True, profile_id, None, {})
+    shared.scopes[key] = scope
+    return scope
+
+
 def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
     """Place a party on an instance and open its session.
 
     Each round reads only the best few candidates (``_best_rows``); when they yield none,
-    every candidate is read and ranked, so a refusal names the exact reason.
+    every candidate is read and ranked, so a refusal names the exact reason. Allocations in
+    one transaction (the allocator's batch) read the fleet, its weights and the best few
+    candidates once per kind of request and share them (``_Shared``); the compare-and-set
+    that takes a place still checks the instance's real count.
 
     Raises:
         InvalidInput: a malformed request. NotFound: unknown fleet, profile, region or
@@ -328,20 +430,13 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
             (no_instance, no_capacity, client_update_required, client_too_new).
     """
     _check(req)
-    application_id = profile_id = None
-    weights: dict[int, float] = {}
-    if req.fleet is not None:
-        found = s.execute(_FLEET_BY_NAME, {"name": req.fleet}).first()
-        if found is None:
-            get_fleet(s, req.fleet)  # raises NotFound, naming the known fleets
-            raise NotFound(f"unknown fleet {req.fleet!r}", fleet=req.fleet)
-        scope_id, application_id = found.id, found.application_id
-        if found.weighted:
-            weights = {p: w for p, w in s.execute(_WEIGHTS, {"fleet_id": found.id})}  # noqa: C416
-    else:  # _check: exactly one of fleet and profile
-        scope_id = profile_id = get_profile(s, req.profile or "").id
+    shared = _shared(s)
+    scope = _scope(s, shared, req)
+    weights = scope.weights
     for r in req.regions:
-        get_region(s, r)
+        if r not in shared.regions:
+            get_region(s, r)
+            shared.regions.add(r)
     client = (
         allocation.parse_client_version(req.client_version)
         if req.client_version is not None
@@ -356,27 +451,49 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
         size=len(req.players),
         friend_instance_id=friend_id,
     )
-    scope = f"fleet {req.fleet}" if req.fleet is not None else f"profile {req.profile}"
-    by_profile = profile_id is not None
-    params = {"scope_id": scope_id, "alive_after": now - LOST_AFTER_S, "size": request.size}
-    incompatible = (
-        _incompatible_profiles(s, application_id, profile_id, client) if client is not None else []
+    params = {"scope_id": scope.id, "alive_after": now - LOST_AFTER_S, "size": request.size}
+    incompatible: list[int] = []
+    if client is not None:
+        rules = (scope.id, scope.by_profile, client)
+        if (known := shared.incompatible.get(rules)) is None:
+            known = shared.incompatible[rules] = _incompatible_profiles(
+                s, scope.application_id, scope.id if scope.by_profile else None, client
+            )
+        incompatible = known
+    # The requests that may share a window: a friend's instance is judged apart.
+    kind = (
+        (scope.by_profile, scope.id, req.regions, client, request.size)
+        if friend_id is None
+        else None
     )
     for _ in range(ROUNDS):
-        rows = _best_rows(s, by_profile, params, request, incompatible, weights)
-        ranked = allocation.rank([_candidate(r, now, weights) for r in rows], request)
+        window = shared.windows.pop(kind, None) if kind else None
+        ranked = allocation.rank(window.candidates, request) if window else None
+        if not isinstance(ranked, allocation.Ranked):  # none shared, or it has none left
+            rows = _best_rows(s, scope.by_profile, params, request, incompatible, weights)
+            window = _Window({r.id: r for r in rows}, [_candidate(r, now, weights) for r in rows])
+            ranked = allocation.rank(window.candidates, request)
         if isinstance(ranked, allocation.Refusal):
-            rows = list(s.execute(_SCOPED[by_profile].order_by(Instance.id), params))
+            rows = list(s.execute(_SCOPED[scope.by_profile].order_by(Instance.id), params))
             ranked = allocation.rank([_candidate(r, now, weights) for r in rows], request)
             if isinstance(ranked, allocation.Refusal):
-                raise Conflict(f"{scope}: {ranked.message}", reason=ranked.reason)
-        by_id = {r.id: r for r in rows}
+                raise Conflict(f"{scope.label}: {ranked.message}", reason=ranked.reason)
+            window = _Window({r.id: r for r in rows}, [])  # not shared: rows of any kind
+        assert window is not None
         for cand in ranked.candidates:
-            took = s.execute(_TAKE, {"instance_id": cand.instance_id, "n": request.size})
+            take = _TAKE[ranked.friend]
+            took = s.execute(take, {"instance_id": cand.instance_id, "n": request.size})
             if _rowcount(took):
-                return _open(s, req, by_id[cand.instance_id], ranked, now)
+                result = _open(s, req, window.rows[cand.instance_id], ranked, now)
+                if kind and window.candidates:
+                    window.took(cand.instance_id, request.size)
+                    shared.windows[kind] = window
+                return result
+            window.drop(cand.instance_id)  # filled meanwhile by someone else
         # Lost every race: the next round reads the counts again (plain rows, never stale).
-    raise Conflict(f"{scope}: every instance filled up while allocating", reason="no_capacity")
+    raise Conflict(
+        f"{scope.label}: every instance filled up while allocating", reason="no_capacity"
+    )
 
 
 def _open(

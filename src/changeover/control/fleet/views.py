@@ -8,6 +8,7 @@ backend's token should hold; the agent endpoints need ``agent``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -161,16 +162,28 @@ def display_state(i: Instance) -> str:
     return i.state
 
 
-def instance_dict(s: Session, i: Instance, host: Host | None = None) -> dict[str, Any]:
+def instance_dict(
+    s: Session,
+    i: Instance,
+    host: Host | None = None,
+    *,
+    fleet: str | None = None,
+    profiles: Mapping[int, str] | None = None,
+) -> dict[str, Any]:
+    """One instance as the API shows it. A list passes its host, fleet name and profile
+    names, read once for all: looked up here, each row would cost three queries (the
+    session's identity map holds only what something still references)."""
     host = host or s.get_one(Host, i.host_id)
-    profile = s.get_one(Profile, i.profile_id)
-    version = s.get_one(Version, profile.version_id)
     t = now()
     return {
         "id": i.id,
-        "fleet": s.get_one(Fleet, i.fleet_id).name,
-        "profile": profile.name,
-        "version": version.number,
+        "fleet": fleet if fleet is not None else s.get_one(Fleet, i.fleet_id).name,
+        "profile": (
+            profiles[i.profile_id]
+            if profiles is not None
+            else s.get_one(Profile, i.profile_id).name
+        ),
+        "version": i.version_number,  # kept equal to the profile's version's number
         "host": host.name,
         "host_alive": t - host.last_seen_at < services.LOST_AFTER_S,
         "address": host.address,
@@ -404,9 +417,13 @@ def list_instances(
     name: str, request: Request, _: Reader, all_: bool = Query(default=False, alias="all")
 ) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
-        rows = services.fleet_instances(s, services.get_fleet(s, name), include_stopped=all_)
+        fleet = services.get_fleet(s, name)
+        rows = services.fleet_instances(s, fleet, include_stopped=all_)
         hosts = services.hosts_by_id(s, {i.host_id for i in rows})
-        return [instance_dict(s, i, hosts[i.host_id]) for i in rows]
+        profiles = services.profile_names(s, {i.profile_id for i in rows})
+        return [
+            instance_dict(s, i, hosts[i.host_id], fleet=fleet.name, profiles=profiles) for i in rows
+        ]
 
 
 @router.get("/instances/{instance_id}")

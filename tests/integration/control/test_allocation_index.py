@@ -1,0 +1,426 @@
+"""Server Allocate's candidate query against a real database (SQLite and PostgreSQL):
+
+- ``instances.version_number`` (the copy of the profile's version number that the
+  allocation indexes sort by) follows the profile however an instance gets one: created
+  by placement, a Fleet Profile Switch or a patch job, written directly, or changed;
+- the database walks an allocation index in order instead of sorting the fleet;
+- ``sessions._best_rows`` stays a prefix of what ``allocation.rank`` picks over every
+  candidate, for regions, weights, client versions and party sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, insert, select, update
+
+from changeover.control.builds.models import Image, Version
+from changeover.control.db import Database, now
+from changeover.control.fleet import allocation, sessions, switches
+from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet.models import (
+    Application,
+    Environment,
+    Fleet,
+    FleetHost,
+    Host,
+    Instance,
+    Profile,
+    Region,
+    VersionCompat,
+)
+from changeover.control.fleet.services import LOST_AFTER_S
+from changeover.control.patchjobs.actions import StartInstance
+from changeover.control.patchjobs.appliers import apply
+from changeover.errors import Conflict
+
+NUMBERS = (3, 7, 12)
+"""The versions' numbers: unlike their ids, so a mix-up of the two shows."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = (
+        request.getfixturevalue("pg_url")
+        if request.param == "postgres"
+        else f"sqlite:///{tmp_path}/t.db"
+    )
+    database = Database(url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
+    """Fleet ``f`` on profile p3 (p7 and p12 beside it), ``hosts`` live hosts, no instances."""
+    t = now()
+    with db.write() as s:
+        env = Environment(name="prod", created_at=t)
+        app = Application(name="game", type="game", created_at=t)
+        image = Image(name="img", description="", created_at=t)
+        region_rows = [Region(name=f"r{n}", created_at=t) for n in range(regions)]
+        s.add_all([env, app, image, *region_rows])
+        s.flush()
+        versions = [
+            Version(
+                image_id=image.id,
+                number=n,
+                manifest_id=f"{n}".rjust(64, "0"),
+                file_count=1,
+                total_bytes=1,
+                status=5,
+                created_at=t,
+                updated_at=t,
+                created_by="t",
+            )
+            for n in NUMBERS
+        ]
+        s.add_all(versions)
+        s.flush()
+        profiles = [
+            Profile(
+                name=f"p{v.number}",
+                application_id=app.id,
+                version_id=v.id,
+                capacity=4,
+                created_at=t,
+                created_by="t",
+                spec=json.dumps({"command": ["game"], "capacity": 4}),
+            )
+            for v in versions
+        ]
+        s.add_all(profiles)
+        s.flush()
+        fleet = Fleet(
+            name="f",
+            application_id=app.id,
+            environment_id=env.id,
+            active_profile_id=profiles[0].id,
+            instances_per_host=1,
+            created_at=t,
+            updated_at=t,
+        )
+        host_rows = [
+            Host(
+                name=f"h{n}",
+                region_id=region_rows[n % regions].id,
+                address=f"10.0.0.{n + 1}",
+                slots=10,
+                agent_uid="u" * 16,
+                registered_at=t,
+                last_seen_at=t + 3600,
+                staged="[]",
+            )
+            for n in range(hosts)
+        ]
+        s.add_all([fleet, *host_rows])
+        s.flush()
+        s.add_all(FleetHost(fleet_id=fleet.id, host_name=h.name) for h in host_rows)
+        return {
+            "app": app.id,
+            "fleet": fleet.id,
+            "profiles": {v.number: p.id for v, p in zip(versions, profiles, strict=True)},
+            "versions": {v.number: v.id for v in versions},
+            "hosts": [h.id for h in host_rows],
+        }
+
+
+def _instance(w: dict[str, Any], number: int, **kw: Any) -> Instance:
+    t = now()
+    fields: dict[str, Any] = {
+        "fleet_id": w["fleet"],
+        "profile_id": w["profiles"][number],
+        "host_id": w["hosts"][0],
+        "capacity": 4,
+        "players": 0,
+        "desired": "running",
+        "state": "ready",
+        "port": 7000,
+        "created_at": t,
+        "updated_at": t,
+    }
+    return Instance(**(fields | kw))
+
+
+def test_version_number_follows_the_profile(db: Database) -> None:
+    w = world(db)
+    p3, p7, p12 = (w["profiles"][n] for n in NUMBERS)
+    with db.write() as s:
+        placed = host_svc.new_instance(s, w["fleet"], p3, w["hosts"][0], now(), None)
+        written = _instance(w, 7)  # written directly: no version number given
+        s.add(written)
+        s.flush()
+        assert (placed.version_number, written.version_number) == (3, 7)
+        written.profile_id = p12  # a profile swap on an existing row
+        s.flush()
+        ids = placed.id, written.id
+    with db.read() as s:
+        got = dict(s.execute(select(Instance.id, Instance.version_number)).all())
+        assert got == {ids[0]: 3, ids[1]: 12}
+        assert p7 not in {i.profile_id for i in s.scalars(select(Instance))}
+
+
+def test_a_profile_switch_and_a_patch_job_start_instances_of_the_new_version(
+    db: Database,
+) -> None:
+    w = world(db)
+    with db.write() as s:
+        old = host_svc.new_instance(s, w["fleet"], w["profiles"][3], w["hosts"][0], now(), None)
+        old.state = "ready"
+        s.flush()
+        fleet = s.get_one(Fleet, w["fleet"])
+        sw = switches.create_switch(s, fleet, "p7", 0.0, "t")
+        out = switches.step(s, sw, now())
+        assert not out.done, sw.message
+        switched = s.scalar(select(Instance).where(Instance.replaces_id == old.id))
+        assert switched is not None and switched.profile_id == w["profiles"][7]
+        # A patch job's StartInstance (``version_id`` is the new profile's id).
+        start = StartInstance("job/start/1", "h0", w["fleet"], w["profiles"][12], old.id)
+        apply(s, None, None, start, now())  # type: ignore[arg-type]  # _start reads neither
+        started = s.scalar(select(Instance).where(Instance.launch_key == start.key))
+        assert started is not None
+        ids = old.id, switched.id, started.id
+    with db.read() as s:
+        got = dict(s.execute(select(Instance.id, Instance.version_number)).all())
+        assert got == dict(zip(ids, NUMBERS, strict=True))
+        rows = s.execute(
+            select(Instance.version_number, Version.number)
+            .join(Profile, Profile.id == Instance.profile_id)
+            .join(Version, Version.id == Profile.version_id)
+        ).all()
+        assert all(a == b for a, b in rows)
+
+
+def _plan(db: Database, by_profile: bool, params: dict[str, Any]) -> str:
+    q = sessions._BEST[by_profile].params(**params)
+    sql = str(q.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as c:
+        if db.is_sqlite:
+            return "\n".join(r[-1] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        # Tiny tables: a sequential scan would win on cost, so forbid sorting and scanning.
+        # A plan without a sort exists only if an allocation index serves WHERE and ORDER BY.
+        c.exec_driver_sql("SET LOCAL enable_sort = off")  # this transaction only
+        c.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        return "\n".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
+
+
+@pytest.mark.parametrize("by_profile", [False, True])
+def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_profile: bool) -> None:
+    w = world(db, hosts=4)
+    with db.write() as s:
+        s.add_all(
+            _instance(w, NUMBERS[n % 3], host_id=w["hosts"][n % 4], players=n % 4)
+            for n in range(200)
+        )
+    if not db.is_sqlite:
+        with db.engine.connect() as c:
+            c.exec_driver_sql("ANALYZE")
+    scope = w["profiles"][7] if by_profile else w["fleet"]
+    plan = _plan(db, by_profile, {"scope_id": scope, "alive_after": now() - 10, "size": 1})
+    index = "ix_instances_alloc_profile" if by_profile else "ix_instances_alloc_fleet"
+    assert index in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+def _rank_all(s: Any, params: dict[str, Any], t: float, request: Any, weights: Any) -> Any:
+    """``allocation.rank`` over every ready instance of the fleet, as ``allocate`` reads
+    them to word a refusal."""
+    rows = list(s.execute(sessions._SCOPED[False], params))
+    return allocation.rank([sessions._candidate(r, t, weights) for r in rows], request)
+
+
+def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
+    db: Database,
+) -> None:
+    w = world(db, hosts=6, regions=3)
+    rng = random.Random(7)
+    t = now()
+    with db.write() as s:
+        s.add(
+            VersionCompat(
+                version_id=w["versions"][3], client_min=None, client_max="1.9", updated_at=t
+            )
+        )
+        s.add(
+            VersionCompat(
+                version_id=w["versions"][12], client_min="2.0", client_max=None, updated_at=t
+            )
+        )
+        dead = s.get_one(Host, w["hosts"][5])
+        dead.last_seen_at = t - 2 * LOST_AFTER_S  # its instances take no players
+        for _ in range(300):
+            capacity = rng.choice((1, 4, 8))
+            s.add(
+                _instance(
+                    w,
+                    rng.choice(NUMBERS),
+                    host_id=rng.choice(w["hosts"]),
+                    capacity=capacity,
+                    players=rng.randint(0, capacity),
+                    desired=rng.choice(("running", "running", "running", "draining", "stopped")),
+                    state=rng.choice(("ready", "ready", "ready", "starting", "stopped")),
+                )
+            )
+    p3, p7, p12 = (w["profiles"][n] for n in NUMBERS)
+    cases: list[tuple[tuple[str, ...], dict[int, float], str | None, int]] = [
+        ((), {}, None, 1),
+        ((), {}, None, 3),
+        (("r2",), {}, None, 1),
+        (("r1", "r0"), {}, None, 2),
+        ((), {p3: 0.0, p7: 1.0}, None, 1),
+        ((), {p12: 0.5, p3: 2.0}, None, 1),
+        (("r2", "r0"), {p7: 0.0, p12: 3.0}, None, 1),
+        ((), {}, "1.5", 1),
+        ((), {}, "2.5", 1),
+        (("r0",), {p3: 0.25}, "1.0", 2),
+    ]
+    with db.read() as s:
+        for regions, weights, client, size in cases:
+            version = allocation.parse_client_version(client) if client else None
+            request = allocation.Request(regions=regions, client_version=version, size=size)
+            params = {"scope_id": w["fleet"], "alive_after": t - LOST_AFTER_S, "size": size}
+            incompatible = (
+                sessions._incompatible_profiles(s, w["app"], None, version) if version else []
+            )
+            best = sessions._best_rows(s, False, params, request, incompatible, weights)
+            ranked = _rank_all(s, params, t, request, weights)
+            case = (regions, weights, client, size)
+            assert isinstance(ranked, allocation.Ranked), (case, ranked)
+            expected = [c.instance_id for c in ranked.candidates[: sessions.PREFETCH]]
+            assert [r.id for r in best] == expected, case
+            assert all(r.version == r_num for r, r_num in _numbers(s, best)), case
+
+
+def _numbers(s: Any, rows: list[Any]) -> list[tuple[Any, int]]:
+    by_id = dict(
+        s.execute(
+            select(Instance.id, Version.number)
+            .join(Profile, Profile.id == Instance.profile_id)
+            .join(Version, Version.id == Profile.version_id)
+        ).all()
+    )
+    return [(r, by_id[r.id]) for r in rows]
+
+
+def _request(n: int, size: int = 1) -> sessions.AllocationRequest:
+    return sessions.AllocationRequest(
+        fleet="f",
+        profile=None,
+        regions=(),
+        client_version=None,
+        players=tuple(f"p{n}-{k}" for k in range(size)),
+    )
+
+
+def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
+    db: Database,
+) -> None:
+    """As in one batch of the allocator: the first allocation reads the best candidates,
+    the next ones rank the same rows with the places taken since, and the compare-and-set
+    still stops at capacity."""
+    w = world(db)
+    with db.write() as s:
+        rows = [_instance(w, n) for n in (7, 3, 7)]  # capacity 4 each
+        s.add_all(rows)
+        s.flush()
+        v7a, v3, v7b = (r.id for r in rows)
+    reads: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if "ORDER BY instances.version_number DESC" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.write() as s:
+            placed = [sessions.allocate(s, _request(n), now())["instance_id"] for n in range(12)]
+            assert len(reads) == 1
+            with pytest.raises(Conflict) as refused:
+                sessions.allocate(s, _request(12), now())
+            assert refused.value.facts["reason"] == "no_capacity"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    # Newest version first, the fullest first: exactly what one transaction each would do.
+    assert placed == [v7a] * 4 + [v7b] * 4 + [v3] * 4
+    with db.read() as s:
+        assert {i.id: i.players for i in s.scalars(select(Instance))} == {v7a: 4, v3: 4, v7b: 4}
+
+
+def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -> None:
+    w = world(db)
+    with db.write() as s:
+        rows = [_instance(w, 7), _instance(w, 3)]
+        s.add_all(rows)
+        s.flush()
+        new, old = (r.id for r in rows)
+    with db.write() as s:
+        assert sessions.allocate(s, _request(1), now())["instance_id"] == new
+        # A patch job drains it (as another transaction would, between two allocations).
+        s.execute(update(Instance).where(Instance.id == new).values(desired="draining"))
+        assert sessions.allocate(s, _request(2), now())["instance_id"] == old
+        # Parties of another size read their own candidates.
+        assert sessions.allocate(s, _request(3, size=3), now())["instance_id"] == old
+    with db.read() as s:
+        assert {i.id: i.players for i in s.scalars(select(Instance))} == {new: 1, old: 4}
+
+
+def test_the_migration_fills_in_the_version_numbers_of_existing_instances(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An instance made before migration 0004 gets its profile's version number."""
+    for kind in ("sqlite", "postgres"):
+        url = (
+            request.getfixturevalue("pg_url")
+            if kind == "postgres"
+            else f"sqlite:///{tmp_path}/m.db"
+        )
+        database = Database(url)
+        try:
+            _migrate(database, "0003")
+            w = world(database)
+            t = now()
+            with database.write() as s:
+                for number in (7, 12):
+                    s.execute(
+                        insert(Instance.__table__).values(  # the columns 0003 knows
+                            fleet_id=w["fleet"],
+                            profile_id=w["profiles"][number],
+                            host_id=w["hosts"][0],
+                            capacity=4,
+                            players=0,
+                            desired="running",
+                            state="ready",
+                            ports="{}",
+                            restarts=0,
+                            sdk_ready=False,
+                            sdk_players="[]",
+                            sdk_labels="{}",
+                            sdk_state_saved=False,
+                            created_at=t,
+                            updated_at=t,
+                        )
+                    )
+            _migrate(database, "head")
+            with database.read() as s:
+                got = s.execute(select(Instance.profile_id, Instance.version_number)).all()
+                assert sorted(got) == sorted((w["profiles"][n], n) for n in (7, 12)), kind
+        finally:
+            database.dispose()
+
+
+def _migrate(database: Database, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(resources.files("changeover.control") / "migrations")
+    )
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
