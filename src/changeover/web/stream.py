@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from changeover.control import logs
 from changeover.control.auth.views import Reader
 from changeover.control.observability import INTERNAL_CLIENT
+from changeover.control.patchjobs.reports import RESULT_KIND
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -39,6 +40,8 @@ MAX_EVENT_ID = 2**62
 """Event ids are 64-bit in the database; a bigger ``after`` is refused, not overflowed."""
 TERMINAL_FROM = 7
 """Patch-job statuses from 7 (Completed) on are final (``patchjobs.states.JobStatus``)."""
+FINISHED_GRACE_S = 5.0
+"""How long a final job's stream waits for the ``finished`` event before it ends anyway."""
 
 router = APIRouter(prefix="/api/v1", tags=["patchjobs"])
 
@@ -119,6 +122,8 @@ async def stream_job(
 async def _events(reader: JobReader, job_id: int, job: Any, after: int) -> AsyncIterator[bytes]:
     started = quiet_since = time.monotonic()
     last_job: Any = None
+    finished = False
+    terminal_since: float | None = None
     try:
         while time.monotonic() - started < MAX_STREAM_S:
             sent = False
@@ -128,15 +133,21 @@ async def _events(reader: JobReader, job_id: int, job: Any, after: int) -> Async
                 )
                 for ev in page.get("events", []):
                     after = max(after, int(ev["id"]))
+                    finished = finished or ev.get("kind") == RESULT_KIND
                     yield sse("event", ev, int(ev["id"]))
                     sent = True
                 if job != last_job:
                     yield sse("job", job)
                     last_job, sent = job, True
                 more = len(page.get("events", [])) >= EVENTS_PER_POLL
-                if not more and int(job.get("status", 0)) >= TERMINAL_FROM:
-                    yield sse("end", job)
-                    return
+                if int(job.get("status", 0)) >= TERMINAL_FROM:
+                    terminal_since = terminal_since or time.monotonic()
+                    # The status turns final a moment before the reconciler writes the
+                    # "finished" event: wait for it, or a while, so the timeline is whole.
+                    waited = time.monotonic() - terminal_since >= FINISHED_GRACE_S
+                    if not more and (finished or waited):
+                        yield sse("end", job)
+                        return
             except ApiRefused as e:
                 yield sse("error", e.body())
                 return
