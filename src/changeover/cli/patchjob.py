@@ -26,7 +26,7 @@ from changeover.cli.output import (
     when,
 )
 from changeover.client import ApiClient
-from changeover.control.patchjobs.states import JobStatus
+from changeover.control.patchjobs.states import FINISHED_EVENT, FINISHED_WAIT_S, JobStatus
 from changeover.errors import InvalidInput
 
 patchjob_app = typer.Typer(
@@ -34,7 +34,6 @@ patchjob_app = typer.Typer(
     no_args_is_help=True,
 )
 FOLLOW_POLL_S = 1.0
-FINISHED_WAIT_S = 10.0
 
 
 def register(app: typer.Typer) -> None:
@@ -284,12 +283,11 @@ def _follow(c: ApiClient, job_id: int, after: int, as_json: bool) -> dict[str, A
                 print(json.dumps(e, sort_keys=True), flush=True)
             else:
                 _say(_event_line(e))
-            if e["kind"] == "finished":
+            if e["kind"] == FINISHED_EVENT:
                 return dict(c.get(f"/patchjobs/{job_id}"))
         job: dict[str, Any] = c.get(f"/patchjobs/{job_id}")
         if JobStatus(job["status"]).terminal:
-            # The status is recorded before the "finished" event is written (intent
-            # first, then its effects): give that event a moment, not forever.
+            # The "finished" event comes a moment after the final status (FINISHED_WAIT_S).
             finished_by = finished_by or time.monotonic() + FINISHED_WAIT_S
             if time.monotonic() > finished_by:
                 return job

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from changeover.control import logs
 from changeover.control.auth.views import Reader
 from changeover.control.observability import INTERNAL_CLIENT
-from changeover.control.patchjobs.reports import RESULT_KIND
+from changeover.control.patchjobs.states import FINISHED_EVENT, FINISHED_WAIT_S
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -40,8 +40,6 @@ MAX_EVENT_ID = 2**62
 """Event ids are 64-bit in the database; a bigger ``after`` is refused, not overflowed."""
 TERMINAL_FROM = 7
 """Patch-job statuses from 7 (Completed) on are final (``patchjobs.states.JobStatus``)."""
-FINISHED_GRACE_S = 5.0
-"""How long a final job's stream waits for the ``finished`` event before it ends anyway."""
 
 router = APIRouter(prefix="/api/v1", tags=["patchjobs"])
 
@@ -133,7 +131,7 @@ async def _events(reader: JobReader, job_id: int, job: Any, after: int) -> Async
                 )
                 for ev in page.get("events", []):
                     after = max(after, int(ev["id"]))
-                    finished = finished or ev.get("kind") == RESULT_KIND
+                    finished = finished or ev.get("kind") == FINISHED_EVENT
                     yield sse("event", ev, int(ev["id"]))
                     sent = True
                 if job != last_job:
@@ -142,9 +140,8 @@ async def _events(reader: JobReader, job_id: int, job: Any, after: int) -> Async
                 more = len(page.get("events", [])) >= EVENTS_PER_POLL
                 if int(job.get("status", 0)) >= TERMINAL_FROM:
                     terminal_since = terminal_since or time.monotonic()
-                    # The status turns final a moment before the reconciler writes the
-                    # "finished" event: wait for it, or a while, so the timeline is whole.
-                    waited = time.monotonic() - terminal_since >= FINISHED_GRACE_S
+                    # Wait for the "finished" event (see FINISHED_WAIT_S): a whole timeline.
+                    waited = time.monotonic() - terminal_since >= FINISHED_WAIT_S
                     if not more and (finished or waited):
                         yield sse("end", job)
                         return

@@ -33,14 +33,14 @@ from email.utils import formatdate, make_msgid
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from changeover.control.patchjobs.states import JobStatus
+from changeover.control.patchjobs.states import FINISHED_EVENT, JobStatus
 from changeover.errors import AuthError, InvalidInput
 
 PROGRESS_KINDS: Final = frozenset({"status", "phase", "cancel", "resume"})
 """Events mailed to addresses with progress reports: the job changed status or phase, or
 an operator cancelled or resumed it. Actions and checks are too many to mail; the
 webhook gets every event."""
-RESULT_KIND: Final = "finished"
+RESULT_KIND: Final = FINISHED_EVENT
 """The last event of a job: mailed to addresses with result reports."""
 
 EVENT_HEADER: Final = "X-Changeover-Event"
