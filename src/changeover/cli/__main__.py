@@ -1,5 +1,5 @@
 """``python -m changeover.cli`` — the same as the ``changeover`` command."""
 
-from changeover.cli.main import main
+from changeover.cli.fastpath import main
 
 main()

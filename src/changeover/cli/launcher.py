@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from changeover.cli.output import JOB_FAILED, JsonOpt, console, err_console, human_bytes, print_json
+from changeover.cli.fastpath import launcher_verify, verify_dict
+from changeover.cli.output import JsonOpt, console, err_console, human_bytes, print_json
 from changeover.errors import ChangeoverError, InvalidInput
 
 launcher_app = typer.Typer(
@@ -35,12 +36,6 @@ def parse_rate(value: str | None) -> int | None:
         raise InvalidInput(f"--limit-rate {value!r}: use a number of bytes/s such as 500K or 5M")
     scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
     return int(float(m.group(1)) * scale)
-
-
-def _default_cache(directory: Path) -> Path:
-    from changeover.launcher.install import default_cache
-
-    return default_cache(directory)
 
 
 def _syncer(
@@ -124,53 +119,27 @@ def sync(
     )
 
 
-def _verify_dict(report: Any) -> dict[str, Any]:
-    return {
-        "clean": report.clean,
-        "ok": report.ok,
-        "missing": report.missing,
-        "modified": report.modified,
-        "extra": report.extra,
-        "bytes_hashed": report.bytes_hashed,
-    }
-
-
 @launcher_app.command("verify")
 def verify(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """Hash every file of DIR against its manifest; exit 1 if anything differs."""
-    # Offline and local: no Syncer, so none of the network and TUF modules get imported.
-    from changeover.launcher.install import Install, verify_tree
-
-    install = Install(directory, cache or _default_cache(directory))
-    manifest = install.current_manifest()
-    if manifest is None or install.current_tree() is None:
-        raise InvalidInput(f"{directory} is not a changeover install")
-    report = verify_tree(directory, manifest, install.current_chunks())
-    if as_json:
-        print_json(_verify_dict(report))
-    else:
-        console.print(
-            f"{report.ok} files ok, {human_bytes(report.bytes_hashed)} hashed", highlight=False
-        )
-        for kind in ("missing", "modified", "extra"):
-            for path in getattr(report, kind):
-                console.print(f"  {kind}: {path}", highlight=False)
-    if not report.clean:
-        raise typer.Exit(JOB_FAILED)
+    # The plain forms of this command never get here: cli.fastpath answers them.
+    code = launcher_verify(directory, cache, as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 @launcher_app.command("repair")
 def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """Verify DIR and re-fetch whatever is damaged, missing or extra."""
-    from changeover.launcher.install import Install
+    from changeover.launcher.install import Install, default_cache
 
-    record = Install(directory, cache or _default_cache(directory)).record() or {}
+    record = Install(directory, cache or default_cache(directory)).record() or {}
     base_url = record.get("base_url")
     if not isinstance(base_url, str):
         raise InvalidInput(f"{directory} has no install record; run 'changeover launcher sync'")
     found, report = _syncer(base_url, directory, cache, None).repair()
     if as_json:
-        print_json({"found": _verify_dict(found), "sync": report.to_dict()})
+        print_json({"found": verify_dict(found), "sync": report.to_dict()})
         return
     damaged = len(found.missing) + len(found.modified) + len(found.extra)
     console.print(
@@ -182,9 +151,9 @@ def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
 @launcher_app.command("status")
 def status(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
     """What DIR holds, and whether its branch has moved since."""
-    from changeover.launcher.install import Install
+    from changeover.launcher.install import Install, default_cache
 
-    install = Install(directory, cache or _default_cache(directory))
+    install = Install(directory, cache or default_cache(directory))
     record = install.record()
     if record is None or install.current_tree() is None:
         raise InvalidInput(f"{directory} is not a changeover install")

@@ -1,7 +1,7 @@
 """``changeover`` — the command line for everything; each group lives in its own module.
 
 Commands parse arguments, call the API client or a service, and print. Our errors become
-one red line and an exit code (see ``cli.output.EXIT_CODES``).
+one red line and an exit code (see ``cli.plain.EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -66,14 +66,22 @@ def _root(
 
 
 def main() -> None:
+    """The full CLI (``cli.fastpath.main``, the ``changeover`` command, comes here for all
+    but the few commands it answers itself)."""
     try:
         build_app(_groups_for(sys.argv))()
     except errors.ChangeoverError as e:
-        from changeover.cli.output import fail
-
-        try:
-            fail(e)
-        except typer.Exit as ex:
-            sys.exit(ex.exit_code)
+        sys.exit(report(e))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def report(e: errors.ChangeoverError) -> int:
+    """Print ``e`` as one red line; its exit code."""
+    from changeover.cli.output import fail
+
+    try:
+        fail(e)
+    except typer.Exit as ex:
+        return ex.exit_code
+    return 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,21 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from changeover import errors
+from changeover.cli.plain import JOB_FAILED, exit_code, human_bytes, print_json
+
+__all__ = ["JOB_FAILED", "human_bytes", "print_json"]  # re-exported for the command modules
 
 console = Console()
 err_console = Console(stderr=True)
-
-EXIT_CODES: list[tuple[type[errors.ChangeoverError], int]] = [
-    (errors.Forbidden, 6),
-    (errors.AuthError, 6),
-    (errors.NotFound, 4),
-    (errors.Conflict, 5),
-    (errors.IntegrityError, 7),
-    (errors.InvalidInput, 3),
-    (errors.RemoteError, 8),
-    (errors.DiskError, 9),
-]
-JOB_FAILED = 1
 
 ServerOpt = Annotated[
     str,
@@ -45,37 +34,15 @@ WaitOpt = Annotated[
 ]
 
 
-def exit_code(exc: errors.ChangeoverError) -> int:
-    for kind, code in EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return 1
-
-
 def fail(exc: errors.ChangeoverError) -> None:
     err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(exit_code(exc))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -8,6 +8,8 @@ import http.server
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -113,6 +115,20 @@ def test_verify_and_repair(published: Published, tmp_path: Path) -> None:
     assert report["modified"] == ["bin/game"]
     assert report["missing"] == ["data/asset03.bin"]
     assert report["extra"] == ["cheat.dll"]
+    human = run_cli("launcher", "verify", str(target))
+    assert human.returncode == 1
+    assert "  modified: bin/game\n" in human.stdout
+    assert "  missing: data/asset03.bin\n" in human.stdout
+    assert "  extra: cheat.dll\n" in human.stdout
+    # The same command through the Typer app (the fast path answers the plain forms).
+    typer_app = [sys.executable, "-c", "from changeover.cli.main import main; main()"]
+    full = subprocess.run(
+        [*typer_app, "launcher", "verify", str(target), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert full.returncode == 1 and json.loads(full.stdout) == report
 
     fixed = run_cli("launcher", "repair", str(target), "--json")
     assert fixed.returncode == 0, fixed.stderr
