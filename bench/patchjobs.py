@@ -12,8 +12,10 @@ its deadline (``--drain-deadline``) and had to move is reported too.
 **Scale.** A fleet of ``--scale-size`` instances over ``--hosts`` simulated hosts (the
 agent protocol over HTTP from one process; every instance reports ready at once, every
 stop takes effect at once, every build is staged at once, no players) is moved by each
-method; reported: wall time, the control plane's CPU seconds (from /proc), both per 1,000
-instances, and the number of syncs the hosts made meanwhile.
+method. Like real agents, the hosts sync at the interval the control plane asks (it
+stretches it when it has many hosts) and at once after a sync that changed their
+instances. Reported: wall time, the control plane's CPU seconds (from /proc), both per
+1,000 instances, the number of syncs the hosts made meanwhile and the median interval.
 
 Run ``python bench/patchjobs.py --help``; ``make bench`` runs it with its defaults.
 """
@@ -24,9 +26,11 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -103,12 +107,16 @@ def _ok(r: httpx.Response, status: int = 200) -> Any:
 
 
 def wait_job(c: httpx.Client, job_id: int, timeout_s: float, tick: Any = None) -> dict[str, Any]:
-    """Poll a job until it ends (status >= 7), calling ``tick`` between polls."""
+    """Poll a job every second (as ``changeover patchjob show --follow`` does) until it
+    ends (status >= 7), calling ``tick`` in between."""
     deadline = time.monotonic() + timeout_s
+    next_poll = 0.0
     while time.monotonic() < deadline:
-        job: dict[str, Any] = _ok(c.get(f"/patchjobs/{job_id}"))
-        if job["status"] >= 7:
-            return job
+        if time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + 1.0
+            job: dict[str, Any] = _ok(c.get(f"/patchjobs/{job_id}"))
+            if job["status"] >= 7:
+                return job
         if tick is not None:
             tick()
         else:
@@ -125,7 +133,11 @@ def _cpu_s(pid: int) -> float:
 
 
 class SimHosts:
-    """Hosts that speak the agent protocol and do at once whatever the control plane asks."""
+    """Hosts that speak the agent protocol and do at once whatever the control plane asks.
+
+    Like real agents, each host has its own loop (a thread): it syncs every
+    ``sync_interval_s`` the control plane tells it, and at once after a sync that changed
+    its instances (they are then ready, or stopped)."""
 
     def __init__(self, client: httpx.Client, names: Sequence[str], slots: int) -> None:
         self.client = client
@@ -136,6 +148,14 @@ class SimHosts:
         self.states: dict[str, dict[int, str]] = {n: {} for n in names}
         self.staged: dict[str, list[str]] = {n: [] for n in names}
         self.syncs = 0
+        self.intervals: list[float] = []
+        self.last_seen: dict[str, float] = {}
+        self.longest_gap = 0.0
+        """The longest time between two answered syncs of one host (lost after 10 s)."""
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def register(self) -> None:
         def one(name: str) -> None:
@@ -145,25 +165,63 @@ class SimHosts:
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(one, self.names))
 
-    def sync(self, name: str) -> None:
+    def sync(self, name: str) -> float:
+        """One sync of host ``name``; the seconds until its next one."""
         observed = [
             {"id": i, "state": st, "port": 20000 + i % 40000, "pid": 100 + i}
             for i, st in self.states[name].items()
         ]
         body = {"agent_uid": self.uids[name], "instances": observed, "staged": self.staged[name]}
         out = _ok(self.client.post(f"/agents/{self.ids[name]}/sync", json=body))
-        self.syncs += 1
+        t = time.monotonic()
+        with self._lock:
+            self.syncs += 1
+            self.longest_gap = max(self.longest_gap, t - self.last_seen.get(name, t))
+            self.last_seen[name] = t
+            self.intervals.append(float(out["sync_interval_s"]))
         self.staged[name] = list(out.get("versions", []))
-        self.states[name] = {
+        states = {
             i["id"]: ("stopped" if i["desired"] == "stopped" else "ready") for i in out["instances"]
         }
+        changed = states != self.states[name]
+        self.states[name] = states
+        return 0.0 if changed else float(out["sync_interval_s"])
 
-    def sync_all(self) -> None:
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(self.sync, self.names))
+    def start(self) -> None:
+        for name in self.names:
+            th = threading.Thread(target=self._loop, args=(name,), daemon=True)
+            th.start()
+            self._threads.append(th)
+
+    def _loop(self, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.sync(name)
+            except Exception as e:  # noqa: BLE001 -- reported by check() on the main thread
+                self.error = self.error or e
+                return
+            self._stop.wait(wait)
+
+    def check(self) -> None:
+        """Raise what a host's loop ran into; else wait a little (``wait_job``'s tick)."""
+        if self.error is not None:
+            raise BenchError(f"a simulated host failed: {self.error}")
+        time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=60)
+
+    def wait_live(self, size: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.live() < size:
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {self.live()} of {size} instances ready")
+            self.check()
 
     def live(self) -> int:
-        return sum(st == "ready" for states in self.states.values() for st in states.values())
+        return sum(st == "ready" for states in self.states.values() for st in list(states.values()))
 
 
 @dataclass(frozen=True)
@@ -175,6 +233,10 @@ class ScaleRun:
     wall_s: float
     cpu_s: float
     syncs: int
+    interval_s: float
+    """The median sync interval the control plane asked of the hosts meanwhile."""
+    longest_gap_s: float
+    """The longest a host went without an answered sync."""
 
 
 def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
@@ -203,19 +265,23 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
                 base_url=srv.url + "/api/v1",
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=300,
+                limits=httpx.Limits(max_connections=hosts, max_keepalive_connections=hosts),
             )
         )
         sim = SimHosts(agents, names, size // hosts + 2)
         sim.register()
-        while sim.live() < size:
-            sim.sync_all()
+        sim.start()
+        stack.callback(sim.stop)
+        sim.wait_live(size, args.timeout)
         log(f"[patchjobs] scale: {size} instances ready on {hosts} hosts")
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
             syncs0, cpu0, t0 = sim.syncs, _cpu_s(srv.pid), time.monotonic()
+            sim.intervals.clear()
+            sim.longest_gap = 0.0
             job = _ok(admin.post("/patchjobs", json=body), 201)
-            done = wait_job(admin, job["id"], args.timeout, tick=sim.sync_all)
+            done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
             run = ScaleRun(
                 method,
                 size,
@@ -224,12 +290,13 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
                 time.monotonic() - t0,
                 _cpu_s(srv.pid) - cpu0,
                 sim.syncs - syncs0,
+                statistics.median(sim.intervals or [0.0]),
+                sim.longest_gap,
             )
-            log(f"[patchjobs] scale {method}: {run}")
+            log(f"[patchjobs] scale {method}: {run}; reason: {done.get('reason')}")
             runs.append(run)
             old, new = new, old
-            while sim.live() < size:  # the next job starts from a full fleet
-                sim.sync_all()
+            sim.wait_live(size, args.timeout)  # the next job starts from a full fleet
     return runs
 
 
@@ -565,11 +632,24 @@ def report_md(
     if scale:
         lines += [
             f"Scale: {scale[0].instances:,} simulated instances over {scale[0].hosts} hosts "
-            "(one process speaking the agent protocol; every change takes effect at its next "
-            "sync; no players). Per 1,000 instances: wall seconds and control-plane CPU seconds.",
+            "(one process speaking the agent protocol; every change takes effect at once; each "
+            "host syncs at the interval the control plane asks and at once after a change; no "
+            "players). Per 1,000 instances: wall seconds and control-plane CPU seconds; the "
+            "median sync interval the control plane asked for, and the longest a host went "
+            "without an answered sync (a host is lost after 10 s).",
             "",
             markdown_table(
-                ["method", "job", "wall s", "CPU s", "wall s / 1k", "CPU s / 1k", "host syncs"],
+                [
+                    "method",
+                    "job",
+                    "wall s",
+                    "CPU s",
+                    "wall s / 1k",
+                    "CPU s / 1k",
+                    "host syncs",
+                    "sync interval s",
+                    "longest sync gap s",
+                ],
                 [
                     [
                         r.method,
@@ -579,6 +659,8 @@ def report_md(
                         f"{r.wall_s * 1000 / r.instances:.2f}",
                         f"{r.cpu_s * 1000 / r.instances:.2f}",
                         r.syncs,
+                        f"{r.interval_s:.1f}",
+                        f"{r.longest_gap_s:.1f}",
                     ]
                     for r in scale
                 ],

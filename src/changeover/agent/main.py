@@ -180,6 +180,10 @@ class Agent:
             self._register(api, uid)
             return
         sup.apply(desired["instances"])
+        # The control plane stretches the interval when it has many hosts to hear from.
+        interval = desired.get("sync_interval_s")
+        if isinstance(interval, (int, float)) and 0.1 <= interval <= 60:
+            self.sync_interval_s = float(interval)
         wanted = set(desired.get("versions", [])) | sup.wanted_versions()
         stager.want(sorted(wanted), only=True)
         removed = stager.staging.prune(wanted) if len(stager.staging.staged()) > len(wanted) else []

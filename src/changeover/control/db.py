@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
@@ -51,6 +52,41 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+class FairLock:
+    """A reentrant lock handed over in arrival order.
+
+    ``threading.Lock`` has no order: a thread that releases it and asks again at once (the
+    reconciler applying thousands of actions, batch after batch) usually gets it back
+    before a waiter wakes, and the waiters (agents' syncs) can starve for many seconds.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: deque[int] = deque()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> FairLock:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            self._waiting.append(me)
+            while self._owner is not None or self._waiting[0] != me:
+                self._cond.wait()
+            self._waiting.popleft()
+            self._owner, self._depth = me, 1
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -69,9 +105,10 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time, and its waiters poll with sleeps, not in turn: under
         # load (a hundred agents syncing) a writer could starve past the busy timeout. Our own
-        # threads queue here instead. PostgreSQL locks rows, so its writers go in parallel.
+        # threads queue here instead, in turn. PostgreSQL locks rows, so its writers go in
+        # parallel.
         self._write_lock: AbstractContextManager[Any] = (
-            threading.RLock() if self.is_sqlite else nullcontext()
+            FairLock() if self.is_sqlite else nullcontext()
         )
 
     @contextmanager

@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,115 +20,22 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, insert, select, update
 
-from changeover.control.builds.models import Image, Version
+from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
 from changeover.control.fleet import allocation, sessions, switches
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet.models import (
-    Application,
-    Environment,
     Fleet,
-    FleetHost,
     Host,
     Instance,
     Profile,
-    Region,
     VersionCompat,
 )
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
 from changeover.errors import Conflict
-
-NUMBERS = (3, 7, 12)
-"""The versions' numbers: unlike their ids, so a mix-up of the two shows."""
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgres"
-        else f"sqlite:///{tmp_path}/t.db"
-    )
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
-def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
-    """Fleet ``f`` on profile p3 (p7 and p12 beside it), ``hosts`` live hosts, no instances."""
-    t = now()
-    with db.write() as s:
-        env = Environment(name="prod", created_at=t)
-        app = Application(name="game", type="game", created_at=t)
-        image = Image(name="img", description="", created_at=t)
-        region_rows = [Region(name=f"r{n}", created_at=t) for n in range(regions)]
-        s.add_all([env, app, image, *region_rows])
-        s.flush()
-        versions = [
-            Version(
-                image_id=image.id,
-                number=n,
-                manifest_id=f"{n}".rjust(64, "0"),
-                file_count=1,
-                total_bytes=1,
-                status=5,
-                created_at=t,
-                updated_at=t,
-                created_by="t",
-            )
-            for n in NUMBERS
-        ]
-        s.add_all(versions)
-        s.flush()
-        profiles = [
-            Profile(
-                name=f"p{v.number}",
-                application_id=app.id,
-                version_id=v.id,
-                capacity=4,
-                created_at=t,
-                created_by="t",
-                spec=json.dumps({"command": ["game"], "capacity": 4}),
-            )
-            for v in versions
-        ]
-        s.add_all(profiles)
-        s.flush()
-        fleet = Fleet(
-            name="f",
-            application_id=app.id,
-            environment_id=env.id,
-            active_profile_id=profiles[0].id,
-            instances_per_host=1,
-            created_at=t,
-            updated_at=t,
-        )
-        host_rows = [
-            Host(
-                name=f"h{n}",
-                region_id=region_rows[n % regions].id,
-                address=f"10.0.0.{n + 1}",
-                slots=10,
-                agent_uid="u" * 16,
-                registered_at=t,
-                last_seen_at=t + 3600,
-                staged="[]",
-            )
-            for n in range(hosts)
-        ]
-        s.add_all([fleet, *host_rows])
-        s.flush()
-        s.add_all(FleetHost(fleet_id=fleet.id, host_name=h.name) for h in host_rows)
-        return {
-            "app": app.id,
-            "fleet": fleet.id,
-            "profiles": {v.number: p.id for v, p in zip(versions, profiles, strict=True)},
-            "versions": {v.number: v.id for v in versions},
-            "hosts": [h.id for h in host_rows],
-        }
+from fleet_world import NUMBERS, world
 
 
 def _instance(w: dict[str, Any], number: int, **kw: Any) -> Instance:

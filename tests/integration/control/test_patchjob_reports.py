@@ -32,21 +32,6 @@ pytestmark = pytest.mark.timeout(120)
 SECRET = "hook-secret"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (
-        f"sqlite:///{tmp_path / 'reports.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    database = Database(url)
-    database.migrate()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as s:

@@ -11,11 +11,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from changeover.control.builds.models import Image, Version
@@ -45,18 +42,6 @@ from changeover.control.patchjobs.reconciler import Reconciler
 from changeover.control.patchjobs.records import AllocationWeight, PatchJob, PatchJobAction
 from changeover.control.patchjobs.states import JobStatus
 from changeover.control.patchjobs.storage import spec_of
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path}/t.db"
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def world(db: Database, instances: int = 2, **job: Any) -> dict[str, int]:

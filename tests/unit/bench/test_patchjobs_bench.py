@@ -46,7 +46,7 @@ def test_arguments_are_checked() -> None:
 def test_report_shows_both_parts_per_1000_instances() -> None:
     args = pj.parse_args([])
     play = [pj.PlayRun("forced", "Completed", 12.5, 20, 15, 0, 5)]
-    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300)]
+    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25)]
     md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
     rows = {
         cells[0]: cells
@@ -58,3 +58,4 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
     assert rows["forced"] == ["forced", "Completed", "12.5", "20", "15", "0", "0%", "5"]
     # 40 s wall and 10 CPU s for 2,000 instances: 20 and 5 per 1,000.
     assert rows["rolling"][4:6] == ["20.00", "5.00"]
+    assert rows["rolling"][6:] == ["300", "1.5", "4.2"]  # syncs, median interval, longest gap

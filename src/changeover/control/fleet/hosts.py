@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,12 @@ from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
 
 SYNC_INTERVAL_S = 1.0
+"""How often an agent syncs while the control plane has few hosts to hear from."""
+MAX_SYNC_INTERVAL_S = LOST_AFTER_S / 4
+"""The longest interval we ask for: a host misses four syncs before it counts as lost."""
+SYNCS_PER_S = 40.0
+"""The sync rate one control-plane process answers with room to spare (a sync of 100
+instances costs a few milliseconds of CPU); a fleet with more hosts syncs less often."""
 DRAIN_S = 12 * 3600.0
 """How long an instance with players may drain before it is stopped (seed 002: ~12 h)."""
 NOTICE_S = 60.0
@@ -42,6 +48,16 @@ NOTICE_S = 60.0
 AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
 MAX_SLOTS = 10000
+
+
+def sync_interval(live_hosts: int) -> float:
+    """How often each of ``live_hosts`` agents should sync, so that all of them together
+    stay near ``SYNCS_PER_S`` (agents also sync at once when something changes)."""
+    return min(MAX_SYNC_INTERVAL_S, max(SYNC_INTERVAL_S, live_hosts / SYNCS_PER_S))
+
+
+def live_host_count(s: Session, now: float) -> int:
+    return s.scalar(select(func.count(Host.id)).where(Host.last_seen_at > now - LOST_AFTER_S)) or 0
 
 
 def is_alive(host: Host, now: float) -> bool:
@@ -131,37 +147,44 @@ def get_host(s: Session, host_id: int, agent_uid: str) -> Host:
 
 
 def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
+    """Store what the agent says of ``row``. Most syncs repeat the last one: then nothing
+    is written (``observed_at`` is when the agent last reported a change; its heartbeat
+    is the host's ``last_seen_at``)."""
     state = obs.get("state")
     if state not in OBSERVED_STATES:
         raise InvalidInput(f"instance {row.id}: unknown observed state {state!r}")
+    port, pid, restarts = obs.get("port"), obs.get("pid"), obs.get("restarts")
+    ports, error = obs.get("ports"), obs.get("error")
+    seen: dict[str, Any] = {
+        "state": state,
+        "port": port if isinstance(port, int) and 0 < port < 65536 else None,
+        "ports": json.dumps(ports if isinstance(ports, dict) else {}, sort_keys=True),
+        "pid": pid if isinstance(pid, int) and pid > 0 else None,
+        "restarts": restarts if isinstance(restarts, int) and restarts >= 0 else row.restarts,
+        "error": str(error)[:4000] if error else None,
+    }
+    sdk = obs.get("sdk")
+    if isinstance(sdk, dict):
+        players, labels = sdk.get("players"), sdk.get("labels")
+        seen["sdk_ready"] = bool(sdk.get("ready"))
+        seen["sdk_players"] = json.dumps(
+            sorted(map(str, players)) if isinstance(players, list) else []
+        )
+        seen["sdk_labels"] = json.dumps(labels if isinstance(labels, dict) else {}, sort_keys=True)
+        seen["sdk_state_saved"] = bool(sdk.get("state_saved"))
+    changed = {k: v for k, v in seen.items() if getattr(row, k) != v}
+    if not changed:
+        return
     if state == "ready" and row.ready_at is None:
         row.ready_at = now
     elif state in ("staging", "starting", "failed"):
         row.ready_at = None  # restarted: ready again only once it says so
     if state == "stopped" and row.state != "stopped":
         row.stopped_at = now
-    row.state = state
-    port = obs.get("port")
-    row.port = port if isinstance(port, int) and 0 < port < 65536 else None
-    ports = obs.get("ports")
-    row.ports = json.dumps(ports if isinstance(ports, dict) else {}, sort_keys=True)
-    pid = obs.get("pid")
-    row.pid = pid if isinstance(pid, int) and pid > 0 else None
-    restarts = obs.get("restarts")
-    row.restarts = restarts if isinstance(restarts, int) and restarts >= 0 else row.restarts
-    error = obs.get("error")
-    row.error = str(error)[:4000] if error else None
-    sdk = obs.get("sdk")
-    if isinstance(sdk, dict):
-        row.sdk_ready = bool(sdk.get("ready"))
-        players = sdk.get("players")
-        row.sdk_players = json.dumps(sorted(map(str, players)) if isinstance(players, list) else [])
-        labels = sdk.get("labels")
-        row.sdk_labels = json.dumps(labels if isinstance(labels, dict) else {}, sort_keys=True)
-        saved = bool(sdk.get("state_saved"))
-        if saved and not row.sdk_state_saved:
-            row.state_saved_at = now
-        row.sdk_state_saved = saved
+    if changed.get("sdk_state_saved"):
+        row.state_saved_at = now
+    for key, value in changed.items():
+        setattr(row, key, value)
     row.observed_at = now
     row.updated_at = now
 
@@ -187,14 +210,17 @@ def _views(rows: Sequence[Instance], host: Host) -> list[placement.InstanceView]
     ]
 
 
-def _live_instances(s: Session, host: Host) -> list[Instance]:
+def _is_live(i: Instance) -> bool:
+    return i.desired != "stopped" or i.state != "stopped"
+
+
+def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instance]:
+    """The host's live instances and those of ``also`` (ids the agent reports), by id: one
+    lock order for every writer of these rows."""
+    live = or_(Instance.desired != "stopped", Instance.state != "stopped")
+    wanted = or_(live, Instance.id.in_(also)) if also else live
     return list(
-        s.scalars(
-            select(Instance)
-            .where(Instance.host_id == host.id)
-            .where(or_(Instance.desired != "stopped", Instance.state != "stopped"))
-            .order_by(Instance.id)
-        )
+        s.scalars(select(Instance).where(Instance.host_id == host.id, wanted).order_by(Instance.id))
     )
 
 
@@ -241,14 +267,14 @@ def apply(s: Session, row: Instance, action: placement.Action, now: float) -> No
     row.updated_at = now
 
 
-def _plan(s: Session, host: Host, now: float) -> None:
+def _plan(s: Session, host: Host, all_rows: list[Instance], now: float) -> list[Instance]:
+    """Re-plan ``host`` from its live instances ``all_rows``; the instances it creates."""
     # The fleets a running patch job owns: the job starts, drains and stops their
     # instances, so placement never creates, scales down or drains there on its own (the
     # two would fight). It still applies its drain rules (stop when empty, notice, stop at
     # the deadline) to the instances the job handed over: a stop that found players and
     # fell back to draining (``stop_signal`` set by the job).
     owned = patchjob_storage.owned_fleet_ids(s)
-    all_rows = _live_instances(s, host)
     rows = [i for i in all_rows if i.fleet_id not in owned]
     handed_over = [i for i in all_rows if i.fleet_id in owned and i.stop_signal is not None]
     if handed_over:
@@ -280,19 +306,20 @@ def _plan(s: Session, host: Host, now: float) -> None:
     taken = sum(i.desired != "stopped" for i in all_rows if i.fleet_id in owned)
     view = placement.HostView(host.name, alive=True, slots=host.slots - taken)
     by_id = {i.id: i for i in rows}
+    created = []
     for action in placement.plan_host(
         view, specs, _views(rows, host), now, drain_s=DRAIN_S, notice_s=NOTICE_S
     ):
         if isinstance(action, placement.Create):
-            new_instance(s, action.fleet_id, action.profile_id, host.id, now, None)
+            created.append(new_instance(s, action.fleet_id, action.profile_id, host.id, now, None))
         else:
             apply(s, by_id[action.instance_id], action, now)
     s.flush()
+    return created
 
 
-def snapshot(s: Session, host: Host) -> dict[str, Any]:
-    """The desired state of a host, as its agent reads it."""
-    rows = _live_instances(s, host)
+def snapshot(s: Session, host: Host, rows: Sequence[Instance], now: float) -> dict[str, Any]:
+    """The desired state of a host (whose live instances are ``rows``), as its agent reads it."""
     fleet_profiles = set(
         s.scalars(
             select(Fleet.active_profile_id)
@@ -313,6 +340,7 @@ def snapshot(s: Session, host: Host) -> dict[str, Any]:
         f.id: f.name
         for f in s.scalars(select(Fleet).where(Fleet.id.in_({i.fleet_id for i in rows})))
     }
+    specs = {pid: json.loads(p.spec) for pid, p in profiles.items()}
     instances = []
     for i in rows:
         p = profiles[i.profile_id]
@@ -326,7 +354,7 @@ def snapshot(s: Session, host: Host) -> dict[str, Any]:
             "fleet": fleets[i.fleet_id],
             "profile": p.name,
             "manifest_id": versions[p.version_id].manifest_id,
-            "spec": json.loads(p.spec),
+            "spec": specs[p.id],
             "desired": i.desired,
             "notice": notice,
         }
@@ -336,7 +364,7 @@ def snapshot(s: Session, host: Host) -> dict[str, Any]:
         instances.append(item)
     return {
         "host": {"id": host.id, "name": host.name},
-        "sync_interval_s": SYNC_INTERVAL_S,
+        "sync_interval_s": sync_interval(live_host_count(s, now)),
         "instances": instances,
         "versions": sorted({versions[p.version_id].manifest_id for p in profiles.values()}),
     }
@@ -365,19 +393,16 @@ def sync(
         if not isinstance(obs, Mapping) or not isinstance(obs.get("id"), int):
             raise InvalidInput("each observed instance needs an integer id")
         by_id[obs["id"]] = obs
-    if by_id:
-        rows = list(
-            s.scalars(
-                select(Instance)
-                .where(Instance.host_id == host.id, Instance.id.in_(by_id))
-                .order_by(Instance.id)  # one lock order for every writer of these rows
-            )
-        )
-        open_by_instance = sessions.open_sessions(s, [row.id for row in rows])
-        for row in rows:
-            _observe(row, by_id[row.id], now)
-            sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, []))
-    s.flush()
-    s.expire_all()  # session tracking changed player counts behind the ORM's back
-    _plan(s, host, now)
-    return snapshot(s, host)
+    rows = _host_rows(s, host, by_id)
+    reported = [row for row in rows if row.id in by_id]
+    open_by_instance = sessions.open_sessions(s, [row.id for row in reported])
+    released = []
+    for row in reported:
+        _observe(row, by_id[row.id], now)
+        if sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, [])):
+            released.append(row)
+    for row in released:
+        s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
+    live = [row for row in rows if _is_live(row)]
+    created = _plan(s, host, live, now)
+    return snapshot(s, host, [row for row in live if _is_live(row)] + created, now)

@@ -121,18 +121,22 @@ def track(
     obs: Mapping[str, Any],
     now: float,
     open_sessions: Sequence[GameSession],
-) -> None:
-    """Follow the sessions of one instance (``open_sessions``) from what its agent observed."""
+) -> bool:
+    """Follow the sessions of one instance (``open_sessions``) from what its agent observed.
+
+    Returns whether a session closed: its places were given back with an UPDATE of
+    ``row``'s player count that the ORM's copy of ``row`` does not know about."""
     if not open_sessions:
-        return
+        return False
     if obs.get("state") in ("stopped", "failed"):
         for sess in open_sessions:
             _close(s, sess, "ended", now)
-        return
+        return True
     sdk = obs.get("sdk")
     if not isinstance(sdk, dict) or not sdk.get("ready"):
-        return  # no word from the game: nothing is known about its players
+        return False  # no word from the game: nothing is known about its players
     players = set(map(str, sdk.get("players") or []))
+    closed = False
     for sess in open_sessions:
         members = set(json.loads(sess.players))
         if members & players:
@@ -141,8 +145,11 @@ def track(
                 sess.connected_at = now
         elif sess.status == "connected":
             _close(s, sess, "ended", now)
+            closed = True
         elif now - sess.created_at > RESERVE_TTL_S:
             _close(s, sess, "expired", now)
+            closed = True
+    return closed
 
 
 def end_session(s: Session, session_id: str, now: float) -> GameSession:

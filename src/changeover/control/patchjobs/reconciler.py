@@ -405,6 +405,9 @@ class Reconciler:
         with self.db.write() as s:
             job = s.get_one(PatchJob, job_id)
             spec = spec_of(job)
+            # No applier writes the job's row: out of the session, it is not reloaded (with
+            # its progress, large for a big fleet) after every action's expire_all below.
+            s.expunge(job)
             for key in keys:
                 # Mark first: of two processes replaying the same action, one wins the mark
                 # and the other writes nothing (its transaction changes nothing else).

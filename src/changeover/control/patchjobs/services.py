@@ -443,10 +443,13 @@ def _member_state(old: Any, new: Any) -> str:
     return "starting"
 
 
-def progress_summary(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
-    """``{"total", "by_state": {...}, "regions": [{"region", <state>: n}]}``."""
+def progress_summary(
+    s: Session, job: PatchJob, t: float, progress: JobProgress | None = None
+) -> dict[str, Any]:
+    """``{"total", "by_state": {...}, "regions": [{"region", <state>: n}]}`` (``progress``:
+    the job's, when the caller has parsed it already)."""
     spec = spec_of(job)
-    progress = progress_of(job)
+    progress = progress_of(job) if progress is None else progress
     if not progress.selection:
         if JobStatus(job.status).terminal:
             return {"total": 0, "by_state": {}, "regions": []}
@@ -546,7 +549,7 @@ def job_dict(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
         },
         "cancel": None if progress.cancel is None else progress.cancel.value,
         "edit_locked": status.terminal or progress.phase != PENDING or edit_locked(job.start_at, t),
-        "progress": progress_summary(s, job, t),
+        "progress": progress_summary(s, job, t, progress),
         "wake_at": job.wake_at,
         "created_at": job.created_at,
         "updated_at": job.updated_at,

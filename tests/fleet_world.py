@@ -1,0 +1,96 @@
+"""A small fleet written straight into the database: for tests of the control plane's
+services that need one without going through the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from changeover.control.builds.models import Image, Version
+from changeover.control.db import Database, now
+from changeover.control.fleet.models import (
+    Application,
+    Environment,
+    Fleet,
+    FleetHost,
+    Host,
+    Profile,
+    Region,
+)
+
+NUMBERS = (3, 7, 12)
+"""The versions' numbers: unlike their ids, so a mix-up of the two shows."""
+
+
+def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
+    """Fleet ``f`` on profile p3 (p7 and p12 beside it), ``hosts`` live hosts, no instances."""
+    t = now()
+    with db.write() as s:
+        env = Environment(name="prod", created_at=t)
+        app = Application(name="game", type="game", created_at=t)
+        image = Image(name="img", description="", created_at=t)
+        region_rows = [Region(name=f"r{n}", created_at=t) for n in range(regions)]
+        s.add_all([env, app, image, *region_rows])
+        s.flush()
+        versions = [
+            Version(
+                image_id=image.id,
+                number=n,
+                manifest_id=f"{n}".rjust(64, "0"),
+                file_count=1,
+                total_bytes=1,
+                status=5,
+                created_at=t,
+                updated_at=t,
+                created_by="t",
+            )
+            for n in NUMBERS
+        ]
+        s.add_all(versions)
+        s.flush()
+        profiles = [
+            Profile(
+                name=f"p{v.number}",
+                application_id=app.id,
+                version_id=v.id,
+                capacity=4,
+                created_at=t,
+                created_by="t",
+                spec=json.dumps({"command": ["game"], "capacity": 4}),
+            )
+            for v in versions
+        ]
+        s.add_all(profiles)
+        s.flush()
+        fleet = Fleet(
+            name="f",
+            application_id=app.id,
+            environment_id=env.id,
+            active_profile_id=profiles[0].id,
+            instances_per_host=1,
+            created_at=t,
+            updated_at=t,
+        )
+        host_rows = [
+            Host(
+                name=f"h{n}",
+                region_id=region_rows[n % regions].id,
+                address=f"10.0.0.{n + 1}",
+                slots=10,
+                agent_uid="u" * 16,
+                registered_at=t,
+                last_seen_at=t + 3600,
+                staged="[]",
+            )
+            for n in range(hosts)
+        ]
+        s.add_all([fleet, *host_rows])
+        s.flush()
+        s.add_all(FleetHost(fleet_id=fleet.id, host_name=h.name) for h in host_rows)
+        return {
+            "app": app.id,
+            "fleet": fleet.id,
+            "profiles": {v.number: p.id for v, p in zip(versions, profiles, strict=True)},
+            "versions": {v.number: v.id for v in versions},
+            "hosts": [h.id for h in host_rows],
+        }

@@ -1,0 +1,84 @@
+"""An agent's sync against a real database (SQLite and PostgreSQL): a sync that repeats
+the last observation writes no instance row and gets the same answer; a change is
+written; the interval the agents are told stretches with the number of live hosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, select
+
+from changeover.control.db import Database, now
+from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet.models import Instance
+from fleet_world import world
+
+UID = "u" * 16  # the agent_uid fleet_world gives its hosts
+
+
+def sync(db: Database, host_id: int, observed: list[dict[str, Any]], t: float) -> Any:
+    with db.write() as s:
+        return host_svc.sync(s, host_id=host_id, agent_uid=UID, observed=observed, staged=[], now=t)
+
+
+def ready(reply: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {"id": i["id"], "state": "ready", "port": 7000 + i["id"], "pid": 100 + i["id"]}
+        | {"sdk": {"ready": True, "players": []}}
+        | extra
+        for i in reply["instances"]
+    ]
+
+
+def test_a_repeated_sync_writes_nothing_and_a_change_is_written(db: Database) -> None:
+    host = world(db)["hosts"][0]
+    t = now()
+    first = sync(db, host, [], t)
+    assert [i["desired"] for i in first["instances"]] == ["running"]
+    second = sync(db, host, ready(first), t + 1)
+    with db.read() as s:
+        row = s.scalars(select(Instance)).one()
+        assert (row.state, row.ready_at, row.observed_at, row.port) == (
+            "ready",
+            t + 1,
+            t + 1,
+            7000 + row.id,
+        )
+
+    writes: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            writes.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        third = sync(db, host, ready(second), t + 2)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert third == second
+    assert [w for w in writes if "instances" in w] == []  # only the host's heartbeat
+    assert any("hosts" in w for w in writes)
+
+    sync(db, host, ready(third, restarts=1, state="starting"), t + 3)
+    with db.read() as s:
+        row = s.scalars(select(Instance)).one()
+        assert (row.state, row.restarts, row.ready_at, row.observed_at) == (
+            "starting",
+            1,
+            None,
+            t + 3,
+        )
+
+
+def test_the_sync_interval_stretches_with_the_live_hosts(db: Database) -> None:
+    hosts = world(db, hosts=120)["hosts"]
+    assert host_svc.sync_interval(1) == host_svc.SYNC_INTERVAL_S
+    reply = sync(db, hosts[0], [], now())
+    assert reply["sync_interval_s"] == host_svc.MAX_SYNC_INTERVAL_S
+    assert host_svc.MAX_SYNC_INTERVAL_S * 4 <= host_svc.LOST_AFTER_S
+    # Between the floor and the ceiling, the fleet together stays near SYNCS_PER_S.
+    middle = int(host_svc.SYNCS_PER_S * 2)
+    assert middle / host_svc.sync_interval(middle) == host_svc.SYNCS_PER_S
+    few = sync(db, hosts[0], [], now() + 7200)  # the others fell silent an hour ago
+    assert few["sync_interval_s"] == host_svc.SYNC_INTERVAL_S
