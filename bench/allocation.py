@@ -14,7 +14,7 @@ of the ``test`` database, dropped afterwards):
 3. on PostgreSQL, ``ANALYZE`` (what autovacuum does within a minute of such a change);
 4. every host's heartbeat is written right before each load (a host silent for 10 s is
    lost and takes no players; see ``keep_alive``), then a separate load-generator process
-   (this script's ``_loadgen`` subcommand: asyncio, raw HTTP/1.1 keep-alive,
+   (this script's ``_loadgen`` subcommand: asyncio on uvloop, raw HTTP/1.1 keep-alive,
    ``--concurrency`` connections, a closed loop) drives ``GET /healthz`` for ``--warmup``
    + ``--duration`` seconds, the baseline, and then ``POST /api/v1/allocations`` (one new
    player each, admin token) on the fleet; every request is answered before the generator
@@ -255,7 +255,14 @@ async def drive(spec: LoadSpec) -> LoadResult:
 
 def _loadgen_main(spec_json: str) -> int:
     spec = LoadSpec(**json.loads(spec_json))
-    result = asyncio.run(drive(spec))
+    # uvloop (a dependency of the server) where it is installed: the generator's own event
+    # loop must not be what limits the rate or inflates the latencies it measures.
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(drive(spec))
+    else:
+        result = uvloop.run(drive(spec))
     print(json.dumps(asdict(result)))
     return 0
 
@@ -759,21 +766,21 @@ def report(
 
 - **Command:** {command}; source {source_revision()}; {info["date"]}.
 - **Machine:** {info["cpus"]} CPUs ({info["cpu"]}), {info["memory"]} RAM, {info["os"]}, \
-Python {info["python"]}, PostgreSQL on the same machine. Server (one uvicorn process), \
-load generator and PostgreSQL share those CPUs. 1-minute load average {loads[0]:.1f} \
-before the runs and {loads[1]:.1f} after: above the CPU count, other processes were \
-competing for them, which lowers every figure below.
+Python {info["python"]}, PostgreSQL on the same machine. Server (one uvicorn process, \
+httptools and uvloop), load generator and PostgreSQL share those CPUs. 1-minute load \
+average {loads[0]:.1f} before the runs and {loads[1]:.1f} after: above the CPU count, \
+other processes were competing for them, which lowers every figure below.
 - **Setup:** per run a fresh server (and on PostgreSQL a fresh schema), a fleet over \
 {args.hosts} simulated hosts (the agent protocol over HTTP, no game processes; every \
 instance reported ready), capacity {args.capacity} players per instance; median setup \
 {setup:.0f} s. Each host's heartbeat is written to the database right before each load \
 (a real sync of every host takes longer than the 10 s after which a silent host is lost); \
 no syncs run during the loads. On PostgreSQL, `ANALYZE` after the setup.
-- **Load:** one load-generator process (asyncio, HTTP/1.1 keep-alive), {args.concurrency} \
-connections in a closed loop, {args.warmup:g} s warm-up then {args.duration:g} s measured \
-(or until 90 % of the fleet's places are taken). Allocation: `{{"fleet": ..., "players": \
-[one new id]}}` with an admin token; baseline: `GET /healthz` of the same server, no token. \
-Latency is the client's, request written to answer read.
+- **Load:** one load-generator process (asyncio on uvloop, HTTP/1.1 keep-alive), \
+{args.concurrency} connections in a closed loop, {args.warmup:g} s warm-up then \
+{args.duration:g} s measured (or until 90 % of the fleet's places are taken). Allocation: \
+`{{"fleet": ..., "players": [one new id]}}` with an admin token; baseline: `GET /healthz` \
+of the same server, no token. Latency is the client's, request written to answer read.
 - **Method:** median of {len(runs) // max(1, len({(r.database, r.instances) for r in runs}))} \
 run(s) per row. x baseline = allocation req/s over `/healthz` req/s in the same runs. \
 Server CPU ms/req = the server process's CPU time during the load over measured requests \

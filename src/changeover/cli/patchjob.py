@@ -287,7 +287,7 @@ def _follow(c: ApiClient, job_id: int, after: int, as_json: bool) -> dict[str, A
                 return dict(c.get(f"/patchjobs/{job_id}"))
         job: dict[str, Any] = c.get(f"/patchjobs/{job_id}")
         if JobStatus(job["status"]).terminal:
-            # The "finished" event comes a moment after the final status (FINISHED_WAIT_S).
+            # The events were read before the final status: read them again (FINISHED_WAIT_S).
             finished_by = finished_by or time.monotonic() + FINISHED_WAIT_S
             if time.monotonic() > finished_by:
                 return job

@@ -245,6 +245,14 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
             AllocationWeight.profile_id.in_(profiles),
         )
     )
+    # The job's final status (the reconciler records the decision without it), bumping the
+    # revision so that an API write based on the running job fails its compare-and-set.
+    s.execute(
+        update(PatchJob)
+        .where(PatchJob.id == job.id)
+        .values(status=int(a.outcome), revision=PatchJob.revision + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
     add_event(
         s,
         job,

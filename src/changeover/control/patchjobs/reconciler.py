@@ -287,12 +287,16 @@ class Reconciler:
             if job is None or job.revision != revision:
                 return False
             old_status = JobStatus(job.status)
+            # A final status is written by the Finish action, with what finishing does (the
+            # fleets' new profile) and the "finished" event, in one transaction: no reader
+            # sees "Completed" while the fleets still point at the old build.
+            status = old_status if after.status.terminal else after.status
             written = cas_write(
                 s,
                 job,
                 revision,
                 progress=dump_progress(after),
-                status=int(after.status),
+                status=int(status),
                 reason=after.reason[:REASON_LEN],
                 waiting_for=waiting_json,
                 wake_at=d.wake_at,

@@ -101,7 +101,7 @@ __all__ = [
 FINISHED_EVENT: Final = "finished"
 """The last event of a job: its result (what result reports are made of)."""
 FINISHED_WAIT_S: Final = 10.0
-"""How long a follower of a final job waits for its ``finished`` event. The final status is
-recorded with the job's last actions, and the event is written when they are applied
-(intent first, then its effects): a moment later, or after a restart. Whoever follows a job
-(the CLI's ``--wait``, the dashboard's stream) waits this long, not forever."""
+"""How long a follower of a final job waits for its ``finished`` event. The Finish action
+commits the final status and that event together, but a follower (the CLI's ``--wait``,
+the dashboard's stream) reads events and status in separate queries: one that sees the
+final status reads the events again until the event is there, this long at most."""
