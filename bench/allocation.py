@@ -263,6 +263,9 @@ def _loadgen_main(spec_json: str) -> int:
         result = asyncio.run(drive(spec))
     else:
         result = uvloop.run(drive(spec))
+    # An event loop may leave stdout non-blocking; the result is large (every latency) and
+    # must reach the pipe whole.
+    os.set_blocking(sys.stdout.fileno(), True)
     print(json.dumps(asdict(result)))
     return 0
 
