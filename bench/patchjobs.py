@@ -153,6 +153,8 @@ class SimHosts:
         self.longest_gap = 0.0
         """The longest time between two answered syncs of one host (lost after 10 s)."""
         self.error: BaseException | None = None
+        self.lost_syncs = 0
+        """Syncs that failed on the way (retried, as an agent does)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -197,6 +199,12 @@ class SimHosts:
         while not self._stop.is_set():
             try:
                 wait = self.sync(name)
+            except httpx.TransportError:
+                # As a real agent does: a sync lost on the way is retried at the next one
+                # (a keep-alive connection the server closed as it was reused, for one).
+                with self._lock:
+                    self.lost_syncs += 1
+                wait = 1.0
             except Exception as e:  # noqa: BLE001 -- reported by check() on the main thread
                 self.error = self.error or e
                 return
@@ -294,6 +302,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
                 sim.longest_gap,
             )
             log(f"[patchjobs] scale {method}: {run}; reason: {done.get('reason')}")
+            log(f"[patchjobs] scale: {sim.lost_syncs} sync(s) lost on the way so far")
             runs.append(run)
             old, new = new, old
             sim.wait_live(size, args.timeout)  # the next job starts from a full fleet
