@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from changeover import __version__, errors
+from changeover.cli.plain import print_error
 
 GROUPS = ("server", "builds", "launcher", "keys", "fleet", "agent", "bots", "patchjob")
 """The modules of ``changeover.cli`` that register commands, in registration order."""
@@ -71,17 +72,6 @@ def main() -> None:
     try:
         build_app(_groups_for(sys.argv))()
     except errors.ChangeoverError as e:
-        sys.exit(report(e))
+        sys.exit(print_error(e))
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def report(e: errors.ChangeoverError) -> int:
-    """Print ``e`` as one red line; its exit code."""
-    from changeover.cli.output import fail
-
-    try:
-        fail(e)
-    except typer.Exit as ex:
-        return ex.exit_code
-    return 1

@@ -1,4 +1,4 @@
-"""How the CLI prints: JSON for scripts, tables for people, one red line for errors."""
+"""How the CLI prints: JSON for scripts, tables for people (errors: ``cli.plain``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from changeover import errors
-from changeover.cli.plain import JOB_FAILED, exit_code, human_bytes, print_json
+from changeover.cli.plain import JOB_FAILED, human_bytes, print_json
 
 __all__ = ["JOB_FAILED", "human_bytes", "print_json"]  # re-exported for the command modules
 
@@ -32,11 +31,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 WaitOpt = Annotated[
     bool, typer.Option("--wait", help="Block until the job ends; exit non-zero if it fails.")
 ]
-
-
-def fail(exc: errors.ChangeoverError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exit_code(exc))
 
 
 def when(ts: float | None) -> str:

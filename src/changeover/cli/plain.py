@@ -1,4 +1,5 @@
-"""Output helpers that need nothing beyond the standard library.
+"""Output helpers that need nothing beyond the standard library, and how every command
+reports our errors (one line, an exit code).
 
 ``cli.output`` re-exports them beside its Rich tables; ``cli.fastpath`` uses them alone,
 because importing Rich and Typer costs more than the commands it serves.
