@@ -43,7 +43,7 @@ import zstandard
 
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
 from changeover.content.patch import apply_patch
-from changeover.content.publish import PatchEntry, PatchIndex
+from changeover.content.patch_index import PatchEntry, PatchIndex
 from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
 
 DIR_MODE = 0o755

@@ -1,20 +1,28 @@
 """Commands answered without building the Typer app.
 
-``changeover launcher verify`` runs on players' machines after every update, and its
-wall time is what they wait: importing Typer, Click and Rich takes longer than hashing a
-few hundred megabytes with BLAKE3. So its plain forms are parsed here with the standard
-library. Anything else (``--help``, a typo, an option we do not know) returns ``None``
-and goes to the Typer app, which has the help texts and the error messages.
+``changeover launcher sync`` and ``launcher verify`` run on players' machines on every
+update, and their wall time is what players wait: importing Typer, Click and Rich takes
+longer than hashing a few hundred megabytes with BLAKE3, or than many a small update. So
+their plain forms are parsed here with the standard library. Anything else (``--help``, a
+typo, an option we do not know, a value out of range) returns ``None`` and goes to the
+Typer app, which has the help texts and the error messages, and which calls the same
+functions once it has parsed the line.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from changeover.cli.plain import JOB_FAILED, human_bytes, print_error, print_json
 from changeover.errors import ChangeoverError, InvalidInput
+
+FLAG = None
+"""In an option table: the option takes no value."""
+Options = dict[str, Callable[[str], Any] | None]
 
 
 def main() -> None:
@@ -39,28 +47,162 @@ def run(args: list[str]) -> int | None:
         parsed = _verify_args(args[2:])
         if parsed is not None:
             return launcher_verify(*parsed)
+    if args[:2] == ["launcher", "sync"]:
+        sync_args = _sync_args(args[2:])
+        if sync_args is not None:
+            return launcher_sync(**sync_args)
     return None
 
 
-def _verify_args(args: list[str]) -> tuple[Path, Path | None, bool] | None:
-    """DIR [--cache PATH | --cache=PATH] [--json], in any order, or ``None``."""
-    directory: Path | None = None
-    cache: Path | None = None
-    as_json = False
+def parse(
+    args: list[str], positionals: int, options: Options
+) -> tuple[list[str], dict[str, Any]] | None:
+    """``positionals`` arguments and ``options`` (``--name VALUE``, ``--name=VALUE`` or a
+    ``FLAG``), in any order, each option at most once; ``None`` for anything else,
+    including a value its converter refuses (``ValueError``)."""
+    found: list[str] = []
+    values: dict[str, Any] = {}
     rest = list(args)
     while rest:
         arg = rest.pop(0)
-        if arg == "--json":
-            as_json = True
-        elif arg == "--cache" and rest and not rest[0].startswith("-"):
-            cache = Path(rest.pop(0))
-        elif arg.startswith("--cache=") and len(arg) > len("--cache="):
-            cache = Path(arg.removeprefix("--cache="))
-        elif arg.startswith("-") or directory is not None or not arg:
+        name, eq, inline = arg.partition("=")
+        if name in options and name not in values:
+            convert = options[name]
+            if convert is FLAG:
+                if eq:
+                    return None
+                values[name] = True
+                continue
+            if eq:
+                raw = inline
+            elif rest and not rest[0].startswith("-"):
+                raw = rest.pop(0)
+            else:
+                return None
+            try:
+                values[name] = convert(raw) if raw else _refuse(raw)
+            except ValueError:
+                return None
+        elif arg.startswith("-") or not arg or len(found) == positionals:
             return None
         else:
-            directory = Path(arg)
-    return None if directory is None else (directory, cache, as_json)
+            found.append(arg)
+    return (found, values) if len(found) == positionals else None
+
+
+def _refuse(_: str) -> Any:
+    raise ValueError
+
+
+def _in_range(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        value = kind(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return convert
+
+
+def _verify_args(args: list[str]) -> tuple[Path, Path | None, bool] | None:
+    """DIR [--cache PATH] [--json], in any order, or ``None``."""
+    parsed = parse(args, 1, {"--cache": Path, "--json": FLAG})
+    if parsed is None:
+        return None
+    (directory,), opts = parsed
+    return Path(directory), opts.get("--cache"), bool(opts.get("--json"))
+
+
+SYNC_OPTIONS: Options = {
+    "--image": str,
+    "--branch": str,
+    "--cache": Path,
+    "--root": Path,
+    "--limit-rate": str,
+    "--workers": _in_range(int, 1, 32),
+    "--timeout": _in_range(float, 0.1, float("inf")),
+    "--json": FLAG,
+}
+
+
+def _sync_args(args: list[str]) -> dict[str, Any] | None:
+    """BASE_URL DIR --image NAME and ``SYNC_OPTIONS``, as ``launcher_sync``'s keywords."""
+    parsed = parse(args, 2, SYNC_OPTIONS)
+    if parsed is None or "--image" not in parsed[1]:
+        return None
+    (base_url, directory), opts = parsed
+    return {
+        "base_url": base_url,
+        "directory": Path(directory),
+        "image": opts["--image"],
+        "branch": opts.get("--branch", "production"),
+        "cache": opts.get("--cache"),
+        "root": opts.get("--root"),
+        "limit_rate": opts.get("--limit-rate"),
+        "workers": opts.get("--workers", 4),
+        "timeout": opts.get("--timeout", 30.0),
+        "as_json": bool(opts.get("--json")),
+    }
+
+
+def parse_rate(value: str | None) -> int | None:
+    """'500K', '5M', '1G' or plain bytes per second."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?", value.strip(), re.IGNORECASE)
+    if m is None or float(m.group(1)) <= 0:
+        raise InvalidInput(f"--limit-rate {value!r}: use a number of bytes/s such as 500K or 5M")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
+
+def launcher_sync(
+    *,
+    base_url: str,
+    directory: Path,
+    image: str,
+    branch: str,
+    cache: Path | None,
+    root: Path | None,
+    limit_rate: str | None,
+    workers: int,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    """Install or update ``directory`` to what ``branch`` of ``image`` points at."""
+    from changeover.cli.progress import ProgressLine
+    from changeover.launcher.sync import Syncer
+
+    rate = parse_rate(limit_rate)
+    pinned = root.read_bytes() if root is not None else None
+    with ProgressLine(sys.stderr, enabled=not as_json) as line:
+        syncer = Syncer(
+            base_url,
+            directory,
+            cache=cache,
+            root=pinned,
+            max_bytes_per_s=rate,
+            workers=workers,
+            timeout_s=timeout,
+            on_progress=line.add,
+        )
+        report = syncer.sync(image, branch)
+    if as_json:
+        print_json(report.to_dict())
+    elif report.already_current:
+        print(f"{directory} is up to date: {image} {branch} version {report.version}")
+    else:
+        label = f" ({report.label})" if report.label else ""
+        got, size = human_bytes(report.downloaded_bytes), human_bytes(report.total_bytes)
+        sources = (
+            f"{report.fetched_blobs} blobs, {report.applied_patches} patches,"
+            f" {report.reused_objects} reused"
+        )
+        print(
+            f"{directory} -> {image} {branch} version {report.version}{label}:"
+            f" downloaded {got} of a {size} build ({sources}) in {report.seconds:.1f}s"
+        )
+    return 0
 
 
 def launcher_verify(directory: Path, cache: Path | None, as_json: bool) -> int:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from changeover.cli.fastpath import launcher_verify, verify_dict
-from changeover.cli.output import JsonOpt, console, err_console, human_bytes, print_json
+from changeover.cli.fastpath import launcher_sync, launcher_verify, verify_dict
+from changeover.cli.output import JsonOpt, console, human_bytes, print_json
 from changeover.errors import ChangeoverError, InvalidInput
 
 launcher_app = typer.Typer(
@@ -25,17 +24,6 @@ DirArg = Annotated[Path, typer.Argument(help="The install directory (managed as 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(launcher_app, name="launcher")
-
-
-def parse_rate(value: str | None) -> int | None:
-    """'500K', '5M', '1G' or plain bytes per second."""
-    if value is None:
-        return None
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?", value.strip(), re.IGNORECASE)
-    if m is None or float(m.group(1)) <= 0:
-        raise InvalidInput(f"--limit-rate {value!r}: use a number of bytes/s such as 500K or 5M")
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)
 
 
 def _syncer(
@@ -65,57 +53,18 @@ def sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Install or update DIR to what BRANCH of IMAGE points at."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task("downloading", total=None)
-
-        def on_progress(n: int, total: int) -> None:
-            bar.update(task, total=total, advance=n)
-
-        syncer = _syncer(
-            base_url,
-            directory,
-            cache,
-            root,
-            max_bytes_per_s=parse_rate(limit_rate),
-            workers=workers,
-            timeout_s=timeout,
-            on_progress=on_progress,
-        )
-        report = syncer.sync(image, branch)
-    if as_json:
-        print_json(report.to_dict())
-        return
-    if report.already_current:
-        console.print(
-            f"{directory} is up to date: {image} {branch} version {report.version}", highlight=False
-        )
-        return
-    label = f" ({report.label})" if report.label else ""
-    got, size = human_bytes(report.downloaded_bytes), human_bytes(report.total_bytes)
-    sources = (
-        f"{report.fetched_blobs} blobs, {report.applied_patches} patches,"
-        f" {report.reused_objects} reused"
-    )
-    console.print(
-        f"{directory} -> {image} {branch} version {report.version}{label}:"
-        f" downloaded {got} of a {size} build ({sources}) in {report.seconds:.1f}s",
-        highlight=False,
+    # The plain forms of this command never get here: cli.fastpath answers them.
+    launcher_sync(
+        base_url=base_url,
+        directory=directory,
+        image=image,
+        branch=branch,
+        cache=cache,
+        root=root,
+        limit_rate=limit_rate,
+        workers=workers,
+        timeout=timeout,
+        as_json=as_json,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from changeover.content.chunks import CHUNK_BYTES, CHUNKED_FROM, ChunkHashes, hash_content
 from changeover.content.manifest import Manifest, check_sha256
-from changeover.content.publish import PatchIndex
+from changeover.content.patch_index import PatchIndex
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput
 

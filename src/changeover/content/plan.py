@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.publish import PatchEntry, PatchIndex
+from changeover.content.patch_index import PatchEntry, PatchIndex
 
 MAX_HOPS = 8
 """Longest patch chain considered; longer ones would be slow to apply for little gain."""

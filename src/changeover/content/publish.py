@@ -18,23 +18,21 @@ patch lost to the blob leaves a marker outside ``content/`` so it is not tried a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 from changeover.content.bases import choose_bases
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch import SEGMENT_BYTES, apply_patch, make_patch
+from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path, smallest_first
 from changeover.content.store import LocalStore, atomic_write
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
-FORMAT = "changeover.patches/1"
 DEFAULT_HISTORY = 3
 """How many previous versions get patches to a new one."""
 LEVELS = ((8 << 20, 19), (64 << 20, 9))
@@ -60,108 +58,6 @@ def patch_level(target_size: int) -> int:
         if target_size <= up_to:
             return level
     return BIG_LEVEL
-
-
-def patch_path(base_sha256: str, target_sha256: str) -> str:
-    """Where a patch lives, relative to ``content/``."""
-    return f"patches/{base_sha256[:2]}/{base_sha256}-{target_sha256}.zpatch"
-
-
-@dataclass(frozen=True, slots=True)
-class PatchEntry:
-    """One stored patch: ``base_sha256`` content + this patch → ``target_sha256`` content."""
-
-    base_sha256: str
-    target_sha256: str
-    path: str
-    size: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "base": self.base_sha256,
-            "path": self.path,
-            "size": self.size,
-            "sha256": self.sha256,
-        }
-
-    @classmethod
-    def from_dict(cls, target: str, d: Any) -> PatchEntry:
-        if not isinstance(d, Mapping) or set(d) != {"base", "path", "size", "sha256"}:
-            raise InvalidInput("a patch entry has exactly base, path, size and sha256")
-        base = check_sha256(d["base"], "patch base")
-        size = d["size"]
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise InvalidInput(f"patch size must be a positive integer, got {size!r}")
-        if base == target or d["path"] != patch_path(base, target):
-            raise InvalidInput(f"patch path {d['path']!r} does not match its hashes")
-        return cls(base, target, d["path"], size, check_sha256(d["sha256"], "patch sha256"))
-
-
-@dataclass(frozen=True)
-class PatchIndex:
-    """The patches to the files of one version: target sha256 → entries, smallest first."""
-
-    manifest_id: str
-    patches: Mapping[str, tuple[PatchEntry, ...]]
-
-    def for_target(self, sha256: str) -> tuple[PatchEntry, ...]:
-        return self.patches.get(sha256, ())
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.patches.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "manifest": self.manifest_id,
-            "patches": {
-                t: [e.to_dict() for e in entries] for t, entries in sorted(self.patches.items())
-            },
-        }
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_dict(cls, d: Any) -> PatchIndex:
-        if not isinstance(d, Mapping) or d.get("format") != FORMAT:
-            raise InvalidInput(f"a patch index is an object with format {FORMAT!r}")
-        patches = d.get("patches")
-        if not isinstance(patches, Mapping):
-            raise InvalidInput("a patch index has a 'patches' object")
-        out: dict[str, tuple[PatchEntry, ...]] = {}
-        for target, entries in patches.items():
-            check_sha256(target, "patch target")
-            if not isinstance(entries, list):
-                raise InvalidInput(f"patches of {target} must be a list")
-            parsed = [PatchEntry.from_dict(target, e) for e in entries]
-            if len({e.base_sha256 for e in parsed}) != len(parsed):
-                raise InvalidInput(f"patches of {target} list a base twice")
-            out[target] = _ordered(parsed)
-        return cls(check_sha256(d.get("manifest", ""), "manifest id"), out)
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> PatchIndex:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"patch index is not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def merge(cls, manifest_id: str, indexes: Sequence[PatchIndex]) -> PatchIndex:
-        """One index holding the patches of several versions (for multi-hop planning)."""
-        merged: dict[str, dict[str, PatchEntry]] = {}
-        for index in indexes:
-            for target, entries in index.patches.items():
-                for e in entries:
-                    merged.setdefault(target, {}).setdefault(e.base_sha256, e)
-        return cls(manifest_id, {t: _ordered(v.values()) for t, v in merged.items()})
-
-
-def _ordered(entries: Any) -> tuple[PatchEntry, ...]:
-    return tuple(sorted(entries, key=lambda e: (e.size, e.base_sha256)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +173,7 @@ def build_patches(
     for entry in results:
         if entry is not None:
             found.setdefault(entry.target_sha256, []).append(entry)
-    index = PatchIndex(new.id, {t: _ordered(v) for t, v in found.items()})
+    index = PatchIndex(new.id, {t: smallest_first(v) for t, v in found.items()})
     atomic_write(store.content / "patches" / "index" / f"{new.id}.json", index.to_json())
     return index
 

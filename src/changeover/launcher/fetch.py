@@ -4,6 +4,10 @@ Every download has an upper bound on its size (a server that sends more is cut o
 kept in a ``.part`` file so a later run resumes it with an HTTP range request (falling back
 to a full download where the server ignores ranges), and is retried with back-off on
 timeouts, resets and 5xx answers. Nothing here trusts the bytes: callers verify them.
+
+Spoken with urllib3 rather than httpx, our HTTP client elsewhere: python-tuf's client
+uses urllib3 already, and importing httpx (which imports its command-line tool, with
+Click and Rich) would add ~0.2 s to every ``launcher sync`` a player waits for.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import urllib3
+from urllib3.exceptions import HTTPError as TransportError
 
 from changeover.errors import ChangeoverError, RemoteError
 
@@ -62,10 +67,10 @@ class Fetcher:
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
-        self.http = httpx.Client(timeout=self.timeout_s, follow_redirects=True)
+        self.http = http_pool(self.timeout_s)
 
     def close(self) -> None:
-        self.http.close()
+        self.http.clear()
 
     def download(self, rel: str, part: Path, max_bytes: int) -> int:
         """Fetch ``rel`` into ``part`` (resuming what it holds); returns bytes received.
@@ -95,19 +100,20 @@ class Fetcher:
         headers = {"Range": f"bytes={have}-"} if have else {}
         url = f"{self.base_url}/{rel}"
         try:
-            with self.http.stream("GET", url, headers=headers) as r:
-                if r.status_code == 416 and have:
+            r = self.http.request("GET", url, headers=headers, preload_content=False)
+            try:
+                if r.status == 416 and have:
                     return  # we already hold the whole object
-                if r.status_code in RETRYABLE_STATUS:
-                    raise _Retry(f"HTTP {r.status_code}")
-                if r.status_code == 404:
+                if r.status in RETRYABLE_STATUS:
+                    raise _Retry(f"HTTP {r.status}")
+                if r.status == 404:
                     raise RemoteError(f"{url} is not on the server (404)")
-                if r.status_code not in (200, 206):
-                    raise RemoteError(f"{url} answered HTTP {r.status_code}")
-                mode = "ab" if r.status_code == 206 else "wb"
-                offset = have if r.status_code == 206 else 0
+                if r.status not in (200, 206):
+                    raise RemoteError(f"{url} answered HTTP {r.status}")
+                mode = "ab" if r.status == 206 else "wb"
+                offset = have if r.status == 206 else 0
                 with open(part, mode) as out:
-                    for chunk in r.iter_bytes(CHUNK):
+                    for chunk in r.stream(CHUNK):
                         offset += len(chunk)
                         if offset > max_bytes:
                             out.truncate(0)
@@ -121,8 +127,20 @@ class Fetcher:
                             self.on_bytes(len(chunk))
                     out.flush()
                     os.fsync(out.fileno())
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
+            finally:
+                r.release_conn()
+        except TransportError as e:  # timeouts, resets, refused, a body cut short
             raise _Retry(f"{type(e).__name__}: {e}") from e
+
+
+def http_pool(timeout_s: float) -> urllib3.PoolManager:
+    """Connections for the download threads: keep-alive, redirects followed, no retries
+    of urllib3's own (``Fetcher.download`` retries, resuming where the body stopped)."""
+    return urllib3.PoolManager(
+        maxsize=32,  # the most download threads ``launcher sync --workers`` allows
+        timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        retries=urllib3.Retry(total=0, connect=0, read=0, redirect=5, status=0),
+    )
 
 
 class _Retry(ChangeoverError):

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater
+from urllib3.exceptions import HTTPError as TransportError
 
 from changeover.errors import NotFound, RemoteError, UntrustedMetadata
+from changeover.launcher.fetch import http_pool
+
+MAX_ROOT_BYTES = 512 << 10
+"""A root role lists a few keys: one bigger than this is a hostile server's."""
 
 
 class TrustedTargets:
@@ -42,12 +46,15 @@ class TrustedTargets:
     def _first_root(self) -> bytes:
         url = self.base_url + "/metadata/1.root.json"
         try:
-            r = httpx.get(url, timeout=30)
-        except httpx.TransportError as e:
+            r = http_pool(30.0).request("GET", url, preload_content=False)
+            if r.status != 200:
+                raise RemoteError(f"cannot fetch {url}: HTTP {r.status}")
+            data = r.read(MAX_ROOT_BYTES + 1)
+        except TransportError as e:
             raise RemoteError(f"cannot fetch {url}: {e}") from e
-        if r.status_code != 200:
-            raise RemoteError(f"cannot fetch {url}: HTTP {r.status_code}")
-        return r.content
+        if len(data) > MAX_ROOT_BYTES:
+            raise UntrustedMetadata(f"{url} is larger than {MAX_ROOT_BYTES} bytes: not a root")
+        return data
 
     def refresh(self) -> None:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from changeover.content.publish import PatchIndex
+from changeover.content.patch_index import PatchIndex
 from changeover.content.trust import TrustRepo
 from tests_helpers import run_cli
 

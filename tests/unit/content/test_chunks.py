@@ -20,7 +20,7 @@ from changeover.content.chunks import (
 )
 from changeover.content.delivery import DeliveryIndex, build_index
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.publish import PatchIndex
+from changeover.content.patch_index import PatchIndex
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, InvalidInput
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
 from changeover.content.plan import (
     Copy,
     Fetch,
@@ -18,7 +19,6 @@ from changeover.content.plan import (
     Remove,
     plan_sync,
 )
-from changeover.content.publish import PatchEntry, PatchIndex, patch_path
 
 
 def h(tag: str) -> str:

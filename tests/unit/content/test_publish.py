@@ -14,13 +14,8 @@ import pytest
 from changeover.content import publish
 from changeover.content.manifest import FileEntry, Manifest
 from changeover.content.patch import apply_patch
-from changeover.content.publish import (
-    PatchEntry,
-    PatchIndex,
-    build_patches,
-    load_index,
-    patch_path,
-)
+from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
+from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput, NotFound
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import blake3
 import pytest
+import zstandard
 
 from changeover.content.chunks import MIN_CHUNK_BYTES, ChunkHashes
 from changeover.content.manifest import FileEntry, Manifest
@@ -55,6 +56,36 @@ def test_writer_leaves_nothing_on_a_mismatch(tmp_path: Path, bad: str) -> None:
         w.write({"other": b"y" * 1000, "short": b"x" * 999, "long": b"x" * 1001}[bad])
     assert not objects.has(sha(data), False)
     assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("how", ["writer", "zstd blob", "file"])
+def test_a_signed_blake3_checks_an_object_in_place_of_its_sha256(tmp_path: Path, how: str) -> None:
+    # What a sync does when the signed delivery index lists BLAKE3s: the SHA-256 is not
+    # computed at all. Content that matches the BLAKE3 is stored; content that does not is
+    # refused, even when it is exactly what the name's SHA-256 promises (the index, signed
+    # like the manifest, binds the two digests to one content).
+    objects = ObjectStore(tmp_path / "objects")
+    good, other = b"good content\n" * 50, b"evil content\n" * 50
+    src = tmp_path / "src"
+
+    def add(content: bytes, digest: str) -> None:
+        if how == "writer":
+            with objects.writer(sha(good), len(good), False, blake3=digest) as w:
+                w.write(content)
+        elif how == "zstd blob":
+            src.write_bytes(zstandard.ZstdCompressor().compress(content))
+            objects.add_from_zstd(src, sha(good), len(good), False, blake3=digest)
+        else:
+            src.write_bytes(content)
+            objects.add_from_file(src, sha(good), len(good), False, blake3=digest)
+
+    with pytest.raises(IntegrityError):
+        add(good, b3(other))
+    with pytest.raises(IntegrityError):
+        add(good[:-1], b3(good[:-1]))  # matches the digest given, but not the size
+    assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+    add(good, b3(good))
+    assert objects.path(sha(good), False).read_bytes() == good
 
 
 def test_writer_leaves_nothing_on_an_error(tmp_path: Path) -> None:
