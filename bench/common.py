@@ -54,6 +54,20 @@ def changeover_bin() -> str:
     return found
 
 
+def compile_bytecode() -> None:
+    """Write the bytecode of our package beside its sources, as ``pip install`` does for
+    an installed launcher. The source checkout runs editable, and where
+    ``PYTHONDONTWRITEBYTECODE`` is set (this machine sets it) every timed command would
+    otherwise compile our modules again, which no installed copy does."""
+    import changeover
+
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(changeover.__file__).parent)],
+        check=True,
+        capture_output=True,
+    )
+
+
 @dataclass(frozen=True)
 class Timed:
     """One finished command: its wall-clock duration and its output."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import blake3
 
-from changeover.content.manifest import check_sha256
+from changeover.content.manifest import SHA256_RE, check_sha256
 from changeover.errors import IntegrityError, InvalidInput
 
 CHUNK_BYTES = 8 << 20
@@ -55,11 +55,7 @@ def chunk_count(size: int, chunk_bytes: int) -> int:
 
 def check_blake3(value: object, what: str = "blake3") -> str:
     """A BLAKE3 digest as 64 lowercase hex digits; raises InvalidInput otherwise."""
-    if (
-        not isinstance(value, str)
-        or len(value) != 64
-        or any(c not in "0123456789abcdef" for c in value)
-    ):
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):  # the same shape
         raise InvalidInput(f"{what} must be 64 lowercase hex digits, got {value!r}")
     return value
 

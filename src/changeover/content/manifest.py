@@ -17,7 +17,9 @@ from typing import Any
 
 from changeover.errors import InvalidInput, UnsafePath
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE_RE = re.compile(r"[A-Za-z]:")
 MAX_PATH_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
 FORMAT = "changeover.manifest/1"
@@ -38,11 +40,11 @@ def check_path(path: str) -> str:
         raise UnsafePath(path, "name is not valid UTF-8") from None
     if len(raw) > MAX_PATH_BYTES:
         raise UnsafePath(path[:80] + "...", f"longer than {MAX_PATH_BYTES} bytes")
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+    if path.startswith("/") or _DRIVE_RE.match(path):
         raise UnsafePath(path, "absolute path")
     if "\\" in path:
         raise UnsafePath(path, "backslash in path")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL_RE.search(path):
         raise UnsafePath(path, "control character in path")
     for part in path.split("/"):
         if part in ("", ".", ".."):
@@ -53,7 +55,7 @@ def check_path(path: str) -> str:
 
 
 def check_sha256(value: str, what: str = "sha256") -> str:
-    if not isinstance(value, str) or not SHA256_RE.match(value):
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
         raise InvalidInput(f"{what} must be 64 lowercase hex digits, got {value!r}")
     return value
 

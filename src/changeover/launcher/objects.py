@@ -14,14 +14,17 @@ BLAKE3 runs several times faster, which is most of an update's time for a big fi
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import os
 import queue
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import blake3 as blake3_lib
 import zstandard
@@ -31,6 +34,10 @@ from changeover.content.manifest import check_sha256
 from changeover.errors import IntegrityError
 
 CHUNK = 1 << 20
+WRITEBACK_BYTES = 8 << 20
+"""An object being written asks the kernel to start writing its pages to disk every this
+many bytes (``start_writeback``), so that the fsync that makes it durable before it is
+renamed into place waits for the last few megabytes, not for all of them."""
 QUEUE_DEPTH = 8
 """Pieces (of up to ``CHUNK`` bytes, as a patch decodes them) an ObjectWriter buffers."""
 
@@ -163,6 +170,9 @@ class ObjectStore:
                         )
                     h.update(chunk)
                     out.write(chunk)
+                    if written % WRITEBACK_BYTES < len(chunk):
+                        out.flush()
+                        start_writeback(out.fileno())
                 out.flush()
                 os.fsync(out.fileno())
             if h.hexdigest() != expected or written != size:
@@ -213,12 +223,17 @@ class ObjectWriter:
         self._thread.start()
 
     def _run(self) -> None:
+        done = 0
         while (data := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain, so the producer never blocks on a dead consumer
             try:
                 self._hash.update(data)
                 self._out.write(data)
+                done += len(data)
+                if done % WRITEBACK_BYTES < len(data):
+                    self._out.flush()
+                    start_writeback(self._out.fileno())
             except OSError as e:  # a full disk, an I/O error: raised in the producer
                 self._error = e
 
@@ -258,3 +273,33 @@ def _hasher(sha256: str, blake3: str | None) -> tuple[_Hash, str]:
     if blake3 is None:
         return hashlib.sha256(), sha256
     return blake3_lib.blake3(), check_blake3(blake3)
+
+
+@functools.cache
+def _sync_file_range() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return cast(Callable[..., int], fn)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages to disk, without waiting.
+
+    Linux's ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, as dpkg uses it: durability still
+    comes from the fsync before the rename; this only lets the disk work while we decode,
+    where it would otherwise start when fsync is called (measured, a 127 MB object: the
+    fsync alone took 0.3 s, as long as decoding the patch). Elsewhere, or if the call
+    fails, nothing happens.
+    """
+    fn = _sync_file_range()
+    if fn is not None:
+        fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # 0, 0: the whole file; an error only costs time

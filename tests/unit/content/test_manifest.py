@@ -150,7 +150,16 @@ def test_check_sha256_accepts_lowercase_hex() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "abc", "A" * 64, sha(b"x").upper(), "g" * 64, sha(b"x") + "0", " " + sha(b"x")[1:]],
+    [
+        "",
+        "abc",
+        "A" * 64,
+        sha(b"x").upper(),
+        "g" * 64,
+        sha(b"x") + "0",
+        " " + sha(b"x")[1:],
+        sha(b"x") + "\n",  # a regex's $ would let this one through
+    ],
 )
 def test_check_sha256_refuses_anything_else(value: str) -> None:
     with pytest.raises(InvalidInput, match="64 lowercase hex") as info:
