@@ -28,6 +28,8 @@ from changeover.control.db import Database
 from changeover.control.fleet import allocator as fleet_allocator
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
+from changeover.control.fleet.allocate_lane import AllocateLane
+from changeover.control.http_errors import status_for, validation_message
 from changeover.control.jobs import JobRunner
 from changeover.control.metrics import DatabaseCollector, Metrics
 from changeover.control.observability import RequestMiddleware
@@ -36,46 +38,11 @@ from changeover.control.patchjobs import views as patchjob_views
 from changeover.control.patchjobs.notify import Notifier, NotifierConfig
 from changeover.control.patchjobs.reconciler import Reconciler
 from changeover.control.publishing import Publisher
-from changeover.errors import (
-    AuthError,
-    ChangeoverError,
-    Conflict,
-    Forbidden,
-    IntegrityError,
-    InvalidInput,
-    NotFound,
-    RemoteError,
-)
+from changeover.errors import ChangeoverError
 from changeover.settings import Settings
 from changeover.web import routes as web_routes
 
 log = logging.getLogger("changeover.control")
-
-STATUS: list[tuple[type[ChangeoverError], int]] = [
-    (fleet_allocator.Unavailable, 503),  # overloaded or stopping: retry later or elsewhere
-    (Forbidden, 403),
-    (AuthError, 401),
-    (NotFound, 404),
-    (Conflict, 409),
-    (IntegrityError, 422),
-    (InvalidInput, 400),
-    (RemoteError, 502),
-]
-
-
-def status_for(exc: ChangeoverError) -> int:
-    for kind, code in STATUS:
-        if isinstance(exc, kind):
-            return code
-    return 500
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        parts.append(f"{where or 'body'}: {err.get('msg')}")
-    return "invalid request: " + "; ".join(parts)
 
 
 class BodyLimit:
@@ -198,13 +165,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        body = {"error": "invalid_input", "message": _validation_message(exc)}
+        body = {"error": "invalid_input", "message": validation_message(exc.errors())}
         return JSONResponse(body, status_code=422)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # Innermost: allocations by a cached token skip the framework (see allocate_lane), and
+    # still get the body limit, the request id, the metrics and the access log below.
+    app.add_middleware(
+        AllocateLane,
+        group=lambda: app.state.allocator,
+        principals=lambda: auth_views.app_principals(app.state),
+    )
     app.add_middleware(BodyLimit, limit=settings.max_json_bytes)
     # Outermost, so that a refused body (413) also gets a request id, a count and a log line.
     app.add_middleware(RequestMiddleware, metrics=metrics)

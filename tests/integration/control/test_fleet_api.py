@@ -259,6 +259,84 @@ def test_a_matchmaker_token_allocates_and_nothing_more(server: Any, arena: dict[
     assert "matchmaker" in refused.json()["message"]  # names the scopes that may
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"fleet": "ln-fleet", "players": ["a"]}, 201),
+        ({"fleet": "nope", "players": ["a"]}, 404),
+        ({"fleet": "ln-fleet", "players": ["a", "b", "c", "d"]}, 409),
+        ({"fleet": "ln-fleet", "profile": "ln-v1", "players": ["a"]}, 400),
+        ({"fleet": "ln-fleet", "players": []}, 422),
+        ({"fleet": "ln-fleet", "players": ["a"], "extra": 1}, 422),
+        ({"fleet": "ln-fleet", "players": "a"}, 422),
+        ([], 422),
+        ("not json{", 422),
+        ("", 422),
+    ],
+)
+def test_the_allocation_lane_answers_as_the_route_does(
+    server: Any, arena: dict[str, Any], body: Any, status: int
+) -> None:
+    # A new token's first call goes through FastAPI's route (the token is read from the
+    # database), every later one through allocate_lane (cached): same answers.
+    if not any(f["name"] == "ln-fleet" for f in ok(server.client().get("/fleets"))):
+        make_fleet(server, arena, "ln", ["ln-h1"], per_host=1, capacity=3)
+    mm = server.client(server.token("matchmaker"))
+    send = (
+        (lambda: mm.post("/allocations", content=body))
+        if isinstance(body, str)
+        else (lambda: mm.post("/allocations", json=body))
+    )
+    route, lane = send(), send()
+    assert (route.status_code, lane.status_code) == (status, status), (route.text, lane.text)
+    assert route.headers["content-type"] == lane.headers["content-type"] == "application/json"
+    assert route.headers["x-request-id"] and lane.headers["x-request-id"]
+    first, second = route.json(), lane.json()
+    if status == 201:
+        assert first["session_id"] != second["session_id"]
+        del first["session_id"], second["session_id"]
+        assert first == second  # the same instance: packed
+    else:
+        assert set(first) == set(second) and first["error"] == second["error"]
+        if status != 422:  # the framework words a malformed body its own way
+            assert first == second
+
+
+def test_the_allocation_lane_keeps_the_edges(server: Any, arena: dict[str, Any]) -> None:
+    viewer = server.client(server.token("viewer"))
+    for _ in range(2):  # the route, then the lane: both refuse a viewer, naming the scope
+        refused = viewer.post("/allocations", json={"fleet": "x", "players": ["a"]})
+        assert refused.status_code == 403 and "matchmaker" in refused.json()["message"]
+    mm = server.client(server.token("matchmaker"))
+    assert mm.post("/allocations", json={"fleet": "nope", "players": ["a"]}).status_code == 404
+    before = _refusals(server)
+    huge = mm.post("/allocations", json={"fleet": "nope", "players": ["a" * 100] * 100_000})
+    assert huge.status_code == 422 and "players" in huge.json()["message"]
+    assert mm.post("/allocations", json={"fleet": "nope", "players": ["a"]}).status_code == 404
+    assert _refusals(server) == before + 2  # the lane's answers are counted, by route
+    # A revoked token is refused at once, not served from the cache.
+    token = server.token("matchmaker")
+    own = server.client(token)
+    assert own.post("/allocations", json={"fleet": "nope", "players": ["a"]}).status_code == 404
+    token_id = int(token.split("_")[1])
+    ok(server.client().delete(f"/tokens/{token_id}"))
+    revoked = own.post("/allocations", json={"fleet": "nope", "players": ["a"]})
+    assert revoked.status_code == 401, revoked.text
+
+
+def _refusals(server: Any) -> float:
+    r = httpx.get(
+        server.url + "/metrics", headers={"Authorization": f"Bearer {server.admin_token}"}
+    )
+    total = 0.0
+    for line in r.text.splitlines():
+        if line.startswith("changeover_allocations_total{") and 'result="refused"' in line:
+            total += float(line.split()[-1])
+        if line.startswith("changeover_http_requests_total{") and "/api/v1/allocations" in line:
+            assert 'route="/api/v1/allocations"' in line, line
+    return total
+
+
 def test_parallel_allocations_never_exceed_capacity(server: Any, arena: dict[str, Any]) -> None:
     c, _ = make_fleet(server, arena, "par", ["par-h1", "par-h2"], per_host=2, capacity=3)
     results: list[int] = []

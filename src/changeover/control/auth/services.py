@@ -158,18 +158,27 @@ class PrincipalCache:
     def _key(header: str) -> str:
         return hashlib.sha256(header.encode()).hexdigest()
 
+    def cached(self, header: str | None) -> Principal | None:
+        """The principal of ``header`` if it was authenticated lately and is still valid."""
+        if not header:
+            return None
+        with self._lock:
+            hit = self._entries.get(self._key(header))
+        if hit is None:
+            return None
+        cached_at, principal = hit
+        fresh = self.clock() - cached_at < self.ttl_s
+        if fresh and (principal.expires_at is None or principal.expires_at > now()):
+            return principal
+        return None
+
     def authenticate(self, header: str | None, lookup: Callable[[], Principal]) -> Principal:
         """The cached principal of ``header``, or ``lookup()``'s (which raises AuthError)."""
         if not header:
             return lookup()
+        if (principal := self.cached(header)) is not None:
+            return principal
         key = self._key(header)
-        with self._lock:
-            hit = self._entries.get(key)
-        if hit is not None:
-            cached_at, principal = hit
-            fresh = self.clock() - cached_at < self.ttl_s
-            if fresh and (principal.expires_at is None or principal.expires_at > now()):
-                return principal
         started = self.clock()
         principal = lookup()
         with self._lock:

@@ -24,7 +24,11 @@ _cache_lock = threading.Lock()
 
 def principals(request: Request) -> services.PrincipalCache:
     """This application's cache of authenticated tokens (see ``services.PrincipalCache``)."""
-    state = request.app.state
+    return app_principals(request.app.state)
+
+
+def app_principals(state: Any) -> services.PrincipalCache:
+    """The cache of authenticated tokens kept in an application's ``state``."""
     with _cache_lock:
         cache: services.PrincipalCache | None = getattr(state, "principals", None)
         if cache is None:

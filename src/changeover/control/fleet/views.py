@@ -104,6 +104,17 @@ class AllocationCreate(BaseModel):
     party: str | None = None
     join_session: str | None = None
 
+    def to_request(self) -> sessions.AllocationRequest:
+        return sessions.AllocationRequest(
+            fleet=self.fleet,
+            profile=self.profile,
+            regions=tuple(self.regions),
+            client_version=self.client_version,
+            players=tuple(self.players),
+            party=self.party,
+            join_session=self.join_session,
+        )
+
 
 class AgentRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -473,26 +484,17 @@ def show_switch(switch_id: int, request: Request, _: Reader) -> dict[str, Any]:
 _allocate_principal = requires(Permission.ALLOCATE)
 
 
-class _NotCached(Exception):
-    pass
-
-
-def _not_cached() -> Principal:
-    raise _NotCached
-
-
 async def allocating_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """``requires(Permission.ALLOCATE)``, on the event loop when the token is cached.
 
-    A cached token (the usual case: a matchmaker sends the same one all day) costs a hash
-    and a dict look-up, not worth a hop to a worker thread; a miss reads the database
-    there, as every other endpoint does.
+    A cached token costs a hash and a dict look-up, not worth a hop to a worker thread; a
+    miss reads the database there, as every other endpoint does. (With a cached token the
+    request rarely gets here at all: ``allocate_lane`` answers it first.)
     """
-    try:
-        principal = principals(request).authenticate(authorization, _not_cached)
-    except _NotCached:
+    principal = principals(request).cached(authorization)
+    if principal is None:
         return await run_in_threadpool(_allocate_principal, request, authorization)
     principal.require(Permission.ALLOCATE)
     return principal
@@ -508,18 +510,11 @@ async def allocate(
 
     Async: the request waits on the allocator (``fleet.allocator``: many allocations per
     transaction, on one thread) without holding a worker thread of its own meanwhile.
+    A caller whose token is cached is answered by ``fleet.allocate_lane`` before this
+    route, in the same way.
     """
-    req = sessions.AllocationRequest(
-        fleet=body.fleet,
-        profile=body.profile,
-        regions=tuple(body.regions),
-        client_version=body.client_version,
-        players=tuple(body.players),
-        party=body.party,
-        join_session=body.join_session,
-    )
     group: allocator.Allocator = request.app.state.allocator
-    result = await group.allocate(req)
+    result = await group.allocate(body.to_request())
     # Serialised here: plain JSON types, so FastAPI's response validation adds nothing.
     return Response(json.dumps(result), status_code=201, media_type="application/json")
 
