@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from importlib import resources
 from pathlib import Path
@@ -34,7 +35,7 @@ from changeover.control.fleet.models import (
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
-from changeover.errors import Conflict
+from changeover.errors import ChangeoverError, Conflict
 from fleet_world import NUMBERS, world
 
 
@@ -257,6 +258,77 @@ def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
     assert placed == [v7a] * 4 + [v7b] * 4 + [v3] * 4
     with db.read() as s:
         assert {i.id: i.players for i in s.scalars(select(Instance))} == {v7a: 4, v3: 4, v7b: 4}
+
+
+def test_a_refusal_writes_nothing(db: Database) -> None:
+    """The allocator runs a batch without savepoints because of this: every refusal of
+    ``sessions.allocate`` comes before its first write, even after lost races."""
+    w = world(db)
+    with db.write() as s:
+        rows = [_instance(w, 7)]  # capacity 4
+        s.add_all(rows)
+    writes: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "SAVEPOINT", "RELEASE")):
+            writes.append(statement)
+
+    with db.write() as s:
+        sessions.allocate(s, _request(1, size=3), now())
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.write() as s:
+            for req in [
+                _request(2, size=2),  # no room: one place left
+                dataclasses.replace(_request(3), fleet="nope"),
+                dataclasses.replace(_request(4), regions=("mars",)),
+                dataclasses.replace(_request(5), client_version="x.y"),
+                dataclasses.replace(_request(6), join_session="s_nope"),
+                dataclasses.replace(_request(7), players=()),
+            ]:
+                with pytest.raises(ChangeoverError):
+                    sessions.allocate(s, req, now())
+            refusals = [w for w in writes if not w.upper().startswith(("BEGIN", "COMMIT"))]
+            sessions.allocate(s, _request(8), now())  # the one place left: it does write
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert refusals == []
+    assert [w.split()[0].upper() for w in writes if "BEGIN" not in w.upper()] == [
+        "UPDATE",
+        "INSERT",
+    ]
+
+
+def test_deferred_inserts_write_one_statement_and_know_their_own_sessions(
+    db: Database,
+) -> None:
+    w = world(db)
+    with db.write() as s:
+        s.add_all([_instance(w, 7), _instance(w, 7)])  # capacity 4 each
+    inserts: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.write() as s, sessions.deferred_inserts(s):
+            first = sessions.allocate(s, _request(1, size=3), now())
+            # A friend joins a session of the same batch, not in the table yet.
+            friend = sessions.allocate(
+                s, dataclasses.replace(_request(2), join_session=first["session_id"]), now()
+            )
+            others = [sessions.allocate(s, _request(n), now()) for n in range(3, 6)]
+            assert inserts == []
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(inserts) == 1
+    assert friend["instance_id"] == first["instance_id"] and friend["joined_friend"]
+    with db.read() as s:
+        for got in [first, friend, *others]:
+            row = sessions.get_session(s, got["session_id"])
+            assert (row.instance_id, row.status) == (got["instance_id"], "reserved")
 
 
 def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -34,27 +35,30 @@ def request(player: str) -> AllocationRequest:
 
 
 class FakeAllocate:
-    """Writes the player's row; refuses players named ``refuse*`` after writing theirs (so
-    only the savepoint can undo it); can hold the first call until released."""
+    """Writes the player's row; refuses players named ``refuse*`` before writing, as
+    ``sessions.allocate`` does; players named ``crash*`` fail after writing theirs (so only
+    a savepoint can undo it); can hold the first call until released."""
 
     def __init__(self) -> None:
         self.hold = threading.Event()
         self.hold.set()
         self.entered = threading.Event()
         self.calls: list[str] = []
-        self.victims: set[str] = set()
-        """Players whose first try fails as a PostgreSQL deadlock victim would."""
+        self.victims: Counter[str] = Counter()
+        """Players whose next tries (this many) fail as a PostgreSQL deadlock victim's."""
 
     def __call__(self, s: Any, req: AllocationRequest, now: float) -> dict[str, Any]:
         player = req.players[0]
         self.calls.append(player)
         self.entered.set()
         assert self.hold.wait(30), "the test never released the allocator"
-        s.execute(text("INSERT INTO placed (player) VALUES (:p)"), {"p": player})
         if player.startswith("refuse"):
             raise Conflict(f"no room for {player}", reason="no_capacity")
-        if player in self.victims:
-            self.victims.discard(player)
+        s.execute(text("INSERT INTO placed (player) VALUES (:p)"), {"p": player})
+        if player.startswith("crash"):
+            raise RuntimeError(f"a bug after writing {player}")
+        if self.victims[player] > 0:
+            self.victims[player] -= 1
             raise OperationalError("UPDATE instances ...", {}, _DeadlockOrig())
         return {"player": player, "at": now}
 
@@ -113,7 +117,27 @@ def test_a_refusal_undoes_only_its_own_request(db: Database) -> None:
         assert outcome(first) == "a"
         assert [outcome(f) for f in batch] == ["b", "Conflict", "d", "Conflict", "f"]
         assert placed(db) == ["a", "b", "d", "f"]
-        assert alloc.batches == 2
+        assert alloc.batches == 2  # refusals write nothing: the batch ran together
+        assert fake.calls == ["a", "b", "refuse-c", "d", "refuse-e", "f"]
+    finally:
+        alloc.stop()
+
+
+def test_an_error_after_writing_undoes_only_its_own_request(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first = alloc.submit(request("a"))
+        assert fake.entered.wait(10)
+        batch = [alloc.submit(request(p)) for p in ("b", "crash-c", "d")]
+        fake.hold.set()
+        assert outcome(first) == "a"
+        assert [outcome(f) for f in batch] == ["b", "RuntimeError", "d"]
+        assert placed(db) == ["a", "b", "d"]
+        # Together, crash-c's write could not be undone alone: the batch ran again apart.
+        assert fake.calls == ["a", "b", "crash-c", "b", "crash-c", "d"]
+        assert alloc.batches == 3
     finally:
         alloc.stop()
 
@@ -121,7 +145,7 @@ def test_a_refusal_undoes_only_its_own_request(db: Database) -> None:
 def test_a_lock_victim_is_retried_after_committing_the_others(db: Database) -> None:
     fake = FakeAllocate()
     fake.hold.clear()
-    fake.victims = {"c"}
+    fake.victims = Counter({"c": 2})  # once together, once apart
     alloc = Allocator(db, allocate=fake)
     try:
         first = alloc.submit(request("a"))
@@ -129,8 +153,9 @@ def test_a_lock_victim_is_retried_after_committing_the_others(db: Database) -> N
         batch = [alloc.submit(request(p)) for p in ("b", "c", "d")]
         fake.hold.set()
         assert [outcome(f) for f in [first, *batch]] == ["a", "b", "c", "d"]
-        assert fake.calls == ["a", "b", "c", "c", "d"]
-        assert alloc.batches == 3  # a; b committed when c lost; then c again and d
+        assert fake.calls == ["a", "b", "c", "b", "c", "c", "d"]
+        # a; b and c together, rolled back; apart: b committed when c lost; c again and d.
+        assert alloc.batches == 4
         assert placed(db) == ["a", "b", "c", "d"]
     finally:
         alloc.stop()
