@@ -101,6 +101,7 @@ class Fetcher:
         url = f"{self.base_url}/{rel}"
         try:
             r = self.http.request("GET", url, headers=headers, preload_content=False)
+            complete = False
             try:
                 if r.status == 416 and have:
                     return  # we already hold the whole object
@@ -125,9 +126,15 @@ class Fetcher:
                         received[0] += len(chunk)
                         if self.on_bytes is not None:
                             self.on_bytes(len(chunk))
+                    complete = True
                     out.flush()
                     os.fsync(out.fileno())
             finally:
+                if not complete:
+                    # Part of its answer is unread (an error page, a body cut off): the
+                    # connection goes back closed, so the next request opens a new one
+                    # instead of reading what is left of this answer as its own.
+                    r.close()
                 r.release_conn()
         except TransportError as e:  # timeouts, resets, refused, a body cut short
             raise _Retry(f"{type(e).__name__}: {e}") from e
