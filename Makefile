@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
 test: lint typecheck chromium
-	$(BIN)/python -m pytest -n 3 --dist loadfile --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
 
 bench: $(STAMP)
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.
