@@ -79,8 +79,10 @@ def parse(
                 raw = rest.pop(0)
             else:
                 return None
+            if not raw:
+                return None
             try:
-                values[name] = convert(raw) if raw else _refuse(raw)
+                values[name] = convert(raw)
             except ValueError:
                 return None
         elif arg.startswith("-") or not arg or len(found) == positionals:
@@ -88,10 +90,6 @@ def parse(
         else:
             found.append(arg)
     return (found, values) if len(found) == positionals else None
-
-
-def _refuse(_: str) -> Any:
-    raise ValueError
 
 
 def _in_range(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:

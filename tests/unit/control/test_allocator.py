@@ -88,6 +88,19 @@ def outcome(f: Future[dict[str, Any]]) -> Any:
         return type(e).__name__
 
 
+def queued_behind(
+    alloc: Allocator, fake: FakeAllocate, first: str, players: tuple[str, ...]
+) -> tuple[Future[dict[str, Any]], list[Future[dict[str, Any]]]]:
+    """Submit ``first`` and hold it inside the allocator while ``players`` queue behind it,
+    then let go: the queued ones run as one batch."""
+    head = alloc.submit(request(first))
+    assert fake.entered.wait(10)
+    rest = [alloc.submit(request(p)) for p in players]
+    assert alloc.pending == len(players)
+    fake.hold.set()
+    return head, rest
+
+
 def test_requests_queued_meanwhile_commit_in_one_batch(db: Database) -> None:
     fake = FakeAllocate()
     fake.hold.clear()
@@ -110,10 +123,7 @@ def test_a_refusal_undoes_only_its_own_request(db: Database) -> None:
     fake.hold.clear()
     alloc = Allocator(db, allocate=fake)
     try:
-        first = alloc.submit(request("a"))
-        assert fake.entered.wait(10)
-        batch = [alloc.submit(request(p)) for p in ("b", "refuse-c", "d", "refuse-e", "f")]
-        fake.hold.set()
+        first, batch = queued_behind(alloc, fake, "a", ("b", "refuse-c", "d", "refuse-e", "f"))
         assert outcome(first) == "a"
         assert [outcome(f) for f in batch] == ["b", "Conflict", "d", "Conflict", "f"]
         assert placed(db) == ["a", "b", "d", "f"]
@@ -128,10 +138,7 @@ def test_an_error_after_writing_undoes_only_its_own_request(db: Database) -> Non
     fake.hold.clear()
     alloc = Allocator(db, allocate=fake)
     try:
-        first = alloc.submit(request("a"))
-        assert fake.entered.wait(10)
-        batch = [alloc.submit(request(p)) for p in ("b", "crash-c", "d")]
-        fake.hold.set()
+        first, batch = queued_behind(alloc, fake, "a", ("b", "crash-c", "d"))
         assert outcome(first) == "a"
         assert [outcome(f) for f in batch] == ["b", "RuntimeError", "d"]
         assert placed(db) == ["a", "b", "d"]
@@ -148,10 +155,7 @@ def test_a_lock_victim_is_retried_after_committing_the_others(db: Database) -> N
     fake.victims = Counter({"c": 2})  # once together, once apart
     alloc = Allocator(db, allocate=fake)
     try:
-        first = alloc.submit(request("a"))
-        assert fake.entered.wait(10)
-        batch = [alloc.submit(request(p)) for p in ("b", "c", "d")]
-        fake.hold.set()
+        first, batch = queued_behind(alloc, fake, "a", ("b", "c", "d"))
         assert [outcome(f) for f in [first, *batch]] == ["a", "b", "c", "d"]
         assert fake.calls == ["a", "b", "c", "b", "c", "c", "d"]
         # a; b and c together, rolled back; apart: b committed when c lost; c again and d.
@@ -198,10 +202,7 @@ def test_a_failed_commit_fails_the_whole_batch(db: Database) -> None:
     fake.hold.clear()
     alloc = Allocator(db, allocate=fake)
     try:
-        first = alloc.submit(request("a"))
-        assert fake.entered.wait(10)
-        batch = [alloc.submit(request(p)) for p in ("x", "orphan", "y")]
-        fake.hold.set()
+        first, batch = queued_behind(alloc, fake, "a", ("x", "orphan", "y"))
         assert outcome(first) == "a"
         assert [outcome(f) for f in batch] == ["IntegrityError"] * 3
         assert placed(db) == ["a"]
