@@ -253,7 +253,7 @@ async def drive(spec: LoadSpec) -> LoadResult:
     return result
 
 
-def _loadgen_main(spec_json: str) -> int:
+def _loadgen_main(spec_json: str, out: str) -> int:
     spec = LoadSpec(**json.loads(spec_json))
     # uvloop (a dependency of the server) where it is installed: the generator's own event
     # loop must not be what limits the rate or inflates the latencies it measures.
@@ -263,10 +263,9 @@ def _loadgen_main(spec_json: str) -> int:
         result = asyncio.run(drive(spec))
     else:
         result = uvloop.run(drive(spec))
-    # An event loop may leave stdout non-blocking; the result is large (every latency) and
-    # must reach the pipe whole.
-    os.set_blocking(sys.stdout.fileno(), True)
-    print(json.dumps(asdict(result)))
+    # The result (every latency) goes to a file: through a pipe, a large one once arrived
+    # cut at 64 KiB, the event loop having left stdout non-blocking.
+    Path(out).write_text(json.dumps(asdict(result)))
     return 0
 
 
@@ -481,16 +480,18 @@ def make_fleet(
 def load(spec: LoadSpec, server_pid: int | None) -> tuple[LoadResult, float]:
     """Run one load-generator process; its result and the server's CPU seconds meanwhile."""
     cpu0 = _proc_cpu_s(server_pid)
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(asdict(spec))],
-        capture_output=True,
-        check=False,
-        timeout=spec.warmup_s + spec.duration_s + 120,
-    )
-    cpu = _proc_cpu_s(server_pid) - cpu0
-    if proc.returncode != 0:
-        raise BenchError(f"the load generator failed:\n{proc.stderr.decode(errors='replace')}")
-    raw = json.loads(proc.stdout)
+    with tempfile.TemporaryDirectory(prefix="changeover-loadgen-") as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.run(
+            [sys.executable, __file__, "_loadgen", json.dumps(asdict(spec)), str(out)],
+            capture_output=True,
+            check=False,
+            timeout=spec.warmup_s + spec.duration_s + 120,
+        )
+        cpu = _proc_cpu_s(server_pid) - cpu0
+        if proc.returncode != 0 or not out.exists():
+            raise BenchError(f"the load generator failed:\n{proc.stderr.decode(errors='replace')}")
+        raw = json.loads(out.read_text())
     return LoadResult(**raw), cpu
 
 
@@ -883,8 +884,8 @@ def _loadavg() -> float:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "_loadgen":
-        sys.exit(_loadgen_main(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "_loadgen":
+        sys.exit(_loadgen_main(sys.argv[2], sys.argv[3]))
     clean_up_on_signals()
     try:
         sys.exit(main())
