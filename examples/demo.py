@@ -21,10 +21,12 @@ for ``--linger`` seconds at the end so it can be looked at.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -243,7 +245,19 @@ def main() -> None:
                 p.kill()
         server.terminate()
         server.wait(timeout=20)
+        stop_games(work)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stop_games(work: Path) -> None:
+    """Kill the game servers the agents ran: they outlive their agent by design (a restarted
+    agent adopts them), so stopping the agents leaves them playing to nobody."""
+    for name, _ in HOSTS:
+        for record in (work / name / "instances").glob("*.json"):
+            pid = json.loads(record.read_text()).get("pid")
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def play(

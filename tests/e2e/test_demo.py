@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -31,3 +32,21 @@ def test_the_demo_releases_a_new_build_without_dropping_a_session() -> None:
     assert summary["sessions dropped"] == "0", text[-3000:]
     assert int(summary["sessions completed"]) + int(summary["sessions moved after notice"]) > 0
     assert re.search(r"bytes staged on h1:\s+[1-9][\d,]*", text)
+    data = re.search(r"data in (\S+)", text)
+    assert data, text[:2000]
+    work = str(Path(data[1]).parent)
+    assert _processes_in(work) == [], "the demo left processes running in its directory"
+
+
+def _processes_in(directory: str) -> list[int]:
+    """Live processes whose working directory is under ``directory`` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = os.readlink(proc / "cwd")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if cwd.startswith(directory + "/"):
+                found.append(int(proc.name))
+    return found
