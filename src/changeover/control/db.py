@@ -117,10 +117,19 @@ class Database:
             yield s
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A transaction that commits on success and rolls back on any exception."""
+    def write(self, *, generic_plans: bool = False) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on any exception.
+
+        ``generic_plans``: on PostgreSQL, plan each statement for any parameters, not for
+        the values of each call. For statements whose best plan does not depend on their
+        values, where a value-specific plan can only be misled by stale statistics (the
+        allocator: every host's heartbeat is newer than the last ``ANALYZE``, so "hosts
+        seen in the last 10 s" looks like none, and the planner reads the whole fleet).
+        """
         with self._write_lock, self._sessions() as s:
-            s.connection(execution_options={"write": True})
+            conn = s.connection(execution_options={"write": True})
+            if generic_plans and not self.is_sqlite:
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
             try:
                 yield s
                 s.commit()
