@@ -24,7 +24,7 @@ from sqlalchemy import event, insert, select, update
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
-from changeover.control.fleet import allocation, sessions, switches
+from changeover.control.fleet import allocation, allocator, sessions, switches
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet.models import (
     Fleet,
@@ -165,7 +165,7 @@ def test_on_postgresql_the_allocator_keeps_the_index_when_statistics_are_stale(
     args = ", ".join(repr(values[name]) for name in compiled.positiontup or ())
 
     def plan(generic: bool) -> str:
-        with db.write(generic_plans=generic) as s:
+        with db.write(hot_path=generic) as s:
             s.connection().exec_driver_sql(f"PREPARE best AS {compiled}".replace("%", "%%"))
             rows = s.connection().exec_driver_sql(f"EXPLAIN EXECUTE best({args})").all()
             s.connection().exec_driver_sql("DEALLOCATE best")
@@ -176,6 +176,38 @@ def test_on_postgresql_the_allocator_keeps_the_index_when_statistics_are_stale(
         assert "ix_instances_alloc_fleet" in generic and "Sort" not in generic, generic
         print("planned for the values instead:\n" + plan(generic=False))
     finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_allocator_outlives_a_cut_connection(pg_url: str) -> None:
+    """The allocator's connections are not pinged before use (``Database.write(hot_path=
+    True)``): one cut meanwhile (a PostgreSQL restart, a proxy's idle timeout) fails one
+    batch, which runs again on a new connection; nobody sees an error."""
+    db = Database(pg_url)
+    db.migrate()
+    w = world(db, hosts=1)
+    with db.write() as s:
+        s.add(_instance(w, NUMBERS[0], capacity=10))
+    group = allocator.Allocator(db)
+
+    def allocate(player: str) -> dict[str, Any]:
+        request = sessions.AllocationRequest("f", None, (), None, (player,))
+        return group.submit(request).result(timeout=30)
+
+    try:
+        assert allocate("before")["players"] == ["before"]
+        with db.write(hot_path=True) as s:  # the allocator's connection: its pool holds one
+            backend = s.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with db.engine.begin() as c:
+            c.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+        batches = group.batches
+        assert allocate("after")["players"] == ["after"]
+        assert group.batches == batches + 2  # failed on the cut connection, then ran apart
+        with db.read() as s:
+            assert s.scalar(select(Instance.players)) == 2
+    finally:
+        group.stop()
         db.dispose()
 
 

@@ -223,7 +223,7 @@ class Allocator:
         self.batches += 1
         done: list[tuple[_Pending, Result | ChangeoverError]] = []
         try:
-            with self._db.write(generic_plans=True) as s, sessions.deferred_inserts(s):
+            with self._db.write(hot_path=True) as s, sessions.deferred_inserts(s):
                 for p in todo:
                     try:
                         done.append((p, self._allocate(s, p.request, now())))
@@ -246,7 +246,7 @@ class Allocator:
             self.batches += 1
             done: list[tuple[_Pending, Result | BaseException]] = []
             try:
-                with self._db.write(generic_plans=True) as s:
+                with self._db.write(hot_path=True) as s:
                     for p in todo:
                         try:
                             with s.begin_nested():  # a refusal rolls back this request only
