@@ -5,7 +5,7 @@
   by placement, a Fleet Profile Switch or a patch job, written directly, or changed;
 - the database walks an allocation index in order instead of sorting the fleet, also on
   PostgreSQL with statistics older than the hosts' heartbeats;
-- ``sessions._best_rows`` stays a prefix of what ``allocation.rank`` picks over every
+- ``allocate_db._best_rows`` stays a prefix of what ``allocation.rank`` picks over every
   candidate, for regions, weights, client versions and party sizes.
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy import event, insert, select, update
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
-from changeover.control.fleet import allocation, allocator, sessions, switches
+from changeover.control.fleet import allocate_db, allocation, allocator, sessions, switches
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet.models import (
     Fleet,
@@ -107,7 +107,7 @@ def test_a_profile_switch_and_a_patch_job_start_instances_of_the_new_version(
 
 
 def _plan(db: Database, by_profile: bool, params: dict[str, Any]) -> str:
-    q = sessions._BEST[by_profile].params(**params)
+    q = allocate_db._BEST[by_profile].params(**params)
     sql = str(q.compile(db.engine, compile_kwargs={"literal_binds": True}))
     with db.engine.connect() as c:
         if db.is_sqlite:
@@ -152,15 +152,14 @@ def test_on_postgresql_the_allocator_keeps_the_index_when_statistics_are_stale(
     with db.write() as s:
         s.execute(update(Host).values(last_seen_at=t - 3600))
         s.add_all(
-            _instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4)
-            for n in range(3000)
+            _instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4) for n in range(3000)
         )
     with db.engine.begin() as c:  # committed: a rolled-back ANALYZE leaves no statistics
         c.exec_driver_sql("ANALYZE")
     with db.write() as s:  # every host heartbeats after the ANALYZE
         s.execute(update(Host).values(last_seen_at=t))
 
-    compiled = sessions._BEST[False].compile(dialect=_numbered_params_dialect())
+    compiled = allocate_db._BEST[False].compile(dialect=_numbered_params_dialect())
     values = {"scope_id": w["fleet"], "alive_after": t - 10, "size": 1, "param_1": 16}
     args = ", ".join(repr(values[name]) for name in compiled.positiontup or ())
 
@@ -192,7 +191,7 @@ def test_on_postgresql_the_allocator_outlives_a_cut_connection(pg_url: str) -> N
     group = allocator.Allocator(db)
 
     def allocate(player: str) -> dict[str, Any]:
-        request = sessions.AllocationRequest("f", None, (), None, (player,))
+        request = allocate_db.AllocationRequest("f", None, (), None, (player,))
         return group.submit(request).result(timeout=30)
 
     try:
@@ -220,8 +219,8 @@ def _numbered_params_dialect() -> Any:
 def _rank_all(s: Any, params: dict[str, Any], t: float, request: Any, weights: Any) -> Any:
     """``allocation.rank`` over every ready instance of the fleet, as ``allocate`` reads
     them to word a refusal."""
-    rows = list(s.execute(sessions._SCOPED[False], params))
-    return allocation.rank([sessions._candidate(r, t, weights) for r in rows], request)
+    rows = list(s.execute(allocate_db._SCOPED[False], params))
+    return allocation.rank([allocate_db._candidate(r, t, weights) for r in rows], request)
 
 
 def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
@@ -275,13 +274,13 @@ def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
             request = allocation.Request(regions=regions, client_version=version, size=size)
             params = {"scope_id": w["fleet"], "alive_after": t - LOST_AFTER_S, "size": size}
             incompatible = (
-                sessions._incompatible_profiles(s, w["app"], None, version) if version else []
+                allocate_db._incompatible_profiles(s, w["app"], None, version) if version else []
             )
-            best = sessions._best_rows(s, False, params, request, incompatible, weights)
+            best = allocate_db._best_rows(s, False, params, request, incompatible, weights)
             ranked = _rank_all(s, params, t, request, weights)
             case = (regions, weights, client, size)
             assert isinstance(ranked, allocation.Ranked), (case, ranked)
-            expected = [c.instance_id for c in ranked.candidates[: sessions.PREFETCH]]
+            expected = [c.instance_id for c in ranked.candidates[: allocate_db.PREFETCH]]
             assert [r.id for r in best] == expected, case
             assert all(r.version == r_num for r, r_num in _numbers(s, best)), case
 
@@ -297,8 +296,8 @@ def _numbers(s: Any, rows: list[Any]) -> list[tuple[Any, int]]:
     return [(r, by_id[r.id]) for r in rows]
 
 
-def _request(n: int, size: int = 1) -> sessions.AllocationRequest:
-    return sessions.AllocationRequest(
+def _request(n: int, size: int = 1) -> allocate_db.AllocationRequest:
+    return allocate_db.AllocationRequest(
         fleet="f",
         profile=None,
         regions=(),
@@ -328,10 +327,10 @@ def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.write() as s:
-            placed = [sessions.allocate(s, _request(n), now())["instance_id"] for n in range(12)]
+            placed = [allocate_db.allocate(s, _request(n), now())["instance_id"] for n in range(12)]
             assert len(reads) == 1
             with pytest.raises(Conflict) as refused:
-                sessions.allocate(s, _request(12), now())
+                allocate_db.allocate(s, _request(12), now())
             assert refused.value.facts["reason"] == "no_capacity"
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -343,7 +342,7 @@ def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
 
 def test_a_refusal_writes_nothing(db: Database) -> None:
     """The allocator runs a batch without savepoints because of this: every refusal of
-    ``sessions.allocate`` comes before its first write, even after lost races."""
+    ``allocate_db.allocate`` comes before its first write, even after lost races."""
     w = world(db)
     with db.write() as s:
         rows = [_instance(w, 7)]  # capacity 4
@@ -355,7 +354,7 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
             writes.append(statement)
 
     with db.write() as s:
-        sessions.allocate(s, _request(1, size=3), now())
+        allocate_db.allocate(s, _request(1, size=3), now())
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.write() as s:
@@ -368,9 +367,9 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
                 dataclasses.replace(_request(7), players=()),
             ]:
                 with pytest.raises(ChangeoverError):
-                    sessions.allocate(s, req, now())
+                    allocate_db.allocate(s, req, now())
             refusals = [w for w in writes if not w.upper().startswith(("BEGIN", "COMMIT"))]
-            sessions.allocate(s, _request(8), now())  # the one place left: it does write
+            allocate_db.allocate(s, _request(8), now())  # the one place left: it does write
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert refusals == []
@@ -394,13 +393,13 @@ def test_deferred_inserts_write_one_statement_and_know_their_own_sessions(
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
-        with db.write() as s, sessions.deferred_inserts(s):
-            first = sessions.allocate(s, _request(1, size=3), now())
+        with db.write() as s, allocate_db.deferred_inserts(s):
+            first = allocate_db.allocate(s, _request(1, size=3), now())
             # A friend joins a session of the same batch, not in the table yet.
-            friend = sessions.allocate(
+            friend = allocate_db.allocate(
                 s, dataclasses.replace(_request(2), join_session=first["session_id"]), now()
             )
-            others = [sessions.allocate(s, _request(n), now()) for n in range(3, 6)]
+            others = [allocate_db.allocate(s, _request(n), now()) for n in range(3, 6)]
             assert inserts == []
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -420,12 +419,12 @@ def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -
         s.flush()
         new, old = (r.id for r in rows)
     with db.write() as s:
-        assert sessions.allocate(s, _request(1), now())["instance_id"] == new
+        assert allocate_db.allocate(s, _request(1), now())["instance_id"] == new
         # A patch job drains it (as another transaction would, between two allocations).
         s.execute(update(Instance).where(Instance.id == new).values(desired="draining"))
-        assert sessions.allocate(s, _request(2), now())["instance_id"] == old
+        assert allocate_db.allocate(s, _request(2), now())["instance_id"] == old
         # Parties of another size read their own candidates.
-        assert sessions.allocate(s, _request(3, size=3), now())["instance_id"] == old
+        assert allocate_db.allocate(s, _request(3, size=3), now())["instance_id"] == old
     with db.read() as s:
         assert {i.id: i.players for i in s.scalars(select(Instance))} == {new: 1, old: 4}
 

@@ -21,7 +21,7 @@ import pytest
 
 from changeover.control.app import create_app
 from changeover.control.auth import services as auth_services
-from changeover.control.fleet import allocator, sessions
+from changeover.control.fleet import allocate_db, allocator
 from changeover.settings import Settings
 from fleet_helpers import FakeAgent, catalogue, ok, profile, release
 
@@ -117,13 +117,13 @@ def test_parallel_batches_keep_capacity_and_refuse_only_their_own(
 
 
 class HeldAllocate:
-    """Stands in for ``sessions.allocate``: each call waits until released."""
+    """Stands in for ``allocate_db.allocate``: each call waits until released."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def __call__(self, s: Any, req: sessions.AllocationRequest, now: float) -> dict[str, Any]:
+    def __call__(self, s: Any, req: allocate_db.AllocationRequest, now: float) -> dict[str, Any]:
         self.entered.set()
         assert self.release.wait(30), "the test never released the allocator"
         return {"session_id": "s_test", "players": list(req.players)}
@@ -135,7 +135,7 @@ def held_app(
 ) -> Iterator[tuple[Any, str, HeldAllocate]]:
     """The app with room for 2 queued allocations, each allocation held until released."""
     held = HeldAllocate()
-    monkeypatch.setattr(sessions, "allocate", held)
+    monkeypatch.setattr(allocate_db, "allocate", held)
     monkeypatch.setattr(allocator, "MAX_PENDING", 2)
     app = create_app(Settings(data_dir=tmp_path))
     with app.state.ctx.db.write() as s:

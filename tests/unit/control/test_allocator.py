@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from changeover.control.db import Database
+from changeover.control.fleet.allocate_db import AllocationRequest
 from changeover.control.fleet.allocator import Allocator, Overloaded, Unavailable
-from changeover.control.fleet.sessions import AllocationRequest
 from changeover.errors import Conflict
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,7 +36,7 @@ def request(player: str) -> AllocationRequest:
 
 class FakeAllocate:
     """Writes the player's row; refuses players named ``refuse*`` before writing, as
-    ``sessions.allocate`` does; players named ``crash*`` fail after writing theirs (so only
+    ``allocate_db.allocate`` does; players named ``crash*`` fail after writing theirs (so only
     a savepoint can undo it); can hold the first call until released."""
 
     def __init__(self) -> None:

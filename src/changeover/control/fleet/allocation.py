@@ -1,7 +1,7 @@
 """Server Allocate, the rules: which instance a player (or party) should join, or why none.
 
 Pure: ``rank`` takes the candidate instances and a request and returns them best first, or
-a ``Refusal`` that names the reason. ``control.fleet.sessions`` applies the choice with a
+a ``Refusal`` that names the reason. ``control.fleet.allocate_db`` applies the choice with a
 compare-and-set on the instance's player count, retrying down this list on a lost race.
 
 The rules, in order (seed 002's bleed-off, seed 000's allocate-by-profile):

@@ -8,18 +8,18 @@ to ``max_batch``), runs them in ONE write transaction, commits once, and only th
 each request: a 201 is never sent for a place that is not committed.
 
 A batch first runs *together*: the requests one after another in the transaction, with
-nothing between them. ``sessions.allocate`` refuses (``ChangeoverError``: the fleet is
+nothing between them. ``allocate_db.allocate`` refuses (``ChangeoverError``: the fleet is
 full, a wrong client version, an unknown fleet) before it writes anything, so a refusal
 needs no undoing. Any other error (a database error, a PostgreSQL deadlock, a bug) may
 come after a request's writes: the whole transaction is then rolled back, unanswered, and
 the batch runs again *apart*, each request in its own savepoint (``Session.begin_nested``),
 so that one that fails undoes only its own writes, never those of the others. Savepoints
 cost two statements per request, measured at over a quarter of the allocator's time, so
-they are paid only when needed. ``sessions.allocate`` and its compare-and-set update
+they are paid only when needed. ``allocate_db.allocate`` and its compare-and-set update
 (``players + n <= capacity``) are the same either way: other writers (agent syncs, ended
 sessions, another server process on the same database) stay safe.
 Run together, a batch also inserts its new session rows in one statement at its end
-(``sessions.deferred_inserts``): on PostgreSQL, one round trip instead of one each.
+(``allocate_db.deferred_inserts``): on PostgreSQL, one round trip instead of one each.
 
 On PostgreSQL the price is that a batch holds the instance rows it updated until its
 commit, so allocations that could run side by side in their own transactions run one
@@ -28,7 +28,7 @@ after another on this thread. Measured, batches still win on both databases
 throughput, and a lower p99): allocations on their own all want the same instance
 (the fullest first), so they queue for its row lock (PostgreSQL) or for the write lock
 (SQLite) anyway, and pay a commit each; in a batch they also share the fleet's look-up and
-one read of the best candidates (``sessions._Shared``), so most of them cost an update
+one read of the best candidates (``allocate_db._Shared``), so most of them cost an update
 and an insert.
 
 While a batch runs, the next requests queue, so batches grow with the load and an idle
@@ -53,7 +53,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from changeover.control.db import Database, now
-from changeover.control.fleet import sessions
+from changeover.control.fleet import allocate_db
 from changeover.errors import ChangeoverError
 
 log = logging.getLogger("changeover.control.allocator")
@@ -65,7 +65,7 @@ MAX_PENDING = 2048
 """Queued allocations past which new ones are refused (503) instead of waiting."""
 
 Result = dict[str, Any]
-AllocateFn = Callable[[Any, sessions.AllocationRequest, float], Result]
+AllocateFn = Callable[[Any, allocate_db.AllocationRequest, float], Result]
 
 
 class Unavailable(ChangeoverError):
@@ -82,7 +82,7 @@ class Overloaded(Unavailable):
 
 @dataclass(frozen=True)
 class _Pending:
-    request: sessions.AllocationRequest
+    request: allocate_db.AllocationRequest
     future: Future[Result]
 
 
@@ -102,13 +102,13 @@ class Allocator:
         allocate: AllocateFn | None = None,
     ) -> None:
         """``None`` means the module's value when constructed (``MAX_BATCH``,
-        ``MAX_PENDING``, ``sessions.allocate``), which tests may replace."""
+        ``MAX_PENDING``, ``allocate_db.allocate``), which tests may replace."""
         self._max_batch = MAX_BATCH if max_batch is None else max_batch
         self._max_pending = MAX_PENDING if max_pending is None else max_pending
         if self._max_batch < 1 or self._max_pending < 1:
             raise ValueError("max_batch and max_pending must be at least 1")
         self._db = db
-        self._allocate = allocate or sessions.allocate
+        self._allocate = allocate or allocate_db.allocate
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -118,7 +118,7 @@ class Allocator:
 
     # -- callers ---------------------------------------------------------------------------
 
-    def submit(self, request: sessions.AllocationRequest) -> Future[Result]:
+    def submit(self, request: allocate_db.AllocationRequest) -> Future[Result]:
         """Queue an allocation; the future holds its result once committed, or its error.
 
         Raises:
@@ -141,7 +141,7 @@ class Allocator:
             self._cond.notify()
         return future
 
-    async def allocate(self, request: sessions.AllocationRequest) -> Result:
+    async def allocate(self, request: allocate_db.AllocationRequest) -> Result:
         """:meth:`submit`, awaited without holding a worker thread meanwhile."""
         return await asyncio.wrap_future(self.submit(request))
 
@@ -223,7 +223,7 @@ class Allocator:
         self.batches += 1
         done: list[tuple[_Pending, Result | ChangeoverError]] = []
         try:
-            with self._db.write(hot_path=True) as s, sessions.deferred_inserts(s):
+            with self._db.write(hot_path=True) as s, allocate_db.deferred_inserts(s):
                 for p in todo:
                     try:
                         done.append((p, self._allocate(s, p.request, now())))

@@ -123,7 +123,7 @@ class Host(Base):
 ALLOCATABLE_SQL = "state = 'ready' AND desired = 'running' AND players < capacity"
 """The rows the allocation indexes hold: ready, taking players, with at least one place.
 A query uses those (partial) indexes only if its ``WHERE`` states these very terms, with
-literals, not bound parameters (``control.fleet.sessions``)."""
+literals, not bound parameters (``control.fleet.allocate_db``)."""
 
 
 class Instance(Base):

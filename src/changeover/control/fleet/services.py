@@ -1,9 +1,10 @@
 """The fleet catalogue: environments, applications, regions, profiles, fleets, compatibility.
 
 Functions take an open session and plain values and raise our errors; the HTTP views call
-them. Agents (``hosts``), allocation (``sessions``) and profile switches (``tasks``) have
-their own modules. Names follow the builds domain's rule (lowercase, digits, ``.``, ``_``,
-``-``), so they read the same in URLs, CLI arguments and logs.
+them. Agents (``hosts``), allocation (``allocate_db``), sessions (``sessions``) and profile
+switches (``tasks``) have their own modules. Names follow the builds domain's rule
+(lowercase, digits, ``.``, ``_``, ``-``), so they read the same in URLs, CLI arguments and
+logs.
 """
 
 from __future__ import annotations

@@ -21,7 +21,14 @@ from changeover.control.auth.views import Admin, Allocator, Reader, ctx, princip
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import get_image, resolve_version
 from changeover.control.db import now
-from changeover.control.fleet import aggregates, allocator, services, sessions, switches
+from changeover.control.fleet import (
+    aggregates,
+    allocate_db,
+    allocator,
+    services,
+    sessions,
+    switches,
+)
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet.models import (
     Application,
@@ -100,12 +107,12 @@ class AllocationCreate(BaseModel):
     profile: str | None = None
     regions: list[str] = Field(default_factory=list, max_length=20)
     client_version: str | None = None
-    players: list[str] = Field(min_length=1, max_length=sessions.MAX_PARTY)
+    players: list[str] = Field(min_length=1, max_length=allocate_db.MAX_PARTY)
     party: str | None = None
     join_session: str | None = None
 
-    def to_request(self) -> sessions.AllocationRequest:
-        return sessions.AllocationRequest(
+    def to_request(self) -> allocate_db.AllocationRequest:
+        return allocate_db.AllocationRequest(
             fleet=self.fleet,
             profile=self.profile,
             regions=tuple(self.regions),

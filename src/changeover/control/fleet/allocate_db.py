@@ -1,0 +1,493 @@
+"""Server Allocate, applied: place a party on an instance and open its session.
+
+``allocate`` reads the best few candidates (the database filters and sorts them by the
+same rules as ``allocation.rank``, so Python sees a handful of rows, not every instance of
+the fleet; all of them are read only to word a refusal), asks ``allocation.rank`` for the
+best, and takes a place with one compare-and-set update::
+
+    UPDATE instances SET players = players + :n WHERE id = :id AND players + :n <= capacity
+
+in the same transaction as the session row. The database finds those few by walking an
+index in ``rank``'s order (``models.Instance``: ``ix_instances_alloc_fleet`` and
+``_profile``, partial, over ready instances taking players with a free place; keyed by the
+copy of the version number each instance keeps), and stops after ``PREFETCH`` rows: at
+10,000 instances it reads 16 index entries instead of sorting the fleet. The allocations of
+one transaction (an ``allocator`` batch) share that read (``_Shared``).
+
+Losing the race (another request filled the instance first) moves on to the next
+candidate, then re-reads and re-ranks, so no instance ever holds more players than its
+capacity, on SQLite (writers queue on ``BEGIN IMMEDIATE``) and on PostgreSQL (the row lock
+and the re-checked ``WHERE``) alike.
+
+A batch run together (``deferred_writes``) holds its updates and session rows back and
+writes them in one round trip each: see there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import (
+    CursorResult,
+    Result,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    case,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from changeover.control.fleet import allocation
+from changeover.control.fleet.models import (
+    Fleet,
+    GameSession,
+    Host,
+    Instance,
+    Profile,
+    Region,
+    VersionCompat,
+)
+from changeover.control.fleet.services import LOST_AFTER_S, get_fleet, get_profile, get_region
+from changeover.control.fleet.sessions import get_session
+from changeover.control.patchjobs.records import AllocationWeight
+from changeover.errors import Conflict, InvalidInput, NotFound
+from changeover.sdk.state import check_player_id
+
+MAX_PARTY = 64
+ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    fleet: str | None
+    profile: str | None
+    regions: tuple[str, ...]
+    client_version: str | None
+    players: tuple[str, ...]
+    party: str | None = None
+    join_session: str | None = None
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _check(req: AllocationRequest) -> None:
+    if (req.fleet is None) == (req.profile is None):
+        raise InvalidInput("name exactly one of fleet or profile to allocate from")
+    if not 1 <= len(req.players) <= MAX_PARTY:
+        raise InvalidInput(f"an allocation is for 1 to {MAX_PARTY} players")
+    if len(set(req.players)) != len(req.players):
+        raise InvalidInput("the players of a party must be different")
+    for p in req.players:
+        check_player_id(p)
+    if req.party is not None and not 1 <= len(req.party) <= 128:
+        raise InvalidInput("party must be 1 to 128 characters")
+
+
+_LIVE = ("running", "draining")
+PREFETCH = 16
+"""Candidates the fast path reads per round: the best few, enough to move on after races."""
+
+
+def _columns(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """The instances of a fleet (or profile) ``:scope_id``, as plain columns, unfiltered."""
+    return (
+        select(
+            Instance.id,
+            Instance.fleet_id,
+            Instance.profile_id,
+            Instance.state,
+            Instance.desired,
+            Instance.players,
+            Instance.capacity,
+            Instance.port,
+            Instance.ports,
+            Host.name.label("host"),
+            Host.address,
+            Host.last_seen_at,
+            Region.name.label("region"),
+            Profile.name.label("profile"),
+            # Kept equal to the profile's versions.number (models.Instance.version_number).
+            Instance.version_number.label("version"),
+            Fleet.name.label("fleet"),
+            VersionCompat.client_min,
+            VersionCompat.client_max,
+        )
+        .join(Host, Instance.host_id == Host.id)
+        .join(Region, Host.region_id == Region.id)
+        .join(Profile, Instance.profile_id == Profile.id)
+        .join(Fleet, Instance.fleet_id == Fleet.id)
+        .outerjoin(VersionCompat, VersionCompat.version_id == Profile.version_id)
+        .where((Instance.profile_id if by_profile else Instance.fleet_id) == bindparam("scope_id"))
+    )
+
+
+def _scoped_select(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """The ready instances of a fleet (or profile) ``:scope_id``, as plain columns."""
+    return _columns(by_profile).where(Instance.desired.in_(_LIVE), Instance.state == "ready")
+
+
+def _allocatable(by_profile: bool) -> Select[*tuple[Any, ...]]:
+    """What ``allocation.rank`` never refuses: running, on a live host, room for the party.
+
+    The first three terms are those of the allocation indexes' ``WHERE``
+    (``models.ALLOCATABLE_SQL``), as literals: only then may the database use them.
+    """
+    return _columns(by_profile).where(
+        Instance.state == literal_column("'ready'"),
+        Instance.desired == literal_column("'running'"),
+        Instance.players < Instance.capacity,
+        Host.last_seen_at > bindparam("alive_after"),
+        Instance.players + bindparam("size") <= Instance.capacity,
+    )
+
+
+_ORDER = (Instance.version_number.desc(), Instance.players.desc(), Instance.id)
+"""``allocation.rank``'s order after regions and weights: the allocation indexes' order."""
+
+# Built once: SQLAlchemy then also reuses their compiled form without recomputing its key.
+_SCOPED = {by: _scoped_select(by) for by in (False, True)}
+_ALLOCATABLE = {by: _allocatable(by) for by in (False, True)}
+_BEST = {by: _ALLOCATABLE[by].order_by(*_ORDER).limit(PREFETCH) for by in (False, True)}
+_FLEET_BY_NAME = select(
+    Fleet.id,
+    Fleet.application_id,
+    # In the same round trip: whether the fleet has allocation weights at all, so a fleet
+    # without them pays nothing more (the usual case outside a patch job).
+    select(AllocationWeight.fleet_id)
+    .where(AllocationWeight.fleet_id == Fleet.id)
+    .limit(1)
+    .exists()
+    .label("weighted"),
+).where(Fleet.name == bindparam("name"))
+_WEIGHTS = select(AllocationWeight.profile_id, AllocationWeight.weight).where(
+    AllocationWeight.fleet_id == bindparam("fleet_id")
+)
+_INSTANCES = cast(Table, Instance.__table__)
+_TAKE = {
+    # By a friend's instance (a friend may join one that drains), or by any other.
+    friend: update(_INSTANCES)
+    .where(
+        _INSTANCES.c.id == bindparam("instance_id"),
+        _INSTANCES.c.players + bindparam("n") <= _INSTANCES.c.capacity,
+        _INSTANCES.c.desired.in_(_LIVE) if friend else _INSTANCES.c.desired == "running",
+        # What ``rank`` chose from may be a few milliseconds old (``_Shared``): an instance
+        # drained or gone down meanwhile is not taken, as it would not have been chosen.
+        _INSTANCES.c.state == "ready",
+    )
+    .values(players=_INSTANCES.c.players + bindparam("n"))
+    for friend in (False, True)
+}
+_INSERT_SESSION = insert(cast(Table, GameSession.__table__))
+
+
+@functools.lru_cache(maxsize=256)
+def _bound(value: str | None) -> allocation.ClientVersion | None:
+    return allocation.parse_client_version(value) if value else None
+
+
+def _candidate(
+    row: Row[Any], now: float, weights: Mapping[int, float] | None = None
+) -> allocation.Candidate:
+    return allocation.Candidate(
+        instance_id=row.id,
+        region=row.region,
+        version=row.version,
+        state=row.state,
+        desired=row.desired,
+        players=row.players,
+        capacity=row.capacity,
+        host_alive=now - row.last_seen_at < LOST_AFTER_S,
+        client_min=_bound(row.client_min),
+        client_max=_bound(row.client_max),
+        weight=weights.get(row.profile_id, 1.0) if weights else 1.0,
+    )
+
+
+def _incompatible_profiles(
+    s: Session, application_id: int | None, profile_id: int | None, client: allocation.ClientVersion
+) -> list[int]:
+    """The profiles (of the fleet's application, or the one profile) refusing ``client``."""
+    q = select(Profile.id, VersionCompat.client_min, VersionCompat.client_max).join(
+        VersionCompat, VersionCompat.version_id == Profile.version_id
+    )
+    if profile_id is not None:
+        q = q.where(Profile.id == profile_id)
+    else:
+        q = q.where(Profile.application_id == application_id)
+    return [
+        pid
+        for pid, lo, hi in s.execute(q).all()
+        if not allocation.accepts_client(client, _bound(lo), _bound(hi))
+    ]
+
+
+def _best_rows(
+    s: Session,
+    by_profile: bool,
+    params: dict[str, Any],
+    request: allocation.Request,
+    incompatible: list[int],
+    weights: Mapping[int, float],
+) -> list[Row[Any]]:
+    """The best ``PREFETCH`` instances that ``allocation.rank`` could pick, in its order.
+
+    The database applies the rules that remove an instance (running, live host, room for
+    the party, listed region, compatible version, weight above 0) and sorts by the same key
+    as ``rank``, so this is a prefix of what ``rank`` returns over every candidate; the
+    friend's instance, if any, is added for ``rank`` to judge.
+    """
+    q = _BEST[by_profile]
+    if request.regions or incompatible or weights:
+        q = _ALLOCATABLE[by_profile]
+        order: list[Any] = []
+        if request.regions:
+            q = q.where(Region.name.in_(request.regions))
+            order.append(case({r: i for i, r in enumerate(request.regions)}, value=Region.name))
+        excluded = incompatible + [p for p, w in weights.items() if w <= 0]
+        if excluded:
+            q = q.where(Instance.profile_id.not_in(excluded))
+        if weights:
+            order.append(case(weights, value=Instance.profile_id, else_=1.0).desc())
+        q = q.order_by(*order, *_ORDER).limit(PREFETCH)
+    rows = list(s.execute(q, params))
+    friend_id = request.friend_instance_id
+    if friend_id is not None and all(r.id != friend_id for r in rows):
+        rows += s.execute(_SCOPED[by_profile].where(Instance.id == friend_id), params).all()
+    return rows
+
+
+@dataclass
+class _Scope:
+    """A fleet (or profile) as a request names it, read once per transaction."""
+
+    label: str
+    by_profile: bool
+    id: int
+    application_id: int | None
+    weights: dict[int, float]
+
+
+@dataclass
+class _Window:
+    """The best candidates of one kind of request, as read (``_best_rows``), with the
+    places this transaction took on them since: still a prefix of ``rank``'s order, since
+    taking places only moves an instance up that order (fuller) or out of it (full)."""
+
+    rows: dict[int, Row[Any]]
+    candidates: list[allocation.Candidate]
+
+    def took(self, instance_id: int, n: int) -> None:
+        self.candidates = [
+            dataclasses.replace(c, players=c.players + n) if c.instance_id == instance_id else c
+            for c in self.candidates
+        ]
+
+    def drop(self, instance_id: int) -> None:
+        self.candidates = [c for c in self.candidates if c.instance_id != instance_id]
+
+
+@dataclass
+class _Shared:
+    """What the allocations of one transaction (an ``allocator`` batch) share, in
+    ``Session.info``: the fleets, regions and client-version rules they looked up, and a
+    window of best candidates per kind of request, so that only the first allocation of
+    each kind reads them. A transaction of its own per allocation shares nothing."""
+
+    scopes: dict[tuple[str | None, str | None], _Scope] = field(default_factory=dict)
+    regions: set[str] = field(default_factory=set)
+    incompatible: dict[tuple[int, bool, allocation.ClientVersion], list[int]] = field(
+        default_factory=dict
+    )
+    windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
+    deferred: list[dict[str, Any]] | None = None
+    """Session rows opened but not inserted yet (``deferred_inserts``); None: insert each."""
+
+
+def _shared(s: Session) -> _Shared:
+    shared = s.info.get("allocate")
+    if not isinstance(shared, _Shared):
+        shared = s.info["allocate"] = _Shared()
+    return shared
+
+
+def _scope(s: Session, shared: _Shared, req: AllocationRequest) -> _Scope:
+    key = (req.fleet, req.profile)
+    if (found := shared.scopes.get(key)) is not None:
+        return found
+    if req.fleet is not None:
+        row = s.execute(_FLEET_BY_NAME, {"name": req.fleet}).first()
+        if row is None:
+            get_fleet(s, req.fleet)  # raises NotFound, naming the known fleets
+            raise NotFound(f"unknown fleet {req.fleet!r}", fleet=req.fleet)
+        weights = dict(s.execute(_WEIGHTS, {"fleet_id": row.id}).all()) if row.weighted else {}
+        scope = _Scope(f"fleet {req.fleet}", False, row.id, row.application_id, weights)
+    else:  # _check: exactly one of fleet and profile
+        profile_id = get_profile(s, req.profile or "").id
+        scope = _Scope(f"profile {req.profile}", True, profile_id, None, {})
+    shared.scopes[key] = scope
+    return scope
+
+
+def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
+    """Place a party on an instance and open its session.
+
+    Each round reads only the best few candidates (``_best_rows``); when they yield none,
+    every candidate is read and ranked, so a refusal names the exact reason. Allocations in
+    one transaction (the allocator's batch) read the fleet, its weights and the best few
+    candidates once per kind of request and share them (``_Shared``); the compare-and-set
+    that takes a place still checks the instance's real count.
+
+    Every refusal below (a ``ChangeoverError``) is raised before anything is written, and
+    the allocator's batches rely on it (``allocator``: no savepoint per request).
+
+    Raises:
+        InvalidInput: a malformed request. NotFound: unknown fleet, profile, region or
+            friend session. Conflict: no instance can take the party; ``reason`` says why
+            (no_instance, no_capacity, client_update_required, client_too_new).
+    """
+    _check(req)
+    shared = _shared(s)
+    scope = _scope(s, shared, req)
+    weights = scope.weights
+    for r in req.regions:
+        if r not in shared.regions:
+            get_region(s, r)
+            shared.regions.add(r)
+    client = (
+        allocation.parse_client_version(req.client_version)
+        if req.client_version is not None
+        else None
+    )
+    friend_id = None
+    if req.join_session is not None:
+        friend_id = _opened_instance(shared, req.join_session)
+        if friend_id is None:
+            friend_id = get_session(s, req.join_session).instance_id
+    request = allocation.Request(
+        regions=req.regions,
+        client_version=client,
+        size=len(req.players),
+        friend_instance_id=friend_id,
+    )
+    params = {"scope_id": scope.id, "alive_after": now - LOST_AFTER_S, "size": request.size}
+    incompatible: list[int] = []
+    if client is not None:
+        rules = (scope.id, scope.by_profile, client)
+        if (known := shared.incompatible.get(rules)) is None:
+            known = shared.incompatible[rules] = _incompatible_profiles(
+                s, scope.application_id, scope.id if scope.by_profile else None, client
+            )
+        incompatible = known
+    # The requests that may share a window: a friend's instance is judged apart.
+    kind = (
+        (scope.by_profile, scope.id, req.regions, client, request.size)
+        if friend_id is None
+        else None
+    )
+    for _ in range(ROUNDS):
+        window = shared.windows.pop(kind, None) if kind else None
+        ranked = allocation.rank(window.candidates, request) if window else None
+        if not isinstance(ranked, allocation.Ranked):  # none shared, or it has none left
+            rows = _best_rows(s, scope.by_profile, params, request, incompatible, weights)
+            window = _Window({r.id: r for r in rows}, [_candidate(r, now, weights) for r in rows])
+            ranked = allocation.rank(window.candidates, request)
+        if isinstance(ranked, allocation.Refusal):
+            rows = list(s.execute(_SCOPED[scope.by_profile].order_by(Instance.id), params))
+            ranked = allocation.rank([_candidate(r, now, weights) for r in rows], request)
+            if isinstance(ranked, allocation.Refusal):
+                raise Conflict(f"{scope.label}: {ranked.message}", reason=ranked.reason)
+            window = _Window({r.id: r for r in rows}, [])  # not shared: rows of any kind
+        assert window is not None
+        for cand in ranked.candidates:
+            take = _TAKE[ranked.friend]
+            took = s.execute(take, {"instance_id": cand.instance_id, "n": request.size})
+            if _rowcount(took):
+                result = _open(s, req, window.rows[cand.instance_id], ranked, now)
+                if kind and window.candidates:
+                    window.took(cand.instance_id, request.size)
+                    shared.windows[kind] = window
+                return result
+            window.drop(cand.instance_id)  # filled meanwhile by someone else
+        # Lost every race: the next round reads the counts again (plain rows, never stale).
+    raise Conflict(
+        f"{scope.label}: every instance filled up while allocating", reason="no_capacity"
+    )
+
+
+@contextlib.contextmanager
+def deferred_inserts(s: Session) -> Iterator[None]:
+    """Inside the block, allocations in ``s`` insert their session rows all at once, in
+    one statement as the block ends without error, instead of one statement each: on
+    PostgreSQL one round trip per batch instead of one per allocation. Only for a block
+    whose allocations are all kept or all undone (the allocator's batch run together):
+    a row is not in the table until the block ends."""
+    shared = _shared(s)
+    rows: list[dict[str, Any]] = []
+    shared.deferred = rows
+    try:
+        yield
+    finally:
+        shared.deferred = None
+    if rows:
+        s.execute(_INSERT_SESSION, rows)
+
+
+def _opened_instance(shared: _Shared, session_id: str) -> int | None:
+    """The instance of a session opened in this block but not inserted yet, if any."""
+    for row in shared.deferred or ():
+        if row["id"] == session_id:
+            return int(row["instance_id"])
+    return None
+
+
+def _open(
+    s: Session, req: AllocationRequest, row: Row[Any], ranked: allocation.Ranked, now: float
+) -> dict[str, Any]:
+    session_id = "s_" + secrets.token_urlsafe(18)
+    values = {
+        "id": session_id,
+        "instance_id": row.id,
+        "fleet_id": row.fleet_id,
+        "players": json.dumps(list(req.players)),
+        "size": len(req.players),
+        "party": req.party,
+        "client_version": req.client_version,
+        "status": "reserved",
+        "created_at": now,
+        "connected_at": None,
+        "ended_at": None,
+    }
+    deferred = _shared(s).deferred
+    if deferred is None:
+        s.execute(_INSERT_SESSION, values)
+    else:
+        deferred.append(values)
+    return {
+        "session_id": session_id,
+        "fleet": row.fleet,
+        "profile": row.profile,
+        "instance_id": row.id,
+        "host": row.host,
+        "address": row.address,
+        "port": row.port,
+        "ports": json.loads(row.ports or "{}"),
+        "region": row.region,
+        "version": row.version,
+        "players": list(req.players),
+        "joined_friend": ranked.friend,
+        "note": ranked.friend_note,
+    }
