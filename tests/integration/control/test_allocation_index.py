@@ -28,6 +28,7 @@ from changeover.control.fleet import allocate_db, allocation, allocator, session
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet.models import (
     Fleet,
+    GameSession,
     Host,
     Instance,
     Profile,
@@ -379,36 +380,67 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
     ]
 
 
-def test_deferred_inserts_write_one_statement_and_know_their_own_sessions(
-    db: Database,
-) -> None:
+def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Database) -> None:
     w = world(db)
     with db.write() as s:
-        s.add_all([_instance(w, 7), _instance(w, 7)])  # capacity 4 each
-    inserts: list[str] = []
+        a, b = _instance(w, 7), _instance(w, 7)  # capacity 4 each
+        s.add_all([a, b])
+    statements: list[str] = []
 
     def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT"):
-            inserts.append(statement)
+        statements.append(statement.lstrip().split()[0].upper())
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
-        with db.write() as s, allocate_db.deferred_inserts(s):
+        with db.write() as s, allocate_db.deferred_writes(s):
             first = allocate_db.allocate(s, _request(1, size=3), now())
             # A friend joins a session of the same batch, not in the table yet.
             friend = allocate_db.allocate(
                 s, dataclasses.replace(_request(2), join_session=first["session_id"]), now()
             )
             others = [allocate_db.allocate(s, _request(n), now()) for n in range(3, 6)]
-            assert inserts == []
+            assert "INSERT" not in statements
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
-    assert len(inserts) == 1
+    # One read of the best candidates for each kind of request (the friend's is a kind of
+    # its own); before each read, the takes held back so far; at the end, the rest.
+    assert [st for st in statements if st in ("SELECT", "UPDATE", "INSERT")] == [
+        "SELECT",  # the fleet
+        "SELECT",  # the best candidates for a party of 3
+        "UPDATE",  # its take
+        "SELECT",  # the best candidates and the friend's instance
+        "UPDATE",  # the friend's take
+        "SELECT",  # the best candidates for one player
+        "UPDATE",  # three takes, one statement
+        "INSERT",  # five sessions, one statement
+    ], statements
     assert friend["instance_id"] == first["instance_id"] and friend["joined_friend"]
+    assert {o["instance_id"] for o in others} == {b.id}  # the friend filled the first
     with db.read() as s:
         for got in [first, friend, *others]:
             row = sessions.get_session(s, got["session_id"])
             assert (row.instance_id, row.status) == (got["instance_id"], "reserved")
+        players = dict(s.execute(select(Instance.id, Instance.players)).all())
+    assert players == {a.id: 4, b.id: 3}
+
+
+def test_a_held_back_take_lost_to_another_writer_undoes_the_whole_block(db: Database) -> None:
+    w = world(db)
+    with db.write() as s:
+        row = _instance(w, 7)  # capacity 4
+        s.add(row)
+
+    def batch() -> None:
+        with db.write() as s, allocate_db.deferred_writes(s):
+            allocate_db.allocate(s, _request(1, size=2), now())
+            # Another writer (an agent's sync, another server) fills the instance meanwhile.
+            s.execute(update(Instance).where(Instance.id == row.id).values(players=3))
+
+    with pytest.raises(allocate_db.LostRace):
+        batch()
+    with db.read() as s:
+        assert s.scalar(select(Instance.players)) == 0  # rolled back, the other write too
+        assert s.scalars(select(GameSession)).all() == []
 
 
 def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -> None:

@@ -9,6 +9,7 @@ rules (capacity, the compare-and-set) are tested against real servers in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from changeover.control.db import Database
-from changeover.control.fleet.allocate_db import AllocationRequest
+from changeover.control.fleet import allocate_db
+from changeover.control.fleet.allocate_db import AllocationRequest, LostRace
 from changeover.control.fleet.allocator import Allocator, Overloaded, Unavailable
 from changeover.errors import Conflict
 
@@ -161,6 +163,32 @@ def test_a_lock_victim_is_retried_after_committing_the_others(db: Database) -> N
         # a; b and c together, rolled back; apart: b committed when c lost; c again and d.
         assert alloc.batches == 4
         assert placed(db) == ["a", "b", "c", "d"]
+    finally:
+        alloc.stop()
+
+
+def test_a_batch_whose_held_back_writes_lose_a_race_runs_again_apart(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost: list[int] = []
+
+    @contextlib.contextmanager
+    def lose_once(s: Any) -> Iterator[None]:
+        yield
+        if not lost:  # as the block writes what it held back, another writer got there first
+            lost.append(1)
+            raise LostRace("1 of 3 held-back takes lost")
+
+    monkeypatch.setattr(allocate_db, "deferred_writes", lose_once)
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    try:
+        first, batch = queued_behind(alloc, fake, "a", ("b", "c", "d"))
+        assert [outcome(f) for f in [first, *batch]] == ["a", "b", "c", "d"]
+        # a lost its race alone and ran again; b, c and d together, then committed.
+        assert fake.calls == ["a", "a", "b", "c", "d"]
+        assert placed(db) == ["a", "b", "c", "d"]  # each once: the lost run left nothing
     finally:
         alloc.stop()
 

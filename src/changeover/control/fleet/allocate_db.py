@@ -20,7 +20,7 @@ capacity, on SQLite (writers queue on ``BEGIN IMMEDIATE``) and on PostgreSQL (th
 and the re-checked ``WHERE``) alike.
 
 A batch run together (``deferred_writes``) holds its updates and session rows back and
-writes them in one round trip each: see there.
+writes them in one round trip each, whatever its size: see there.
 """
 
 from __future__ import annotations
@@ -313,8 +313,57 @@ class _Shared:
         default_factory=dict
     )
     windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
-    deferred: list[dict[str, Any]] | None = None
-    """Session rows opened but not inserted yet (``deferred_inserts``); None: insert each."""
+    deferred: _Deferred | None = None
+    """Writes held back (``deferred_writes``); None: each is made at once."""
+
+    def took(self, instance_id: int, n: int, current: _Window) -> None:
+        """Count a take in every window, so that none offers places this transaction
+        took through another kind of request (held-back takes are not checked by the
+        database until they are written)."""
+        for window in (current, *self.windows.values()):
+            window.took(instance_id, n)
+
+
+@dataclass
+class _Deferred:
+    """The writes of a block of ``deferred_writes``, not made yet."""
+
+    takes: dict[bool, list[dict[str, int]]] = field(default_factory=lambda: {False: [], True: []})
+    """Compare-and-set parameters, by ``_TAKE``'s key (whether joining a friend)."""
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LostRace(Exception):
+    """A held-back take found its instance changed by another transaction (filled,
+    drained): the block's transaction must be rolled back and run again without holding
+    writes back, where each take is checked as it is made. Not a ``ChangeoverError``: no
+    request is refused by it."""
+
+
+def _write_takes(s: Session, deferred: _Deferred) -> None:
+    for friend, takes in deferred.takes.items():
+        if takes:
+            # An executemany: psycopg sends the updates in one pipeline, one round trip.
+            made = _rowcount(s.execute(_TAKE[friend], takes))
+            if made != len(takes):
+                raise LostRace(f"{len(takes) - made} of {len(takes)} held-back takes lost")
+            takes.clear()
+
+
+def _take(s: Session, shared: _Shared, instance_id: int, n: int, friend: bool) -> bool:
+    """Take ``n`` places on the instance; False if it has no longer room for them."""
+    params = {"instance_id": instance_id, "n": n}
+    if shared.deferred is not None:
+        shared.deferred.takes[friend].append(params)
+        return True
+    return bool(_rowcount(s.execute(_TAKE[friend], params)))
+
+
+def _before_reading_instances(s: Session, shared: _Shared) -> None:
+    """Held-back takes are written before instances are read: rows read are then always
+    rows counting this transaction's takes, as without holding back."""
+    if shared.deferred is not None:
+        _write_takes(s, shared.deferred)
 
 
 def _shared(s: Session) -> _Shared:
@@ -402,10 +451,12 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
         window = shared.windows.pop(kind, None) if kind else None
         ranked = allocation.rank(window.candidates, request) if window else None
         if not isinstance(ranked, allocation.Ranked):  # none shared, or it has none left
+            _before_reading_instances(s, shared)
             rows = _best_rows(s, scope.by_profile, params, request, incompatible, weights)
             window = _Window({r.id: r for r in rows}, [_candidate(r, now, weights) for r in rows])
             ranked = allocation.rank(window.candidates, request)
         if isinstance(ranked, allocation.Refusal):
+            _before_reading_instances(s, shared)
             rows = list(s.execute(_SCOPED[scope.by_profile].order_by(Instance.id), params))
             ranked = allocation.rank([_candidate(r, now, weights) for r in rows], request)
             if isinstance(ranked, allocation.Refusal):
@@ -413,12 +464,10 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
             window = _Window({r.id: r for r in rows}, [])  # not shared: rows of any kind
         assert window is not None
         for cand in ranked.candidates:
-            take = _TAKE[ranked.friend]
-            took = s.execute(take, {"instance_id": cand.instance_id, "n": request.size})
-            if _rowcount(took):
+            if _take(s, shared, cand.instance_id, request.size, ranked.friend):
                 result = _open(s, req, window.rows[cand.instance_id], ranked, now)
+                shared.took(cand.instance_id, request.size, window)
                 if kind and window.candidates:
-                    window.took(cand.instance_id, request.size)
                     shared.windows[kind] = window
                 return result
             window.drop(cand.instance_id)  # filled meanwhile by someone else
@@ -429,26 +478,33 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def deferred_inserts(s: Session) -> Iterator[None]:
-    """Inside the block, allocations in ``s`` insert their session rows all at once, in
-    one statement as the block ends without error, instead of one statement each: on
-    PostgreSQL one round trip per batch instead of one per allocation. Only for a block
-    whose allocations are all kept or all undone (the allocator's batch run together):
-    a row is not in the table until the block ends."""
+def deferred_writes(s: Session) -> Iterator[None]:
+    """Inside the block, allocations in ``s`` hold their writes back and make them together:
+    the compare-and-set updates before the next read of instances and as the block ends
+    (one round trip on PostgreSQL, however many), and the session rows in one ``INSERT``
+    as the block ends. Without it, each allocation costs two round trips of its own.
+
+    Meanwhile every window counts the block's takes (``_Shared.took``), so the choices are
+    those that immediate updates would make, unless another transaction changed an
+    instance first: then an update matches no row and the block raises ``LostRace``.
+
+    Only for a block whose allocations are all kept or all undone (the allocator's batch
+    run together), whose caller runs it again apart after ``LostRace``; a session row is
+    not in the table until the block ends."""
     shared = _shared(s)
-    rows: list[dict[str, Any]] = []
-    shared.deferred = rows
+    deferred = shared.deferred = _Deferred()
     try:
         yield
     finally:
         shared.deferred = None
-    if rows:
-        s.execute(_INSERT_SESSION, rows)
+    _write_takes(s, deferred)
+    if deferred.sessions:
+        s.execute(_INSERT_SESSION, deferred.sessions)
 
 
 def _opened_instance(shared: _Shared, session_id: str) -> int | None:
     """The instance of a session opened in this block but not inserted yet, if any."""
-    for row in shared.deferred or ():
+    for row in shared.deferred.sessions if shared.deferred else ():
         if row["id"] == session_id:
             return int(row["instance_id"])
     return None
@@ -475,7 +531,7 @@ def _open(
     if deferred is None:
         s.execute(_INSERT_SESSION, values)
     else:
-        deferred.append(values)
+        deferred.sessions.append(values)
     return {
         "session_id": session_id,
         "fleet": row.fleet,

@@ -18,8 +18,12 @@ cost two statements per request, measured at over a quarter of the allocator's t
 they are paid only when needed. ``allocate_db.allocate`` and its compare-and-set update
 (``players + n <= capacity``) are the same either way: other writers (agent syncs, ended
 sessions, another server process on the same database) stay safe.
-Run together, a batch also inserts its new session rows in one statement at its end
-(``allocate_db.deferred_inserts``): on PostgreSQL, one round trip instead of one each.
+Run together, a batch also holds its writes back (``allocate_db.deferred_writes``): its
+compare-and-set updates go out together, and its session rows in one ``INSERT``, so on
+PostgreSQL a batch costs a handful of round trips whatever its size, instead of two per
+allocation. Should another writer have changed an instance meanwhile, a held-back update
+matches no row (``LostRace``), and the batch runs again apart, where each update is
+checked as it is made.
 
 On PostgreSQL the price is that a batch holds the instance rows it updated until its
 commit, so allocations that could run side by side in their own transactions run one
@@ -223,7 +227,7 @@ class Allocator:
         self.batches += 1
         done: list[tuple[_Pending, Result | ChangeoverError]] = []
         try:
-            with self._db.write(hot_path=True) as s, allocate_db.deferred_inserts(s):
+            with self._db.write(hot_path=True) as s, allocate_db.deferred_writes(s):
                 for p in todo:
                     try:
                         done.append((p, self._allocate(s, p.request, now())))
