@@ -32,7 +32,7 @@ from changeover.control.fleet import views as fleet_views
 from changeover.control.fleet.allocate_lane import AllocateLane
 from changeover.control.http_errors import status_for, validation_message
 from changeover.control.jobs import JobRunner
-from changeover.control.metrics import DatabaseCollector, Metrics
+from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Metrics
 from changeover.control.observability import RequestMiddleware
 from changeover.control.observability import router as observability_router
 from changeover.control.patchjobs import views as patchjob_views
@@ -164,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.allocator = allocations
     metrics = Metrics()
     metrics.registry.register(DatabaseCollector(db, runner))
+    metrics.registry.register(AllocatorCollector(allocations))
     app.state.metrics = metrics
     app.include_router(auth_views.router)
     app.include_router(build_views.router)

@@ -5,6 +5,8 @@ Two kinds, so that a scrape stays cheap and no hot path writes to the database f
 * **Counted at the HTTP edge** by :class:`observability.RequestMiddleware`: allocations and
   their latency, agent heartbeats, upload bytes, content (sync) bytes and duration, and
   requests by route. These live in process memory, per replica, as Prometheus expects.
+* **Kept by the allocator** (:class:`AllocatorCollector`): its batches, how they ran, and
+  its queue, read from its plain counters at scrape time.
 * **Read from the database at scrape time** by :class:`DatabaseCollector`: instances by
   fleet, region, profile, version and state, players, hosts, and jobs by kind and status.
   Each is one ``GROUP BY`` over indexed columns, so 10,000 instances cost a few
@@ -24,13 +26,14 @@ from enum import IntEnum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, inspect, literal, select, table
 from sqlalchemy import column as sql_column
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
+from changeover.control.fleet.allocator import Allocator
 from changeover.control.fleet.models import Fleet, Host, Instance, Profile, Region
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.jobs import JobRunner
@@ -107,6 +110,43 @@ class Metrics:
             buckets=SYNC_BUCKETS,
             registry=r,
         )
+
+
+class AllocatorCollector(Collector):
+    """Server Allocate's group commit, from the allocator's counters: the mean batch size
+    is requests over batches; runs apart and lost races say how often a batch had to run
+    again, one savepoint a request."""
+
+    def __init__(self, allocator: Allocator) -> None:
+        self.allocator = allocator
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())  # cheap: plain counters, no I/O
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.allocator.stats
+        requests = CounterMetricFamily(
+            "changeover_allocator_requests", "Allocation requests taken into a batch."
+        )
+        requests.add_metric([], stats.requests)
+        batches = CounterMetricFamily(
+            "changeover_allocator_batches",
+            "Allocator transactions: together (no savepoints, the usual run) or apart (one"
+            " savepoint a request, after a batch failed together).",
+            labels=["run"],
+        )
+        batches.add_metric(["together"], stats.together)
+        batches.add_metric(["apart"], stats.apart)
+        lost = CounterMetricFamily(
+            "changeover_allocator_lost_races",
+            "Batches whose held-back updates found an instance changed by another writer.",
+        )
+        lost.add_metric([], stats.lost_races)
+        pending = GaugeMetricFamily(
+            "changeover_allocator_pending", "Allocation requests waiting for a batch."
+        )
+        pending.add_metric([], self.allocator.pending)
+        yield from (requests, batches, lost, pending)
 
 
 class DatabaseCollector(Collector):

@@ -107,6 +107,12 @@ def test_counters_move_with_traffic(server: Any, world: dict[str, Any]) -> None:
     assert grew("changeover_allocations_total", result="ok") == 1
     assert metric(after, "changeover_allocations_total", result="refused") >= 1
     assert grew("changeover_allocation_duration_seconds_count") >= 2
+    # Both went through the allocator's batches (a refusal too); none had to run apart.
+    assert grew("changeover_allocator_requests_total") == 2
+    assert grew("changeover_allocator_batches_total", run="together") in (1, 2)
+    assert metric(after, "changeover_allocator_batches_total", run="apart") == 0
+    assert metric(after, "changeover_allocator_lost_races_total") == 0
+    assert metric(after, "changeover_allocator_pending") == 0
     assert grew("changeover_agent_heartbeats_total", result="ok") >= 1
     assert grew("changeover_upload_bytes_total") >= 5000
     assert metric(after, "changeover_content_bytes_total") >= len(content.content)

@@ -189,6 +189,8 @@ def test_a_batch_whose_held_back_writes_lose_a_race_runs_again_apart(
         # a lost its race alone and ran again; b, c and d together, then committed.
         assert fake.calls == ["a", "a", "b", "c", "d"]
         assert placed(db) == ["a", "b", "c", "d"]  # each once: the lost run left nothing
+        stats = alloc.stats  # as /metrics reports them
+        assert (stats.requests, stats.together, stats.apart, stats.lost_races) == (4, 2, 1, 1)
     finally:
         alloc.stop()
 

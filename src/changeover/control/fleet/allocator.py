@@ -90,6 +90,21 @@ class _Pending:
     future: Future[Result]
 
 
+@dataclass
+class AllocatorStats:
+    """What the allocator did since it started, for ``/metrics`` (plain counters: one
+    thread writes them, a scrape reads them)."""
+
+    requests: int = 0
+    """Requests taken into a batch (each once, however often its batch ran)."""
+    together: int = 0
+    """Batches run together (``_run_together``), committed or not."""
+    apart: int = 0
+    """Transactions run apart (``_run_apart``): after an error, one savepoint a request."""
+    lost_races: int = 0
+    """Batches whose held-back writes found an instance changed (``LostRace``)."""
+
+
 class Allocator:
     """Runs queued allocations in batches, one write transaction per batch, on one thread.
 
@@ -119,6 +134,8 @@ class Allocator:
         self._stopping = False
         self.batches = 0
         """Transactions committed or attempted (for tests and metrics)."""
+        self.stats = AllocatorStats()
+        """Counters for ``/metrics``: written by the thread only, read at scrape time."""
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -225,6 +242,8 @@ class Allocator:
         """Run the requests in one transaction without savepoints and answer them; False
         (nothing kept, nobody answered) if any fails other than by a refusal."""
         self.batches += 1
+        self.stats.together += 1
+        self.stats.requests += len(todo)
         done: list[tuple[_Pending, Result | ChangeoverError]] = []
         try:
             with self._db.write(hot_path=True) as s, allocate_db.deferred_writes(s):
@@ -235,6 +254,8 @@ class Allocator:
                         done.append((p, e))
         except Exception as e:  # noqa: BLE001 (rolled back whole: the savepoints sort it out)
             log.debug("an allocation batch of %d runs apart after: %s", len(todo), e)
+            if isinstance(e, allocate_db.LostRace):
+                self.stats.lost_races += 1
             return False
         for p, outcome in done:  # only now: every place answered is committed
             if isinstance(outcome, ChangeoverError):
@@ -248,6 +269,7 @@ class Allocator:
         retried: set[int] = set()
         while todo:
             self.batches += 1
+            self.stats.apart += 1
             done: list[tuple[_Pending, Result | BaseException]] = []
             try:
                 with self._db.write(hot_path=True) as s:
