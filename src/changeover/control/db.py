@@ -122,11 +122,12 @@ class Database:
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._hot_engine: Engine | None = None
         self._hot_sessions = self._sessions
         if not self.is_sqlite:
-            hot = create_engine(url, pool_size=1, max_overflow=2)
-            _generic_plans(hot)
-            self._hot_sessions = sessionmaker(hot, expire_on_commit=False)
+            self._hot_engine = create_engine(url, pool_size=1, max_overflow=2)
+            _generic_plans(self._hot_engine)
+            self._hot_sessions = sessionmaker(self._hot_engine, expire_on_commit=False)
         # SQLite has one writer at a time, and its waiters poll with sleeps, not in turn: under
         # load (a hundred agents syncing) a writer could starve past the busy timeout. Our own
         # threads queue here instead, in turn. PostgreSQL locks rows, so its writers go in
@@ -178,7 +179,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._hot_sessions is not self._sessions:
-            bind = self._hot_sessions.kw["bind"]
-            assert isinstance(bind, Engine)
-            bind.dispose()
+        if self._hot_engine is not None:
+            self._hot_engine.dispose()
