@@ -52,6 +52,7 @@ def serve(
 
     from changeover.control import logs
     from changeover.control.app import create_app
+    from changeover.control.http_protocol import CoalescingHttpToolsProtocol
 
     s = settings_mod.load(
         data_dir=data, host=host, port=port, database_url=database, log_format=log_format
@@ -73,6 +74,7 @@ def serve(
         log_level="warning",
         access_log=False,
         log_config=None,
+        http=CoalescingHttpToolsProtocol,
         timeout_graceful_shutdown=5,
     )
 
