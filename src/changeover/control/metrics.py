@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterator
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -68,6 +68,7 @@ class Metrics:
     """The counters and histograms fed by the request middleware, in one registry."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -110,6 +111,16 @@ class Metrics:
             buckets=SYNC_BUCKETS,
             registry=r,
         )
+
+    def child(self, metric: Counter, *labels: str) -> Counter:
+        """``metric.labels(*labels)``, looked up once: prometheus_client checks the values
+        and takes a lock on every call, which shows on a path taken thousands of times a
+        second. (Two threads may both look one up at first; they get the same child.)"""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return cast(Counter, found)
 
 
 class AllocatorCollector(Collector):

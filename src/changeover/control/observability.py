@@ -132,13 +132,13 @@ class RequestMiddleware:
         m = self.metrics
         method, path = scope["method"], scope["path"]
         route = getattr(scope.get("route"), "path", None) or ("/content" if is_content else "-")
-        m.requests.labels(route, method, f"{status // 100}xx").inc()
+        m.child(m.requests, route, method, f"{status // 100}xx").inc()
         if method == "POST" and path == ALLOCATIONS_PATH:
             result = "ok" if status < 300 else "refused" if status < 500 else "error"
-            m.allocations.labels(result).inc()
+            m.child(m.allocations, result).inc()
             m.allocation_seconds.observe(took)
         elif method == "POST" and HEARTBEAT_RE.match(path):
-            m.heartbeats.labels("ok" if status < 300 else "error").inc()
+            m.child(m.heartbeats, "ok" if status < 300 else "error").inc()
         elif is_upload and status < 300:
             m.upload_bytes.inc(received)
         elif is_content and method == "GET" and status < 300:
