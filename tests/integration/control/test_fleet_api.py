@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
 
+from changeover.control.auth.services import TOKEN_CACHE_TTL_S
 from fleet_helpers import FakeAgent, catalogue, ok, profile, release
 from tests_helpers import wait_for
 
@@ -322,6 +324,39 @@ def test_the_allocation_lane_keeps_the_edges(server: Any, arena: dict[str, Any])
     ok(server.client().delete(f"/tokens/{token_id}"))
     revoked = own.post("/allocations", json={"fleet": "nope", "players": ["a"]})
     assert revoked.status_code == 401, revoked.text
+
+
+def test_a_token_revoked_elsewhere_is_refused_by_the_lane_within_the_bound(
+    server: Any, arena: dict[str, Any]
+) -> None:
+    # Another server process (or a database edit) revokes a token this server keeps
+    # answering from its cache, in steady use: refused within TOKEN_CACHE_TTL_S.
+    import sqlalchemy
+
+    token = server.token("matchmaker")
+    mm = server.client(token)
+    body = {"fleet": "nope", "players": ["a"]}
+    assert mm.post("/allocations", json=body).status_code == 404  # the route, then cached
+    url = server.database_url or f"sqlite:///{server.data / 'changeover.db'}"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(
+                sqlalchemy.text("UPDATE tokens SET revoked_at = :t WHERE id = :id"),
+                {"t": time.time(), "id": int(token.split("_")[1])},
+            )
+    finally:
+        engine.dispose()
+    revoked_at = time.monotonic()
+    answers: list[int] = []
+
+    def refused() -> bool:
+        answers.append(mm.post("/allocations", json=body).status_code)
+        return answers[-1] == 401
+
+    wait_for(refused, timeout_s=TOKEN_CACHE_TTL_S + 2.0, what="the revoked token refused")
+    assert time.monotonic() - revoked_at < TOKEN_CACHE_TTL_S + 1.0
+    assert set(answers[:-1]) <= {404}, answers  # served from the cache until then, unharmed
 
 
 def _refusals(server: Any) -> float:

@@ -122,3 +122,68 @@ def test_a_revocation_during_a_lookup_is_not_cached_over() -> None:
     assert cache.authenticate(HEADER, slow_lookup) == principal
     with pytest.raises(AuthError, match="revoked"):
         cache.authenticate(HEADER, slow_lookup)
+
+
+def test_a_token_in_steady_use_is_refreshed_before_it_runs_out() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    db = Lookups(Principal(8, "mm", "matchmaker"))
+    cache.authenticate(HEADER, db)
+    clock.now += 0.9
+    assert not cache.refresh_due(HEADER)  # young: nothing to do
+    clock.now += 0.2
+    assert cache.refresh_due(HEADER)  # past half its life: one caller refreshes it ...
+    assert not cache.refresh_due(HEADER)  # ... and no other while that runs
+    cache.refresh(HEADER, db)
+    assert db.calls == 2
+    clock.now += 1.5  # 2.6 s after the first read: still cached, read 1.5 s ago
+    assert cache.cached(HEADER) == db.principal
+    assert cache.refresh_due(HEADER)  # and due again
+
+
+def test_a_refresh_that_is_refused_drops_the_entry_at_once() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    db = Lookups(Principal(9, "mm", "matchmaker"))
+    cache.authenticate(HEADER, db)
+    clock.now += 1.5
+    assert cache.refresh_due(HEADER)
+    db.refuse = "access token 'mm' was revoked"  # revoked by another process
+    cache.refresh(HEADER, db)
+    assert cache.cached(HEADER) is None  # not served for the 0.5 s it had left
+    with pytest.raises(AuthError, match="revoked"):
+        cache.authenticate(HEADER, db)
+
+
+def test_a_refresh_that_fails_leaves_the_entry_to_age_out() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    db = Lookups(Principal(10, "mm", "matchmaker"))
+    cache.authenticate(HEADER, db)
+    clock.now += 1.5
+    assert cache.refresh_due(HEADER)
+
+    def database_away() -> Principal:
+        raise OSError("connection refused")
+
+    cache.refresh(HEADER, database_away)  # logged, not raised
+    assert cache.cached(HEADER) == db.principal  # its last 0.5 s, as without a refresh
+    assert cache.refresh_due(HEADER)  # the next caller tries again
+    clock.now += 0.6
+    assert cache.cached(HEADER) is None
+
+
+def test_a_revocation_here_during_a_refresh_is_not_cached_over() -> None:
+    clock = Clock()
+    cache = PrincipalCache(ttl_s=2.0, clock=clock)
+    principal = Principal(11, "mm", "matchmaker")
+    cache.authenticate(HEADER, lambda: principal)
+    clock.now += 1.5
+    assert cache.refresh_due(HEADER)
+
+    def read_then_revoked() -> Principal:
+        cache.forget(11)  # an admin revoked it through this server while the row was read
+        return principal
+
+    cache.refresh(HEADER, read_then_revoked)
+    assert cache.cached(HEADER) is None

@@ -17,6 +17,8 @@ call then takes this lane.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from changeover.control.auth.services import Permission, PrincipalCache
+from changeover.control.auth.services import Permission, Principal, PrincipalCache
 from changeover.control.fleet import allocator
 from changeover.control.fleet.views import AllocationCreate
 from changeover.control.http_errors import status_for, validation_message
@@ -57,19 +59,28 @@ class AllocateLane:
         *,
         group: Callable[[], allocator.Allocator],
         principals: Callable[[], PrincipalCache],
+        read_token: Callable[[str], Principal],
     ) -> None:
+        """``read_token`` reads a header's token from the database (``AuthError`` if it is
+        refused): the cache's entries are refreshed with it before they run out."""
         self.app = app
         self.group = group
         self.principals = principals
+        self.read_token = read_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        principal = self.principals().cached(_header(scope, b"authorization"))
-        if principal is None:  # no token, or not seen lately: the route reads the database
+        header = _header(scope, b"authorization")
+        cache = self.principals()
+        principal = cache.cached(header)
+        if header is None or principal is None:  # not seen lately: the route reads the row
             await self.app(scope, receive, send)
             return
+        if cache.refresh_due(header):
+            refresh = functools.partial(cache.refresh, header, lambda: self.read_token(header))
+            asyncio.get_running_loop().run_in_executor(None, refresh)
         scope["route"] = _ROUTE
         try:
             principal.require(Permission.ALLOCATE)
