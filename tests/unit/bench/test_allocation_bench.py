@@ -108,6 +108,28 @@ def test_verdict_names_each_miss() -> None:
     assert "0.50" in table  # 2,500 allocations/s over a 5,000 req/s baseline
 
 
+def _fixed_run(db: str, closed_per_s: float, fixed_per_s: float, fixed_p99: float) -> Any:
+    run = _run(db, closed_per_s, 40.0)  # the closed loop's own p99 is not the target's
+    run.fixed, run.fixed_rate = _phase(fixed_per_s, fixed_p99), 2000.0
+    return run
+
+
+def test_the_verdict_reads_the_p99_at_the_target_rate_from_the_open_loop() -> None:
+    met = alloc.verdict([_fixed_run("sqlite", 2900, 1995, 12.0)])
+    assert "**met**" in met and "at 2,000/s offered" in met
+    slow = alloc.verdict([_fixed_run("postgres", 2100, 1990, 36.7)])
+    assert "postgres at 1,000 instances: p99 36.7 ms at 2,000/s offered" in slow
+    behind = alloc.verdict([_fixed_run("postgres", 2100, 1500, 10.0)])
+    assert "fell behind the offered rate" in behind
+    weak = alloc.verdict([_fixed_run("sqlite", 1800, 1995, 10.0)])
+    assert "1,800 allocs/s" in weak  # throughput still from the closed loop
+    low = _fixed_run("sqlite", 2900, 1000, 5.0)
+    low.fixed_rate = 1000.0
+    assert "only 1,000/s offered" in alloc.verdict([low])
+    table = alloc.results_table([_fixed_run("sqlite", 2900, 1995, 12.0)])
+    assert "`POST /allocations` at 2,000/s offered" in table
+
+
 class _Server:
     """A tiny HTTP/1.1 keep-alive server answering every request with one fixed response."""
 
@@ -186,3 +208,60 @@ def test_the_load_generator_reads_chunked_answers_and_counts_errors() -> None:
     assert result.statuses == {"409": 6} and fake.requests == 6
     assert result.measured_errors == 6
     assert result.error_samples[0] == "409: full!"
+
+
+def test_the_open_loop_sends_at_its_rate_and_counts_latency_from_when_each_was_due() -> None:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    result, fake = asyncio.run(
+        _drive_against(
+            ok,
+            method="GET",
+            path="/healthz",
+            expect=200,
+            concurrency=8,
+            warmup_s=0.0,
+            duration_s=1.0,
+            rate=200.0,
+        )
+    )
+    # 200 due in the second; a loaded machine may start a few late, never send extra.
+    assert 150 <= fake.requests <= 200 and result.measured == fake.requests
+    assert result.statuses == {"200": fake.requests} and result.transport_errors == 0
+    assert 150 < result.per_s < 260
+
+
+def test_the_open_loop_charges_a_slow_server_for_the_queue() -> None:
+    async def scenario() -> Any:
+        fake = _Server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            original = writer.write
+
+            def late(data: bytes) -> None:  # 20 ms an answer, one connection: 50/s at most
+                asyncio.get_running_loop().call_later(0.02, original, data)
+
+            writer.write = late  # type: ignore[method-assign]
+            await fake.handle(reader, writer)
+
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            spec = alloc.LoadSpec(
+                url=f"http://127.0.0.1:{port}",
+                method="GET",
+                path="/healthz",
+                expect=200,
+                concurrency=1,
+                warmup_s=0.0,
+                duration_s=0.5,
+                rate=200.0,
+            )
+            return await alloc.drive(spec)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    result = asyncio.run(scenario())
+    # Offered 200/s, answered ~50/s: the requests left waiting are charged their wait.
+    assert result.per_s < 80
+    assert alloc.percentile(result.latencies_ms, 99) > 200
