@@ -386,9 +386,12 @@ def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Databas
         a, b = _instance(w, 7), _instance(w, 7)  # capacity 4 each
         s.add_all([a, b])
     statements: list[str] = []
+    takes: list[Any] = []
 
-    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+    def count(_c: Any, _cur: Any, statement: str, _p: Any, context: Any, _many: bool) -> None:
         statements.append(statement.lstrip().split()[0].upper())
+        if statements[-1] == "UPDATE":
+            takes.append(context.compiled_parameters)
 
     event.listen(db.engine, "before_cursor_execute", count)
     try:
@@ -414,6 +417,8 @@ def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Databas
         "UPDATE",  # three takes, one statement
         "INSERT",  # five sessions, one statement
     ], statements
+    # The three takes fell on one instance: one compare-and-set for their sum.
+    assert [(t["instance_id"], t["n"]) for t in takes[-1]] == [(b.id, 3)], takes
     assert friend["instance_id"] == first["instance_id"] and friend["joined_friend"]
     assert {o["instance_id"] for o in others} == {b.id}  # the friend filled the first
     with db.read() as s:

@@ -328,8 +328,10 @@ class _Shared:
 class _Deferred:
     """The writes of a block of ``deferred_writes``, not made yet."""
 
-    takes: dict[bool, list[dict[str, int]]] = field(default_factory=lambda: {False: [], True: []})
-    """Compare-and-set parameters, by ``_TAKE``'s key (whether joining a friend)."""
+    takes: dict[bool, dict[int, int]] = field(default_factory=lambda: {False: {}, True: {}})
+    """Places to take per instance, by ``_TAKE``'s key (whether joining a friend): the
+    takes of a batch mostly fall on the same one or two instances (the fullest first), and
+    one compare-and-set for their sum is one new row version instead of one per take."""
     sessions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -343,20 +345,22 @@ class LostRace(Exception):
 def _write_takes(s: Session, deferred: _Deferred) -> None:
     for friend, takes in deferred.takes.items():
         if takes:
+            # In instance order, as every such block locks its rows: two never deadlock.
+            params = [{"instance_id": i, "n": n} for i, n in sorted(takes.items())]
             # An executemany: psycopg sends the updates in one pipeline, one round trip.
-            made = _rowcount(s.execute(_TAKE[friend], takes))
-            if made != len(takes):
-                raise LostRace(f"{len(takes) - made} of {len(takes)} held-back takes lost")
+            made = _rowcount(s.execute(_TAKE[friend], params))
+            if made != len(params):
+                raise LostRace(f"{len(params) - made} of {len(params)} held-back takes lost")
             takes.clear()
 
 
 def _take(s: Session, shared: _Shared, instance_id: int, n: int, friend: bool) -> bool:
     """Take ``n`` places on the instance; False if it has no longer room for them."""
-    params = {"instance_id": instance_id, "n": n}
     if shared.deferred is not None:
-        shared.deferred.takes[friend].append(params)
+        takes = shared.deferred.takes[friend]
+        takes[instance_id] = takes.get(instance_id, 0) + n
         return True
-    return bool(_rowcount(s.execute(_TAKE[friend], params)))
+    return bool(_rowcount(s.execute(_TAKE[friend], {"instance_id": instance_id, "n": n})))
 
 
 def _before_reading_instances(s: Session, shared: _Shared) -> None:
@@ -480,8 +484,9 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
 @contextlib.contextmanager
 def deferred_writes(s: Session) -> Iterator[None]:
     """Inside the block, allocations in ``s`` hold their writes back and make them together:
-    the compare-and-set updates before the next read of instances and as the block ends
-    (one round trip on PostgreSQL, however many), and the session rows in one ``INSERT``
+    the compare-and-set updates (one per instance, for the sum of its takes) before the next
+    read of instances and as the block ends (one round trip on PostgreSQL, however many),
+    and the session rows in one ``INSERT``
     as the block ends. Without it, each allocation costs two round trips of its own.
 
     Meanwhile every window counts the block's takes (``_Shared.took``), so the choices are
