@@ -310,6 +310,101 @@ def test_allocate_awaits_from_an_event_loop(db: Database) -> None:
     assert placed(db) == sorted(f"p{i}" for i in range(20))
 
 
+def test_a_batch_reaches_the_event_loop_in_one_callback(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+    wakeups = 0
+
+    async def main() -> list[Any]:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        head = asyncio.ensure_future(alloc.allocate(request("p0")))
+        while not fake.entered.is_set():  # p0 runs alone, held; the rest queue behind it
+            await asyncio.sleep(0.005)
+        names = [f"p{i}" for i in range(1, 9)] + ["refuse-x"]
+        rest = [asyncio.ensure_future(alloc.allocate(request(n))) for n in names]
+        while alloc.pending < len(names):
+            await asyncio.sleep(0.005)
+        fake.hold.set()
+        return await asyncio.gather(head, *rest, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        alloc.stop()
+    assert [r["player"] for r in results[:-1]] == [f"p{i}" for i in range(9)]
+    assert isinstance(results[-1], Conflict)  # a refusal is delivered as the error
+    assert alloc.batches == 2
+    assert wakeups == 2  # one per batch, not one per request
+
+
+def test_an_awaiting_caller_that_gave_up_is_skipped_and_stop_answers_the_rest(
+    db: Database,
+) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+
+    async def main() -> tuple[Any, Any, Any]:
+        first = asyncio.ensure_future(alloc.allocate(request("a")))
+        while not fake.entered.is_set():
+            await asyncio.sleep(0.005)
+        gone = asyncio.ensure_future(alloc.allocate(request("gone")))
+        queued = asyncio.ensure_future(alloc.allocate(request("queued")))
+        while alloc.pending < 2:
+            await asyncio.sleep(0.005)
+        gone.cancel()
+        fake.hold.set()
+        a = await first
+        kept = await queued  # the next batch: "gone" was skipped in it
+        stopper = asyncio.ensure_future(asyncio.to_thread(alloc.stop))
+        await stopper
+        late: Any = None
+        try:
+            await alloc.allocate(request("late"))
+        except Unavailable as e:
+            late = e
+        return a, kept, late
+
+    a, kept, late = asyncio.run(main())
+    assert (a["player"], kept["player"]) == ("a", "queued")
+    assert placed(db) == ["a", "queued"]
+    assert isinstance(late, Unavailable)
+
+
+def test_stop_answers_awaiting_callers_queued_behind_a_running_batch(db: Database) -> None:
+    fake = FakeAllocate()
+    fake.hold.clear()
+    alloc = Allocator(db, allocate=fake)
+
+    async def main() -> list[Any]:
+        running = asyncio.ensure_future(alloc.allocate(request("r")))
+        while not fake.entered.is_set():
+            await asyncio.sleep(0.005)
+        queued = [asyncio.ensure_future(alloc.allocate(request(f"q{i}"))) for i in range(3)]
+        while alloc.pending < 3:
+            await asyncio.sleep(0.005)
+        stopper = asyncio.ensure_future(asyncio.to_thread(alloc.stop))
+        answers = await asyncio.gather(*queued, return_exceptions=True)
+        assert not running.done()  # still held inside the allocator
+        fake.hold.set()
+        await stopper
+        return [*answers, await running]
+
+    *queued, running = asyncio.run(main())
+    assert all(isinstance(q, Unavailable) for q in queued)
+    assert running["player"] == "r"
+
+
 def test_invalid_limits_are_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Allocator(db, max_batch=0)

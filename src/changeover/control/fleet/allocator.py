@@ -49,7 +49,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
@@ -84,10 +84,14 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, slots=True)
 class _Pending:
     request: allocate_db.AllocationRequest
-    future: Future[Result]
+    future: Future[Result] | asyncio.Future[Result]
+    loop: asyncio.AbstractEventLoop | None = None
+    """The event loop of an ``asyncio`` future (``allocate``), None for ``submit``'s."""
+    answered: bool = False
+    """Set by the allocator's thread when it hands the outcome over (``_answer``)."""
 
 
 @dataclass
@@ -147,6 +151,10 @@ class Allocator:
             Unavailable: the allocator was stopped.
         """
         future: Future[Result] = Future()
+        self._enqueue(_Pending(request, future))
+        return future
+
+    def _enqueue(self, pending: _Pending) -> None:
         with self._cond:
             if self._stopping:
                 raise Unavailable("the server is shutting down: allocate on another server")
@@ -158,13 +166,20 @@ class Allocator:
                 )
             if self._thread is None:
                 self._start_locked()  # also when the app's lifespan did not start it
-            self._queue.append(_Pending(request, future))
+            self._queue.append(pending)
             self._cond.notify()
-        return future
 
     async def allocate(self, request: allocate_db.AllocationRequest) -> Result:
-        """:meth:`submit`, awaited without holding a worker thread meanwhile."""
-        return await asyncio.wrap_future(self.submit(request))
+        """:meth:`submit`, awaited without holding a worker thread meanwhile.
+
+        The batch's answers reach the event loop together, in one callback, rather than
+        one thread-safe wake-up per request (measured at a tenth of the event loop's time
+        under load with ``asyncio.wrap_future``).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._enqueue(_Pending(request, future, loop))
+        return await future
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,8 +200,7 @@ class Allocator:
             self._queue.clear()
             self._cond.notify_all()
             thread = self._thread
-        for p in left:
-            _fail(p.future, Unavailable("the server is shutting down: allocate again"))
+        _answer([(p, Unavailable("the server is shutting down: allocate again")) for p in left])
         if thread is not None:
             thread.join(timeout_s)
             if thread.is_alive():
@@ -206,9 +220,8 @@ class Allocator:
                     self._run_batch(batch)
                 finally:
                     # A safety net: _run_batch answers every request, even if it fails.
-                    for p in batch:
-                        if not p.future.done():
-                            _fail(p.future, Unavailable("the allocation failed: allocate again"))
+                    failed = Unavailable("the allocation failed: allocate again")
+                    _answer([(p, failed) for p in batch if not p.answered])
         except BaseException:
             log.exception("the allocator stopped on an unexpected error")
             raise
@@ -218,8 +231,7 @@ class Allocator:
                 self._stopping = True
                 left = list(self._queue)
                 self._queue.clear()
-            for p in left:
-                _fail(p.future, Unavailable("the allocator stopped: allocate again"))
+            _answer([(p, Unavailable("the allocator stopped: allocate again")) for p in left])
 
     def _next_batch(self) -> list[_Pending] | None:
         """Every queued request up to ``max_batch``, waiting for one; None once stopping."""
@@ -234,7 +246,7 @@ class Allocator:
     def _run_batch(self, batch: list[_Pending]) -> None:
         # A caller that gave up before its turn (cancelled) is skipped; once running, it
         # can no longer be cancelled, so every place taken below is also answered.
-        todo = [p for p in batch if p.future.set_running_or_notify_cancel()]
+        todo = [p for p in batch if _still_wanted(p)]
         if todo and not self._run_together(todo):
             self._run_apart(todo)
 
@@ -257,11 +269,7 @@ class Allocator:
             if isinstance(e, allocate_db.LostRace):
                 self.stats.lost_races += 1
             return False
-        for p, outcome in done:  # only now: every place answered is committed
-            if isinstance(outcome, ChangeoverError):
-                _fail(p.future, outcome)
-            else:
-                p.future.set_result(outcome)
+        _answer(done)  # only now: every place answered is committed
         return True
 
     def _run_apart(self, todo: list[_Pending]) -> None:
@@ -291,14 +299,9 @@ class Allocator:
                             done.append((p, e))
             except Exception as e:  # noqa: BLE001 (the commit failed: nothing of it was kept)
                 log.warning("an allocation batch of %d failed: %s", len(todo), e)
-                for p in todo:
-                    _fail(p.future, e)
+                _answer([(p, e) for p in todo])
                 return
-            for p, outcome in done:  # only now: every place answered is committed
-                if isinstance(outcome, BaseException):
-                    _fail(p.future, outcome)
-                else:
-                    p.future.set_result(outcome)
+            _answer(done)  # only now: every place answered is committed
             todo = todo[len(done) :]
 
 
@@ -308,7 +311,37 @@ def _lock_victim(error: DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) in ("40P01", "40001")
 
 
-def _fail(future: Future[Result], error: BaseException) -> None:
-    """Answer ``future`` with ``error`` unless it is answered (or cancelled) already."""
-    with contextlib.suppress(InvalidStateError):
-        future.set_exception(error)
+def _still_wanted(p: _Pending) -> bool:
+    """False for a caller that gave up before its turn; a ``submit`` future can no longer
+    be cancelled once this returns True. (An ``allocate`` caller cancelled later simply
+    gets no answer: ``_settle`` skips it, as ``wrap_future`` did.)"""
+    if isinstance(p.future, Future):
+        return p.future.set_running_or_notify_cancel()
+    return not p.future.cancelled()
+
+
+def _answer(outcomes: Sequence[tuple[_Pending, Result | BaseException]]) -> None:
+    """Hand each request its outcome: ``submit``'s futures at once, ``allocate``'s in one
+    callback per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Result | BaseException]]] = {}
+    for p, outcome in outcomes:
+        p.answered = True
+        if p.loop is None:
+            _settle([(p, outcome)])
+        else:
+            by_loop.setdefault(p.loop, []).append((p, outcome))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: Sequence[tuple[_Pending, Result | BaseException]]) -> None:
+    """Set each future unless it is done already (answered, or cancelled by its caller)."""
+    for p, outcome in items:
+        with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
+            if p.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
