@@ -26,7 +26,7 @@ from changeover.control.builds import tasks as build_tasks
 from changeover.control.builds import views as build_views
 from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
-from changeover.control.db import Database
+from changeover.control.db import CHECKPOINT_EVERY_S, Database
 from changeover.control.fleet import allocator as fleet_allocator
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
@@ -174,6 +174,8 @@ def create_app(settings: Settings) -> ControlPlane:
             # Patch-job reports: tick() only starts a pass on its own thread, so a slow
             # mail server or webhook never holds up the jobs.
             (settings.report_every_s, notifier.tick),
+            # SQLite's checkpoints, here rather than in a writer's commit (db.CHECKPOINT_*).
+            *([(CHECKPOINT_EVERY_S, db.checkpoint)] if db.is_sqlite else []),
         ],
     )
     ctx = Context(settings=settings, db=db, store=store, runner=runner, publisher=publisher)

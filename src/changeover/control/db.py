@@ -34,6 +34,15 @@ def now() -> float:
     return time.time()
 
 
+SQLITE_AUTOCHECKPOINT_PAGES = 16_384
+"""Write-ahead-log pages (64 MiB at 4 KiB) after which a committing writer checkpoints
+itself: only a fallback, should ``Database.checkpoint`` not run. At SQLite's default of
+1,000 pages, the allocator's commits did the checkpoint (copy and ``fsync``) five times a
+second under load, each stalling one batch by 10-20 ms: most of the allocation p99."""
+CHECKPOINT_EVERY_S = 1.0
+"""How often the job runner checkpoints an SQLite database (``Database.checkpoint``)."""
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -44,6 +53,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -159,6 +169,18 @@ class Database:
             except BaseException:
                 s.rollback()
                 raise
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file, off the writers' path
+        (a ``PASSIVE`` checkpoint waits for no reader or writer). Nothing on PostgreSQL."""
+        if not self.is_sqlite:
+            return
+        with self.engine.connect() as c:
+            # The driver's connection is in autocommit (``_sqlite_pragmas``): a checkpoint
+            # cannot run inside the transaction SQLAlchemy would begin.
+            raw = c.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (safe to call on every start)."""
