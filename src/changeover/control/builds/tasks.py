@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from changeover.content.delivery import build_index
 from changeover.content.diff import analyse
@@ -96,12 +97,12 @@ def build_job_kinds(
         report["base_version"] = base.number if base is not None else None
         _complete(db, Diff, job_id, report=json.dumps(report))
 
+    def diffs_waiting(s: Session) -> bool:
+        return s.scalar(select(Diff.id).where(Diff.status == JobState.PENDING).limit(1)) is not None
+
     def promote_diffs() -> None:
-        with db.read() as s:
-            waiting = s.scalar(select(Diff.id).where(Diff.status == JobState.PENDING).limit(1))
-        if waiting is not None:
-            with db.write() as s:
-                services.promote_pending_diffs(s)
+        with db.write() as s:
+            services.promote_pending_diffs(s)
 
     def publish_version(job_id: int) -> None:
         with db.read() as s:
@@ -123,7 +124,7 @@ def build_job_kinds(
 
     return [
         JobKind("update", Update, check_update),
-        JobKind("diff", Diff, analyse_diff, promote=promote_diffs),
+        JobKind("diff", Diff, analyse_diff, promote=promote_diffs, waiting=diffs_waiting),
         JobKind("version", Version, publish_version),
     ]
 

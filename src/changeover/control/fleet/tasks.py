@@ -9,6 +9,7 @@ read.
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from changeover.control.db import Database, now
 from changeover.control.fleet import switches
@@ -36,15 +37,15 @@ def build_job_kinds(db: Database) -> list[JobKind]:
         if outcome.failure is not None:
             raise ChangeoverError(outcome.failure)
 
+    def switches_due(s: Session) -> bool:
+        due = s.scalar(
+            select(ProfileSwitch.id)
+            .where(ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now())
+            .limit(1)
+        )
+        return due is not None
+
     def promote_switches() -> None:
-        with db.read() as s:
-            due = s.scalar(
-                select(ProfileSwitch.id)
-                .where(ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now())
-                .limit(1)
-            )
-        if due is None:
-            return
         with db.write() as s:
             s.execute(
                 update(ProfileSwitch)
@@ -52,4 +53,12 @@ def build_job_kinds(db: Database) -> list[JobKind]:
                 .values(status=JobState.QUEUED, updated_at=now())
             )
 
-    return [JobKind("profile-switch", ProfileSwitch, run_switch, promote=promote_switches)]
+    return [
+        JobKind(
+            "profile-switch",
+            ProfileSwitch,
+            run_switch,
+            promote=promote_switches,
+            waiting=switches_due,
+        )
+    ]
