@@ -46,6 +46,12 @@ from changeover.web import routes as web_routes
 
 log = logging.getLogger("changeover.control")
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 class BodyLimit:
     """Refuse request bodies over a limit before they are read into memory.
@@ -59,9 +65,9 @@ class BodyLimit:
 
     async def __call__(
         self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads/"):
             await self.app(scope, receive, send)
@@ -73,7 +79,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def counting_receive() -> MutableMapping[str, Any]:
+        async def counting_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
@@ -86,7 +92,7 @@ class BodyLimit:
         except _TooLarge:
             await self._refuse(send)
 
-    async def _refuse(self, send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+    async def _refuse(self, send: Send) -> None:
         response = JSONResponse(
             {"error": "too_large", "message": f"request body over {self.limit} bytes"},
             status_code=413,
@@ -111,16 +117,6 @@ def _without_framework_telemetry() -> dict[str, Any]:
     return {"telemetry": off}
 
 
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
-
-
 class ControlPlane(FastAPI):
     """FastAPI with our own middleware around it rather than inside it.
 
@@ -135,17 +131,17 @@ class ControlPlane(FastAPI):
 
     async def __call__(
         self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         await (self.edge or self.framework)(scope, receive, send)
 
     async def framework(
         self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         """The application as FastAPI alone would answer it."""
         await super().__call__(scope, receive, send)  # type: ignore[arg-type]
