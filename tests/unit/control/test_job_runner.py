@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Float, event, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import ColumnElement, Float, event, exists, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from changeover.control.builds.models import JobColumns
 from changeover.control.db import Database, now
@@ -49,9 +49,8 @@ def _add(db: Database, model: Any, status: JobState, **extra: Any) -> int:
 
 
 def _kinds(db: Database, ran: list[tuple[str, int]]) -> list[JobKind]:
-    def chores_due(s: Session) -> bool:
-        due = select(Chore.id).where(Chore.status == JobState.PENDING, Chore.wake_at <= now())
-        return s.scalar(due.limit(1)) is not None
+    def chores_due() -> ColumnElement[bool]:
+        return exists().where(Chore.status == JobState.PENDING, Chore.wake_at <= now())
 
     def promote_chores() -> None:
         with db.write() as s:
@@ -68,23 +67,30 @@ def _kinds(db: Database, ran: list[tuple[str, int]]) -> list[JobKind]:
 
 
 def _transactions(db: Database) -> list[str]:
-    begun: list[str] = []
+    """What each transaction begun from now on does: ``read`` or ``write``, then a
+    ``query`` per statement."""
+    seen: list[str] = []
 
     def on_begin(conn: Any) -> None:
-        begun.append("write" if conn.get_execution_options().get("write") else "read")
+        seen.append("write" if conn.get_execution_options().get("write") else "read")
+
+    def on_execute(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's own, sent as its transaction begins
+            seen.append("query")
 
     event.listen(db.engine, "begin", on_begin)
-    return begun
+    event.listen(db.engine, "before_cursor_execute", on_execute)
+    return seen
 
 
-def test_an_idle_pass_asks_every_kind_in_one_read(db: Database) -> None:
+def test_an_idle_pass_asks_every_kind_in_one_statement(db: Database) -> None:
     ran: list[tuple[str, int]] = []
     runner = JobRunner(db, _kinds(db, ran), poll_s=0.5, lease_s=60)
     runner.run_once()  # the first pass also recovers expired leases
     _add(db, Chore, JobState.PENDING, wake_at=now() + 3600)  # waiting, not due
-    begun = _transactions(db)
+    seen = _transactions(db)
     assert runner.run_once() is False
-    assert begun == ["read"] and ran == []
+    assert seen == ["read", "query"] and ran == []
 
 
 def test_a_job_promoted_in_a_pass_runs_in_that_pass(db: Database) -> None:

@@ -9,8 +9,7 @@ import json
 import os
 from collections.abc import Callable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, select
 
 from changeover.content.delivery import build_index
 from changeover.content.diff import analyse
@@ -97,8 +96,8 @@ def build_job_kinds(
         report["base_version"] = base.number if base is not None else None
         _complete(db, Diff, job_id, report=json.dumps(report))
 
-    def diffs_waiting(s: Session) -> bool:
-        return s.scalar(select(Diff.id).where(Diff.status == JobState.PENDING).limit(1)) is not None
+    def diffs_waiting() -> ColumnElement[bool]:
+        return exists().where(Diff.status == JobState.PENDING)
 
     def promote_diffs() -> None:
         with db.write() as s:

@@ -8,8 +8,7 @@ read.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, update
 
 from changeover.control.db import Database, now
 from changeover.control.fleet import switches
@@ -37,13 +36,10 @@ def build_job_kinds(db: Database) -> list[JobKind]:
         if outcome.failure is not None:
             raise ChangeoverError(outcome.failure)
 
-    def switches_due(s: Session) -> bool:
-        due = s.scalar(
-            select(ProfileSwitch.id)
-            .where(ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now())
-            .limit(1)
+    def switches_due() -> ColumnElement[bool]:
+        return exists().where(
+            ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now()
         )
-        return due is not None
 
     def promote_switches() -> None:
         with db.write() as s:
