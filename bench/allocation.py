@@ -639,43 +639,40 @@ def one_run(kind: str, size: int, args: argparse.Namespace) -> Run:
             "warmup_s": args.warmup,
             "duration_s": args.duration,
         }
-        keep_alive(db_url)
-        base_res, base_cpu = load(
-            LoadSpec(method="GET", path="/healthz", expect=200, **common_spec), srv.pid
-        )
-        baseline = _phase(base_res, base_cpu, 200)
-        keep_alive(db_url)
-        alloc_res, alloc_cpu = load(
+
+        def phase(spec: LoadSpec) -> Phase:
+            keep_alive(db_url)
+            result, cpu_s = load(spec, srv.pid)
+            return _phase(result, cpu_s, spec.expect)
+
+        baseline = phase(LoadSpec(method="GET", path="/healthz", expect=200, **common_spec))
+        allocate: dict[str, Any] = {
+            "method": "POST",
+            "path": "/api/v1/allocations",
+            "expect": 201,
+            "token": srv.token,
+        }
+        places = max_requests(size * args.capacity)
+        alloc = phase(
             LoadSpec(
-                method="POST",
-                path="/api/v1/allocations",
-                expect=201,
                 body_template=ALLOCATION_BODY,
-                token=srv.token,
                 # Half the places when an open-loop phase follows, the rest for it.
-                max_requests=max_requests(size * args.capacity) // (2 if args.rate > 0 else 1),
+                max_requests=places // (2 if args.rate > 0 else 1),
+                **allocate,
                 **common_spec,
-            ),
-            srv.pid,
+            )
         )
-        alloc = _phase(alloc_res, alloc_cpu, 201)
         fixed = None
         if args.rate > 0:
-            keep_alive(db_url)
-            fixed_res, fixed_cpu = load(
+            fixed = phase(
                 LoadSpec(
-                    method="POST",
-                    path="/api/v1/allocations",
-                    expect=201,
                     body_template=ALLOCATION_BODY.replace("player-", "fixed-"),
-                    token=srv.token,
-                    max_requests=max(0, max_requests(size * args.capacity) - alloc.ok_total),
+                    max_requests=max(0, places - alloc.ok_total),
                     rate=args.rate,
+                    **allocate,
                     **{**common_spec, "concurrency": args.rate_connections},
-                ),
-                srv.pid,
+                )
             )
-            fixed = _phase(fixed_res, fixed_cpu, 201)
         allocated = alloc.ok_total + (fixed.ok_total if fixed else 0)
         check = check_run(admin, db_url, allocated)
     return Run(kind, size, baseline, alloc, check, setup_s, fixed, args.rate if fixed else 0.0)
@@ -859,9 +856,10 @@ Then, on the same fleet, allocations offered at a fixed {args.rate:,.0f}/s (open
 to {args.rate_connections} connections, same warm-up and duration): request n is due \
 n / rate seconds after the start, and its latency counts from when it was due, so a \
 server that falls behind pays for the wait. A closed loop measures the most the server \
-answers; its latency is the queue the loop itself keeps full (32 connections at 2,000/s \
-wait 16 ms on average by Little's law), so the p99 of the target is read at the target's \
-rate, from the open loop.
+answers; its latency is the queue the loop itself keeps full ({args.concurrency} \
+connections at {TARGET_PER_S:,.0f}/s wait \
+{args.concurrency / TARGET_PER_S * 1000:.0f} ms on average by Little's law), so the p99 \
+of the target is read at the target's rate, from the open loop.
 - **Method:** median of {len(runs) // max(1, len({(r.database, r.instances) for r in runs}))} \
 run(s) per row. x baseline = allocation req/s over `/healthz` req/s in the same runs. \
 Server CPU ms/req = the server process's CPU time during the load over measured requests \

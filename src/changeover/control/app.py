@@ -63,12 +63,7 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/api/v1/uploads/"):
             await self.app(scope, receive, send)
             return
@@ -129,20 +124,10 @@ class ControlPlane(FastAPI):
 
     edge: ASGIApp | None = None
 
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (self.edge or self.framework)(scope, receive, send)
 
-    async def framework(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The application as FastAPI alone would answer it."""
         await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
