@@ -23,8 +23,9 @@ from sqlalchemy.exc import OperationalError
 
 from changeover.control.db import Database
 from changeover.control.fleet import allocate_db
-from changeover.control.fleet.allocate_db import AllocationRequest, LostRace
+from changeover.control.fleet.allocate_db import AllocationRequest
 from changeover.control.fleet.allocator import Allocator, Overloaded, Unavailable
+from changeover.control.fleet.takes import LostRace
 from changeover.errors import Conflict
 
 pytestmark = pytest.mark.timeout(60)

@@ -32,27 +32,21 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    CursorResult,
-    Result,
     Row,
     Select,
-    Table,
     bindparam,
     case,
-    insert,
     literal_column,
     select,
-    update,
 )
 from sqlalchemy.orm import Session
 
 from changeover.control.fleet import allocation
 from changeover.control.fleet.models import (
     Fleet,
-    GameSession,
     Host,
     Instance,
     Profile,
@@ -61,6 +55,13 @@ from changeover.control.fleet.models import (
 )
 from changeover.control.fleet.services import LOST_AFTER_S, get_fleet, get_profile, get_region
 from changeover.control.fleet.sessions import get_session
+from changeover.control.fleet.takes import (
+    INSERT_SESSION,
+    HeldWrites,
+    take_now,
+    write_and_commit,
+    write_takes,
+)
 from changeover.control.patchjobs.records import AllocationWeight
 from changeover.errors import Conflict, InvalidInput, NotFound
 from changeover.sdk.state import check_player_id
@@ -78,10 +79,6 @@ class AllocationRequest:
     players: tuple[str, ...]
     party: str | None = None
     join_session: str | None = None
-
-
-def _rowcount(result: Result[Any]) -> int:
-    return cast(CursorResult[Any], result).rowcount
 
 
 def _check(req: AllocationRequest) -> None:
@@ -176,22 +173,6 @@ _FLEET_BY_NAME = select(
 _WEIGHTS = select(AllocationWeight.profile_id, AllocationWeight.weight).where(
     AllocationWeight.fleet_id == bindparam("fleet_id")
 )
-_INSTANCES = cast(Table, Instance.__table__)
-_TAKE = {
-    # By a friend's instance (a friend may join one that drains), or by any other.
-    friend: update(_INSTANCES)
-    .where(
-        _INSTANCES.c.id == bindparam("instance_id"),
-        _INSTANCES.c.players + bindparam("n") <= _INSTANCES.c.capacity,
-        _INSTANCES.c.desired.in_(_LIVE) if friend else _INSTANCES.c.desired == "running",
-        # What ``rank`` chose from may be a few milliseconds old (``_Shared``): an instance
-        # drained or gone down meanwhile is not taken, as it would not have been chosen.
-        _INSTANCES.c.state == "ready",
-    )
-    .values(players=_INSTANCES.c.players + bindparam("n"))
-    for friend in (False, True)
-}
-_INSERT_SESSION = insert(cast(Table, GameSession.__table__))
 
 
 @functools.lru_cache(maxsize=256)
@@ -313,7 +294,7 @@ class _Shared:
         default_factory=dict
     )
     windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
-    deferred: _Deferred | None = None
+    deferred: HeldWrites | None = None
     """Writes held back (``deferred_writes``); None: each is made at once."""
 
     def took(self, instance_id: int, n: int, current: _Window) -> None:
@@ -324,50 +305,19 @@ class _Shared:
             window.took(instance_id, n)
 
 
-@dataclass
-class _Deferred:
-    """The writes of a block of ``deferred_writes``, not made yet."""
-
-    takes: dict[bool, dict[int, int]] = field(default_factory=lambda: {False: {}, True: {}})
-    """Places to take per instance, by ``_TAKE``'s key (whether joining a friend): the
-    takes of a batch mostly fall on the same one or two instances (the fullest first), and
-    one compare-and-set for their sum is one new row version instead of one per take."""
-    sessions: list[dict[str, Any]] = field(default_factory=list)
-
-
-class LostRace(Exception):
-    """A held-back take found its instance changed by another transaction (filled,
-    drained): the block's transaction must be rolled back and run again without holding
-    writes back, where each take is checked as it is made. Not a ``ChangeoverError``: no
-    request is refused by it."""
-
-
-def _write_takes(s: Session, deferred: _Deferred) -> None:
-    for friend, takes in deferred.takes.items():
-        if takes:
-            # In instance order, as every such block locks its rows: two never deadlock.
-            params = [{"instance_id": i, "n": n} for i, n in sorted(takes.items())]
-            # An executemany: psycopg sends the updates in one pipeline, one round trip.
-            made = _rowcount(s.execute(_TAKE[friend], params))
-            if made != len(params):
-                raise LostRace(f"{len(params) - made} of {len(params)} held-back takes lost")
-            takes.clear()
-
-
 def _take(s: Session, shared: _Shared, instance_id: int, n: int, friend: bool) -> bool:
     """Take ``n`` places on the instance; False if it has no longer room for them."""
     if shared.deferred is not None:
-        takes = shared.deferred.takes[friend]
-        takes[instance_id] = takes.get(instance_id, 0) + n
+        shared.deferred.add_take(instance_id, n, friend)
         return True
-    return bool(_rowcount(s.execute(_TAKE[friend], {"instance_id": instance_id, "n": n})))
+    return take_now(s, instance_id, n, friend)
 
 
 def _before_reading_instances(s: Session, shared: _Shared) -> None:
     """Held-back takes are written before instances are read: rows read are then always
     rows counting this transaction's takes, as without holding back."""
     if shared.deferred is not None:
-        _write_takes(s, shared.deferred)
+        write_takes(s, shared.deferred)
 
 
 def _shared(s: Session) -> _Shared:
@@ -497,14 +447,12 @@ def deferred_writes(s: Session) -> Iterator[None]:
     run together), whose caller runs it again apart after ``LostRace``; a session row is
     not in the table until the block ends."""
     shared = _shared(s)
-    deferred = shared.deferred = _Deferred()
+    deferred = shared.deferred = HeldWrites()
     try:
         yield
     finally:
         shared.deferred = None
-    _write_takes(s, deferred)
-    if deferred.sessions:
-        s.execute(_INSERT_SESSION, deferred.sessions)
+    write_and_commit(s, deferred)
 
 
 def _opened_instance(shared: _Shared, session_id: str) -> int | None:
@@ -534,7 +482,7 @@ def _open(
     }
     deferred = _shared(s).deferred
     if deferred is None:
-        s.execute(_INSERT_SESSION, values)
+        s.execute(INSERT_SESSION, values)
     else:
         deferred.sessions.append(values)
     return {

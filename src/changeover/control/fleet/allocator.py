@@ -57,7 +57,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from changeover.control.db import Database, now
-from changeover.control.fleet import allocate_db
+from changeover.control.fleet import allocate_db, takes
 from changeover.errors import ChangeoverError
 
 log = logging.getLogger("changeover.control.allocator")
@@ -266,7 +266,7 @@ class Allocator:
                         done.append((p, e))
         except Exception as e:  # noqa: BLE001 (rolled back whole: the savepoints sort it out)
             log.debug("an allocation batch of %d runs apart after: %s", len(todo), e)
-            if isinstance(e, allocate_db.LostRace):
+            if isinstance(e, takes.LostRace):
                 self.stats.lost_races += 1
             return False
         _answer(done)  # only now: every place answered is committed
