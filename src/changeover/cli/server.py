@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,12 +15,6 @@ from changeover.client import ApiClient
 from changeover.settings import DEFAULT_PORT
 
 token_app = typer.Typer(help="Create, list and revoke access tokens.", no_args_is_help=True)
-
-SWITCH_INTERVAL_S = 0.0002
-"""How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
-The allocator's thread waits on the database while the event loop's thread runs requests,
-and after each round trip it waits for the GIL again: beside a busy thread, a PostgreSQL
-round trip of 0.17 ms took 10.7 ms (p50) at 5 ms, 0.41 ms at 0.2 ms (BENCHMARKS.md)."""
 
 DataOpt = Annotated[
     Path | None,
@@ -70,7 +63,6 @@ def serve(
     # of the collector's sight, full collections no longer scan it and pause requests.
     gc.collect()
     gc.freeze()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.getLogger("changeover.control").info(
         "control plane on http://%s:%d (data: %s)", host, port, s.data_dir
     )

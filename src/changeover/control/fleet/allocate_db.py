@@ -20,7 +20,7 @@ capacity, on SQLite (writers queue on ``BEGIN IMMEDIATE``) and on PostgreSQL (th
 and the re-checked ``WHERE``) alike.
 
 A batch run together (``deferred_writes``) holds its updates and session rows back and
-writes them in one round trip each, whatever its size: see there.
+writes them with its commit, whatever its size: see there and ``takes``.
 """
 
 from __future__ import annotations
@@ -435,9 +435,10 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
 def deferred_writes(s: Session) -> Iterator[None]:
     """Inside the block, allocations in ``s`` hold their writes back and make them together:
     the compare-and-set updates (one per instance, for the sum of its takes) before the next
-    read of instances and as the block ends (one round trip on PostgreSQL, however many),
-    and the session rows in one ``INSERT``
-    as the block ends. Without it, each allocation costs two round trips of its own.
+    read of instances, and the rest with the session rows as the block ends, when it
+    commits ``s``'s transaction (``takes.write_and_commit``: on PostgreSQL the writes and
+    the ``COMMIT`` in one round trip). Without it, each allocation costs two round trips of
+    its own, and the commit one more.
 
     Meanwhile every window counts the block's takes (``_Shared.took``), so the choices are
     those that immediate updates would make, unless another transaction changed an

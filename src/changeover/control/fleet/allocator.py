@@ -19,8 +19,9 @@ they are paid only when needed. ``allocate_db.allocate`` and its compare-and-set
 (``players + n <= capacity``) are the same either way: other writers (agent syncs, ended
 sessions, another server process on the same database) stay safe.
 Run together, a batch also holds its writes back (``allocate_db.deferred_writes``): its
-compare-and-set updates go out together, and its session rows in one ``INSERT``, so on
-PostgreSQL a batch costs a handful of round trips whatever its size, instead of two per
+compare-and-set updates and its session rows go out together with its ``COMMIT``, so on
+PostgreSQL a batch costs four round trips whatever its size (the transaction's start with
+the fleet's look-up, the best candidates, the writes with the commit), instead of two per
 allocation. Should another writer have changed an instance meanwhile, a held-back update
 matches no row (``LostRace``), and the batch runs again apart, where each update is
 checked as it is made.
