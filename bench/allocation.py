@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -301,10 +302,25 @@ class Phase:
     server_cpu_s: float
     seconds: float
     error_samples: list[str]
+    allocator: dict[str, float] = field(default_factory=dict)
+    """What the allocator's counters (``/metrics``) grew by during the load, warm-up
+    included (``ALLOCATOR_COUNTERS``), and ``wall_s``, the load's wall time."""
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu_s * 1000 / self.measured if self.measured else 0.0
+
+    @property
+    def batch_ms(self) -> float | None:
+        """The allocator's mean time per batch; None where no batch ran (``/healthz``)."""
+        batches = self.allocator.get("batches", 0.0)
+        return self.allocator["busy_s"] * 1000 / batches if batches else None
+
+    @property
+    def busy_share(self) -> float | None:
+        """How much of the load's wall time the allocator spent running batches."""
+        wall = self.allocator.get("wall_s", 0.0)
+        return self.allocator.get("busy_s", 0.0) / wall if wall and self.batch_ms else None
 
 
 @dataclass
@@ -515,7 +531,27 @@ def load(spec: LoadSpec, server_pid: int | None) -> tuple[LoadResult, float]:
     return LoadResult(**raw), cpu
 
 
-def _phase(result: LoadResult, cpu_s: float, expect: int) -> Phase:
+ALLOCATOR_COUNTERS = {
+    "changeover_allocator_requests_total": "requests",
+    "changeover_allocator_batches_total": "batches",
+    "changeover_allocator_busy_seconds_total": "busy_s",
+}
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{[^}]*\})? (\S+)$")
+
+
+def allocator_counters(metrics_text: str) -> dict[str, float]:
+    """The allocator's counters in a ``/metrics`` page, each summed over its labels."""
+    got = dict.fromkeys(ALLOCATOR_COUNTERS.values(), 0.0)
+    for line in metrics_text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) in ALLOCATOR_COUNTERS:
+            got[ALLOCATOR_COUNTERS[m.group(1)]] += float(m.group(2))
+    return got
+
+
+def _phase(
+    result: LoadResult, cpu_s: float, expect: int, allocator: dict[str, float] | None = None
+) -> Phase:
     if result.transport_errors or not result.latencies_ms:
         raise BenchError(
             f"the load generator had {result.transport_errors} transport errors and"
@@ -531,6 +567,7 @@ def _phase(result: LoadResult, cpu_s: float, expect: int) -> Phase:
         server_cpu_s=cpu_s,
         seconds=result.seconds,
         error_samples=result.error_samples,
+        allocator=allocator or {},
     )
 
 
@@ -640,10 +677,18 @@ def one_run(kind: str, size: int, args: argparse.Namespace) -> Run:
             "duration_s": args.duration,
         }
 
+        def counters() -> dict[str, float]:
+            page = admin.get(srv.url + "/metrics")
+            page.raise_for_status()
+            return allocator_counters(page.text)
+
         def phase(spec: LoadSpec) -> Phase:
             keep_alive(db_url)
+            before, started = counters(), time.monotonic()
             result, cpu_s = load(spec, srv.pid)
-            return _phase(result, cpu_s, spec.expect)
+            wall_s, after = time.monotonic() - started, counters()
+            grew = {k: after[k] - before[k] for k in after} | {"wall_s": wall_s}
+            return _phase(result, cpu_s, spec.expect, grew)
 
         baseline = phase(LoadSpec(method="GET", path="/healthz", expect=200, **common_spec))
         allocate: dict[str, Any] = {
@@ -712,6 +757,8 @@ def results_table(runs: Sequence[Run]) -> str:
                     f"{_med([p.p99_ms for p in phases]):.1f}",
                     f"{_med(rates) / base_per_s:.2f}",
                     f"{_med([p.cpu_ms_per_request for p in phases]):.2f}",
+                    _med_or_dash([p.batch_ms for p in phases], "{:.1f}"),
+                    _med_or_dash([p.busy_share for p in phases], "{:.0%}"),
                     sum(p.measured_errors for p in phases),
                 ]
             )
@@ -726,11 +773,18 @@ def results_table(runs: Sequence[Run]) -> str:
             "p99 ms",
             "x baseline",
             "server CPU ms/req",
+            "batch ms",
+            "allocator busy",
             "errors",
         ],
         rows,
-        "lrlrrrrrrr",
+        "lrlrrrrrrrrr",
     )
+
+
+def _med_or_dash(values: Sequence[float | None], fmt: str) -> str:
+    known = [v for v in values if v is not None]
+    return fmt.format(_med(known)) if known else "-"
 
 
 def _offered(runs: Sequence[Run]) -> str:
@@ -863,7 +917,11 @@ of the target is read at the target's rate, from the open loop.
 - **Method:** median of {len(runs) // max(1, len({(r.database, r.instances) for r in runs}))} \
 run(s) per row. x baseline = allocation req/s over `/healthz` req/s in the same runs. \
 Server CPU ms/req = the server process's CPU time during the load over measured requests \
-(PostgreSQL's own CPU not included). Errors = measured answers other than 200 / 201.
+(PostgreSQL's own CPU not included). Batch ms and allocator busy, from the server's \
+`/metrics` before and after each load (warm-up included): the allocator's mean time per \
+batch (one transaction), and the share of the load's wall time it spent running batches \
+(near 100 %, a request waits for the batch in progress about as long as for its own). \
+Errors = measured answers other than 200 / 201.
 
 {results_table(runs)}
 
@@ -954,11 +1012,15 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
                     f"[allocation] {kind} {size} run {i + 1}/{args.repeat}:"
                     f" healthz {b.per_s:,.0f}/s p99 {b.p99_ms:.1f} ms;"
                     f" allocations {a.per_s:,.0f}/s p50 {a.p50_ms:.1f} p99 {a.p99_ms:.1f} ms,"
-                    f" {a.cpu_ms_per_request:.2f} server CPU ms each, {a.measured_errors} errors"
+                    f" {a.cpu_ms_per_request:.2f} server CPU ms each,"
+                    f" batches {a.batch_ms or 0:.1f} ms, busy {a.busy_share or 0:.0%},"
+                    f" {a.measured_errors} errors"
                     f" {a.error_samples[:1]};"
                     + (
                         f" at {run.fixed_rate:,.0f}/s offered: {run.fixed.per_s:,.0f}/s"
                         f" p50 {run.fixed.p50_ms:.1f} p99 {run.fixed.p99_ms:.1f} ms,"
+                        f" batches {run.fixed.batch_ms or 0:.1f} ms,"
+                        f" busy {run.fixed.busy_share or 0:.0%},"
                         f" {run.fixed.measured_errors} errors;"
                         if run.fixed
                         else ""

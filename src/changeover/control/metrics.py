@@ -125,8 +125,8 @@ class Metrics:
 
 class AllocatorCollector(Collector):
     """Server Allocate's group commit, from the allocator's counters: the mean batch size
-    is requests over batches; runs apart and lost races say how often a batch had to run
-    again, one savepoint a request."""
+    is requests over batches, the mean batch time busy seconds over batches; runs apart
+    and lost races say how often a batch had to run again, one savepoint a request."""
 
     def __init__(self, allocator: Allocator) -> None:
         self.allocator = allocator
@@ -153,11 +153,17 @@ class AllocatorCollector(Collector):
             "Batches whose held-back updates found an instance changed by another writer.",
         )
         lost.add_metric([], stats.lost_races)
+        busy = CounterMetricFamily(
+            "changeover_allocator_busy_seconds",
+            "Time the allocator spent running batches: its rate is the share of the time it"
+            " is busy (near 1, allocations wait for the batch in progress).",
+        )
+        busy.add_metric([], stats.busy_s)
         pending = GaugeMetricFamily(
             "changeover_allocator_pending", "Allocation requests waiting for a batch."
         )
         pending.add_metric([], self.allocator.pending)
-        yield from (requests, batches, lost, pending)
+        yield from (requests, batches, lost, busy, pending)
 
 
 class DatabaseCollector(Collector):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ def test_metrics_need_a_token_and_report_the_fleet(server: Any, world: dict[str,
 
 def test_counters_move_with_traffic(server: Any, world: dict[str, Any]) -> None:
     c = server.client()
+    started = time.monotonic()
     before = scrape(server)
     ok(c.post("/allocations", json={"fleet": "obs-fleet", "players": ["p3"]}), 201)
     refused = c.post("/allocations", json={"fleet": "no-such-fleet", "players": ["p4"]})
@@ -113,6 +115,8 @@ def test_counters_move_with_traffic(server: Any, world: dict[str, Any]) -> None:
     assert metric(after, "changeover_allocator_batches_total", run="apart") == 0
     assert metric(after, "changeover_allocator_lost_races_total") == 0
     assert metric(after, "changeover_allocator_pending") == 0
+    # The batches took some time, less than the test so far.
+    assert 0 < grew("changeover_allocator_busy_seconds_total") < time.monotonic() - started
     assert grew("changeover_agent_heartbeats_total", result="ok") >= 1
     assert grew("changeover_upload_bytes_total") >= 5000
     assert metric(after, "changeover_content_bytes_total") >= len(content.content)

@@ -265,3 +265,30 @@ def test_the_open_loop_charges_a_slow_server_for_the_queue() -> None:
     # Offered 200/s, answered ~50/s: the requests left waiting are charged their wait.
     assert result.per_s < 80
     assert alloc.percentile(result.latencies_ms, 99) > 200
+
+
+def test_the_allocators_counters_are_read_from_a_metrics_page() -> None:
+    page = "\n".join(
+        [
+            "# HELP changeover_allocator_batches_total Allocator transactions.",
+            "# TYPE changeover_allocator_batches_total counter",
+            'changeover_allocator_batches_total{run="together"} 40.0',
+            'changeover_allocator_batches_total{run="apart"} 2.0',
+            "changeover_allocator_requests_total 420.0",
+            "changeover_allocator_busy_seconds_total 0.21",
+            "changeover_allocator_busy_seconds_created 1.7e+09",
+            'changeover_allocations_total{result="ok"} 400.0',
+        ]
+    )
+    assert alloc.allocator_counters(page) == {"requests": 420.0, "batches": 42.0, "busy_s": 0.21}
+    assert alloc.allocator_counters("") == {"requests": 0.0, "batches": 0.0, "busy_s": 0.0}
+
+
+def test_a_phase_reports_the_mean_batch_time_and_how_busy_the_allocator_was() -> None:
+    result = alloc.LoadResult(measured=100, seconds=1.0, latencies_ms=[1.0] * 100)
+    grew = {"requests": 100.0, "batches": 20.0, "busy_s": 0.1, "wall_s": 0.5}
+    phase = alloc._phase(result, 0.05, 201, grew)
+    assert phase.batch_ms == pytest.approx(5.0)
+    assert phase.busy_share == pytest.approx(0.2)
+    healthz = alloc._phase(result, 0.05, 200, dict.fromkeys(grew, 0.0) | {"wall_s": 0.5})
+    assert (healthz.batch_ms, healthz.busy_share) == (None, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -184,14 +185,17 @@ def test_a_batch_whose_held_back_writes_lose_a_race_runs_again_apart(
     fake = FakeAllocate()
     fake.hold.clear()
     alloc = Allocator(db, allocate=fake)
+    started = time.perf_counter()
     try:
         first, batch = queued_behind(alloc, fake, "a", ("b", "c", "d"))
         assert [outcome(f) for f in [first, *batch]] == ["a", "b", "c", "d"]
+        elapsed = time.perf_counter() - started
         # a lost its race alone and ran again; b, c and d together, then committed.
         assert fake.calls == ["a", "a", "b", "c", "d"]
         assert placed(db) == ["a", "b", "c", "d"]  # each once: the lost run left nothing
         stats = alloc.stats  # as /metrics reports them
         assert (stats.requests, stats.together, stats.apart, stats.lost_races) == (4, 2, 1, 1)
+        assert 0 < stats.busy_s < elapsed  # the batches' time, not the waits between them
     finally:
         alloc.stop()
 

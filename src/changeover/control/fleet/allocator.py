@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -108,6 +109,9 @@ class AllocatorStats:
     """Transactions run apart (``_run_apart``): after an error, one savepoint a request."""
     lost_races: int = 0
     """Batches whose held-back writes found an instance changed (``LostRace``)."""
+    busy_s: float = 0.0
+    """Seconds spent running batches: its rate is the share of the time the thread is
+    busy. Near 1, requests wait for the batch in progress as long as for their own."""
 
 
 class Allocator:
@@ -217,9 +221,11 @@ class Allocator:
     def _run(self) -> None:
         try:
             while (batch := self._next_batch()) is not None:
+                started = time.perf_counter()
                 try:
                     self._run_batch(batch)
                 finally:
+                    self.stats.busy_s += time.perf_counter() - started
                     # A safety net: _run_batch answers every request, even if it fails.
                     failed = Unavailable("the allocation failed: allocate again")
                     _answer([(p, failed) for p in batch if not p.answered])
