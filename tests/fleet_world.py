@@ -14,6 +14,7 @@ from changeover.control.fleet.models import (
     Fleet,
     FleetHost,
     Host,
+    Instance,
     Profile,
     Region,
 )
@@ -94,3 +95,22 @@ def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
             "versions": {v.number: v.id for v in versions},
             "hosts": [h.id for h in host_rows],
         }
+
+
+def ready_instance(w: dict[str, Any], number: int = NUMBERS[0], **kw: Any) -> Instance:
+    """An instance of ``w``'s fleet on version ``number``'s profile, ready and running on
+    the first host, 4 places, none taken; ``kw`` changes any column."""
+    t = now()
+    fields: dict[str, Any] = {
+        "fleet_id": w["fleet"],
+        "profile_id": w["profiles"][number],
+        "host_id": w["hosts"][0],
+        "capacity": 4,
+        "players": 0,
+        "desired": "running",
+        "state": "ready",
+        "port": 7000,
+        "created_at": t,
+        "updated_at": t,
+    }
+    return Instance(**(fields | kw))

@@ -38,24 +38,7 @@ from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
 from changeover.errors import ChangeoverError, Conflict
-from fleet_world import NUMBERS, world
-
-
-def _instance(w: dict[str, Any], number: int, **kw: Any) -> Instance:
-    t = now()
-    fields: dict[str, Any] = {
-        "fleet_id": w["fleet"],
-        "profile_id": w["profiles"][number],
-        "host_id": w["hosts"][0],
-        "capacity": 4,
-        "players": 0,
-        "desired": "running",
-        "state": "ready",
-        "port": 7000,
-        "created_at": t,
-        "updated_at": t,
-    }
-    return Instance(**(fields | kw))
+from fleet_world import NUMBERS, ready_instance, world
 
 
 def test_version_number_follows_the_profile(db: Database) -> None:
@@ -63,7 +46,7 @@ def test_version_number_follows_the_profile(db: Database) -> None:
     p3, p7, p12 = (w["profiles"][n] for n in NUMBERS)
     with db.write() as s:
         placed = host_svc.new_instance(s, w["fleet"], p3, w["hosts"][0], now(), None)
-        written = _instance(w, 7)  # written directly: no version number given
+        written = ready_instance(w, 7)  # written directly: no version number given
         s.add(written)
         s.flush()
         assert (placed.version_number, written.version_number) == (3, 7)
@@ -125,7 +108,7 @@ def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_prof
     w = world(db, hosts=4)
     with db.write() as s:
         s.add_all(
-            _instance(w, NUMBERS[n % 3], host_id=w["hosts"][n % 4], players=n % 4)
+            ready_instance(w, NUMBERS[n % 3], host_id=w["hosts"][n % 4], players=n % 4)
             for n in range(200)
         )
     if not db.is_sqlite:
@@ -153,7 +136,7 @@ def test_on_postgresql_the_allocator_keeps_the_index_when_statistics_are_stale(
     with db.write() as s:
         s.execute(update(Host).values(last_seen_at=t - 3600))
         s.add_all(
-            _instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4) for n in range(3000)
+            ready_instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4) for n in range(3000)
         )
     with db.engine.begin() as c:  # committed: a rolled-back ANALYZE leaves no statistics
         c.exec_driver_sql("ANALYZE")
@@ -188,7 +171,7 @@ def test_on_postgresql_the_allocator_outlives_a_cut_connection(pg_url: str) -> N
     db.migrate()
     w = world(db, hosts=1)
     with db.write() as s:
-        s.add(_instance(w, NUMBERS[0], capacity=10))
+        s.add(ready_instance(w, NUMBERS[0], capacity=10))
     group = allocator.Allocator(db)
 
     def allocate(player: str) -> dict[str, Any]:
@@ -246,7 +229,7 @@ def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
         for _ in range(300):
             capacity = rng.choice((1, 4, 8))
             s.add(
-                _instance(
+                ready_instance(
                     w,
                     rng.choice(NUMBERS),
                     host_id=rng.choice(w["hosts"]),
@@ -315,7 +298,7 @@ def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
     still stops at capacity."""
     w = world(db)
     with db.write() as s:
-        rows = [_instance(w, n) for n in (7, 3, 7)]  # capacity 4 each
+        rows = [ready_instance(w, n) for n in (7, 3, 7)]  # capacity 4 each
         s.add_all(rows)
         s.flush()
         v7a, v3, v7b = (r.id for r in rows)
@@ -346,7 +329,7 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
     ``allocate_db.allocate`` comes before its first write, even after lost races."""
     w = world(db)
     with db.write() as s:
-        rows = [_instance(w, 7)]  # capacity 4
+        rows = [ready_instance(w, 7)]  # capacity 4
         s.add_all(rows)
     writes: list[str] = []
 
@@ -383,7 +366,7 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
 def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Database) -> None:
     w = world(db)
     with db.write() as s:
-        a, b = _instance(w, 7), _instance(w, 7)  # capacity 4 each
+        a, b = ready_instance(w, 7), ready_instance(w, 7)  # capacity 4 each
         s.add_all([a, b])
     statements: list[str] = []
     takes: list[Any] = []
@@ -435,7 +418,7 @@ def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Databas
 def test_a_held_back_take_lost_to_another_writer_undoes_the_whole_block(db: Database) -> None:
     w = world(db)
     with db.write() as s:
-        row = _instance(w, 7)  # capacity 4
+        row = ready_instance(w, 7)  # capacity 4
         s.add(row)
 
     def batch() -> None:
@@ -454,7 +437,7 @@ def test_a_held_back_take_lost_to_another_writer_undoes_the_whole_block(db: Data
 def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -> None:
     w = world(db)
     with db.write() as s:
-        rows = [_instance(w, 7), _instance(w, 3)]
+        rows = [ready_instance(w, 7), ready_instance(w, 3)]
         s.add_all(rows)
         s.flush()
         new, old = (r.id for r in rows)

@@ -12,28 +12,21 @@ from sqlalchemy import select, update
 from changeover.control.db import Database, now
 from changeover.control.fleet import allocate_db, takes
 from changeover.control.fleet.models import GameSession, Instance
-from fleet_world import NUMBERS, world
-
-
-def _instance(w: dict[str, Any], **kw: Any) -> Instance:
-    t = now()
-    fields: dict[str, Any] = {
-        "fleet_id": w["fleet"],
-        "profile_id": w["profiles"][NUMBERS[0]],
-        "host_id": w["hosts"][0],
-        "capacity": 4,
-        "players": 0,
-        "desired": "running",
-        "state": "ready",
-        "port": 7000,
-        "created_at": t,
-        "updated_at": t,
-    }
-    return Instance(**(fields | kw))
+from fleet_world import ready_instance, world
 
 
 def _request(name: str, join: str | None = None) -> allocate_db.AllocationRequest:
     return allocate_db.AllocationRequest("f", None, (), None, (name,), join_session=join)
+
+
+def _one_player_on_one_instance(db: Database) -> tuple[Instance, dict[str, Any]]:
+    w = world(db)
+    with db.write() as s:
+        row = ready_instance(w)
+        s.add(row)
+    with db.write() as s:
+        first = allocate_db.allocate(s, _request("a"), now())
+    return row, first
 
 
 def _players(db: Database) -> dict[int, int]:
@@ -54,7 +47,7 @@ def test_held_back_takes_of_one_instance_are_one_compare_and_set_in_id_order() -
 def test_the_block_commits_its_writes_as_it_ends(db: Database) -> None:
     w = world(db)
     with db.write() as s:
-        s.add(_instance(w))
+        s.add(ready_instance(w))
     with db.write() as s:
         with allocate_db.deferred_writes(s):
             got = [allocate_db.allocate(s, _request(f"p{n}"), now()) for n in range(3)]
@@ -66,13 +59,9 @@ def test_the_block_commits_its_writes_as_it_ends(db: Database) -> None:
 
 
 def test_a_friend_joins_a_draining_instance_within_a_block(db: Database) -> None:
-    w = world(db)
-    with db.write() as s:
-        row = _instance(w)
-        s.add(row)
-    with db.write() as s:
-        first = allocate_db.allocate(s, _request("a"), now())
-        s.execute(update(Instance).values(desired="draining"))  # a patch job drains it
+    row, first = _one_player_on_one_instance(db)
+    with db.write() as s:  # a patch job drains it
+        s.execute(update(Instance).values(desired="draining"))
     with db.write() as s, allocate_db.deferred_writes(s):
         friend = allocate_db.allocate(s, _request("b", join=first["session_id"]), now())
     assert friend["instance_id"] == row.id and friend["joined_friend"]
@@ -83,12 +72,7 @@ def test_a_friend_joins_a_draining_instance_within_a_block(db: Database) -> None
 def test_a_take_lost_to_another_writer_commits_nothing(db: Database, friend: bool) -> None:
     """The guard of a held-back take: on PostgreSQL the take and the ``COMMIT`` go out
     together, so a take that matches no row must stop the ``COMMIT`` itself."""
-    w = world(db)
-    with db.write() as s:
-        row = _instance(w)
-        s.add(row)
-    with db.write() as s:
-        first = allocate_db.allocate(s, _request("a"), now())
+    row, first = _one_player_on_one_instance(db)
     request = _request("b", join=first["session_id"] if friend else None)
 
     def batch() -> None:
