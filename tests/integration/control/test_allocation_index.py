@@ -136,7 +136,8 @@ def test_on_postgresql_the_allocator_keeps_the_index_when_statistics_are_stale(
     with db.write() as s:
         s.execute(update(Host).values(last_seen_at=t - 3600))
         s.add_all(
-            ready_instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4) for n in range(3000)
+            ready_instance(w, NUMBERS[0], host_id=w["hosts"][n % 20], players=n % 4)
+            for n in range(3000)
         )
     with db.engine.begin() as c:  # committed: a rolled-back ANALYZE leaves no statistics
         c.exec_driver_sql("ANALYZE")
