@@ -363,6 +363,9 @@ class Run:
     run had no such phase (``--rate 0``)."""
     fixed_rate: float = 0.0
     """The rate ``fixed`` offered, requests per second."""
+    baseline_fixed: Phase | None = None
+    """``GET /healthz`` offered at ``fixed_rate`` (open loop): the p99 the HTTP stack alone
+    keeps at that rate on this machine, the floor under the allocations' p99."""
 
 
 def check_instances(rows: Sequence[dict[str, Any]]) -> tuple[int, int, int, int]:
@@ -690,7 +693,10 @@ def one_run(kind: str, size: int, args: argparse.Namespace) -> Run:
             grew = {k: after[k] - before[k] for k in after} | {"wall_s": wall_s}
             return _phase(result, cpu_s, spec.expect, grew)
 
-        baseline = phase(LoadSpec(method="GET", path="/healthz", expect=200, **common_spec))
+        healthz: dict[str, Any] = {"method": "GET", "path": "/healthz", "expect": 200}
+        baseline = phase(LoadSpec(**healthz, **common_spec))
+        open_loop = {**common_spec, "concurrency": args.rate_connections, "rate": args.rate}
+        baseline_fixed = phase(LoadSpec(**healthz, **open_loop)) if args.rate > 0 else None
         allocate: dict[str, Any] = {
             "method": "POST",
             "path": "/api/v1/allocations",
@@ -713,14 +719,23 @@ def one_run(kind: str, size: int, args: argparse.Namespace) -> Run:
                 LoadSpec(
                     body_template=ALLOCATION_BODY.replace("player-", "fixed-"),
                     max_requests=max(0, places - alloc.ok_total),
-                    rate=args.rate,
                     **allocate,
-                    **{**common_spec, "concurrency": args.rate_connections},
+                    **open_loop,
                 )
             )
         allocated = alloc.ok_total + (fixed.ok_total if fixed else 0)
         check = check_run(admin, db_url, allocated)
-    return Run(kind, size, baseline, alloc, check, setup_s, fixed, args.rate if fixed else 0.0)
+    return Run(
+        kind,
+        size,
+        baseline,
+        alloc,
+        check,
+        setup_s,
+        fixed,
+        args.rate if fixed else 0.0,
+        baseline_fixed,
+    )
 
 
 # -- reporting -----------------------------------------------------------------------------
@@ -738,8 +753,10 @@ def results_table(runs: Sequence[Run]) -> str:
     for (kind, size), g in groups.items():
         base_per_s = _med([r.baseline.per_s for r in g])
         fixed = [r.fixed for r in g if r.fixed is not None]
+        fixed_baseline = [r.baseline_fixed for r in g if r.baseline_fixed is not None]
         for label, phases in (
             ("`GET /healthz` (baseline)", [r.baseline for r in g]),
+            (f"`GET /healthz` at {_offered(g)} offered", fixed_baseline),
             ("`POST /allocations`", [r.alloc for r in g]),
             (f"`POST /allocations` at {_offered(g)} offered", fixed),
         ):
@@ -906,12 +923,13 @@ no syncs run during the loads. On PostgreSQL, `ANALYZE` after the setup.
 {args.duration:g} s measured (or until 90 % of the fleet's places are taken). Allocation: \
 `{{"fleet": ..., "players": [one new id]}}` with an admin token; baseline: `GET /healthz` \
 of the same server, no token. Latency is the client's, request written to answer read. \
-Then, on the same fleet, allocations offered at a fixed {args.rate:,.0f}/s (open loop, up \
-to {args.rate_connections} connections, same warm-up and duration): request n is due \
-n / rate seconds after the start, and its latency counts from when it was due, so a \
-server that falls behind pays for the wait. A closed loop measures the most the server \
-answers; its latency is the queue the loop itself keeps full ({args.concurrency} \
-connections at {TARGET_PER_S:,.0f}/s wait \
+Then `/healthz`, and on the same fleet allocations, offered at a fixed {args.rate:,.0f}/s \
+(open loop, up to {args.rate_connections} connections, same warm-up and duration): \
+request n is due n / rate seconds after the start, and its latency counts from when it \
+was due, so a server that falls behind pays for the wait; `/healthz` at that rate is the \
+p99 the HTTP stack alone keeps, the floor under the allocations'. A closed loop \
+measures the most the server answers; its latency is the queue the loop itself keeps \
+full ({args.concurrency} connections at {TARGET_PER_S:,.0f}/s wait \
 {args.concurrency / TARGET_PER_S * 1000:.0f} ms on average by Little's law), so the p99 \
 of the target is read at the target's rate, from the open loop.
 - **Method:** median of {len(runs) // max(1, len({(r.database, r.instances) for r in runs}))} \
@@ -1010,8 +1028,14 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
                 a, b, c = run.alloc, run.baseline, run.check
                 log(
                     f"[allocation] {kind} {size} run {i + 1}/{args.repeat}:"
-                    f" healthz {b.per_s:,.0f}/s p99 {b.p99_ms:.1f} ms;"
-                    f" allocations {a.per_s:,.0f}/s p50 {a.p50_ms:.1f} p99 {a.p99_ms:.1f} ms,"
+                    f" healthz {b.per_s:,.0f}/s p99 {b.p99_ms:.1f} ms"
+                    + (
+                        f", at {run.fixed_rate:,.0f}/s offered p99"
+                        f" {run.baseline_fixed.p99_ms:.1f} ms;"
+                        if run.baseline_fixed
+                        else ";"
+                    )
+                    + f" allocations {a.per_s:,.0f}/s p50 {a.p50_ms:.1f} p99 {a.p99_ms:.1f} ms,"
                     f" {a.cpu_ms_per_request:.2f} server CPU ms each,"
                     f" batches {a.batch_ms or 0:.1f} ms, busy {a.busy_share or 0:.0%},"
                     f" {a.measured_errors} errors"

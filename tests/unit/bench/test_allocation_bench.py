@@ -292,3 +292,14 @@ def test_a_phase_reports_the_mean_batch_time_and_how_busy_the_allocator_was() ->
     assert phase.busy_share == pytest.approx(0.2)
     healthz = alloc._phase(result, 0.05, 200, dict.fromkeys(grew, 0.0) | {"wall_s": 0.5})
     assert (healthz.batch_ms, healthz.busy_share) == (None, None)
+
+
+def test_the_table_shows_the_http_floor_at_the_offered_rate_beside_the_allocations() -> None:
+    run = _fixed_run("postgres", 2100, 1995, 30.0)
+    run.baseline_fixed = _phase(1998, 27.5)
+    table = alloc.results_table([run])
+    rows = [line for line in table.splitlines() if "offered" in line]
+    assert "`GET /healthz` at 2,000/s offered" in rows[0] and "27.5" in rows[0]
+    assert "`POST /allocations` at 2,000/s offered" in rows[1] and "30.0" in rows[1]
+    # Without an open-loop phase there is no such row.
+    assert "`GET /healthz` at" not in alloc.results_table([_run("sqlite", 2500, 10)])
