@@ -364,8 +364,8 @@ class Run:
     fixed_rate: float = 0.0
     """The rate ``fixed`` offered, requests per second."""
     baseline_fixed: Phase | None = None
-    """``GET /healthz`` offered at ``fixed_rate`` (open loop): the p99 the HTTP stack alone
-    keeps at that rate on this machine, the floor under the allocations' p99."""
+    """``GET /healthz`` offered at ``fixed_rate`` (open loop): the plain FastAPI round trip
+    asked for the target's rate, on this machine, in the same run."""
 
 
 def check_instances(rows: Sequence[dict[str, Any]]) -> tuple[int, int, int, int]:
@@ -926,8 +926,10 @@ of the same server, no token. Latency is the client's, request written to answer
 Then `/healthz`, and on the same fleet allocations, offered at a fixed {args.rate:,.0f}/s \
 (open loop, up to {args.rate_connections} connections, same warm-up and duration): \
 request n is due n / rate seconds after the start, and its latency counts from when it \
-was due, so a server that falls behind pays for the wait; `/healthz` at that rate is the \
-p99 the HTTP stack alone keeps, the floor under the allocations'. A closed loop \
+was due, so a server that falls behind pays for the wait. `/healthz` at that rate is the \
+plain FastAPI round trip asked for the target's rate (allocations take a lane past \
+FastAPI's routing, so it is no floor under theirs); where its closed loop answers less \
+than the rate, it falls behind and its p99 is the queue it builds. A closed loop \
 measures the most the server answers; its latency is the queue the loop itself keeps \
 full ({args.concurrency} connections at {TARGET_PER_S:,.0f}/s wait \
 {args.concurrency / TARGET_PER_S * 1000:.0f} ms on average by Little's law), so the p99 \

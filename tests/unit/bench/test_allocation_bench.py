@@ -294,7 +294,7 @@ def test_a_phase_reports_the_mean_batch_time_and_how_busy_the_allocator_was() ->
     assert (healthz.batch_ms, healthz.busy_share) == (None, None)
 
 
-def test_the_table_shows_the_http_floor_at_the_offered_rate_beside_the_allocations() -> None:
+def test_the_table_shows_the_baseline_at_the_offered_rate_beside_the_allocations() -> None:
     run = _fixed_run("postgres", 2100, 1995, 30.0)
     run.baseline_fixed = _phase(1998, 27.5)
     table = alloc.results_table([run])
