@@ -849,8 +849,10 @@ KEPT_UP = 0.98
 
 
 def verdict(runs: Sequence[Run]) -> str:
-    """Throughput from the closed loop (the most the server answers); p99 at the target
-    rate from the open loop where the runs have one, else from the closed loop."""
+    """Throughput from the closed loop, or from the open loop where every run of it kept
+    up with the target's rate (a closed loop of N connections answers at most N over the
+    latency, less than the server can when batches are slow); p99 at the target rate from
+    the open loop where the runs have one, else from the closed loop."""
     groups: dict[tuple[str, int], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.database, r.instances), []).append(r)
@@ -858,8 +860,10 @@ def verdict(runs: Sequence[Run]) -> str:
     for (kind, size), g in groups.items():
         rate = _med([r.alloc.per_s for r in g])
         fixed = [(r.fixed, r.fixed_rate) for r in g if r.fixed is not None]
+        behind = [f for f, offered in fixed if f.per_s < KEPT_UP * offered]
+        kept_up = bool(fixed) and not behind and all(o >= TARGET_PER_S for _, o in fixed)
         why = []
-        if rate < TARGET_PER_S:
+        if rate < TARGET_PER_S and not kept_up:
             why.append(f"{rate:,.0f} allocs/s")
         if fixed:
             p99 = _med([f.p99_ms for f, _ in fixed])
@@ -867,7 +871,6 @@ def verdict(runs: Sequence[Run]) -> str:
                 why.append(f"p99 {p99:.1f} ms at {_offered(g)} offered")
             if min(offered for _, offered in fixed) < TARGET_PER_S:
                 why.append(f"only {_offered(g)} offered")
-            behind = [f for f, offered in fixed if f.per_s < KEPT_UP * offered]
             if behind:
                 why.append(f"{len(behind)} fixed-rate run(s) fell behind the offered rate")
         else:
@@ -930,10 +933,13 @@ was due, so a server that falls behind pays for the wait. `/healthz` at that rat
 plain FastAPI round trip asked for the target's rate (allocations take a lane past \
 FastAPI's routing, so it is no floor under theirs); where its closed loop answers less \
 than the rate, it falls behind and its p99 is the queue it builds. A closed loop \
-measures the most the server answers; its latency is the queue the loop itself keeps \
+measures the most the server answers to {args.concurrency} connections (at most \
+{args.concurrency} over the latency); its latency is the queue the loop itself keeps \
 full ({args.concurrency} connections at {TARGET_PER_S:,.0f}/s wait \
 {args.concurrency / TARGET_PER_S * 1000:.0f} ms on average by Little's law), so the p99 \
-of the target is read at the target's rate, from the open loop.
+of the target is read at the target's rate, from the open loop. The target's throughput \
+is met by the closed loop, or by an open loop that kept up with the target's rate in \
+every run.
 - **Method:** median of {len(runs) // max(1, len({(r.database, r.instances) for r in runs}))} \
 run(s) per row. x baseline = allocation req/s over `/healthz` req/s in the same runs. \
 Server CPU ms/req = the server process's CPU time during the load over measured requests \

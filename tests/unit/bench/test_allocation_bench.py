@@ -121,8 +121,11 @@ def test_the_verdict_reads_the_p99_at_the_target_rate_from_the_open_loop() -> No
     assert "postgres at 1,000 instances: p99 36.7 ms at 2,000/s offered" in slow
     behind = alloc.verdict([_fixed_run("postgres", 2100, 1500, 10.0)])
     assert "fell behind the offered rate" in behind
-    weak = alloc.verdict([_fixed_run("sqlite", 1800, 1995, 10.0)])
-    assert "1,800 allocs/s" in weak  # throughput still from the closed loop
+    # A closed loop below the rate, but the open loop kept up with 2,000/s offered: the
+    # server answers the target's rate (32 connections over a slow batch are the bound).
+    assert "**met**" in alloc.verdict([_fixed_run("sqlite", 1800, 1995, 10.0)])
+    weak = alloc.verdict([_fixed_run("sqlite", 1800, 1500, 10.0)])
+    assert "1,800 allocs/s" in weak and "fell behind" in weak
     low = _fixed_run("sqlite", 2900, 1000, 5.0)
     low.fixed_rate = 1000.0
     assert "only 1,000/s offered" in alloc.verdict([low])
