@@ -238,6 +238,17 @@ class GameSession(Base):
     connected_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
+    __table_args__ = (
+        # Only ended (and expired) sessions, for ``sessions.prune``: an open session, as
+        # every allocation inserts, gets no entry.
+        Index(
+            "ix_sessions_ended_at",
+            "ended_at",
+            sqlite_where=text("ended_at IS NOT NULL"),
+            postgresql_where=text("ended_at IS NOT NULL"),
+        ),
+    )
+
 
 class ProfileSwitch(JobColumns, Base):
     """Fleet Profile Switch (seed 000): a job that moves a fleet to another profile."""

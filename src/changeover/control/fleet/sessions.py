@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.fleet.models import GameSession, Instance
@@ -22,6 +22,9 @@ from changeover.errors import NotFound
 
 RESERVE_TTL_S = 60.0
 OPEN = ("reserved", "connected")
+PRUNE_BATCH = 1000
+"""Sessions deleted per transaction: small enough that SQLite's one writer (an allocation
+batch) never waits long behind it."""
 
 
 def _release(s: Session, instance_id: int, n: int) -> None:
@@ -116,3 +119,16 @@ def session_dict(sess: GameSession) -> dict[str, Any]:
         "connected_at": sess.connected_at,
         "ended_at": sess.ended_at,
     }
+
+
+def prune(s: Session, ended_before: float, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` sessions that ended (or expired) before ``ended_before``, the
+    oldest first; how many were deleted. Open sessions have no ``ended_at``: never these."""
+    oldest = (
+        select(GameSession.id)
+        .where(GameSession.ended_at < ended_before, GameSession.status.not_in(OPEN))
+        .order_by(GameSession.ended_at)
+        .limit(limit)
+    )
+    result = s.execute(delete(GameSession).where(GameSession.id.in_(oldest)))
+    return int(cast(CursorResult[Any], result).rowcount)
