@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -32,6 +32,12 @@ class Base(DeclarativeBase):
 def now() -> float:
     """Wall-clock time as a unix timestamp: how every time is stored."""
     return time.time()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an ``UPDATE`` or ``DELETE`` matched (``Session.execute`` types its result
+    as a plain ``Result``, which has no ``rowcount``)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 SQLITE_AUTOCHECKPOINT_PAGES = 16_384

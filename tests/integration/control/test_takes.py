@@ -38,10 +38,11 @@ def test_held_back_takes_of_one_instance_are_one_compare_and_set_in_id_order() -
     held = takes.HeldWrites()
     for instance_id, n, friend in [(9, 1, False), (3, 2, False), (9, 2, False), (5, 1, True)]:
         held.add_take(instance_id, n, friend)
-    assert held._take_params() == [
+    assert held.drain_takes() == [
         (False, [{"instance_id": 3, "n": 2}, {"instance_id": 9, "n": 3}]),
         (True, [{"instance_id": 5, "n": 1}]),
     ]
+    assert held.drain_takes() == []  # written once, not again at the block's end
 
 
 def test_the_block_commits_its_writes_as_it_ends(db: Database) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from changeover.control.db import rowcount
 from changeover.control.fleet.models import GameSession, Instance
 from changeover.errors import NotFound
 
@@ -130,5 +131,4 @@ def prune(s: Session, ended_before: float, limit: int = PRUNE_BATCH) -> int:
         .order_by(GameSession.ended_at)
         .limit(limit)
     )
-    result = s.execute(delete(GameSession).where(GameSession.id.in_(oldest)))
-    return int(cast(CursorResult[Any], result).rowcount)
+    return rowcount(s.execute(delete(GameSession).where(GameSession.id.in_(oldest))))

@@ -28,9 +28,7 @@ from typing import Any, cast
 
 import psycopg
 from sqlalchemy import (
-    CursorResult,
     Dialect,
-    Result,
     Table,
     bindparam,
     func,
@@ -43,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
+from changeover.control.db import rowcount
 from changeover.control.fleet.models import GameSession, Instance
 
 _INSTANCES = cast(Table, Instance.__table__)
@@ -52,6 +51,8 @@ TAKE = {
     .where(
         _INSTANCES.c.id == bindparam("instance_id"),
         _INSTANCES.c.players + bindparam("n") <= _INSTANCES.c.capacity,
+        # Two comparisons, not ``IN``: an ``IN`` list is a parameter SQLAlchemy expands
+        # as it executes, a step the driver-level SQL of ``write_and_commit`` skips.
         or_(_INSTANCES.c.desired == "running", _INSTANCES.c.desired == "draining")
         if friend
         else _INSTANCES.c.desired == "running",
@@ -97,39 +98,38 @@ class HeldWrites:
         takes = self.takes[friend]
         takes[instance_id] = takes.get(instance_id, 0) + n
 
-    def _take_params(self) -> list[tuple[bool, list[dict[str, int]]]]:
+    def drain_takes(self) -> list[tuple[bool, list[dict[str, int]]]]:
+        """The takes held so far as ``TAKE``'s parameters, by its key; none held after."""
         # In instance order, as every such block locks its rows: two never deadlock.
-        return [
+        params = [
             (friend, [{"instance_id": i, "n": n} for i, n in sorted(takes.items())])
             for friend, takes in self.takes.items()
             if takes
         ]
-
-
-def _rowcount(result: Result[Any]) -> int:
-    return cast(CursorResult[Any], result).rowcount
+        self.takes = {False: {}, True: {}}
+        return params
 
 
 def take_now(s: Session, instance_id: int, n: int, friend: bool) -> bool:
     """Take ``n`` places on the instance; False if it has no longer room for them."""
-    return bool(_rowcount(s.execute(TAKE[friend], {"instance_id": instance_id, "n": n})))
+    return bool(rowcount(s.execute(TAKE[friend], {"instance_id": instance_id, "n": n})))
 
 
 def write_takes(s: Session, held: HeldWrites) -> None:
     """Make the held-back takes (one round trip on PostgreSQL, however many), in the
     transaction; ``LostRace`` if any matched no row."""
-    for friend, params in held._take_params():
+    for friend, params in held.drain_takes():
         # An executemany: psycopg sends the updates in one pipeline, one round trip.
-        made = _rowcount(s.execute(TAKE[friend], params))
+        made = rowcount(s.execute(TAKE[friend], params))
         if made != len(params):
             raise LostRace(f"{len(params) - made} of {len(params)} held-back takes lost")
-    held.takes = {False: {}, True: {}}
 
 
 def write_and_commit(s: Session, held: HeldWrites) -> None:
     """Make every held-back write and commit ``s``'s transaction; ``LostRace`` (nothing
     committed) if a take matched no row."""
-    if s.get_bind().dialect.name != "postgresql":
+    dialect = s.get_bind().dialect
+    if dialect.name != "postgresql":
         write_takes(s, held)
         if held.sessions:
             s.execute(INSERT_SESSION, held.sessions)
@@ -137,12 +137,11 @@ def write_and_commit(s: Session, held: HeldWrites) -> None:
         return
     raw = s.connection().connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
-    dialect = s.get_bind().dialect
     try:
         # Behind SQLAlchemy's back but in its transaction, on its connection: the
         # session's own commit that follows finds nothing left to commit.
         with raw.pipeline(), raw.cursor() as cur:
-            for friend, params in held._take_params():
+            for friend, params in held.drain_takes():
                 sql, fixed = _driver_sql(dialect, _GUARDED_TAKE[friend], ())
                 cur.executemany(sql, [{**fixed, **p} for p in params])
             if held.sessions:
@@ -151,7 +150,7 @@ def write_and_commit(s: Session, held: HeldWrites) -> None:
             raw.commit()
     except psycopg.errors.DivisionByZero as e:
         raise LostRace("a held-back take lost its instance to another writer") from e
-    held.takes, held.sessions = {False: {}, True: {}}, []
+    held.sessions = []
 
 
 @functools.lru_cache(maxsize=16)
