@@ -58,6 +58,8 @@ from common import (
     BENCHMARKS_MD,
     BenchError,
     clean_up_on_signals,
+    load_average,
+    load_note,
     log,
     machine_info,
     markdown_table,
@@ -912,9 +914,8 @@ def report(
 - **Command:** {command}; source {source_revision()}; {info["date"]}.
 - **Machine:** {info["cpus"]} CPUs ({info["cpu"]}), {info["memory"]} RAM, {info["os"]}, \
 Python {info["python"]}, PostgreSQL on the same machine. Server (one uvicorn process, \
-httptools and uvloop), load generator and PostgreSQL share those CPUs. 1-minute load \
-average {loads[0]:.1f} before the runs and {loads[1]:.1f} after: above the CPU count, \
-other processes were competing for them, which lowers every figure below.
+httptools and uvloop), load generator and PostgreSQL share those CPUs. \
+{load_note(*loads, int(info["cpus"]), "lowers every figure below")}
 - **Setup:** per run a fresh server (and on PostgreSQL a fresh schema), a fleet over \
 {args.hosts} simulated hosts (the agent protocol over HTTP, no game processes; every \
 instance reported ready), capacity {args.capacity} players per instance; median setup \
@@ -1027,7 +1028,7 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
         else f"`{shlex.join(direct)}`"
     )
     runs: list[Run] = []
-    load_before = _loadavg()
+    load_before = load_average()
     for kind in args.database_list:
         for size in args.size_list:
             for i in range(args.repeat):
@@ -1060,19 +1061,12 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
                     + f" sessions {c.sessions} = 201s {c.allocated}:"
                     f" {c.ok}, over capacity {c.over_instances}"
                 )
-    body = report(runs, args, command, (load_before, _loadavg()))
+    body = report(runs, args, command, (load_before, load_average()))
     print(body)
     if not args.no_write:
         write_section(args.out, SECTION, body)
         log(f"[allocation] wrote section {SECTION!r} of {args.out}")
     return 0 if all(r.check.ok for r in runs) else 1
-
-
-def _loadavg() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
 
 
 if __name__ == "__main__":

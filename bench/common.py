@@ -274,6 +274,24 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def load_average() -> float:
+    """The 1-minute load average (0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def load_note(before: float, after: float, cpus: int, effect: str) -> str:
+    """The load averages around a benchmark, in words: only the one taken before it is
+    other processes' alone (the one after counts the benchmark's own), so only that one
+    says whether something else competed for the CPUs, ``effect`` saying how it shows."""
+    head = f"1-minute load average {before:.1f} before the runs and {after:.1f} after"
+    if before >= cpus:
+        return f"{head}: other processes were competing for the {cpus} CPUs, which {effect}."
+    return f"{head} (the benchmark's own included): nothing else kept the CPUs busy before it."
+
+
 def source_revision() -> str:
     """The commit measured, marked ``+changes`` when the working tree differs from it."""
     try:

@@ -36,6 +36,8 @@ from common import (
     BenchError,
     Server,
     clean_up_on_signals,
+    load_average,
+    load_note,
     log,
     machine_info,
     markdown_table,
@@ -416,14 +418,6 @@ def bytes_table(runs: list[Run], v1: Build, v2: Build) -> str:
     return markdown_table(["bytes", "files", "MB"], rows, "lrr")
 
 
-def _load() -> float:
-    """The 1-minute load average (0 where the OS does not say)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
-
-
 def report(
     runs: list[Run],
     v1: Build,
@@ -439,9 +433,8 @@ def report(
 
 - **Command:** {command}; source {source_revision()}; {info["date"]}.
 - **Machine:** {info["cpus"]} CPUs ({info["cpu"]}), {info["memory"]} RAM, {info["os"]}, \
-Python {info["python"]}. Server, CLI and `sha256sum` share those CPUs. 1-minute load \
-average {load[0]:.1f} before the runs and {load[1]:.1f} after: above the CPU count, other \
-processes were competing for them, which stretches every wall-clock figure.
+Python {info["python"]}. Server, CLI and `sha256sum` share those CPUs. \
+{load_note(*load, int(info["cpus"]), "stretches every wall-clock figure")}
 - **Builds:** v1 is {_mb(v1.total_bytes)} MB in {len(v1.files)} files: one \
 {_mb(l1.pak_bytes)} MB pak, {_n(l1.medium_files, "incompressible asset")} of up to \
 16 MB ({_mb(l1.medium_bytes)} MB) and {l1.small_files} small text files \
@@ -492,7 +485,7 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
         v1, v2 = hash_build(work / "v1"), hash_build(work / "v2")
         sha256sum(v1)  # warm-up, untimed: every file read once more before any timing
         runs: list[Run] = []
-        load_before = _load()
+        load_before = load_average()
         for i in range(args.repeat):
             runs.append(one_run(v1, v2))
             s = runs[-1].seconds
@@ -501,7 +494,7 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
                 f" push {s['push']:.2f} s, no-op {s['noop']:.2f} s,"
                 f" push v2 {s['push_v2']:.2f} s, diff {s['diff']:.2f} s"
             )
-        body = report(runs, v1, v2, l1, l2, command, (load_before, _load()))
+        body = report(runs, v1, v2, l1, l2, command, (load_before, load_average()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(body)

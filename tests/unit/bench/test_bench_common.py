@@ -123,3 +123,12 @@ def test_median_and_throughput() -> None:
     assert common.mb_per_s(50_000_000, 2.0) == 25.0
     with pytest.raises(ValueError, match="no values"):
         common.median([])
+
+
+def test_load_note_blames_other_processes_only_for_the_load_before_the_runs() -> None:
+    # The load after a run counts the benchmark's own processes: no cause for blame.
+    quiet = common.load_note(0.8, 3.1, 2, "lowers every figure")
+    assert "0.8 before the runs and 3.1 after" in quiet
+    assert "competing" not in quiet and "nothing else kept the CPUs busy" in quiet
+    busy = common.load_note(2.4, 2.9, 2, "lowers every figure")
+    assert "other processes were competing for the 2 CPUs, which lowers every figure." in busy
