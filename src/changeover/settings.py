@@ -50,9 +50,10 @@ class Settings:
     report_retry_s: float = 5.0
     """The first retry delay of a failed report delivery; it doubles on each failure."""
     report_max_attempts: int = 10
-    session_retention_s: float = 7 * 86400.0
-    """Ended and expired sessions are deleted this long after they ended; until then
-    ``GET /sessions/{id}`` and the dashboard's charts see them."""
+    retention_s: float = 7 * 86400.0
+    """Ended and expired sessions are deleted this long after they ended, then stopped
+    instances this long after they stopped; until then ``GET /sessions/{id}``,
+    ``GET /fleets/{name}/instances?all=true`` and the dashboard's charts see them."""
 
     @property
     def db_url(self) -> str:
@@ -97,7 +98,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         patch_tick_s=_seconds(env, "CHANGEOVER_PATCH_TICK_S", s.patch_tick_s),
         report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),
         report_retry_s=_seconds(env, "CHANGEOVER_REPORT_RETRY_S", s.report_retry_s),
-        session_retention_s=_seconds(env, "CHANGEOVER_SESSION_RETENTION_S", s.session_retention_s),
+        retention_s=_seconds(env, "CHANGEOVER_RETENTION_S", s.retention_s),
         trust_policy=TrustPolicy(
             timestamp_expiry_s=_seconds(
                 env, "CHANGEOVER_TIMESTAMP_EXPIRY_S", s.trust_policy.timestamp_expiry_s

@@ -155,10 +155,11 @@ def create_app(settings: Settings) -> ControlPlane:
             # Patch-job reports: tick() only starts a pass on its own thread, so a slow
             # mail server or webhook never holds up the jobs.
             (settings.report_every_s, notifier.tick),
-            # Sessions that ended past their retention (the table grows by every allocation).
+            # Sessions and instances past their retention (every allocation adds a session,
+            # every replaced instance a stopped row).
             (
                 fleet_tasks.PRUNE_EVERY_S,
-                lambda: fleet_tasks.prune_ended_sessions(db, settings.session_retention_s),
+                lambda: fleet_tasks.prune_history(db, settings.retention_s),
             ),
             # SQLite's checkpoints, here rather than in a writer's commit (db.CHECKPOINT_*).
             *([(CHECKPOINT_EVERY_S, db.checkpoint)] if db.is_sqlite else []),

@@ -34,7 +34,7 @@ from sqlalchemy import column as sql_column
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
 from changeover.control.fleet.allocator import Allocator
-from changeover.control.fleet.models import Fleet, Host, Instance, Profile, Region
+from changeover.control.fleet.models import Fleet, Host, Instance, Profile, Region, live_instances
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.jobs import JobRunner
 from changeover.control.patchjobs.states import JobStatus as PatchJobStatus
@@ -57,11 +57,6 @@ def display_state_sql() -> Any:
         ((Instance.state == "ready") & (Instance.players > 0), literal("allocated")),
         else_=Instance.state,
     )
-
-
-def live_instances() -> Any:
-    """Instances that still matter: a stopped one that is meant to stay stopped is history."""
-    return (Instance.desired != "stopped") | (Instance.state != "stopped")
 
 
 class Metrics:

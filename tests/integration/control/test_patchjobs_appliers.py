@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from changeover.control.builds.models import Image, Version
 from changeover.control.db import Database, now
+from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -27,7 +28,7 @@ from changeover.control.fleet.models import (
     Profile,
     Region,
 )
-from changeover.control.patchjobs import services
+from changeover.control.patchjobs import fleet_view, services
 from changeover.control.patchjobs.actions import (
     Finish,
     MarkDraining,
@@ -42,6 +43,7 @@ from changeover.control.patchjobs.reconciler import Reconciler
 from changeover.control.patchjobs.records import AllocationWeight, PatchJob, PatchJobAction
 from changeover.control.patchjobs.states import JobStatus
 from changeover.control.patchjobs.storage import spec_of
+from tests_helpers import wait_for
 
 
 def world(db: Database, instances: int = 2, **job: Any) -> dict[str, int]:
@@ -294,3 +296,35 @@ def test_a_restarted_reconciler_runs_a_lost_check_again(db: Database) -> None:
         assert JobStatus(job.status) is JobStatus.COMPLETED, job.reason
         checks = [e for e in services.events(s, job, 0, 1000) if e["kind"] == "check"]
     assert len(checks) == 1 and checks[0]["data"]["passed"] is True
+
+
+def test_a_finished_jobs_progress_stays_as_it_ended_after_its_instances_are_gone(
+    db: Database,
+) -> None:
+    ids = world(db, instances=3)
+    reconciler = Reconciler(db, CheckRunner(db))
+    reconciler.lost_from = 0.0
+
+    def tick_until_finished() -> bool:
+        reconciler.tick()
+        return finished(db, ids["job"])
+
+    with FakeAgents(db, ids["host"]):
+        wait_for(tick_until_finished, timeout_s=60, what="the job to finish")
+    with db.read() as s:
+        job = s.get_one(PatchJob, ids["job"])
+        at_end = services.progress_summary(s, job, now())
+        recorded = next(e for e in services.events(s, job, 0, 1000) if e["kind"] == "finished")
+    assert at_end["by_state"] == {"new": 3} and at_end["total"] == 3
+    assert recorded["data"]["progress"] == at_end
+    # A later job replaced them all a week ago, and the stopped rows were pruned since.
+    with db.write() as s:
+        for i in s.scalars(select(Instance)):
+            i.desired, i.state, i.stopped_at = "stopped", "stopped", now() - 8 * 86400
+    assert fleet_tasks.prune_history(db, 7 * 86400).instances == 6
+    with db.read() as s:
+        assert list(s.scalars(select(Instance))) == []
+        job = s.get_one(PatchJob, ids["job"])
+        assert services.progress_summary(s, job, now()) == at_end
+        # What reading the instances now would say instead.
+        assert fleet_view.live_summary(s, job, now())["by_state"] == {"stopped": 3}

@@ -16,8 +16,16 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
-from changeover.control.fleet.models import Fleet, GameSession, Host, Instance, Profile, Region
-from changeover.control.metrics import display_state_sql, live_instances
+from changeover.control.fleet.models import (
+    Fleet,
+    GameSession,
+    Host,
+    Instance,
+    Profile,
+    Region,
+    live_instances,
+)
+from changeover.control.metrics import display_state_sql
 from changeover.errors import InvalidInput
 
 STATES = ("staging", "starting", "ready", "allocated", "draining", "stopping", "stopped")

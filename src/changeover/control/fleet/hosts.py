@@ -29,7 +29,14 @@ from sqlalchemy.orm import Session
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
 from changeover.control.fleet import placement, sessions
-from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile
+from changeover.control.fleet.models import (
+    Fleet,
+    FleetHost,
+    Host,
+    Instance,
+    Profile,
+    live_instances,
+)
 from changeover.control.fleet.services import LOST_AFTER_S, get_region
 from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
@@ -217,8 +224,7 @@ def _is_live(i: Instance) -> bool:
 def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instance]:
     """The host's live instances and those of ``also`` (ids the agent reports), by id: one
     lock order for every writer of these rows."""
-    live = or_(Instance.desired != "stopped", Instance.state != "stopped")
-    wanted = or_(live, Instance.id.in_(also)) if also else live
+    wanted = or_(live_instances(), Instance.id.in_(also)) if also else live_instances()
     return list(
         s.scalars(select(Instance).where(Instance.host_id == host.id, wanted).order_by(Instance.id))
     )

@@ -20,7 +20,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, event, select, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    event,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, Session, attributes, mapped_column
 
 from changeover.control.builds.models import JobColumns, Version
@@ -174,6 +188,16 @@ class Instance(Base):
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+def live_instances() -> ColumnElement[bool]:
+    """Instances that still matter: one stopped and meant to stay stopped is history."""
+    return or_(Instance.desired != "stopped", Instance.state != "stopped")
+
+
+def finished_instances() -> ColumnElement[bool]:
+    """The history: stopped and meant to stay stopped (kept for ``Settings.retention_s``)."""
+    return and_(Instance.desired == "stopped", Instance.state == "stopped")
 
 
 # Server Allocate walks one of these in order and stops after a few rows: the best candidates

@@ -13,24 +13,27 @@ import json
 import posixpath
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from changeover.content.store import LocalStore
 from changeover.control.builds.models import Image, Version
 from changeover.control.builds.services import check_name, get_image, resolve_version
-from changeover.control.db import now
+from changeover.control.db import now, rowcount
 from changeover.control.fleet.allocation import parse_client_version
 from changeover.control.fleet.models import (
     Application,
     Environment,
     Fleet,
     FleetHost,
+    GameSession,
     Host,
     Instance,
     Profile,
     Region,
     VersionCompat,
+    finished_instances,
+    live_instances,
 )
 from changeover.control.states import JobState
 from changeover.errors import Conflict, InvalidInput, NotFound
@@ -363,8 +366,32 @@ def fleet_host_names(s: Session, fleet_id: int) -> list[str]:
 def fleet_instances(s: Session, fleet: Fleet, *, include_stopped: bool = False) -> list[Instance]:
     q = select(Instance).where(Instance.fleet_id == fleet.id).order_by(Instance.id)
     if not include_stopped:
-        q = q.where((Instance.desired != "stopped") | (Instance.state != "stopped"))
+        q = q.where(live_instances())
     return list(s.scalars(q))
+
+
+def prune_instances(s: Session, stopped_before: float, limit: int) -> int:
+    """Delete up to ``limit`` instances that stopped before ``stopped_before`` and that no
+    session names any more (their sessions go first, by the same retention), the oldest
+    first; how many were deleted.
+
+    Every profile switch and patch job leaves one stopped row per replaced instance, and a
+    host's sync reads past its stopped rows. A patch job keeps no reference to the rows
+    it stopped: it knows which actions it issued by their keys, so it never starts a
+    pruned instance again. Few rows wait here (the fleet's size per switch), so this
+    filters the table rather than keeping an index for it.
+    """
+    oldest = (
+        select(Instance.id)
+        .where(
+            finished_instances(),
+            func.coalesce(Instance.stopped_at, Instance.updated_at) < stopped_before,
+            ~exists().where(GameSession.instance_id == Instance.id),
+        )
+        .order_by(func.coalesce(Instance.stopped_at, Instance.updated_at), Instance.id)
+        .limit(limit)
+    )
+    return rowcount(s.execute(delete(Instance).where(Instance.id.in_(oldest))))
 
 
 def get_instance(s: Session, instance_id: int) -> Instance:
@@ -378,7 +405,7 @@ def instance_counts(s: Session, fleet: Fleet) -> dict[str, int]:
     rows = s.execute(
         select(Instance.desired, func.count())
         .where(Instance.fleet_id == fleet.id)
-        .where((Instance.desired != "stopped") | (Instance.state != "stopped"))
+        .where(live_instances())
         .group_by(Instance.desired)
     )
     return {str(desired): int(n) for desired, n in rows.tuples()}

@@ -23,9 +23,6 @@ from changeover.errors import NotFound
 
 RESERVE_TTL_S = 60.0
 OPEN = ("reserved", "connected")
-PRUNE_BATCH = 1000
-"""Sessions deleted per transaction: small enough that SQLite's one writer (an allocation
-batch) never waits long behind it."""
 
 
 def _release(s: Session, instance_id: int, n: int) -> None:
@@ -122,7 +119,7 @@ def session_dict(sess: GameSession) -> dict[str, Any]:
     }
 
 
-def prune(s: Session, ended_before: float, limit: int = PRUNE_BATCH) -> int:
+def prune(s: Session, ended_before: float, limit: int) -> int:
     """Delete up to ``limit`` sessions that ended (or expired) before ``ended_before``, the
     oldest first; how many were deleted. Open sessions have no ``ended_at``: never these."""
     oldest = (

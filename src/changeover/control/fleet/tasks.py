@@ -1,5 +1,5 @@
 """The fleet's background work: profile switches, one step per run (see ``switches``),
-and the deletion of sessions past their retention (``prune_ended_sessions``).
+and the deletion of sessions and instances past their retention (``prune_history``).
 
 A run takes one step and, unless the switch is over, parks the job in Pending with a
 ``wake_at``; ``promote`` queues it again when that time comes. Steps are idempotent
@@ -9,10 +9,14 @@ read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sqlalchemy import ColumnElement, exists, update
+from sqlalchemy.orm import Session
 
 from changeover.control.db import Database, now
-from changeover.control.fleet import sessions, switches
+from changeover.control.fleet import services, sessions, switches
 from changeover.control.fleet.models import ProfileSwitch
 from changeover.control.jobs import JobKind
 from changeover.control.states import JobState
@@ -62,22 +66,39 @@ def build_job_kinds(db: Database) -> list[JobKind]:
 
 
 PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 1000
+"""Rows deleted per transaction: small enough that SQLite's one writer (an allocation
+batch) never waits long behind it."""
 PRUNE_MAX_BATCHES = 100
-"""Batches (``sessions.PRUNE_BATCH`` each) per pass at most; a larger backlog goes on in
-the next pass, so that the job runner's other periodic tasks are not held up for long."""
+"""Batches per table per pass at most; a larger backlog goes on in the next pass, so that
+the job runner's other periodic tasks are not held up for long."""
 
 
-def prune_ended_sessions(db: Database, retention_s: float) -> int:
-    """Delete the sessions that ended more than ``retention_s`` ago, a batch per
-    transaction; how many. Under load, the table would otherwise grow by every allocation
-    (2,000 a second is 170 million rows a day)."""
+@dataclass(frozen=True)
+class Pruned:
+    sessions: int
+    instances: int
+
+
+def prune_history(db: Database, retention_s: float) -> Pruned:
+    """Delete the sessions that ended, then the instances that stopped, more than
+    ``retention_s`` ago, a batch per transaction. Under load the sessions table would
+    otherwise grow by every allocation (2,000 a second is 170 million rows a day), and
+    the instances table by every instance a switch or patch job replaces. Sessions go
+    first: an instance goes only once no session names it."""
     cutoff = now() - retention_s
+    return Pruned(
+        sessions=_in_batches(db, sessions.prune, cutoff),
+        instances=_in_batches(db, services.prune_instances, cutoff),
+    )
+
+
+def _in_batches(db: Database, prune: Callable[[Session, float, int], int], cutoff: float) -> int:
     deleted = 0
-    batch = sessions.PRUNE_BATCH
     for _ in range(PRUNE_MAX_BATCHES):
         with db.write() as s:
-            n = sessions.prune(s, cutoff, batch)
+            n = prune(s, cutoff, PRUNE_BATCH)
         deleted += n
-        if n < batch:
+        if n < PRUNE_BATCH:
             break
     return deleted

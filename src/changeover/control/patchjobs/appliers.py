@@ -47,6 +47,7 @@ from changeover.control.patchjobs.actions import (
     SwitchAllocation,
     Undrain,
 )
+from changeover.control.patchjobs.fleet_view import live_summary
 from changeover.control.patchjobs.model import JobSpec, JobStatus
 from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
 from changeover.control.patchjobs.storage import add_event
@@ -245,6 +246,9 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
             AllocationWeight.profile_id.in_(profiles),
         )
     )
+    # Where each member stood as the job ended, before later jobs move its instances on
+    # and the stopped ones are pruned (``fleet_view``).
+    summary = live_summary(s, job, now)
     # The job's final status (the reconciler records the decision without it), bumping the
     # revision so that an API write based on the running job fails its compare-and-set.
     s.execute(
@@ -259,7 +263,12 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
         "finished",
         a.reason,
         now,
-        {"outcome": int(a.outcome), "outcome_name": a.outcome.label, "fleets_moved": moved},
+        {
+            "outcome": int(a.outcome),
+            "outcome_name": a.outcome.label,
+            "fleets_moved": moved,
+            "progress": summary,
+        },
         status=int(a.outcome),
     )
     suffix = f"; active profile moved on {', '.join(moved)}" if moved else ""

@@ -31,16 +31,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
-from changeover.control.fleet.models import Host, Instance, Profile, Region
+from changeover.control.fleet.models import Host, Profile
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.logs import job_context
 from changeover.control.patchjobs import appliers, codec, plan
 from changeover.control.patchjobs.checks import CheckRunner
+from changeover.control.patchjobs.fleet_view import instance_views
 from changeover.control.patchjobs.model import (
     PENDING,
     Decision,
@@ -55,7 +56,7 @@ from changeover.control.patchjobs.schedule import (
     queue_decision,
     status_before_start,
 )
-from changeover.control.patchjobs.states import LOST, JobStatus
+from changeover.control.patchjobs.states import JobStatus
 from changeover.control.patchjobs.storage import (
     TERMINAL,
     add_event,
@@ -77,67 +78,6 @@ class _Seen:
 
     key: object
     wake_at: float | None
-
-
-def instance_views(
-    s: Session, job_id: int, spec: JobSpec, t: float, lost_from: float = 0.0
-) -> list[InstanceView]:
-    """The instances of the job's fleets as its planner sees them: every one that still
-    runs (or is meant to), and every one this job launched (even stopped: its gate must
-    see a failed start as failed, not as missing).
-
-    An instance whose host has been silent for ``LOST_AFTER_S`` is ``lost`` (gone, to the
-    planner), but only from ``lost_from`` on: a control plane that just started has not
-    heard from any agent yet, and must not take its own absence for theirs.
-    """
-    prefix = f"job{job_id}/"
-    gone = and_(Instance.desired == "stopped", Instance.state == "stopped")
-    # Plain columns, not ORM objects: this runs every pass over every instance of the job.
-    q = (
-        select(
-            Instance.id,
-            Instance.fleet_id,
-            Instance.profile_id,
-            Instance.state,
-            Instance.desired,
-            Instance.players,
-            Instance.ready_at,
-            Instance.restarts,
-            Instance.launch_key,
-            Instance.state_saved_at,
-            Host.name.label("host"),
-            Host.last_seen_at,
-            Region.name.label("region"),
-        )
-        .join(Host, Host.id == Instance.host_id)
-        .join(Region, Region.id == Host.region_id)
-        .where(
-            Instance.fleet_id.in_(spec.fleet_ids),
-            or_(not_(gone), Instance.launch_key.like(prefix + "%")),
-        )
-        .order_by(Instance.id)
-    )
-    out = []
-    for i in s.execute(q):
-        lost = t >= lost_from and t - i.last_seen_at >= LOST_AFTER_S and i.state != "stopped"
-        state = LOST if lost else i.state
-        out.append(
-            InstanceView(
-                instance_id=i.id,
-                fleet_id=i.fleet_id,
-                host=i.host,
-                version_id=i.profile_id,
-                state=state,
-                region=i.region,
-                desired=i.desired,
-                players=i.players,
-                ready_since=i.ready_at if state == "ready" else None,
-                restarts=i.restarts,
-                launch_key=i.launch_key,
-                state_saved_at=i.state_saved_at,
-            )
-        )
-    return out
 
 
 def staged_pairs(s: Session, job_id: int) -> frozenset[tuple[str, int]]:
@@ -466,4 +406,4 @@ def progress_of_json(raw: str) -> JobProgress:
     return codec.progress_from_dict(json.loads(raw))
 
 
-__all__ = ["Reconciler", "instance_views", "staged_pairs"]
+__all__ = ["Reconciler", "staged_pairs"]

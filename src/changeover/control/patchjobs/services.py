@@ -25,10 +25,7 @@ from changeover.control.fleet.models import (
     Application,
     Environment,
     Fleet,
-    Host,
-    Instance,
     Profile,
-    Region,
 )
 from changeover.control.fleet.services import (
     LOST_AFTER_S,
@@ -38,8 +35,8 @@ from changeover.control.fleet.services import (
     get_profile,
 )
 from changeover.control.patchjobs import specs
+from changeover.control.patchjobs.fleet_view import live_selection, progress_summary
 from changeover.control.patchjobs.model import PENDING, JobProgress
-from changeover.control.patchjobs.reconciler import instance_views
 from changeover.control.patchjobs.records import (
     PatchJob,
     PatchJobAction,
@@ -357,38 +354,6 @@ def resume(db: Database, job_id: int, actor: str, t: float) -> PatchJob:
 # -- reading -------------------------------------------------------------------------------
 
 
-def _live_selection(
-    s: Session, fleet_ids: Sequence[int], old_ids: Sequence[int], t: float, limit: int | None = None
-) -> list[Any]:
-    q = (
-        select(
-            Instance.id,
-            Fleet.name,
-            Host.name,
-            Region.name,
-            Profile.name,
-            Instance.players,
-            Instance.state,
-            Instance.desired,
-            Host.last_seen_at,
-        )
-        .join(Fleet, Fleet.id == Instance.fleet_id)
-        .join(Host, Host.id == Instance.host_id)
-        .join(Region, Region.id == Host.region_id)
-        .join(Profile, Profile.id == Instance.profile_id)
-        .where(
-            Instance.fleet_id.in_(fleet_ids),
-            Instance.profile_id.in_(old_ids),
-            Instance.desired != "stopped",
-            Instance.state != "stopped",
-        )
-        .order_by(Instance.id)
-    )
-    if limit is not None:
-        q = q.limit(limit)
-    return list(s.execute(q))
-
-
 def preview(s: Session, body: Mapping[str, Any], t: float) -> dict[str, Any]:
     """The instances a job with these builds and fleets would move, per region and fleet.
 
@@ -401,7 +366,7 @@ def preview(s: Session, body: Mapping[str, Any], t: float) -> dict[str, Any]:
     r = resolve(s, body)
     fleet_ids = [f.id for f in r.fleets]
     old_ids = [old.id for old, _ in r.builds]
-    rows = _live_selection(s, fleet_ids, old_ids, t)
+    rows = live_selection(s, fleet_ids, old_ids, t)
     regions = Counter(row[3] for row in rows)
     fleets = Counter(row[1] for row in rows)
     return {
@@ -421,60 +386,6 @@ def preview(s: Session, body: Mapping[str, Any], t: float) -> dict[str, Any]:
             for i, f, h, reg, p, n, state, _desired, seen in rows[:MAX_PREVIEW]
         ],
         "truncated": len(rows) > MAX_PREVIEW,
-    }
-
-
-def _member_state(old: Any, new: Any) -> str:
-    """Where one member of the selection stands, for the progress summary."""
-    if old is not None and not old.gone:
-        if old.desired == "draining":
-            return "draining"
-        if old.desired == "stopped":
-            return "stopping"
-        if new is not None and not new.gone and new.state == "ready":
-            return "new"  # replacement ready beside it (A/B, bleed-off before the switch)
-        return "old"
-    if new is None:
-        return "stopped"
-    if new.state == "ready":
-        return "new"
-    if new.gone or new.state == "failed":
-        return "failed"
-    return "starting"
-
-
-def progress_summary(
-    s: Session, job: PatchJob, t: float, progress: JobProgress | None = None
-) -> dict[str, Any]:
-    """``{"total", "by_state": {...}, "regions": [{"region", <state>: n}]}`` (``progress``:
-    the job's, when the caller has parsed it already)."""
-    spec = spec_of(job)
-    progress = progress_of(job) if progress is None else progress
-    if not progress.selection:
-        if JobStatus(job.status).terminal:
-            return {"total": 0, "by_state": {}, "regions": []}
-        rows = _live_selection(s, list(spec.fleet_ids), sorted(spec.old_versions), t)
-        per_region: dict[str, Counter[str]] = {}
-        for row in rows:
-            per_region.setdefault(row[3], Counter())["old"] += 1
-        return {
-            "total": len(rows),
-            "by_state": {"old": len(rows)} if rows else {},
-            "regions": [{"region": k, **v} for k, v in sorted(per_region.items())],
-        }
-    views = {v.instance_id: v for v in instance_views(s, job.id, spec, t)}
-    launched = {v.launch_key: v for v in views.values() if v.launch_key}
-    by_state: Counter[str] = Counter()
-    regions: dict[str, Counter[str]] = {}
-    for m in progress.selection:
-        new = launched.get(f"job{job.id}/main/start/{m.instance_id}")
-        state = _member_state(views.get(m.instance_id), new)
-        by_state[state] += 1
-        regions.setdefault(m.region, Counter())[state] += 1
-    return {
-        "total": len(progress.selection),
-        "by_state": dict(by_state),
-        "regions": [{"region": k, **v} for k, v in sorted(regions.items())],
     }
 
 
