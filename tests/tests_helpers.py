@@ -19,10 +19,17 @@ import httpx
 CLI = [sys.executable, "-m", "changeover.cli"]
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout_s: float = 30.0,
+    what: str = "condition",
+    max_delay_s: float = 0.2,
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``.
+    The polls come closer together than ``max_delay_s`` (they start at 10 ms and back off),
+    so a condition that holds only briefly needs a small one."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.01
+    delay = min(0.01, max_delay_s)
     while True:
         value = condition()
         if value:
@@ -30,7 +37,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        delay = min(delay * 2, max_delay_s)
 
 
 def free_port() -> int:

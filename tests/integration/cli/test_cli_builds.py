@@ -148,7 +148,7 @@ def test_unknown_image_label_and_tokens(server: Any, tmp_path: Path) -> None:
 
 
 def test_push_killed_midway_resumes(server: Any, tmp_path: Path) -> None:
-    big = os.urandom(64 << 20)
+    big = os.urandom(128 << 20)
     build = make_build(tmp_path / "big", {"data.pak": big, "small.txt": b"s"})
     ok(server.cli("image", "create", "resume"))
     uploads = server.data / "store" / "uploads"
@@ -164,7 +164,9 @@ def test_push_killed_midway_resumes(server: Any, tmp_path: Path) -> None:
         return any(p.stat().st_size > (8 << 20) for p in uploads.glob("*.part"))
 
     try:
-        wait_for(partly_uploaded, 60, "part of the upload to reach the server")
+        # Every millisecond: on loopback the rest of the upload takes a fraction of a
+        # second, and a slower poll saw it all arrive before the kill.
+        wait_for(partly_uploaded, 60, "part of the upload to reach the server", max_delay_s=0.001)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
