@@ -1,4 +1,5 @@
-"""The fleet catalogue: environments, applications, regions, profiles, fleets, compatibility.
+"""The fleet catalogue: environments, applications, regions, profiles, fleets, compatibility,
+and the instances as the API lists them (with the pruning of long-stopped ones).
 
 Functions take an open session and plain values and raise our errors; the HTTP views call
 them. Agents (``hosts``), allocation (``allocate_db``), sessions (``sessions``) and profile
