@@ -6,9 +6,9 @@ SIGKILL) leaves the games running for the next agent to adopt. A process is name
 pid *and* its start time in clock ticks from ``/proc/<pid>/stat``: a pid reused by an
 unrelated process after a reboot or a long outage never passes for one of ours.
 
-``Processes`` is the real implementation; ``FakeProcesses`` stands in for it in unit
-tests of the supervisor. Ports are checked here too (``port_is_free``), as they are the
-other thing an instance takes from the host.
+``Processes`` is the real implementation; the supervisor takes any ``ProcessControl``
+(its unit tests pass an in-memory one of their own). Ports are checked here too
+(``port_is_free``), as they are the other thing an instance takes from the host.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import socket
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -140,45 +139,6 @@ class Processes:
             return  # not ours any more: never signal a stranger's group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
-
-
-@dataclass
-class FakeProcesses:
-    """In-memory processes for unit tests: ``exit(pid, code)`` makes one end."""
-
-    started: list[LaunchSpec] = field(default_factory=list)
-    running: dict[int, ProcessInfo] = field(default_factory=dict)
-    codes: dict[int, int] = field(default_factory=dict)
-    signals: list[tuple[int, int]] = field(default_factory=list)
-    missing: set[str] = field(default_factory=set)
-    """Programs that do not exist."""
-    obey: bool = True
-    """Whether a stop signal ends the process (False: it ignores SIGTERM)."""
-    next_pid: int = 1000
-
-    def start(self, spec: LaunchSpec) -> ProcessInfo:
-        if spec.argv[0] in self.missing:
-            raise InvalidInput(f"command {spec.argv[0]!r} does not exist")
-        self.next_pid += 1
-        info = ProcessInfo(self.next_pid, 1)
-        self.started.append(spec)
-        self.running[info.pid] = info
-        return info
-
-    def exit(self, pid: int, code: int) -> None:
-        self.running.pop(pid, None)
-        self.codes[pid] = code
-
-    def alive(self, proc: ProcessInfo) -> bool:
-        return self.running.get(proc.pid) == proc
-
-    def exit_code(self, proc: ProcessInfo) -> int | None:
-        return self.codes.get(proc.pid)
-
-    def signal_group(self, proc: ProcessInfo, sig: int) -> None:
-        self.signals.append((proc.pid, sig))
-        if sig == signal.SIGKILL or self.obey:
-            self.exit(proc.pid, -sig)
 
 
 def port_is_free(port: int, protocol: str) -> bool:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from changeover.agent.instances import HostConfig, Supervisor
-from changeover.agent.processes import FakeProcesses
 from changeover.sdk.client import GameServerSDK
 from changeover.sdk.server import SDKServer
+from unit.agent.fake_processes import FakeProcesses
 
 MID = "a" * 64
 
