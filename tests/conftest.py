@@ -1,8 +1,9 @@
 """Fixtures shared by the whole suite: real servers, real databases, the real CLI.
 
 ``server`` starts ``changeover server`` as a separate process on a free loopback port,
-once on SQLite and once on the machine's PostgreSQL (a fresh schema per server). Under CI a
-missing PostgreSQL fails the run; on a developer's machine it skips with the reason.
+once on SQLite and once on the machine's PostgreSQL (a fresh schema per server). A missing
+PostgreSQL goes through ``gates.unavailable``: a skip with the reason on a developer's
+machine, a failure under CI.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gates import unavailable
 from tests_helpers import Server, start_server, stop_server
 
 PG_BASE = os.environ.get("CHANGEOVER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -29,9 +31,7 @@ def pg_admin_url() -> str:
         with engine.connect() as c:
             c.exec_driver_sql("select 1")
     except Exception as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_BASE} is required under CI: {e}")
-        pytest.skip(f"PostgreSQL at {PG_BASE} is not reachable: {e}")
+        unavailable("postgresql", f"{PG_BASE} is not reachable: {e}")
     finally:
         engine.dispose()
     return PG_BASE

@@ -1,7 +1,8 @@
 """Browser fixtures: Debian's Chromium, driven headless by Playwright (no downloaded browser).
 
-``make test`` installs Chromium from apt when ``/usr/bin/chromium`` is missing. Under CI a
-missing browser fails the run; elsewhere the browser tests are skipped with the reason.
+``make test`` installs Chromium from apt when ``/usr/bin/chromium`` is missing. A missing
+browser goes through ``gates.unavailable``: a failure under CI, a skip with the reason
+elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from gates import unavailable
+
 CHROMIUM = os.environ.get("CHANGEOVER_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -22,10 +25,7 @@ CHROMIUM = os.environ.get("CHANGEOVER_TEST_CHROMIUM", "/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        message = f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("chromium", f"nothing at {CHROMIUM}: apt-get install chromium (make test does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gates import unavailable
 from tests_helpers import CLI, run_cli, wait_for
 
 from .conftest import Published, expected, on_disk
@@ -87,7 +88,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}")
+        unavailable("tmpfs", f"cannot mount one (needs root): {made.stderr.strip()}")
     try:
         yield mount
     finally:

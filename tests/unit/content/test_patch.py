@@ -24,6 +24,7 @@ from changeover.content.patch import (
     read_header,
 )
 from changeover.errors import IntegrityError, InvalidInput, NotFound
+from gates import unavailable
 
 
 def game_data(rng: random.Random, size: int) -> bytes:
@@ -55,7 +56,7 @@ def roundtrip(tmp_path: Path, old: bytes, new: bytes, **kw: int) -> tuple[int, b
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "libzstd":
         if zstd_prefix._libzstd() is None:
-            pytest.skip("no libzstd on this machine")
+            unavailable("libzstd", "no libzstd.so.1 found (apt-get install libzstd1)")
     else:
         monkeypatch.setattr(zstd_prefix, "_libzstd", lambda: None)
     assert zstd_prefix.backend().startswith(request.param)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from changeover.content.manifest import Manifest
 from changeover.content.scan import HASH_BLOCK, hash_file, scan, sha256_bytes, walk
 from changeover.errors import InvalidInput, UnsafePath
+from gates import unavailable
 
 
 def sha(data: bytes) -> str:
@@ -162,7 +164,7 @@ def test_scan_hashes_a_large_sparse_file(build: Path) -> None:
     assert st.st_size == hole + len(tail)
     # Skip rather than fill the disk if this filesystem has no sparse files.
     if st.st_blocks * 512 > 64 << 20:
-        pytest.skip("the filesystem under tmp_path does not support sparse files")
+        unavailable("sparse-files", f"the filesystem under {build} does not support them")
 
     seen: list[int] = []
     m = scan(build, seen.append)
@@ -354,12 +356,19 @@ def test_scan_refuses_a_fifo(build: Path) -> None:
 
 def test_scan_refuses_a_socket(build: Path) -> None:
     put(build, "ok.txt", b"x")
+    # A listening Unix socket, as a game server might leave in its directory; bound by a
+    # relative name, since a socket's path is limited to 108 bytes and tmp_path may be longer.
+    listener = socket.socket(socket.AF_UNIX)
+    cwd = os.getcwd()
     try:
-        os.mknod(build / "sock", stat.S_IFSOCK | 0o600)
-    except (PermissionError, OSError) as e:
-        pytest.skip(f"cannot create a socket node here: {e}")
-    with pytest.raises(InvalidInput, match="not a regular file") as info:
-        scan(build)
+        os.chdir(build)
+        listener.bind("sock")
+    finally:
+        os.chdir(cwd)
+    with listener:
+        assert stat.S_ISSOCK(os.lstat(build / "sock").st_mode)
+        with pytest.raises(InvalidInput, match="not a regular file") as info:
+            scan(build)
     assert info.value.facts["path"] == "sock"
 
 
