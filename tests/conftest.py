@@ -61,7 +61,8 @@ def _pg_schema(base: str) -> Iterator[str]:
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """A running control plane, one per test module and database."""
+    """A running control plane, one per test module and database. A module's
+    ``SERVER_ENV`` (a dict) adds settings to its servers' environment."""
     data = tmp_path_factory.mktemp(f"server-{request.param}")
     if request.param == "postgres":
         base = request.getfixturevalue("pg_admin_url")
@@ -69,7 +70,7 @@ def server(
         url = next(schemas)
     else:
         schemas, url = None, None
-    srv = start_server(data, url)
+    srv = start_server(data, url, env=getattr(request.module, "SERVER_ENV", None))
     try:
         yield srv
     finally:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,24 +141,31 @@ class Server:
             c.close()
 
 
-def start_server(data: Path, database_url: str | None, port: int | None = None) -> Server:
+def start_server(
+    data: Path,
+    database_url: str | None,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Server:
     """A real ``changeover server`` on ``data``; ``port`` again after a kill keeps the URL
-    that agents and players already use."""
+    that agents and players already use. ``env`` adds settings for this server's process
+    alone (tests never change their own environment to configure a server)."""
     db_args = ["--database", database_url] if database_url else []
     made = run_cli("token", "create", "--scope", "admin", "--data", str(data), *db_args, "--json")
     assert made.returncode == 0, made.stderr
     token = json.loads(made.stdout)["token"]
     port = port or free_port()
     log = data / "server.log"
-    env = {**os.environ}
-    env.pop("CHANGEOVER_DATABASE_URL", None)
-    env["CHANGEOVER_JOB_POLL_S"] = "0.05"
+    server_env = {**os.environ}
+    server_env.pop("CHANGEOVER_DATABASE_URL", None)
+    server_env["CHANGEOVER_JOB_POLL_S"] = "0.05"
+    server_env.update(env or {})
     with open(log, "ab") as out:  # a restarted server adds to its predecessor's log
         proc = subprocess.Popen(
             [*CLI, "server", "--data", str(data), "--port", str(port), *db_args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=server_env,
         )
     url = f"http://127.0.0.1:{port}"
 

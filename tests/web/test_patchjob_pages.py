@@ -3,10 +3,8 @@ resuming a paused canary and cancelling a job, and a viewer refused the cancel."
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +18,8 @@ pytestmark = pytest.mark.timeout(240)
 JOB_WAIT_MS = 60_000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_ticks() -> Iterator[None]:
-    """The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
-    old = os.environ.get("CHANGEOVER_PATCH_TICK_S")
-    os.environ["CHANGEOVER_PATCH_TICK_S"] = "0.1"
-    yield
-    if old is None:
-        del os.environ["CHANGEOVER_PATCH_TICK_S"]
-    else:
-        os.environ["CHANGEOVER_PATCH_TICK_S"] = old
+SERVER_ENV = {"CHANGEOVER_PATCH_TICK_S": "0.1"}
+"""The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
 
 
 def watch_statuses(page: Any) -> None:

@@ -15,9 +15,12 @@ from tests_helpers import Server, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """As the suite's ``server`` (a module's ``SERVER_ENV`` included), on SQLite alone."""
     data = tmp_path_factory.mktemp("server-sqlite")
-    srv = start_server(data, None)
+    srv = start_server(data, None, env=getattr(request.module, "SERVER_ENV", None))
     try:
         yield srv
     finally:

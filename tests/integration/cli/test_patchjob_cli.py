@@ -5,11 +5,9 @@ with one clear line, a non-zero exit code, and nothing created."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,8 @@ from tests_helpers import wait_for
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_ticks() -> Iterator[None]:
-    """The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
-    old = os.environ.get("CHANGEOVER_PATCH_TICK_S")
-    os.environ["CHANGEOVER_PATCH_TICK_S"] = "0.1"
-    yield
-    if old is None:
-        del os.environ["CHANGEOVER_PATCH_TICK_S"]
-    else:
-        os.environ["CHANGEOVER_PATCH_TICK_S"] = old
+SERVER_ENV = {"CHANGEOVER_PATCH_TICK_S": "0.1"}
+"""The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -3,11 +3,9 @@ PostgreSQL: each job is driven to its end by the reconciler with fast knobs."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,16 +27,8 @@ from tests_helpers import wait_for
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_ticks() -> Iterator[None]:
-    """The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
-    old = os.environ.get("CHANGEOVER_PATCH_TICK_S")
-    os.environ["CHANGEOVER_PATCH_TICK_S"] = "0.1"
-    yield
-    if old is None:
-        del os.environ["CHANGEOVER_PATCH_TICK_S"]
-    else:
-        os.environ["CHANGEOVER_PATCH_TICK_S"] = old
+SERVER_ENV = {"CHANGEOVER_PATCH_TICK_S": "0.1"}
+"""The reconciler looks at jobs every 0.1 s in these servers (0.5 s by default)."""
 
 
 def assert_moved(c: Any, prefix: str, job: dict[str, Any], n: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -60,11 +59,8 @@ def test_publish_calls_the_cdn_purge_hook(tmp_path: Path) -> None:
 
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    os.environ["CHANGEOVER_CDN_PURGE_URL"] = f"http://127.0.0.1:{hook.server_address[1]}/purge"
-    try:
-        srv = start_server(tmp_path, None)
-    finally:
-        del os.environ["CHANGEOVER_CDN_PURGE_URL"]
+    purge_url = f"http://127.0.0.1:{hook.server_address[1]}/purge"
+    srv = start_server(tmp_path, None, env={"CHANGEOVER_CDN_PURGE_URL": purge_url})
     try:
         c = srv.client()
         c.post("/images", json={"name": "cdn"})

@@ -28,12 +28,11 @@ def mirror(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     timestamp lifetime.
     """
     marker = request.node.get_closest_marker("expiry")
-    os.environ["CHANGEOVER_TIMESTAMP_EXPIRY_S"] = str(marker.args[0] if marker else 86400)
-    os.environ["CHANGEOVER_PUBLISH_EVERY_S"] = "3600"
-    try:
-        srv = start_server(tmp_path / "server", None)
-    finally:
-        del os.environ["CHANGEOVER_TIMESTAMP_EXPIRY_S"], os.environ["CHANGEOVER_PUBLISH_EVERY_S"]
+    env = {
+        "CHANGEOVER_TIMESTAMP_EXPIRY_S": str(marker.args[0] if marker else 86400),
+        "CHANGEOVER_PUBLISH_EVERY_S": "3600",
+    }
+    srv = start_server(tmp_path / "server", None, env=env)
     try:
         c = srv.client()
         c.post("/images", json={"name": "game"})
