@@ -1,19 +1,19 @@
-"""A patch job survives its control plane being killed (SIGKILL) at random moments: after
-each restart it resumes, and in the end every action was applied exactly once."""
+"""A patch job survives its control plane being killed (SIGKILL) at random moments in the
+middle of it (after a random number of its actions were applied, before it finished):
+after each restart it resumes, and in the end every action was applied exactly once."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
 from patchjob_helpers import Agents, actions, events, instances, job_body, two_build_fleet
 from tests_helpers import Server, start_server, stop_server, wait_for
@@ -21,15 +21,19 @@ from tests_helpers import Server, start_server, stop_server, wait_for
 pytestmark = pytest.mark.timeout(300)
 
 
-def _restart(srv: Server, data: Path, url: str | None, delay: float) -> Server:
-    time.sleep(delay)  # a random kill point, not a wait for anything
-    srv.process.send_signal(signal.SIGKILL)
-    srv.process.wait()
+TICKS = {"CHANGEOVER_PATCH_TICK_S": "0.1"}
+
+
+def _restart(srv: Server, data: Path, url: str | None, job: Any, at: int) -> tuple[Server, int]:
+    """Kill the server once the job has applied ``at`` actions, prove the kill landed
+    mid-job, start it again; returns the new server and how many actions were applied."""
+    at_kill = kill_mid_job(srv.process, job, "the patch job", at=at, timeout_s=120)
+    assert_landed_mid_job(at_kill, job(), "the patch job")
     token = srv.admin_token
     srv.close()
-    new = start_server(data, url)
+    new = start_server(data, url, env=TICKS)
     new.admin_token = token
-    return new
+    return new, int(at_kill.done)
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
@@ -38,10 +42,11 @@ def test_rolling_job_completes_across_sigkills(
 ) -> None:
     url = request.getfixturevalue("pg_url") if db == "postgres" else None
     rng = random.Random(11)
-    os.environ["CHANGEOVER_PATCH_TICK_S"] = "0.1"
-    srv = start_server(tmp_path, url)
+    srv = start_server(tmp_path, url, env=TICKS)
     bg: Agents | None = None
     agent_http: httpx.Client
+    stack = ExitStack()
+    engine = stack.enter_context(database(url, tmp_path))
     try:
         c, agents = two_build_fleet(srv, "pjz", ["pjz-h1", "pjz-h2", "pjz-h3"], per_host=2)
         # The agents' own client: a restart closes every client the server object made.
@@ -58,8 +63,11 @@ def test_rolling_job_completes_across_sigkills(
         # not fail its gate just because nobody could hear it was ready.
         body["rolling"] = {**body["rolling"], "healthy_deadline_s": 90, "progress_deadline_s": 120}
         job = ok(c.post("/patchjobs", json=body), 201)
+        applied, kills = 0, []
         for _ in range(3):
-            srv = _restart(srv, tmp_path, url, rng.uniform(0.2, 1.5))
+            at = applied + rng.randint(1, 3)
+            srv, applied = _restart(srv, tmp_path, url, patch_job(engine, job["id"]), at)
+            kills.append(applied)
             for a in agents:  # the restarted server listens on another port
                 a.client.base_url = srv.url + "/api/v1"
         c = srv.client()
@@ -77,6 +85,7 @@ def test_rolling_job_completes_across_sigkills(
         )
         acts = actions(c, job["id"])
         assert all(a["applied_at"] is not None for a in acts)
+        assert kills[-1] < len(acts), (kills, len(acts))  # every kill left work to resume
         # Exactly once: one action event per key (written with the effect), no instance
         # stopped twice, every old instance stopped, one new instance per start.
         applied = Counter(e["data"]["key"] for e in events(c, job["id"]) if e["kind"] == "action")
@@ -96,5 +105,5 @@ def test_rolling_job_completes_across_sigkills(
         if bg is not None:
             bg.stop()
             agent_http.close()
-        del os.environ["CHANGEOVER_PATCH_TICK_S"]
         stop_server(srv)
+        stack.close()

@@ -16,12 +16,28 @@ def wait_for(condition: object, timeout_s: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def test_it_is_reentrant() -> None:
+def test_it_is_reentrant_and_held_until_the_last_exit() -> None:
     lock = FairLock()
-    with lock, lock, lock:
-        pass
-    with lock:  # fully released above
-        pass
+    got: list[str] = []
+
+    def other() -> None:
+        with lock:
+            got.append("other")
+
+    th = threading.Thread(target=other)
+    with lock, lock, lock:  # would deadlock here if it were not reentrant
+        th.start()
+        wait_for(lambda: len(lock._waiting) == 1)
+        lock.__exit__()  # two exits of three: still held
+        lock.__exit__()
+        # Still ours, the other thread still queued (white-box: a release would hand it
+        # over at once, before the other thread could show it by appending).
+        assert lock._owner == threading.get_ident() and list(lock._waiting) == [th.ident]
+        assert got == []
+        lock.__enter__()
+        lock.__enter__()
+    th.join(5)
+    assert not th.is_alive() and got == ["other"]  # the last exit released it
 
 
 def test_waiters_get_it_in_arrival_order_before_the_holder_gets_it_again() -> None:
