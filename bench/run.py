@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import allocation
+import dashboard
 import delta
 import patchjobs
 import push_diff
 from common import REPO, clean_up_on_signals, log
 
-BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs]
+BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs, dashboard]
 """Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
 may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""
 

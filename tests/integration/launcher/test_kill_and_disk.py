@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from crash_helpers import JobProgress, assert_landed_mid_job, kill_mid_job
 from gates import unavailable
 from tests_helpers import CLI, run_cli, wait_for
 
@@ -38,42 +37,55 @@ def sync_cmd(published: Published, target: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_kill_9_at_random_points(published: Published, tmp_path: Path) -> None:
+def update_progress(target: Path, v1: dict[str, str], v3: dict[str, str]) -> JobProgress:
+    """How far an update of ``target`` from v1 to v3 got, from the launcher's cache: the
+    bytes of v3's new contents already verified there plus those half-downloaded."""
+    objects = target.parent / ".changeover" / "objects"
+    new = set(v3.values()) - set(v1.values())
+    held = sum(p.stat().st_size for p in objects.glob("??/*") if p.name.rstrip("x") in new)
+    partial = sum(p.stat().st_size for p in (objects / "partial").glob("*"))
+    state = on_disk(target)
+    assert state in (v1, v3), "the install is a mix of two versions"
+    return JobProgress(
+        started=held + partial > 0,
+        finished=state == v3,
+        done=held + partial,
+        detail=f"{held} bytes of v3 held, {partial} partial, install is v{1 if state == v1 else 3}",
+    )
+
+
+def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path) -> None:
     target = tmp_path / "game"
     published.point("killed", 1)
     assert run_cli(*sync_cmd(published, target)[3:]).returncode == 0
     v1, v3 = expected(published.versions[0]), expected(published.versions[2])
     published.point("killed", 3)
 
-    # How long an uninterrupted, rate-limited update takes, in a separate cache.
-    started = time.monotonic()
+    # What an uninterrupted update downloads, in a separate cache.
     clean = subprocess.run(
-        sync_cmd(published, tmp_path / "ref", "--limit-rate", "2M"),
-        capture_output=True,
-        text=True,
-        check=True,
+        sync_cmd(published, tmp_path / "ref"), capture_output=True, text=True, check=True
     )
-    duration = time.monotonic() - started
     full = json.loads(clean.stdout)["downloaded_bytes"]
+    need = sum(len(published.versions[2][p]) for p, h in v3.items() if h not in v1.values())
 
     rng = random.Random(2024)
-    for _ in range(8):
+    done = 0.0
+    for n in range(4):
         proc = subprocess.Popen(
             sync_cmd(published, target, "--limit-rate", "2M"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0, duration))  # a random kill point, not a wait for anything
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        state = on_disk(target)
-        assert state in (v1, v3), "the install is a mix of two versions"
-        if state == v3:
-            break
+        # A random point in what is left, well before its end (then comes the install).
+        at = done + rng.uniform(0.05, 0.3) * (need - done)
+        at_kill = kill_mid_job(proc, lambda: update_progress(target, v1, v3), f"sync {n}", at=at)
+        assert_landed_mid_job(at_kill, update_progress(target, v1, v3), f"sync {n}")
+        assert on_disk(target) == v1  # killed mid-update: still the whole old version
+        done = at_kill.done
     final = subprocess.run(sync_cmd(published, target), capture_output=True, text=True, check=True)
     assert on_disk(target) == v3
     # What earlier runs verified (or half-fetched) was not downloaded again.
-    assert json.loads(final.stdout)["downloaded_bytes"] <= full
+    assert json.loads(final.stdout)["downloaded_bytes"] < full
 
 
 @pytest.fixture

@@ -1,0 +1,48 @@
+"""Unit tests for ``bench/dashboard.py``: its arguments and report."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _load() -> ModuleType:
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.append(bench)
+    spec = importlib.util.spec_from_file_location("bench_dashboard", f"{bench}/dashboard.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+dash = _load()
+
+
+def test_arguments_are_checked() -> None:
+    args = dash.parse_args(["--databases", "sqlite", "--instances", "200"])
+    assert args.database_list == ["sqlite"] and args.instances == 200 and args.repeat == 5
+    for bad in (["--databases", "mysql"], ["--instances", "0"], ["--repeat", "0"]):
+        with pytest.raises(SystemExit):
+            dash.parse_args(bad)
+
+
+def test_report_gives_the_median_and_the_slowest_of_each_read() -> None:
+    args = dash.parse_args([])
+    rows = [dash.Row("sqlite", "fleet summary", [0.3, 0.1, 0.2, 0.9, 0.25])]
+    md = dash.report_md(rows, args, "python bench/dashboard.py")
+    (row,) = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in md.splitlines()
+        if line.startswith("| sqlite")
+    ]
+    assert row == ["sqlite", "fleet summary", "0.250", "0.900"]
+    assert "10,000 instances" in md and "5 times" in md
