@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean chromium
+.PHONY: demo test lint typecheck unit bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ typecheck: $(STAMP)
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
 test: lint typecheck chromium
 	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
+
+# The README's screenshots (docs/screenshots, tracked) change only when asked: a plain
+# test run takes none.
+screenshots: $(STAMP) chromium
+	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web
 
 bench: $(STAMP)
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.

@@ -4,7 +4,8 @@ One control plane, two agents as separate processes (hosts h1 in eu, h2 in us), 
 game (examples/arena, builds 1 and 2 as profiles arena-v1 and arena-v2) and
 ``changeover bots`` playing it. Each test moves the fleet to the other build with one
 method while the bots play; once the job has acted, the control plane is killed with
-SIGKILL and started again on the same port (agents and players keep their URL). Then:
+SIGKILL, with the job's rows proving the kill landed mid-job (``crash_helpers``), and
+started again on the same port (agents and players keep their URL). Then:
 
 - the job finishes as Completed and every instance runs the new build;
 - each of its actions was applied exactly once (no instance stopped twice, none forgotten:
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
+from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import AgentProc, arena_files, ok, release
 from tests_helpers import CLI, Server, start_server, stop_server, wait_for
 
@@ -92,10 +93,14 @@ class Rig:
     def client(self) -> httpx.Client:
         return self.server.client(self.token)
 
-    def crash_and_restart(self) -> None:
-        """SIGKILL the control plane and start it again on the same port and data."""
-        self.server.process.send_signal(signal.SIGKILL)
-        self.server.process.wait()
+    def crash_and_restart(self, job_id: int) -> None:
+        """SIGKILL the control plane in the middle of patch job ``job_id`` (proven by its
+        rows: an action applied, the job not finished) and start it again on the same
+        port and data."""
+        with database(None, self.data) as engine:
+            job = patch_job(engine, job_id)
+            at_kill = kill_mid_job(self.server.process, job, "the patch job")
+            assert_landed_mid_job(at_kill, job(), "the patch job")
         self.server.close()
         self.server = start_server(self.data, None, port=self.port)
 
@@ -222,7 +227,7 @@ def test_method_moves_the_fleet_through_a_control_plane_crash(rig: Rig, method: 
             )
 
         wait_for(acted, 120, f"the {method} job to change an instance")
-        rig.crash_and_restart()
+        rig.crash_and_restart(job["id"])
         c = rig.client()
 
         def finished() -> dict[str, Any] | None:

@@ -347,15 +347,17 @@ def test_a_token_revoked_elsewhere_is_refused_by_the_lane_within_the_bound(
             )
     finally:
         engine.dispose()
-    revoked_at = time.monotonic()
     answers: list[int] = []
 
     def refused() -> bool:
         answers.append(mm.post("/allocations", json=body).status_code)
         return answers[-1] == 401
 
-    wait_for(refused, timeout_s=TOKEN_CACHE_TTL_S + 2.0, what="the revoked token refused")
-    assert time.monotonic() - revoked_at < TOKEN_CACHE_TTL_S + 1.0
+    # The bound itself (refused once TOKEN_CACHE_TTL_S has passed, not before) is checked
+    # on a fake clock in tests/unit/control/test_token_cache.py; a wall-clock limit here
+    # would fail for a busy machine. This checks that the server's requests go through
+    # that cache: served until it lapses, then refused.
+    wait_for(refused, timeout_s=TOKEN_CACHE_TTL_S * 10, what="the revoked token refused")
     assert set(answers[:-1]) <= {404}, answers  # served from the cache until then, unharmed
 
 
