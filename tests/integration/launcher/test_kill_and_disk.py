@@ -61,10 +61,14 @@ def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path
     v1, v3 = expected(published.versions[0]), expected(published.versions[2])
     published.point("killed", 3)
 
-    # What an uninterrupted update downloads, in a separate cache.
-    clean = subprocess.run(
-        sync_cmd(published, tmp_path / "ref"), capture_output=True, text=True, check=True
-    )
+    # What an uninterrupted update downloads. In a cache of its own: installs side by side
+    # share one (tmp_path/.changeover), and this one would hand the killed runs everything.
+    ref = tmp_path / "ref" / "game"
+    ref.parent.mkdir()
+    published.point("killed", 1)
+    subprocess.run(sync_cmd(published, ref), capture_output=True, text=True, check=True)
+    published.point("killed", 3)
+    clean = subprocess.run(sync_cmd(published, ref), capture_output=True, text=True, check=True)
     full = json.loads(clean.stdout)["downloaded_bytes"]
     need = sum(len(published.versions[2][p]) for p, h in v3.items() if h not in v1.values())
 
