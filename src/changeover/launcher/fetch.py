@@ -210,7 +210,10 @@ class Fetcher:
                         self.on_bytes(len(chunk))
                     if time.monotonic() > transfer.deadline:
                         transfer.expired = True
-                        raise TransportError("deadline passed")
+                if transfer.expired:
+                    # Cut by the watchdog: what looks like the end of the answer may be
+                    # the end of headers or of a body without a length.
+                    raise TransportError("deadline passed")
                 complete = True
                 out.flush()
                 os.fsync(out.fileno())
