@@ -69,6 +69,7 @@ class TrustedTargets:
         for d in (self.metadata_dir, self.targets_dir, self.scratch):
             d.mkdir(parents=True, exist_ok=True)
         self.fetcher = fetcher or Fetcher(self.base_url, RateLimit(None))
+        self._tuf_fetcher = _TufFetcher(self.fetcher, self.scratch)
         if root is None and not (self.metadata_dir / "root.json").exists():
             root = self._first_root()
         try:
@@ -77,7 +78,7 @@ class TrustedTargets:
                 self.base_url + "/metadata/",
                 str(self.targets_dir),
                 self.base_url + "/targets/",
-                fetcher=_TufFetcher(self.fetcher, self.scratch),
+                fetcher=self._tuf_fetcher,
                 bootstrap=root,
             )
         except tuf_errors.RepositoryError as e:
@@ -121,7 +122,11 @@ class TrustedTargets:
                 raise NotFound(f"{what} is not published at {self.base_url} ({path})")
             local = self.updater.find_cached_target(info)
             if local is None:
-                local = self.updater.download_target(info)
+                self._tuf_fetcher.naming = what
+                try:
+                    local = self.updater.download_target(info)
+                finally:
+                    self._tuf_fetcher.naming = None
         except (tuf_errors.DownloadError, tuf_errors.RepositoryError) as e:
             raise _translated(e, what) from e
         return Path(local).read_bytes()
@@ -149,6 +154,8 @@ class _TufFetcher(FetcherInterface):
     def __init__(self, fetcher: Fetcher, scratch: Path) -> None:
         self.fetcher = fetcher
         self.scratch = scratch
+        self.naming: str | None = None
+        """What the target being downloaded is, for errors (its URL has a hash prefix)."""
 
     def _fetch(self, url: str) -> Iterator[bytes]:  # pragma: no cover - download_file is used
         with self.download_file(url, MAX_ROOT_BYTES) as f:
@@ -158,7 +165,7 @@ class _TufFetcher(FetcherInterface):
     def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
         with tempfile.TemporaryDirectory(dir=self.scratch) as d:
             part = Path(d) / "download"
-            name = url.rsplit("/", 1)[-1]
+            name = self.naming or f"the signed metadata {url.rsplit('/', 1)[-1]}"
             try:
                 self.fetcher.download_url(url, part, max_length, name=name)
             except RemoteError as e:

@@ -332,7 +332,11 @@ def test_a_trickling_server_is_given_up_on_with_a_clear_error(
     assert code == 8, err
     assert "too slow" in err and "--min-rate" in err
     assert "tried 5 times" in err  # retried before giving up
-    name = {"blob": "data/level1.pak", "timestamp": "timestamp.json", "manifest": "manifest"}
+    name = {
+        "blob": "data/level1.pak",
+        "timestamp": "the signed metadata timestamp.json",
+        "manifest": "the file list (manifest) of game/live",
+    }
     assert_player_message(err, target, file=name[where], retry=True)
     assert on_disk(target) == {"data/level1.pak": GOOD}
 
