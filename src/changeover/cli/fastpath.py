@@ -119,6 +119,7 @@ SYNC_OPTIONS: Options = {
     "--limit-rate": str,
     "--workers": _in_range(int, 1, 32),
     "--timeout": _in_range(float, 0.1, float("inf")),
+    "--min-rate": str,
     "--json": FLAG,
 }
 
@@ -139,18 +140,19 @@ def _sync_args(args: list[str]) -> dict[str, Any] | None:
         "limit_rate": opts.get("--limit-rate"),
         "workers": opts.get("--workers", 4),
         "timeout": opts.get("--timeout", 30.0),
+        "min_rate": opts.get("--min-rate"),
         "as_json": bool(opts.get("--json")),
     }
 
 
-def parse_rate(value: str | None) -> int | None:
+def parse_rate(value: str | None, option: str = "--limit-rate") -> int | None:
     """'500K', '5M', '1G' or plain bytes per second."""
     if value is None:
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?", value.strip(), re.IGNORECASE)
-    if m is None or float(m.group(1)) <= 0:
-        raise InvalidInput(f"--limit-rate {value!r}: use a number of bytes/s such as 500K or 5M")
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()] if m else 0
+    if m is None or int(float(m.group(1)) * scale) <= 0:
+        raise InvalidInput(f"{option} {value!r}: use a number of bytes/s such as 500K or 5M")
     return int(float(m.group(1)) * scale)
 
 
@@ -166,12 +168,15 @@ def launcher_sync(
     workers: int,
     timeout: float,
     as_json: bool,
+    min_rate: str | None = None,
 ) -> int:
     """Install or update ``directory`` to what ``branch`` of ``image`` points at."""
     from changeover.cli.progress import ProgressLine
+    from changeover.launcher.fetch import DEFAULT_MIN_RATE
     from changeover.launcher.sync import Syncer
 
     rate = parse_rate(limit_rate)
+    floor = parse_rate(min_rate, "--min-rate") or DEFAULT_MIN_RATE
     pinned = root.read_bytes() if root is not None else None
     with ProgressLine(sys.stderr, enabled=not as_json) as line:
         syncer = Syncer(
@@ -182,6 +187,7 @@ def launcher_sync(
             max_bytes_per_s=rate,
             workers=workers,
             timeout_s=timeout,
+            min_rate=floor,
             on_progress=line.add,
         )
         report = syncer.sync(image, branch)
@@ -213,7 +219,7 @@ def launcher_verify(directory: Path, cache: Path | None, as_json: bool) -> int:
     manifest = install.current_manifest()
     if manifest is None or install.current_tree() is None:
         raise InvalidInput(f"{directory} is not a changeover install")
-    report = verify_tree(directory, manifest, install.current_chunks())
+    report = verify_tree(directory, manifest)
     if as_json:
         print_json(verify_dict(report))
     else:

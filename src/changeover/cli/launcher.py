@@ -48,8 +48,19 @@ def sync(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel downloads.")] = 4,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds without data before a retry.")
+        float,
+        typer.Option(
+            "--timeout", min=0.1, help="Seconds to connect, or without data, before a retry."
+        ),
     ] = 30.0,
+    min_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--min-rate",
+            help="Slowest average a download may have before a retry, e.g. 32K (the default,"
+            " bytes/s): each may take --timeout plus its signed size at this rate.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Install or update DIR to what BRANCH of IMAGE points at."""
@@ -64,6 +75,7 @@ def sync(
         limit_rate=limit_rate,
         workers=workers,
         timeout=timeout,
+        min_rate=min_rate,
         as_json=as_json,
     )
 

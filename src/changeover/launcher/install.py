@@ -7,19 +7,15 @@ cut or a full disk at any instant leaves ``DIR`` on the old version or the new o
 a mix. The previous tree is removed after the switch; unchanged files cost no space, being
 links to the same objects.
 
-Beside each tree, ``<tree>.manifest.json`` is the manifest it was built from and, when the
-signed delivery index listed any, ``<tree>.chunks.json`` the fast-check hashes of its files
-(:mod:`changeover.content.chunks`): the BLAKE3 of every file and the per-chunk SHA-256s of
-big ones, so that ``verify`` runs at page-cache speed on every core.
+Beside each tree, ``<tree>.manifest.json`` is the manifest it was built from (written by
+the launcher from a TUF-verified target), which ``verify`` checks the tree against.
 
-Both sidecars are written by the launcher from TUF-verified targets, and are trusted as
-much as each other: whoever can rewrite ``<tree>.chunks.json`` can as well rewrite the
-manifest beside it, or the objects the tree's files are hard links to, so neither is a
-defence against someone who can write the cache (nothing on the host is). What ``verify``
-does ensure: a digest is used only for a file whose manifest entry names its content (a
-file swapped for another content of the same size fails); a digest that does not match
-the file makes it "modified", never a reason to try another hash; and a sidecar that is
-missing, unreadable or malformed is ignored whole, every file then checked by its SHA-256.
+``verify`` (and ``repair``'s check) hashes every file with the SHA-256 its manifest entry
+names it by: a file is its content only if that hash is proven for its bytes. The faster
+digests of the signed delivery index (BLAKE3, chunk SHA-256s) are not used here: they are
+a second statement about a content, and a signer compromised once could make one describe
+other bytes (see :mod:`changeover.launcher.objects`). Trees built by earlier launchers kept
+those digests in a ``<tree>.chunks.json`` sidecar; it is ignored, and deleted with its tree.
 """
 
 from __future__ import annotations
@@ -37,13 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from changeover.content.chunks import READ_BLOCK, ChunkHashes, hash_range
+from changeover.content.chunks import READ_BLOCK, hash_range
 from changeover.content.manifest import Manifest
 from changeover.content.store import atomic_write
 from changeover.errors import InvalidInput
 from changeover.launcher.objects import ObjectStore
-
-CHUNKS_FORMAT = "changeover.tree-chunks/1"
 
 
 def _cores() -> int:
@@ -53,8 +47,8 @@ def _cores() -> int:
 
 
 HASH_THREADS = min(32, max(2, _cores()))
-"""Threads that hash files and chunks in ``verify``: one per core (hashlib, blake3 and reads
-release the GIL), at least two so one thread's reads overlap the other's hashing."""
+"""Threads that hash files in ``verify``: one per core (hashlib and reads release the GIL),
+at least two so one thread's reads overlap the other's hashing."""
 BATCH_BYTES = 8 << 20
 """``verify`` hands files smaller than this to its threads in batches of about this size."""
 
@@ -125,28 +119,8 @@ class Install:
         except FileNotFoundError:
             return None
 
-    def current_chunks(self) -> ChunkHashes | None:
-        """The fast-check hashes (BLAKE3, chunk SHA-256s) recorded for the current tree, if
-        any and if well formed."""
-        tree = self.current_tree()
-        if tree is None:
-            return None
-        try:
-            doc = json.loads((tree.parent / f"{tree.name}.chunks.json").read_bytes())
-            if not isinstance(doc, dict) or doc.get("format") != CHUNKS_FORMAT:
-                return None
-            return ChunkHashes.from_dict(doc)
-        except (OSError, ValueError, InvalidInput):
-            return None  # verify then hashes whole files: slower, as sure
-
-    def build_tree(
-        self, manifest: Manifest, objects: ObjectStore, chunks: ChunkHashes | None = None
-    ) -> Path:
-        """Build a complete tree of the manifest from held objects; returns its path.
-
-        ``chunks`` (the BLAKE3 and chunk hashes of the verified, signed delivery index) is
-        kept beside the tree for ``verify``, only the entries of this manifest's contents.
-        """
+    def build_tree(self, manifest: Manifest, objects: ObjectStore) -> Path:
+        """Build a complete tree of the manifest from held objects; returns its path."""
         self.trees.mkdir(parents=True, exist_ok=True)
         name = f"{manifest.id[:16]}-{secrets.token_hex(4)}"
         staging = self.trees / f".tmp-{name}"
@@ -160,10 +134,6 @@ class Install:
                 else:
                     os.link(objects.path(f.sha256, f.executable), dest)
             atomic_write(self.trees / f"{name}.manifest.json", manifest.canonical_bytes())
-            kept = chunks.restricted(manifest.blob_hashes()) if chunks else None
-            if kept:
-                doc = {"format": CHUNKS_FORMAT, **kept.to_dict()}
-                atomic_write(self.trees / f"{name}.chunks.json", json.dumps(doc).encode())
             _fsync_dir(staging)
             tree = self.trees / name
             os.rename(staging, tree)
@@ -200,15 +170,14 @@ class Install:
             elif (
                 entry.suffix == ".json"
                 and current is not None
-                and entry.name
-                not in (f"{current.name}.manifest.json", f"{current.name}.chunks.json")
+                and entry.name != f"{current.name}.manifest.json"
             ):
                 entry.unlink(missing_ok=True)
 
 
 def remove_tree(tree: Path) -> None:
     shutil.rmtree(tree, ignore_errors=True)
-    for sidecar in ("manifest", "chunks"):
+    for sidecar in ("manifest", "chunks"):  # "chunks": left by earlier launchers
         with contextlib.suppress(FileNotFoundError):
             (tree.parent / f"{tree.name}.{sidecar}.json").unlink()
 
@@ -234,24 +203,23 @@ class VerifyReport:
         return not (self.missing or self.modified or self.extra)
 
 
-Check = tuple[int, str, int, int, str, str]
-"""One hash to compute: (bytes, path, offset, length, algorithm, expected digest)."""
+Check = tuple[int, str]
+"""One file to hash: (bytes, path); its expected SHA-256 is its manifest entry's."""
 
 
-def verify_tree(root: Path, manifest: Manifest, chunks: ChunkHashes | None = None) -> VerifyReport:
-    """Hash every file under ``root`` against ``manifest``.
+def verify_tree(root: Path, manifest: Manifest) -> VerifyReport:
+    """Hash every file under ``root`` against the SHA-256 ``manifest`` names it by.
 
-    Hashing runs on ``HASH_THREADS`` threads (blake3, hashlib and file reads release the
-    GIL). Each file is checked with the first of these that ``chunks`` has for its content
-    (the content its manifest entry names): its BLAKE3; its chunk SHA-256s, the chunks
-    spread over the threads like separate files; else its SHA-256 in the manifest.
+    Hashing runs on ``HASH_THREADS`` threads (hashlib and file reads release the GIL),
+    biggest files first so the threads end together, small files in batches.
     """
     status: dict[str, str] = {}
-    work = _plan_checks(root, manifest, chunks, status)
+    work = _plan_checks(root, manifest, status)
+    expected = {f.path: f.sha256 for f in manifest if f.link is None}
     batches = _batches(work)
     if batches:
         with ThreadPoolExecutor(min(HASH_THREADS, len(batches))) as pool:
-            for bad in pool.map(lambda batch: _failed_checks(root, batch), batches):
+            for bad in pool.map(lambda batch: _failed_checks(root, batch, expected), batches):
                 for rel in bad:
                     status[rel] = "modified"
     wanted = {f.path for f in manifest}
@@ -265,10 +233,8 @@ def verify_tree(root: Path, manifest: Manifest, chunks: ChunkHashes | None = Non
     )
 
 
-def _plan_checks(
-    root: Path, manifest: Manifest, chunks: ChunkHashes | None, status: dict[str, str]
-) -> list[Check]:
-    """The hashes to compute, biggest first (so the threads end together instead of waiting
+def _plan_checks(root: Path, manifest: Manifest, status: dict[str, str]) -> list[Check]:
+    """The files to hash, biggest first (so the threads end together instead of waiting
     on one large file started last); links, missing files and wrong sizes go straight to
     ``status``."""
     work: list[Check] = []
@@ -292,18 +258,7 @@ def _plan_checks(
             status[f.path] = "modified"
             continue
         status[f.path] = "ok"
-        b3 = chunks.blake3_of(f.sha256) if chunks else None
-        if b3 is not None:
-            work.append((f.size, f.path, 0, f.size, "blake3", b3))
-            continue
-        digests = chunks.for_content(f.sha256, f.size) if chunks else None
-        if digests is None:
-            work.append((f.size, f.path, 0, f.size, "sha256", f.sha256))
-            continue
-        step = chunks.chunk_bytes if chunks else f.size
-        for i, digest in enumerate(digests):
-            length = min(step, f.size - i * step)
-            work.append((length, f.path, i * step, length, "sha256", digest))
+        work.append((f.size, f.path))
     work.sort(key=lambda w: -w[0])
     return work
 
@@ -329,16 +284,16 @@ def _batches(work: list[Check]) -> list[list[Check]]:
     return batches
 
 
-def _failed_checks(root: Path, batch: list[Check]) -> list[str]:
-    """The paths of ``batch`` that do not hash to their digest (or cannot be read)."""
+def _failed_checks(root: Path, batch: list[Check], expected: dict[str, str]) -> list[str]:
+    """The paths of ``batch`` whose SHA-256 is not their manifest's (or cannot be read)."""
     buf = bytearray(READ_BLOCK)
     bad = []
-    for _, rel, offset, length, algorithm, expected in batch:
+    for size, rel in batch:
         try:
-            digest = hash_range(root / rel, offset, length, buf, algorithm=algorithm)
+            digest = hash_range(root / rel, 0, size, buf)
         except OSError:
             digest = None
-        if digest != expected:
+        if digest != expected[rel]:
             bad.append(rel)
     return bad
 

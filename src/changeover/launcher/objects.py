@@ -2,13 +2,18 @@
 
 ``objects/ab/abcdef…`` holds the decompressed content whose SHA-256 is ``abcdef…``, read-only;
 ``…x`` is the executable variant (a mode belongs to an inode, and install trees are hard
-links to these). An object only appears, by rename, after its hash was checked, so an
-object that exists is correct unless someone wrote through a hard link — which ``verify``
-finds and ``repair`` undoes. Several installs (branches) under one cache share objects.
+links to these). An object only appears, by rename, after the SHA-256 of its bytes was
+computed and found equal to its name, so an object that exists is correct unless someone
+wrote through a hard link — which ``verify`` finds and ``repair`` undoes. Several installs
+(branches) under one cache share objects, so a wrong object would be every install's.
 
-The check is the content's BLAKE3 when the signed delivery index lists it (callers pass
-``blake3=``), else its SHA-256: the two are equally binding (``content.chunks``), and
-BLAKE3 runs several times faster, which is most of an update's time for a big file.
+The SHA-256 is what is proven, whatever else is known: the signed delivery index also
+lists a BLAKE3 digest per content (``blake3=``), and a second digest checked alone would
+let a signer compromised once store bytes that match only it under the first's name, for
+every install and for good (an object held is never fetched again). When a BLAKE3 is given
+it is computed too, and one that disagrees with a matching SHA-256 (or that matches bytes
+whose SHA-256 does not) is ``UntrustedMetadata`` naming the file: the signed metadata
+contradicts itself, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, cast
 
 import blake3 as blake3_lib
 import zstandard
 
 from changeover.content.chunks import check_blake3
 from changeover.content.manifest import check_sha256
-from changeover.errors import IntegrityError
+from changeover.errors import IntegrityError, UntrustedMetadata
 
 CHUNK = 1 << 20
 WRITEBACK_BYTES = 8 << 20
@@ -78,51 +83,94 @@ class ObjectStore:
         return self.partial / name
 
     def add_from_zstd(
-        self, part: Path, sha256: str, size: int, executable: bool, *, blake3: str | None = None
+        self,
+        part: Path,
+        sha256: str,
+        size: int,
+        executable: bool,
+        *,
+        blake3: str | None = None,
+        name: str | None = None,
     ) -> None:
-        """Decompress a downloaded blob into the store, checking size and hash.
+        """Decompress a downloaded blob into the store, checking its size and SHA-256 (and
+        ``blake3``, if given, against them). ``name`` (a path of the build) names the file
+        in errors.
 
         Raises:
             IntegrityError: the content is not what ``sha256`` and ``size`` promise; the
                 partial download is deleted so the next attempt starts afresh.
+            UntrustedMetadata: the two signed digests disagree about these bytes.
         """
-        try:
-            with open(part, "rb") as src:
-                reader = zstandard.ZstdDecompressor().stream_reader(src)
-                self._write(reader.read, sha256, size, executable, blake3)
-        except (zstandard.ZstdError, IntegrityError) as e:
+        if self.has(sha256, executable):
             part.unlink(missing_ok=True)
-            if isinstance(e, IntegrityError):
-                raise
-            raise IntegrityError(f"blob {sha256} is not valid zstd ({e})", sha256, "?") from e
+            return
+        label = describe(sha256, name)
+        try:
+            with (
+                open(part, "rb") as src,
+                zstandard.ZstdDecompressor().stream_reader(src) as reader,
+                self.writer(sha256, size, executable, blake3=blake3, name=name) as out,
+            ):
+                while chunk := reader.read(CHUNK):
+                    out.write(chunk)
+        except zstandard.ZstdError as e:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"the download of {label} is not valid zstd ({e})", sha256, "not zstd"
+            ) from e
+        except IntegrityError:
+            part.unlink(missing_ok=True)
+            raise
         part.unlink(missing_ok=True)
 
     def add_from_file(
-        self, source: Path, sha256: str, size: int, executable: bool, *, blake3: str | None = None
+        self,
+        source: Path,
+        sha256: str,
+        size: int,
+        executable: bool,
+        *,
+        blake3: str | None = None,
+        name: str | None = None,
     ) -> None:
-        """Copy a local file (e.g. a patched result) into the store after checking it."""
-        with open(source, "rb") as src:
-            self._write(src.read, sha256, size, executable, blake3)
+        """Copy a local file (e.g. a held variant) into the store after checking it."""
+        if self.has(sha256, executable):
+            return
+        with (
+            open(source, "rb") as src,
+            self.writer(sha256, size, executable, blake3=blake3, name=name) as out,
+        ):
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
 
     @contextlib.contextmanager
     def writer(
-        self, sha256: str, size: int, executable: bool, *, blake3: str | None = None
+        self,
+        sha256: str,
+        size: int,
+        executable: bool,
+        *,
+        blake3: str | None = None,
+        name: str | None = None,
     ) -> Iterator[ObjectWriter]:
         """Write an object's bytes in order (e.g. as a patch decodes them) straight into
         the store: they are hashed as they are written, and on a clean exit from the block
         the file is fsynced and renamed into place if, and only if, its size and SHA-256
-        match (its BLAKE3, if ``blake3`` is given). One pass over the bytes, no copy; a
-        mismatch or an error inside the block leaves nothing behind.
+        match (and its BLAKE3 too, if ``blake3`` is given). One pass over the bytes, no
+        copy; a mismatch or an error inside the block leaves nothing behind.
 
         Raises:
             IntegrityError: more than ``size`` bytes written, or other content.
+            UntrustedMetadata: the bytes match one of the two signed digests only.
         """
         target = self.path(sha256, executable)
+        if blake3 is not None:
+            check_blake3(blake3)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
-                sink = ObjectWriter(out, sha256, size, blake3)
+                sink = ObjectWriter(out, sha256, size, blake3, name=name)
                 try:
                     yield sink
                 finally:
@@ -137,52 +185,15 @@ class ObjectStore:
                 os.unlink(tmp)
             raise
 
-    def add_variant(self, sha256: str, executable: bool, *, blake3: str | None = None) -> None:
+    def add_variant(
+        self, sha256: str, executable: bool, *, blake3: str | None = None, name: str | None = None
+    ) -> None:
         """Make the other mode variant of an object we already hold."""
         held = self.find(sha256)
         if held is None or self.has(sha256, executable):
             return
         size = held.stat().st_size
-        self.add_from_file(held, sha256, size, executable, blake3=blake3)
-
-    def _write(
-        self,
-        read: Callable[[int], bytes],
-        sha256: str,
-        size: int,
-        executable: bool,
-        blake3: str | None,
-    ) -> None:
-        target = self.path(sha256, executable)
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        h, expected = _hasher(sha256, blake3)
-        written = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := read(CHUNK):
-                    written += len(chunk)
-                    if written > size:
-                        raise IntegrityError(
-                            f"object {sha256} is longer than {size} bytes", sha256, "too long"
-                        )
-                    h.update(chunk)
-                    out.write(chunk)
-                    if written % WRITEBACK_BYTES < len(chunk):
-                        out.flush()
-                        start_writeback(out.fileno())
-                out.flush()
-                os.fsync(out.fileno())
-            if h.hexdigest() != expected or written != size:
-                raise IntegrityError(f"object {sha256}", expected, h.hexdigest())
-            os.chmod(tmp, 0o555 if executable else 0o444)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        self.add_from_file(held, sha256, size, executable, blake3=blake3, name=name)
 
     def remove(self, sha256: str) -> None:
         for executable in (False, True):
@@ -211,10 +222,21 @@ class ObjectWriter:
     hashing and writing them (all three release the GIL). A bounded queue keeps at most
     ``QUEUE_DEPTH`` pieces in flight; an error on the thread is raised by the next call."""
 
-    def __init__(self, out: BinaryIO, sha256: str, size: int, blake3: str | None = None) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        sha256: str,
+        size: int,
+        blake3: str | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
         self._out = out
-        self._hash, self._expected = _hasher(sha256, blake3)
+        self._sha256 = hashlib.sha256()
+        self._blake3 = blake3_lib.blake3() if blake3 is not None else None
+        self.blake3 = blake3
         self.sha256 = sha256
+        self.label = describe(sha256, name)
         self.size = size
         self.written = 0
         self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
@@ -228,7 +250,9 @@ class ObjectWriter:
             if self._error is not None:
                 continue  # drain, so the producer never blocks on a dead consumer
             try:
-                self._hash.update(data)
+                self._sha256.update(data)
+                if self._blake3 is not None:
+                    self._blake3.update(data)
                 self._out.write(data)
                 done += len(data)
                 if done % WRITEBACK_BYTES < len(data):
@@ -243,7 +267,7 @@ class ObjectWriter:
         self.written += len(data)
         if self.written > self.size:
             raise IntegrityError(
-                f"object {self.sha256} is longer than {self.size} bytes", self.sha256, "too long"
+                f"{self.label} is longer than {self.size} bytes", self.sha256, "too long"
             )
         self._queue.put(bytes(data))
         return len(data)
@@ -255,24 +279,37 @@ class ObjectWriter:
             self._thread.join()
 
     def check(self) -> None:
+        """Raises unless the bytes written are the content named: its size, its SHA-256,
+        and the BLAKE3 given beside it (see the module docstring)."""
         self.close()
         if self._error is not None:
             raise self._error
-        got = self._hash.hexdigest()
-        if got != self._expected or self.written != self.size:
-            raise IntegrityError(f"object {self.sha256}", self._expected, got)
+        got = self._sha256.hexdigest()
+        b3_ok = self._blake3 is None or self._blake3.hexdigest() == self.blake3
+        if self.written != self.size:
+            raise IntegrityError(
+                f"{self.label} has {self.written} bytes, not {self.size}", self.sha256, got
+            )
+        if got != self.sha256 and self._blake3 is not None and b3_ok:
+            raise UntrustedMetadata(
+                f"{self.label}: the bytes served match the BLAKE3 digest in the signed"
+                f" delivery index but not the SHA-256 that names the file (they hash to"
+                f" {got}); the signed metadata contradicts itself, so nothing was stored"
+            )
+        if got != self.sha256:
+            raise IntegrityError(self.label, self.sha256, got)
+        if not b3_ok:
+            raise UntrustedMetadata(
+                f"{self.label}: the signed delivery index gives it a BLAKE3 digest"
+                f" ({self.blake3}) that is not its content's, whose SHA-256 matches; the"
+                " signed metadata contradicts itself, so nothing was stored"
+            )
 
 
-class _Hash(Protocol):
-    def update(self, data: bytes, /) -> object: ...
-    def hexdigest(self) -> str: ...
-
-
-def _hasher(sha256: str, blake3: str | None) -> tuple[_Hash, str]:
-    """The hash that checks a content, and the digest it must give."""
-    if blake3 is None:
-        return hashlib.sha256(), sha256
-    return blake3_lib.blake3(), check_blake3(blake3)
+def describe(sha256: str, name: str | None) -> str:
+    """How an error names a content: the file of the build, and its hash to tell apart
+    two versions of one file."""
+    return f"{name} (sha256 {sha256[:12]}…)" if name else f"content {sha256}"
 
 
 @functools.cache

@@ -6,6 +6,10 @@ index (all verified by TUF) → plan, per content the install lacks, the cheapes
 blob) → fetch in parallel, verifying every byte → build a complete tree → switch ``DIR``
 to it atomically → drop what no install needs any more. A run killed at any point is
 resumed by the next: verified objects stay, partial downloads continue by range request.
+
+Every error a sync raises says, in its message, which file it is about, whether the
+install was left as it was, and whether retrying can help (:func:`explained`): this is
+what a player reads.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ from changeover.content.manifest import Manifest, check_path
 from changeover.content.patch import apply_patch, read_header
 from changeover.content.patch_index import PatchEntry
 from changeover.content.plan import Copy, Keep, Link, LocalFile, Patch, Remove, plan_sync
-from changeover.errors import DiskError, IntegrityError, InvalidInput, UntrustedMetadata
-from changeover.launcher.fetch import Fetcher, RateLimit
+from changeover.errors import (
+    ChangeoverError,
+    DiskError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RemoteError,
+    UntrustedMetadata,
+)
+from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher, Pace, RateLimit
 from changeover.launcher.install import Install, default_cache, verify_tree
 from changeover.launcher.objects import ObjectStore
 from changeover.launcher.trust import TrustedTargets
@@ -62,10 +74,16 @@ class Step:
     size: int
     executable: bool
     download_bytes: int
+    """What the chosen source costs: the patches' bytes, the blob's, or 0."""
+    name: str
+    """A path of the build with this content, to name it in errors."""
+    blob_bytes: int = 0
+    """The blob's signed size: what a failed patch falls back to."""
     base_sha256: str | None = None
     chain: tuple[PatchEntry, ...] = ()
     blake3: str | None = None
-    """The content's BLAKE3 from the signed index, which checks it faster than SHA-256."""
+    """The content's BLAKE3 from the signed index, computed beside its SHA-256 when the
+    object is stored: signed metadata whose two digests disagree is refused."""
 
 
 def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -> list[Step]:
@@ -87,16 +105,20 @@ def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -
         if key in steps:
             continue
         b3 = index.chunks.blake3_of(f.sha256)
+        blob = index.blobs.get(f.sha256, 0)
         if isinstance(action, Copy):
-            steps[key] = Step(f.sha256, f.size, f.executable, 0, blake3=b3)
-        elif isinstance(action, Patch):
+            steps[key] = Step(f.sha256, f.size, f.executable, 0, f.path, blake3=b3)
+            continue
+        if f.sha256 not in index.blobs:
+            raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
+        if isinstance(action, Patch):
             base = action.base_path.removeprefix("objects/")
             cost = sum(p.size for p in action.steps)
-            steps[key] = Step(f.sha256, f.size, f.executable, cost, base, action.steps, b3)
+            steps[key] = Step(
+                f.sha256, f.size, f.executable, cost, f.path, blob, base, action.steps, b3
+            )
         else:
-            if f.sha256 not in index.blobs:
-                raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
-            steps[key] = Step(f.sha256, f.size, f.executable, index.blobs[f.sha256], blake3=b3)
+            steps[key] = Step(f.sha256, f.size, f.executable, blob, f.path, blob, blake3=b3)
     return sorted(steps.values(), key=lambda s: -s.download_bytes)
 
 
@@ -110,9 +132,12 @@ class Syncer:
         root: bytes | None = None,
         max_bytes_per_s: int | None = None,
         workers: int = 4,
-        timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        min_rate: int = DEFAULT_MIN_RATE,
         on_progress: Progress | None = None,
     ) -> None:
+        """``timeout_s`` bounds a connection and every gap in a download; ``min_rate``
+        (bytes/s) with it the whole of each download (``fetch.Pace``)."""
         self.base_url = base_url.rstrip("/")
         self.target = target
         self.cache = cache or default_cache(target)
@@ -125,39 +150,74 @@ class Syncer:
         self.root = root
         self.trust_dir = self.cache / "trust" / trust_key
         self.workers = workers
-        self.timeout_s = timeout_s
+        try:
+            self.pace = Pace(timeout_s, min_rate)
+        except ValueError as e:
+            raise InvalidInput(f"{e}: got a timeout of {timeout_s} s, {min_rate} bytes/s") from e
         self.limit = RateLimit(max_bytes_per_s)
         self.on_progress = on_progress
 
     def resolve(self, image: str, branch: str) -> tuple[dict[str, Any], Manifest, DeliveryIndex]:
         """The verified pointer, manifest and delivery index a branch names now."""
         check_path(f"branches/{image}/{branch}.json")
-        trusted = TrustedTargets(self.base_url, self.trust_dir, self.root)
+        fetcher = Fetcher(self.base_url, self.limit, pace=self.pace)
         try:
-            pointer = json.loads(trusted.fetch(f"branches/{image}/{branch}.json"))
+            trusted = TrustedTargets(self.base_url, self.trust_dir, self.root, fetcher=fetcher)
+            return self._resolve(trusted, image, branch)
+        finally:
+            fetcher.close()
+
+    def _resolve(
+        self, trusted: TrustedTargets, image: str, branch: str
+    ) -> tuple[dict[str, Any], Manifest, DeliveryIndex]:
+        pointer_what = f"the branch pointer of {image}/{branch}"
+        try:
+            pointer = json.loads(
+                trusted.fetch(f"branches/{image}/{branch}.json", what=pointer_what)
+            )
             manifest_id = pointer["manifest"]
+            check_path(f"manifests/{manifest_id}.json")
         except (ValueError, KeyError, TypeError) as e:
-            raise UntrustedMetadata(f"branch pointer {image}/{branch} is malformed: {e}") from e
-        manifest = Manifest.from_json(trusted.fetch(f"manifests/{manifest_id}.json"))
+            raise UntrustedMetadata(f"{pointer_what} is malformed: {e}") from e
+        raw = trusted.fetch(
+            f"manifests/{manifest_id}.json", what=f"the file list (manifest) of {image}/{branch}"
+        )
+        manifest = Manifest.from_json(raw)
         if manifest.id != manifest_id:
-            raise IntegrityError(f"manifest of {image}/{branch}", manifest_id, manifest.id)
-        index = DeliveryIndex.from_bytes(trusted.fetch(f"delivery/{manifest_id}.json"))
+            raise IntegrityError(f"the manifest of {image}/{branch}", manifest_id, manifest.id)
+        raw = trusted.fetch(
+            f"delivery/{manifest_id}.json", what=f"the delivery index of {image}/{branch}"
+        )
+        index = DeliveryIndex.from_bytes(raw)
         if index.manifest_id != manifest_id:
             raise InvalidInput(f"the delivery index of {manifest_id} names {index.manifest_id}")
         return pointer, manifest, index
 
     def sync(self, image: str, branch: str, *, force_rebuild: bool = False) -> SyncReport:
-        """Raises DiskError when the disk refuses a write; the install is then unchanged."""
+        """Raises DiskError when the disk refuses a write, and any other error of ours
+        when the content cannot be had; each says whether the install was left as it
+        was (it is, unless the error came after the switch) and whether to retry."""
+        before = self.install.current_tree()
         try:
             return self._sync(image, branch, force_rebuild)
         except OSError as e:
-            current = self.install.record() or {}
-            was = f"version {current['version']}" if "version" in current else "not installed"
-            raise DiskError(
-                f"cannot write under {self.cache} or {self.target.parent}: {e.strerror};"
-                f" {self.target} is unchanged ({was})",
+            error = DiskError(
+                f"cannot write under {self.cache} or {self.target.parent}: {e.strerror}",
                 errno=e.errno,
-            ) from e
+            )
+            raise explained(error, self._outcome(before)) from e
+        except ChangeoverError as e:
+            raise explained(e, self._outcome(before)) from None
+
+    def _outcome(self, before: Path | None) -> str:
+        """What became of the install, for an error's message."""
+        record = self.install.record() or {}
+        version = f"version {record['version']}" if "version" in record else None
+        if self.install.current_tree() != before:
+            return f"{self.target} was updated to {version or 'a new version'}"
+        if before is None:
+            return f"{self.target} was left as it was (not installed)"
+        return f"{self.target} was left as it was ({version or 'its current version'})"
 
     def _sync(self, image: str, branch: str, force_rebuild: bool) -> SyncReport:
         started = time.monotonic()
@@ -188,9 +248,7 @@ class Syncer:
 
         steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
-        fetcher = Fetcher(
-            self.base_url, self.limit, on_bytes=self._progress(total), timeout_s=self.timeout_s
-        )
+        fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total), pace=self.pace)
         try:
             with ThreadPoolExecutor(self.workers) as pool:
                 results = list(pool.map(lambda s: self._obtain(fetcher, s), steps))
@@ -202,7 +260,7 @@ class Syncer:
         report.reused_objects = len(manifest.blob_hashes()) - report.fetched_blobs
         report.reused_objects -= report.applied_patches
 
-        tree = self.install.build_tree(manifest, self.objects, index.chunks)
+        tree = self.install.build_tree(manifest, self.objects)
         self.install.switch(tree, record)
         self.objects.collect_garbage(self._referenced())
         report.seconds = time.monotonic() - started
@@ -217,14 +275,18 @@ class Syncer:
     def _obtain(self, fetcher: Fetcher, step: Step) -> int:
         """Put one content into the object store; returns the bytes downloaded."""
         if step.download_bytes == 0:
-            self.objects.add_variant(step.sha256, step.executable, blake3=step.blake3)
+            self.objects.add_variant(
+                step.sha256, step.executable, blake3=step.blake3, name=step.name
+            )
             return 0
         if step.chain:
             received = [0]
             try:
                 self._patch(fetcher, step, received)
-            except (IntegrityError, InvalidInput):
-                pass  # a bad patch is no reason to fail: the blob is always there
+            except UntrustedMetadata:
+                raise  # the signed digests disagree: the blob would be refused the same way
+            except (IntegrityError, InvalidInput, RemoteError, NotFound):
+                pass  # a bad or missing patch is no reason to fail: the blob is always there
             else:
                 return received[0]
             return received[0] + self._blob(fetcher, step)
@@ -235,11 +297,18 @@ class Syncer:
         part = self.objects.part_path(f"{step.sha256}.zst")
         received = 0
         for attempt in range(2):
-            received += fetcher.download(rel, part, step.download_bytes)
+            received += fetcher.download(rel, part, step.blob_bytes, name=step.name)
             try:
                 self.objects.add_from_zstd(
-                    part, step.sha256, step.size, step.executable, blake3=step.blake3
+                    part,
+                    step.sha256,
+                    step.size,
+                    step.executable,
+                    blake3=step.blake3,
+                    name=step.name,
                 )
+            except UntrustedMetadata:
+                raise  # the same bytes again would prove the same contradiction
             except IntegrityError:
                 if attempt == 1:
                     raise
@@ -258,15 +327,18 @@ class Syncer:
             for n, ref in enumerate(step.chain):
                 last = n == len(step.chain) - 1
                 part = self.objects.part_path(f"{ref.sha256}.patch")
-                received[0] += fetcher.download(ref.path, part, ref.size)
                 scratch.append(part)
-                if hashlib.sha256(part.read_bytes()).hexdigest() != ref.sha256:
-                    raise IntegrityError(f"patch {ref.path}", ref.sha256, "other bytes")
+                received[0] += fetcher.download(
+                    ref.path, part, ref.size, name=f"a patch of {step.name}"
+                )
+                got = _file_sha256(part)
+                if got != ref.sha256:
+                    raise IntegrityError(f"a patch of {step.name} ({ref.path})", ref.sha256, got)
                 if last:
                     # Decoded straight into the object store, hashed as it is written: the
                     # object appears only if its size and hash match.
                     with self.objects.writer(
-                        step.sha256, step.size, step.executable, blake3=step.blake3
+                        step.sha256, step.size, step.executable, blake3=step.blake3, name=step.name
                     ) as obj:
                         apply_patch(source, part, obj, expected_size=step.size)
                     break
@@ -303,7 +375,7 @@ class Syncer:
         tree = self.install.current_tree()
         if manifest is None or tree is None:
             raise InvalidInput(f"{self.target} is not a changeover install")
-        return manifest, verify_tree(self.target, manifest, self.install.current_chunks())
+        return manifest, verify_tree(self.target, manifest)
 
     def repair(self) -> tuple[Any, SyncReport]:
         """Re-fetch whatever verification finds damaged, and rebuild the tree."""
@@ -317,6 +389,46 @@ class Syncer:
         if not isinstance(image, str) or not isinstance(branch, str):
             raise InvalidInput(f"{self.target} has no install record; run sync again")
         return report, self.sync(image, branch, force_rebuild=True)
+
+
+def explained(error: ChangeoverError, outcome: str) -> ChangeoverError:
+    """``error`` with what became of the install (``outcome``) and whether retrying can
+    help added to its message (and as facts ``install`` and ``retry``)."""
+    if isinstance(error, RemoteError):
+        advice = "retry later: the server or the network failed (what arrived is kept)"
+        retry = True
+    elif isinstance(error, DiskError):
+        advice = "free some space or fix the permissions, then retry"
+        retry = True
+    elif isinstance(error, UntrustedMetadata):
+        advice = (
+            "retrying will not help until the publisher fixes what the server serves;"
+            " if this persists, tell them"
+        )
+        retry = False
+    elif isinstance(error, IntegrityError):
+        advice = (
+            "the server sent damaged content: retry later; if this persists, tell the publisher"
+        )
+        retry = True
+    else:
+        advice = "retrying the same command will not help"
+        retry = False
+    if "retry" not in error.message and "will not help" not in error.message:
+        error.message = f"{error.message}; {outcome}; {advice}"
+    else:
+        error.message = f"{error.message}; {outcome}"
+    error.args = (error.message,)
+    error.facts.update(install=outcome, retry=retry)
+    return error
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _new_size(patch: Path) -> int:

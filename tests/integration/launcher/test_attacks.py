@@ -97,7 +97,9 @@ def test_tampered_manifest_is_refused(mirror: Server, tmp_path: Path) -> None:
         path.write_bytes(raw[:at] + (b"0" if raw[at : at + 1] != b"0" else b"1") + raw[at + 1 :])
     code, err = sync(mirror, target)
     assert code == 7
-    assert "refused" in err
+    assert "the file list (manifest) of game/live was refused" in err
+    assert "does not match the length and hash it is signed with" in err
+    assert "Error" not in err  # python-tuf's exception names are translated
     assert on_disk(target) == expected(V1)
 
 
@@ -111,7 +113,8 @@ def test_rollback_to_an_older_branch_state_is_refused(mirror: Server, tmp_path: 
     (content(mirror) / "metadata" / "timestamp.json").write_bytes(old_timestamp)
     code, err = sync(mirror, target)
     assert code == 7
-    assert "BadVersionNumber" in err
+    assert "is older than what this launcher has already seen (a rollback)" in err
+    assert "BadVersionNumber" not in err
 
 
 @pytest.mark.expiry(20)
@@ -127,7 +130,8 @@ def test_frozen_metadata_past_expiry_is_refused(mirror: Server, tmp_path: Path) 
         return err if code == 7 else None
 
     err = wait_for(refused, 120, "the timestamp to expire")
-    assert "Expired" in err
+    assert "has expired" in err
+    assert "ExpiredMetadata" not in err
     assert not os.path.lexists(attempts[-1])  # the refused install was never made
     assert on_disk(target) == expected(V1)
 
@@ -190,5 +194,5 @@ def test_pinned_root_follows_key_rotation_and_refuses_a_foreign_root(
     foreign.write_text(run_cli("keys", "root", "--data", str(other)).stdout)
     code, err = sync_pinned(foreign, tmp_path / "elsewhere")
     assert code == 7
-    assert "refused" in err
+    assert "not signed by the keys this launcher trusts" in err
     assert not os.path.lexists(tmp_path / "elsewhere")

@@ -128,7 +128,7 @@ def test_full_disk_keeps_the_old_version(published: Published, small_disk: Path)
     r = run_cli(*sync_cmd(published, target)[3:])
     assert r.returncode == 9, r.stderr
     assert "No space left on device" in r.stderr
-    assert "is unchanged (version 1)" in r.stderr
+    assert "was left as it was (version 1)" in r.stderr
     assert on_disk(target) == expected(published.versions[0])
     filler.unlink()
     again = run_cli(*sync_cmd(published, target)[3:])

@@ -61,6 +61,7 @@ SYNC = ["http://h/content", "game", "--image", "arena"]
             [*SYNC, "--limit-rate", "5M", "--root", "r.json"],
             {"limit_rate": "5M", "root": Path("r.json")},
         ),
+        ([*SYNC, "--min-rate=8K"], {"min_rate": "8K"}),
     ],
 )
 def test_plain_sync_lines_are_parsed(args: list[str], changed: dict[str, object]) -> None:
@@ -74,6 +75,7 @@ def test_plain_sync_lines_are_parsed(args: list[str], changed: dict[str, object]
         "limit_rate": None,
         "workers": 4,
         "timeout": 30.0,
+        "min_rate": None,
         "as_json": False,
     }
     assert fastpath._sync_args(args) == {**expected, **changed}

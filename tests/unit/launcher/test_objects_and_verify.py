@@ -1,5 +1,7 @@
-"""Unit tests for the launcher's object writer and its ``verify`` (BLAKE3, chunk-parallel
-SHA-256, whole SHA-256), including what a damaged or tampered sidecar can and cannot do."""
+"""Unit tests for the launcher's object store and its ``verify``: an object is stored under
+a SHA-256 only once that hash is proven for its bytes, whatever second digest (BLAKE3) the
+signed index gives beside it, and ``verify`` checks every file by the SHA-256 it is named
+by."""
 
 from __future__ import annotations
 
@@ -7,22 +9,17 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import blake3
 import pytest
 import zstandard
 
-from changeover.content.chunks import MIN_CHUNK_BYTES, ChunkHashes
+from changeover.cli.fastpath import launcher_verify
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.errors import IntegrityError
-from changeover.launcher import install as install_module
+from changeover.errors import IntegrityError, UntrustedMetadata
 from changeover.launcher.install import Install, verify_tree
 from changeover.launcher.objects import ObjectStore
-
-CB = MIN_CHUNK_BYTES
 
 
 def sha(data: bytes) -> str:
@@ -37,6 +34,10 @@ def put(objects: ObjectStore, data: bytes, executable: bool = False) -> None:
     with objects.writer(sha(data), len(data), executable) as w:
         for i in range(0, len(data), 100_000):
             w.write(data[i : i + 100_000])
+
+
+def stored_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
 
 
 def test_writer_stores_exactly_the_promised_content(tmp_path: Path) -> None:
@@ -55,37 +56,58 @@ def test_writer_leaves_nothing_on_a_mismatch(tmp_path: Path, bad: str) -> None:
     with pytest.raises(IntegrityError), objects.writer(sha(data), len(data), False) as w:
         w.write({"other": b"y" * 1000, "short": b"x" * 999, "long": b"x" * 1001}[bad])
     assert not objects.has(sha(data), False)
-    assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+    assert not stored_files(tmp_path / "objects")
+
+
+GOOD, EVIL = b"good content\n" * 50, b"evil content\n" * 50
+
+
+def add(objects: ObjectStore, tmp_path: Path, how: str, content: bytes, **kw: str) -> None:
+    """Store ``content`` under GOOD's name, the way ``how`` says."""
+    src = tmp_path / "src"
+    if how == "writer":
+        with objects.writer(sha(GOOD), len(GOOD), False, **kw) as w:
+            w.write(content)
+    elif how == "zstd blob":
+        src.write_bytes(zstandard.ZstdCompressor().compress(content))
+        objects.add_from_zstd(src, sha(GOOD), len(GOOD), False, **kw)
+    else:
+        src.write_bytes(content)
+        objects.add_from_file(src, sha(GOOD), len(GOOD), False, **kw)
 
 
 @pytest.mark.parametrize("how", ["writer", "zstd blob", "file"])
-def test_a_signed_blake3_checks_an_object_in_place_of_its_sha256(tmp_path: Path, how: str) -> None:
-    # What a sync does when the signed delivery index lists BLAKE3s: the SHA-256 is not
-    # computed at all. Content that matches the BLAKE3 is stored; content that does not is
-    # refused, even when it is exactly what the name's SHA-256 promises (the index, signed
-    # like the manifest, binds the two digests to one content).
+def test_bytes_matching_only_the_blake3_are_never_stored_under_the_sha256(
+    tmp_path: Path, how: str
+) -> None:
+    # A signer compromised once lists, beside GOOD's SHA-256, the BLAKE3 of other bytes and
+    # serves those: checked against the BLAKE3 alone they would become the object that
+    # every install of the cache shares and that no later honest metadata replaces.
     objects = ObjectStore(tmp_path / "objects")
-    good, other = b"good content\n" * 50, b"evil content\n" * 50
-    src = tmp_path / "src"
-
-    def add(content: bytes, digest: str) -> None:
-        if how == "writer":
-            with objects.writer(sha(good), len(good), False, blake3=digest) as w:
-                w.write(content)
-        elif how == "zstd blob":
-            src.write_bytes(zstandard.ZstdCompressor().compress(content))
-            objects.add_from_zstd(src, sha(good), len(good), False, blake3=digest)
-        else:
-            src.write_bytes(content)
-            objects.add_from_file(src, sha(good), len(good), False, blake3=digest)
-
     with pytest.raises(IntegrityError):
-        add(good, b3(other))
-    with pytest.raises(IntegrityError):
-        add(good[:-1], b3(good[:-1]))  # matches the digest given, but not the size
-    assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
-    add(good, b3(good))
-    assert objects.path(sha(good), False).read_bytes() == good
+        add(objects, tmp_path, how, EVIL, blake3=b3(EVIL))
+    assert not stored_files(tmp_path / "objects")
+    # An error a player reads names the file and says what is wrong.
+    with pytest.raises(UntrustedMetadata) as caught:
+        add(objects, tmp_path, how, EVIL, blake3=b3(EVIL), name="data/level1.pak")
+    assert "data/level1.pak" in caught.value.message
+    assert "contradicts itself" in caught.value.message
+    assert not stored_files(tmp_path / "objects")
+
+
+@pytest.mark.parametrize("how", ["writer", "zstd blob", "file"])
+def test_two_signed_digests_that_disagree_are_an_error_naming_the_file(
+    tmp_path: Path, how: str
+) -> None:
+    objects = ObjectStore(tmp_path / "objects")
+    with pytest.raises(UntrustedMetadata) as caught:
+        add(objects, tmp_path, how, GOOD, blake3=b3(EVIL), name="bin/game")
+    assert "bin/game" in caught.value.message
+    assert not stored_files(tmp_path / "objects")
+    with pytest.raises(IntegrityError):  # the size counts as well
+        add(objects, tmp_path, how, GOOD[:-1], blake3=b3(GOOD[:-1]))
+    add(objects, tmp_path, how, GOOD, blake3=b3(GOOD))
+    assert objects.path(sha(GOOD), False).read_bytes() == GOOD
 
 
 def test_writer_leaves_nothing_on_an_error(tmp_path: Path) -> None:
@@ -99,18 +121,15 @@ def test_writer_leaves_nothing_on_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         fail_midway()
-    assert not [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
+    assert not stored_files(tmp_path / "objects")
 
 
 SMALL = b"hello\n"
 TWIN = b"world\n"  # same size as SMALL, other content
 
 
-def make_install(
-    tmp_path: Path, *, with_blake3: bool = False
-) -> tuple[Install, Manifest, bytes, ChunkHashes]:
-    rng = random.Random(3)
-    big = rng.randbytes(3 * CB + 999)
+def make_install(tmp_path: Path) -> tuple[Install, Manifest, bytes]:
+    big = random.Random(3).randbytes(3 << 20)
     objects = ObjectStore(tmp_path / "cache" / "objects")
     for data in (big, SMALL, TWIN):
         put(objects, data)
@@ -121,30 +140,9 @@ def make_install(
             FileEntry("b.txt", len(TWIN), sha(TWIN)),
         ]
     )
-    whole = {sha(d): b3(d) for d in (big, SMALL, TWIN)} if with_blake3 else {}
-    # Also an entry for a content this manifest lacks: the sidecar must leave it out.
-    whole_more = {**whole, "e" * 64: "f" * 64} if whole else {}
-    chunks = ChunkHashes(
-        CB, {sha(big): tuple(sha(big[i : i + CB]) for i in range(0, len(big), CB))}, whole
-    )
     install = Install(tmp_path / "game", tmp_path / "cache")
-    given = ChunkHashes(CB, chunks.hashes, whole_more)
-    tree = install.build_tree(manifest, objects, given)
-    install.switch(tree, {"image": "game"})
-    return install, manifest, big, chunks
-
-
-def sidecar(install: Install) -> Path:
-    tree = install.current_tree()
-    assert tree is not None
-    return tree.parent / f"{tree.name}.chunks.json"
-
-
-def rewrite_sidecar(install: Install, edit: Callable[[dict[str, Any]], None]) -> None:
-    path = sidecar(install)
-    doc = json.loads(path.read_bytes())
-    edit(doc)
-    path.write_text(json.dumps(doc))
+    install.switch(install.build_tree(manifest, objects), {"image": "game"})
+    return install, manifest, big
 
 
 def flip(path: Path, where: int) -> None:
@@ -156,115 +154,52 @@ def flip(path: Path, where: int) -> None:
         f.write(bytes([byte[0] ^ 1]))
 
 
-def algorithms_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records the algorithm of every hash ``verify_tree`` computes."""
-    used: list[str] = []
-    real = install_module.hash_range
-
-    def spy(*args: Any, algorithm: str = "sha256") -> str:
-        used.append(algorithm)
-        return real(*args, algorithm=algorithm)
-
-    monkeypatch.setattr(install_module, "hash_range", spy)
-    return used
+def replace(path: Path, data: bytes) -> None:
+    """Write through the hard link: the object the tree shares changes with it."""
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
 
 
-def test_tree_keeps_its_chunk_hashes(tmp_path: Path) -> None:
-    install, manifest, _, chunks = make_install(tmp_path)
-    assert install.current_chunks() == chunks
-    report = verify_tree(install.target, manifest, install.current_chunks())
-    assert report.clean and report.ok == 3
-    install.cleanup()  # the current tree's sidecars stay
-    assert install.current_chunks() == chunks
-
-
-def test_tree_keeps_its_blake3_digests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install, manifest, _, chunks = make_install(tmp_path, with_blake3=True)
-    kept = install.current_chunks()
-    assert kept == chunks  # only this manifest's contents
-    assert "e" * 64 not in json.loads(sidecar(install).read_bytes())["blake3"]
-    used = algorithms_used(monkeypatch)
-    report = verify_tree(install.target, manifest, kept)
-    assert report.clean and report.ok == 3
-    assert used == ["blake3"] * 3  # one whole-file BLAKE3 each; no chunk, no SHA-256
-
-
-@pytest.mark.parametrize("use", ["blake3", "chunks", "sha256"])
-@pytest.mark.parametrize("where", [0, CB + 5, 3 * CB + 998])
-def test_verify_finds_one_flipped_byte_in_any_chunk(tmp_path: Path, use: str, where: int) -> None:
-    install, manifest, _, chunks = make_install(tmp_path, with_blake3=use == "blake3")
+@pytest.mark.parametrize("where", [0, (1 << 20) + 5, (3 << 20) - 1])
+def test_verify_finds_one_flipped_byte_anywhere(tmp_path: Path, where: int) -> None:
+    install, manifest, _ = make_install(tmp_path)
+    assert verify_tree(install.target, manifest).clean
     flip(install.target / "data" / "big.pak", where)
-    report = verify_tree(install.target, manifest, chunks if use != "sha256" else None)
+    report = verify_tree(install.target, manifest)
     assert report.modified == ["data/big.pak"]
     assert report.ok == 2
 
 
-def test_inconsistent_chunk_hashes_fall_back_to_the_whole_file(tmp_path: Path) -> None:
-    install, manifest, big, _ = make_install(tmp_path)
-    wrong = ChunkHashes(CB, {sha(big): ("0" * 64,)})  # wrong count: not trusted, not used
-    assert verify_tree(install.target, manifest, wrong).clean
-
-
-def test_a_wrong_blake3_digest_is_corruption(tmp_path: Path) -> None:
-    # A digest that does not match makes the file modified: no second chance with SHA-256
-    # (repair then re-fetches it and rewrites the sidecar from the signed index).
-    install, manifest, big, chunks = make_install(tmp_path, with_blake3=True)
-    wrong = ChunkHashes(CB, chunks.hashes, {**chunks.blake3_hashes, sha(SMALL): b3(b"other")})
-    report = verify_tree(install.target, manifest, wrong)
-    assert report.modified == ["a.txt"]
-    assert report.ok == 2
-    rewrite_sidecar(install, lambda d: d["blake3"].update({sha(big): "0" * 64}))
-    report = verify_tree(install.target, manifest, install.current_chunks())
-    assert report.modified == ["data/big.pak"]
-
-
-def test_a_swapped_file_fails_though_its_digest_is_in_the_sidecar(tmp_path: Path) -> None:
-    # Digests are looked up by the content the manifest names for a path, so a file
-    # replaced by another content of the build (same size, its own BLAKE3 listed) fails.
-    install, manifest, _, _ = make_install(tmp_path, with_blake3=True)
+def test_a_swapped_file_is_modified(tmp_path: Path) -> None:
+    install, manifest, _ = make_install(tmp_path)
     a = install.target / "a.txt"
     os.chmod(a, 0o644)
     a.unlink()
-    a.write_bytes(TWIN)
-    report = verify_tree(install.target, manifest, install.current_chunks())
-    assert report.modified == ["a.txt"]
+    a.write_bytes(TWIN)  # another content of the build, same size
+    assert verify_tree(install.target, manifest).modified == ["a.txt"]
 
 
-@pytest.mark.parametrize(
-    "tamper",
-    [
-        "drop the file's digest",
-        "drop every digest",
-        "malformed digest",
-        "digest of another content",
-        "unknown format",
-        "not json",
-    ],
-)
-def test_a_tampered_sidecar_does_not_let_a_corrupt_file_pass(tmp_path: Path, tamper: str) -> None:
-    install, manifest, big, _ = make_install(tmp_path, with_blake3=True)
-    flip(install.target / "a.txt", 0)
-    flip(install.target / "data" / "big.pak", CB + 7)
-    if tamper == "not json":
-        sidecar(install).write_bytes(b"{garbage")
-    else:
-
-        def edit(doc: dict[str, Any]) -> None:
-            if tamper == "drop the file's digest":
-                del doc["blake3"][sha(SMALL)], doc["blake3"][sha(big)]
-            elif tamper == "drop every digest":
-                del doc["blake3"]
-            elif tamper == "malformed digest":
-                doc["blake3"][sha(SMALL)] = "not a digest"
-            elif tamper == "digest of another content":
-                doc["blake3"][sha(SMALL)] = doc["blake3"][sha(TWIN)]
-            else:
-                doc["format"] = "changeover.tree-chunks/99"
-
-        rewrite_sidecar(install, edit)
-    report = verify_tree(install.target, manifest, install.current_chunks())
-    assert report.modified == ["a.txt", "data/big.pak"]
-    assert report.ok == 1
+def test_verify_checks_the_sha256_a_file_is_named_by_not_a_stored_second_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cache as an earlier launcher left it after a compromised index: the object named
+    # by SMALL's SHA-256 holds other bytes, and the tree's sidecar lists their BLAKE3 (and
+    # chunk SHA-256) as SMALL's. ``launcher verify`` must call the file modified.
+    install, _, _ = make_install(tmp_path)
+    replace(install.target / "a.txt", TWIN)
+    tree = install.current_tree()
+    assert tree is not None
+    sidecar = {
+        "format": "changeover.tree-chunks/1",
+        "chunk_bytes": 1 << 20,
+        "chunks": {sha(SMALL): [sha(TWIN)]},
+        "blake3": {sha(SMALL): b3(TWIN)},
+    }
+    (tree.parent / f"{tree.name}.chunks.json").write_text(json.dumps(sidecar))
+    code = launcher_verify(install.target, tmp_path / "cache", True)
+    report = json.loads(capsys.readouterr().out)
+    assert report["modified"] == ["a.txt"]
+    assert code != 0
 
 
 def test_many_small_files_in_batches_and_extras(tmp_path: Path) -> None:
@@ -276,15 +211,12 @@ def test_many_small_files_in_batches_and_extras(tmp_path: Path) -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     manifest = Manifest.of([FileEntry(rel, len(d), sha(d)) for rel, d in files.items()])
-    checks = ChunkHashes(blake3_hashes={sha(d): b3(d) for d in files.values()})
-    for given in (checks, None):
-        assert verify_tree(root, manifest, given).clean
+    assert verify_tree(root, manifest).clean
     flip(root / "d3/f150.txt", 3)
     (root / "d1/deeper").mkdir()
     (root / "d1/deeper/x.dll").write_bytes(b"x")
     os.symlink("d2", root / "link-to-dir")
-    for given in (checks, None):
-        report = verify_tree(root, manifest, given)
-        assert report.modified == ["d3/f150.txt"]
-        assert report.extra == ["d1/deeper/x.dll", "link-to-dir"]
-        assert report.ok == 299
+    report = verify_tree(root, manifest)
+    assert report.modified == ["d3/f150.txt"]
+    assert report.extra == ["d1/deeper/x.dll", "link-to-dir"]
+    assert report.ok == 299
