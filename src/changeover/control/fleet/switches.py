@@ -7,7 +7,7 @@ time from ``placement.switch_step`` — start a replacement, wait for it, retire
 instance — and goes back to Pending between steps, so a long switch never holds the job
 runner and a control plane restarted mid-switch simply resumes from the database. If a
 replacement fails, the switch fails and the fleet goes back to its previous profile
-(auto-revert is on by default, DESIGN.md).
+(auto-revert is on by default, docs/architecture.md).
 """
 
 from __future__ import annotations
