@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,14 +19,15 @@ from changeover.cli.output import (
     JsonOpt,
     ServerOpt,
     TokenOpt,
-    WaitOpt,
     console,
     print_json,
     table,
     when,
 )
 from changeover.client import ApiClient
+from changeover.control.states import JobState
 from changeover.errors import InvalidInput
+from changeover.times import utc
 
 env_app = typer.Typer(help="Deployment environments (production, staging …).", no_args_is_help=True)
 region_app = typer.Typer(help="Regions hosts live in.", no_args_is_help=True)
@@ -406,10 +408,36 @@ def fleet_instances(
 
 
 def _switch_line(sw: dict[str, Any]) -> str:
-    return (
+    line = (
         f"switch {sw['id']} of {sw['fleet']} to {sw['to_profile']}: {sw['status_name']}"
         f" ({sw['status']}), {sw['moved']}/{sw['total']} moved — {sw['error'] or sw['message']}"
     )
+    return line + _retiring_note(sw)
+
+
+def _retiring_note(sw: dict[str, Any]) -> str:
+    out = sw.get("retiring") or {}
+    if not out.get("instances"):
+        return ""
+    note = f"; {out['instances']} old instance(s) still running"
+    if out["players"]:
+        note += f" with {out['players']} player(s), until they leave"
+    if out["deadline"] is not None:
+        note += f" (stopped by {utc(out['deadline'])} at the latest)"
+    return note
+
+
+def _wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the switch has ended and, if it completed, until the old instances it
+    drained have stopped too: until then old players still play the old version."""
+    sw = c.wait_job(f"/switches/{sw['id']}", poll_s=0.5)
+    if sw["status"] != JobState.COMPLETED or not sw["retiring"]["instances"]:
+        return sw
+    console.print(f"{_switch_line(sw)}: waiting for them to stop", highlight=False, soft_wrap=True)
+    while sw["retiring"]["instances"]:
+        time.sleep(0.5)
+        sw = c.get(f"/switches/{sw['id']}")
+    return sw
 
 
 @fleet_app.command("switch")
@@ -418,7 +446,14 @@ def fleet_switch(
     profile: Annotated[str, typer.Option(help="The profile to make active.")],
     drain: Annotated[float, typer.Option(help="Seconds an instance with players may drain.")] = 12
     * 3600.0,
-    wait: WaitOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Block until every old instance has stopped (those with players drain"
+            " first); exit non-zero if the switch fails.",
+        ),
+    ] = False,
     server: ServerOpt = "",
     token: TokenOpt = "",
     as_json: JsonOpt = False,
@@ -427,7 +462,7 @@ def fleet_switch(
     with ApiClient(server, token) as c:
         out = c.post(f"/fleets/{name}/switch", json={"profile": profile, "drain_s": drain})
         if wait:
-            out = c.wait_job(f"/switches/{out['id']}", poll_s=0.5)
+            out = _wait_switch(c, out)
     _show(out, as_json, _switch_line(out))
     if wait and out["status"] == 6:
         raise typer.Exit(JOB_FAILED)

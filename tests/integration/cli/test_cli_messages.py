@@ -1,0 +1,44 @@
+"""What a new user sees when something is missing or wrong: one readable line that says
+what to do, at once, with the exit code of its kind (README, CLI conventions)."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests_helpers import free_port, run_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def one_error_line(r: subprocess.CompletedProcess[str], code: int) -> str:
+    assert r.returncode == code, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_no_token_says_which_variable_or_option_to_set(server: Any) -> None:
+    line = one_error_line(server.cli("env", "list", token=""), 6)
+    assert "CHANGEOVER_TOKEN" in line and "--token" in line, line
+    assert "Authorization" not in line  # the HTTP header is the server's business
+
+
+def test_an_unreachable_server_is_one_readable_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (("env", "list"), ("fleet", "switch", "f", "--profile", "p", "--wait")):
+        line = one_error_line(run_cli(*args, env={"CHANGEOVER_URL": url}), 8)
+        assert line == f"error: cannot reach the server at {url}: connection refused", line
+
+
+def test_bots_on_an_unknown_fleet_fail_at_once_with_the_reason(server: Any) -> None:
+    # An hour of play asked: the refusal must come before any of it (the subprocess's
+    # timeout is a minute).
+    r = run_cli(
+        "bots", "--fleet", "no-such-fleet", "--duration", "3600", env=server.env(), timeout_s=60
+    )
+    line = one_error_line(r, 4)
+    assert "unknown fleet 'no-such-fleet'" in line, line
+    assert r.stdout == ""
