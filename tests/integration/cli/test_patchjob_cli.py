@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from patchjob_helpers import FAST, running, two_build_fleet
-from tests_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
