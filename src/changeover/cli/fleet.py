@@ -20,6 +20,7 @@ from changeover.cli.output import (
     ServerOpt,
     TokenOpt,
     console,
+    err_console,
     print_json,
     table,
     when,
@@ -404,6 +405,57 @@ def fleet_instances(
     """List a fleet's instances."""
     with ApiClient(server, token) as c:
         rows = c.get(f"/fleets/{name}/instances", params={"all": all_})
+    print_json(rows) if as_json else _instances_table(rows)
+
+
+def _settling(fleet: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+    """What the fleet still waits for, or None once it runs exactly what it wants: each
+    host's instances of the active profile ready, and no other instance left running."""
+    wanted = len(fleet["hosts"]) * fleet["instances_per_host"]
+    current = [r for r in rows if r["desired"] == "running" and r["profile"] == fleet["profile"]]
+    ready = [r for r in current if r["state"] in ("ready", "allocated")]
+    leaving = [r for r in rows if r not in current]
+    if len(ready) == wanted == len(current) and not leaving:
+        return None
+    waits = [f"{len(ready)} of {wanted} instance(s) of {fleet['profile']} ready"]
+    if leaving:
+        players = sum(r["players"] for r in leaving)
+        on_them = f" ({players} player(s) on them)" if players else ""
+        waits.append(f"{len(leaving)} other(s) to stop{on_them}")
+    return "; ".join(waits)
+
+
+@fleet_app.command("wait")
+def fleet_wait(
+    name: str,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+    server: ServerOpt = "",
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Block until the fleet runs what it wants: its instances ready on every host (after a
+    create, an update or a switch), and the old ones stopped; then list them. Exit 1 on
+    timeout, saying what it still waited for."""
+    deadline = time.monotonic() + timeout
+    said = None
+    with ApiClient(server, token) as c:
+        while True:
+            fleet = c.get(f"/fleets/{name}")
+            rows = c.get(f"/fleets/{name}/instances")
+            waiting = _settling(fleet, rows)
+            if waiting is None:
+                break
+            if time.monotonic() > deadline:
+                err_console.print(
+                    f"error: fleet {name} did not settle in {timeout:g} s: {waiting}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(JOB_FAILED)
+            if waiting != said and not as_json:
+                console.print(f"waiting: {waiting}", highlight=False, soft_wrap=True)
+                said = waiting
+            time.sleep(0.5)
     print_json(rows) if as_json else _instances_table(rows)
 
 
