@@ -260,7 +260,12 @@ def profile_show(
     """Show a profile."""
     with ApiClient(server, token) as c:
         out = c.get(f"/profiles/{name}")
-    print_json(out) if as_json else console.print_json(data=out)
+    if as_json:
+        print_json(out)
+        return
+    # For people: times as dates (the JSON keeps epoch seconds, for programs).
+    shown = {k: when(v) if k.endswith("_at") and v is not None else v for k, v in out.items()}
+    console.print_json(data=shown)
 
 
 @compat_app.command("set")

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from changeover.cli.output import when
+from fleet_helpers import catalogue, ok, profile, release
 from tests_helpers import free_port, run_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -42,3 +44,15 @@ def test_bots_on_an_unknown_fleet_fail_at_once_with_the_reason(server: Any) -> N
     line = one_error_line(r, 4)
     assert "unknown fleet 'no-such-fleet'" in line, line
     assert r.stdout == ""
+
+
+def test_profile_show_prints_times_as_dates(server: Any) -> None:
+    c = server.client()
+    ok(c.post("/images", json={"name": "dates"}), 201)
+    release(c, "dates", {"game": b"g"}, None)
+    catalogue(c, "dates")
+    made = profile(c, "dates-v1", "dates-game", "dates", "1")
+    shown = server.cli("profile", "show", "dates-v1")
+    assert shown.returncode == 0, shown.stderr
+    assert f'"created_at": "{when(made["created_at"])}"' in shown.stdout, shown.stdout
+    assert str(int(made["created_at"])) not in shown.stdout
