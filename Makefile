@@ -1,15 +1,22 @@
 # The two commands a new user needs: `make demo` and `make test`.
-# Everything they need is installed here, into .venv, from the package registries.
+# Everything they need is installed here, into .venv, from the package registries:
+# `make demo` only the runtime (`pip install -e .`), `make test` the test tools too
+# (`.[dev]`: pytest, ruff, mypy, Playwright …) and Debian's Chromium.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench clean chromium screenshots
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -19,7 +26,7 @@ chromium:
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
@@ -30,7 +37,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
-test: lint typecheck chromium
+test: $(STAMP) lint typecheck chromium
 	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from changeover.client import ApiClient
 from changeover.errors import RemoteError
 
 RETRY_S = 0.5
@@ -213,7 +214,15 @@ class Bot:
 
 
 def run_bots(config: BotConfig) -> Report:
-    """Run ``config.players`` bots for ``config.duration_s`` seconds; returns what happened."""
+    """Run ``config.players`` bots for ``config.duration_s`` seconds; returns what happened.
+
+    Raises:
+        NotFound: no such fleet. AuthError, Forbidden: the token may not read it.
+            RemoteError: the server cannot be reached. All before any bot starts: a run
+            that could never place a player fails at once rather than after its duration.
+    """
+    with ApiClient(config.server, config.token, timeout_s=30) as api:
+        api.get(f"/fleets/{config.fleet}")
     report = Report(players=config.players)
     stop_at = time.monotonic() + config.duration_s
     bots = [Bot(n, config, report, stop_at) for n in range(config.players)]

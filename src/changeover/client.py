@@ -7,6 +7,7 @@ class the server named (``error`` field of the body), so callers branch on types
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,6 +30,20 @@ BY_CODE: dict[str, type[errors.ChangeoverError]] = {
 }
 
 
+NO_TOKEN = "no access token: set CHANGEOVER_TOKEN or pass --token"  # noqa: S105 (a message)
+"""What a caller without a token is told (the server's own words speak of HTTP headers)."""
+
+
+def transport_reason(exc: httpx.TransportError) -> str:
+    """Why a request got no answer, in a few words on one line (``[Errno 111] Connection
+    refused`` becomes ``connection refused``)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time (timed out)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return text[:1].lower() + text[1:]
+
+
 class ApiClient:
     def __init__(self, server: str, token: str | None, *, timeout_s: float = 60.0) -> None:
         if not server:
@@ -36,6 +51,7 @@ class ApiClient:
         if not server.startswith(("http://", "https://")):
             raise errors.InvalidInput(f"server URL {server!r} must start with http:// or https://")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.has_token = bool(token)
         self.server = server.rstrip("/")
         self.http = httpx.Client(
             base_url=self.server + "/api/v1", headers=headers, timeout=timeout_s
@@ -54,9 +70,13 @@ class ApiClient:
         try:
             r = self.http.request(method, path, **kwargs)
         except httpx.TransportError as e:
-            raise errors.RemoteError(f"cannot reach the server at {self.server}: {e}") from e
+            raise errors.RemoteError(
+                f"cannot reach the server at {self.server}: {transport_reason(e)}"
+            ) from e
         if r.is_success:
             return r.json()
+        if r.status_code == 401 and not self.has_token:
+            raise errors.AuthError(NO_TOKEN, status=401)
         raise _error_from(r)
 
     def get(self, path: str, **kw: Any) -> Any:

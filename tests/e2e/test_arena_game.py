@@ -1,8 +1,8 @@
 """The sample game as a real process: SDK handshake, shutdown notice, save, SIGTERM, handoff.
 
-This is the save-acknowledged stop the rollouts rely on (DESIGN.md): the agent announces a
-shutdown, the game tells its players and saves, acknowledges, and only then is stopped; the
-next build finds the saved sessions.
+This is the save-acknowledged stop the rollouts rely on (docs/architecture.md): the agent
+announces a shutdown, the game tells its players and saves, acknowledges, and only then is
+stopped; the next build finds the saved sessions.
 """
 
 from __future__ import annotations

@@ -123,14 +123,16 @@ class Agent:
                 sup.load()
                 stager.start()
                 with ApiClient(cfg.server, cfg.token, timeout_s=10) as api:
-                    self._register(api, ident["agent_uid"])
-                    self._loop(api, sup, stager, ident["agent_uid"], stop)
+                    if self._register(api, ident["agent_uid"], stop):
+                        self._loop(api, sup, stager, ident["agent_uid"], stop)
             finally:
                 stager.stop()
                 sup.close()
                 sdk.stop()
 
-    def _register(self, api: ApiClient, uid: str) -> None:
+    def _register(self, api: ApiClient, uid: str, stop: threading.Event) -> bool:
+        """Register with the control plane, retrying while it cannot be reached; False if
+        told to stop meanwhile (Ctrl-C must work while the server is down)."""
         cfg = self.config
         body = {
             "name": cfg.name,
@@ -147,11 +149,13 @@ class Agent:
                 break
             except RemoteError as e:  # the control plane may come up after us
                 log.warning("cannot register yet: %s", e.message)
-                time.sleep(delay)
+                if stop.wait(delay):
+                    return False
                 delay = min(delay * 2, 10)
         self.host_id = out["id"]
         self.sync_interval_s = float(out.get("sync_interval_s", 1.0))
         log.info("registered as host %s (id %s) in %s", cfg.name, self.host_id, cfg.region)
+        return True
 
     def _loop(
         self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str, stop: threading.Event
@@ -161,10 +165,12 @@ class Agent:
             changed = sup.tick()
             if changed or time.monotonic() >= next_sync:
                 next_sync = time.monotonic() + self.sync_interval_s
-                self._sync(api, sup, stager, uid)
+                self._sync(api, sup, stager, uid, stop)
             stop.wait(self.config.tick_s)
 
-    def _sync(self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str) -> None:
+    def _sync(
+        self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str, stop: threading.Event
+    ) -> None:
         body = {
             "agent_uid": uid,
             "instances": sup.observed(),
@@ -177,7 +183,7 @@ class Agent:
             return
         except NotFound:
             log.warning("the control plane does not know this host any more: registering again")
-            self._register(api, uid)
+            self._register(api, uid, stop)
             return
         sup.apply(desired["instances"])
         # The control plane stretches the interval when it has many hosts to hear from.

@@ -188,6 +188,23 @@ def update_retry(
 # -- diff analyses -------------------------------------------------------------------------
 
 
+def _download_line(r: dict[str, Any]) -> str:
+    """Before the update is accepted only whole files can be counted (an upper bound);
+    accepting it builds the patches, and then the real figure is known."""
+    full = f"full build {human_bytes(r['new_bytes'])}"
+    published = r.get("published_download_bytes")
+    if published is None:
+        return (
+            "estimated download for a host on the current version: at most"
+            f" {human_bytes(r['download_bytes'])} (whole files; accepting builds patches,"
+            f" which can only make it smaller; {full})"
+        )
+    return (
+        "download for a host on the base version, with the published patches:"
+        f" {human_bytes(published)} (whole files {human_bytes(r['download_bytes'])}; {full})"
+    )
+
+
 def _print_diff(d: dict[str, Any], all_files: bool) -> None:
     job_line("diff", d)
     console.print(f"decision: {d['decision']}", highlight=False)
@@ -205,11 +222,7 @@ def _print_diff(d: dict[str, Any], all_files: bool) -> None:
             for k in ("added", "changed", "removed", "unchanged")
         ],
     )
-    console.print(
-        f"estimated download for a host on the current version: {human_bytes(r['download_bytes'])}"
-        f" (full build {human_bytes(r['new_bytes'])})",
-        highlight=False,
-    )
+    console.print(_download_line(r), highlight=False, soft_wrap=True)
     files = [f for f in r.get("files", []) if all_files or f["change"] != "unchanged"]
     if files:
         table(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,14 +19,16 @@ from changeover.cli.output import (
     JsonOpt,
     ServerOpt,
     TokenOpt,
-    WaitOpt,
     console,
+    err_console,
     print_json,
     table,
     when,
 )
 from changeover.client import ApiClient
+from changeover.control.states import JobState
 from changeover.errors import InvalidInput
+from changeover.times import utc
 
 env_app = typer.Typer(help="Deployment environments (production, staging …).", no_args_is_help=True)
 region_app = typer.Typer(help="Regions hosts live in.", no_args_is_help=True)
@@ -257,7 +260,12 @@ def profile_show(
     """Show a profile."""
     with ApiClient(server, token) as c:
         out = c.get(f"/profiles/{name}")
-    print_json(out) if as_json else console.print_json(data=out)
+    if as_json:
+        print_json(out)
+        return
+    # For people: times as dates (the JSON keeps epoch seconds, for programs).
+    shown = {k: when(v) if k.endswith("_at") and v is not None else v for k, v in out.items()}
+    console.print_json(data=shown)
 
 
 @compat_app.command("set")
@@ -405,11 +413,88 @@ def fleet_instances(
     print_json(rows) if as_json else _instances_table(rows)
 
 
+def _settling(fleet: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+    """What the fleet still waits for, or None once it runs exactly what it wants: each
+    host's instances of the active profile ready, and no other instance left running."""
+    wanted = len(fleet["hosts"]) * fleet["instances_per_host"]
+    current = [r for r in rows if r["desired"] == "running" and r["profile"] == fleet["profile"]]
+    ready = [r for r in current if r["state"] in ("ready", "allocated")]
+    leaving = [r for r in rows if r not in current]
+    if len(ready) == wanted == len(current) and not leaving:
+        return None
+    waits = [f"{len(ready)} of {wanted} instance(s) of {fleet['profile']} ready"]
+    if leaving:
+        players = sum(r["players"] for r in leaving)
+        on_them = f" ({players} player(s) on them)" if players else ""
+        waits.append(f"{len(leaving)} other(s) to stop{on_them}")
+    return "; ".join(waits)
+
+
+@fleet_app.command("wait")
+def fleet_wait(
+    name: str,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+    server: ServerOpt = "",
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Block until the fleet runs what it wants: its instances ready on every host (after a
+    create, an update or a switch), and the old ones stopped; then list them. Exit 1 on
+    timeout, saying what it still waited for."""
+    deadline = time.monotonic() + timeout
+    said = None
+    with ApiClient(server, token) as c:
+        while True:
+            fleet = c.get(f"/fleets/{name}")
+            rows = c.get(f"/fleets/{name}/instances")
+            waiting = _settling(fleet, rows)
+            if waiting is None:
+                break
+            if time.monotonic() > deadline:
+                err_console.print(
+                    f"error: fleet {name} did not settle in {timeout:g} s: {waiting}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(JOB_FAILED)
+            if waiting != said and not as_json:
+                console.print(f"waiting: {waiting}", highlight=False, soft_wrap=True)
+                said = waiting
+            time.sleep(0.5)
+    print_json(rows) if as_json else _instances_table(rows)
+
+
 def _switch_line(sw: dict[str, Any]) -> str:
-    return (
+    line = (
         f"switch {sw['id']} of {sw['fleet']} to {sw['to_profile']}: {sw['status_name']}"
         f" ({sw['status']}), {sw['moved']}/{sw['total']} moved — {sw['error'] or sw['message']}"
     )
+    return line + _retiring_note(sw)
+
+
+def _retiring_note(sw: dict[str, Any]) -> str:
+    out = sw.get("retiring") or {}
+    if not out.get("instances"):
+        return ""
+    note = f"; {out['instances']} old instance(s) still running"
+    if out["players"]:
+        note += f" with {out['players']} player(s), until they leave"
+    if out["deadline"] is not None:
+        note += f" (stopped by {utc(out['deadline'])} at the latest)"
+    return note
+
+
+def _wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the switch has ended and, if it completed, until the old instances it
+    drained have stopped too: until then old players still play the old version."""
+    sw = c.wait_job(f"/switches/{sw['id']}", poll_s=0.5)
+    if sw["status"] != JobState.COMPLETED or not sw["retiring"]["instances"]:
+        return sw
+    console.print(f"{_switch_line(sw)}: waiting for them to stop", highlight=False, soft_wrap=True)
+    while sw["retiring"]["instances"]:
+        time.sleep(0.5)
+        sw = c.get(f"/switches/{sw['id']}")
+    return sw
 
 
 @fleet_app.command("switch")
@@ -418,7 +503,14 @@ def fleet_switch(
     profile: Annotated[str, typer.Option(help="The profile to make active.")],
     drain: Annotated[float, typer.Option(help="Seconds an instance with players may drain.")] = 12
     * 3600.0,
-    wait: WaitOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Block until every old instance has stopped (those with players drain"
+            " first); exit non-zero if the switch fails.",
+        ),
+    ] = False,
     server: ServerOpt = "",
     token: TokenOpt = "",
     as_json: JsonOpt = False,
@@ -427,7 +519,7 @@ def fleet_switch(
     with ApiClient(server, token) as c:
         out = c.post(f"/fleets/{name}/switch", json={"profile": profile, "drain_s": drain})
         if wait:
-            out = c.wait_job(f"/switches/{out['id']}", poll_s=0.5)
+            out = _wait_switch(c, out)
     _show(out, as_json, _switch_line(out))
     if wait and out["status"] == 6:
         raise typer.Exit(JOB_FAILED)

@@ -575,18 +575,38 @@ def cancel(
     wrap_up: Annotated[
         bool, typer.Option("--wrap-up", help="Stop the job, leave every instance as it is.")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait until the job has ended (a revert may take minutes) and print how.",
+        ),
+    ] = True,
     server: ServerOpt = "",
     token: TokenOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel a job (admin); one that has not started simply never runs."""
+    """Cancel a job (admin); one that has not started simply never runs.
+
+    The job stops at its next step, so the answer to the request still shows it running;
+    this prints how it ended (Cancelled, Rolled back …), or with --no-wait what it is doing.
+    """
     if revert == wrap_up:
         raise InvalidInput("say how to cancel: --revert or --wrap-up (one of them)")
+    mode = "revert" if revert else "wrap_up"
     with ApiClient(server, token) as c:
-        job = c.post(
-            f"/patchjobs/{job_id}/cancel", json={"mode": "revert" if revert else "wrap_up"}
+        job = c.post(f"/patchjobs/{job_id}/cancel", json={"mode": mode})
+        if wait:
+            job = _wait_quiet(c, job)
+    if as_json:
+        print_json(job)
+    elif JobStatus(job["status"]).terminal:
+        _say(_job_line(job))
+    else:
+        _say(
+            f"{_job_line(job)} — cancel ({mode}) asked; it stops at its next step"
+            f" (`changeover patchjob events {job_id} --follow` shows how it ends)"
         )
-    print_json(job) if as_json else _say(_job_line(job))
 
 
 @patchjob_app.command("resume")

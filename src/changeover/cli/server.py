@@ -47,7 +47,8 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the control plane (HTTP API, dashboard at /ui, metrics at /metrics)."""
+    """Run the control plane (HTTP API with its docs at /docs, dashboard at /ui, metrics at
+    /metrics) in the foreground, logging to the terminal, until Ctrl-C or SIGTERM."""
     import uvicorn
 
     from changeover.control import logs

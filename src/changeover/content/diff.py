@@ -46,7 +46,10 @@ class DiffReport:
     old_bytes: int
     new_bytes: int
     download_bytes: int
-    """Stored bytes of content the old version lacks (deduplicated by hash)."""
+    """Stored bytes of content the old version lacks (deduplicated by hash): whole files,
+    an upper bound. Patches from the old version are built only when the update is
+    accepted; what a host then really fetches is recorded with the version
+    (``published_download_bytes``, ``None`` until then)."""
 
     def to_dict(self, include_unchanged: bool = True) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class DiffReport:
             "old_bytes": self.old_bytes,
             "new_bytes": self.new_bytes,
             "download_bytes": self.download_bytes,
+            "published_download_bytes": None,
             "files": [
                 {
                     "path": c.path,

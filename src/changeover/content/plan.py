@@ -195,3 +195,15 @@ def plan_sync(
             for step in a.steps:
                 downloads[("patch", step.path)] = step.size
     return SyncPlan(tuple(actions), sum(downloads.values()))
+
+
+def upgrade_download_bytes(
+    old: Manifest | None,
+    new: Manifest,
+    patches: PatchIndex,
+    blob_size: Mapping[str, int],
+) -> int:
+    """What a host holding exactly ``old`` (``None``: nothing) downloads to sync to ``new``
+    with the published ``patches``: the plan the agent and the launcher would run."""
+    local = {f.path: LocalFile(f.size, f.sha256) for f in old or () if f.link is None}
+    return plan_sync(local, new, patches, blob_size).download_bytes

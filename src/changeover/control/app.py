@@ -42,6 +42,7 @@ from changeover.control.patchjobs.reconciler import Reconciler
 from changeover.control.publishing import Publisher
 from changeover.errors import ChangeoverError
 from changeover.settings import Settings
+from changeover.web import api_docs
 from changeover.web import routes as web_routes
 
 log = logging.getLogger("changeover.control")
@@ -188,6 +189,8 @@ def create_app(settings: Settings) -> ControlPlane:
         version=__version__,
         lifespan=lifespan,
         description="Builds, diff analyses, versions and branches; see the README.",
+        docs_url=None,  # web.api_docs serves them, without a CDN
+        redoc_url=None,
         **_without_framework_telemetry(),
     )
     app.state.ctx = ctx
@@ -203,6 +206,7 @@ def create_app(settings: Settings) -> ControlPlane:
     app.include_router(patchjob_views.router)
     app.include_router(observability_router)
     web_routes.mount(app)
+    api_docs.mount(app)
 
     @app.exception_handler(ChangeoverError)
     async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:

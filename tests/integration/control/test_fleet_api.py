@@ -492,6 +492,27 @@ def test_profile_switch_rolls_idle_first_and_drains_busy(
     )
     assert ok(friend, 201)["instance_id"] == busy["instance_id"]  # a friend may still join
     assert friend.json()["joined_friend"] is True
+    # Completed, and its status says what still runs the old build: the draining instance,
+    # its players, its deadline; until the players leave and it has stopped.
+    assert final["retiring"] == {
+        "instances": 1,
+        "players": 1,
+        "deadline": rows[busy["instance_id"]]["drain_deadline"],
+    }
+    assert ok(c.get(f"/switches/{sw['id']}"))["retiring"]["players"] == 2
+    for session in (busy, friend.json()):
+        ok(c.delete(f"/sessions/{session['session_id']}"))
+
+    def retired() -> bool:
+        a1.sync()
+        return ok(c.get(f"/switches/{sw['id']}"))["retiring"]["instances"] == 0
+
+    wait_for(retired, 30, "the drained instance to stop")
+    assert ok(c.get(f"/switches/{sw['id']}"))["retiring"] == {
+        "instances": 0,
+        "players": 0,
+        "deadline": None,
+    }
 
 
 def test_failed_switch_reverts_the_fleet(server: Any, arena: dict[str, Any]) -> None:

@@ -65,6 +65,12 @@ def test_install_update_and_remove_stale_files(published: Published, tmp_path: P
     v1, v2 = published.versions[0], published.versions[1]
     new_assets = sum(len(b) for p, b in v2.items() if v1.get(p) != b and p != "bin/game")
     assert second["downloaded_bytes"] < new_assets + 20_000
+    # v2's diff analysis counted whole files (all it could before the patches existed);
+    # once v2 was published it recorded what a host on v1 really fetches: exactly this.
+    report = published.server.client().get("/diffs/2").json()["report"]
+    assert report["base_version"] == 1
+    assert report["published_download_bytes"] == second["downloaded_bytes"]
+    assert report["download_bytes"] > second["downloaded_bytes"]  # the executable's patch
 
     again = sync(published.content_url, target, "production")
     assert again["already_current"] is True

@@ -82,6 +82,17 @@ def test_scale_down_prefers_idle_then_other_profiles_then_newest() -> None:
 def test_a_replacement_counts_once_with_the_instance_it_replaces() -> None:
     pair = [inst(1, profile_id=9), inst(2, replaces_id=1, state="starting"), inst(3)]
     assert plan(pair) == []
+    # Mid-switch, scaling down leaves the pair alone (the switch finishes it).
+    assert plan(pair, fleets=[replace(FLEET, per_host=1)]) == [Stop(3, "scaled down", 1000.0)]
+
+
+def test_after_a_switch_the_replacements_scale_down_like_any_instance() -> None:
+    # Instances 3 and 4 replaced 1 and 2, which have stopped: all that runs are replacements.
+    after = [inst(3, replaces_id=1), inst(4, replaces_id=2)]
+    assert plan(after, fleets=[replace(FLEET, per_host=0)]) == [
+        Stop(4, "scaled down", 1000.0),
+        Stop(3, "scaled down", 1000.0),
+    ]
 
 
 def test_draining_stops_when_empty_notices_before_deadline_stops_at_it() -> None:

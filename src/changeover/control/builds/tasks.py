@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, exists, select
 
-from changeover.content.delivery import build_index
+from changeover.content.delivery import DeliveryIndex, build_index
 from changeover.content.diff import analyse
 from changeover.content.manifest import Manifest
+from changeover.content.plan import upgrade_download_bytes
 from changeover.content.publish import DEFAULT_HISTORY, build_patches
 from changeover.content.store import LocalStore
 from changeover.control.builds import services
@@ -115,6 +116,7 @@ def build_job_kinds(
         )
         index = build_index(store, manifest, patches)
         store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())
+        _record_download(db, store, version, index)
         with db.write() as s:
             version = s.get_one(Version, job_id)
             if version.status == JobState.RUNNING:
@@ -126,6 +128,28 @@ def build_job_kinds(
         JobKind("diff", Diff, analyse_diff, promote=promote_diffs, waiting=diffs_waiting),
         JobKind("version", Version, publish_version),
     ]
+
+
+def _record_download(
+    db: Database, store: LocalStore, version: Version, index: DeliveryIndex
+) -> None:
+    """Write into the version's diff analysis what a host on the diff's base version will
+    really download, now that the patches exist (the analysis could only count whole
+    files). Idempotent: a replayed job computes and writes the same number."""
+    with db.read() as s:
+        diff = s.get(Diff, version.diff_id) if version.diff_id is not None else None
+        if diff is None or not diff.report:
+            return
+        base = s.get(Version, diff.base_version_id) if diff.base_version_id else None
+        diff_id = diff.id
+    old = store.get_manifest(base.manifest_id) if base is not None else None
+    new = store.get_manifest(version.manifest_id)
+    planned = upgrade_download_bytes(old, new, index.patches, index.blobs)
+    with db.write() as s:
+        row = s.get_one(Diff, diff_id)
+        report = json.loads(row.report or "{}")
+        report["published_download_bytes"] = planned
+        row.report = json.dumps(report)
 
 
 SMALL_CHANGE_BYTES = 32 << 20

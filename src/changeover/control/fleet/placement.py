@@ -164,8 +164,15 @@ def plan_host(
                 actions.append(Create(fleet.fleet_id, fleet.profile_id, host.name))
                 occupied += 1
         elif short < 0:
+            # A replacement is spare once the instance it replaced has stopped running: after
+            # a switch every instance is one, and a fleet scaled down must find them.
+            running_ids = {i.instance_id for i in running}
             in_switch = {i.replaces_id for i in running if i.replaces_id is not None}
-            spare = [i for i in counted if i.replaces_id is None and i.instance_id not in in_switch]
+            spare = [
+                i
+                for i in counted
+                if i.replaces_id not in running_ids and i.instance_id not in in_switch
+            ]
             # Idle before busy, other profiles before the active one, newest first.
             spare.sort(
                 key=lambda i: (i.players > 0, i.profile_id == fleet.profile_id, -i.instance_id)

@@ -7,7 +7,7 @@ time from ``placement.switch_step`` — start a replacement, wait for it, retire
 instance — and goes back to Pending between steps, so a long switch never holds the job
 runner and a control plane restarted mid-switch simply resumes from the database. If a
 replacement fails, the switch fails and the fleet goes back to its previous profile
-(auto-revert is on by default, DESIGN.md).
+(auto-revert is on by default, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -103,6 +103,24 @@ def get_switch(s: Session, switch_id: int) -> ProfileSwitch:
     return row
 
 
+def retiring(s: Session, row: ProfileSwitch) -> dict[str, Any]:
+    """The fleet's old instances still on their way out: draining with players (until the
+    last one leaves, or their deadline), or stopping. A switch completes once each old
+    instance is retired, not once it is gone, so its status says what is still running."""
+    fleet = s.get_one(Fleet, row.fleet_id)
+    leaving = [
+        i
+        for i in fleet_instances(s, fleet)
+        if i.profile_id != row.to_profile_id and i.desired != "running"
+    ]
+    deadlines = [i.drain_deadline for i in leaving if i.drain_deadline is not None]
+    return {
+        "instances": len(leaving),
+        "players": sum(i.players for i in leaving),
+        "deadline": max(deadlines) if deadlines else None,
+    }
+
+
 def switch_dict(s: Session, row: ProfileSwitch) -> dict[str, Any]:
     before = s.get(Profile, row.from_profile_id) if row.from_profile_id else None
     return {
@@ -116,6 +134,7 @@ def switch_dict(s: Session, row: ProfileSwitch) -> dict[str, Any]:
         "moved": row.moved,
         "message": row.message,
         "error": row.error,
+        "retiring": retiring(s, row),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "created_by": row.created_by,

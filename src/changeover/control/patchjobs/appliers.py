@@ -23,7 +23,6 @@ done and changes nothing), which is what makes a replay after a crash harmless:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -51,6 +50,7 @@ from changeover.control.patchjobs.fleet_view import live_summary
 from changeover.control.patchjobs.model import JobSpec, JobStatus
 from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
 from changeover.control.patchjobs.storage import add_event
+from changeover.times import utc
 
 REASON_LEN: Final = 256
 
@@ -148,7 +148,7 @@ def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
         .where(Instance.id == a.instance_id, Instance.desired != "stopped")
         .values(notice_reason=a.reason[:REASON_LEN], notice_deadline=a.deadline, updated_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    return Applied(f"notice: stops at {_utc(a.deadline)}" if done else "stopped already")
+    return Applied(f"notice: stops at {utc(a.deadline)}" if done else "stopped already")
 
 
 def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
@@ -187,7 +187,7 @@ def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Ap
     row.stop_timeout_s = a.timeout_s
     return Applied(
         f"{row.players} player(s) got in first: draining until "
-        f"{row.drain_deadline or a.fallback_deadline:.0f}"
+        f"{utc(row.drain_deadline or a.fallback_deadline)}"
     )
 
 
@@ -291,7 +291,3 @@ _HANDLERS: Final[dict[type, Handler]] = {
 }
 
 __all__ = ["Applied", "CheckRequest", "apply"]
-
-
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

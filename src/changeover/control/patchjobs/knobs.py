@@ -1,4 +1,4 @@
-"""The tuning knobs of a patch job, with the defaults DESIGN.md promises.
+"""The tuning knobs of a patch job, with the defaults docs/architecture.md promises.
 
 Each group is a frozen dataclass that checks itself when built and raises ``InvalidInput``
 naming the field (``rolling.max_surge``, ``drain.notice_before_s`` …), so a bad job spec is

@@ -27,7 +27,6 @@ import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Final, Literal
@@ -35,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from changeover.control.patchjobs.states import FINISHED_EVENT, JobStatus
 from changeover.errors import AuthError, InvalidInput
+from changeover.times import utc
 
 PROGRESS_KINDS: Final = frozenset({"status", "phase", "cancel", "resume"})
 """Events mailed to addresses with progress reports: the job changed status or phase, or
@@ -159,10 +159,6 @@ def region_progress(progress: Mapping[str, Any]) -> tuple[RegionProgress, ...]:
     return tuple(RegionProgress(r, dict(c)) for r, c in sorted(by_region.items()))
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _job_title(job: JobView) -> str:
     return f'patch job {job.id} "{job.name}"' if job.name else f"patch job {job.id}"
 
@@ -196,7 +192,7 @@ def _progress_table(regions: Sequence[RegionProgress]) -> list[str]:
 
 
 def _event_line(e: EventView) -> str:
-    return f"  {_when(e.at)}  {e.kind:<8} {status_name(e.status)}: {e.message}"
+    return f"  {utc(e.at)}  {e.kind:<8} {status_name(e.status)}: {e.message}"
 
 
 FOOTER: Final = (
@@ -237,7 +233,7 @@ def compose_result(job: JobView, event: EventView, to: Iterable[str]) -> Mail:
     body = [
         f"Result report for {_job_title(job)}.",
         "",
-        f"The job finished at {_when(event.at)}: {outcome}.",
+        f"The job finished at {utc(event.at)}: {outcome}.",
         f"  {event.message}",
         "",
         *_summary(job),

@@ -33,6 +33,7 @@ from changeover.control.patchjobs.model import (
     JobStatus,
 )
 from changeover.errors import Conflict, InvalidInput
+from changeover.times import utc
 
 LEAD_S: Final = 300.0
 """Minimum lead of a scheduled start, the edit lock and the pre-stage time (5 min)."""
@@ -83,7 +84,7 @@ def check_edit(current: JobSpec, proposed: JobSpec, start_at: float, now: float)
     locked = [name for name in changed if name not in EDITABLE_WHEN_LOCKED]
     if locked and edit_locked(start_at, now):
         raise Conflict(
-            f"patch job {current.job_id} is locked since {start_at - LEAD_S:.0f} "
+            f"patch job {current.job_id} is locked since {utc(start_at - LEAD_S)} "
             f"(5 minutes before its start): only emails can still change, "
             f"not {', '.join(locked)}",
             job_id=current.job_id,
@@ -179,7 +180,7 @@ def queue_decision(job: QueuedJob, others: Sequence[QueuedJob], now: float) -> Q
         names = ", ".join(f"job {b}" for b in blockers)
         return QueueDecision(False, tuple(blockers), f"waiting for {names} (same instances)")
     if now < job.start_at:
-        return QueueDecision(False, (), f"scheduled to start at {job.start_at:.0f}")
+        return QueueDecision(False, (), f"scheduled to start at {utc(job.start_at)}")
     return QueueDecision(True, (), "runnable")
 
 

@@ -56,6 +56,7 @@ from changeover.control.patchjobs.storage import (
     stored_spec,
 )
 from changeover.errors import Conflict, InvalidInput
+from changeover.times import utc
 
 MAX_COMMENTS: Final = 10_000
 MAX_PREVIEW: Final = 1000
@@ -262,7 +263,7 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
     started = progress_of(job).phase != PENDING
     if locked and (started or edit_locked(job.start_at, t)):
         raise Conflict(
-            f"patch job {job.id} is locked since {job.start_at - 300:.0f} (5 minutes before "
+            f"patch job {job.id} is locked since {utc(job.start_at - 300)} (5 minutes before "
             f"its start): only emails can still change, not {', '.join(locked)}",
             job_id=job.id,
             fields=locked,

@@ -165,7 +165,9 @@ async function diffView(view, id) {
   if (r) {
     view.append(h("div", { class: "card row" },
       h("span", {}, "old build ", h("b", {}, bytes(r.old_bytes))), h("span", {}, "new build ", h("b", {}, bytes(r.new_bytes))),
-      h("span", {}, "download for a host on the current version ", h("b", { id: "download-bytes" }, bytes(r.download_bytes)))),
+      r.published_download_bytes == null
+        ? h("span", {}, "download for a host on the current version: at most ", h("b", { id: "download-bytes" }, bytes(r.download_bytes)), " (whole files; accepting builds patches)")
+        : h("span", {}, "download for a host on the base version, with the published patches ", h("b", { id: "download-bytes" }, bytes(r.published_download_bytes)), ` (whole files ${bytes(r.download_bytes)})`)),
     table(["change", "files", "bytes"], Object.entries(r.totals).map(([k, v]) => [k, v.files, bytes(v.bytes)]), [1, 2]),
     h("h2", {}, "Files"),
     table(["path", "change", "old size", "new size"], r.files.slice(0, 1000).map((f) => [f.path, badge(f.change), bytes(f.old_size), bytes(f.new_size)]), [2, 3]),

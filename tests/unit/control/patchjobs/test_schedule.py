@@ -29,6 +29,7 @@ from changeover.control.patchjobs.schedule import (
 )
 from changeover.control.patchjobs.states import JobStatus as Status
 from changeover.errors import Conflict, InvalidInput
+from changeover.times import utc
 from unit.control.patchjobs.patchjob_world import NEW, OLD, T0, World, drive, spec_for
 
 START = T0 + 3600
@@ -60,6 +61,8 @@ def test_edits_are_locked_five_minutes_before_start_except_emails() -> None:
             check_edit(spec, faster, START, now)
         assert e.value.facts["fields"] == ["method"]
         assert "only emails can still change" in e.value.message
+        # When, as a date people read, not as epoch seconds.
+        assert f"locked since {utc(START - LEAD_S)} (5 minutes" in e.value.message
 
 
 def test_moving_the_start_must_keep_the_five_minute_lead() -> None:
@@ -167,6 +170,8 @@ def test_a_job_does_not_run_before_its_start_time() -> None:
     job = _queued(1, START, {}, Status.SCHEDULED)
     d = queue_decision(job, [job], T0)
     assert not d.runnable and d.waiting_for == ()
+    assert d.reason == f"scheduled to start at {utc(START)}"
+    assert utc(START).endswith(" UTC") and f"{START:.0f}" not in d.reason
     assert status_before_start(d, START, T0) is Status.SCHEDULED
     assert status_before_start(d, START, START - 60) is Status.PRESTAGING
 

@@ -36,6 +36,7 @@ from changeover.control.patchjobs.strategies.common import (
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
 from changeover.control.patchjobs.strategies.tick import Tick
+from changeover.times import utc
 
 REASON = "bleed-off: the new build is live"
 
@@ -67,7 +68,7 @@ def _step(t: Tick) -> None:
             deadline = max((t.deadlines[i] for i in left if i in t.deadlines), default=t.now)
             t.reason = (
                 f"bleeding off: {len(left)} old instances still have players; "
-                f"stopped by {deadline:.0f} at the latest"
+                f"stopped by {utc(deadline)} at the latest"
             )
 
 

@@ -37,6 +37,7 @@ from changeover.control.patchjobs.strategies.common import (
 from changeover.control.patchjobs.strategies.lifecycle import START, run
 from changeover.control.patchjobs.strategies.rolling import finish_moved, roll
 from changeover.control.patchjobs.strategies.tick import Tick
+from changeover.times import utc
 
 
 def plan(
@@ -85,7 +86,7 @@ def _step(t: Tick) -> None:
             return
         end = t.marks["window"] + knobs.analysis_window_s
         if t.now < end:
-            t.reason = f"canary analysis: {len(chosen)} instances watched until {end:.0f}"
+            t.reason = f"canary analysis: {len(chosen)} instances watched until {utc(end)}"
             t.wake(end)
         else:
             t.goto("promote" if knobs.auto_promote else "await")

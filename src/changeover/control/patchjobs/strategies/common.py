@@ -20,8 +20,8 @@ deadline, always finish by it":
   acknowledged "state saved" after its first notice.
 
 Batch sizes (``batch_limits``), as Kubernetes rounds them: ``max_unavailable`` as a
-percentage rounds down (but never below 1, DESIGN.md), ``max_surge`` rounds up, so 25 % of
-6 instances allows 1 unavailable and 2 extra.
+percentage rounds down (but never below 1, docs/architecture.md), ``max_surge`` rounds up,
+so 25 % of 6 instances allows 1 unavailable and 2 extra.
 """
 
 from __future__ import annotations
