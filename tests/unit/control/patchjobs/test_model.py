@@ -38,7 +38,9 @@ from unit.control.patchjobs.patchjob_world import NEW, OLD, T0, spec_for
 def test_the_defaults_are_the_ones_design_md_promises() -> None:
     spec = spec_for(Method.ROLLING)
     assert spec.rolling == RollingKnobs("25%", "25%", 10.0, 300.0, 600.0, auto_revert=True)
-    assert (spec.stop.signal, spec.stop.timeout_s, spec.stop.graceful) == ("SIGTERM", 30.0, True)
+    # No stop method given: each instance's profile's signal and timeout (None here).
+    assert (spec.stop.signal, spec.stop.timeout_s, spec.stop.graceful) == (None, None, True)
+    assert spec.stop.wait_s == 30.0
     assert spec.drain.deadline_s == 12 * 3600
     assert spec.drain.notice_before_s == (3600, 900, 300, 60)
     assert (spec.canary.share, spec.canary.analysis_window_s, spec.canary.auto_promote) == (

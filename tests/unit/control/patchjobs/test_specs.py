@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from changeover.control.patchjobs import specs
+from changeover.control.patchjobs.knobs import StopPolicy
 from changeover.control.patchjobs.states import Method
 from changeover.errors import InvalidInput
 
@@ -41,7 +42,8 @@ def test_run_time_units() -> None:
 def test_stop_by_signal_or_seed_method_id() -> None:
     assert specs.parse_stop({"method": 0}).signal == "SIGKILL"
     assert specs.parse_stop({"signal": "sigint", "timeout_s": 3}).timeout_s == 3
-    assert specs.parse_stop(None).signal == "SIGTERM"
+    assert specs.parse_stop(None) == StopPolicy(None, None)
+    assert specs.parse_stop({"timeout_s": 5}) == StopPolicy(None, 5)  # the profile's signal
     for bad, text in [
         ({"method": 99}, "stop.method"),
         ({"method": 0, "signal": "SIGTERM"}, "disagree"),

@@ -109,7 +109,7 @@ def _drain(t: Tick, s: CustomStep, label: str) -> bool:
 
 def _stop_old(t: Tick, s: CustomStep, label: str) -> bool:
     """Save-acknowledged handoff, then stop (see the module docstring)."""
-    deadline = t.phase_since + t.spec.stop.timeout_s
+    deadline = t.phase_since + t.spec.stop.wait_s
     for m in t.selection:
         old = t.alive(m.instance_id)
         if old is None or t.stopped(m.instance_id):

@@ -55,7 +55,7 @@ def _step(t: Tick) -> None:
         if old is not None:
             stop(t, old, MAIN, "forced update to the new build", require_empty=False)
             stopped_at = t.issued.get(t.key(MAIN, "stop", m.instance_id), t.now)
-            give_up = stopped_at + t.spec.stop.timeout_s + rk.healthy_deadline_s
+            give_up = stopped_at + t.spec.stop.wait_s + rk.healthy_deadline_s
             if t.now >= give_up:
                 stuck.append(m.instance_id)
             t.wake(give_up)
