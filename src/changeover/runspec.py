@@ -120,12 +120,13 @@ def _probe_bytes(d: Mapping[str, Any], key: str) -> bytes:
             raise InvalidInput(f"health check {key} must be a string")
         raw = text.encode()
     elif hexed is not None:
+        bad = InvalidInput(f"health check {key}_hex must be hexadecimal digits, got {hexed!r}")
+        if not isinstance(hexed, str):
+            raise bad
         try:
-            raw = bytes.fromhex(hexed) if isinstance(hexed, str) else None
+            raw = bytes.fromhex(hexed)
         except ValueError:
-            raw = None
-        if raw is None:
-            raise InvalidInput(f"health check {key}_hex must be hexadecimal digits, got {hexed!r}")
+            raise bad from None
     else:
         return b""
     if len(raw) > MAX_PROBE_BYTES:

@@ -83,7 +83,8 @@ def udp_probe(address: str, port: int, send: bytes, expect: bytes, timeout_s: fl
     if got:
         return (
             False,
-            f"UDP {address}:{port}: the probe's reply {got[:32]!r} does not start with {expect[:32]!r}",
+            f"UDP {address}:{port}: the probe's reply {got[:32]!r} does not start with"
+            f" {expect[:32]!r}",
         )
     return False, f"UDP {address}:{port}: no reply to the probe within {timeout_s:g} s"
 

@@ -600,7 +600,7 @@ class Supervisor:
                 self._checks.pop(r.id, None)
             return
         spec = r.run_spec()
-        stop_signal, stop_timeout_s = _stop_method(r, spec)
+        stop_signal, _ = _stop_method(r, spec)
         self._refresh_sdk(r)
         r.phase = "stopping"
         if stop_signal == "SIGKILL":

@@ -33,6 +33,7 @@ from changeover.control.fleet.services import (
     get_environment,
     get_fleet,
     get_profile,
+    run_spec,
 )
 from changeover.control.patchjobs import specs
 from changeover.control.patchjobs.fleet_view import live_selection, progress_summary
@@ -172,6 +173,10 @@ def _validated(
         [f.id for f in r.fleets],
         None if requested is None else float(requested),
     )
+    exclusive = sorted(
+        {p.name for pair in r.builds for p in pair if run_spec(p).state == "exclusive"}
+    )
+    specs.check_state_modes(specs.to_spec(1, stored), exclusive)
     stored["body"] = {k: v for k, v in body.items() if k in BODY_FIELDS}
     return r, stored, start_at
 

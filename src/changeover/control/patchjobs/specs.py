@@ -277,6 +277,43 @@ def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
     )
 
 
+def side_by_side(spec: JobSpec) -> str | None:
+    """Why ``spec`` runs an old instance and its replacement at the same time, or None when
+    it never does (forced; rolling with ``max_surge`` 0). A profile whose state is
+    exclusive (``runspec.STATE_MODES``) cannot be moved that way: its replacement takes
+    the old one's state slot and starts only once the old one has ended."""
+    if spec.method is Method.FORCED:
+        return None
+    if spec.method is Method.ROLLING:
+        if spec.rolling.max_surge in (0, "0%"):
+            return None
+        return f"rolling with max_surge {spec.rolling.max_surge} starts replacements beside them"
+    return {
+        Method.AB: "A/B runs the whole new set beside the old one",
+        Method.BLEED_OFF: "bleed-off starts the new build while the old one drains",
+        Method.CANARY: "canary runs new instances beside the old ones",
+        Method.CUSTOM: "a custom job starts the new set before it removes the old one",
+    }.get(spec.method, f"{spec.method.label} runs old and new side by side")
+
+
+def check_state_modes(spec: JobSpec, exclusive_profiles: Sequence[str]) -> None:
+    """Refuse a method that runs old and new side by side for profiles with exclusive state.
+
+    Raises:
+        InvalidInput: naming the profiles, the reason and the methods that fit.
+    """
+    why = side_by_side(spec)
+    if why is None or not exclusive_profiles:
+        return
+    raise InvalidInput(
+        f"profile(s) {', '.join(exclusive_profiles)} declare exclusive state (one server"
+        f" at a time on an instance's state), but {why}; use method forced, or rolling"
+        ' with "max_surge": 0',
+        field="method",
+        profiles=list(exclusive_profiles),
+    )
+
+
 def stop_methods_table() -> list[dict[str, object]]:
     """``GET .../stop-methods``."""
     return [{"id": i, "name": n, "signal": sig} for i, n, sig in STOP_METHODS]
@@ -285,11 +322,13 @@ def stop_methods_table() -> list[dict[str, object]]:
 __all__ = [
     "METHOD_ALIASES",
     "STOP_METHODS",
+    "check_state_modes",
     "normalise",
     "parse_emails",
     "parse_method",
     "parse_stop",
     "run_time_seconds",
+    "side_by_side",
     "stop_methods_table",
     "to_spec",
 ]
