@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from changeover.cli import durations
 from changeover.cli.fastpath import launcher_sync, launcher_verify, verify_dict
 from changeover.cli.output import JsonOpt, console, human_bytes, print_json
 from changeover.errors import ChangeoverError, InvalidInput
@@ -48,7 +49,12 @@ def sync(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Parallel downloads.")] = 4,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds without data before a retry.")
+        float,
+        typer.Option(
+            "--timeout",
+            help="Time without data before a retry: 30, 30s, 2m.",
+            parser=durations.parser("--timeout", low=0.1),
+        ),
     ] = 30.0,
     as_json: JsonOpt = False,
 ) -> None:
