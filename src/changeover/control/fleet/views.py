@@ -71,6 +71,8 @@ class ProfileCreate(BaseModel):
     stop_signal: str | None = None
     stop_timeout_s: float | None = None
     capacity: int | None = None
+    state: str | None = None
+    """instance (default) or exclusive: how an instance's state directory passes on."""
 
 
 class CompatSet(BaseModel):
@@ -349,6 +351,7 @@ def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[st
             "stop_signal",
             "stop_timeout_s",
             "capacity",
+            "state",
         },
         exclude_none=True,
     )
