@@ -98,11 +98,6 @@ class RollingKnobs:
         )
 
 
-DEFAULT_STOP_WAIT_S: Final = 30.0
-"""What the planners wait for a stop whose timeout is the profile's (they do not read
-profiles): the profile default."""
-
-
 @dataclass(frozen=True)
 class StopPolicy:
     """A job's stop method: each field overrides the profile's only when given."""
@@ -124,11 +119,6 @@ class StopPolicy:
     @property
     def graceful(self) -> bool:
         return self.signal != "SIGKILL"
-
-    @property
-    def wait_s(self) -> float:
-        """The stop timeout the planners count with."""
-        return self.timeout_s if self.timeout_s is not None else DEFAULT_STOP_WAIT_S
 
 
 @dataclass(frozen=True)

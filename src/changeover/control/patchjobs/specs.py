@@ -9,7 +9,12 @@ API shows back (``comments``, ``max_run_time`` with its unit, the e-mail flags),
     {"name", "method", "builds": [[old, new], …], "fleet_ids": [...], "stop": {...},
      "scheduled_start", "max_run_time", "max_run_time_unit", "max_run_time_s",
      "rolling": {...}, "drain": {...}, "canary": {...}, "ab": {...},
-     "failure_threshold", "steps": [...], "emails": [{"email", "progress", "result"}]}
+     "failure_threshold", "steps": [...], "emails": [{"email", "progress", "result"}],
+     "profiles": {"<profile id>": {"stop_timeout_s", "state"}}}
+
+``profiles`` holds what the planners need of each build's profile (``ProfileTerms``),
+taken when the job is submitted or edited (profiles never change); a job stored without
+it counts every profile with the defaults (30 s, instance state).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from changeover.control.patchjobs.knobs import (
     RollingKnobs,
     StopPolicy,
 )
-from changeover.control.patchjobs.model import BuildPair, JobSpec
+from changeover.control.patchjobs.model import BuildPair, JobSpec, ProfileTerms
 from changeover.control.patchjobs.states import Method
 from changeover.control.patchjobs.steps import parse_steps
 from changeover.errors import InvalidInput
+from changeover.runspec import RunSpec
 
 METHOD_ALIASES: Final[Mapping[str, Method]] = {
     "forced": Method.FORCED,
@@ -245,6 +251,24 @@ def normalise(
     return stored
 
 
+def stored_terms(profiles: Mapping[int, RunSpec]) -> dict[str, dict[str, Any]]:
+    """The stored ``profiles`` entry for the builds' profiles (id -> run spec)."""
+    return {
+        str(pid): {"stop_timeout_s": run.stop_timeout_s, "state": run.state}
+        for pid, run in sorted(profiles.items())
+    }
+
+
+def _terms(stored: Mapping[str, Any]) -> dict[int, ProfileTerms]:
+    return {
+        int(pid): ProfileTerms(
+            stop_timeout_s=float(raw["stop_timeout_s"]),
+            exclusive_state=raw.get("state") == "exclusive",
+        )
+        for pid, raw in (stored.get("profiles") or {}).items()
+    }
+
+
 def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
     """The planners' ``JobSpec`` from a stored spec.
 
@@ -274,6 +298,7 @@ def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
         failure_threshold=float(threshold),
         steps=steps,
         emails=tuple(e["email"] for e in stored["emails"]),
+        profiles=_terms(stored),
     )
 
 
@@ -330,5 +355,6 @@ __all__ = [
     "run_time_seconds",
     "side_by_side",
     "stop_methods_table",
+    "stored_terms",
     "to_spec",
 ]
