@@ -19,7 +19,7 @@ import pytest
 
 from conftest import start_server, stop_server
 from fleet_helpers import AgentProc, ok, release
-from patchjob_helpers import events, wait_done
+from patchjob_helpers import actions, events, wait_done
 from tests_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -54,7 +54,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stop_server(server)
 
 
-def profile(c: httpx.Client, name: str, version: str, **spec: Any) -> None:
+def profile(
+    c: httpx.Client, name: str, version: str, args: tuple[str, ...] = (), **spec: Any
+) -> None:
     body = {
         "name": name,
         "application": "world",
@@ -71,6 +73,7 @@ def profile(c: httpx.Client, name: str, version: str, **spec: Any) -> None:
             "{state_dir}/world.json",
             "--version",
             version,
+            *args,
         ],
         "ports": [{"name": "game", "protocol": "udp"}],
         "health": {"type": "udp", "send": "status", "expect": "ok ", "interval_s": 0.2},
@@ -200,3 +203,74 @@ def test_a_server_that_stops_answering_is_stopped_gracefully_and_restarted(
         {"version": "v1", "signal": "SIGTERM"}
     ]
     assert ask(again["port"], b"visit") == "visits 2"
+
+
+@pytest.mark.parametrize("method", ["forced", "rolling"])
+def test_a_job_whose_new_build_never_answers_brings_the_old_one_back_on_the_same_world(
+    world: dict[str, Any], method: str
+) -> None:
+    """Exclusive state: the revert stops the new server (it saves the world) and then
+    starts the old build on the same slot, never beside it."""
+    c, work = world["c"], world["work"]
+    name = f"rb-{method}"
+    terms = {"state": "exclusive", "stop_signal": "SIGINT", "stop_timeout_s": 20}
+    profile(c, f"{name}-v1", "v1", **terms)
+    # The broken build: its server starts and holds the world, but answers no probe.
+    profile(c, f"{name}-v2", "v2", args=("--hung",), **terms)
+    fleet(c, name, f"{name}-v1", per_host=1)
+    (first,) = wait_for(lambda: ready(c, name, 1), 60, "the world server")
+    for _ in range(3):
+        ask(first["port"], b"visit")
+
+    job = ok(
+        c.post(
+            "/patchjobs",
+            json={
+                "name": name,
+                "environment": "prod",
+                "application": "world",
+                "method": method,
+                "builds": [{"old": f"{name}-v1", "new": f"{name}-v2"}],
+                "fleets": [name],
+                "rolling": {"min_healthy_time_s": 0.5, "healthy_deadline_s": 5, "max_surge": 0},
+            },
+        ),
+        201,
+    )
+    done = wait_done(c, job["id"], timeout_s=120)
+    assert done["status_name"] == "Rolled back", done
+    assert "failed their health gate" in done["reason"]
+    assert "reverted to the old build" in done["reason"]
+
+    rows = ok(c.get(f"/fleets/{name}/instances", params={"all": "true"}))
+    by_profile = {r["profile"]: r for r in rows}
+    assert len(rows) == 3 and set(by_profile) == {f"{name}-v1", f"{name}-v2"}
+    hung = by_profile[f"{name}-v2"]
+    (back,) = [r for r in rows if r["replaces"] == hung["id"]]
+    assert hung["replaces"] == first["id"]
+    # The old build is back, on the slot the new one had taken over from the first.
+    assert (back["profile"], back["state"], back["slot"]) == (f"{name}-v1", "ready", first["slot"])
+    assert hung["slot"] == first["slot"] and hung["state"] == "stopped"
+    # The broken server was stopped with the profile's signal and saved the world (exit 0,
+    # not killed); the old build opened that world: every visit is still there.
+    assert hung["exit"] is not None
+    assert (hung["exit"]["how"], hung["exit"]["code"], hung["exit"]["reason"]) == (
+        "exited",
+        0,
+        "stop",
+    )
+    assert saved_world(work, name, first["slot"])["saves"] == [
+        {"version": "v1", "signal": "SIGINT"},
+        {"version": "v2", "signal": "SIGINT"},
+    ]
+    assert ask(back["port"], b"visit") == "visits 4"
+    # Never two servers on one world: a second one would have exited 3 at once (the world's
+    # lock), and a restart would show.
+    assert all(r["exit"] is None or r["exit"]["how"] != "crashed" for r in rows), rows
+    assert all(r["restarts"] == 0 for r in rows), rows
+    # The revert's order, as the job recorded it: stop the new instance, then start the old.
+    acts = [a for a in actions(c, job["id"]) if "/revert/" in a["key"]]
+    kinds = [(a["key"].split("/")[2], a["applied_at"]) for a in acts]
+    stop_at = next(at for kind, at in kinds if kind == "stop")
+    start_at = next(at for kind, at in kinds if kind == "start")
+    assert stop_at < start_at, acts
