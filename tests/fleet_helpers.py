@@ -73,6 +73,8 @@ class FakeAgent:
     """Per instance, the state to report instead of the default (ready)."""
     players: dict[int, list[str]] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
+    report_exits: bool = False
+    """Report each stopped instance's process as exited with code 0 after its stop."""
 
     def register(self) -> Any:
         out = ok(
@@ -103,6 +105,8 @@ class FakeAgent:
                     "sdk": {"ready": state == "ready", "players": self.players.get(i, [])},
                 }
             )
+            if self.report_exits and state == "stopped":
+                out[-1]["exit"] = {"how": "exited", "code": 0, "reason": "stop", "at": 1.0}
         return out
 
     def sync(self, times: int = 1) -> Any:

@@ -274,3 +274,16 @@ def test_a_job_whose_new_build_never_answers_brings_the_old_one_back_on_the_same
     stop_at = next(at for kind, at in kinds if kind == "stop")
     start_at = next(at for kind, at in kinds if kind == "start")
     assert stop_at < start_at, acts
+    # The job's own view of its instance: the old one, the broken one and the revert's, with
+    # how each process ended.
+    (member,) = ok(c.get(f"/patchjobs/{job['id']}/instances"))["instances"]
+    assert member["instance_id"] == first["id"]
+    assert [member[k]["id"] for k in ("old", "new", "revert")] == [
+        first["id"],
+        hung["id"],
+        back["id"],
+    ]
+    for k in ("old", "new"):
+        assert member[k]["exit"]["how"] == "exited" and member[k]["exit"]["code"] == 0
+        assert member[k]["exit_text"].startswith("exited by itself with code 0")
+    assert member["revert"]["exit"] is None and member["revert"]["state"] == "ready"

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
 from changeover.control.fleet import placement, sessions
+from changeover.control.fleet.exits import describe_exit
 from changeover.control.fleet.models import (
     Fleet,
     FleetHost,
@@ -210,21 +211,6 @@ def _exit_columns(raw: object) -> dict[str, Any]:
         "exit_reason": str(reason)[:32] if reason else None,
         "exited_at": float(at) if isinstance(at, int | float) else None,
     }
-
-
-def describe_exit(row: Instance) -> str:
-    """``exited with code 0 after the stop signal`` and the like, for events and errors."""
-    status = (
-        f"code {row.exit_code}"
-        if row.exit_code is not None
-        else (row.exit_signal or "an unknown status")
-    )
-    if row.exit_how == "crashed":
-        return f"crashed ({status}) while meant to run"
-    why = f" ({row.exit_reason})" if row.exit_reason else ""
-    if row.exit_how == "killed":
-        return f"killed with SIGKILL after its stop timeout{why}"
-    return f"exited by itself with {status} after it was asked to stop{why}"
 
 
 def _report_exit(s: Session, row: Instance, host: Host, now: float) -> None:

@@ -30,6 +30,7 @@ from changeover.control.fleet import (
     switches,
 )
 from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet.exits import exit_record
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -216,17 +217,7 @@ def instance_dict(
         "capacity": i.capacity,
         "replaces": i.replaces_id,
         "slot": i.slot,
-        "exit": (
-            {
-                "how": i.exit_how,
-                "code": i.exit_code,
-                "signal": i.exit_signal,
-                "reason": i.exit_reason,
-                "at": i.exited_at,
-            }
-            if i.exit_how is not None
-            else None
-        ),
+        "exit": exit_record(i),
         "drain_deadline": i.drain_deadline,
         "notice": (
             {"reason": i.notice_reason, "deadline": i.notice_deadline}
