@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,15 @@ import httpx
 from tests_helpers import CLI, push_files, wait_job
 
 
-def release(c: httpx.Client, image: str, files: dict[str, bytes], label: str | None) -> Any:
+def release(
+    c: httpx.Client,
+    image: str,
+    files: dict[str, bytes],
+    label: str | None,
+    executable: Collection[str] = (),
+) -> Any:
     """Push, analyse and accept a build; returns the completed version."""
-    upd = push_files(c, image, files, label)
+    upd = push_files(c, image, files, label, executable)
     assert wait_job(c, f"/updates/{upd['id']}")["status"] == 5
     d = c.post(f"/images/{image}/diffs", json={"update_id": upd["id"]})
     assert d.status_code == 201, d.text
@@ -66,6 +73,8 @@ class FakeAgent:
     """Per instance, the state to report instead of the default (ready)."""
     players: dict[int, list[str]] = field(default_factory=dict)
     last: dict[str, Any] = field(default_factory=dict)
+    report_exits: bool = False
+    """Report each stopped instance's process as exited with code 0 after its stop."""
 
     def register(self) -> Any:
         out = ok(
@@ -96,6 +105,8 @@ class FakeAgent:
                     "sdk": {"ready": state == "ready", "players": self.players.get(i, [])},
                 }
             )
+            if self.report_exits and state == "stopped":
+                out[-1]["exit"] = {"how": "exited", "code": 0, "reason": "stop", "at": 1.0}
         return out
 
     def sync(self, times: int = 1) -> Any:
@@ -137,6 +148,8 @@ class AgentProc:
     work: Path
     slots: int = 10
     ports: str = field(default_factory=free_port_range)
+    extra: list[str] = field(default_factory=list)
+    """More ``changeover agent`` options (``--address``, ``--keep-staged`` …)."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
@@ -159,6 +172,7 @@ class AgentProc:
                 str(self.work),
                 "--ports",
                 self.ports,
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,18 +61,30 @@ def run_cli(
     )
 
 
-def build_manifest(files: dict[str, bytes]) -> dict[str, Any]:
+def build_manifest(files: dict[str, bytes], executable: Collection[str] = ()) -> dict[str, Any]:
     return {
         "files": [
-            {"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest(), "mode": 0o644}
+            {
+                "path": p,
+                "size": len(b),
+                "sha256": hashlib.sha256(b).hexdigest(),
+                "mode": 0o755 if p in executable else 0o644,
+            }
             for p, b in sorted(files.items())
         ]
     }
 
 
-def push_files(c: httpx.Client, image: str, files: dict[str, bytes], label: str | None) -> Any:
+def push_files(
+    c: httpx.Client,
+    image: str,
+    files: dict[str, bytes],
+    label: str | None,
+    executable: Collection[str] = (),
+) -> Any:
     """Create an update, upload what is missing, complete it; returns the created update."""
-    r = c.post(f"/images/{image}/updates", json={"label": label, "manifest": build_manifest(files)})
+    manifest = build_manifest(files, executable)
+    r = c.post(f"/images/{image}/updates", json={"label": label, "manifest": manifest})
     assert r.status_code == 201, r.text
     upd = r.json()
     by_sha = {hashlib.sha256(b).hexdigest(): b for b in files.values()}

@@ -6,11 +6,15 @@ instances. One place owns the rules, so an agent never meets a spec the API acce
 it cannot run.
 
     RunSpec
-    ├── command        argv; placeholders {port}, {port.<name>}, {version_dir}, {instance_id}
+    ├── command        argv; placeholders {port}, {port.<name>}, {version_dir}, {instance_id},
+    │                  {state_dir}, {shared_dir}; a program without a slash is looked for in
+    │                  the version directory first, then on the host's PATH
     ├── ports          one per name, tcp or udp; the agent picks each from its range unless fixed
     ├── env            extra variables (CHANGEOVER_* is reserved for the agent)
-    ├── health         sdk heartbeat | tcp | udp | http GET | command | none
+    ├── health         sdk heartbeat | tcp | udp (optionally a probe: send, expect) | http GET |
+    │                  command | none
     ├── stop_signal    graceful signal (SIGTERM), then SIGKILL after stop_timeout_s (30)
+    ├── state          "instance" (default) or "exclusive": see STATE_MODES
     └── capacity       players one instance takes
 """
 
@@ -31,6 +35,17 @@ ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_ARGS: Final = 128
 MAX_ARG_CHARS: Final = 4096
 DEFAULT_STOP_TIMEOUT_S: Final = 30.0
+STATE_MODES: Final = ("instance", "exclusive")
+"""How an instance's own state directory (its slot's, ``{state_dir}``) passes on.
+
+``instance``: a replacement started beside its running predecessor gets another slot (its
+own directory); one started once its predecessor is being stopped takes its slot and
+directory, and starts when the predecessor's process has ended. ``exclusive``: the state
+must pass from each instance to its replacement, which always takes the predecessor's slot
+and waits for it to end; methods that run old and new side by side are refused for it.
+Either way no two live instances of a host ever share a slot."""
+PLACEHOLDERS: Final = ("port", "version_dir", "instance_id", "state_dir", "shared_dir")
+MAX_PROBE_BYTES: Final = 1400
 
 
 def _number(d: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -95,16 +110,46 @@ class PortSpec:
         return {"name": self.name, "protocol": self.protocol, "port": self.port}
 
 
+def _probe_bytes(d: Mapping[str, Any], key: str) -> bytes:
+    """``key`` (text, sent as UTF-8) or ``key_hex`` (any bytes) as bytes; b"" if neither."""
+    text, hexed = d.get(key), d.get(f"{key}_hex")
+    if text is not None and hexed is not None:
+        raise InvalidInput(f"give the health check's {key} or {key}_hex, not both")
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidInput(f"health check {key} must be a string")
+        raw = text.encode()
+    elif hexed is not None:
+        bad = InvalidInput(f"health check {key}_hex must be hexadecimal digits, got {hexed!r}")
+        if not isinstance(hexed, str):
+            raise bad
+        try:
+            raw = bytes.fromhex(hexed)
+        except ValueError:
+            raise bad from None
+    else:
+        return b""
+    if len(raw) > MAX_PROBE_BYTES:
+        raise InvalidInput(
+            f"health check {key} is {len(raw)} bytes; the limit is {MAX_PROBE_BYTES}"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class HealthCheck:
     """When an instance counts as ready and, after that, as alive.
 
+    Network checks go to the address the agent was given (``--address``), first port.
     ``sdk``: the game called ready and its heartbeats are at most ``timeout_s`` old.
-    ``tcp``: a connection to the first port succeeds. ``udp``: a datagram to it is not
-    refused. ``http``: ``GET http://127.0.0.1:<port><path>`` answers 2xx. ``command``:
-    the command exits 0 within ``timeout_s``. ``none``: ready once started.
-    ``failures`` failed checks in a row after ready restart the instance; before ready,
-    ``start_grace_s`` is how long it may take.
+    ``tcp``: a connection to the first port succeeds. ``udp`` without a probe: a datagram
+    to it is not refused (weak: silence passes, see docs/fleet.md); with ``send`` (or
+    ``send_hex``): that payload must draw a reply within ``timeout_s``, starting with
+    ``expect`` (or ``expect_hex``) when given. ``http``: ``GET http://<address>:<port><path>``
+    answers 2xx. ``command``: the command exits 0 within ``timeout_s``. ``none``: ready
+    once started. ``failures`` failed checks in a row after ready restart the instance
+    (stop signal, stop timeout, then SIGKILL); before ready, ``start_grace_s`` is how long
+    it may take.
     """
 
     type: str = "sdk"
@@ -114,12 +159,28 @@ class HealthCheck:
     timeout_s: float = 5.0
     start_grace_s: float = 60.0
     failures: int = 3
+    send: bytes = b""
+    """The UDP probe's payload; empty: no probe, only "not refused"."""
+    expect: bytes = b""
+    """What the probe's reply must start with; empty: any reply."""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HealthCheck:
         _check_keys(
             d,
-            {"type", "path", "command", "interval_s", "timeout_s", "start_grace_s", "failures"},
+            {
+                "type",
+                "path",
+                "command",
+                "interval_s",
+                "timeout_s",
+                "start_grace_s",
+                "failures",
+                "send",
+                "send_hex",
+                "expect",
+                "expect_hex",
+            },
             "health check",
         )
         kind = d.get("type", "sdk")
@@ -135,6 +196,11 @@ class HealthCheck:
             command = _argv(d.get("command"), "health check command")
         elif d.get("command"):
             raise InvalidInput("a health check command needs type 'command'")
+        send, expect = _probe_bytes(d, "send"), _probe_bytes(d, "expect")
+        if (send or expect) and kind != "udp":
+            raise InvalidInput("a health check probe (send, expect) needs type 'udp'")
+        if expect and not send:
+            raise InvalidInput("a health check's expect needs a payload to send (send)")
         return cls(
             type=kind,
             path=path,
@@ -143,10 +209,14 @@ class HealthCheck:
             timeout_s=_number(d, "timeout_s", 5.0, 0.05, 3600),
             start_grace_s=_number(d, "start_grace_s", 60.0, 0, 86400),
             failures=_int(d, "failures", 3, 1, 1000),
+            send=send,
+            expect=expect,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        probe = {"send_hex": self.send.hex(), "expect_hex": self.expect.hex()} if self.send else {}
         return {
+            **probe,
             "type": self.type,
             "path": self.path,
             "command": list(self.command),
@@ -168,6 +238,8 @@ class RunSpec:
     stop_signal: str = "SIGTERM"
     stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
     capacity: int = 1
+    state: str = "instance"
+    """One of ``STATE_MODES``."""
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.ports]
@@ -180,7 +252,7 @@ class RunSpec:
                 self._check_placeholder(name)
 
     def _check_placeholder(self, name: str) -> None:
-        if name in ("port", "version_dir", "instance_id"):
+        if name in PLACEHOLDERS:
             return
         port_names = {p.name for p in self.ports}
         if name.startswith("port.") and name[5:] in port_names:
@@ -188,7 +260,7 @@ class RunSpec:
         raise InvalidInput(
             f"unknown placeholder {{{name}}} in the command; use {{port}}, "
             + ", ".join(f"{{port.{n}}}" for n in sorted(port_names))
-            + ", {version_dir} or {instance_id}"
+            + ", {version_dir}, {instance_id}, {state_dir} or {shared_dir}"
         )
 
     @classmethod
@@ -200,7 +272,16 @@ class RunSpec:
         """
         _check_keys(
             d,
-            {"command", "ports", "env", "health", "stop_signal", "stop_timeout_s", "capacity"},
+            {
+                "command",
+                "ports",
+                "env",
+                "health",
+                "stop_signal",
+                "stop_timeout_s",
+                "capacity",
+                "state",
+            },
             "profile",
         )
         ports_raw = d.get("ports") or [{"name": "game", "protocol": "tcp"}]
@@ -223,6 +304,9 @@ class RunSpec:
             raise InvalidInput(
                 f"stop_signal {stop_signal!r} is not one of {', '.join(STOP_SIGNALS)}"
             )
+        state = d.get("state", "instance")
+        if state not in STATE_MODES:
+            raise InvalidInput(f"state {state!r} is not one of {', '.join(STATE_MODES)}")
         return cls(
             command=_argv(d.get("command"), "command"),
             ports=tuple(PortSpec.from_dict(p) for p in ports_raw),
@@ -231,6 +315,7 @@ class RunSpec:
             stop_signal=stop_signal,
             stop_timeout_s=_number(d, "stop_timeout_s", DEFAULT_STOP_TIMEOUT_S, 0, 86400),
             capacity=_int(d, "capacity", 1, 1, 100000),
+            state=state,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,14 +327,15 @@ class RunSpec:
             "stop_signal": self.stop_signal,
             "stop_timeout_s": self.stop_timeout_s,
             "capacity": self.capacity,
+            "state": self.state,
         }
 
     def render(
-        self, argv: tuple[str, ...], ports: Mapping[str, int], version_dir: str, instance_id: str
+        self, argv: tuple[str, ...], ports: Mapping[str, int], dirs: Mapping[str, str]
     ) -> list[str]:
-        """``argv`` with its placeholders filled in for one instance."""
+        """``argv`` with its placeholders filled in for one instance; ``dirs`` gives
+        ``version_dir``, ``instance_id``, ``state_dir`` and ``shared_dir``."""
         values = {f"port.{name}": str(port) for name, port in ports.items()}
         values["port"] = str(ports[self.ports[0].name])
-        values["version_dir"] = version_dir
-        values["instance_id"] = instance_id
+        values.update(dirs)
         return [PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), a) for a in argv]

@@ -38,6 +38,8 @@ def watch_statuses(page: Any) -> None:
 
 def test_watch_a_job_advance_live(server: Any, page: Any) -> None:
     c, agents = two_build_fleet(server, "wl", ["wl-h1", "wl-h2"], per_host=2)
+    for a in agents:
+        a.report_exits = True
     body = job_body("wl", "rolling")
     job = ok(c.post("/patchjobs", json=body), 201)
     log_in(page, server, server.admin_token)
@@ -58,6 +60,12 @@ def test_watch_a_job_advance_live(server: Any, page: Any) -> None:
     assert seen[-1] == "Completed" and len(seen) >= 2, seen
     events = ok(c.get(f"/patchjobs/{job['id']}/events"))["events"]
     expect(page.locator("#timeline li")).to_have_count(len(events))
+    # Each instance of the job, with its replacement and how the old one's process ended.
+    rows = page.locator("#job-instances tbody tr")
+    expect(rows).to_have_count(4)
+    for n in range(4):
+        expect(rows.nth(n)).to_contain_text("wl-v2 ready")
+        expect(rows.nth(n)).to_contain_text("exited by itself with code 0 after it was asked")
     screenshot(page, "patchjob-live")
 
 

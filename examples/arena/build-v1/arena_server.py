@@ -11,10 +11,11 @@ One JSON object per line, both ways:
 
 Each session (a party; several players may share one) keeps its score in memory. On a
 shutdown notice, and on SIGTERM, every session is saved to
-``$CHANGEOVER_STATE_DIR/<session>.json``, which is also where a session is loaded from when a
+``$CHANGEOVER_SHARED_DIR/<session>.json``, which is also where a session is loaded from when a
 later build meets it again. Environment: ``CHANGEOVER_PORT`` (7777), ``CHANGEOVER_HOST``
-(127.0.0.1), ``CHANGEOVER_STATE_DIR`` (./state), and the SDK's ``CHANGEOVER_SDK_URL`` /
-``CHANGEOVER_SDK_TOKEN``; without the SDK URL the server runs standalone.
+(127.0.0.1), ``CHANGEOVER_SHARED_DIR`` (else ``CHANGEOVER_STATE_DIR``, else ./state), and
+the SDK's ``CHANGEOVER_SDK_URL`` / ``CHANGEOVER_SDK_TOKEN``; without the SDK URL the server
+runs standalone.
 
 Self-contained on purpose: this directory is shipped as one build.
 """
@@ -195,7 +196,11 @@ async def send(writer: asyncio.StreamWriter, message: Mapping[str, object]) -> N
 async def main() -> None:
     port = int(os.environ.get("CHANGEOVER_PORT", "7777"))
     host = os.environ.get("CHANGEOVER_HOST", "127.0.0.1")
-    state_dir = Path(os.environ.get("CHANGEOVER_STATE_DIR", "state"))
+    # Sessions move between the fleet's instances (a player moved on a notice lands on any
+    # of them): their saves go to the fleet's shared directory, not an instance's own.
+    state_dir = Path(
+        os.environ.get("CHANGEOVER_SHARED_DIR") or os.environ.get("CHANGEOVER_STATE_DIR", "state")
+    )
     sdk = AsyncGameServerSDK.from_env() if os.environ.get(SDK_URL_ENV) else None
     arena = Arena(state_dir, sdk)
 

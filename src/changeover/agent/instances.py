@@ -7,6 +7,19 @@ Each instance is a small state machine that ``tick`` advances without ever block
        └─ back-off (1 s … 30 s) ◀──┴── failed ◀────────────┘
     desired "stopped": stopping — shutdown notice, wait for the game's save (or the notice
     deadline), the profile's stop signal, ``stop_timeout_s``, then SIGKILL — ▶ stopped
+    unhealthy: the same stop signal, ``stop_timeout_s``, SIGKILL, then back-off and restart
+
+How each process ended is kept (``ended``: exited by itself while being stopped, killed
+after the stop timeout, or crashed while meant to run; its exit code or signal) and
+reported with the instance.
+
+State on disk: each instance runs in a *slot* of its fleet on this host, which the control
+plane assigns (a replacement takes its predecessor's slot when their state must pass on;
+see ``runspec.STATE_MODES``). ``CHANGEOVER_STATE_DIR`` (``{state_dir}``) is the slot's own
+directory, ``work/slots/<fleet>/<slot>``, kept when its instances come and go;
+``CHANGEOVER_SHARED_DIR`` (``{shared_dir}``) is ``work/state/<fleet>``, shared by every
+instance of the fleet on the host. An instance never starts while another live process of
+this agent holds its slot: two servers never open one world.
 
 ``apply`` takes the desired snapshot from the control plane; an instance the control plane
 no longer lists is an orphan and is stopped too. Each instance's record is kept in
@@ -35,7 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from changeover.agent import health
-from changeover.agent.processes import LaunchSpec, ProcessControl, ProcessInfo, port_is_free
+from changeover.agent.processes import (
+    LaunchSpec,
+    ProcessControl,
+    ProcessInfo,
+    find_program,
+    port_is_free,
+    signal_name,
+)
 from changeover.agent.staging import Stager
 from changeover.content.store import atomic_write
 from changeover.errors import ChangeoverError, InvalidInput, NotFound
@@ -87,6 +107,13 @@ class Record:
     """Why this agent killed the process (a failed health check), for the next error."""
     last_check_at: float = 0.0
     sdk: dict[str, Any] = field(default_factory=dict)
+    slot: int | None = None
+    """The fleet's state slot on this host (from the control plane; fixed once started)."""
+    unhealthy_signal_at: float | None = None
+    """When the stop signal went to a process that failed its health checks."""
+    ended: dict[str, Any] | None = None
+    """How the last process ended: ``{"how": exited|killed|crashed, "code", "signal",
+    "reason", "at"}``."""
 
     @property
     def sdk_id(self) -> str:
@@ -166,6 +193,7 @@ class Supervisor:
                 r.pid = r.start_ticks = None
                 r.phase = "stopped" if r.desired == "stopped" else "failed"
                 r.error = "the process ended while the agent was down"
+                self._record_end(r, None)
                 r.sdk = {}
             self._save(r)
 
@@ -210,6 +238,9 @@ class Supervisor:
             r.desired = d["desired"]
             r.notice = d.get("notice")
             r.stop = d.get("stop")
+            slot = d.get("slot")
+            if r.proc is None and isinstance(slot, int) and not isinstance(slot, bool):
+                r.slot = slot  # a running process keeps the directory it was started with
             self._save(r)
         for r in list(self.records.values()):
             if r.id in seen:
@@ -234,6 +265,8 @@ class Supervisor:
                     "restarts": r.restarts,
                     "error": r.error,
                     "sdk": r.sdk,
+                    "slot": r.slot,
+                    "exit": r.ended,
                 }
             )
         return out
@@ -278,6 +311,9 @@ class Supervisor:
         if not self.processes.alive(proc):
             self._exited(r, proc, now)
             return
+        if r.unhealthy_signal_at is not None:
+            self._escalate(r, proc, now, r.unhealthy_signal_at)
+            return
         self._refresh_sdk(r)
         if r.notice and r.notice_sent != [r.notice["reason"], r.notice["deadline"]]:
             self._notify(r, r.notice["reason"], r.notice["deadline"], now)
@@ -317,9 +353,45 @@ class Supervisor:
                 raise InvalidInput(f"no free {ps.protocol} port left in {lo}-{hi} on this host")
         return ports
 
+    def _slot_holder(self, r: Record) -> Record | None:
+        """Another instance whose process still holds ``r``'s slot directory."""
+        for other in self.records.values():
+            if (
+                other.id != r.id
+                and other.fleet == r.fleet
+                and other.slot == r.slot
+                and other.proc is not None
+            ):
+                return other
+        return None
+
+    def state_dir(self, r: Record) -> Path:
+        """The slot's own directory (an instance from before slots: one of its own)."""
+        name = str(r.slot) if r.slot is not None else f"instance-{r.id}"
+        return self.config.work / "slots" / r.fleet / name
+
+    def shared_dir(self, r: Record) -> Path:
+        return self.config.work / "state" / r.fleet
+
+    def _dirs(self, r: Record) -> dict[str, str]:
+        return {
+            "version_dir": str(self.stager.staging.version_dir(r.manifest_id)),
+            "instance_id": r.sdk_id,
+            "state_dir": str(self.state_dir(r)),
+            "shared_dir": str(self.shared_dir(r)),
+        }
+
     def _start(self, r: Record, now: float) -> None:
         spec = r.run_spec()
         version_dir = self.stager.staging.version_dir(r.manifest_id)
+        holder = self._slot_holder(r)
+        if holder is not None:
+            r.phase = "staging"
+            r.error = (
+                f"waiting for instance {holder.id} to end: it still holds state slot"
+                f" {r.slot} of fleet {r.fleet} ({self.state_dir(r)})"
+            )
+            return
         try:
             r.ports = self._pick_ports(r, spec)
         except InvalidInput as e:
@@ -328,10 +400,12 @@ class Supervisor:
         with contextlib.suppress(NotFound):
             self.sdk.unregister(r.sdk_id)
         url, r.sdk_token = self.sdk.register(r.sdk_id, r.sdk_token)
-        state_dir = self.config.work / "state" / r.fleet
-        state_dir.mkdir(parents=True, exist_ok=True)
-        argv = spec.render(spec.command, r.ports, str(version_dir), r.sdk_id)
-        launch = LaunchSpec(argv, version_dir, self._env(r, spec, url, state_dir), self._log(r))
+        for d in (self.state_dir(r), self.shared_dir(r)):
+            d.mkdir(parents=True, exist_ok=True)
+        dirs = self._dirs(r)
+        argv = spec.render(spec.command, r.ports, dirs)
+        argv[0] = find_program(argv[0], version_dir)
+        launch = LaunchSpec(argv, version_dir, self._env(r, spec, url, dirs), self._log(r))
         try:
             info = self.processes.start(launch)
         except InvalidInput as e:
@@ -342,11 +416,12 @@ class Supervisor:
             r.restarts += 1
         r.pid, r.start_ticks, r.started_at = info.pid, info.start_ticks, now
         r.phase, r.health_failures, r.last_check_at = "starting", 0, 0.0
+        r.unhealthy_signal_at, r.killed = None, False
         r.notice_sent = None
         r.sdk = {}
         log.info("instance %s started: pid %s, ports %s", r.id, info.pid, r.ports)
 
-    def _env(self, r: Record, spec: RunSpec, url: str, state_dir: Path) -> dict[str, str]:
+    def _env(self, r: Record, spec: RunSpec, url: str, dirs: Mapping[str, str]) -> dict[str, str]:
         # The agent's own CHANGEOVER_* (its access token above all) never reach a game.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEOVER_")}
         env.update(spec.env)
@@ -356,9 +431,10 @@ class Supervisor:
                 "CHANGEOVER_SDK_TOKEN": r.sdk_token or "",
                 "CHANGEOVER_PORT": str(r.ports[spec.ports[0].name]),
                 "CHANGEOVER_HOST": self.config.address,
-                "CHANGEOVER_STATE_DIR": str(state_dir),
+                "CHANGEOVER_STATE_DIR": dirs["state_dir"],
+                "CHANGEOVER_SHARED_DIR": dirs["shared_dir"],
                 "CHANGEOVER_INSTANCE_ID": r.sdk_id,
-                "CHANGEOVER_VERSION_DIR": str(self.stager.staging.version_dir(r.manifest_id)),
+                "CHANGEOVER_VERSION_DIR": dirs["version_dir"],
             }
         )
         for name, port in r.ports.items():
@@ -378,8 +454,30 @@ class Supervisor:
             return ""
         return lines[-1][-200:] if lines else ""
 
+    def _record_end(self, r: Record, code: int | None) -> None:
+        """Keep how ``r``'s process ended: ``code`` as its parent saw it (negative: the
+        signal that ended it; None: unknown, as for a process an earlier agent started)."""
+        if r.unhealthy_signal_at is not None:
+            how, reason = ("killed" if r.killed else "exited"), "failed health check"
+        elif r.stop_began is not None:
+            how, reason = ("killed" if r.killed else "exited"), "stop"
+        else:
+            how, reason = "crashed", None
+        sig = signal_name(-code) if code is not None and code < 0 else None
+        r.ended = {
+            "how": how,
+            "code": code if code is not None and code >= 0 else None,
+            "signal": sig,
+            "reason": reason,
+            "at": self.clock(),
+        }
+        status = f"code {code}" if sig is None else sig
+        log.info("instance %s %s (%s)", r.id, how, status if code is not None else "code unknown")
+
     def _exited(self, r: Record, proc: ProcessInfo, now: float) -> None:
         code = self.processes.exit_code(proc)
+        self._record_end(r, code)
+        r.unhealthy_signal_at, r.killed = None, False
         uptime = now - (r.started_at or now)
         r.pid = r.start_ticks = None
         self._checks.pop(r.id, None)
@@ -434,16 +532,19 @@ class Supervisor:
         else:
             pending = self._checks.get(r.id)
             if pending is None:
-                argv = spec.render(
-                    hc.command,
-                    r.ports,
-                    str(self.stager.staging.version_dir(r.manifest_id)),
-                    r.sdk_id,
-                )
-                port = r.ports[spec.ports[0].name]
                 cwd = self.stager.staging.version_dir(r.manifest_id)
+                argv = spec.render(hc.command, r.ports, self._dirs(r))
+                if argv:
+                    argv[0] = find_program(argv[0], cwd)
+                port = r.ports[spec.ports[0].name]
                 self._checks[r.id] = self._pool.submit(
-                    health.network_check, hc, port, argv, cwd, dict(os.environ)
+                    health.network_check,
+                    hc,
+                    self.config.address,
+                    port,
+                    argv,
+                    cwd,
+                    dict(os.environ),
                 )
                 return
             if not pending.done():
@@ -464,15 +565,32 @@ class Supervisor:
             self._kill(r, proc, f"not ready after {hc.start_grace_s:g} s: {why}")
 
     def _kill(self, r: Record, proc: ProcessInfo, why: str) -> None:
+        """Stop an unhealthy process as any stop does (its stop signal, the stop timeout,
+        then SIGKILL: ``_escalate``); it is restarted once it has ended."""
         r.kill_reason = r.error = f"{why}; restarted"
-        log.warning("instance %s: %s", r.id, why)
-        self.processes.signal_group(proc, signal.SIGKILL)
+        stop_signal, _ = _stop_method(r, r.run_spec())
+        log.warning("instance %s: %s; sending %s", r.id, why, stop_signal)
+        self.processes.signal_group(proc, getattr(signal, stop_signal))
+        r.unhealthy_signal_at = self.clock()
+        r.killed = stop_signal == "SIGKILL"
+        self._checks.pop(r.id, None)
+
+    def _escalate(self, r: Record, proc: ProcessInfo, now: float, signalled_at: float) -> None:
+        """SIGKILL once the stop timeout has passed since the stop signal."""
+        stop_signal, stop_timeout_s = _stop_method(r, r.run_spec())
+        if not r.killed and now - signalled_at >= stop_timeout_s:
+            log.warning(
+                "instance %s ignored %s for %g s: killing it", r.id, stop_signal, stop_timeout_s
+            )
+            self.processes.signal_group(proc, signal.SIGKILL)
+            r.killed = True
 
     def _stop_step(self, r: Record, now: float) -> None:
         proc = r.proc
         if proc is None or not self.processes.alive(proc):
             if proc is not None:
-                self.processes.exit_code(proc)  # reap it
+                self._record_end(r, self.processes.exit_code(proc))  # reaps it too
+                r.unhealthy_signal_at = None
                 log.info("instance %s stopped", r.id)
             if r.phase != "stopped":
                 with contextlib.suppress(NotFound):
@@ -482,7 +600,7 @@ class Supervisor:
                 self._checks.pop(r.id, None)
             return
         spec = r.run_spec()
-        stop_signal, stop_timeout_s = _stop_method(r, spec)
+        stop_signal, _ = _stop_method(r, spec)
         self._refresh_sdk(r)
         r.phase = "stopping"
         if stop_signal == "SIGKILL":
@@ -504,15 +622,8 @@ class Supervisor:
                 log.info("instance %s: sending %s", r.id, stop_signal)
                 self.processes.signal_group(proc, getattr(signal, stop_signal))
                 r.stop_signal_at = now
-        elif not r.killed and now - r.stop_signal_at >= stop_timeout_s:
-            log.warning(
-                "instance %s ignored %s for %g s: killing it",
-                r.id,
-                stop_signal,
-                stop_timeout_s,
-            )
-            self.processes.signal_group(proc, signal.SIGKILL)
-            r.killed = True
+        else:
+            self._escalate(r, proc, now, r.stop_signal_at)
 
 
 STOP_SIGNALS = frozenset(

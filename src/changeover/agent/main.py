@@ -31,7 +31,7 @@ from typing import Any
 from changeover import __version__
 from changeover.agent.instances import HostConfig, Supervisor
 from changeover.agent.processes import ProcessControl, Processes
-from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging
+from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging, retained
 from changeover.client import ApiClient
 from changeover.content.store import atomic_write
 from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
@@ -54,6 +54,8 @@ class AgentConfig:
     content_url: str | None = None
     """Where versions are fetched from; default: the control plane's /content."""
     tick_s: float = 0.2
+    keep_staged_s: float = 12 * 3600.0
+    """How long a version nothing wants any more stays staged (``staging.retained``)."""
 
 
 @contextlib.contextmanager
@@ -192,6 +194,21 @@ class Agent:
             self.sync_interval_s = float(interval)
         wanted = set(desired.get("versions", [])) | sup.wanted_versions()
         stager.want(sorted(wanted), only=True)
-        removed = stager.staging.prune(wanted) if len(stager.staging.staged()) > len(wanted) else []
+        staged = stager.staging.staged()
+        if len(staged) <= len(wanted):
+            return
+        path = self.config.work / "unwanted.json"
+        try:
+            since = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            since = {}
+        keep, since_now = retained(staged, wanted, since, time.time(), self.config.keep_staged_s)
+        if since_now != since:
+            atomic_write(path, json.dumps(since_now, sort_keys=True).encode())
+        removed = stager.staging.prune(keep) if len(staged) > len(keep) else []
         if removed:
-            log.info("removed %d version(s) no instance needs", len(removed))
+            log.info(
+                "removed %d version(s) nothing needed for %g s",
+                len(removed),
+                self.config.keep_staged_s,
+            )

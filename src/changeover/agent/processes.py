@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -59,6 +60,26 @@ class ProcessControl(Protocol):
     def signal_group(self, proc: ProcessInfo, sig: int) -> None:
         """Send ``sig`` to the process group; a group already gone is fine."""
         ...
+
+
+def find_program(name: str, version_dir: Path) -> str:
+    """The program to execute for a command's first word: a name without a slash is the
+    version's own file of that name when it has an executable one, else looked up on the
+    host's PATH (by exec, as a shell would); a path is used as given (relative ones from
+    the version directory, the instance's working directory)."""
+    if "/" in name or not name:
+        return name
+    own = version_dir / name
+    if own.is_file() and os.access(own, os.X_OK):
+        return str(own)
+    return name
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def proc_start_ticks(pid: int) -> int | None:

@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -269,6 +269,22 @@ class Staging:
             if not obj.name.startswith(".") and st.st_nlink <= 1 and time.time() - st.st_mtime > 60:
                 obj.unlink(missing_ok=True)
         return removed
+
+
+def retained(
+    staged: Iterable[str],
+    wanted: Iterable[str],
+    unwanted_since: Mapping[str, float],
+    now: float,
+    keep_s: float,
+) -> tuple[set[str], dict[str, float]]:
+    """Which staged versions to keep: the wanted ones, and the others for ``keep_s`` after
+    nothing wanted them any more (a finished job's old build stays for a quick revert).
+    Returns the versions to keep and the new ``unwanted_since`` (version -> since when)."""
+    wanted = set(wanted)
+    since = {v: unwanted_since.get(v, now) for v in staged if v not in wanted}
+    keep = wanted | {v for v, at in since.items() if now - at < keep_s}
+    return keep, {v: at for v, at in since.items() if v in keep}
 
 
 class _Checked:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from changeover.cli import durations
 from changeover.cli.output import ServerOpt, TokenOpt
 from changeover.errors import InvalidInput
 
@@ -42,6 +43,14 @@ def agent(
     content: Annotated[
         str | None, typer.Option(help="Content tree URL (default: the server's /content).")
     ] = None,
+    keep_staged: Annotated[
+        float,
+        typer.Option(
+            help="How long a version stays staged once nothing wants it (a job's old build,"
+            " for a quick revert): 0, 30m, 12h.",
+            parser=durations.parser("--keep-staged"),
+        ),
+    ] = 12 * 3600.0,
     server: ServerOpt = "",
     token: TokenOpt = "",
 ) -> None:
@@ -65,6 +74,7 @@ def agent(
         port_range=_port_range(ports),
         sdk_port=sdk_port,
         content_url=content,
+        keep_staged_s=keep_staged,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

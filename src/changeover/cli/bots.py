@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from changeover.cli import durations
 from changeover.cli.output import ServerOpt, TokenOpt, print_json
 from changeover.errors import InvalidInput
 
@@ -17,9 +18,20 @@ def register(app: typer.Typer) -> None:
 def bots(
     fleet: Annotated[str, typer.Option(help="Fleet to play on.")],
     players: Annotated[int, typer.Option(help="Simultaneous players.", min=1, max=2000)] = 10,
-    duration: Annotated[float, typer.Option(help="Seconds to play.", min=0)] = 30.0,
-    session_min: Annotated[float, typer.Option(help="Shortest game session, s.")] = 2.0,
-    session_max: Annotated[float, typer.Option(help="Longest game session, s.")] = 8.0,
+    duration: Annotated[
+        float,
+        typer.Option(help="How long to play: 30, 90s, 5m.", parser=durations.parser("--duration")),
+    ] = 30.0,
+    session_min: Annotated[
+        float,
+        typer.Option(
+            help="Shortest game session: 2, 2s.", parser=durations.parser("--session-min")
+        ),
+    ] = 2.0,
+    session_max: Annotated[
+        float,
+        typer.Option(help="Longest game session: 8, 1m.", parser=durations.parser("--session-max")),
+    ] = 8.0,
     client_version: Annotated[str | None, typer.Option(help="The bots' client version.")] = None,
     region: Annotated[
         list[str] | None, typer.Option("--region", help="Preferred region, repeatable.")

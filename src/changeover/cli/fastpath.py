@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from changeover.cli import durations
 from changeover.cli.plain import JOB_FAILED, human_bytes, print_error, print_json
 from changeover.errors import ChangeoverError, InvalidInput
 
@@ -92,6 +93,18 @@ def parse(
     return (found, values) if len(found) == positionals else None
 
 
+def _duration(flag: str, low: float) -> Callable[[str], float]:
+    """The CLI's duration syntax (``cli.durations``); a bad one is left to Typer to report."""
+
+    def convert(raw: str) -> float:
+        try:
+            return durations.seconds(flag, raw, low=low)
+        except InvalidInput as e:
+            raise ValueError(raw) from e
+
+    return convert
+
+
 def _in_range(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
     def convert(raw: str) -> Any:
         value = kind(raw)
@@ -118,7 +131,7 @@ SYNC_OPTIONS: Options = {
     "--root": Path,
     "--limit-rate": str,
     "--workers": _in_range(int, 1, 32),
-    "--timeout": _in_range(float, 0.1, float("inf")),
+    "--timeout": _duration("--timeout", 0.1),
     "--min-rate": str,
     "--json": FLAG,
 }

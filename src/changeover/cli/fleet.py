@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from changeover.cli import durations
 from changeover.cli.output import (
     JOB_FAILED,
     JsonOpt,
@@ -196,7 +197,13 @@ def profile_create(
         str, typer.Option(help="sdk, tcp, udp, none, http:/PATH or command:CMD.")
     ] = "sdk",
     stop_signal: Annotated[str, typer.Option(help="Graceful stop signal.")] = "SIGTERM",
-    stop_timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30.0,
+    stop_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Graceful stop before SIGKILL: 30, 30s, 5m.",
+            parser=durations.parser("--stop-timeout"),
+        ),
+    ] = 30.0,
     capacity: Annotated[int, typer.Option(help="Players per instance.")] = 1,
     spec: Annotated[
         Path | None, typer.Option(help="A JSON file with the whole run spec instead.")
@@ -501,8 +508,13 @@ def _wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
 def fleet_switch(
     name: str,
     profile: Annotated[str, typer.Option(help="The profile to make active.")],
-    drain: Annotated[float, typer.Option(help="Seconds an instance with players may drain.")] = 12
-    * 3600.0,
+    drain: Annotated[
+        float,
+        typer.Option(
+            help="How long an instance with players may drain: 30m, 12h.",
+            parser=durations.parser("--drain"),
+        ),
+    ] = 12 * 3600.0,
     wait: Annotated[
         bool,
         typer.Option(

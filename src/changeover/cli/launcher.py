@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from changeover.cli import durations
 from changeover.cli.fastpath import launcher_sync, launcher_verify, verify_dict
 from changeover.cli.output import JsonOpt, console, human_bytes, print_json
 from changeover.errors import ChangeoverError, InvalidInput
@@ -50,7 +51,9 @@ def sync(
     timeout: Annotated[
         float,
         typer.Option(
-            "--timeout", min=0.1, help="Seconds to connect, or without data, before a retry."
+            "--timeout",
+            help="Time to connect, or without data, before a retry: 30, 30s, 2m.",
+            parser=durations.parser("--timeout", low=0.1),
         ),
     ] = 30.0,
     min_rate: Annotated[

@@ -61,10 +61,16 @@ BuildOpt = Annotated[
 ]
 FleetOpt = Annotated[list[str] | None, typer.Option("--fleet", help="Fleet name, repeatable.")]
 StopSignalOpt = Annotated[
-    str | None, typer.Option("--stop-signal", help="SIGTERM (default) … or SIGKILL (hard kill).")
+    str | None,
+    typer.Option(
+        "--stop-signal", help="SIGTERM … or SIGKILL (hard kill); default: each profile's."
+    ),
 ]
 StopTimeoutOpt = Annotated[
-    str | None, typer.Option("--stop-timeout", help="Graceful stop before SIGKILL: 30s, 2m.")
+    str | None,
+    typer.Option(
+        "--stop-timeout", help="Graceful stop before SIGKILL: 30s, 2m; default: each profile's."
+    ),
 ]
 CommentsOpt = Annotated[str | None, typer.Option("--comments", help="Free text.")]
 StartOpt = Annotated[

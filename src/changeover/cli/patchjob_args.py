@@ -5,7 +5,7 @@ any request, so a typo is one clear line and nothing is created.
     --email ADDR[:progress,result]   {"email", "progress", "result"} (both when no suffix)
     --start 1900000000 | 2030-01-01T10:00:00Z | +10m      unix seconds, 5 min ahead or more
     --max-run-time 2h            (2, "hours")
-    durations                    90 (seconds), 30s, 15m, 2h, 1d
+    durations                    90 (seconds), 30s, 15m, 2h, 1d (``cli.durations``)
     --max-unavailable 2 | 25%    a count or a share, as the API takes it
 
 ``build_body`` merges a ``--file`` spec with the flags (flags win) and checks that the
@@ -14,26 +14,17 @@ fields a job needs are there.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from changeover.cli import durations
 from changeover.control.patchjobs.model import EMAIL_RE
 from changeover.control.patchjobs.schedule import LEAD_S
 from changeover.control.patchjobs.specs import parse_method
 from changeover.errors import InvalidInput
 
-DURATION_RE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
-UNIT_S: Final[Mapping[str, float]] = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-UNIT_NAMES: Final[Mapping[str, str]] = {
-    "": "seconds",
-    "s": "seconds",
-    "m": "minutes",
-    "h": "hours",
-    "d": "days",
-}
 AMOUNT_RE: Final = re.compile(r"\d{1,9}%?")
 REQUIRED: Final = (
     ("name", "--name"),
@@ -46,29 +37,18 @@ REQUIRED: Final = (
 
 
 def duration_s(flag: str, value: str) -> float:
-    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` as seconds.
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d`` as seconds (``durations.seconds``).
 
     Raises:
         InvalidInput: anything else, or a negative or infinite amount.
     """
-    m = DURATION_RE.fullmatch(value)
-    if m is None:
-        raise InvalidInput(f"{flag} {value!r}: give a duration such as 90, 30s, 15m, 2h or 1d")
-    seconds = float(m.group(1)) * UNIT_S[m.group(2)]
-    if not math.isfinite(seconds):
-        raise InvalidInput(f"{flag} {value!r} is too large")
-    return seconds
+    return durations.seconds(flag, value)
 
 
 def run_time(value: str) -> tuple[float, str]:
     """``--max-run-time 2h`` as the API's ``(max_run_time, max_run_time_unit)``."""
-    m = DURATION_RE.fullmatch(value)
-    if m is None:
-        raise InvalidInput(
-            f"--max-run-time {value!r}: give a duration such as 90m, 2h or 1d (0 = no limit)"
-        )
-    amount = float(m.group(1))
-    return (int(amount) if amount.is_integer() else amount), UNIT_NAMES[m.group(2)]
+    amount, unit = durations.split("--max-run-time", value)
+    return (int(amount) if amount.is_integer() else amount), durations.UNIT_NAMES[unit]
 
 
 def build_pair(value: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from changeover import settings as settings_mod
+from changeover.cli import durations
 from changeover.cli.output import JsonOpt, ServerOpt, TokenOpt, console, print_json, table, when
 from changeover.client import ApiClient
 from changeover.settings import DEFAULT_PORT
@@ -85,7 +86,12 @@ def token_create(
     scope: Annotated[str, typer.Option(help="admin, ci, agent, matchmaker or viewer.")],
     name: Annotated[str, typer.Option(help="Who or what uses it.")] = "",
     expires_in: Annotated[
-        float | None, typer.Option("--expires-in", help="Seconds until it expires.")
+        float | None,
+        typer.Option(
+            "--expires-in",
+            help="Time until it expires: 3600, 90d, 12h.",
+            parser=durations.parser("--expires-in", low=1),
+        ),
     ] = None,
     data: DataOpt = None,
     database: DatabaseOpt = None,

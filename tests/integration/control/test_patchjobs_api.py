@@ -216,3 +216,56 @@ def test_max_run_time_finalizes_by_force(server: Any) -> None:
     states = {i["profile"]: i["desired"] for i in ok(c.get("/fleets/pjm-fleet/instances"))}
     assert states == {"pjm-v1": "draining", "pjm-v2": "running"}
     assert ok(c.get("/fleets/pjm-fleet"))["profile"] == "pjm-v1"
+
+
+def test_each_instance_of_a_job_with_how_it_ended(server: Any) -> None:
+    c, agents = two_build_fleet(server, "pji", ["pji-h1", "pji-h2"], per_host=1)
+    for a in agents:
+        a.report_exits = True
+    viewer = server.client(server.token("viewer"))
+    # Before its start: the instances it would take, all still old.
+    later = ok(
+        c.post(
+            "/patchjobs",
+            json=job_body("pji", "forced", scheduled_start=time.time() + 3600),
+        ),
+        201,
+    )
+    before = ok(viewer.get(f"/patchjobs/{later['id']}/instances"))
+    assert before["total"] == 2
+    assert [(m["state"], m["new"], m["revert"]) for m in before["instances"]] == [
+        ("old", None, None)
+    ] * 2
+    assert {m["fleet"] for m in before["instances"]} == {"pji-fleet"}
+    ok(c.post(f"/patchjobs/{later['id']}/cancel", json={"mode": "revert"}))
+
+    job = ok(c.post("/patchjobs", json=job_body("pji", "forced")), 201)
+    with running(agents) as bg:
+        done = wait_done(c, job["id"], bg)
+    assert done["status_name"] == "Completed", done
+    page = ok(viewer.get(f"/patchjobs/{job['id']}/instances"))
+    assert page["total"] == 2 and len(page["instances"]) == 2
+    for m in page["instances"]:
+        assert m["state"] is None  # over: the instances as they are, no verdict from now
+        old, new = m["old"], m["new"]
+        assert (old["id"], old["profile"], old["state"]) == (m["instance_id"], "pji-v1", "stopped")
+        assert old["exit"] == {
+            "how": "exited",
+            "code": 0,
+            "signal": None,
+            "reason": "stop",
+            "at": 1.0,
+        }
+        assert old["exit_text"] == "exited by itself with code 0 after it was asked to stop (stop)"
+        assert (new["profile"], new["state"], new["exit"], new["exit_text"]) == (
+            "pji-v2",
+            "ready",
+            None,
+            None,
+        )
+        assert m["revert"] is None
+    # Paged in the selection's order.
+    second = ok(viewer.get(f"/patchjobs/{job['id']}/instances", params={"offset": 1, "limit": 1}))
+    assert [m["instance_id"] for m in second["instances"]] == [page["instances"][1]["instance_id"]]
+    assert viewer.get(f"/patchjobs/{job['id']}/instances?limit=0").status_code == 422
+    assert viewer.get("/patchjobs/999999/instances").status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -36,12 +37,53 @@ def test_tcp_and_udp() -> None:
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
-        assert health.tcp_check(srv.getsockname()[1], 1) == (True, "")
-    assert health.tcp_check(free_port(), 1)[0] is False
+        assert health.tcp_check("127.0.0.1", srv.getsockname()[1], 1) == (True, "")
+    assert health.tcp_check("127.0.0.1", free_port(), 1)[0] is False
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.bind(("127.0.0.1", 0))
-        assert health.udp_check(u.getsockname()[1], 0.2) == (True, "")
-    ok, why = health.udp_check(free_port(), 1)
+        assert health.udp_check("127.0.0.1", u.getsockname()[1], 0.2) == (True, "")
+    ok, why = health.udp_check("127.0.0.1", free_port(), 1)
+    assert not ok and "nothing is listening" in why
+
+
+def test_checks_go_to_the_address_games_listen_on() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.2", 0))  # only there, as a game told CHANGEOVER_HOST would
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert health.tcp_check("127.0.0.2", port, 1) == (True, "")
+        assert health.tcp_check("127.0.0.1", port, 1)[0] is False
+
+
+def test_udp_probe_needs_the_expected_reply() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        # Bound but silent (a hung server): the plain check passes it, the probe does not.
+        assert health.udp_check("127.0.0.1", port, 0.2) == (True, "")
+        ok, why = health.udp_probe("127.0.0.1", port, b"ping", b"pong", 0.2)
+        assert not ok and "no reply to the probe within 0.2 s" in why
+
+        u.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the datagrams of the checks above, whose senders are gone
+                u.recv(100)
+        u.setblocking(True)
+
+        def answer(reply: bytes) -> None:
+            data, peer = u.recvfrom(100)
+            assert data == b"ping"
+            u.sendto(reply, peer)
+
+        for reply, healthy in ((b"pong 3 players", True), (b"busy", False)):
+            t = threading.Thread(target=answer, args=(reply,))
+            t.start()
+            ok, why = health.udp_probe("127.0.0.1", port, b"ping", b"pong", 1)
+            t.join()
+            assert ok is healthy, why
+            if not healthy:
+                assert "does not start with b'pong'" in why
+    ok, why = health.udp_probe("127.0.0.1", free_port(), b"ping", b"", 1)
     assert not ok and "nothing is listening" in why
 
 
@@ -58,8 +100,8 @@ def test_http() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = server.server_address[1]
-        assert health.http_check(port, "/healthz", 2) == (True, "")
-        ok, why = health.http_check(port, "/other", 2)
+        assert health.http_check("127.0.0.1", port, "/healthz", 2) == (True, "")
+        ok, why = health.http_check("127.0.0.1", port, "/other", 2)
         assert not ok and "answered 503" in why
     finally:
         server.shutdown()

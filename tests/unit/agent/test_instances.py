@@ -69,7 +69,9 @@ class Host:
         return next(o for o in self.sup.observed() if o["id"] == iid)
 
 
-def desired(iid: int = 1, want: str = "running", **spec: Any) -> dict[str, Any]:
+def desired(
+    iid: int = 1, want: str = "running", slot: int | None = None, **spec: Any
+) -> dict[str, Any]:
     return {
         "id": iid,
         "fleet": "f",
@@ -78,6 +80,7 @@ def desired(iid: int = 1, want: str = "running", **spec: Any) -> dict[str, Any]:
         "spec": {"command": ["game", "--port", "{port}"], "stop_timeout_s": 10, **spec},
         "desired": want,
         "notice": None,
+        "slot": iid - 1 if slot is None else slot,
     }
 
 
@@ -116,7 +119,8 @@ def test_start_then_ready_through_the_sdk(host: Host, monkeypatch: pytest.Monkey
     assert launch.argv == ["game", "--port", "7001"]  # 7000 is taken by someone else
     assert launch.cwd == host.stager.staging.version_dir(MID)
     assert launch.env["CHANGEOVER_PORT"] == "7001"
-    assert launch.env["CHANGEOVER_STATE_DIR"].endswith("state/f")
+    assert launch.env["CHANGEOVER_STATE_DIR"].endswith("work/slots/f/0")
+    assert launch.env["CHANGEOVER_SHARED_DIR"].endswith("work/state/f")
     assert "CHANGEOVER_TOKEN" not in launch.env  # the agent's secret never reaches a game
     assert host.state()["state"] == "starting"
     with host.game() as game:
@@ -296,3 +300,94 @@ def test_an_unknown_stop_override_falls_back_to_the_profile(host: Host) -> None:
     assert host.procs.signals == [(pid, signal.SIGTERM)]
     host.tick(9)
     assert host.procs.signals == [(pid, signal.SIGTERM)]  # the profile's 10 s
+
+
+def test_state_dirs_are_per_slot_and_a_slot_is_never_shared_by_two_processes(
+    host: Host,
+) -> None:
+    cmd = ["game", "--world", "{state_dir}/world", "--common", "{shared_dir}"]
+    host.sup.apply([desired(1, command=cmd), desired(2, command=cmd)])
+    host.tick()
+    one, two = (s.env for s in host.procs.started)
+    assert one["CHANGEOVER_STATE_DIR"] != two["CHANGEOVER_STATE_DIR"]
+    assert one["CHANGEOVER_SHARED_DIR"] == two["CHANGEOVER_SHARED_DIR"]
+    assert host.procs.started[0].argv[2] == one["CHANGEOVER_STATE_DIR"] + "/world"
+    assert host.procs.started[1].argv[4] == two["CHANGEOVER_SHARED_DIR"]
+    assert Path(one["CHANGEOVER_STATE_DIR"]).is_dir()
+    # Instance 3 takes over slot 0 while instance 1 still runs there: it waits.
+    host.sup.apply(
+        [
+            desired(1, "stopped", command=cmd),
+            desired(2, command=cmd),
+            desired(3, slot=0, command=cmd),
+        ]
+    )
+    host.procs.obey = False  # instance 1 takes its time to save and go
+    host.tick()
+    assert len(host.procs.started) == 2
+    st = host.state(3)
+    assert st["state"] == "staging" and "waiting for instance 1" in st["error"]
+    host.tick(100)  # past the save grace and the stop timeout: killed
+    host.tick()
+    assert len(host.procs.started) == 3
+    assert host.procs.started[2].env["CHANGEOVER_STATE_DIR"] == one["CHANGEOVER_STATE_DIR"]
+    assert host.state(1)["exit"]["how"] == "killed"
+
+
+def test_an_unhealthy_instance_gets_its_stop_signal_then_the_kill_after_the_timeout(
+    host: Host,
+) -> None:
+    health = {"type": "sdk", "start_grace_s": 1, "interval_s": 0.1}
+    host.sup.apply([desired(health=health, stop_signal="SIGINT", stop_timeout_s=10)])
+    host.procs.obey = False
+    host.tick()
+    pid = next(iter(host.procs.running))
+    host.tick(2)  # never ready within its grace: stopped as any stop is
+    assert host.procs.signals == [(pid, signal.SIGINT)]
+    host.tick(5)
+    assert host.procs.signals == [(pid, signal.SIGINT)]  # still within its stop timeout
+    host.tick(6)
+    assert host.procs.signals[-1] == (pid, signal.SIGKILL)
+    host.tick()
+    st = host.state()
+    assert st["state"] == "failed" and "not ready after 1 s" in st["error"]
+    assert st["exit"]["how"] == "killed" and st["exit"]["reason"] == "failed health check"
+    assert st["exit"]["signal"] == "SIGKILL"
+
+
+def test_how_a_process_ended_is_recorded(host: Host) -> None:
+    host.sup.apply([desired(health={"type": "none"})])
+    host.tick()
+    pid = next(iter(host.procs.running))
+    host.procs.exit(pid, 3)
+    host.tick()
+    assert host.state()["exit"] | {"at": 0} == {
+        "how": "crashed",
+        "code": 3,
+        "signal": None,
+        "reason": None,
+        "at": 0,
+    }
+    host.tick(5)  # restarted after its back-off
+    pid = next(iter(host.procs.running))
+    host.sup.apply([desired(want="stopped", health={"type": "none"})])
+    host.procs.obey = False
+    host.tick()
+    host.tick(1)
+    assert host.procs.signals[-1] == (pid, signal.SIGTERM)
+    host.procs.exit(pid, 0)  # saved and left by itself
+    host.tick()
+    st = host.state()
+    assert st["state"] == "stopped"
+    assert (st["exit"]["how"], st["exit"]["code"], st["exit"]["reason"]) == ("exited", 0, "stop")
+
+
+def test_a_command_without_a_slash_is_found_in_the_version_directory(host: Host) -> None:
+    vdir = host.stager.staging.version_dir(MID)
+    vdir.mkdir(parents=True)
+    (vdir / "run-server").write_text("#!/bin/sh\n")
+    (vdir / "run-server").chmod(0o755)
+    host.sup.apply([desired(command=["run-server", "{port}"]), desired(2, command=["sh", "-c"])])
+    host.tick()
+    assert host.procs.started[0].argv[0] == str(vdir / "run-server")
+    assert host.procs.started[1].argv[0] == "sh"  # not in the build: the host's PATH

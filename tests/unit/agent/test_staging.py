@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from changeover.agent.staging import Staging
+from changeover.agent.staging import Staging, retained
 from changeover.content.manifest import FileEntry, Manifest
 from changeover.content.publish import build_patches
 from changeover.content.store import LocalStore
@@ -194,3 +194,16 @@ def test_an_index_of_another_version_or_garbage_is_ignored(
     d2 = staging.stage(fetcher, v2)
     assert (d2 / "map").read_bytes() == b"m" * 900
     assert new_sha in fetcher.blobs and not fetcher.patches
+
+
+def test_a_version_nothing_wants_stays_for_the_keep_time() -> None:
+    keep, since = retained(["old", "new"], ["new"], {}, 100.0, 3600)
+    assert keep == {"old", "new"} and since == {"old": 100.0}
+    keep, since = retained(["old", "new"], ["new"], since, 3000.0, 3600)
+    assert keep == {"old", "new"} and since == {"old": 100.0}  # the clock runs from 100
+    keep, since = retained(["old", "new"], ["new"], since, 3700.0, 3600)
+    assert keep == {"new"} and since == {}
+    # Wanted again (a revert): its clock starts afresh the next time it is let go.
+    keep, since = retained(["old", "new"], ["old", "new"], {"old": 100.0}, 3000.0, 3600)
+    assert keep == {"old", "new"} and since == {}
+    assert retained(["old", "new"], ["new"], {}, 100.0, 0)[0] == {"new"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from changeover.control.fleet import placement
 from changeover.control.fleet.placement import (
     Create,
     Done,
@@ -151,3 +152,15 @@ def test_switch_fails_on_a_failed_or_slow_replacement() -> None:
     slow = inst(2, profile_id=20, replaces_id=1, state="starting", created_at=900)
     out = step([old, slow], now=1000.0)
     assert isinstance(out, Fail) and "not ready after 60 s" in out.message
+
+
+def test_pick_slot_passes_state_on_only_where_no_two_live_instances_share_it() -> None:
+    # A new instance: the lowest slot no live instance holds.
+    assert placement.pick_slot([], None, False, exclusive=False) == 0
+    assert placement.pick_slot([0, 2], None, False, exclusive=False) == 1
+    # A replacement beside its running predecessor (surge, A/B, bleed-off): another slot.
+    assert placement.pick_slot([0, 1], 1, False, exclusive=False) == 2
+    # One whose predecessor is being stopped (forced, no surge): the predecessor's slot.
+    assert placement.pick_slot([0, 1], 1, True, exclusive=False) == 1
+    # Exclusive state: always the predecessor's (the agent waits for it to end).
+    assert placement.pick_slot([0, 1], 1, False, exclusive=True) == 1

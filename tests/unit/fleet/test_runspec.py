@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -24,11 +25,37 @@ def test_defaults_and_round_trip() -> None:
 
 def test_render_fills_placeholders() -> None:
     command = ["srv", "--port={port}", "--q={port.query}", "{version_dir}/x", "{instance_id}"]
+    command += ["--world={state_dir}/w", "{shared_dir}"]
     spec = RunSpec.from_dict(
         {"command": command, "ports": [{"name": "game"}, {"name": "query", "protocol": "udp"}]}
     )
-    argv = spec.render(spec.command, {"game": 7001, "query": 7002}, "/v/abc", "i7")
-    assert argv == ["srv", "--port=7001", "--q=7002", "/v/abc/x", "i7"]
+    dirs = {"version_dir": "/v/abc", "instance_id": "i7", "state_dir": "/s/0", "shared_dir": "/f"}
+    argv = spec.render(spec.command, {"game": 7001, "query": 7002}, dirs)
+    assert argv == ["srv", "--port=7001", "--q=7002", "/v/abc/x", "i7", "--world=/s/0/w", "/f"]
+
+
+def test_state_mode_and_udp_probe() -> None:
+    spec = RunSpec.from_dict(
+        {
+            "command": ["srv"],
+            "ports": [{"protocol": "udp"}],
+            "state": "exclusive",
+            "health": {"type": "udp", "send_hex": "ffffffff54", "expect": "I"},
+        }
+    )
+    assert spec.state == "exclusive"
+    assert (spec.health.send, spec.health.expect) == (b"\xff\xff\xff\xffT", b"I")
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    assert RunSpec.from_dict({"command": ["srv"]}).state == "instance"
+    for bad, text in [
+        ({"state": "shared"}, "state 'shared' is not one of instance, exclusive"),
+        ({"health": {"type": "tcp", "send": "x"}}, "needs type 'udp'"),
+        ({"health": {"type": "udp", "expect": "x"}}, "needs a payload"),
+        ({"health": {"type": "udp", "send_hex": "zz"}}, "hexadecimal"),
+        ({"health": {"type": "udp", "send": "x", "send_hex": "00"}}, "not both"),
+    ]:
+        with pytest.raises(InvalidInput, match=re.escape(text)):
+            RunSpec.from_dict({"command": ["srv"], **bad})
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
 from changeover.control.fleet import placement, sessions
+from changeover.control.fleet.exits import describe_exit
 from changeover.control.fleet.models import (
     Fleet,
     FleetHost,
@@ -54,6 +55,7 @@ NOTICE_S = 60.0
 """How long before a drain deadline the instance gets its shutdown notice."""
 AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
+EXIT_HOWS = frozenset({"exited", "killed", "crashed"})
 MAX_SLOTS = 10000
 
 
@@ -170,6 +172,7 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         "restarts": restarts if isinstance(restarts, int) and restarts >= 0 else row.restarts,
         "error": str(error)[:4000] if error else None,
     }
+    seen.update(_exit_columns(obs.get("exit")))
     sdk = obs.get("sdk")
     if isinstance(sdk, dict):
         players, labels = sdk.get("players"), sdk.get("labels")
@@ -194,6 +197,40 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         setattr(row, key, value)
     row.observed_at = now
     row.updated_at = now
+
+
+def _exit_columns(raw: object) -> dict[str, Any]:
+    """The ``exit_*`` columns from an agent's ``exit`` (how the last process ended)."""
+    if not isinstance(raw, Mapping) or raw.get("how") not in EXIT_HOWS:
+        return {}
+    code, sig, reason, at = raw.get("code"), raw.get("signal"), raw.get("reason"), raw.get("at")
+    return {
+        "exit_how": raw["how"],
+        "exit_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        "exit_signal": str(sig)[:16] if sig else None,
+        "exit_reason": str(reason)[:32] if reason else None,
+        "exited_at": float(at) if isinstance(at, int | float) else None,
+    }
+
+
+def _report_exit(s: Session, row: Instance, host: Host, now: float) -> None:
+    """A job that owns the instance's fleet gets an event for each process end."""
+    for job in patchjob_storage.owning_jobs(s, row.fleet_id):
+        patchjob_storage.add_event(
+            s,
+            job,
+            "instance",
+            f"instance {row.id} on {host.name} {describe_exit(row)}",
+            now,
+            {
+                "instance_id": row.id,
+                "host": host.name,
+                "how": row.exit_how,
+                "exit_code": row.exit_code,
+                "signal": row.exit_signal,
+                "reason": row.exit_reason,
+            },
+        )
 
 
 def _views(rows: Sequence[Instance], host: Host) -> list[placement.InstanceView]:
@@ -230,6 +267,25 @@ def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instanc
     )
 
 
+def assign_slot(s: Session, row: Instance, exclusive: bool) -> None:
+    """Give ``row`` its state slot on its host (``placement.pick_slot``)."""
+    # Autoflush puts instances created earlier in the same pass in the query's sight.
+    others = s.scalars(
+        select(Instance).where(
+            Instance.fleet_id == row.fleet_id, Instance.host_id == row.host_id, live_instances()
+        )
+    )
+    held = [i.slot for i in others if i.slot is not None and i is not row]
+    old = s.get(Instance, row.replaces_id) if row.replaces_id is not None else None
+    same_place = old is not None and old.host_id == row.host_id and old.fleet_id == row.fleet_id
+    row.slot = placement.pick_slot(
+        held,
+        old.slot if same_place and old is not None else None,
+        old is not None and old.desired == "stopped",
+        exclusive,
+    )
+
+
 def new_instance(
     s: Session, fleet_id: int, profile_id: int, host_id: int, now: float, replaces_id: int | None
 ) -> Instance:
@@ -252,6 +308,7 @@ def new_instance(
         created_at=now,
         updated_at=now,
     )
+    assign_slot(s, row, json.loads(profile.spec).get("state") == "exclusive")
     s.add(row)
     return row
 
@@ -350,6 +407,8 @@ def snapshot(s: Session, host: Host, rows: Sequence[Instance], now: float) -> di
     instances = []
     for i in rows:
         p = profiles[i.profile_id]
+        if i.slot is None:  # a row from before slots
+            assign_slot(s, i, specs[p.id].get("state") == "exclusive")
         notice = (
             {"reason": i.notice_reason, "deadline": i.notice_deadline}
             if i.notice_deadline is not None
@@ -363,6 +422,7 @@ def snapshot(s: Session, host: Host, rows: Sequence[Instance], now: float) -> di
             "spec": specs[p.id],
             "desired": i.desired,
             "notice": notice,
+            "slot": i.slot,
         }
         if i.stop_signal is not None:
             # A patch job's stop method overrides the profile's for this instance.
@@ -404,7 +464,10 @@ def sync(
     open_by_instance = sessions.open_sessions(s, [row.id for row in reported])
     released = []
     for row in reported:
+        exited_before = row.exited_at
         _observe(row, by_id[row.id], now)
+        if row.exited_at is not None and row.exited_at != exited_before:
+            _report_exit(s, row, host, now)
         if sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, [])):
             released.append(row)
     for row in released:

@@ -170,6 +170,10 @@ class Instance(Base):
     """Overrides the profile's stop signal (a patch job's stop method); SIGKILL = hard kill."""
     stop_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     """Overrides the profile's ``stop_timeout_s``."""
+    slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The state slot of its fleet on its host: its own directory there, which a
+    replacement may take over (``placement.pick_slot``). None only for rows older than slots,
+    until their host's next sync."""
     # -- observed (agent) ---------------------------------------------------------------
     state: Mapped[str] = mapped_column(String(16))
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -183,6 +187,17 @@ class Instance(Base):
     sdk_state_saved: Mapped[bool] = mapped_column(Boolean, default=False)
     state_saved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     """When the game last turned "state saved" on (seen at a sync)."""
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """How its last process ended, as the agent saw it: the exit code (None if a signal
+    ended it or the agent could not know), ..."""
+    exit_signal: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """... the signal that ended it, ..."""
+    exit_how: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """... exited (by itself, while being stopped), killed (after the stop timeout) or
+    crashed (while meant to run), ..."""
+    exit_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """... why it was being stopped (stop, failed health check), and when."""
+    exited_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     observed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)

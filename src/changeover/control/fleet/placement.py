@@ -181,6 +181,33 @@ def plan_host(
     return actions
 
 
+# -- state slots ---------------------------------------------------------------------------
+
+
+def pick_slot(
+    held: Iterable[int],
+    predecessor_slot: int | None,
+    predecessor_stopping: bool,
+    exclusive: bool,
+) -> int:
+    """The state slot of a new instance of a fleet on a host (``runspec.STATE_MODES``).
+
+    ``held``: the slots of the fleet's other live instances on the host. A replacement
+    takes its predecessor's slot (on the same host) when the state must pass on
+    (``exclusive``) or when the predecessor is being stopped anyway; the agent starts it
+    once the predecessor's process has ended. Otherwise (a new instance, or one that runs
+    beside its predecessor) it takes the lowest slot no live instance holds, whose
+    directory keeps what the last instance there left.
+    """
+    if predecessor_slot is not None and (exclusive or predecessor_stopping):
+        return predecessor_slot
+    taken = set(held)
+    slot = 0
+    while slot in taken:
+        slot += 1
+    return slot
+
+
 # -- profile switch ------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from changeover.control.db import now
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet import placement
 from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile, ProfileSwitch
-from changeover.control.fleet.services import LOST_AFTER_S, fleet_instances, get_profile
+from changeover.control.fleet.services import LOST_AFTER_S, fleet_instances, get_profile, run_spec
 from changeover.control.states import JobState, state_dict
 from changeover.errors import Conflict, InvalidInput, NotFound
 
@@ -48,6 +48,19 @@ def create_switch(
         )
     if not 0 <= drain_s <= MAX_DRAIN_S:
         raise InvalidInput(f"drain_s must be 0 to {MAX_DRAIN_S:g} seconds")
+    old = s.get(Profile, fleet.active_profile_id) if fleet.active_profile_id else None
+    exclusive = [
+        p.name for p in (old, profile) if p is not None and run_spec(p).state == "exclusive"
+    ]
+    if exclusive:
+        # Its replacement would wait for the old instance's state slot, which the switch
+        # only frees once the replacement is ready.
+        raise InvalidInput(
+            f"profile(s) {', '.join(exclusive)} declare exclusive state, but a switch runs each"
+            " old instance beside its replacement; use a patch job with method forced, or"
+            ' rolling with "max_surge": 0',
+            profiles=exclusive,
+        )
     busy = s.scalar(
         select(ProfileSwitch.id).where(
             ProfileSwitch.fleet_id == fleet.id,

@@ -30,6 +30,7 @@ from changeover.control.fleet import (
     switches,
 )
 from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet.exits import exit_record
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -71,6 +72,8 @@ class ProfileCreate(BaseModel):
     stop_signal: str | None = None
     stop_timeout_s: float | None = None
     capacity: int | None = None
+    state: str | None = None
+    """instance (default) or exclusive: how an instance's state directory passes on."""
 
 
 class CompatSet(BaseModel):
@@ -213,6 +216,8 @@ def instance_dict(
         "players": i.players,
         "capacity": i.capacity,
         "replaces": i.replaces_id,
+        "slot": i.slot,
+        "exit": exit_record(i),
         "drain_deadline": i.drain_deadline,
         "notice": (
             {"reason": i.notice_reason, "deadline": i.notice_deadline}
@@ -337,6 +342,7 @@ def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[st
             "stop_signal",
             "stop_timeout_s",
             "capacity",
+            "state",
         },
         exclude_none=True,
     )

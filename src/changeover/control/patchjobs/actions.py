@@ -79,7 +79,8 @@ class Notify:
 
 @dataclass(frozen=True)
 class StopInstance:
-    """Stop with ``signal`` (graceful unless SIGKILL), then SIGKILL after ``timeout_s``.
+    """Stop with ``signal`` (graceful unless SIGKILL), then SIGKILL after ``timeout_s``;
+    either None: the instance's profile's (resolved when applied).
 
     ``require_empty``: apply as a compare-and-set on ``players = 0``. If a player got in
     first, write ``desired = draining`` with ``drain_deadline = fallback_deadline`` instead;
@@ -89,9 +90,9 @@ class StopInstance:
 
     key: str
     instance_id: int
-    signal: str
+    signal: str | None
     graceful: bool
-    timeout_s: float
+    timeout_s: float | None
     require_empty: bool
     fallback_deadline: float
     state_saved: bool

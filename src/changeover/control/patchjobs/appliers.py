@@ -11,7 +11,8 @@ done and changes nothing), which is what makes a replay after a crash harmless:
     MarkDraining      desired = draining with deadline and reason (running ones only)
     Undrain           desired = running again, drain and notice cleared
     Notify            the shutdown notice (reason, deadline) the agent passes to the game
-    StopInstance      desired = stopped with the job's stop signal and timeout; with
+    StopInstance      desired = stopped with the job's stop signal and timeout where it gave
+                      them, the profile's otherwise (stored resolved on the row); with
                       require_empty a compare-and-set on players = 0, falling back to
                       draining until fallback_deadline when a player got in first
     SwitchAllocation  allocation_weights rows for each fleet and profile
@@ -23,6 +24,7 @@ done and changes nothing), which is what makes a replay after a crash harmless:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -31,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.fleet import hosts as host_svc
-from changeover.control.fleet.models import Fleet, Host, Instance
+from changeover.control.fleet.models import Fleet, Host, Instance, Profile
 from changeover.control.patchjobs.actions import (
     Action,
     Finish,
@@ -50,6 +52,7 @@ from changeover.control.patchjobs.fleet_view import live_summary
 from changeover.control.patchjobs.model import JobSpec, JobStatus
 from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
 from changeover.control.patchjobs.storage import add_event
+from changeover.runspec import RunSpec
 from changeover.times import utc
 
 REASON_LEN: Final = 256
@@ -151,8 +154,25 @@ def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
     return Applied(f"notice: stops at {utc(a.deadline)}" if done else "stopped already")
 
 
+def _stop_method(s: Session, a: StopInstance) -> tuple[str, float, str]:
+    """The signal and timeout to stop ``a``'s instance with: the job's where it gave them,
+    the instance's profile's otherwise; and words saying which."""
+    row = _instance(s, a.instance_id)
+    profile = s.get(Profile, row.profile_id) if row is not None else None
+    run = RunSpec.from_dict(json.loads(profile.spec)) if profile is not None else RunSpec(("?",))
+    signal = a.signal if a.signal is not None else run.stop_signal
+    timeout_s = a.timeout_s if a.timeout_s is not None else run.stop_timeout_s
+    theirs = " (the profile's)"
+    words = (
+        f"{signal}{'' if a.signal is not None else theirs}, {timeout_s:g} s timeout"
+        f"{'' if a.timeout_s is not None else theirs}"
+    )
+    return signal, timeout_s, words
+
+
 def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
     assert isinstance(a, StopInstance)
+    signal, timeout_s, words = _stop_method(s, a)
     q = update(Instance).where(Instance.id == a.instance_id, Instance.desired != "stopped")
     if a.require_empty:
         # The compare-and-set: allocation's take (players + n <= capacity AND desired is
@@ -161,8 +181,8 @@ def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Ap
     done = s.execute(
         q.values(
             desired="stopped",
-            stop_signal=a.signal,
-            stop_timeout_s=a.timeout_s,
+            stop_signal=signal,
+            stop_timeout_s=timeout_s,
             # A notice already given keeps its words; else "now" (the agent still waits a
             # few seconds for the game's save, see agent.instances).
             notice_reason=func.coalesce(Instance.notice_reason, a.reason[:REASON_LEN]),
@@ -172,7 +192,7 @@ def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Ap
     ).rowcount  # type: ignore[attr-defined]
     saved = "; state saved" if a.state_saved else ""
     if done:
-        return Applied(f"stopping with {a.signal}, {a.timeout_s:g} s timeout{saved}")
+        return Applied(f"stopping with {words}{saved}")
     row = _instance(s, a.instance_id)
     if row is None or row.desired == "stopped":
         return Applied("stopped already")
@@ -183,8 +203,8 @@ def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Ap
         row.drain_deadline = a.fallback_deadline
         row.drain_reason = a.reason[:REASON_LEN]
         row.updated_at = now
-    row.stop_signal = a.signal
-    row.stop_timeout_s = a.timeout_s
+    row.stop_signal = signal
+    row.stop_timeout_s = timeout_s
     return Applied(
         f"{row.players} player(s) got in first: draining until "
         f"{utc(row.drain_deadline or a.fallback_deadline)}"

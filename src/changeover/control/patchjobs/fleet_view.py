@@ -3,10 +3,15 @@
 ``instance_views`` is the planner's input, read on every pass; ``live_selection`` the
 instances a job would take if it started now (its preview, and its progress before it
 starts); ``progress_summary`` where each member of the selection stands, for the API, the
-dashboard and the reports. A finished job's summary is the one recorded with its
-"finished" event (``appliers``): its instances go on to be replaced by later jobs and,
-stopped, are deleted after ``Settings.retention_s``, so reading them again would turn a
-completed job's "new" into "failed" and then "stopped".
+dashboard and the reports; ``member_views`` the same per member (``GET
+/patchjobs/{id}/instances``): its old instance, the replacement the job started and the
+old build a revert started again, each with how its last process ended.
+
+A finished job's summary is the one recorded with its "finished" event (``appliers``): its
+instances go on to be replaced by later jobs and, stopped, are deleted after
+``Settings.retention_s``, so reading them again would turn a completed job's "new" into
+"failed" and then "stopped". For the same reason ``member_views`` gives no member state
+once the job is over, only the instances as they are (while they are kept).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from changeover.control.fleet.exits import describe_exit, exit_record
 from changeover.control.fleet.models import (
     Fleet,
     Host,
@@ -27,7 +33,7 @@ from changeover.control.fleet.models import (
     Region,
     live_instances,
 )
-from changeover.control.fleet.services import LOST_AFTER_S
+from changeover.control.fleet.services import LOST_AFTER_S, profile_names
 from changeover.control.patchjobs.model import InstanceView, JobProgress, JobSpec
 from changeover.control.patchjobs.records import PatchJob, PatchJobEvent
 from changeover.control.patchjobs.states import LOST, JobStatus
@@ -202,4 +208,103 @@ def live_summary(
         "total": len(progress.selection),
         "by_state": dict(by_state),
         "regions": [{"region": k, **v} for k, v in sorted(regions.items())],
+    }
+
+
+MAX_MEMBERS_PAGE = 500
+
+
+def member_views(s: Session, job: PatchJob, t: float, limit: int, offset: int) -> dict[str, Any]:
+    """``{"total", "instances": [...]}``: one entry per member of the selection, in its
+    order (before the start, the instances the job would take):
+
+        {"instance_id", "fleet", "host", "region", "state", "old", "new", "revert"}
+
+    ``state`` is the member's as in ``progress_summary`` while the job runs, None once it is
+    over (its instances go on to live other lives); ``old``, ``new`` and ``revert`` are the
+    instances as they are now (None: never started, or pruned after
+    ``Settings.retention_s``), each ``{"id", "profile", "state", "desired", "slot",
+    "players", "exit", "exit_text"}`` with ``exit`` as ``GET /instances/{id}`` gives it.
+    """
+    spec = spec_of(job)
+    progress = progress_of(job)
+    over = JobStatus(job.status).terminal
+    fleets = dict(
+        s.execute(select(Fleet.id, Fleet.name).where(Fleet.id.in_(spec.fleet_ids))).tuples().all()
+    )
+    members: list[tuple[int, str | None, str, str]]  # instance, fleet, host, region
+    if progress.selection:
+        members = [
+            (m.instance_id, fleets.get(m.fleet_id), m.host, m.region)
+            for m in progress.selection[offset : offset + limit]
+        ]
+        total = len(progress.selection)
+    elif over:
+        members, total = [], 0
+    else:
+        rows = live_selection(s, list(spec.fleet_ids), sorted(spec.old_versions), t)
+        members = [(r[0], r[1], r[2], r[3]) for r in rows[offset : offset + limit]]
+        total = len(rows)
+    keys = {
+        f"job{job.id}/{step}/start/{m[0]}": (m[0], side)
+        for m in members
+        for step, side in (("main", "new"), ("revert", "revert"))
+    }
+    found_rows = s.execute(
+        select(Instance, Host.name, Host.last_seen_at)
+        .join(Host, Host.id == Instance.host_id)
+        .where(or_(Instance.id.in_([m[0] for m in members]), Instance.launch_key.in_(list(keys))))
+    ).tuples()
+    found: list[Instance] = []
+    views: dict[int, InstanceView] = {}
+    for i, host_name, last_seen in found_rows:
+        found.append(i)
+        lost = t - last_seen >= LOST_AFTER_S and i.state != "stopped"
+        views[i.id] = InstanceView(
+            i.id, i.fleet_id, host_name, i.profile_id, LOST if lost else i.state, desired=i.desired
+        )
+    by_id = {i.id: i for i in found}
+    launched = {keys[i.launch_key]: i for i in found if i.launch_key in keys}
+    profiles = profile_names(s, {i.profile_id for i in found})
+    out = []
+    for instance_id, fleet, host, region in members:
+        old, new, back = (
+            by_id.get(instance_id),
+            launched.get((instance_id, "new")),
+            launched.get((instance_id, "revert")),
+        )
+        state = None
+        if not over:
+            state = _member_state(
+                views.get(instance_id), views.get(new.id) if new is not None else None
+            )
+        out.append(
+            {
+                "instance_id": instance_id,
+                "fleet": fleet,
+                "host": host,
+                "region": region,
+                "state": state,
+                "old": _instance_brief(old, views, profiles),
+                "new": _instance_brief(new, views, profiles),
+                "revert": _instance_brief(back, views, profiles),
+            }
+        )
+    return {"total": total, "instances": out}
+
+
+def _instance_brief(
+    row: Instance | None, views: dict[int, InstanceView], profiles: dict[int, str]
+) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row.id,
+        "profile": profiles.get(row.profile_id),
+        "state": views[row.id].state,  # "lost" once its host is silent
+        "desired": row.desired,
+        "slot": row.slot,
+        "players": row.players,
+        "exit": exit_record(row),
+        "exit_text": describe_exit(row) if row.exit_how is not None else None,
     }

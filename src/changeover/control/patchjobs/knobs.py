@@ -6,7 +6,8 @@ refused when it is submitted, never halfway through a rollout.
 
     rolling   max_unavailable 25 % (at least 1), max_surge 25 %, min_healthy_time 10 s,
               healthy_deadline 5 min, progress_deadline 10 min, auto_revert on
-    stop      SIGTERM, stop_timeout_s 30, then SIGKILL
+    stop      the profile's stop signal and stop_timeout_s, then SIGKILL; a job overrides
+              either only where it gives it
     drain     deadline 12 h, notices 60, 15, 5 and 1 min before it
     canary    share 10 %, analysis window 10 min, auto_promote on
     ab        optional verification command against the new set, 5 min to pass
@@ -99,16 +100,21 @@ class RollingKnobs:
 
 @dataclass(frozen=True)
 class StopPolicy:
-    signal: str = "SIGTERM"
-    """SIGKILL means a hard kill with no grace (seed 001's stop method "Hard kill")."""
-    timeout_s: float = 30.0
-    """How long a graceful stop may take before the agent sends SIGKILL."""
+    """A job's stop method: each field overrides the profile's only when given."""
+
+    signal: str | None = None
+    """None: each instance's profile's ``stop_signal``. SIGKILL means a hard kill with no
+    grace (seed 001's stop method "Hard kill")."""
+    timeout_s: float | None = None
+    """How long a graceful stop may take before the agent sends SIGKILL; None: the
+    profile's ``stop_timeout_s``."""
 
     def __post_init__(self) -> None:
-        if self.signal != "SIGKILL" and self.signal not in SIGNALS:
+        if self.signal is not None and self.signal != "SIGKILL" and self.signal not in SIGNALS:
             allowed = ", ".join(sorted({*SIGNALS, "SIGKILL"}))
             raise InvalidInput(f"stop.signal must be one of {allowed}, got {self.signal!r}")
-        _finite("stop.timeout_s", self.timeout_s, low=0, high=3600)
+        if self.timeout_s is not None:
+            _finite("stop.timeout_s", self.timeout_s, low=0, high=3600)
 
     @property
     def graceful(self) -> bool:

@@ -2,7 +2,8 @@
 progress the job has recorded, and the decision a planner returns.
 
     JobSpec        what the operator asked for (validated when built; immutable once the job
-                   is inside its edit lock, see ``schedule``)
+                   is inside its edit lock, see ``schedule``), with what the planners need
+                   to know of its builds' profiles (``ProfileTerms``)
     InstanceView   one instance as the database shows it (desired + observed columns)
     JobProgress    what the job has recorded: status, phase, step, the frozen selection,
                    every action key already issued, per-instance intents, absolute
@@ -56,12 +57,17 @@ from changeover.control.patchjobs.states import (
 )
 from changeover.control.patchjobs.steps import CustomStep, validate_steps
 from changeover.errors import InvalidInput
+from changeover.runspec import DEFAULT_STOP_TIMEOUT_S
 
 EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 K = TypeVar("K")
 V = TypeVar("V")
 PENDING: Final = "pending"
 """The phase of a job that has not started."""
+
+
+def _frozen(value: Mapping[K, V]) -> Mapping[K, V]:
+    return MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,21 @@ class BuildPair:
 
 
 @dataclass(frozen=True)
+class ProfileTerms:
+    """What the planners need to know of one build's profile (profiles never change once
+    created, so the job keeps these from when it was submitted)."""
+
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+    """How long the agent waits after the stop signal before SIGKILL."""
+    exclusive_state: bool = False
+    """``state: exclusive`` (``runspec.STATE_MODES``): one process at a time on an
+    instance's state, which passes from each instance to its replacement."""
+
+
+DEFAULT_TERMS: Final = ProfileTerms()
+
+
+@dataclass(frozen=True)
 class Member:
     """One instance of the selection, as it was when the job started (kept in progress, so
     the job still knows its host and version after the instance is gone)."""
@@ -147,8 +168,11 @@ class JobSpec:
     steps: tuple[CustomStep, ...] = ()
     """Custom method only."""
     emails: tuple[str, ...] = ()
+    profiles: Mapping[int, ProfileTerms] = field(default_factory=dict)
+    """Profile id (``version_id``) -> its terms; a profile not listed has the defaults."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "profiles", _frozen(self.profiles))
         if isinstance(self.job_id, bool) or not isinstance(self.job_id, int) or self.job_id < 1:
             raise InvalidInput(f"job_id must be a positive integer, got {self.job_id!r}")
         if self.method not in set(Method):
@@ -194,13 +218,26 @@ class JobSpec:
     def new_versions(self) -> frozenset[int]:
         return frozenset(b.new_version_id for b in self.builds)
 
+    def terms(self, version_id: int) -> ProfileTerms:
+        return self.profiles.get(version_id, DEFAULT_TERMS)
+
+    def stop_wait_s(self, version_id: int) -> float:
+        """How long stopping an instance of ``version_id`` may take before SIGKILL: the
+        job's stop timeout where it gave one, else that profile's."""
+        if self.stop.timeout_s is not None:
+            return self.stop.timeout_s
+        return self.terms(version_id).stop_timeout_s
+
+    def exclusive_state(self, m: Member) -> bool:
+        """Whether ``m``'s old or new build runs with exclusive state: its instances then
+        never run beside each other (each waits for the other's state slot)."""
+        return (
+            self.terms(m.version_id).exclusive_state or self.terms(m.new_version_id).exclusive_state
+        )
+
     def selects(self, i: InstanceView) -> bool:
         """Whether ``i`` is in this job's selection (seed 001: fleets x old builds)."""
         return i.fleet_id in self.fleet_ids and i.version_id in self.old_versions
-
-
-def _frozen(value: Mapping[K, V]) -> Mapping[K, V]:
-    return MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True)
@@ -258,6 +295,7 @@ class Decision:
 
 
 __all__ = [
+    "DEFAULT_TERMS",
     "PENDING",
     "Action",
     "BuildPair",
@@ -273,6 +311,7 @@ __all__ = [
     "Method",
     "Notify",
     "Pause",
+    "ProfileTerms",
     "RollBack",
     "RunCheck",
     "StageBuild",

@@ -33,6 +33,7 @@ from changeover.control.fleet.services import (
     get_environment,
     get_fleet,
     get_profile,
+    run_spec,
 )
 from changeover.control.patchjobs import specs
 from changeover.control.patchjobs.fleet_view import live_selection, progress_summary
@@ -173,6 +174,10 @@ def _validated(
         [f.id for f in r.fleets],
         None if requested is None else float(requested),
     )
+    runs = {p.id: (p.name, run_spec(p)) for pair in r.builds for p in pair}
+    exclusive = sorted(name for name, run in runs.values() if run.state == "exclusive")
+    specs.check_state_modes(specs.to_spec(1, stored), exclusive)
+    stored["profiles"] = specs.stored_terms({pid: run for pid, (_, run) in runs.items()})
     stored["body"] = {k: v for k, v in body.items() if k in BODY_FIELDS}
     return r, stored, start_at
 

@@ -9,7 +9,12 @@ API shows back (``comments``, ``max_run_time`` with its unit, the e-mail flags),
     {"name", "method", "builds": [[old, new], …], "fleet_ids": [...], "stop": {...},
      "scheduled_start", "max_run_time", "max_run_time_unit", "max_run_time_s",
      "rolling": {...}, "drain": {...}, "canary": {...}, "ab": {...},
-     "failure_threshold", "steps": [...], "emails": [{"email", "progress", "result"}]}
+     "failure_threshold", "steps": [...], "emails": [{"email", "progress", "result"}],
+     "profiles": {"<profile id>": {"stop_timeout_s", "state"}}}
+
+``profiles`` holds what the planners need of each build's profile (``ProfileTerms``),
+taken when the job is submitted or edited (profiles never change); a job stored without
+it counts every profile with the defaults (30 s, instance state).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from changeover.control.patchjobs.knobs import (
     RollingKnobs,
     StopPolicy,
 )
-from changeover.control.patchjobs.model import BuildPair, JobSpec
+from changeover.control.patchjobs.model import BuildPair, JobSpec, ProfileTerms
 from changeover.control.patchjobs.states import Method
 from changeover.control.patchjobs.steps import parse_steps
 from changeover.errors import InvalidInput
+from changeover.runspec import RunSpec
 
 METHOD_ALIASES: Final[Mapping[str, Method]] = {
     "forced": Method.FORCED,
@@ -245,6 +251,24 @@ def normalise(
     return stored
 
 
+def stored_terms(profiles: Mapping[int, RunSpec]) -> dict[str, dict[str, Any]]:
+    """The stored ``profiles`` entry for the builds' profiles (id -> run spec)."""
+    return {
+        str(pid): {"stop_timeout_s": run.stop_timeout_s, "state": run.state}
+        for pid, run in sorted(profiles.items())
+    }
+
+
+def _terms(stored: Mapping[str, Any]) -> dict[int, ProfileTerms]:
+    return {
+        int(pid): ProfileTerms(
+            stop_timeout_s=float(raw["stop_timeout_s"]),
+            exclusive_state=raw.get("state") == "exclusive",
+        )
+        for pid, raw in (stored.get("profiles") or {}).items()
+    }
+
+
 def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
     """The planners' ``JobSpec`` from a stored spec.
 
@@ -274,6 +298,44 @@ def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
         failure_threshold=float(threshold),
         steps=steps,
         emails=tuple(e["email"] for e in stored["emails"]),
+        profiles=_terms(stored),
+    )
+
+
+def side_by_side(spec: JobSpec) -> str | None:
+    """Why ``spec`` runs an old instance and its replacement at the same time, or None when
+    it never does (forced; rolling with ``max_surge`` 0). A profile whose state is
+    exclusive (``runspec.STATE_MODES``) cannot be moved that way: its replacement takes
+    the old one's state slot and starts only once the old one has ended."""
+    if spec.method is Method.FORCED:
+        return None
+    if spec.method is Method.ROLLING:
+        if spec.rolling.max_surge in (0, "0%"):
+            return None
+        return f"rolling with max_surge {spec.rolling.max_surge} starts replacements beside them"
+    return {
+        Method.AB: "A/B runs the whole new set beside the old one",
+        Method.BLEED_OFF: "bleed-off starts the new build while the old one drains",
+        Method.CANARY: "canary runs new instances beside the old ones",
+        Method.CUSTOM: "a custom job starts the new set before it removes the old one",
+    }.get(spec.method, f"{spec.method.label} runs old and new side by side")
+
+
+def check_state_modes(spec: JobSpec, exclusive_profiles: Sequence[str]) -> None:
+    """Refuse a method that runs old and new side by side for profiles with exclusive state.
+
+    Raises:
+        InvalidInput: naming the profiles, the reason and the methods that fit.
+    """
+    why = side_by_side(spec)
+    if why is None or not exclusive_profiles:
+        return
+    raise InvalidInput(
+        f"profile(s) {', '.join(exclusive_profiles)} declare exclusive state (one server"
+        f" at a time on an instance's state), but {why}; use method forced, or rolling"
+        ' with "max_surge": 0',
+        field="method",
+        profiles=list(exclusive_profiles),
     )
 
 
@@ -285,11 +347,14 @@ def stop_methods_table() -> list[dict[str, object]]:
 __all__ = [
     "METHOD_ALIASES",
     "STOP_METHODS",
+    "check_state_modes",
     "normalise",
     "parse_emails",
     "parse_method",
     "parse_stop",
     "run_time_seconds",
+    "side_by_side",
     "stop_methods_table",
+    "stored_terms",
     "to_spec",
 ]

@@ -153,6 +153,15 @@ def owned_fleet_ids(s: Session) -> set[int]:
     return owned
 
 
+def owning_jobs(s: Session, fleet_id: int) -> list[PatchJob]:
+    """The started, unfinished jobs that own ``fleet_id`` (one, unless specs overlap)."""
+    return [
+        job
+        for job in s.scalars(select(PatchJob).where(PatchJob.status.in_(OWNING)))
+        if fleet_id in json.loads(job.spec).get("fleet_ids", ())
+    ]
+
+
 def stage_requests(s: Session, host_name: str) -> set[int]:
     """Profiles unfinished jobs want staged on ``host_name``."""
     return set(
@@ -173,6 +182,7 @@ __all__ = [
     "get_job",
     "mutate_progress",
     "owned_fleet_ids",
+    "owning_jobs",
     "progress_of",
     "spec_of",
     "stage_requests",

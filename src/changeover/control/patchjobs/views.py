@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from changeover.control.auth.views import Admin, Reader, ctx
 from changeover.control.db import now
 from changeover.control.patchjobs import methods_table, services, specs, statuses_table
+from changeover.control.patchjobs.fleet_view import MAX_MEMBERS_PAGE, member_views
 
 router = APIRouter(prefix="/api/v1", tags=["patch jobs"])
 
@@ -203,6 +204,20 @@ def job_events(
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return {"events": services.events(s, services.get_job(s, job_id), after, limit)}
+
+
+@router.get("/patchjobs/{job_id}/instances")
+def job_instances(
+    job_id: int,
+    request: Request,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=MAX_MEMBERS_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Each instance of the job: its old one, its replacement, a revert's, and how each
+    one's last process ended (``fleet_view.member_views``)."""
+    with ctx(request).db.read() as s:
+        return member_views(s, services.get_job(s, job_id), now(), limit, offset)
 
 
 @router.get("/patchjobs/{job_id}/actions")

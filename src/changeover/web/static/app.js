@@ -326,9 +326,15 @@ async function jobView(view, id) {
     wrap: action("Cancel and wrap up", "admin",
                  cancel("wrap_up", "Cancel this job and leave every instance as it is now?"), "danger"),
   };
-  view.append(head, h("div", { class: "card row" }, Object.values(buttons)), h("h2", {}, "Timeline ", live), timeline);
+  const members = h("div", { id: "job-instances" });
+  view.append(head, h("div", { class: "card row" }, Object.values(buttons)), members, h("h2", {}, "Timeline ", live), timeline);
+  let asked = 0;  // only the answer to the latest request is drawn
   const render = (job) => {
     head.replaceChildren(...jobHeader(job));
+    const mine = ++asked;
+    get(`/patchjobs/${id}/instances?limit=${PAGE}`).then((page) => {
+      if (mine === asked) members.replaceChildren(...jobInstances(page));
+    }).catch((e) => { if (e instanceof ApiError) showError(e); });
     const open = job.status < TERMINAL && !job.cancel;
     enable(buttons.resume, job.status === PAUSED && !job.cancel);
     enable(buttons.revert, open);
@@ -359,6 +365,20 @@ function jobHeader(job) {
         p.by_state && Object.keys(p.by_state).length ? " · " + Object.entries(p.by_state).map(([k, v]) => `${v} ${k}`).join(", ") : ""),
       p.regions && p.regions.length ? table(["region", "instances by state"], p.regions.map((r) => [r.region,
         Object.entries(r).filter(([k]) => k !== "region").map(([k, v]) => `${v} ${k}`).join(", ")])) : ""),
+  ];
+}
+
+// The job's instances (GET /patchjobs/{id}/instances): each old one, its replacement and a
+// revert's, and how each one's last process ended.
+function jobInstances(page) {
+  const brief = (i) => (i ? `#${i.id} ${i.profile} ${i.state}` : "—");
+  const ended = (m) => [["old", m.old], ["new", m.new], ["revert", m.revert]]
+    .filter(([, i]) => i && i.exit_text).map(([k, i]) => `${k} #${i.id} ${i.exit_text}`).join("; ") || "—";
+  return [
+    h("h2", {}, "Instances"),
+    table(["instance", "host", "state", "old", "new", "revert", "how they ended"], page.instances.map((m) => [
+      `#${m.instance_id}`, m.host, m.state || "—", brief(m.old), brief(m.new), brief(m.revert), ended(m)])),
+    page.total > page.instances.length ? h("p", { class: "muted" }, `the first ${page.instances.length} of ${page.total}`) : "",
   ];
 }
 

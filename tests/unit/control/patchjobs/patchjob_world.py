@@ -6,6 +6,12 @@ key; a StartInstance creates a row with ``launch_key``; StopInstance with
 becoming ready or failing, players leaving or joining), and records everything a test
 wants to assert on: stops with the players on board, notices, allocation switches.
 
+Slots, as the agent keeps them: an instance started to replace another takes its slot when
+``exclusive_slots`` is on (state that must pass on), else a fresh one, and its process
+starts only once no other live instance holds that slot (until then it is ``staging``);
+``overlaps`` records any moment two processes would run on one slot (never, if the world
+is right).
+
 ``drive`` plays a reconciler: plan, record the progress, apply the actions, re-plan at
 once when something was done, else advance to the earlier of the planner's wake-up and the
 world's next event. ``crash_after`` makes it lose its memory after applying only part of a
@@ -61,6 +67,8 @@ class Inst:
     leaves: list[float] = field(default_factory=list)
     """When each player on it leaves (inf: never)."""
     drain_deadline: float | None = None
+    slot: int = 0
+    """Its state slot on its host (``placement.pick_slot``)."""
 
     @property
     def players(self) -> int:
@@ -113,6 +121,16 @@ class World:
         self.auto_stage = True
         self.broken_versions: set[int] = set()
         self.crash_versions: set[int] = set()
+        self.silent_versions: set[int] = set()
+        """Builds whose server starts but never passes its health check (stays starting)."""
+        self.stop_delay_s = 0.0
+        """How long a process takes to end after its stop (0: at once)."""
+        self.stop_delays: dict[int, float] = {}
+        """The same per build, where it differs (inf: never)."""
+        self.exclusive_slots = False
+        self.waiting: dict[int, str] = {}
+        """Instance -> what it does once its slot is free (``ready``, ``fail``, …)."""
+        self.overlaps: list[tuple[float, str, int]] = []
         self.fail_first = 0
         """The next this many StartInstances never become ready (failed)."""
         self.crash_first = 0
@@ -137,6 +155,7 @@ class World:
         iid = self.next_id
         self.next_id += 1
         i = Inst(iid, fleet_id, host or f"h{iid}", region, version_id, leaves=sorted(leaves))
+        i.slot = self._free_slot(i.host)
         self.instances[iid] = i
         for t in i.leaves:
             self._at(t, "leave", iid)
@@ -185,14 +204,23 @@ class World:
             region = next((i.region for i in self.instances.values() if i.host == a.host), "eu")
             inst = Inst(iid, a.fleet_id, a.host, region, a.version_id, state="starting")
             inst.ready_since, inst.launch_key = None, a.key
+            before = self.instances.get(a.replaces_id) if a.replaces_id is not None else None
+            same_host = before is not None and before.host == a.host
+            taken = before is not None and same_host and self.exclusive_slots
+            inst.slot = before.slot if taken and before is not None else self._free_slot(a.host)
             self.instances[iid] = inst
             kind = "fail" if a.version_id in self.broken_versions else "ready"
+            if a.version_id in self.silent_versions:
+                kind = "silent"
             if self.fail_first > 0:
                 self.fail_first, kind = self.fail_first - 1, "fail"
             elif self.crash_first > 0:
                 self.crash_first -= 1
                 self.crashers.add(iid)
-            self._at(self.now + self.start_delay_s, kind, iid)
+            if self._slot_holder(inst) is not None:
+                inst.state, self.waiting[iid] = "staging", kind
+            else:
+                self._at(self.now + self.start_delay_s, kind, iid)
         elif isinstance(a, MarkDraining):
             inst = self.instances[a.instance_id]
             inst.desired, inst.drain_deadline = "draining", a.deadline
@@ -222,12 +250,53 @@ class World:
             return
         early = inst.drain_deadline is None or self.now < inst.drain_deadline
         self.stops.append(Stop(self.now, inst.instance_id, inst.players, a, early))
-        inst.state, inst.desired, inst.leaves = "stopped", "stopped", []
+        self._end(inst)
 
     def _fleet_stop(self, inst: Inst) -> None:
         a = self.refused.pop(inst.instance_id)
         self.stops.append(Stop(self.now, inst.instance_id, inst.players, a, False))
-        inst.state, inst.desired, inst.leaves = "stopped", "stopped", []
+        self._end(inst)
+
+    def _end(self, inst: Inst) -> None:
+        """Stop ``inst``'s process: at once, or ``stop_delay_s`` later."""
+        inst.desired, inst.leaves = "stopped", []
+        if inst.instance_id in self.waiting:  # no process yet: nothing to wait for
+            del self.waiting[inst.instance_id]
+            self._gone(inst)
+        elif (delay := self.stop_delays.get(inst.version_id, self.stop_delay_s)) > 0:
+            inst.state = "stopping"
+            self._at(self.now + delay, "ended", inst.instance_id)
+        else:
+            self._gone(inst)
+
+    def _gone(self, inst: Inst) -> None:
+        inst.state = "stopped"
+        for iid, kind in list(self.waiting.items()):  # a process waiting for the slot starts
+            waiter = self.instances[iid]
+            if self._slot_holder(waiter) is None:
+                del self.waiting[iid]
+                waiter.state = "starting"
+                self._at(self.now + self.start_delay_s, kind, iid)
+
+    def _free_slot(self, host: str) -> int:
+        held = {i.slot for i in self.instances.values() if i.host == host and not self._dead(i)}
+        slot = 0
+        while slot in held:
+            slot += 1
+        return slot
+
+    @staticmethod
+    def _dead(i: Inst) -> bool:
+        return i.state in ("stopped", "lost")
+
+    def _slot_holder(self, inst: Inst) -> Inst | None:
+        """Another instance whose process (or start) holds ``inst``'s slot."""
+        for other in self.instances.values():
+            same = other.host == inst.host and other.slot == inst.slot
+            running = not self._dead(other) and other.instance_id not in self.waiting
+            if other is not inst and same and running:
+                return other
+        return None
 
     def next_event(self) -> float | None:
         return self.events[0][0] if self.events else None
@@ -247,6 +316,15 @@ class World:
         inst = self.instances[ref]
         if inst.state in ("stopped", "lost"):
             return
+        if kind == "ended":
+            self._gone(inst)
+            return
+        if inst.state == "stopping":
+            return  # on its way down: no longer ready, failing or crashing
+        if kind in ("ready", "fail", "silent"):
+            holder = self._slot_holder(inst)
+            if holder is not None:
+                self.overlaps.append((self.now, inst.host, inst.slot))
         if kind == "ready":
             inst.state, inst.ready_since = "ready", self.now
             if inst.version_id in self.crash_versions or ref in self.crashers:

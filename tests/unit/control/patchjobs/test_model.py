@@ -27,6 +27,7 @@ from changeover.control.patchjobs.model import (
     JobSpec,
     JobStatus,
     Method,
+    ProfileTerms,
     make_key,
 )
 from changeover.control.patchjobs.steps import CustomStep, StepKind
@@ -38,7 +39,13 @@ from unit.control.patchjobs.patchjob_world import NEW, OLD, T0, spec_for
 def test_the_defaults_are_the_ones_design_md_promises() -> None:
     spec = spec_for(Method.ROLLING)
     assert spec.rolling == RollingKnobs("25%", "25%", 10.0, 300.0, 600.0, auto_revert=True)
-    assert (spec.stop.signal, spec.stop.timeout_s, spec.stop.graceful) == ("SIGTERM", 30.0, True)
+    # No stop method given: each instance's profile's signal and timeout (None here).
+    assert (spec.stop.signal, spec.stop.timeout_s, spec.stop.graceful) == (None, None, True)
+    # Waits count with the profile's stop timeout; a profile the job knows nothing of: 30 s.
+    assert spec.stop_wait_s(OLD) == 30.0
+    terms = {OLD: ProfileTerms(stop_timeout_s=90.0, exclusive_state=True)}
+    assert spec_for(Method.FORCED, profiles=terms).stop_wait_s(OLD) == 90.0
+    assert spec_for(Method.FORCED, profiles=terms, stop=StopPolicy(None, 5)).stop_wait_s(OLD) == 5
     assert spec.drain.deadline_s == 12 * 3600
     assert spec.drain.notice_before_s == (3600, 900, 300, 60)
     assert (spec.canary.share, spec.canary.analysis_window_s, spec.canary.auto_promote) == (

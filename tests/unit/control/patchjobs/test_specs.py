@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from changeover.control.patchjobs import specs
+from changeover.control.patchjobs.knobs import StopPolicy
+from changeover.control.patchjobs.model import Member, ProfileTerms
 from changeover.control.patchjobs.states import Method
 from changeover.errors import InvalidInput
+from changeover.runspec import RunSpec
 
 
 def body(**extra: Any) -> dict[str, Any]:
@@ -41,7 +45,8 @@ def test_run_time_units() -> None:
 def test_stop_by_signal_or_seed_method_id() -> None:
     assert specs.parse_stop({"method": 0}).signal == "SIGKILL"
     assert specs.parse_stop({"signal": "sigint", "timeout_s": 3}).timeout_s == 3
-    assert specs.parse_stop(None).signal == "SIGTERM"
+    assert specs.parse_stop(None) == StopPolicy(None, None)
+    assert specs.parse_stop({"timeout_s": 5}) == StopPolicy(None, 5)  # the profile's signal
     for bad, text in [
         ({"method": 99}, "stop.method"),
         ({"method": 0, "signal": "SIGTERM"}, "disagree"),
@@ -72,6 +77,22 @@ def test_normalise_round_trips_to_the_planners_spec() -> None:
     assert spec.drain.notice_before_s == (30, 10)
     assert spec.emails == ("ops@example.com", "dev@example.com")
     assert stored["emails"][1] == {"email": "dev@example.com", "progress": False, "result": True}
+
+
+def test_the_builds_profiles_reach_the_planners_through_the_stored_spec() -> None:
+    stored = specs.normalise(body(method="forced"), [(1, 2)], [7], None)
+    assert specs.to_spec(5, stored).profiles == {}  # a job stored before: the defaults
+    old = RunSpec(("srv",), stop_timeout_s=120.0)
+    new = RunSpec(("srv",), stop_timeout_s=45.0, state="exclusive")
+    stored["profiles"] = specs.stored_terms({2: new, 1: old})
+    assert stored["profiles"] == {
+        "1": {"stop_timeout_s": 120.0, "state": "instance"},
+        "2": {"stop_timeout_s": 45.0, "state": "exclusive"},
+    }
+    spec = specs.to_spec(5, json.loads(json.dumps(stored)))
+    assert spec.profiles == {1: ProfileTerms(120.0, False), 2: ProfileTerms(45.0, True)}
+    (m,) = [Member(9, 7, "h", "eu", 1, 2)]
+    assert spec.exclusive_state(m) and spec.stop_wait_s(1) == 120.0
 
 
 @pytest.mark.parametrize(

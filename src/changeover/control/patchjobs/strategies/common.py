@@ -161,16 +161,27 @@ def available(t: Tick, i: InstanceView | None) -> bool:
     )
 
 
-def stop(t: Tick, i: InstanceView, step: str, reason: str, *, require_empty: bool) -> bool:
+def stop(
+    t: Tick,
+    i: InstanceView,
+    step: str,
+    reason: str,
+    *,
+    require_empty: bool,
+    keep_state: bool = False,
+) -> bool:
+    """Stop ``i`` with the job's stop method; ``keep_state``: never a hard kill (a job's
+    SIGKILL gives way to the profile's own stop signal), so the server saves its state."""
     noticed = t.marks.get(f"noticed/{i.instance_id}")
     saved = noticed is not None and i.state_saved_at is not None and i.state_saved_at >= noticed
     sp = t.spec.stop
+    signal = sp.signal if sp.graceful or not keep_state else None
     return t.emit(
         StopInstance(
             key=t.key(step, "stop", i.instance_id),
             instance_id=i.instance_id,
-            signal=sp.signal,
-            graceful=sp.graceful,
+            signal=signal,
+            graceful=signal != "SIGKILL",
             timeout_s=sp.timeout_s,
             require_empty=require_empty,
             fallback_deadline=t.deadlines.get(i.instance_id, t.now + t.spec.drain.deadline_s),
@@ -188,20 +199,28 @@ def notify(t: Tick, i: InstanceView, key: str, reason: str, deadline: float) -> 
 
 
 def retire(
-    t: Tick, instance_id: int, step: str, reason: str, deadline_s: float | None = None
+    t: Tick,
+    instance_id: int,
+    step: str,
+    reason: str,
+    deadline_s: float | None = None,
+    *,
+    keep_state: bool = False,
 ) -> bool:
-    """Drain-and-retire (module docstring). True once the stop has been asked for."""
+    """Drain-and-retire (module docstring). True once the stop has been asked for.
+    ``keep_state``: as for ``stop``."""
     i = t.alive(instance_id)
     if i is None or t.stopped(instance_id):
         return True
     if i.players <= 0:
-        return stop(t, i, step, f"{reason}; no players", require_empty=True)
+        return stop(t, i, step, f"{reason}; no players", require_empty=True, keep_state=keep_state)
     deadline = t.deadlines.get(instance_id)
     if deadline is None:
         deadline = t.now + (t.spec.drain.deadline_s if deadline_s is None else deadline_s)
         t.emit(MarkDraining(t.key(step, "drain", instance_id), instance_id, deadline, reason))
     if t.now >= deadline:
-        return stop(t, i, step, f"{reason}; drain deadline reached", require_empty=False)
+        why = f"{reason}; drain deadline reached"
+        return stop(t, i, step, why, require_empty=False, keep_state=keep_state)
     due = [n for n in t.spec.drain.notice_before_s if t.now >= deadline - n]
     if due:
         n = min(due)

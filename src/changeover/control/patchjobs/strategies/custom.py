@@ -9,7 +9,8 @@ instance until a ``switch_allocation`` step says so. The job completes after the
 Seed 004's wish list is expressible as-is: ``start_new``, ``wait_healthy``, ``run_check``
 (through a private path: the check runs before any player is allowed in), ``stop_old`` (a
 save-acknowledged handoff: each busy old server is asked to save and is stopped on its
-"state saved", or after ``stop.timeout_s``), ``switch_allocation`` weight 1.
+"state saved", or once its stop timeout has passed: the job's ``stop.timeout_s``, else its
+profile's ``stop_timeout_s``), ``switch_allocation`` weight 1.
 """
 
 from __future__ import annotations
@@ -109,11 +110,11 @@ def _drain(t: Tick, s: CustomStep, label: str) -> bool:
 
 def _stop_old(t: Tick, s: CustomStep, label: str) -> bool:
     """Save-acknowledged handoff, then stop (see the module docstring)."""
-    deadline = t.phase_since + t.spec.stop.timeout_s
     for m in t.selection:
         old = t.alive(m.instance_id)
         if old is None or t.stopped(m.instance_id):
             continue
+        deadline = t.phase_since + t.spec.stop_wait_s(m.version_id)
         if old.players <= 0:
             stop(t, old, label, "replaced by the new build; no players", require_empty=True)
             continue

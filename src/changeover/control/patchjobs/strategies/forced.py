@@ -5,8 +5,9 @@ gets here once the new build is staged on every host (``lifecycle``'s stage phas
 old instance is stopped with the job's stop method (graceful signal, ``stop.timeout_s``,
 then SIGKILL; players are not waited for: that is what "forced" means), and its
 replacement is started on the same host as soon as the old one is reported gone (the port
-and slot are free then). An old instance that is still not gone ``stop.timeout_s +
-healthy_deadline_s`` after its stop, or replacements failing their health gate beyond
+and slot are free then). An old instance that is still not gone ``healthy_deadline_s``
+after its stop timeout has passed (the job's ``stop.timeout_s``, else its profile's
+``stop_timeout_s``), or replacements failing their health gate beyond
 ``failure_threshold``, fail the gate: the job rolls back by default (the old build is
 still staged, so the way back is as quick).
 """
@@ -55,7 +56,7 @@ def _step(t: Tick) -> None:
         if old is not None:
             stop(t, old, MAIN, "forced update to the new build", require_empty=False)
             stopped_at = t.issued.get(t.key(MAIN, "stop", m.instance_id), t.now)
-            give_up = stopped_at + t.spec.stop.timeout_s + rk.healthy_deadline_s
+            give_up = stopped_at + t.spec.stop_wait_s(m.version_id) + rk.healthy_deadline_s
             if t.now >= give_up:
                 stuck.append(m.instance_id)
             t.wake(give_up)

@@ -20,6 +20,15 @@ job stopped is started again on its host (the old build is still staged) and mus
 the health gate; only then are the job's new instances retired like any other (stopped
 when empty, drained with notices until the deadline otherwise). If the old build cannot
 start again, the job fails and leaves the new instances running rather than nothing.
+
+With exclusive state (``JobSpec.exclusive_state``: the old or the new build's profile says
+so) the old build cannot start beside a new instance: it would wait for the new one's
+state slot for ever. There the order is the other way round: the member's new instance is
+retired first (stopped when empty, drained otherwise; never with a hard kill, so it saves
+its state), and once it and the old instance are gone the old build starts on the same
+slot (its StartInstance replaces the new instance, or the old one when none was started),
+opening the state the new one saved. An instance still not gone ``healthy_deadline_s``
+after its stop timeout has passed fails the revert the same way.
 """
 
 from __future__ import annotations
@@ -39,9 +48,10 @@ from changeover.control.patchjobs.model import (
     Member,
 )
 from changeover.control.patchjobs.schedule import run_time_exceeded, stage_key
-from changeover.control.patchjobs.states import STOPPED
+from changeover.control.patchjobs.states import DRAINING, STOPPED
 from changeover.control.patchjobs.strategies.common import (
     CANCEL_REVERT,
+    MAIN,
     REVERT_PHASES,
     Health,
     all_gone,
@@ -152,6 +162,7 @@ def _revert(t: Tick) -> None:
     switch(t, "revert", 0.0)
     pending: list[Member] = []
     failed: list[Member] = []
+    stuck: list[Member] = []
     for m in t.selection:
         if t.alive(m.instance_id) is not None and not t.stopped(m.instance_id):
             if t.draining(m.instance_id):
@@ -160,22 +171,30 @@ def _revert(t: Tick) -> None:
         # The job stopped this old instance: run the old build there again first.
         key = t.key("revert", "start", m.instance_id)
         new = t.launched(start_key(t, m))
-        t.emit(
-            StartInstance(key, m.host, m.fleet_id, m.version_id, new.instance_id if new else None)
-        )
+        replaces = new.instance_id if new else None
+        if t.spec.exclusive_state(m) and not t.done(key):
+            way = _make_way(t, m, new)
+            if way is not Health.HEALTHY:
+                (stuck if way is Health.FAILED else pending).append(m)
+                continue
+            if replaces is None:  # none was started: the old instance's slot
+                replaces = m.instance_id
+        t.emit(StartInstance(key, m.host, m.fleet_id, m.version_id, replaces))
         health = gate(t, key, f"healthy/revert/{m.instance_id}", t.spec.rolling.healthy_deadline_s)
         if health is Health.FAILED:
             failed.append(m)
         elif health is Health.PENDING:
             pending.append(m)
     cause = t.reason
-    if failed:
-        hosts = ", ".join(sorted({m.host for m in failed}))
-        t.finish(
-            JobStatus.FAILED,
-            f"{cause}; revert could not start the old build again on {hosts}, "
-            "new instances left running",
-        )
+    if failed or stuck:
+        why = []
+        if stuck:
+            hosts = ", ".join(sorted({m.host for m in stuck}))
+            why.append(f"revert could not stop the instances holding the state on {hosts}")
+        if failed:
+            hosts = ", ".join(sorted({m.host for m in failed}))
+            why.append(f"revert could not start the old build again on {hosts}")
+        t.finish(JobStatus.FAILED, f"{cause}; {'; '.join(why)}, new instances left running")
         return
     if pending:
         return
@@ -185,6 +204,28 @@ def _revert(t: Tick) -> None:
     if all_gone(t, retiring):
         outcome = JobStatus.CANCELLED if t.phase == CANCEL_REVERT else JobStatus.ROLLED_BACK
         t.finish(outcome, f"{cause}; reverted to the old build")
+
+
+def _make_way(t: Tick, m: Member, new: InstanceView | None) -> Health:
+    """Exclusive state (module docstring): retire ``m``'s new instance and wait until it
+    and the old one are gone. HEALTHY once the slot is free; FAILED when an instance is
+    still there ``healthy_deadline_s`` after its stop timeout has passed."""
+    waiting = [i for i in (t.alive(m.instance_id), new) if i is not None and not i.gone]
+    if new is not None and not new.gone:
+        retire(t, new.instance_id, "revert", "reverting to the old build", keep_state=True)
+    for i in waiting:
+        asked = [
+            at
+            for step in (MAIN, "revert")
+            if (at := t.issued.get(t.key(step, "stop", i.instance_id))) is not None
+        ]
+        if not asked or i.desired == DRAINING:
+            continue  # draining: its players are waited for until its drain deadline
+        give_up = min(asked) + t.spec.stop_wait_s(i.version_id) + t.spec.rolling.healthy_deadline_s
+        if t.now >= give_up:
+            return Health.FAILED
+        t.wake(give_up)
+    return Health.PENDING if waiting else Health.HEALTHY
 
 
 __all__ = ["MAX_HOPS", "STAGE", "START", "StepFn", "run"]
