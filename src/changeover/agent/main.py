@@ -35,6 +35,7 @@ from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging, reta
 from changeover.client import ApiClient
 from changeover.content.store import atomic_write
 from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
+from changeover.launcher.fetch import DEFAULT_MIN_RATE, Pace
 from changeover.sdk.server import SDKServer
 
 log = logging.getLogger("changeover.agent")
@@ -56,6 +57,8 @@ class AgentConfig:
     tick_s: float = 0.2
     keep_staged_s: float = 12 * 3600.0
     """How long a version nothing wants any more stays staged (``staging.retained``)."""
+    min_rate: int = DEFAULT_MIN_RATE
+    """Bytes/s below which a download is cut and retried (``launcher.fetch.Pace``)."""
 
 
 @contextlib.contextmanager
@@ -94,7 +97,11 @@ class Agent:
     ) -> None:
         self.config = config
         self.processes = processes or Processes()
-        self.fetcher = fetcher or HttpFetcher(config.content_url or config.server + "/content")
+        self.fetcher = fetcher or HttpFetcher(
+            config.content_url or config.server + "/content",
+            config.work / "objects",
+            pace=Pace(min_rate=config.min_rate),
+        )
         self.host_id: int | None = None
         self.sync_interval_s = 1.0
 

@@ -38,70 +38,89 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-import httpx
 import zstandard
 
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
 from changeover.content.patch import apply_patch
 from changeover.content.patch_index import PatchEntry, PatchIndex
 from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
+from changeover.launcher.fetch import CHUNK, Pace, RateLimit, compressed_bound
+from changeover.launcher.fetch import Fetcher as Downloader
 
 DIR_MODE = 0o755
 log = logging.getLogger("changeover.agent.staging")
 
 
 class Fetcher(Protocol):
-    """Where staging gets content: a manifest by id, a blob (zstd frame) by hash."""
+    """Where staging gets content: a manifest by id, a blob (zstd frame) by hash. Each
+    download is told the most bytes it may take, which also bounds how long it may take."""
 
     def manifest(self, manifest_id: str) -> bytes: ...
 
-    def blob(self, sha256: str) -> Iterator[bytes]: ...
+    def blob(self, sha256: str, max_bytes: int) -> Iterator[bytes]: ...
 
     def patch_index(self, manifest_id: str) -> bytes | None:
         """The version's patch index, or None when it has none."""
         ...
 
-    def patch(self, path: str) -> Iterator[bytes]:
+    def patch(self, path: str, max_bytes: int) -> Iterator[bytes]:
         """A patch by its path in the content tree (``patches/ab/<base>-<target>.zpatch``)."""
         ...
 
 
-class HttpFetcher:
-    """The content tree over HTTP: the control plane's ``/content`` or any static mirror."""
+METADATA_MAX_BYTES = 256 << 20
+"""The most a manifest or patch index may take (their size is not signed anywhere the
+agent reads first): a build of a million files has a manifest of about 150 MB."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 60.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(timeout=timeout_s, follow_redirects=True)
+
+class HttpFetcher:
+    """The content tree over HTTP: the control plane's ``/content`` or any static mirror.
+
+    Downloads go through the launcher's downloader, so an agent's staging obeys the same
+    rules as a player's install: bounded in size, an overall deadline per attempt from that
+    size and a minimum rate (a server trickling bytes cannot stall staging for days),
+    resumed and retried. Each lands in a temporary file in ``scratch`` first.
+    """
+
+    def __init__(self, base_url: str, scratch: Path, *, pace: Pace | None = None) -> None:
+        self.scratch = scratch
+        self.fetcher = Downloader(base_url, RateLimit(None), pace=pace or Pace())
 
     def close(self) -> None:
-        self.http.close()
+        self.fetcher.close()
 
-    def _get(self, rel: str) -> Iterator[bytes]:
-        url = f"{self.base_url}/{rel}"
+    def _get(self, rel: str, max_bytes: int) -> Iterator[bytes]:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.scratch, prefix=".tmp-download-")
+        os.close(fd)
+        part = Path(name)
         try:
-            with self.http.stream("GET", url) as r:
-                if r.status_code == 404:
-                    raise NotFound(f"the content tree has no {rel} ({url})")
-                if not r.is_success:
-                    raise RemoteError(f"GET {url} answered {r.status_code}")
-                yield from r.iter_bytes()
-        except httpx.HTTPError as e:
-            raise RemoteError(f"cannot fetch {url}: {e}") from e
+            try:
+                self.fetcher.download(rel, part, max_bytes)
+            except RemoteError as e:
+                if e.facts.get("status") in (403, 404, 410):
+                    raise NotFound(f"the content tree has no {rel} ({e})") from e
+                raise
+            with open(part, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        finally:
+            part.unlink(missing_ok=True)
 
     def manifest(self, manifest_id: str) -> bytes:
-        return b"".join(self._get(f"manifests/{manifest_id}.json"))
+        return b"".join(self._get(f"manifests/{manifest_id}.json", METADATA_MAX_BYTES))
 
-    def blob(self, sha256: str) -> Iterator[bytes]:
-        return self._get(f"blobs/{sha256[:2]}/{sha256}")
+    def blob(self, sha256: str, max_bytes: int) -> Iterator[bytes]:
+        return self._get(f"blobs/{sha256[:2]}/{sha256}", max_bytes)
 
     def patch_index(self, manifest_id: str) -> bytes | None:
         try:
-            return b"".join(self._get(f"patches/index/{manifest_id}.json"))
+            return b"".join(self._get(f"patches/index/{manifest_id}.json", METADATA_MAX_BYTES))
         except NotFound:
             return None
 
-    def patch(self, path: str) -> Iterator[bytes]:
-        return self._get(path)
+    def patch(self, path: str, max_bytes: int) -> Iterator[bytes]:
+        return self._get(path, max_bytes)
 
 
 class Staging:
@@ -125,9 +144,11 @@ class Staging:
         return sorted(p.name for p in self.versions.iterdir() if not p.name.startswith("."))
 
     def sweep(self) -> None:
-        """Remove half-built versions a crash left behind."""
+        """Remove half-built versions and half-written objects a crash left behind."""
         for p in self.versions.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
+        for p in self.objects.glob(".tmp-*"):
+            p.unlink(missing_ok=True)
 
     def stage(self, fetcher: Fetcher, manifest_id: str) -> Path:
         """Make ``versions/<manifest_id>`` complete and verified; returns its path.
@@ -228,7 +249,7 @@ class Staging:
         if entry.size == 0:
             return
         d = zstandard.ZstdDecompressor().decompressobj()
-        for chunk in fetcher.blob(entry.sha256):
+        for chunk in fetcher.blob(entry.sha256, compressed_bound(entry.size)):
             self.downloaded += len(chunk)
             try:
                 data = d.decompress(chunk)
@@ -243,7 +264,7 @@ class Staging:
         with tempfile.TemporaryFile(dir=self.objects, prefix=".tmp-patch-") as f:
             h = hashlib.sha256()
             size = 0
-            for chunk in fetcher.patch(p.path):
+            for chunk in fetcher.patch(p.path, p.size):
                 self.downloaded += len(chunk)
                 size += len(chunk)
                 if size > p.size:

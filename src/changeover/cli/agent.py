@@ -51,11 +51,21 @@ def agent(
             parser=durations.parser("--keep-staged"),
         ),
     ] = 12 * 3600.0,
+    min_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--min-rate",
+            help="Slowest average a download may have before it is cut and retried, e.g."
+            " 32K (the default, bytes/s): each may take 30 s plus its size at this rate.",
+        ),
+    ] = None,
     server: ServerOpt = "",
     token: TokenOpt = "",
 ) -> None:
     """Run the host agent: register, heartbeat, stage versions, run and adopt instances."""
     from changeover.agent.main import Agent, AgentConfig
+    from changeover.cli.fastpath import parse_rate
+    from changeover.launcher.fetch import DEFAULT_MIN_RATE
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s"
@@ -75,6 +85,7 @@ def agent(
         sdk_port=sdk_port,
         content_url=content,
         keep_staged_s=keep_staged,
+        min_rate=parse_rate(min_rate, "--min-rate") or DEFAULT_MIN_RATE,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

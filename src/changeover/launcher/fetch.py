@@ -268,17 +268,21 @@ def http_pool(timeout_s: float) -> urllib3.PoolManager:
 class _Transfer:
     """One attempt's deadline (``time.monotonic``) and the connection it runs on."""
 
-    __slots__ = ("conn", "deadline", "expired")
+    __slots__ = ("conn", "deadline", "expired", "sock")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.conn: Any = None
+        self.sock: socket.socket | None = None
+        """The socket the request went out on. An answer that closes its connection
+        (HTTP/1.0, ``Connection: close``) takes the socket from ``conn`` with it, so the
+        watchdog must still be able to cut it from here."""
         self.expired = False
 
     def cut(self) -> bool:
         """Shut the connection's socket so that a read blocked on it returns at once;
         False while there is no socket yet (connecting: ``timeout_s`` bounds that)."""
-        sock = getattr(self.conn, "sock", None)
+        sock = getattr(self.conn, "sock", None) or self.sock
         if sock is None:
             return False
         # socket.socket's own shutdown, also for a TLS socket: SSLSocket's would drop its
@@ -340,22 +344,27 @@ _local = threading.local()
 
 class _WatchedHTTPConnection(HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _join_transfer(self)
+        transfer = _join_transfer(self)
         super().request(*args, **kwargs)
+        if transfer is not None:
+            transfer.sock = self.sock
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _join_transfer(self)
+        transfer = _join_transfer(self)
         super().request(*args, **kwargs)
+        if transfer is not None:
+            transfer.sock = self.sock
 
 
-def _join_transfer(conn: HTTPConnection) -> None:
+def _join_transfer(conn: HTTPConnection) -> _Transfer | None:
     # Called on the thread making the request, before it connects, sends or waits for
     # anything: from here on the watchdog can cut whatever the request blocks on.
-    transfer = getattr(_local, "transfer", None)
+    transfer: _Transfer | None = getattr(_local, "transfer", None)
     if transfer is not None:
         transfer.conn = conn
+    return transfer
 
 
 class _WatchedHTTPPool(urllib3.HTTPConnectionPool):

@@ -32,7 +32,7 @@ class StoreFetcher:
             raise NotFound(f"no manifest {manifest_id}")
         return path.read_bytes()
 
-    def blob(self, sha256: str) -> Iterator[bytes]:
+    def blob(self, sha256: str, max_bytes: int) -> Iterator[bytes]:
         self.blobs.append(sha256)
         data = self.store.blob_path(sha256).read_bytes()
         yield from (data[i : i + 7] for i in range(0, len(data), 7))
@@ -41,7 +41,7 @@ class StoreFetcher:
         path = self.store.content / "patches" / "index" / f"{manifest_id}.json"
         return path.read_bytes() if path.exists() else None
 
-    def patch(self, path: str) -> Iterator[bytes]:
+    def patch(self, path: str, max_bytes: int) -> Iterator[bytes]:
         self.patches.append(path)
         yield (self.store.content / path).read_bytes()
 
