@@ -58,6 +58,30 @@ STOP_METHODS: Final[tuple[tuple[int, str, str], ...]] = (
     (6, "Graceful (SIGUSR2)", "SIGUSR2"),
 )
 """Seed 001's stop methods: id, name, signal."""
+MAX_COMMENTS: Final = 10_000
+BODY_FIELDS: Final = frozenset(
+    {
+        "name",
+        "environment",
+        "application",
+        "method",
+        "builds",
+        "fleets",
+        "stop",
+        "comments",
+        "scheduled_start",
+        "max_run_time",
+        "max_run_time_unit",
+        "rolling",
+        "drain",
+        "canary",
+        "ab",
+        "failure_threshold",
+        "steps",
+        "emails",
+    }
+)
+"""The fields of a create body."""
 MAX_EMAILS: Final = 50
 MAX_BUILDS: Final = 50
 MAX_FLEETS: Final = 200
@@ -207,6 +231,24 @@ def parse_emails(raw: object) -> list[dict[str, Any]]:
     return out
 
 
+def check_body(body: Mapping[str, Any]) -> None:
+    """The checks of a create body that need no names resolved: no unknown field, a
+    name, comments of a sane size (``services.create`` and ``simulate`` both call it).
+
+    Raises:
+        InvalidInput: the message names the field.
+    """
+    unknown = sorted(set(body) - BODY_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}")
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+        raise InvalidInput("name is required: 1 to 200 characters", field="name")
+    comments = body.get("comments", "")
+    if not isinstance(comments, str) or len(comments) > MAX_COMMENTS:
+        raise InvalidInput(f"comments must be text of at most {MAX_COMMENTS} characters")
+
+
 def normalise(
     body: Mapping[str, Any],
     builds: Sequence[tuple[int, int]],
@@ -283,8 +325,11 @@ def stop_methods_table() -> list[dict[str, object]]:
 
 
 __all__ = [
+    "BODY_FIELDS",
+    "MAX_COMMENTS",
     "METHOD_ALIASES",
     "STOP_METHODS",
+    "check_body",
     "normalise",
     "parse_emails",
     "parse_method",
