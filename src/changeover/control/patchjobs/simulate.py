@@ -216,7 +216,8 @@ class SimResult:
     refused: int
     """Allocations (arrivals, moves, reconnects) that found no room."""
     peak_extra_instances: int
-    """Most instances running (starting, ready or stopping) beyond those at the start."""
+    """Most instances running (starting, ready or still stopping: a stopping server holds
+    its slot until it exits) beyond those at the start."""
     peak_by_host: Mapping[str, int]
     """Most instances each host ran at once."""
     extra_slots_needed: int | None
@@ -709,7 +710,10 @@ class _World:
         else:
             self.tally.kicked_by_stop += n
         self._move_all(i, 1.0, noticed=False)
-        self._at(self.now + delay, "stopped", i.instance_id)
+        if delay > 0:
+            self._at(self.now + delay, "stopped", i.instance_id)
+        else:
+            self._event("stopped", i.instance_id)  # SIGKILL: its slot is free at once
 
     def _fleet_rules(self, i: _Inst) -> None:
         """``placement.plan_host``'s drain rules on a handed-over instance, as an agent's
@@ -778,11 +782,8 @@ def simulate(
     """Run ``spec`` against ``fleet`` in virtual time (module docstring).
 
     Raises:
-        InvalidInput: a custom job (its checks run commands), an absurd horizon, a seed
-            that is not an integer.
+        InvalidInput: an absurd horizon, a seed that is not an integer.
     """
-    if spec.method is Method.CUSTOM:
-        raise InvalidInput("the simulator does not run custom jobs (their steps run commands)")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInput(f"seed must be an integer, got {seed!r}", field="seed")
     timings = timings or AgentTimings()
