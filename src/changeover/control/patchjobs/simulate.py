@@ -366,6 +366,8 @@ class _World:
             self.version_numbers.setdefault(b.old_version_id, 1)
             self.version_numbers.setdefault(b.new_version_id, 2)
         self.instances: dict[int, _Inst] = {}
+        self.view_cache: dict[int, InstanceView] = {}
+        """Each instance's view until it changes: most passes change few instances."""
         self.by_key: dict[str, int] = {}
         self.region_of_host: dict[str, str] = {}
         self.next_id = max((i.instance_id for i in fleet.instances), default=0) + 1
@@ -505,6 +507,7 @@ class _World:
                 self._fleet_rules(i)
 
     def _touched(self, i: _Inst) -> None:
+        self.view_cache.pop(i.instance_id, None)
         if i.fleet_id in self.spec.fleet_ids:
             self.changed = True
         self._recount()
@@ -515,6 +518,7 @@ class _World:
         sid = self.next_sid
         self.next_sid += 1
         self.sessions[sid] = _Session(i.instance_id, self.now + length)
+        self.view_cache.pop(i.instance_id, None)
         i.sessions[sid] = None
         self.online_at[sid] = len(self.online)
         self.online.append(sid)
@@ -526,6 +530,7 @@ class _World:
         session = self.sessions.pop(sid)
         i = self.instances[session.instance_id]
         del i.sessions[sid]
+        self.view_cache.pop(i.instance_id, None)
         at = self.online_at.pop(sid)
         last = self.online.pop()
         if last != sid:
@@ -748,16 +753,18 @@ class _World:
         """What ``fleet_view.instance_views`` would read: the job's fleets' live instances
         and every instance the job launched."""
         prefix = f"job{self.spec.job_id}/"
-        return [
-            i.view()
-            for i in self.instances.values()
-            if i.fleet_id in self.spec.fleet_ids
-            and (
-                i.desired != STOPPED
-                or i.state != STOPPED
-                or (i.launch_key or "").startswith(prefix)
-            )
-        ]
+        out = []
+        for i in self.instances.values():
+            if i.fleet_id not in self.spec.fleet_ids:
+                continue
+            history = i.desired == STOPPED and i.state == STOPPED
+            if history and not (i.launch_key or "").startswith(prefix):
+                continue
+            view = self.view_cache.get(i.instance_id)
+            if view is None:
+                view = self.view_cache[i.instance_id] = i.view()
+            out.append(view)
+        return out
 
 
 # -- driving the planner -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from changeover.control.patchjobs import specs
 from changeover.control.patchjobs.knobs import DrainPolicy, RollingKnobs
 from changeover.control.patchjobs.model import BuildPair, JobSpec, JobStatus, Method
 from changeover.control.patchjobs.player_model import PlayerModel, SessionComponent
+from changeover.control.patchjobs.schedule import check_start_time
 from changeover.control.patchjobs.simulate import (
     COMPARED,
     AgentTimings,
@@ -219,13 +220,13 @@ def test_a_job_not_done_by_the_horizon_says_so() -> None:
         (lambda: PlayerModel((1.0,), ()), "sessions"),
         (lambda: PlayerModel((1.0,), (SessionComponent(0.5, 60.0),)), "sessions"),
         (lambda: SessionComponent(1.0, 0.0), "sessions.median_s"),
-        (lambda: PlayerModel((1.0,), (SessionComponent(1.0, 60.0),), friend_join_share=2), "friend"),
+        (lambda: replace(quiet(60.0), friend_join_share=2), "friend_join_share"),
         (lambda: SimInstance(1, 1, "h", "eu", OLD, capacity=0), "capacity"),
         (lambda: SimInstance(1, 1, "h", "eu", OLD, capacity=1, session_starts=(T0, T0)), "players"),
         (lambda: AgentTimings(start_s=-5), "timings.start_s"),
         (lambda: AgentTimings(tick_s=0), "timings.tick_s"),
         (lambda: simulate(job(), fleet(), quiet(60.0), horizon_s=-1), "horizon_s"),
-        (lambda: simulate(replace(job(), method=Method.FORCED), fleet(), quiet(60.0), seed=1.5), "seed"),  # type: ignore[arg-type]
+        (lambda: simulate(job(), fleet(), quiet(60.0), seed=1.5), "seed"),
         (lambda: estimate(job(), fleet(), quiet(60.0), runs=0), "runs"),
     ],
 )
@@ -275,12 +276,15 @@ def test_a_spec_create_refuses_is_refused_with_the_same_error(body: dict[str, An
     with pytest.raises(InvalidInput) as e:
         spec_from_body(body, [(OLD, NEW)], [1], now=T0)
     with pytest.raises(InvalidInput) as direct:
-        specs.check_body(body)
-        from changeover.control.patchjobs.schedule import check_start_time
-
-        check_start_time(body.get("scheduled_start"), T0)
-        specs.normalise(body, [(OLD, NEW)], [1], body.get("scheduled_start"))
+        _create_checks(body)
     assert e.value.message == direct.value.message
+
+
+def _create_checks(body: dict[str, Any]) -> None:
+    """The pure checks of ``services.create``, in its order."""
+    specs.check_body(body)
+    check_start_time(body.get("scheduled_start"), T0)
+    specs.normalise(body, [(OLD, NEW)], [1], body.get("scheduled_start"))
 
 
 def test_a_valid_body_gives_the_spec_the_job_would_run() -> None:
