@@ -368,6 +368,7 @@ class _World:
         self.instances: dict[int, _Inst] = {}
         self.view_cache: dict[int, InstanceView] = {}
         """Each instance's view until it changes: most passes change few instances."""
+        self.candidate_cache: dict[int, allocation.Candidate] = {}
         self.by_key: dict[str, int] = {}
         self.region_of_host: dict[str, str] = {}
         self.next_id = max((i.instance_id for i in fleet.instances), default=0) + 1
@@ -506,8 +507,12 @@ class _World:
             if i.handed_over:
                 self._fleet_rules(i)
 
-    def _touched(self, i: _Inst) -> None:
+    def _forget(self, i: _Inst) -> None:
         self.view_cache.pop(i.instance_id, None)
+        self.candidate_cache.pop(i.instance_id, None)
+
+    def _touched(self, i: _Inst) -> None:
+        self._forget(i)
         if i.fleet_id in self.spec.fleet_ids:
             self.changed = True
         self._recount()
@@ -518,7 +523,7 @@ class _World:
         sid = self.next_sid
         self.next_sid += 1
         self.sessions[sid] = _Session(i.instance_id, self.now + length)
-        self.view_cache.pop(i.instance_id, None)
+        self._forget(i)
         i.sessions[sid] = None
         self.online_at[sid] = len(self.online)
         self.online.append(sid)
@@ -530,7 +535,7 @@ class _World:
         session = self.sessions.pop(sid)
         i = self.instances[session.instance_id]
         del i.sessions[sid]
-        self.view_cache.pop(i.instance_id, None)
+        self._forget(i)
         at = self.online_at.pop(sid)
         last = self.online.pop()
         if last != sid:
@@ -563,21 +568,26 @@ class _World:
         return True
 
     def _candidates(self, fleet_id: int) -> list[allocation.Candidate]:
+        """The fleet's instances as ``allocate_db`` hands them to the rule."""
         weights = self.weights.get(fleet_id)
-        return [
-            allocation.Candidate(
-                instance_id=i.instance_id,
-                region=i.region,
-                version=self.version_numbers.get(i.version_id, 1),
-                state=i.state,
-                desired=i.desired,
-                players=i.players,
-                capacity=i.capacity,
-                weight=weights.get(i.version_id, 1.0) if weights else 1.0,
-            )
-            for i in self.instances.values()
-            if i.fleet_id == fleet_id and i.state != STOPPED
-        ]
+        out = []
+        for i in self.instances.values():
+            if i.fleet_id != fleet_id or i.state == STOPPED:
+                continue
+            c = self.candidate_cache.get(i.instance_id)
+            if c is None:
+                c = self.candidate_cache[i.instance_id] = allocation.Candidate(
+                    instance_id=i.instance_id,
+                    region=i.region,
+                    version=self.version_numbers.get(i.version_id, 1),
+                    state=i.state,
+                    desired=i.desired,
+                    players=i.players,
+                    capacity=i.capacity,
+                    weight=weights.get(i.version_id, 1.0) if weights else 1.0,
+                )
+            out.append(c)
+        return out
 
     def _move_all(self, i: _Inst, share: float, *, noticed: bool) -> None:
         """Players leaving ``i`` (each with probability ``share``) to play the rest of their
@@ -632,6 +642,7 @@ class _World:
         elif isinstance(a, SwitchAllocation):
             for fleet_id in a.fleet_ids:
                 self.weights.setdefault(fleet_id, {}).update(dict(a.weights))
+            self.candidate_cache.clear()
             self.changed = True
             self._recount()
         elif isinstance(a, RunCheck):
@@ -646,6 +657,7 @@ class _World:
                 w = self.weights.get(fleet_id, {})
                 for v in versions:
                     w.pop(v, None)
+            self.candidate_cache.clear()
             self._recount()
 
     def _start(self, a: StartInstance) -> None:
