@@ -10,6 +10,10 @@ they play, whether they join a friend, what they do when their server gives noti
                        hour-long sessions, a few near-endless ones give the heavy tail of
                        seed 002
 
+``fit`` derives a model from the fleet's ended sessions (kept 7 days): arrivals per slice
+of the day, lengths as equal-count slices of the observed ones; ``fit_or_given`` prefers
+explicit parameters, falls back to the history, and says which it used.
+
 Everything is drawn from the ``random.Random`` the caller passes, so a simulation is
 reproducible from its seed. The model is checked when built: a negative or infinite rate,
 a share outside [0, 1], a zero length raise ``InvalidInput`` naming the field.
@@ -19,7 +23,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from changeover.errors import InvalidInput
@@ -28,6 +33,8 @@ DAY_S: Final = 86400.0
 MAX_BUCKETS: Final = 1440
 """At most one rate per minute of the day."""
 MAX_SESSION_S: Final = 30 * DAY_S
+MIN_SESSIONS: Final = 30
+"""Fewer ended sessions than this fit nothing worth trusting."""
 RESIDUAL_TRIES: Final = 200
 """Draws spent looking for a length beyond a running session's age before falling back."""
 
@@ -141,9 +148,105 @@ class PlayerModel:
         return self.session_length(rng)  # older than the mix allows: treat it as fresh
 
 
+@dataclass(frozen=True)
+class EndedSession:
+    """One ended session of the fleet's history (``sessions`` rows, kept 7 days)."""
+
+    started_at: float
+    ended_at: float
+    players: int = 1
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A player model and where it came from, for the answer to say so."""
+
+    model: PlayerModel
+    source: str
+    """``history`` or ``explicit``."""
+    note: str
+
+
+def fit(
+    history: Sequence[EndedSession],
+    now: float,
+    *,
+    window_s: float = 7 * DAY_S,
+    buckets: int = 24,
+    components: int = 12,
+    friend_join_share: float = 0.0,
+    notice_leave_share: float = 0.0,
+) -> PlayerModel | None:
+    """A model fitted from the sessions that ended within ``window_s`` before ``now``:
+    arrivals per ``buckets`` slices of the day (flat when the history spans less than a
+    day), lengths as ``components`` equal-count slices of the observed lengths (each a
+    log-normal around its median). None with fewer than ``MIN_SESSIONS`` sessions.
+    Friend joins and notice behaviour are not in the history: they are given."""
+    kept = [h for h in history if now - window_s <= h.started_at <= h.ended_at <= now]
+    if len(kept) < MIN_SESSIONS:
+        return None
+    span = max(1.0, now - min(h.started_at for h in kept))
+    players = sum(max(1, h.players) for h in kept)
+    if span < DAY_S:
+        rates: tuple[float, ...] = (players / span,)
+    else:
+        counts = [0] * buckets
+        for h in kept:
+            counts[int((h.started_at % DAY_S) / DAY_S * buckets) % buckets] += max(1, h.players)
+        days = span / DAY_S
+        rates = tuple(c / (days * DAY_S / buckets) for c in counts)
+    lengths = sorted(max(1.0, h.ended_at - h.started_at) for h in kept)
+    k = max(1, min(components, len(lengths)))
+    bins = [lengths[len(lengths) * j // k : len(lengths) * (j + 1) // k] for j in range(k)]
+    bins = [b for b in bins if b]
+    mix = tuple(
+        SessionComponent(
+            share=len(b) / len(lengths),
+            median_s=min(MAX_SESSION_S, b[len(b) // 2]),
+            sigma=min(2.0, math.log(b[-1] / b[0]) / 4),
+        )
+        for b in bins
+    )
+    # Float shares may miss 1 by an ulp: give the rest to the last component.
+    last = mix[-1]
+    mix = (*mix[:-1], replace(last, share=1.0 - sum(c.share for c in mix[:-1])))
+    return PlayerModel(rates, mix, friend_join_share, notice_leave_share)
+
+
+def fit_or_given(history: Sequence[EndedSession], now: float, given: PlayerModel | None) -> Fitted:
+    """The explicit model when given; else one fitted from the history; and a note saying
+    which (a fleet without history falls back to the explicit parameters, and says so).
+
+    Raises:
+        InvalidInput: neither a model nor enough history to fit one.
+    """
+    if given is not None:
+        n = len(history)
+        return Fitted(given, "explicit", f"explicit player model ({n} ended sessions ignored)")
+    fitted = fit(history, now)
+    if fitted is None:
+        raise InvalidInput(
+            f"the fleet's history holds {len(history)} ended sessions (at least "
+            f"{MIN_SESSIONS} are needed to fit a player model): give the arrival rate and "
+            "session lengths explicitly",
+            field="players",
+        )
+    return Fitted(fitted, "history", f"fitted from {len(history)} ended sessions")
+
+
 def joins(rng: random.Random, share: float) -> bool:
     """One draw with probability ``share`` (shared so every caller draws alike)."""
     return share > 0 and rng.random() < share
 
 
-__all__ = ["DAY_S", "PlayerModel", "SessionComponent", "joins"]
+__all__ = [
+    "DAY_S",
+    "MIN_SESSIONS",
+    "EndedSession",
+    "Fitted",
+    "PlayerModel",
+    "SessionComponent",
+    "fit",
+    "fit_or_given",
+    "joins",
+]

@@ -5,6 +5,7 @@ test needs an exact count, a Poisson stream and friend joins where it needs a cr
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +14,14 @@ import pytest
 from changeover.control.patchjobs import specs
 from changeover.control.patchjobs.knobs import DrainPolicy, RollingKnobs
 from changeover.control.patchjobs.model import BuildPair, JobSpec, JobStatus, Method
-from changeover.control.patchjobs.player_model import PlayerModel, SessionComponent
+from changeover.control.patchjobs.player_model import (
+    DAY_S,
+    EndedSession,
+    PlayerModel,
+    SessionComponent,
+    fit,
+    fit_or_given,
+)
 from changeover.control.patchjobs.schedule import check_start_time
 from changeover.control.patchjobs.simulate import (
     COMPARED,
@@ -293,3 +301,49 @@ def test_a_valid_body_gives_the_spec_the_job_would_run() -> None:
     assert spec.method is Method.BLEED_OFF
     assert spec.drain.deadline_s == 7200
     assert spec.builds == (BuildPair(OLD, NEW),)
+
+
+def _history(days: int = 3) -> list[EndedSession]:
+    """A fleet's week: 20 sessions an hour from 18:00 to 24:00 UTC, 2 an hour otherwise;
+    nine in ten last 10 minutes, one in ten 2 hours."""
+    rng = random.Random(1)
+    out = []
+    day0 = T0 - T0 % DAY_S - days * DAY_S
+    for d in range(days):
+        for hour in range(24):
+            for k in range(20 if hour >= 18 else 2):
+                start = day0 + d * DAY_S + hour * HOUR + k * HOUR / 20 + rng.random()
+                length = 600.0 if rng.random() < 0.9 else 7200.0
+                out.append(EndedSession(start, start + length))
+    return [h for h in out if h.ended_at <= day0 + days * DAY_S]
+
+
+def test_a_model_fitted_from_history_has_its_daily_curve_and_lengths() -> None:
+    history = _history()
+    now = max(h.ended_at for h in history)
+    model = fit(history, now)
+    assert model is not None
+    assert len(model.arrivals_per_s) == 24
+    evening, night = model.arrivals_per_s[20], model.arrivals_per_s[4]
+    assert evening == pytest.approx(20 / HOUR, rel=0.1)
+    assert night == pytest.approx(2 / HOUR, rel=0.2)
+    rng = random.Random(2)
+    draws = sorted(model.session_length(rng) for _ in range(4000))
+    assert draws[len(draws) // 2] == pytest.approx(600.0, rel=0.1)
+    long_share = sum(d > 3600 for d in draws) / len(draws)
+    assert long_share == pytest.approx(0.1, abs=0.04)
+
+
+def test_no_history_falls_back_to_the_explicit_model_and_says_so() -> None:
+    given = quiet(60.0)
+    used = fit_or_given([], T0, given)
+    assert used.model is given
+    assert used.source == "explicit"
+    history = _history()
+    fitted = fit_or_given(history, max(h.ended_at for h in history), None)
+    assert fitted.source == "history"
+    assert str(len(history)) in fitted.note
+    with pytest.raises(InvalidInput, match="explicitly") as e:
+        fit_or_given(history[:5], T0, None)
+    assert e.value.facts == {"field": "players"}
+    assert fit(history[:29], T0) is None
