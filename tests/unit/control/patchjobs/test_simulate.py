@@ -347,3 +347,35 @@ def test_no_history_falls_back_to_the_explicit_model_and_says_so() -> None:
         fit_or_given(history[:5], T0, None)
     assert e.value.facts == {"field": "players"}
     assert fit(history[:29], T0) is None
+
+
+BUSY = PlayerModel(
+    (0.3,),
+    (SessionComponent(0.7, 300.0, 0.8), SessionComponent(0.3, 2 * HOUR, 0.8)),
+    friend_join_share=0.5,
+    notice_leave_share=0.2,
+)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        *(job(m, deadline_s=HOUR) for m in COMPARED),
+        replace(job(Method.ROLLING, deadline_s=HOUR), rolling=RollingKnobs(max_surge=0)),
+        replace(
+            job(Method.ROLLING, deadline_s=HOUR),
+            rolling=RollingKnobs(max_surge=1, max_unavailable=2),
+        ),
+    ],
+    ids=[*(m.name for m in COMPARED), "rolling-no-surge", "rolling-1-2"],
+)
+def test_skipping_passes_that_only_see_player_counts_changes_nothing(spec: JobSpec) -> None:
+    """The default plans less often than the reconciler (not on every player who comes or
+    goes while a server stays busy); the answer must be the one planning every time gives,
+    action for action and time for time."""
+    emptying = PlayerModel((0.01,), (SessionComponent(1.0, 1200.0, 0.8),))
+    for players, seed in ((BUSY, 1), (BUSY, 2), (emptying, 1), (emptying, 2)):
+        fast = simulate(spec, fleet(), players, seed=seed)
+        exact = simulate(spec, fleet(), players, seed=seed, every_change=True)
+        assert fast.outcome is JobStatus.COMPLETED, fast.reason
+        assert fast == exact
