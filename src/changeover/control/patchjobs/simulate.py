@@ -334,6 +334,10 @@ class _Tally:
     refused: int = 0
 
 
+_Bucket = tuple[set[int], list[int]]
+"""Instance ids, and the same as a heap (lowest id first; stale entries popped lazily)."""
+
+
 @dataclass
 class _Session:
     instance_id: int
@@ -352,9 +356,11 @@ class _World:
         rng: random.Random,
         until: float,
         every_change: bool = False,
+        full_pool: bool = False,
     ) -> None:
         self.spec = spec
         self.every_change = every_change
+        self.full_pool = full_pool
         self.players = players
         self.timings = timings
         self.rng = rng
@@ -371,6 +377,9 @@ class _World:
         self.view_cache: dict[int, InstanceView] = {}
         """Each instance's view until it changes: most passes change few instances."""
         self.candidate_cache: dict[int, allocation.Candidate] = {}
+        self.index: dict[tuple[int, str], dict[tuple[float, int, int], _Bucket]] = {}
+        """(fleet, region) -> key in ``rank``'s order -> the instances filed under it."""
+        self.filed: dict[int, tuple[tuple[int, str], tuple[float, int, int]]] = {}
         self.by_key: dict[str, int] = {}
         self.region_of_host: dict[str, str] = {}
         self.next_id = max((i.instance_id for i in fleet.instances), default=0) + 1
@@ -413,6 +422,7 @@ class _World:
                 ready_since=fleet.at - 3600.0 if s.state == READY else None,
             )
             self.instances[i.instance_id] = i
+            self._reindex(i)
             for began in s.session_starts:
                 self._seat(i, self.players.remaining(self.rng, fleet.at - began))
         live = [i for i in self.instances.values() if i.running]
@@ -510,8 +520,55 @@ class _World:
                 self._fleet_rules(i)
 
     def _forget(self, i: _Inst) -> None:
+        """``i`` changed: drop what was derived from it, file it again in the index."""
         self.view_cache.pop(i.instance_id, None)
         self.candidate_cache.pop(i.instance_id, None)
+        self._reindex(i)
+
+    # -- the allocation index: the best candidates first, as ``allocate_db`` reads them --
+
+    def _reindex(self, i: _Inst) -> None:
+        """File ``i`` under (fleet, region) and its key in ``rank``'s order (weight,
+        version, players) if ``rank`` could pick it for a player: ready, running, weight
+        above 0, a free place (``allocate_db._allocatable``)."""
+        old = self.filed.pop(i.instance_id, None)
+        if old is not None:
+            where, key = old
+            bucket = self.index[where][key]
+            bucket[0].discard(i.instance_id)
+            if not bucket[0]:
+                del self.index[where][key]
+        weights = self.weights.get(i.fleet_id)
+        weight = weights.get(i.version_id, 1.0) if weights else 1.0
+        if i.state != READY or i.desired != RUNNING or weight <= 0 or i.players >= i.capacity:
+            return
+        where = (i.fleet_id, i.region)
+        key = (weight, self.version_numbers.get(i.version_id, 1), i.players)
+        ids, heap = self.index.setdefault(where, {}).setdefault(key, (set(), []))
+        ids.add(i.instance_id)
+        heapq.heappush(heap, i.instance_id)
+        self.filed[i.instance_id] = (where, key)
+
+    def _best(self, fleet_id: int, request: allocation.Request) -> list[allocation.Candidate]:
+        """What ``rank`` needs to judge ``request`` (``allocate_db._best_rows``): the first
+        instance of its order (the lowest id of the best key in the first region that has
+        one) and the friend's instance. ``test_simulate`` checks that the answers are
+        those of ranking the whole fleet (``full_pool``)."""
+        out: list[allocation.Candidate] = []
+        for region in request.regions:
+            buckets = self.index.get((fleet_id, region))
+            if not buckets:
+                continue
+            key = max(buckets)  # highest weight, then version, then the fullest
+            ids, heap = buckets[key]
+            while heap[0] not in ids:
+                heapq.heappop(heap)
+            out.append(self._candidate(self.instances[heap[0]]))
+            break
+        friend = request.friend_instance_id
+        if friend is not None and friend in self.instances:
+            out.append(self._candidate(self.instances[friend]))
+        return out
 
     def _touched(self, i: _Inst) -> None:
         self._forget(i)
@@ -525,8 +582,8 @@ class _World:
         sid = self.next_sid
         self.next_sid += 1
         self.sessions[sid] = _Session(i.instance_id, self.now + length)
-        self._forget(i)
         i.sessions[sid] = None
+        self._forget(i)
         self.online_at[sid] = len(self.online)
         self.online.append(sid)
         self._at(self.now + length, "end", sid)
@@ -569,7 +626,8 @@ class _World:
             region = self.rng.choice(self.regions_of_fleet.get(fleet_id, [""]))
         others = [r for r in self.regions_of_fleet.get(fleet_id, []) if r != region]
         request = allocation.Request(regions=(region, *others), friend_instance_id=friend)
-        ranked = allocation.rank(self._candidates(fleet_id), request)
+        pool = self._candidates(fleet_id) if self.full_pool else self._best(fleet_id, request)
+        ranked = allocation.rank(pool, request)
         if isinstance(ranked, allocation.Refusal):
             self.tally.refused += 1
             return False
@@ -577,26 +635,28 @@ class _World:
         return True
 
     def _candidates(self, fleet_id: int) -> list[allocation.Candidate]:
-        """The fleet's instances as ``allocate_db`` hands them to the rule."""
-        weights = self.weights.get(fleet_id)
-        out = []
-        for i in self.instances.values():
-            if i.fleet_id != fleet_id or i.state == STOPPED:
-                continue
-            c = self.candidate_cache.get(i.instance_id)
-            if c is None:
-                c = self.candidate_cache[i.instance_id] = allocation.Candidate(
-                    instance_id=i.instance_id,
-                    region=i.region,
-                    version=self.version_numbers.get(i.version_id, 1),
-                    state=i.state,
-                    desired=i.desired,
-                    players=i.players,
-                    capacity=i.capacity,
-                    weight=weights.get(i.version_id, 1.0) if weights else 1.0,
-                )
-            out.append(c)
-        return out
+        """Every instance of the fleet, as ``allocate_db`` reads them to word a refusal."""
+        return [
+            self._candidate(i)
+            for i in self.instances.values()
+            if i.fleet_id == fleet_id and i.state != STOPPED
+        ]
+
+    def _candidate(self, i: _Inst) -> allocation.Candidate:
+        c = self.candidate_cache.get(i.instance_id)
+        if c is None:
+            weights = self.weights.get(i.fleet_id)
+            c = self.candidate_cache[i.instance_id] = allocation.Candidate(
+                instance_id=i.instance_id,
+                region=i.region,
+                version=self.version_numbers.get(i.version_id, 1),
+                state=i.state,
+                desired=i.desired,
+                players=i.players,
+                capacity=i.capacity,
+                weight=weights.get(i.version_id, 1.0) if weights else 1.0,
+            )
+        return c
 
     def _move_all(self, i: _Inst, share: float, *, noticed: bool) -> None:
         """Players leaving ``i`` (each with probability ``share``) to play the rest of their
@@ -651,7 +711,7 @@ class _World:
         elif isinstance(a, SwitchAllocation):
             for fleet_id in a.fleet_ids:
                 self.weights.setdefault(fleet_id, {}).update(dict(a.weights))
-            self.candidate_cache.clear()
+            self._refile(a.fleet_ids)
             self.changed = True
             self._recount()
         elif isinstance(a, RunCheck):
@@ -666,8 +726,14 @@ class _World:
                 w = self.weights.get(fleet_id, {})
                 for v in versions:
                     w.pop(v, None)
-            self.candidate_cache.clear()
+            self._refile(self.spec.fleet_ids)
             self._recount()
+
+    def _refile(self, fleet_ids: Sequence[int]) -> None:
+        """Weights changed: every instance of those fleets moves in ``rank``'s order."""
+        for i in self.instances.values():
+            if i.fleet_id in fleet_ids:
+                self._forget(i)
 
     def _start(self, a: StartInstance) -> None:
         if a.key in self.by_key or a.host not in self.region_of_host:
@@ -807,10 +873,14 @@ def simulate(
     timings: AgentTimings | None = None,
     horizon_s: float | None = None,
     every_change: bool = False,
+    full_pool: bool = False,
 ) -> SimResult:
     """Run ``spec`` against ``fleet`` in virtual time (module docstring). ``every_change``:
     plan after every change of a player count too, as the reconciler does (slower; the
     default skips passes that cannot decide anything, see ``_World._players_changed``).
+    ``full_pool``: hand ``allocation.rank`` every instance of the fleet for each player
+    (slower; the default hands it the best one from an index, as ``allocate_db`` hands
+    it the best few from the database's).
 
     Raises:
         InvalidInput: an absurd horizon, a seed that is not an integer.
@@ -820,7 +890,7 @@ def simulate(
     timings = timings or AgentTimings()
     until = fleet.at + _check_horizon(horizon_s, spec)
     rng = random.Random(seed)  # noqa: S311 -- a simulation, reproducible from its seed
-    world = _World(spec, fleet, players, timings, rng, until, every_change)
+    world = _World(spec, fleet, players, timings, rng, until, every_change, full_pool)
     progress = JobProgress()
     taken: list[SimAction] = []
     tick = timings.tick_s

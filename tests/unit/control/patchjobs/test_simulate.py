@@ -379,3 +379,25 @@ def test_skipping_passes_that_only_see_player_counts_changes_nothing(spec: JobSp
         exact = simulate(spec, fleet(), players, seed=seed, every_change=True)
         assert fast.outcome is JobStatus.COMPLETED, fast.reason
         assert fast == exact
+
+
+@pytest.mark.parametrize("method", COMPARED)
+def test_allocating_from_the_index_places_players_as_ranking_the_whole_fleet(
+    method: Method,
+) -> None:
+    """The default hands ``allocation.rank`` the best instance from an index (and the
+    friend's), as ``allocate_db`` hands it the best few from the database; every player
+    must land where ranking every instance would put it."""
+    two_fleets = replace(
+        fleet(),
+        instances=(
+            *fleet().instances,
+            SimInstance(50, 2, "h0", "eu", OLD, 8, (T0,) * 2),
+            SimInstance(51, 2, "h1", "us", OLD, 8),
+        ),
+    )
+    for seed in (1, 2):
+        fast = simulate(job(method, deadline_s=HOUR), two_fleets, BUSY, seed=seed)
+        exact = simulate(job(method, deadline_s=HOUR), two_fleets, BUSY, seed=seed, full_pool=True)
+        assert fast.arrivals > 0
+        assert fast == exact
