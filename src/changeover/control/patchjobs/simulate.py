@@ -377,6 +377,8 @@ class _World:
         self.view_cache: dict[int, InstanceView] = {}
         """Each instance's view until it changes: most passes change few instances."""
         self.candidate_cache: dict[int, allocation.Candidate] = {}
+        self.counted: dict[int, int] = {}
+        """Instance -> the places it counts toward the capacity taking new players."""
         self.index: dict[tuple[int, str], dict[tuple[float, int, int], _Bucket]] = {}
         """(fleet, region) -> key in ``rank``'s order -> the instances filed under it."""
         self.filed: dict[int, tuple[tuple[int, str], tuple[float, int, int]]] = {}
@@ -574,7 +576,7 @@ class _World:
         self._forget(i)
         if i.fleet_id in self.spec.fleet_ids:
             self.changed = True
-        self._recount()
+        self._recount_one(i)
 
     # -- players ---------------------------------------------------------------------------
 
@@ -677,10 +679,23 @@ class _World:
         return i.state == READY and i.desired == RUNNING and weight > 0
 
     def _serving_capacity(self) -> int:
-        return sum(i.capacity for i in self.instances.values() if self._serving(i))
+        self.counted = {
+            i.instance_id: i.capacity for i in self.instances.values() if self._serving(i)
+        }
+        return sum(self.counted.values())
 
     def _recount(self) -> None:
+        """Every instance again (the weights changed)."""
         self.capacity = self._serving_capacity()
+        self.min_capacity = min(self.min_capacity, self.capacity)
+
+    def _recount_one(self, i: _Inst) -> None:
+        """``i`` changed: only its part of the capacity can have."""
+        was = self.counted.pop(i.instance_id, 0)
+        now = i.capacity if self._serving(i) else 0
+        if now:
+            self.counted[i.instance_id] = now
+        self.capacity += now - was
         self.min_capacity = min(self.min_capacity, self.capacity)
 
     # -- the agents: applying actions ------------------------------------------------------
