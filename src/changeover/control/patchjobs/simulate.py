@@ -13,9 +13,13 @@ One code path, no second implementation of any rule:
   like the reconciler, the simulator records the progress, applies the actions, merges
   what the world reports (staged builds, check results, an operator's resume) into the
   progress, and plans again at its next pass (every ``tick_s``, the reconciler's
-  ``Settings.patch_tick_s``) once an instance of the job changed or the wake-up came;
+  ``Settings.patch_tick_s``) once an instance of the job changed or the wake-up came
+  (by default not for a player count that stays above zero, which decides nothing:
+  ``every_change`` plans then too, and a test holds the two to the same answer);
 - every player is placed by ``fleet.allocation.rank`` (weights, friends, drains,
-  regions, newest build, packing), as ``allocate_db`` does for a real request;
+  regions, newest build, packing), as ``allocate_db`` does for a real request: handed
+  the best candidate from an index, as ``allocate_db`` hands it the database's best rows
+  (``full_pool`` hands it the whole fleet; a test holds the two to the same answer);
 - an instance that a job's stop found busy is handed over to the fleet's drain rules,
   ``fleet.placement.plan_host`` with the agents' ``DRAIN_S``/``NOTICE_S``, as
   ``fleet.hosts`` does on every sync.
