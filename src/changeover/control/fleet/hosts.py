@@ -38,6 +38,7 @@ from changeover.control.fleet.models import (
     Profile,
     live_instances,
 )
+from changeover.control.fleet.placement import DRAIN_S, NOTICE_S
 from changeover.control.fleet.services import LOST_AFTER_S, get_region
 from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
@@ -49,10 +50,6 @@ MAX_SYNC_INTERVAL_S = LOST_AFTER_S / 4
 SYNCS_PER_S = 40.0
 """The sync rate one control-plane process answers with room to spare (a sync of 100
 instances costs a few milliseconds of CPU); a fleet with more hosts syncs less often."""
-DRAIN_S = 12 * 3600.0
-"""How long an instance with players may drain before it is stopped (seed 002: ~12 h)."""
-NOTICE_S = 60.0
-"""How long before a drain deadline the instance gets its shutdown notice."""
 AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
 EXIT_HOWS = frozenset({"exited", "killed", "crashed"})

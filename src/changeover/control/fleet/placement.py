@@ -30,6 +30,10 @@ from dataclasses import dataclass
 RUNNING = "running"
 DRAINING = "draining"
 STOPPED = "stopped"
+DRAIN_S = 12 * 3600.0
+"""How long an instance with players may drain before it is stopped (seed 002: ~12 h)."""
+NOTICE_S = 60.0
+"""How long before a drain deadline the instance gets its shutdown notice."""
 
 
 @dataclass(frozen=True)

@@ -59,32 +59,11 @@ from changeover.control.patchjobs.storage import (
 from changeover.errors import Conflict, InvalidInput
 from changeover.times import utc
 
-MAX_COMMENTS: Final = 10_000
 MAX_PREVIEW: Final = 1000
 MAX_LIST: Final = 500
 MAX_EVENTS: Final = 1000
-BODY_FIELDS: Final = frozenset(
-    {
-        "name",
-        "environment",
-        "application",
-        "method",
-        "builds",
-        "fleets",
-        "stop",
-        "comments",
-        "scheduled_start",
-        "max_run_time",
-        "max_run_time_unit",
-        "rolling",
-        "drain",
-        "canary",
-        "ab",
-        "failure_threshold",
-        "steps",
-        "emails",
-    }
-)
+MAX_COMMENTS: Final = specs.MAX_COMMENTS
+BODY_FIELDS: Final = specs.BODY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -156,29 +135,13 @@ def resolve(s: Session, body: Mapping[str, Any]) -> Resolved:
 def _validated(
     s: Session, body: Mapping[str, Any], t: float
 ) -> tuple[Resolved, dict[str, Any], float]:
-    unknown = sorted(set(body) - BODY_FIELDS)
-    if unknown:
-        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
-        raise InvalidInput("name is required: 1 to 200 characters", field="name")
-    comments = body.get("comments", "")
-    if not isinstance(comments, str) or len(comments) > MAX_COMMENTS:
-        raise InvalidInput(f"comments must be text of at most {MAX_COMMENTS} characters")
+    specs.check_body(body)
     r = resolve(s, body)
-    requested = body.get("scheduled_start")
-    start_at = check_start_time(requested, t)
-    stored = specs.normalise(
-        body,
-        [(old.id, new.id) for old, new in r.builds],
-        [f.id for f in r.fleets],
-        None if requested is None else float(requested),
-    )
+    start_at = check_start_time(body.get("scheduled_start"), t)
     runs = {p.id: (p.name, run_spec(p)) for pair in r.builds for p in pair}
-    exclusive = sorted(name for name, run in runs.values() if run.state == "exclusive")
-    specs.check_state_modes(specs.to_spec(1, stored), exclusive)
-    stored["profiles"] = specs.stored_terms({pid: run for pid, (_, run) in runs.items()})
-    stored["body"] = {k: v for k, v in body.items() if k in BODY_FIELDS}
+    stored = specs.stored_spec(
+        body, [(old.id, new.id) for old, new in r.builds], [f.id for f in r.fleets], runs
+    )
     return r, stored, start_at
 
 

@@ -64,6 +64,30 @@ STOP_METHODS: Final[tuple[tuple[int, str, str], ...]] = (
     (6, "Graceful (SIGUSR2)", "SIGUSR2"),
 )
 """Seed 001's stop methods: id, name, signal."""
+MAX_COMMENTS: Final = 10_000
+BODY_FIELDS: Final = frozenset(
+    {
+        "name",
+        "environment",
+        "application",
+        "method",
+        "builds",
+        "fleets",
+        "stop",
+        "comments",
+        "scheduled_start",
+        "max_run_time",
+        "max_run_time_unit",
+        "rolling",
+        "drain",
+        "canary",
+        "ab",
+        "failure_threshold",
+        "steps",
+        "emails",
+    }
+)
+"""The fields of a create body."""
 MAX_EMAILS: Final = 50
 MAX_BUILDS: Final = 50
 MAX_FLEETS: Final = 200
@@ -213,6 +237,24 @@ def parse_emails(raw: object) -> list[dict[str, Any]]:
     return out
 
 
+def check_body(body: Mapping[str, Any]) -> None:
+    """The checks of a create body that need no names resolved: no unknown field, a
+    name, comments of a sane size (``services.create`` and ``simulate`` both call it).
+
+    Raises:
+        InvalidInput: the message names the field.
+    """
+    unknown = sorted(set(body) - BODY_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(unknown)}")
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+        raise InvalidInput("name is required: 1 to 200 characters", field="name")
+    comments = body.get("comments", "")
+    if not isinstance(comments, str) or len(comments) > MAX_COMMENTS:
+        raise InvalidInput(f"comments must be text of at most {MAX_COMMENTS} characters")
+
+
 def normalise(
     body: Mapping[str, Any],
     builds: Sequence[tuple[int, int]],
@@ -321,6 +363,29 @@ def side_by_side(spec: JobSpec) -> str | None:
     }.get(spec.method, f"{spec.method.label} runs old and new side by side")
 
 
+def stored_spec(
+    body: Mapping[str, Any],
+    builds: Sequence[tuple[int, int]],
+    fleet_ids: Sequence[int],
+    runs: Mapping[int, tuple[str, RunSpec]],
+) -> dict[str, Any]:
+    """What a job stores of its create body once its names are resolved (``builds`` as
+    (old, new) profile ids; ``runs``: the builds' profiles, id -> (name, run spec)): the
+    checks create makes after resolving, in its order. The simulator calls it too, so a
+    body create refuses is refused there with the same error.
+
+    Raises:
+        InvalidInput: see ``normalise`` and ``check_state_modes``.
+    """
+    requested = body.get("scheduled_start")
+    stored = normalise(body, builds, fleet_ids, None if requested is None else float(requested))
+    exclusive = sorted(name for name, run in runs.values() if run.state == "exclusive")
+    check_state_modes(to_spec(1, stored), exclusive)
+    stored["profiles"] = stored_terms({pid: run for pid, (_, run) in runs.items()})
+    stored["body"] = {k: v for k, v in body.items() if k in BODY_FIELDS}
+    return stored
+
+
 def check_state_modes(spec: JobSpec, exclusive_profiles: Sequence[str]) -> None:
     """Refuse a method that runs old and new side by side for profiles with exclusive state.
 
@@ -345,8 +410,11 @@ def stop_methods_table() -> list[dict[str, object]]:
 
 
 __all__ = [
+    "BODY_FIELDS",
+    "MAX_COMMENTS",
     "METHOD_ALIASES",
     "STOP_METHODS",
+    "check_body",
     "check_state_modes",
     "normalise",
     "parse_emails",
@@ -355,6 +423,7 @@ __all__ = [
     "run_time_seconds",
     "side_by_side",
     "stop_methods_table",
+    "stored_spec",
     "stored_terms",
     "to_spec",
 ]
