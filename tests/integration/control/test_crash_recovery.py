@@ -33,7 +33,8 @@ def test_jobs_resume_after_sigkill_mid_job(
         with database(url, tmp_path) as engine:
             c = srv.client()
             c.post("/images", json={"name": "crashy"})
-            for round_ in range(3):
+            # Two rounds: the first version publishes blobs only, the second patches too.
+            for round_ in range(2):
                 # Every file changes a little each round, so each version has patches to make.
                 files = {f"f{i:03d}": rng.randbytes(2000) + bytes([round_]) for i in range(FILES)}
                 upd = _push(c, files, f"v{round_}")
@@ -53,7 +54,7 @@ def test_jobs_resume_after_sigkill_mid_job(
                 assert image["current_version"] == round_ + 1
                 assert image["locked_by_diff"] is None
             versions = c.get("/images/crashy/versions").json()
-            assert [v["number"] for v in versions] == [1, 2, 3]
+            assert [v["number"] for v in versions] == [1, 2]
     finally:
         srv.admin_token = token
         stop_server(srv)
