@@ -14,9 +14,10 @@ from fastapi.responses import FileResponse
 
 from changeover.content.manifest import check_path
 from changeover.control.auth.views import ctx
+from changeover.control.http_input import EdgeRoute
 from changeover.errors import NotFound
 
-router = APIRouter(tags=["content"])
+router = APIRouter(tags=["content"], route_class=EdgeRoute)
 
 IMMUTABLE = ("blobs/", "patches/", "manifests/")
 

@@ -32,6 +32,7 @@ from sqlalchemy import text
 from changeover.control import logs
 from changeover.control.auth.views import Reader, ctx
 from changeover.control.context import Context
+from changeover.control.http_input import EdgeRoute
 from changeover.control.metrics import Metrics
 
 log = logging.getLogger("changeover.access")
@@ -175,7 +176,7 @@ class RequestMiddleware:
 
 # -- /metrics and /readyz ------------------------------------------------------------------
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=EdgeRoute)
 
 
 @router.get("/metrics", response_class=Response)
@@ -220,7 +221,15 @@ def readiness(c: Context) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "description": "Not ready: each check's verdict",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 def readyz(request: Request) -> JSONResponse:
     checks = readiness(ctx(request))
     ready = all(v == "ok" for v in checks.values())

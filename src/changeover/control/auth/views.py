@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
 from changeover.control.auth import services
+from changeover.control.auth.edge import PRINCIPAL_KEY
 from changeover.control.auth.services import Permission, Principal
 from changeover.control.context import Context
+from changeover.control.http_input import MAX_SECONDS, EdgeRoute, Id
 
 
 def ctx(request: Request) -> Context:
@@ -39,13 +41,19 @@ def app_principals(state: Any) -> services.PrincipalCache:
 def requires(permission: Permission) -> Callable[..., Principal]:
     """A dependency: the caller's principal, checked for ``permission``.
 
-    Every request is authenticated; a token checked less than ``TOKEN_CACHE_TTL_S`` ago is
-    not read from the database again (expiry is still checked every time).
+    Every request is authenticated: ``/api/v1/`` requests already were, before their body
+    was read (``auth.edge``); others here. A token checked less than ``TOKEN_CACHE_TTL_S``
+    ago is not read from the database again (expiry is still checked every time).
     """
 
     def dependency(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Principal:
+        known: Principal | None = request.scope.get(PRINCIPAL_KEY)
+        if known is not None:
+            known.require(permission)
+            return known
+
         def lookup() -> Principal:
             with ctx(request).db.read() as s:
                 return services.authenticate(s, authorization)
@@ -62,13 +70,13 @@ Pusher = Annotated[Principal, Depends(requires(Permission.PUSH))]
 Admin = Annotated[Principal, Depends(requires(Permission.ADMIN))]
 Allocator = Annotated[Principal, Depends(requires(Permission.ALLOCATE))]
 
-router = APIRouter(prefix="/api/v1", tags=["tokens"])
+router = APIRouter(prefix="/api/v1", tags=["tokens"], route_class=EdgeRoute)
 
 
 class TokenCreate(BaseModel):
     scope: str
     name: str = Field(min_length=1, max_length=200)
-    expires_in_s: float | None = Field(default=None, gt=0)
+    expires_in_s: Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None = None
 
 
 @router.get("/whoami")
@@ -90,7 +98,7 @@ def list_tokens(request: Request, _: Admin) -> list[dict[str, Any]]:
 
 
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, request: Request, _: Admin) -> dict[str, Any]:
+def revoke_token(token_id: Id, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         out = services.token_dict(services.revoke_token(s, token_id))
     principals(request).forget(token_id)  # after the commit: no lookup in flight re-caches it

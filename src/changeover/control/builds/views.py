@@ -17,9 +17,10 @@ from changeover.content.store import Upload
 from changeover.control.auth.views import Admin, Pusher, Reader, ctx
 from changeover.control.builds import services
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.control.http_input import EdgeRoute, Id
 from changeover.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["builds"])
+router = APIRouter(prefix="/api/v1", tags=["builds"], route_class=EdgeRoute)
 
 UPLOAD_FLUSH_BYTES = 4 << 20
 """An upload's bytes are handed to a worker thread (hash, compress, write) this many at a
@@ -41,14 +42,14 @@ class UpdateCreate(BaseModel):
 
 
 class DiffCreate(BaseModel):
-    update_id: int
+    update_id: Id
 
 
 class BatchFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=BATCH_MAX_BYTES)
 
 
 class BatchHeader(BaseModel):
@@ -178,13 +179,13 @@ def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) 
 
 
 @router.get("/updates/{update_id}")
-def show_update(update_id: int, request: Request, _: Reader) -> dict[str, Any]:
+def show_update(update_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return update_dict(services.get_update(s, update_id))
 
 
 @router.post("/updates/{update_id}/complete")
-def complete_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+def complete_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         row = services.complete_update(s, services.get_update(s, update_id))
@@ -194,7 +195,7 @@ def complete_update(update_id: int, request: Request, _: Pusher) -> dict[str, An
 
 
 @router.post("/updates/{update_id}/retry")
-def retry_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+def retry_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         row = services.get_update(s, update_id)
@@ -216,7 +217,7 @@ async def upload(
     sha256: str,
     request: Request,
     _: Pusher,
-    offset: int = Query(ge=0),
+    offset: int = Query(ge=0, le=1 << 44),
     size: int = Query(ge=0, le=1 << 44),
 ) -> dict[str, Any]:
     """Append the request body at ``offset`` to the upload of file ``sha256`` (``size`` bytes).
@@ -281,7 +282,7 @@ async def upload_batch(request: Request, _: Pusher) -> Any:
     """
     limit = BATCH_MAX_HEADER_BYTES + BATCH_MAX_BYTES
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
@@ -352,14 +353,14 @@ def create_diff(name: str, body: DiffCreate, request: Request, who: Pusher) -> d
 
 @router.get("/diffs/{diff_id}")
 def show_diff(
-    diff_id: int, request: Request, _: Reader, files: bool = Query(default=True)
+    diff_id: Id, request: Request, _: Reader, files: bool = Query(default=True)
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return diff_dict(services.get_diff(s, diff_id), files=files)
 
 
 @router.post("/diffs/{diff_id}/retry")
-def retry_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+def retry_diff(diff_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         diff = services.get_diff(s, diff_id)
@@ -370,13 +371,13 @@ def retry_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
 
 
 @router.post("/diffs/{diff_id}/reject")
-def reject_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+def reject_diff(diff_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return diff_dict(services.reject_diff(s, services.get_diff(s, diff_id)), files=False)
 
 
 @router.post("/diffs/{diff_id}/accept", status_code=201)
-def accept_diff(diff_id: int, request: Request, who: Pusher) -> dict[str, Any]:
+def accept_diff(diff_id: Id, request: Request, who: Pusher) -> dict[str, Any]:
     """Image Version Create: accept the analysis; returns the version job."""
     c = ctx(request)
     with c.db.write() as s:
@@ -401,7 +402,7 @@ def show_version(name: str, ref: str, request: Request, _: Reader) -> dict[str, 
 
 
 @router.get("/versions/{version_id}")
-def show_version_job(version_id: int, request: Request, _: Reader) -> dict[str, Any]:
+def show_version_job(version_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return version_dict(services.get_version(s, version_id))
 

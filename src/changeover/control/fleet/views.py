@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from changeover.control.auth.edge import PRINCIPAL_KEY
 from changeover.control.auth.services import Permission, Principal
 from changeover.control.auth.views import Admin, Allocator, Reader, ctx, principals, requires
 from changeover.control.builds.models import Version
@@ -39,8 +40,17 @@ from changeover.control.fleet.models import (
     Profile,
     Region,
 )
+from changeover.control.http_input import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_FLOAT,
+    EdgeRoute,
+    Id,
+    Int64,
+    Number,
+)
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=EdgeRoute)
 AgentAuth = Annotated[Principal, Depends(requires(Permission.AGENT))]
 
 
@@ -69,8 +79,8 @@ class ProfileCreate(BaseModel):
     env: dict[str, str] | None = None
     health: dict[str, Any] | None = None
     stop_signal: str | None = None
-    stop_timeout_s: float | None = None
-    capacity: int | None = None
+    stop_timeout_s: Number | None = None
+    capacity: Int64 | None = None
 
 
 class CompatSet(BaseModel):
@@ -85,20 +95,20 @@ class FleetCreate(BaseModel):
     application: str
     environment: str
     hosts: list[str] = Field(default_factory=list)
-    instances_per_host: int = 1
+    instances_per_host: Int64 = 1
     profile: str | None = None
 
 
 class FleetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hosts: list[str] | None = None
-    instances_per_host: int | None = None
+    instances_per_host: Int64 | None = None
 
 
 class SwitchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     profile: str
-    drain_s: float = host_svc.DRAIN_S
+    drain_s: Number = host_svc.DRAIN_S
 
 
 class AllocationCreate(BaseModel):
@@ -127,7 +137,7 @@ class AgentRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     region: str
-    slots: int = 10
+    slots: Int64 = 10
     agent_uid: str
     address: str = "127.0.0.1"
     agent_version: str = ""
@@ -445,7 +455,7 @@ def list_instances(
 
 
 @router.get("/instances/{instance_id}")
-def show_instance(instance_id: int, request: Request, _: Reader) -> dict[str, Any]:
+def show_instance(instance_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return instance_dict(s, services.get_instance(s, instance_id))
 
@@ -480,7 +490,7 @@ def switch_status(name: str, request: Request, _: Reader) -> dict[str, Any]:
 
 
 @router.get("/switches/{switch_id}")
-def show_switch(switch_id: int, request: Request, _: Reader) -> dict[str, Any]:
+def show_switch(switch_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return switches.switch_dict(s, switches.get_switch(s, switch_id))
 
@@ -500,14 +510,19 @@ async def allocating_principal(
     miss reads the database there, as every other endpoint does. (With a cached token the
     request rarely gets here at all: ``allocate_lane`` answers it first.)
     """
-    principal = principals(request).cached(authorization)
+    principal = request.scope.get(PRINCIPAL_KEY) or principals(request).cached(authorization)
     if principal is None:
         return await run_in_threadpool(_allocate_principal, request, authorization)
     principal.require(Permission.ALLOCATE)
     return principal
 
 
-@router.post("/allocations", status_code=201, response_class=Response)
+@router.post(
+    "/allocations",
+    status_code=201,
+    response_class=Response,
+    responses={503: {"description": "Overloaded or stopping: retry later"}},
+)
 async def allocate(
     body: AllocationCreate,
     request: Request,
@@ -558,7 +573,7 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
 
 
 @router.post("/agents/{host_id}/sync")
-def sync_agent(host_id: int, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
+def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
     """The agent's heartbeat: observed state in, the host's full desired state out."""
     with ctx(request).db.write() as s:
         return host_svc.sync(
@@ -586,8 +601,8 @@ def fleet_instance_page(
     name: str,
     request: Request,
     _: Reader,
-    limit: int = Query(default=100),
-    offset: int = Query(default=0),
+    limit: int = Query(default=100, ge=INT64_MIN, le=INT64_MAX),
+    offset: int = Query(default=0, ge=INT64_MIN, le=INT64_MAX),
     region: str | None = Query(default=None, max_length=64),
     profile: str | None = Query(default=None, max_length=64),
     state: str | None = Query(default=None, max_length=16),
@@ -605,8 +620,8 @@ def player_stats(
     request: Request,
     _: Reader,
     fleet: str | None = Query(default=None, max_length=64),
-    window_s: float = Query(default=3600.0),
-    buckets: int = Query(default=30),
+    window_s: float = Query(default=3600.0, ge=-MAX_FLOAT, le=MAX_FLOAT),
+    buckets: int = Query(default=30, ge=INT64_MIN, le=INT64_MAX),
 ) -> dict[str, Any]:
     """Allocations and players per profile (version) over the last ``window_s`` seconds."""
     with ctx(request).db.read() as s:

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from changeover.control.auth.views import Admin, Reader, ctx
 from changeover.control.db import now
+from changeover.control.http_input import INT64_MAX, EdgeRoute, Id, Int64, Number
 from changeover.control.patchjobs import methods_table, services, specs, statuses_table
 
-router = APIRouter(prefix="/api/v1", tags=["patch jobs"])
+router = APIRouter(prefix="/api/v1", tags=["patch jobs"], route_class=EdgeRoute)
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Knobs = dict[str, Any]
@@ -31,8 +32,8 @@ class BuildBody(BaseModel):
 class StopBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signal: Annotated[str, Field(max_length=16)] | None = None
-    method: int | None = None
-    timeout_s: float | None = None
+    method: Int64 | None = None
+    timeout_s: Number | None = None
 
 
 class EmailBody(BaseModel):
@@ -49,7 +50,7 @@ class _Fields(BaseModel):
     name: Name | None = None
     environment: Annotated[str, Field(max_length=64)] | None = None
     application: Annotated[str, Field(max_length=64)] | None = None
-    method: int | Annotated[str, Field(max_length=40)] | None = None
+    method: Int64 | Annotated[str, Field(max_length=40)] | None = None
     builds: Annotated[list[BuildBody], Field(max_length=specs.MAX_BUILDS)] | None = None
     fleets: (
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=specs.MAX_FLEETS)]
@@ -57,14 +58,14 @@ class _Fields(BaseModel):
     ) = None
     stop: StopBody | None = None
     comments: Annotated[str, Field(max_length=services.MAX_COMMENTS)] | None = None
-    scheduled_start: float | None = None
-    max_run_time: float | None = None
-    max_run_time_unit: int | Annotated[str, Field(max_length=16)] | None = None
+    scheduled_start: Number | None = None
+    max_run_time: Number | None = None
+    max_run_time_unit: Int64 | Annotated[str, Field(max_length=16)] | None = None
     rolling: Annotated[Knobs, Field(max_length=20)] | None = None
     drain: Annotated[Knobs, Field(max_length=20)] | None = None
     canary: Annotated[Knobs, Field(max_length=20)] | None = None
     ab: Annotated[Knobs, Field(max_length=20)] | None = None
-    failure_threshold: float | None = None
+    failure_threshold: Number | None = None
     steps: Annotated[list[Knobs], Field(max_length=100)] | None = None
     emails: Annotated[list[EmailBody], Field(max_length=specs.MAX_EMAILS)] | None = None
 
@@ -73,7 +74,7 @@ class JobCreate(_Fields):
     name: Name
     environment: Annotated[str, Field(max_length=64)]
     application: Annotated[str, Field(max_length=64)]
-    method: int | Annotated[str, Field(max_length=40)]
+    method: Int64 | Annotated[str, Field(max_length=40)]
     builds: Annotated[list[BuildBody], Field(min_length=1, max_length=specs.MAX_BUILDS)]
     fleets: Annotated[
         list[Annotated[str, Field(max_length=64)]],
@@ -146,9 +147,9 @@ def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
 def list_jobs(
     request: Request,
     _: Reader,
-    status: int | None = None,
+    status: Int64 | None = None,
     limit: Annotated[int, Query(ge=1, le=services.MAX_LIST)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         rows, total = services.list_jobs(s, status, limit, offset)
@@ -157,13 +158,13 @@ def list_jobs(
 
 
 @router.get("/patchjobs/{job_id}")
-def show_job(job_id: int, request: Request, _: Reader) -> dict[str, Any]:
+def show_job(job_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
 @router.patch("/patchjobs/{job_id}")
-def update_job(job_id: int, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
+def update_job(job_id: Id, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         t = now()
@@ -176,7 +177,7 @@ def update_job(job_id: int, body: JobPatch, request: Request, who: Admin) -> dic
 
 
 @router.post("/patchjobs/{job_id}/cancel")
-def cancel_job(job_id: int, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
+def cancel_job(job_id: Id, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.cancel(c.db, job_id, body.mode, who.actor, now())
     c.runner.wake()
@@ -185,7 +186,7 @@ def cancel_job(job_id: int, body: CancelBody, request: Request, who: Admin) -> d
 
 
 @router.post("/patchjobs/{job_id}/resume")
-def resume_job(job_id: int, request: Request, who: Admin) -> dict[str, Any]:
+def resume_job(job_id: Id, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.resume(c.db, job_id, who.actor, now())
     c.runner.wake()
@@ -195,10 +196,10 @@ def resume_job(job_id: int, request: Request, who: Admin) -> dict[str, Any]:
 
 @router.get("/patchjobs/{job_id}/events")
 def job_events(
-    job_id: int,
+    job_id: Id,
     request: Request,
     _: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=services.MAX_EVENTS)] = 200,
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
@@ -206,7 +207,7 @@ def job_events(
 
 
 @router.get("/patchjobs/{job_id}/actions")
-def job_actions(job_id: int, request: Request, _: Reader) -> list[dict[str, Any]]:
+def job_actions(job_id: Id, request: Request, _: Reader) -> list[dict[str, Any]]:
     """The recorded actions, in order, each with ``applied_at`` (null until applied)."""
     with ctx(request).db.read() as s:
         return services.actions(s, services.get_job(s, job_id))
