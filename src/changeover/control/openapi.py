@@ -91,6 +91,8 @@ def document_errors(schema: dict[str, Any], routes: Iterable[APIRoute]) -> dict[
             continue
         responses = operation.setdefault("responses", {})
         derived = error_statuses(route, method.upper())
+        if "422" in responses and 422 not in derived:
+            del responses["422"]  # FastAPI's, for a header nothing can fail (Authorization)
         declared = {int(code) for code in responses if str(code).isdigit()}
         for status in sorted(derived | declared):
             entry = responses.setdefault(str(status), {})
@@ -100,8 +102,8 @@ def document_errors(schema: dict[str, Any], routes: Iterable[APIRoute]) -> dict[
             entry["description"] = DESCRIPTIONS.get(status, entry.get("description", "Error"))
             entry["content"] = {"application/json": {"schema": ERROR_REF}}
         operation["responses"] = dict(sorted(responses.items()))
-    # FastAPI's own 422 shape is answered by nothing now: drop it unless still named.
-    for name in ("HTTPValidationError", "ValidationError"):
-        if f'"#/components/schemas/{name}"' not in json.dumps(schema["paths"]):
-            components.pop(name, None)
+    # FastAPI's own 422 shape is answered by nothing now.
+    if '"#/components/schemas/HTTPValidationError"' not in json.dumps(schema["paths"]):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
     return schema

@@ -157,7 +157,7 @@ def test_the_schema_declares_bounds_and_error_answers(server: Any) -> None:
             if op.get("requestBody"):
                 assert "413" in responses, (method, path)
             for code, answer in responses.items():
-                if code.startswith(("4", "5")):
+                if code.startswith(("4", "5")) and path != "/readyz":  # its 503 lists checks
                     ref = answer["content"]["application/json"]["schema"]["$ref"]
                     assert ref == "#/components/schemas/Error", (method, path, code)
             for param in op.get("parameters", []):
