@@ -48,7 +48,7 @@ from changeover.control.http_errors import (
 from changeover.control.http_input import EdgeRoute, foreign_routes, unbounded_inputs
 from changeover.control.jobs import JobRunner
 from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Metrics
-from changeover.control.observability import RequestMiddleware
+from changeover.control.observability import Health, RequestMiddleware
 from changeover.control.observability import router as observability_router
 from changeover.control.patchjobs import views as patchjob_views
 from changeover.control.patchjobs.notify import Notifier, NotifierConfig
@@ -253,7 +253,7 @@ def create_app(settings: Settings) -> ControlPlane:
         # The framework logs the exception and its traceback after this answer is sent.
         return JSONResponse(internal_error_body(logs.request_id.get()), status_code=500)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 

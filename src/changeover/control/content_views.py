@@ -28,7 +28,17 @@ def cache_control(rel: str) -> str:
     return "no-cache"
 
 
-@router.get("/content/{rel:path}")
+@router.get(
+    "/content/{rel:path}",
+    response_class=FileResponse,
+    # Bytes as stored; the type is guessed from the name, as a static server does.
+    responses={
+        200: {
+            "description": "The file",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def content(rel: str, request: Request) -> FileResponse:
     check_path(rel)
     root: Path = ctx(request).store.content

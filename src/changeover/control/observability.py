@@ -33,6 +33,7 @@ from changeover.control import logs
 from changeover.control.auth.views import Reader, ctx
 from changeover.control.context import Context
 from changeover.control.http_input import EdgeRoute
+from changeover.control.http_output import Out
 from changeover.control.metrics import Metrics
 
 log = logging.getLogger("changeover.access")
@@ -179,7 +180,11 @@ class RequestMiddleware:
 router = APIRouter(tags=["health"], route_class=EdgeRoute)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 def metrics(request: Request, _: Reader) -> Response:
     """Prometheus text format; needs a token that may read (scrape with ``authorization``)."""
     m: Metrics = request.app.state.metrics
@@ -221,13 +226,30 @@ def readiness(c: Context) -> dict[str, str]:
     return checks
 
 
+class ReadinessChecks(Out):
+    """Each check's verdict: ``ok`` or what is wrong."""
+
+    database: str
+    migrations: str
+    job_runner: str
+
+
+class Readiness(Out):
+    status: str
+    """``ready`` or ``not ready``."""
+    checks: ReadinessChecks
+
+
+class Health(Out):
+    status: str
+    version: str
+
+
 @router.get(
     "/readyz",
     responses={
-        503: {
-            "description": "Not ready: each check's verdict",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+        200: {"model": Readiness, "description": "Ready: every check is ok"},
+        503: {"model": Readiness, "description": "Not ready: each check's verdict"},
     },
 )
 def readyz(request: Request) -> JSONResponse:

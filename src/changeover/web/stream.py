@@ -93,6 +93,7 @@ def sse(kind: str, data: Any, event_id: int | None = None) -> bytes:
 @router.get(
     "/patchjobs/{job_id}/stream",
     response_model=None,
+    response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "The events"}},
 )
 async def stream_job(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from changeover.control.auth import services
 from changeover.control.auth.edge import PRINCIPAL_KEY
+from changeover.control.auth.schemas import TokenCreated, TokenOut, WhoAmI
 from changeover.control.auth.services import Permission, Principal
 from changeover.control.context import Context
 from changeover.control.http_input import MAX_SECONDS, EdgeRoute, Id
@@ -79,25 +80,25 @@ class TokenCreate(BaseModel):
     expires_in_s: Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None = None
 
 
-@router.get("/whoami")
+@router.get("/whoami", response_model=WhoAmI)
 def whoami(who: Reader) -> dict[str, Any]:
     return {"token_id": who.token_id, "name": who.name, "scope": who.scope}
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         row, token = services.create_token(s, body.scope, body.name, body.expires_in_s)
         return {**services.token_dict(row), "token": token}
 
 
-@router.get("/tokens")
+@router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(request: Request, _: Admin) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [services.token_dict(t) for t in services.list_tokens(s)]
 
 
-@router.delete("/tokens/{token_id}")
+@router.delete("/tokens/{token_id}", response_model=TokenOut)
 def revoke_token(token_id: Id, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         out = services.token_dict(services.revoke_token(s, token_id))

@@ -40,6 +40,23 @@ from changeover.control.fleet.models import (
     Profile,
     Region,
 )
+from changeover.control.fleet.schemas import (
+    AllocationOut,
+    ApplicationOut,
+    CompatOut,
+    FleetOut,
+    FleetSummary,
+    HostDesired,
+    HostOut,
+    HostRegistered,
+    InstanceOut,
+    InstancePage,
+    NamedOut,
+    PlayerSeries,
+    ProfileOut,
+    SessionOut,
+    SwitchOut,
+)
 from changeover.control.http_input import (
     INT64_MAX,
     INT64_MIN,
@@ -281,49 +298,49 @@ def host_dict(s: Session, h: Host) -> dict[str, Any]:
 # -- environments, regions, applications ---------------------------------------------------
 
 
-@router.post("/environments", status_code=201)
+@router.post("/environments", status_code=201, response_model=NamedOut)
 def create_environment(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return named(services.create_environment(s, body.name))
 
 
-@router.get("/environments")
+@router.get("/environments", response_model=list[NamedOut])
 def list_environments(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [named(e) for e in services.list_environments(s)]
 
 
-@router.post("/regions", status_code=201)
+@router.post("/regions", status_code=201, response_model=NamedOut)
 def create_region(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return named(services.create_region(s, body.name))
 
 
-@router.get("/regions")
+@router.get("/regions", response_model=list[NamedOut])
 def list_regions(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [named(r) for r in services.list_regions(s)]
 
 
-@router.post("/applications", status_code=201)
+@router.post("/applications", status_code=201, response_model=ApplicationOut)
 def create_application(body: ApplicationCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return app_dict(services.create_application(s, body.name, body.type))
 
 
-@router.get("/applications")
+@router.get("/applications", response_model=list[ApplicationOut])
 def list_applications(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [app_dict(a) for a in services.list_applications(s)]
 
 
-@router.get("/applications/{name}")
+@router.get("/applications/{name}", response_model=ApplicationOut)
 def show_application(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return app_dict(services.get_application(s, name))
 
 
-@router.patch("/applications/{name}")
+@router.patch("/applications/{name}", response_model=ApplicationOut)
 def patch_application(
     name: str, body: ApplicationPatch, request: Request, _: Admin
 ) -> dict[str, Any]:
@@ -335,7 +352,7 @@ def patch_application(
 # -- profiles and compatibility ------------------------------------------------------------
 
 
-@router.post("/profiles", status_code=201)
+@router.post("/profiles", status_code=201, response_model=ProfileOut)
 def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     spec = body.model_dump(
@@ -364,7 +381,7 @@ def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[st
         return profile_dict(s, row)
 
 
-@router.get("/profiles")
+@router.get("/profiles", response_model=list[ProfileOut])
 def list_profiles(
     request: Request, _: Reader, application: str | None = None
 ) -> list[dict[str, Any]]:
@@ -373,13 +390,13 @@ def list_profiles(
         return [profile_dict(s, p) for p in services.list_profiles(s, app)]
 
 
-@router.get("/profiles/{name}")
+@router.get("/profiles/{name}", response_model=ProfileOut)
 def show_profile(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return profile_dict(s, services.get_profile(s, name))
 
 
-@router.put("/images/{name}/versions/{ref}/compat")
+@router.put("/images/{name}/versions/{ref}/compat", response_model=CompatOut)
 def set_compat(name: str, ref: str, body: CompatSet, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         version = resolve_version(s, get_image(s, name), ref)
@@ -392,7 +409,7 @@ def set_compat(name: str, ref: str, body: CompatSet, request: Request, _: Admin)
         }
 
 
-@router.get("/images/{name}/versions/{ref}/compat")
+@router.get("/images/{name}/versions/{ref}/compat", response_model=CompatOut)
 def show_compat(name: str, ref: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         version = resolve_version(s, get_image(s, name), ref)
@@ -403,7 +420,7 @@ def show_compat(name: str, ref: str, request: Request, _: Reader) -> dict[str, A
 # -- fleets, instances, hosts --------------------------------------------------------------
 
 
-@router.post("/fleets", status_code=201)
+@router.post("/fleets", status_code=201, response_model=FleetOut)
 def create_fleet(body: FleetCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         row = services.create_fleet(
@@ -418,19 +435,19 @@ def create_fleet(body: FleetCreate, request: Request, _: Admin) -> dict[str, Any
         return fleet_dict(s, row)
 
 
-@router.get("/fleets")
+@router.get("/fleets", response_model=list[FleetOut])
 def list_fleets(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [fleet_dict(s, f) for f in services.list_fleets(s)]
 
 
-@router.get("/fleets/{name}")
+@router.get("/fleets/{name}", response_model=FleetOut)
 def show_fleet(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return fleet_dict(s, services.get_fleet(s, name))
 
 
-@router.patch("/fleets/{name}")
+@router.patch("/fleets/{name}", response_model=FleetOut)
 def patch_fleet(name: str, body: FleetPatch, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         fleet = services.get_fleet(s, name)
@@ -440,7 +457,7 @@ def patch_fleet(name: str, body: FleetPatch, request: Request, _: Admin) -> dict
         return fleet_dict(s, fleet)
 
 
-@router.get("/fleets/{name}/instances")
+@router.get("/fleets/{name}/instances", response_model=list[InstanceOut])
 def list_instances(
     name: str, request: Request, _: Reader, all_: bool = Query(default=False, alias="all")
 ) -> list[dict[str, Any]]:
@@ -454,13 +471,13 @@ def list_instances(
         ]
 
 
-@router.get("/instances/{instance_id}")
+@router.get("/instances/{instance_id}", response_model=InstanceOut)
 def show_instance(instance_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return instance_dict(s, services.get_instance(s, instance_id))
 
 
-@router.get("/hosts")
+@router.get("/hosts", response_model=list[HostOut])
 def list_hosts(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [host_dict(s, h) for h in host_svc.list_hosts(s)]
@@ -469,7 +486,7 @@ def list_hosts(request: Request, _: Reader) -> list[dict[str, Any]]:
 # -- profile switch ------------------------------------------------------------------------
 
 
-@router.post("/fleets/{name}/switch", status_code=201)
+@router.post("/fleets/{name}/switch", status_code=201, response_model=SwitchOut)
 def switch_profile(name: str, body: SwitchCreate, request: Request, who: Admin) -> dict[str, Any]:
     """Fleet Profile Switch: make ``profile`` active and move the instances to it."""
     c = ctx(request)
@@ -482,14 +499,14 @@ def switch_profile(name: str, body: SwitchCreate, request: Request, who: Admin) 
     return out
 
 
-@router.get("/fleets/{name}/switch")
+@router.get("/fleets/{name}/switch", response_model=SwitchOut)
 def switch_status(name: str, request: Request, _: Reader) -> dict[str, Any]:
     """Fleet Profile Switch Status: the fleet's latest switch."""
     with ctx(request).db.read() as s:
         return switches.switch_dict(s, switches.latest_switch(s, services.get_fleet(s, name)))
 
 
-@router.get("/switches/{switch_id}")
+@router.get("/switches/{switch_id}", response_model=SwitchOut)
 def show_switch(switch_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return switches.switch_dict(s, switches.get_switch(s, switch_id))
@@ -521,7 +538,11 @@ async def allocating_principal(
     "/allocations",
     status_code=201,
     response_class=Response,
-    responses={503: {"description": "Overloaded or stopping: retry later"}},
+    # Documented, not validated: the answer is serialised here (and in ``allocate_lane``).
+    responses={
+        201: {"model": AllocationOut, "description": "Where the players play"},
+        503: {"description": "Overloaded or stopping: retry later"},
+    },
 )
 async def allocate(
     body: AllocationCreate,
@@ -541,13 +562,13 @@ async def allocate(
     return Response(json.dumps(result), status_code=201, media_type="application/json")
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", response_model=SessionOut)
 def show_session(session_id: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return sessions.session_dict(sessions.get_session(s, session_id))
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", response_model=SessionOut)
 def end_session(session_id: str, request: Request, _: Allocator) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return sessions.session_dict(sessions.end_session(s, session_id, now()))
@@ -556,7 +577,7 @@ def end_session(session_id: str, request: Request, _: Allocator) -> dict[str, An
 # -- agents --------------------------------------------------------------------------------
 
 
-@router.post("/agents/register")
+@router.post("/agents/register", response_model=HostRegistered)
 def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         host = host_svc.register(
@@ -572,7 +593,9 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
         return {**host_dict(s, host), "sync_interval_s": host_svc.SYNC_INTERVAL_S}
 
 
-@router.post("/agents/{host_id}/sync")
+@router.post(
+    "/agents/{host_id}/sync", response_model=HostDesired, response_model_exclude_unset=True
+)
 def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
     """The agent's heartbeat: observed state in, the host's full desired state out."""
     with ctx(request).db.write() as s:
@@ -589,14 +612,14 @@ def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> 
 # -- aggregates for the dashboard (control.fleet.aggregates) ------------------------------
 
 
-@router.get("/fleets/{name}/summary")
+@router.get("/fleets/{name}/summary", response_model=FleetSummary)
 def fleet_summary(name: str, request: Request, _: Reader) -> dict[str, Any]:
     """Instances and players per region, profile (version) and state: a few dozen rows."""
     with ctx(request).db.read() as s:
         return aggregates.fleet_summary(s, services.get_fleet(s, name))
 
 
-@router.get("/fleets/{name}/instance-page")
+@router.get("/fleets/{name}/instance-page", response_model=InstancePage)
 def fleet_instance_page(
     name: str,
     request: Request,
@@ -615,7 +638,7 @@ def fleet_instance_page(
         )
 
 
-@router.get("/stats/players")
+@router.get("/stats/players", response_model=PlayerSeries)
 def player_stats(
     request: Request,
     _: Reader,

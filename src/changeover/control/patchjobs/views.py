@@ -16,6 +16,16 @@ from changeover.control.auth.views import Admin, Reader, ctx
 from changeover.control.db import now
 from changeover.control.http_input import INT64_MAX, EdgeRoute, Id, Int64, Number
 from changeover.control.patchjobs import methods_table, services, specs, statuses_table
+from changeover.control.patchjobs.schemas import (
+    ActionOut,
+    EventList,
+    JobList,
+    JobOut,
+    MethodOut,
+    PreviewOut,
+    StatusOut,
+    StopMethodOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["patch jobs"], route_class=EdgeRoute)
 
@@ -110,29 +120,29 @@ def _plain(body: BaseModel, *, unset: bool) -> dict[str, Any]:
     return data
 
 
-@router.get("/patchjobs/methods")
+@router.get("/patchjobs/methods", response_model=list[MethodOut])
 def list_methods(_: Reader) -> list[dict[str, object]]:
     return methods_table()
 
 
-@router.get("/patchjobs/statuses")
+@router.get("/patchjobs/statuses", response_model=list[StatusOut])
 def list_statuses(_: Reader) -> list[dict[str, object]]:
     return statuses_table()
 
 
-@router.get("/patchjobs/stop-methods")
+@router.get("/patchjobs/stop-methods", response_model=list[StopMethodOut])
 def list_stop_methods(_: Reader) -> list[dict[str, object]]:
     return specs.stop_methods_table()
 
 
-@router.post("/patchjobs/preview")
+@router.post("/patchjobs/preview", response_model=PreviewOut)
 def preview(body: PreviewBody, request: Request, _: Reader) -> dict[str, Any]:
     """The instances a job would move, per region and fleet (seed 001's preview)."""
     with ctx(request).db.read() as s:
         return services.preview(s, _plain(body, unset=False), now())
 
 
-@router.post("/patchjobs", status_code=201)
+@router.post("/patchjobs", status_code=201, response_model=JobOut)
 def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
@@ -143,7 +153,7 @@ def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
     return out
 
 
-@router.get("/patchjobs")
+@router.get("/patchjobs", response_model=JobList)
 def list_jobs(
     request: Request,
     _: Reader,
@@ -157,13 +167,13 @@ def list_jobs(
         return {"jobs": [services.job_dict(s, j, t) for j in rows], "total": total}
 
 
-@router.get("/patchjobs/{job_id}")
+@router.get("/patchjobs/{job_id}", response_model=JobOut)
 def show_job(job_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.patch("/patchjobs/{job_id}")
+@router.patch("/patchjobs/{job_id}", response_model=JobOut)
 def update_job(job_id: Id, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
@@ -176,7 +186,7 @@ def update_job(job_id: Id, body: JobPatch, request: Request, who: Admin) -> dict
     return out
 
 
-@router.post("/patchjobs/{job_id}/cancel")
+@router.post("/patchjobs/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: Id, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.cancel(c.db, job_id, body.mode, who.actor, now())
@@ -185,7 +195,7 @@ def cancel_job(job_id: Id, body: CancelBody, request: Request, who: Admin) -> di
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.post("/patchjobs/{job_id}/resume")
+@router.post("/patchjobs/{job_id}/resume", response_model=JobOut)
 def resume_job(job_id: Id, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.resume(c.db, job_id, who.actor, now())
@@ -194,7 +204,7 @@ def resume_job(job_id: Id, request: Request, who: Admin) -> dict[str, Any]:
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.get("/patchjobs/{job_id}/events")
+@router.get("/patchjobs/{job_id}/events", response_model=EventList)
 def job_events(
     job_id: Id,
     request: Request,
@@ -206,7 +216,7 @@ def job_events(
         return {"events": services.events(s, services.get_job(s, job_id), after, limit)}
 
 
-@router.get("/patchjobs/{job_id}/actions")
+@router.get("/patchjobs/{job_id}/actions", response_model=list[ActionOut])
 def job_actions(job_id: Id, request: Request, _: Reader) -> list[dict[str, Any]]:
     """The recorded actions, in order, each with ``applied_at`` (null until applied)."""
     with ctx(request).db.read() as s:
