@@ -12,6 +12,9 @@ one shape (``http_errors``) and come from a few causes, each visible in the rout
 
 plus what a route declares itself (``responses=``: 503 for allocations, for ``/readyz``).
 A generated client and a schema-driven fuzzer can then rely on every status it meets.
+
+Success answers are the routes' own response models (``http_output``); ``undocumented``
+finds an operation whose success says nothing of its body.
 """
 
 from __future__ import annotations
@@ -107,3 +110,43 @@ def document_errors(schema: dict[str, Any], routes: Iterable[APIRoute]) -> dict[
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
     return schema
+
+
+def _named_fields(schema: dict[str, Any], components: dict[str, Any]) -> bool:
+    """Whether ``schema`` (an object, or a list of them) names its fields."""
+    for _ in range(10):  # through $refs and list items; nothing here nests deeper
+        if "$ref" in schema:
+            schema = components.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+        elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+            schema = schema["items"]
+        else:
+            break
+    return bool(schema.get("properties"))
+
+
+def undocumented(schema: dict[str, Any]) -> list[str]:
+    """The operations of ``schema`` whose success answer is not described: no success at
+    all, one with no content, or JSON content whose schema does not name its fields (a
+    ``dict[str, Any]``: a client learns nothing from it)."""
+    components = schema.get("components", {}).get("schemas", {})
+    problems: list[str] = []
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            successes = {
+                code: answer
+                for code, answer in operation.get("responses", {}).items()
+                if str(code).startswith("2")
+            }
+            if not successes:
+                problems.append(f"{where}: no success answer")
+            for code, answer in successes.items():
+                content = answer.get("content") or {}
+                if not content and code != "204":
+                    problems.append(f"{where} {code}: no content type")
+                json_body = content.get("application/json")
+                if json_body is not None and not _named_fields(
+                    json_body.get("schema", {}), components
+                ):
+                    problems.append(f"{where} {code}: a JSON body with no fields described")
+    return problems
