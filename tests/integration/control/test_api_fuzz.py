@@ -6,8 +6,9 @@ and extra fields, numbers past their bounds, hostile strings. It checks that not
 answers 5xx, that every status is one the schema declares, and that every answer matches
 its declared content type and schema: an error the one ``Error`` shape, a success its
 operation's response model field by field (no field missing, none undeclared, each of
-its type; ``tests/unit/control/test_response_schemas.py`` makes sure each has one). One run per database, bounded by examples per
-operation (``FUZZ_EXAMPLES``) so that it takes a few minutes on two cores.
+its type; ``tests/unit/control/test_response_schemas.py`` makes sure each has one). One
+run per database, bounded by examples per operation (``FUZZ_EXAMPLES``) so that it takes a
+few minutes on two cores.
 
 The seed is fixed so that a failure reproduces; ``CHANGEOVER_FUZZ_SEED`` picks another
 (``random`` for a new one each run), ``CHANGEOVER_FUZZ_EXAMPLES`` searches harder.
