@@ -10,12 +10,20 @@ its type; ``tests/unit/control/test_response_schemas.py`` makes sure each has on
 run per database, bounded by examples per operation (``FUZZ_EXAMPLES``) so that it takes a
 few minutes on two cores.
 
+Before the run the server is given one of everything, each named ``fz`` or numbered 1 (an
+image with two versions and a branch, the catalogue, a fleet whose fake agent runs its
+instances, a session, a patch job, a switch), and the fuzzer draws path parameters from
+those names half the time (a Schemathesis dictionary): most operations then also answer
+with a real body, checked field by field against its response model, not only with 404.
+
 The seed is fixed so that a failure reproduces; ``CHANGEOVER_FUZZ_SEED`` picks another
 (``random`` for a new one each run), ``CHANGEOVER_FUZZ_EXAMPLES`` searches harder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import subprocess
@@ -25,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fleet_helpers import FakeAgent, ok, release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -47,8 +57,12 @@ def _seed() -> str:
 
 def test_no_operation_answers_5xx_or_off_its_schema(server: Any, tmp_path: Path) -> None:
     seed = _seed()
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(_dictionaries(_seed_data(server)))
     cmd = [
         str(Path(sys.executable).parent / "st"),
+        "--config-file",
+        str(config),
         "run",
         f"{server.url}/openapi.json",
         "--header",
@@ -89,3 +103,69 @@ def test_no_operation_answers_5xx_or_off_its_schema(server: Any, tmp_path: Path)
 def _server_errors(server: Any) -> str:
     lines = server.log.read_text(errors="replace").splitlines()
     return "\n".join(line for line in lines if "Error" in line or "Traceback" in line)[-5000:]
+
+
+def _seed_data(server: Any) -> dict[str, list[Any]]:
+    """One of everything the API names, so that an operation can answer with a body; the
+    values the fuzzer may draw for each path parameter."""
+    c = server.client()
+    ok(c.post("/images", json={"name": "fz"}), 201)
+    v1 = release(c, "fz", {"bin/game": b"fz v1", "data": b"d"}, "1.0")
+    release(c, "fz", {"bin/game": b"fz v2", "data": b"d"}, "2.0")
+    ok(c.put("/images/fz/branches/live", json={"version": "1"}))
+    ok(c.post("/applications", json={"name": "fz", "type": "game"}), 201)
+    ok(c.post("/environments", json={"name": "fz"}), 201)
+    ok(c.post("/regions", json={"name": "fz"}), 201)
+    spec = {"application": "fz", "image": "fz", "command": ["game", "--port", "{port}"]}
+    ok(c.post("/profiles", json={"name": "fz", "version": "1", **spec}), 201)
+    ok(c.post("/profiles", json={"name": "fz2", "version": "2", **spec}), 201)
+    fleet = {"name": "fz", "application": "fz", "environment": "fz", "profile": "fz"}
+    ok(c.post("/fleets", json={**fleet, "hosts": ["fz"], "instances_per_host": 2}), 201)
+    agent = FakeAgent(server.client(server.token("agent")), "fz", "fz")
+    agent.register()
+    agent.sync(2)  # the instances are created, then ready
+    session = ok(c.post("/allocations", json={"fleet": "fz", "players": ["ann"]}), 201)
+    ok(c.post("/fleets/fz/switch", json={"profile": "fz2", "drain_s": 1}), 201)
+    job = {
+        "name": "fz",
+        "environment": "fz",
+        "application": "fz",
+        "method": "rolling",
+        "builds": [{"old": "fz2", "new": "fz"}],
+        "fleets": ["fz"],
+    }
+    ok(c.post("/patchjobs", json=job), 201)
+    return {
+        "name": ["fz"],
+        "ref": ["1", "2", "latest", "live"],
+        "branch": ["live"],
+        "session_id": [session["session_id"]],
+        "sha256": [hashlib.sha256(b"fz v1").hexdigest()],
+        "rel": [f"manifests/{v1['manifest_id']}.json", "metadata/timestamp.json"],
+        "id": [1, 2],
+    }
+
+
+ID_PARAMETERS = [
+    "update_id",
+    "diff_id",
+    "version_id",
+    "instance_id",
+    "switch_id",
+    "job_id",
+    "host_id",
+]
+
+
+def _dictionaries(values: dict[str, list[Any]]) -> str:
+    """A Schemathesis configuration: each path parameter is one of ``values`` half the
+    time, anything its schema allows (or forbids) the other half."""
+    lines = [f"[dictionaries.{k}]\nvalues = {json.dumps(v)}\n" for k, v in values.items()]
+    lines.append("[parameters]")
+    bound = {**dict.fromkeys(ID_PARAMETERS, "id"), **{k: k for k in values if k != "id"}}
+    for param, dictionary in bound.items():
+        lines.append(f'"path.{param}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')
+    # A job's event stream stays open while the job runs: its first event is enough.
+    lines.append('\n[[operations]]\ninclude-path = "/api/v1/patchjobs/{job_id}/stream"')
+    lines.append("max-stream-events = 1")
+    return "\n".join(lines) + "\n"
