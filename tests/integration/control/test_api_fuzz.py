@@ -12,9 +12,12 @@ few minutes on two cores.
 
 Before the run the server is given one of everything, each named ``fz`` or numbered 1 (an
 image with two versions and a branch, the catalogue, a fleet whose fake agent runs its
-instances, a session, a patch job, a switch), and the fuzzer draws path parameters from
-those names half the time (a Schemathesis dictionary): most operations then also answer
-with a real body, checked field by field against its response model, not only with 404.
+instances, a session, a patch job, a switch), and the fuzzer draws path parameters, and
+the names a body or query gives, from those half the time (Schemathesis dictionaries):
+most operations then also answer with a real body, checked field by field against its
+response model, not only with 404. (A fuzzed allocation almost never succeeds, with
+optional fields filled at random; ``test_fleet_api`` checks real answers of both its
+paths against ``AllocationOut``.)
 
 The seed is fixed so that a failure reproduces; ``CHANGEOVER_FUZZ_SEED`` picks another
 (``random`` for a new one each run), ``CHANGEOVER_FUZZ_EXAMPLES`` searches harder.
@@ -35,6 +38,7 @@ from typing import Any
 import pytest
 
 from fleet_helpers import FakeAgent, ok, release
+from tests_helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -118,14 +122,21 @@ def _seed_data(server: Any) -> dict[str, list[Any]]:
     ok(c.post("/regions", json={"name": "fz"}), 201)
     spec = {"application": "fz", "image": "fz", "command": ["game", "--port", "{port}"]}
     ok(c.post("/profiles", json={"name": "fz", "version": "1", **spec}), 201)
-    ok(c.post("/profiles", json={"name": "fz2", "version": "2", **spec}), 201)
+    ok(c.post("/profiles", json={"name": "fz2", "version": "2", "capacity": 50, **spec}), 201)
     fleet = {"name": "fz", "application": "fz", "environment": "fz", "profile": "fz"}
     ok(c.post("/fleets", json={**fleet, "hosts": ["fz"], "instances_per_host": 2}), 201)
     agent = FakeAgent(server.client(server.token("agent")), "fz", "fz")
     agent.register()
     agent.sync(2)  # the instances are created, then ready
     session = ok(c.post("/allocations", json={"fleet": "fz", "players": ["ann"]}), 201)
-    ok(c.post("/fleets/fz/switch", json={"profile": "fz2", "drain_s": 1}), 201)
+    switch = ok(c.post("/fleets/fz/switch", json={"profile": "fz2", "drain_s": 1}), 201)
+
+    def switched() -> bool:  # driven by the agent: the new instances run, the old ones stop
+        agent.sync()
+        return ok(c.get(f"/switches/{switch['id']}"))["status"] in (5, 6)
+
+    wait_for(switched, 60, "the switch to end")
+    agent.sync(2)  # then every instance of the new profile is ready
     job = {
         "name": "fz",
         "environment": "fz",
@@ -156,6 +167,8 @@ ID_PARAMETERS = [
     "host_id",
 ]
 
+NAMED_IN_BODIES = ["fleet", "profile", "application", "environment", "image"]
+
 
 def _dictionaries(values: dict[str, list[Any]]) -> str:
     """A Schemathesis configuration: each path parameter is one of ``values`` half the
@@ -163,8 +176,11 @@ def _dictionaries(values: dict[str, list[Any]]) -> str:
     lines = [f"[dictionaries.{k}]\nvalues = {json.dumps(v)}\n" for k, v in values.items()]
     lines.append("[parameters]")
     bound = {**dict.fromkeys(ID_PARAMETERS, "id"), **{k: k for k in values if k != "id"}}
-    for param, dictionary in bound.items():
-        lines.append(f'"path.{param}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')
+    keys = {f"path.{param}": dictionary for param, dictionary in bound.items()}
+    # What a body or a query names: the fleet to allocate on, the profile to switch to, …
+    keys |= {f"body.{field}": "name" for field in NAMED_IN_BODIES} | {"query.fleet": "name"}
+    for key, dictionary in keys.items():
+        lines.append(f'"{key}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')
     # A job's event stream stays open while the job runs: its first event is enough.
     lines.append('\n[[operations]]\ninclude-path = "/api/v1/patchjobs/{job_id}/stream"')
     lines.append("max-stream-events = 1")
