@@ -1,7 +1,10 @@
 """The control plane's FastAPI application: routers, error mapping, background runner.
 
 Errors are mapped to HTTP status codes here and only here; every error body has the same
-shape: ``{"error": code, "message": text, ...facts}``.
+shape: ``{"error": code, "message": text, ...facts}``, the framework's own answers (no such
+route, wrong method, unparsable body) and a bug's 500 included. What a request may carry is
+bounded once for all routes (``http_input``); its token is checked before its body is read
+(``auth.edge``).
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from changeover import __version__
 from changeover.content.store import LocalStore
 from changeover.content.trust import TrustRepo
+from changeover.control import logs
+from changeover.control import openapi as api_schema
 from changeover.control.auth import services as auth_services
 from changeover.control.auth import views as auth_views
+from changeover.control.auth.edge import Authenticate
 from changeover.control.builds import tasks as build_tasks
 from changeover.control.builds import views as build_views
 from changeover.control.content_views import router as content_router
@@ -31,10 +39,16 @@ from changeover.control.fleet import allocator as fleet_allocator
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
 from changeover.control.fleet.allocate_lane import AllocateLane
-from changeover.control.http_errors import status_for, validation_message
+from changeover.control.http_errors import (
+    http_error_body,
+    internal_error_body,
+    status_for,
+    validation_message,
+)
+from changeover.control.http_input import EdgeRoute, foreign_routes, unbounded_inputs
 from changeover.control.jobs import JobRunner
 from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Metrics
-from changeover.control.observability import RequestMiddleware
+from changeover.control.observability import Health, RequestMiddleware
 from changeover.control.observability import router as observability_router
 from changeover.control.patchjobs import views as patchjob_views
 from changeover.control.patchjobs.notify import Notifier, NotifierConfig
@@ -70,7 +84,12 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.limit
+        ):
             await self._refuse(send)
             return
         seen = 0
@@ -124,6 +143,7 @@ class ControlPlane(FastAPI):
     """
 
     edge: ASGIApp | None = None
+    api_routes: list[APIRoute] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (self.edge or self.framework)(scope, receive, send)
@@ -131,6 +151,28 @@ class ControlPlane(FastAPI):
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The application as FastAPI alone would answer it."""
         await super().__call__(scope, receive, send)  # type: ignore[arg-type]
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, with the error answers of every operation (``openapi``)."""
+        return api_schema.document_errors(super().openapi(), self.api_routes)
+
+
+def _include_routers(app: ControlPlane) -> list[APIRouter]:
+    """Every router of the API, the dashboard and the API docs, included in ``app``;
+    returns them, for the startup check of their routes."""
+    routers = [
+        auth_views.router,
+        build_views.router,
+        content_router,
+        fleet_views.router,
+        patchjob_views.router,
+        observability_router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    web_routes.mount(app)
+    api_docs.mount(app)
+    return [*routers, web_routes.stream.router]  # the stream: included by mount()
 
 
 def create_app(settings: Settings) -> ControlPlane:
@@ -193,20 +235,14 @@ def create_app(settings: Settings) -> ControlPlane:
         redoc_url=None,
         **_without_framework_telemetry(),
     )
+    app.router.route_class = EdgeRoute
     app.state.ctx = ctx
     app.state.allocator = allocations
     metrics = Metrics()
     metrics.registry.register(DatabaseCollector(db, runner))
     metrics.registry.register(AllocatorCollector(allocations))
     app.state.metrics = metrics
-    app.include_router(auth_views.router)
-    app.include_router(build_views.router)
-    app.include_router(content_router)
-    app.include_router(fleet_views.router)
-    app.include_router(patchjob_views.router)
-    app.include_router(observability_router)
-    web_routes.mount(app)
-    api_docs.mount(app)
+    routers = _include_routers(app)
 
     @app.exception_handler(ChangeoverError)
     async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:
@@ -217,13 +253,32 @@ def create_app(settings: Settings) -> ControlPlane:
         body = {"error": "invalid_input", "message": validation_message(exc.errors())}
         return JSONResponse(body, status_code=422)
 
-    @app.get("/healthz", tags=["health"])
+    @app.exception_handler(HTTPException)
+    async def on_framework_error(_: Request, exc: HTTPException) -> JSONResponse:
+        body = http_error_body(exc.status_code, exc.detail)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_bug(_: Request, exc: Exception) -> JSONResponse:
+        # The framework logs the exception and its traceback after this answer is sent.
+        return JSONResponse(internal_error_body(logs.request_id.get()), status_code=500)
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    app.api_routes = [
+        route
+        for route in [*app.routes, *(r for router in routers for r in router.routes)]
+        if isinstance(route, APIRoute)
+    ]
+    # Refuse to start with a route whose input is not bounded (see http_input).
+    if problems := foreign_routes(app.api_routes) + unbounded_inputs(app.api_routes):
+        raise TypeError("API inputs without bounds:\n  " + "\n  ".join(problems))
+
     # Allocations by a cached token skip the framework (see allocate_lane), and still get
     # the body limit, the request id, the metrics and the access log around them.
-    def read_token(header: str) -> auth_services.Principal:
+    def read_token(header: str | None) -> auth_services.Principal:
         with db.read() as s:
             return auth_services.authenticate(s, header)
 
@@ -233,6 +288,12 @@ def create_app(settings: Settings) -> ControlPlane:
         principals=lambda: auth_views.app_principals(app.state),
         read_token=read_token,
     )
-    # Outermost, so that a refused body (413) also gets a request id, a count and a log line.
-    app.edge = RequestMiddleware(BodyLimit(lane, limit=settings.max_json_bytes), metrics=metrics)
+    # Outermost, so that a refused body (413) also gets a request id, a count and a log line;
+    # then the token, so that a request without a valid one gets 401 whatever its body.
+    authenticated = Authenticate(
+        BodyLimit(lane, limit=settings.max_json_bytes),
+        principals=lambda: auth_views.app_principals(app.state),
+        read_token=read_token,
+    )
+    app.edge = RequestMiddleware(authenticated, metrics=metrics)
     return app

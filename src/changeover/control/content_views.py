@@ -14,9 +14,10 @@ from fastapi.responses import FileResponse
 
 from changeover.content.manifest import check_path
 from changeover.control.auth.views import ctx
+from changeover.control.http_input import EdgeRoute
 from changeover.errors import NotFound
 
-router = APIRouter(tags=["content"])
+router = APIRouter(tags=["content"], route_class=EdgeRoute)
 
 IMMUTABLE = ("blobs/", "patches/", "manifests/")
 
@@ -27,7 +28,17 @@ def cache_control(rel: str) -> str:
     return "no-cache"
 
 
-@router.get("/content/{rel:path}")
+@router.get(
+    "/content/{rel:path}",
+    response_class=FileResponse,
+    # Bytes as stored; the type is guessed from the name, as a static server does.
+    responses={
+        200: {
+            "description": "The file",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def content(rel: str, request: Request) -> FileResponse:
     check_path(rel)
     root: Path = ctx(request).store.content

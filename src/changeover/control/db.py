@@ -19,10 +19,10 @@ from typing import Any, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from changeover.errors import ChangeoverError
+from changeover.errors import ChangeoverError, InvalidInput
 
 
 class Base(DeclarativeBase):
@@ -122,6 +122,35 @@ class FairLock:
                 self._cond.notify_all()
 
 
+def unstorable(error: BaseException) -> InvalidInput | None:
+    """The input error behind a database error, if a value the caller sent caused it.
+
+    The API bounds what a request may carry (``control.http_input``); this is the boundary
+    behind it, for whatever still gets through: an integer past 64 bits (SQLite's driver
+    raises ``OverflowError``, PostgreSQL "out of range"), text PostgreSQL refuses (a NUL
+    character) or no driver can encode (a lone surrogate).
+    """
+    if isinstance(error, DataError):
+        reason = str(error.orig).splitlines()[0][:200] if error.orig else "refused"
+        return InvalidInput(f"a value in the request cannot be stored: {reason}")
+    if isinstance(error, OverflowError) and "SQLite" in str(error):
+        return InvalidInput("a number in the request is out of range (64-bit signed)")
+    if isinstance(error, UnicodeEncodeError):
+        return InvalidInput("text in the request is not valid Unicode")
+    return None
+
+
+@contextmanager
+def _refusing_unstorable() -> Iterator[None]:
+    """Raises: InvalidInput: in place of an error :func:`unstorable` recognises."""
+    try:
+        yield
+    except (DataError, OverflowError, UnicodeEncodeError) as e:
+        if (refusal := unstorable(e)) is None:
+            raise
+        raise refusal from e
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -154,7 +183,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._sessions() as s:
+        with _refusing_unstorable(), self._sessions() as s:
             yield s
 
     @contextmanager
@@ -167,7 +196,8 @@ class Database:
         round trips fewer per transaction. A connection found broken fails its
         transaction and is replaced, so the caller must be ready to run it again.
         """
-        with self._write_lock, (self._hot_sessions if hot_path else self._sessions)() as s:
+        sessions = self._hot_sessions if hot_path else self._sessions
+        with _refusing_unstorable(), self._write_lock, sessions() as s:
             s.connection(execution_options={"write": True})
             try:
                 yield s

@@ -39,10 +39,44 @@ def status_for(exc: ChangeoverError) -> int:
     return 500
 
 
+HTTP_CODES = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+}
+"""The ``error`` code of an answer the web framework gives itself (no route, wrong method,
+a body it cannot parse), so that it reads like ours."""
+
+
+def http_error_body(status: int, detail: object) -> dict[str, object]:
+    message = detail if isinstance(detail, str) else f"HTTP {status}"
+    return {"error": HTTP_CODES.get(status, "error"), "message": message}
+
+
+def internal_error_body(request_id: str | None) -> dict[str, object]:
+    """A bug's answer: nothing about its cause (that is in the server log), the request id
+    to find it there."""
+    rid = f" (request id {request_id})" if request_id else ""
+    return {
+        "error": "internal",
+        "message": f"internal server error{rid}: the server log has the details",
+    }
+
+
 def validation_message(errors: Sequence[Any]) -> str:
     """One line from Pydantic's (or FastAPI's) list of validation errors."""
     parts = []
     for err in errors[:5]:
         where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        parts.append(f"{where or 'body'}: {err.get('msg')}")
+        msg = err.get("msg")
+        reason = (err.get("ctx") or {}).get("error")
+        if err.get("type") == "json_invalid" and reason:
+            where, msg = "body", f"{msg}: {reason}"
+        parts.append(f"{where or 'body'}: {msg}")
     return "invalid request: " + "; ".join(parts)

@@ -32,6 +32,8 @@ from sqlalchemy import text
 from changeover.control import logs
 from changeover.control.auth.views import Reader, ctx
 from changeover.control.context import Context
+from changeover.control.http_input import EdgeRoute
+from changeover.control.http_output import Out
 from changeover.control.metrics import Metrics
 
 log = logging.getLogger("changeover.access")
@@ -175,10 +177,14 @@ class RequestMiddleware:
 
 # -- /metrics and /readyz ------------------------------------------------------------------
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=EdgeRoute)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 def metrics(request: Request, _: Reader) -> Response:
     """Prometheus text format; needs a token that may read (scrape with ``authorization``)."""
     m: Metrics = request.app.state.metrics
@@ -220,7 +226,32 @@ def readiness(c: Context) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+class ReadinessChecks(Out):
+    """Each check's verdict: ``ok`` or what is wrong."""
+
+    database: str
+    migrations: str
+    job_runner: str
+
+
+class Readiness(Out):
+    status: str
+    """``ready`` or ``not ready``."""
+    checks: ReadinessChecks
+
+
+class Health(Out):
+    status: str
+    version: str
+
+
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness, "description": "Ready: every check is ok"},
+        503: {"model": Readiness, "description": "Not ready: each check's verdict"},
+    },
+)
 def readyz(request: Request) -> JSONResponse:
     checks = readiness(ctx(request))
     ready = all(v == "ok" for v in checks.values())

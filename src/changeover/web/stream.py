@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from changeover.control import logs
 from changeover.control.auth.views import Reader
+from changeover.control.http_input import EdgeRoute, Id
 from changeover.control.observability import INTERNAL_CLIENT
 from changeover.control.patchjobs.states import FINISHED_EVENT, FINISHED_WAIT_S
 
@@ -41,7 +42,7 @@ MAX_EVENT_ID = 2**62
 TERMINAL_FROM = 7
 """Patch-job statuses from 7 (Completed) on are final (``patchjobs.states.JobStatus``)."""
 
-router = APIRouter(prefix="/api/v1", tags=["patchjobs"])
+router = APIRouter(prefix="/api/v1", tags=["patchjobs"], route_class=EdgeRoute)
 
 
 class ApiRefused(Exception):
@@ -89,16 +90,21 @@ def sse(kind: str, data: Any, event_id: int | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-@router.get("/patchjobs/{job_id}/stream", response_model=None)
+@router.get(
+    "/patchjobs/{job_id}/stream",
+    response_model=None,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The events"}},
+)
 async def stream_job(
-    job_id: int,
+    job_id: Id,
     request: Request,
     _: Reader,
     after: int = Query(default=0, ge=0, le=MAX_EVENT_ID, description="Send events after this id."),
     last_event_id: Annotated[str | None, Header(max_length=18)] = None,
 ) -> StreamingResponse | JSONResponse:
     """Server-sent events: the job when it changes and each new event, until it ends."""
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         after = max(after, int(last_event_id))
     reader = JobReader(request, request.headers.get("authorization", ""))
     try:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
+from changeover.control.fleet.schemas import AllocationOut
 from fleet_helpers import FakeAgent, catalogue, ok, profile, release
 from tests_helpers import wait_for
 
@@ -295,6 +296,9 @@ def test_the_allocation_lane_answers_as_the_route_does(
     assert route.headers["x-request-id"] and lane.headers["x-request-id"]
     first, second = route.json(), lane.json()
     if status == 201:
+        # Neither is validated on its way out (the fast path): both are what the schema says.
+        AllocationOut.model_validate(first)
+        AllocationOut.model_validate(second)
         assert first["session_id"] != second["session_id"]
         del first["session_id"], second["session_id"]
         assert first == second  # the same instance: packed

@@ -298,7 +298,7 @@ def resolve_version(s: Session, image: Image, ref: str) -> Version:
         row = s.scalar(
             q.where(Version.status == JobState.COMPLETED).order_by(Version.number.desc()).limit(1)
         )
-    elif ref.isdigit():
+    elif re.fullmatch(r"[0-9]{1,18}", ref):  # ASCII only: str.isdigit() also takes "²"
         row = s.scalar(q.where(Version.number == int(ref)))
     elif re.fullmatch(r"[0-9a-f]{64}", ref):
         row = s.scalar(q.where(Version.manifest_id == ref).order_by(Version.number.desc()).limit(1))

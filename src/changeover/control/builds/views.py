@@ -17,9 +17,21 @@ from changeover.content.store import Upload
 from changeover.control.auth.views import Admin, Pusher, Reader, ctx
 from changeover.control.builds import services
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.control.builds.schemas import (
+    BatchResult,
+    BranchEventOut,
+    BranchOut,
+    DiffOut,
+    ImageOut,
+    UpdateCreated,
+    UpdateOut,
+    UploadStatus,
+    VersionOut,
+)
+from changeover.control.http_input import EdgeRoute, Id
 from changeover.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["builds"])
+router = APIRouter(prefix="/api/v1", tags=["builds"], route_class=EdgeRoute)
 
 UPLOAD_FLUSH_BYTES = 4 << 20
 """An upload's bytes are handed to a worker thread (hash, compress, write) this many at a
@@ -41,14 +53,14 @@ class UpdateCreate(BaseModel):
 
 
 class DiffCreate(BaseModel):
-    update_id: int
+    update_id: Id
 
 
 class BatchFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=1 << 44)  # over BATCH_MAX_BYTES: 413, below
 
 
 class BatchHeader(BaseModel):
@@ -135,19 +147,19 @@ def event_dict(s: Any, e: BranchEvent) -> dict[str, Any]:
 # -- images --------------------------------------------------------------------------------
 
 
-@router.post("/images", status_code=201)
+@router.post("/images", status_code=201, response_model=ImageOut)
 def create_image(body: ImageCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return image_dict(s, services.create_image(s, body.name, body.description))
 
 
-@router.get("/images")
+@router.get("/images", response_model=list[ImageOut])
 def list_images(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [image_dict(s, i) for i in services.list_images(s)]
 
 
-@router.get("/images/{name}")
+@router.get("/images/{name}", response_model=ImageOut)
 def show_image(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return image_dict(s, services.get_image(s, name))
@@ -156,7 +168,7 @@ def show_image(name: str, request: Request, _: Reader) -> dict[str, Any]:
 # -- updates and uploads -------------------------------------------------------------------
 
 
-@router.post("/images/{name}/updates", status_code=201)
+@router.post("/images/{name}/updates", status_code=201, response_model=UpdateCreated)
 def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) -> dict[str, Any]:
     c = ctx(request)
     manifest = Manifest.from_dict(body.manifest)
@@ -177,14 +189,14 @@ def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) 
     }
 
 
-@router.get("/updates/{update_id}")
-def show_update(update_id: int, request: Request, _: Reader) -> dict[str, Any]:
+@router.get("/updates/{update_id}", response_model=UpdateOut)
+def show_update(update_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return update_dict(services.get_update(s, update_id))
 
 
-@router.post("/updates/{update_id}/complete")
-def complete_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+@router.post("/updates/{update_id}/complete", response_model=UpdateOut)
+def complete_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         row = services.complete_update(s, services.get_update(s, update_id))
@@ -193,8 +205,8 @@ def complete_update(update_id: int, request: Request, _: Pusher) -> dict[str, An
     return out
 
 
-@router.post("/updates/{update_id}/retry")
-def retry_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+@router.post("/updates/{update_id}/retry", response_model=UpdateOut)
+def retry_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         row = services.get_update(s, update_id)
@@ -204,19 +216,19 @@ def retry_update(update_id: int, request: Request, _: Pusher) -> dict[str, Any]:
     return out
 
 
-@router.get("/uploads/{sha256}")
+@router.get("/uploads/{sha256}", response_model=UploadStatus)
 def upload_status(sha256: str, request: Request, _: Pusher) -> dict[str, Any]:
     store = ctx(request).store
     check_sha256(sha256)
     return {"sha256": sha256, "complete": store.has(sha256), "offset": store.upload_offset(sha256)}
 
 
-@router.put("/uploads/{sha256}")
+@router.put("/uploads/{sha256}", response_model=UploadStatus)
 async def upload(
     sha256: str,
     request: Request,
     _: Pusher,
-    offset: int = Query(ge=0),
+    offset: int = Query(ge=0, le=1 << 44),
     size: int = Query(ge=0, le=1 << 44),
 ) -> dict[str, Any]:
     """Append the request body at ``offset`` to the upload of file ``sha256`` (``size`` bytes).
@@ -268,7 +280,7 @@ async def _receive_into(up: Upload, request: Request) -> None:
                 writing.exception()  # retrieved; the error that ended the body is raised
 
 
-@router.post("/uploads/batch")
+@router.post("/uploads/batch", response_model=BatchResult, response_model_exclude_unset=True)
 async def upload_batch(request: Request, _: Pusher) -> Any:
     """Store several small files in one request, each verified and stored on its own.
 
@@ -281,7 +293,7 @@ async def upload_batch(request: Request, _: Pusher) -> Any:
     """
     limit = BATCH_MAX_HEADER_BYTES + BATCH_MAX_BYTES
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
@@ -340,7 +352,12 @@ def _too_large(limit: int, message: str | None = None) -> JSONResponse:
 # -- diff analyses -------------------------------------------------------------------------
 
 
-@router.post("/images/{name}/diffs", status_code=201)
+@router.post(
+    "/images/{name}/diffs",
+    status_code=201,
+    response_model=DiffOut,
+    response_model_exclude_unset=True,
+)
 def create_diff(name: str, body: DiffCreate, request: Request, who: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
@@ -350,16 +367,16 @@ def create_diff(name: str, body: DiffCreate, request: Request, who: Pusher) -> d
     return out
 
 
-@router.get("/diffs/{diff_id}")
+@router.get("/diffs/{diff_id}", response_model=DiffOut, response_model_exclude_unset=True)
 def show_diff(
-    diff_id: int, request: Request, _: Reader, files: bool = Query(default=True)
+    diff_id: Id, request: Request, _: Reader, files: bool = Query(default=True)
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return diff_dict(services.get_diff(s, diff_id), files=files)
 
 
-@router.post("/diffs/{diff_id}/retry")
-def retry_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+@router.post("/diffs/{diff_id}/retry", response_model=DiffOut, response_model_exclude_unset=True)
+def retry_diff(diff_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         diff = services.get_diff(s, diff_id)
@@ -369,14 +386,14 @@ def retry_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
     return out
 
 
-@router.post("/diffs/{diff_id}/reject")
-def reject_diff(diff_id: int, request: Request, _: Pusher) -> dict[str, Any]:
+@router.post("/diffs/{diff_id}/reject", response_model=DiffOut, response_model_exclude_unset=True)
+def reject_diff(diff_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return diff_dict(services.reject_diff(s, services.get_diff(s, diff_id)), files=False)
 
 
-@router.post("/diffs/{diff_id}/accept", status_code=201)
-def accept_diff(diff_id: int, request: Request, who: Pusher) -> dict[str, Any]:
+@router.post("/diffs/{diff_id}/accept", status_code=201, response_model=VersionOut)
+def accept_diff(diff_id: Id, request: Request, who: Pusher) -> dict[str, Any]:
     """Image Version Create: accept the analysis; returns the version job."""
     c = ctx(request)
     with c.db.write() as s:
@@ -388,25 +405,25 @@ def accept_diff(diff_id: int, request: Request, who: Pusher) -> dict[str, Any]:
 # -- versions and branches -----------------------------------------------------------------
 
 
-@router.get("/images/{name}/versions")
+@router.get("/images/{name}/versions", response_model=list[VersionOut])
 def list_versions(name: str, request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [version_dict(v) for v in services.list_versions(s, services.get_image(s, name))]
 
 
-@router.get("/images/{name}/versions/{ref}")
+@router.get("/images/{name}/versions/{ref}", response_model=VersionOut)
 def show_version(name: str, ref: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return version_dict(services.resolve_version(s, services.get_image(s, name), ref))
 
 
-@router.get("/versions/{version_id}")
-def show_version_job(version_id: int, request: Request, _: Reader) -> dict[str, Any]:
+@router.get("/versions/{version_id}", response_model=VersionOut)
+def show_version_job(version_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return version_dict(services.get_version(s, version_id))
 
 
-@router.post("/images/{name}/versions/{ref}/retry")
+@router.post("/images/{name}/versions/{ref}/retry", response_model=VersionOut)
 def retry_version(name: str, ref: str, request: Request, _: Pusher) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
@@ -417,13 +434,13 @@ def retry_version(name: str, ref: str, request: Request, _: Pusher) -> dict[str,
     return out
 
 
-@router.get("/images/{name}/branches")
+@router.get("/images/{name}/branches", response_model=list[BranchOut])
 def list_branches(name: str, request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [branch_dict(s, b) for b in services.list_branches(s, services.get_image(s, name))]
 
 
-@router.put("/images/{name}/branches/{branch}")
+@router.put("/images/{name}/branches/{branch}", response_model=BranchOut)
 def set_branch(
     name: str, branch: str, body: BranchSet, request: Request, who: Admin
 ) -> dict[str, Any]:
@@ -436,7 +453,7 @@ def set_branch(
     return out
 
 
-@router.get("/images/{name}/branches/{branch}/history")
+@router.get("/images/{name}/branches/{branch}/history", response_model=list[BranchEventOut])
 def branch_history(name: str, branch: str, request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         row = services.get_branch(s, services.get_image(s, name), branch)

@@ -58,7 +58,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from changeover.control.db import Database, now
+from changeover.control.db import Database, now, unstorable
 from changeover.control.fleet import allocate_db, takes
 from changeover.errors import ChangeoverError
 
@@ -294,7 +294,7 @@ class Allocator:
                                 done.append((p, self._allocate(s, p.request, now())))
                         except DBAPIError as e:
                             if not _lock_victim(e) or id(p) in retried:
-                                done.append((p, e))
+                                done.append((p, unstorable(e) or e))
                                 continue
                             # PostgreSQL broke a lock cycle (e.g. with an agent sync that
                             # holds rows this batch wants while waiting for rows it holds):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from changeover.control.auth.edge import PRINCIPAL_KEY
 from changeover.control.auth.services import Permission, Principal
 from changeover.control.auth.views import Admin, Allocator, Reader, ctx, principals, requires
 from changeover.control.builds.models import Version
@@ -40,8 +41,34 @@ from changeover.control.fleet.models import (
     Profile,
     Region,
 )
+from changeover.control.fleet.schemas import (
+    AllocationOut,
+    ApplicationOut,
+    CompatOut,
+    FleetOut,
+    FleetSummary,
+    HostDesired,
+    HostOut,
+    HostRegistered,
+    InstanceOut,
+    InstancePage,
+    NamedOut,
+    PlayerSeries,
+    ProfileOut,
+    SessionOut,
+    SwitchOut,
+)
+from changeover.control.http_input import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_FLOAT,
+    EdgeRoute,
+    Id,
+    Int64,
+    Number,
+)
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=EdgeRoute)
 AgentAuth = Annotated[Principal, Depends(requires(Permission.AGENT))]
 
 
@@ -70,8 +97,8 @@ class ProfileCreate(BaseModel):
     env: dict[str, str] | None = None
     health: dict[str, Any] | None = None
     stop_signal: str | None = None
-    stop_timeout_s: float | None = None
-    capacity: int | None = None
+    stop_timeout_s: Number | None = None
+    capacity: Int64 | None = None
     state: str | None = None
     """instance (default) or exclusive: how an instance's state directory passes on."""
 
@@ -88,20 +115,20 @@ class FleetCreate(BaseModel):
     application: str
     environment: str
     hosts: list[str] = Field(default_factory=list)
-    instances_per_host: int = 1
+    instances_per_host: Int64 = 1
     profile: str | None = None
 
 
 class FleetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hosts: list[str] | None = None
-    instances_per_host: int | None = None
+    instances_per_host: Int64 | None = None
 
 
 class SwitchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     profile: str
-    drain_s: float = host_svc.DRAIN_S
+    drain_s: Number = host_svc.DRAIN_S
 
 
 class AllocationCreate(BaseModel):
@@ -130,7 +157,7 @@ class AgentRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     region: str
-    slots: int = 10
+    slots: Int64 = 10
     agent_uid: str
     address: str = "127.0.0.1"
     agent_version: str = ""
@@ -276,49 +303,49 @@ def host_dict(s: Session, h: Host) -> dict[str, Any]:
 # -- environments, regions, applications ---------------------------------------------------
 
 
-@router.post("/environments", status_code=201)
+@router.post("/environments", status_code=201, response_model=NamedOut)
 def create_environment(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return named(services.create_environment(s, body.name))
 
 
-@router.get("/environments")
+@router.get("/environments", response_model=list[NamedOut])
 def list_environments(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [named(e) for e in services.list_environments(s)]
 
 
-@router.post("/regions", status_code=201)
+@router.post("/regions", status_code=201, response_model=NamedOut)
 def create_region(body: NameBody, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return named(services.create_region(s, body.name))
 
 
-@router.get("/regions")
+@router.get("/regions", response_model=list[NamedOut])
 def list_regions(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [named(r) for r in services.list_regions(s)]
 
 
-@router.post("/applications", status_code=201)
+@router.post("/applications", status_code=201, response_model=ApplicationOut)
 def create_application(body: ApplicationCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return app_dict(services.create_application(s, body.name, body.type))
 
 
-@router.get("/applications")
+@router.get("/applications", response_model=list[ApplicationOut])
 def list_applications(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [app_dict(a) for a in services.list_applications(s)]
 
 
-@router.get("/applications/{name}")
+@router.get("/applications/{name}", response_model=ApplicationOut)
 def show_application(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return app_dict(services.get_application(s, name))
 
 
-@router.patch("/applications/{name}")
+@router.patch("/applications/{name}", response_model=ApplicationOut)
 def patch_application(
     name: str, body: ApplicationPatch, request: Request, _: Admin
 ) -> dict[str, Any]:
@@ -330,7 +357,7 @@ def patch_application(
 # -- profiles and compatibility ------------------------------------------------------------
 
 
-@router.post("/profiles", status_code=201)
+@router.post("/profiles", status_code=201, response_model=ProfileOut)
 def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     spec = body.model_dump(
@@ -360,7 +387,7 @@ def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[st
         return profile_dict(s, row)
 
 
-@router.get("/profiles")
+@router.get("/profiles", response_model=list[ProfileOut])
 def list_profiles(
     request: Request, _: Reader, application: str | None = None
 ) -> list[dict[str, Any]]:
@@ -369,13 +396,13 @@ def list_profiles(
         return [profile_dict(s, p) for p in services.list_profiles(s, app)]
 
 
-@router.get("/profiles/{name}")
+@router.get("/profiles/{name}", response_model=ProfileOut)
 def show_profile(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return profile_dict(s, services.get_profile(s, name))
 
 
-@router.put("/images/{name}/versions/{ref}/compat")
+@router.put("/images/{name}/versions/{ref}/compat", response_model=CompatOut)
 def set_compat(name: str, ref: str, body: CompatSet, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         version = resolve_version(s, get_image(s, name), ref)
@@ -388,7 +415,7 @@ def set_compat(name: str, ref: str, body: CompatSet, request: Request, _: Admin)
         }
 
 
-@router.get("/images/{name}/versions/{ref}/compat")
+@router.get("/images/{name}/versions/{ref}/compat", response_model=CompatOut)
 def show_compat(name: str, ref: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         version = resolve_version(s, get_image(s, name), ref)
@@ -399,7 +426,7 @@ def show_compat(name: str, ref: str, request: Request, _: Reader) -> dict[str, A
 # -- fleets, instances, hosts --------------------------------------------------------------
 
 
-@router.post("/fleets", status_code=201)
+@router.post("/fleets", status_code=201, response_model=FleetOut)
 def create_fleet(body: FleetCreate, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         row = services.create_fleet(
@@ -414,19 +441,19 @@ def create_fleet(body: FleetCreate, request: Request, _: Admin) -> dict[str, Any
         return fleet_dict(s, row)
 
 
-@router.get("/fleets")
+@router.get("/fleets", response_model=list[FleetOut])
 def list_fleets(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [fleet_dict(s, f) for f in services.list_fleets(s)]
 
 
-@router.get("/fleets/{name}")
+@router.get("/fleets/{name}", response_model=FleetOut)
 def show_fleet(name: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return fleet_dict(s, services.get_fleet(s, name))
 
 
-@router.patch("/fleets/{name}")
+@router.patch("/fleets/{name}", response_model=FleetOut)
 def patch_fleet(name: str, body: FleetPatch, request: Request, _: Admin) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         fleet = services.get_fleet(s, name)
@@ -436,7 +463,7 @@ def patch_fleet(name: str, body: FleetPatch, request: Request, _: Admin) -> dict
         return fleet_dict(s, fleet)
 
 
-@router.get("/fleets/{name}/instances")
+@router.get("/fleets/{name}/instances", response_model=list[InstanceOut])
 def list_instances(
     name: str, request: Request, _: Reader, all_: bool = Query(default=False, alias="all")
 ) -> list[dict[str, Any]]:
@@ -450,13 +477,13 @@ def list_instances(
         ]
 
 
-@router.get("/instances/{instance_id}")
-def show_instance(instance_id: int, request: Request, _: Reader) -> dict[str, Any]:
+@router.get("/instances/{instance_id}", response_model=InstanceOut)
+def show_instance(instance_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return instance_dict(s, services.get_instance(s, instance_id))
 
 
-@router.get("/hosts")
+@router.get("/hosts", response_model=list[HostOut])
 def list_hosts(request: Request, _: Reader) -> list[dict[str, Any]]:
     with ctx(request).db.read() as s:
         return [host_dict(s, h) for h in host_svc.list_hosts(s)]
@@ -465,7 +492,7 @@ def list_hosts(request: Request, _: Reader) -> list[dict[str, Any]]:
 # -- profile switch ------------------------------------------------------------------------
 
 
-@router.post("/fleets/{name}/switch", status_code=201)
+@router.post("/fleets/{name}/switch", status_code=201, response_model=SwitchOut)
 def switch_profile(name: str, body: SwitchCreate, request: Request, who: Admin) -> dict[str, Any]:
     """Fleet Profile Switch: make ``profile`` active and move the instances to it."""
     c = ctx(request)
@@ -478,15 +505,15 @@ def switch_profile(name: str, body: SwitchCreate, request: Request, who: Admin) 
     return out
 
 
-@router.get("/fleets/{name}/switch")
+@router.get("/fleets/{name}/switch", response_model=SwitchOut)
 def switch_status(name: str, request: Request, _: Reader) -> dict[str, Any]:
     """Fleet Profile Switch Status: the fleet's latest switch."""
     with ctx(request).db.read() as s:
         return switches.switch_dict(s, switches.latest_switch(s, services.get_fleet(s, name)))
 
 
-@router.get("/switches/{switch_id}")
-def show_switch(switch_id: int, request: Request, _: Reader) -> dict[str, Any]:
+@router.get("/switches/{switch_id}", response_model=SwitchOut)
+def show_switch(switch_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return switches.switch_dict(s, switches.get_switch(s, switch_id))
 
@@ -506,14 +533,23 @@ async def allocating_principal(
     miss reads the database there, as every other endpoint does. (With a cached token the
     request rarely gets here at all: ``allocate_lane`` answers it first.)
     """
-    principal = principals(request).cached(authorization)
+    principal = request.scope.get(PRINCIPAL_KEY) or principals(request).cached(authorization)
     if principal is None:
         return await run_in_threadpool(_allocate_principal, request, authorization)
     principal.require(Permission.ALLOCATE)
     return principal
 
 
-@router.post("/allocations", status_code=201, response_class=Response)
+@router.post(
+    "/allocations",
+    status_code=201,
+    response_class=Response,
+    # Documented, not validated: the answer is serialised here (and in ``allocate_lane``).
+    responses={
+        201: {"model": AllocationOut, "description": "Where the players play"},
+        503: {"description": "Overloaded or stopping: retry later"},
+    },
+)
 async def allocate(
     body: AllocationCreate,
     request: Request,
@@ -532,13 +568,13 @@ async def allocate(
     return Response(json.dumps(result), status_code=201, media_type="application/json")
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", response_model=SessionOut)
 def show_session(session_id: str, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return sessions.session_dict(sessions.get_session(s, session_id))
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", response_model=SessionOut)
 def end_session(session_id: str, request: Request, _: Allocator) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         return sessions.session_dict(sessions.end_session(s, session_id, now()))
@@ -547,7 +583,7 @@ def end_session(session_id: str, request: Request, _: Allocator) -> dict[str, An
 # -- agents --------------------------------------------------------------------------------
 
 
-@router.post("/agents/register")
+@router.post("/agents/register", response_model=HostRegistered)
 def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[str, Any]:
     with ctx(request).db.write() as s:
         host = host_svc.register(
@@ -563,8 +599,10 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
         return {**host_dict(s, host), "sync_interval_s": host_svc.SYNC_INTERVAL_S}
 
 
-@router.post("/agents/{host_id}/sync")
-def sync_agent(host_id: int, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
+@router.post(
+    "/agents/{host_id}/sync", response_model=HostDesired, response_model_exclude_unset=True
+)
+def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
     """The agent's heartbeat: observed state in, the host's full desired state out."""
     with ctx(request).db.write() as s:
         return host_svc.sync(
@@ -580,20 +618,20 @@ def sync_agent(host_id: int, body: AgentSync, request: Request, _: AgentAuth) ->
 # -- aggregates for the dashboard (control.fleet.aggregates) ------------------------------
 
 
-@router.get("/fleets/{name}/summary")
+@router.get("/fleets/{name}/summary", response_model=FleetSummary)
 def fleet_summary(name: str, request: Request, _: Reader) -> dict[str, Any]:
     """Instances and players per region, profile (version) and state: a few dozen rows."""
     with ctx(request).db.read() as s:
         return aggregates.fleet_summary(s, services.get_fleet(s, name))
 
 
-@router.get("/fleets/{name}/instance-page")
+@router.get("/fleets/{name}/instance-page", response_model=InstancePage)
 def fleet_instance_page(
     name: str,
     request: Request,
     _: Reader,
-    limit: int = Query(default=100),
-    offset: int = Query(default=0),
+    limit: int = Query(default=100, ge=INT64_MIN, le=INT64_MAX),
+    offset: int = Query(default=0, ge=INT64_MIN, le=INT64_MAX),
     region: str | None = Query(default=None, max_length=64),
     profile: str | None = Query(default=None, max_length=64),
     state: str | None = Query(default=None, max_length=16),
@@ -606,13 +644,13 @@ def fleet_instance_page(
         )
 
 
-@router.get("/stats/players")
+@router.get("/stats/players", response_model=PlayerSeries)
 def player_stats(
     request: Request,
     _: Reader,
     fleet: str | None = Query(default=None, max_length=64),
-    window_s: float = Query(default=3600.0),
-    buckets: int = Query(default=30),
+    window_s: float = Query(default=3600.0, ge=-MAX_FLOAT, le=MAX_FLOAT),
+    buckets: int = Query(default=30, ge=INT64_MIN, le=INT64_MAX),
 ) -> dict[str, Any]:
     """Allocations and players per profile (version) over the last ``window_s`` seconds."""
     with ctx(request).db.read() as s:

@@ -104,7 +104,7 @@ def parse_method(value: object) -> Method:
     if isinstance(value, int) and not isinstance(value, bool) and value in set(Method):
         return Method(value)
     if isinstance(value, str):
-        if value.isdigit() and int(value) in set(Method):
+        if value.isascii() and value.isdigit() and int(value) in set(Method):
             return Method(int(value))
         found = METHOD_ALIASES.get(value.strip().lower())
         if found is not None:

@@ -14,10 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from changeover.control.auth.views import Admin, Reader, ctx
 from changeover.control.db import now
+from changeover.control.http_input import INT64_MAX, EdgeRoute, Id, Int64, Number
 from changeover.control.patchjobs import methods_table, services, specs, statuses_table
 from changeover.control.patchjobs.fleet_view import MAX_MEMBERS_PAGE, member_views
+from changeover.control.patchjobs.schemas import (
+    ActionOut,
+    EventList,
+    JobInstanceList,
+    JobList,
+    JobOut,
+    MethodOut,
+    PreviewOut,
+    StatusOut,
+    StopMethodOut,
+)
 
-router = APIRouter(prefix="/api/v1", tags=["patch jobs"])
+router = APIRouter(prefix="/api/v1", tags=["patch jobs"], route_class=EdgeRoute)
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Knobs = dict[str, Any]
@@ -32,8 +44,8 @@ class BuildBody(BaseModel):
 class StopBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signal: Annotated[str, Field(max_length=16)] | None = None
-    method: int | None = None
-    timeout_s: float | None = None
+    method: Int64 | None = None
+    timeout_s: Number | None = None
 
 
 class EmailBody(BaseModel):
@@ -50,7 +62,7 @@ class _Fields(BaseModel):
     name: Name | None = None
     environment: Annotated[str, Field(max_length=64)] | None = None
     application: Annotated[str, Field(max_length=64)] | None = None
-    method: int | Annotated[str, Field(max_length=40)] | None = None
+    method: Int64 | Annotated[str, Field(max_length=40)] | None = None
     builds: Annotated[list[BuildBody], Field(max_length=specs.MAX_BUILDS)] | None = None
     fleets: (
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=specs.MAX_FLEETS)]
@@ -58,14 +70,14 @@ class _Fields(BaseModel):
     ) = None
     stop: StopBody | None = None
     comments: Annotated[str, Field(max_length=services.MAX_COMMENTS)] | None = None
-    scheduled_start: float | None = None
-    max_run_time: float | None = None
-    max_run_time_unit: int | Annotated[str, Field(max_length=16)] | None = None
+    scheduled_start: Number | None = None
+    max_run_time: Number | None = None
+    max_run_time_unit: Int64 | Annotated[str, Field(max_length=16)] | None = None
     rolling: Annotated[Knobs, Field(max_length=20)] | None = None
     drain: Annotated[Knobs, Field(max_length=20)] | None = None
     canary: Annotated[Knobs, Field(max_length=20)] | None = None
     ab: Annotated[Knobs, Field(max_length=20)] | None = None
-    failure_threshold: float | None = None
+    failure_threshold: Number | None = None
     steps: Annotated[list[Knobs], Field(max_length=100)] | None = None
     emails: Annotated[list[EmailBody], Field(max_length=specs.MAX_EMAILS)] | None = None
 
@@ -74,7 +86,7 @@ class JobCreate(_Fields):
     name: Name
     environment: Annotated[str, Field(max_length=64)]
     application: Annotated[str, Field(max_length=64)]
-    method: int | Annotated[str, Field(max_length=40)]
+    method: Int64 | Annotated[str, Field(max_length=40)]
     builds: Annotated[list[BuildBody], Field(min_length=1, max_length=specs.MAX_BUILDS)]
     fleets: Annotated[
         list[Annotated[str, Field(max_length=64)]],
@@ -110,29 +122,29 @@ def _plain(body: BaseModel, *, unset: bool) -> dict[str, Any]:
     return data
 
 
-@router.get("/patchjobs/methods")
+@router.get("/patchjobs/methods", response_model=list[MethodOut])
 def list_methods(_: Reader) -> list[dict[str, object]]:
     return methods_table()
 
 
-@router.get("/patchjobs/statuses")
+@router.get("/patchjobs/statuses", response_model=list[StatusOut])
 def list_statuses(_: Reader) -> list[dict[str, object]]:
     return statuses_table()
 
 
-@router.get("/patchjobs/stop-methods")
+@router.get("/patchjobs/stop-methods", response_model=list[StopMethodOut])
 def list_stop_methods(_: Reader) -> list[dict[str, object]]:
     return specs.stop_methods_table()
 
 
-@router.post("/patchjobs/preview")
+@router.post("/patchjobs/preview", response_model=PreviewOut)
 def preview(body: PreviewBody, request: Request, _: Reader) -> dict[str, Any]:
     """The instances a job would move, per region and fleet (seed 001's preview)."""
     with ctx(request).db.read() as s:
         return services.preview(s, _plain(body, unset=False), now())
 
 
-@router.post("/patchjobs", status_code=201)
+@router.post("/patchjobs", status_code=201, response_model=JobOut)
 def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
@@ -143,13 +155,13 @@ def create_job(body: JobCreate, request: Request, who: Admin) -> dict[str, Any]:
     return out
 
 
-@router.get("/patchjobs")
+@router.get("/patchjobs", response_model=JobList)
 def list_jobs(
     request: Request,
     _: Reader,
-    status: int | None = None,
+    status: Int64 | None = None,
     limit: Annotated[int, Query(ge=1, le=services.MAX_LIST)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         rows, total = services.list_jobs(s, status, limit, offset)
@@ -157,14 +169,14 @@ def list_jobs(
         return {"jobs": [services.job_dict(s, j, t) for j in rows], "total": total}
 
 
-@router.get("/patchjobs/{job_id}")
-def show_job(job_id: int, request: Request, _: Reader) -> dict[str, Any]:
+@router.get("/patchjobs/{job_id}", response_model=JobOut)
+def show_job(job_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.patch("/patchjobs/{job_id}")
-def update_job(job_id: int, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
+@router.patch("/patchjobs/{job_id}", response_model=JobOut)
+def update_job(job_id: Id, body: JobPatch, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     with c.db.write() as s:
         t = now()
@@ -176,8 +188,8 @@ def update_job(job_id: int, body: JobPatch, request: Request, who: Admin) -> dic
     return out
 
 
-@router.post("/patchjobs/{job_id}/cancel")
-def cancel_job(job_id: int, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
+@router.post("/patchjobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: Id, body: CancelBody, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.cancel(c.db, job_id, body.mode, who.actor, now())
     c.runner.wake()
@@ -185,8 +197,8 @@ def cancel_job(job_id: int, body: CancelBody, request: Request, who: Admin) -> d
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.post("/patchjobs/{job_id}/resume")
-def resume_job(job_id: int, request: Request, who: Admin) -> dict[str, Any]:
+@router.post("/patchjobs/{job_id}/resume", response_model=JobOut)
+def resume_job(job_id: Id, request: Request, who: Admin) -> dict[str, Any]:
     c = ctx(request)
     services.resume(c.db, job_id, who.actor, now())
     c.runner.wake()
@@ -194,25 +206,25 @@ def resume_job(job_id: int, request: Request, who: Admin) -> dict[str, Any]:
         return services.job_dict(s, services.get_job(s, job_id), now())
 
 
-@router.get("/patchjobs/{job_id}/events")
+@router.get("/patchjobs/{job_id}/events", response_model=EventList)
 def job_events(
-    job_id: int,
+    job_id: Id,
     request: Request,
     _: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=services.MAX_EVENTS)] = 200,
 ) -> dict[str, Any]:
     with ctx(request).db.read() as s:
         return {"events": services.events(s, services.get_job(s, job_id), after, limit)}
 
 
-@router.get("/patchjobs/{job_id}/instances")
+@router.get("/patchjobs/{job_id}/instances", response_model=JobInstanceList)
 def job_instances(
-    job_id: int,
+    job_id: Id,
     request: Request,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=MAX_MEMBERS_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> dict[str, Any]:
     """Each instance of the job: its old one, its replacement, a revert's, and how each
     one's last process ended (``fleet_view.member_views``)."""
@@ -220,8 +232,8 @@ def job_instances(
         return member_views(s, services.get_job(s, job_id), now(), limit, offset)
 
 
-@router.get("/patchjobs/{job_id}/actions")
-def job_actions(job_id: int, request: Request, _: Reader) -> list[dict[str, Any]]:
+@router.get("/patchjobs/{job_id}/actions", response_model=list[ActionOut])
+def job_actions(job_id: Id, request: Request, _: Reader) -> list[dict[str, Any]]:
     """The recorded actions, in order, each with ``applied_at`` (null until applied)."""
     with ctx(request).db.read() as s:
         return services.actions(s, services.get_job(s, job_id))
