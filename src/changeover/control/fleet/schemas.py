@@ -55,8 +55,9 @@ class RunSpecOut(Out):
     stop_signal: str
     stop_timeout_s: float
     capacity: int
-    state: str
-    """instance or exclusive: how an instance's state directory passes on."""
+    state: str = "instance"
+    """instance or exclusive: how an instance's state directory passes on (profiles
+    stored before state modes lack it: instance)."""
 
 
 class ProfileOut(RunSpecOut):
@@ -242,6 +243,8 @@ class DesiredInstance(Out):
     spec: RunSpecOut
     desired: str
     notice: NoticeOut | None
+    slot: int
+    """Its state slot on the host: the agent gives it ``work/slots/<fleet>/<slot>``."""
     stop: StopOverride | None = None
     """Only when a patch job's stop method overrides the profile's."""
 
