@@ -42,7 +42,7 @@ from tests_helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-FUZZ_EXAMPLES = int(os.environ.get("CHANGEOVER_FUZZ_EXAMPLES", "80"))
+FUZZ_EXAMPLES = int(os.environ.get("CHANGEOVER_FUZZ_EXAMPLES", "50"))
 CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
