@@ -106,3 +106,9 @@ class RemoteError(ChangeoverError):
 
 class DiskError(ChangeoverError):
     code = "disk"
+
+
+class Interrupted(ChangeoverError):
+    """A player paused or cancelled an update: what arrived is kept for the next run."""
+
+    code = "interrupted"

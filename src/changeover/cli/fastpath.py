@@ -185,25 +185,31 @@ def launcher_sync(
 ) -> int:
     """Install or update ``directory`` to what ``branch`` of ``image`` points at."""
     from changeover.cli.progress import ProgressLine
+    from changeover.launcher.engine import Engine, ProgressEvent
     from changeover.launcher.fetch import DEFAULT_MIN_RATE
-    from changeover.launcher.sync import Syncer
 
     rate = parse_rate(limit_rate)
     floor = parse_rate(min_rate, "--min-rate") or DEFAULT_MIN_RATE
     pinned = root.read_bytes() if root is not None else None
+    engine = Engine(
+        base_url,
+        directory,
+        image,
+        branch,
+        cache=cache,
+        root=pinned,
+        max_bytes_per_s=rate,
+        workers=workers,
+        timeout_s=timeout,
+        min_rate=floor,
+    )
     with ProgressLine(sys.stderr, enabled=not as_json) as line:
-        syncer = Syncer(
-            base_url,
-            directory,
-            cache=cache,
-            root=pinned,
-            max_bytes_per_s=rate,
-            workers=workers,
-            timeout_s=timeout,
-            min_rate=floor,
-            on_progress=line.add,
-        )
-        report = syncer.sync(image, branch)
+
+        def show(event: ProgressEvent) -> None:
+            if event.phase == "downloading" and event.total_bytes:
+                line.set(event.done_bytes, event.total_bytes)
+
+        report = engine.sync(show)
     if as_json:
         print_json(report.to_dict())
     elif report.already_current:

@@ -22,6 +22,7 @@ EXIT_CODES: list[tuple[type[errors.ChangeoverError], int]] = [
     (errors.InvalidInput, 3),
     (errors.RemoteError, 8),
     (errors.DiskError, 9),
+    (errors.Interrupted, 130),
 ]
 JOB_FAILED = 1
 """Exit code of a command whose work ran and found a problem (a failed job, a damaged

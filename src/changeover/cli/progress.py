@@ -55,8 +55,15 @@ class ProgressLine:
         self.total: int | None = None
 
     def add(self, n: int, total: int | None = None) -> None:
+        self._update(n, None, total)
+
+    def set(self, done: int, total: int | None = None) -> None:
+        """Show ``done`` bytes (a running total; an older, smaller one is ignored)."""
+        self._update(0, done, total)
+
+    def _update(self, n: int, done: int | None, total: int | None) -> None:
         with self._lock:
-            self.done += n
+            self.done = max(done, self.done) if done is not None else self.done + n
             self.total = total if total is not None else self.total
             now = self._clock()
             if self._enabled and now - self._drawn_at >= REDRAW_S:

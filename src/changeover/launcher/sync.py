@@ -32,6 +32,7 @@ from changeover.errors import (
     ChangeoverError,
     DiskError,
     IntegrityError,
+    Interrupted,
     InvalidInput,
     NotFound,
     RemoteError,
@@ -44,6 +45,10 @@ from changeover.launcher.trust import TrustedTargets
 
 Progress = Callable[[int, int], None]
 """Called with (bytes just received, total bytes planned)."""
+Phase = Callable[[str], None]
+"""Called with ``"downloading"`` once the plan is made and ``"installing"`` before the new
+tree is built; may raise :class:`Interrupted` to stop the sync there (as may
+``Progress`` and ``checkpoint``)."""
 
 
 @dataclass
@@ -135,6 +140,8 @@ class Syncer:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         min_rate: int = DEFAULT_MIN_RATE,
         on_progress: Progress | None = None,
+        on_phase: Phase | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
         """``timeout_s`` bounds a connection and every gap in a download; ``min_rate``
         (bytes/s) with it the whole of each download (``fetch.Pace``)."""
@@ -156,6 +163,8 @@ class Syncer:
             raise InvalidInput(f"{e}: got a timeout of {timeout_s} s, {min_rate} bytes/s") from e
         self.limit = RateLimit(max_bytes_per_s)
         self.on_progress = on_progress
+        self.on_phase = on_phase or (lambda phase: None)
+        self.checkpoint = checkpoint or (lambda: None)
 
     def resolve(self, image: str, branch: str) -> tuple[dict[str, Any], Manifest, DeliveryIndex]:
         """The verified pointer, manifest and delivery index a branch names now."""
@@ -206,6 +215,8 @@ class Syncer:
                 errno=e.errno,
             )
             raise explained(error, self._outcome(before)) from e
+        except Interrupted:
+            raise  # asked for: the player knows, and the install is as it was
         except ChangeoverError as e:
             raise explained(e, self._outcome(before)) from None
 
@@ -248,6 +259,7 @@ class Syncer:
 
         steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
+        self.on_phase("downloading")
         fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total), pace=self.pace)
         try:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -260,6 +272,7 @@ class Syncer:
         report.reused_objects = len(manifest.blob_hashes()) - report.fetched_blobs
         report.reused_objects -= report.applied_patches
 
+        self.on_phase("installing")
         tree = self.install.build_tree(manifest, self.objects)
         self.install.switch(tree, record)
         self.objects.collect_garbage(self._referenced())
@@ -274,6 +287,7 @@ class Syncer:
 
     def _obtain(self, fetcher: Fetcher, step: Step) -> int:
         """Put one content into the object store; returns the bytes downloaded."""
+        self.checkpoint()
         if step.download_bytes == 0:
             self.objects.add_variant(
                 step.sha256, step.executable, blake3=step.blake3, name=step.name
