@@ -43,9 +43,7 @@ def test_events_check_and_installed(published: Published, tmp_path: Path) -> Non
     assert engine.verify().clean
 
 
-def test_pause_keeps_what_arrived_and_resume_finishes(
-    published: Published, tmp_path: Path
-) -> None:
+def test_pause_keeps_what_arrived_and_resume_finishes(published: Published, tmp_path: Path) -> None:
     published.point("production", 1)
     # A slow download, so that the pause lands in its middle.
     engine = Engine(
