@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean chromium screenshots
+.PHONY: demo test coverage lint typecheck unit bench clean chromium screenshots
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
+PYTEST := $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -p no:cacheprovider
+
 test: $(STAMP) lint typecheck chromium
-	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
+	$(PYTEST)
+
+# The same run, measured by coverage.py (servers and agents the tests start included):
+# slower (every server process is traced), so not part of `make test`.
+coverage: $(STAMP) chromium
+	$(PYTEST) --cov=changeover --cov-report=term:skip-covered
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain
 # test run takes none.
