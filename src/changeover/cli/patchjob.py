@@ -447,12 +447,56 @@ def preview(
 
 @patchjob_app.command("show")
 def show(
-    job_id: int, server: ServerOpt = "", token: TokenOpt = "", as_json: JsonOpt = False
+    job_id: int,
+    instances: Annotated[
+        bool, typer.Option("--instances", help="Also list each instance: old, new, players.")
+    ] = False,
+    server: ServerOpt = "",
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """A job: status, phase, reason, and progress per state and region."""
     with ApiClient(server, token) as c:
         job = c.get(f"/patchjobs/{job_id}")
-    print_json(job) if as_json else _show_job(job)
+        members = _instances(c, job_id) if instances else None
+    if as_json:
+        print_json(job if members is None else {**job, "instances": members})
+        return
+    _show_job(job)
+    if members is not None:
+        _show_instances(members)
+
+
+def _instances(c: ApiClient, job_id: int) -> list[dict[str, Any]]:
+    """Every instance of the job, page by page."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = c.get(f"/patchjobs/{job_id}/instances", params={"limit": 100, "offset": len(out)})
+        out.extend(page["instances"])
+        if not page["instances"] or len(out) >= page["total"]:
+            return out
+
+
+def _member(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "-"
+    return f"#{m['id']} {m['state']} ({m['players']} players)"
+
+
+def _show_instances(members: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            m["instance_id"],
+            m["fleet"] or "-",
+            m["region"],
+            m["host"],
+            m["state"] or "-",
+            _member(m["old"]),
+            _member(m["new"]),
+        ]
+        for m in members
+    ]
+    table("instances", ["instance", "fleet", "region", "host", "state", "old", "new"], rows)
 
 
 @patchjob_app.command("list")

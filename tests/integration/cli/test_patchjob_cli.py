@@ -151,6 +151,11 @@ def test_create_show_list_update_cancel(server: Any) -> None:
     assert "Bleed-off (4)" in shown and "pcs-v1 -> pcs-v2" in shown
     assert "progress by region" in shown and "pcs-eu" in shown and "pcs-us" in shown
     assert ok_json(server.cli("patchjob", "show", str(job_id), "--json"))["id"] == job_id
+    members = ok_json(server.cli("patchjob", "show", str(job_id), "--instances", "--json"))
+    assert members["instances"] and len(members["instances"]) == members["progress"]["total"]
+    listed_members = ok(server.cli("patchjob", "show", str(job_id), "--instances"))
+    for m in members["instances"]:
+        assert m["host"] in listed_members and f"#{m['old']['id']}" in listed_members
 
     listed = ok_json(server.cli("patchjob", "list", "--json"))
     assert job_id in [j["id"] for j in listed["jobs"]]
