@@ -37,6 +37,8 @@ FOLLOW_POLL_S = 1.0
 
 
 def register(app: typer.Typer) -> None:
+    from changeover.cli import patchjob_simulate  # noqa: F401  (adds `patchjob simulate`)
+
     app.add_typer(patchjob_app, name="patchjob")
 
 

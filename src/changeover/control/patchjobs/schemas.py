@@ -58,6 +58,71 @@ class PreviewOut(Out):
     truncated: bool
 
 
+# -- simulate ------------------------------------------------------------------------------
+
+
+class SimActionOut(Out):
+    at_s: float
+    kind: str
+    instance_id: int | None
+
+
+class SimResultOut(Out):
+    method: int
+    method_name: str
+    outcome: int | None
+    """The job's final status; None when it had not ended by the horizon."""
+    outcome_name: str | None
+    reason: str
+    duration_s: float | None
+    selected: int
+    players_at_start: int
+    arrivals: int
+    moved_after_notice: int
+    left_after_notice: int
+    kicked_at_deadline: int
+    kicked_by_stop: int
+    refused: int
+    peak_extra_instances: int
+    extra_slots_needed: int | None
+    hosts_over_slots: list[str]
+    reduced_capacity_s: float
+    min_capacity_share: float
+    region_finish_s: dict[str, float]
+    action_count: int
+    actions: list[SimActionOut]
+
+
+class SimEstimateOut(Out):
+    runs: int
+    duration_p50_s: float | None
+    duration_p90_s: float | None
+    kicked_p50: float
+    kicked_p90: float
+    unfinished: int
+    first: SimResultOut
+
+
+class SimModelOut(Out):
+    source: str
+    note: str
+
+
+class SimFleetOut(Out):
+    instances: int
+    players: int
+
+
+class SimulateOut(Out):
+    at: float
+    seed: int
+    model: SimModelOut
+    fleet: SimFleetOut
+    estimate: SimEstimateOut
+    methods: list[SimResultOut]
+    """Every method on the same fleet and seed, when ``compare`` was asked."""
+
+
 # -- a job ---------------------------------------------------------------------------------
 
 

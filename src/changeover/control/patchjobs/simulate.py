@@ -174,16 +174,19 @@ def simulate(
     horizon_s: float | None = None,
     every_change: bool = False,
     full_pool: bool = False,
+    max_arrivals: int | None = None,
 ) -> SimResult:
     """Run ``spec`` against ``fleet`` in virtual time (module docstring). ``every_change``:
     plan after every change of a player count too, as the reconciler does (slower; the
     default skips passes that cannot decide anything, see ``World._players_changed``).
     ``full_pool``: hand ``allocation.rank`` every instance of the fleet for each player
     (slower; the default hands it the best one from an index, as ``allocate_db`` hands
-    it the best few from the database's).
+    it the best few from the database's). ``max_arrivals`` bounds the work (a request
+    must answer in bounded time whatever rates it gives).
 
     Raises:
-        InvalidInput: an absurd horizon, a seed that is not an integer.
+        InvalidInput: an absurd horizon, a seed that is not an integer; more than
+            ``max_arrivals`` players arrived before the job ended.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInput(f"seed must be an integer, got {seed!r}", field="seed")
@@ -202,9 +205,18 @@ def simulate(
         """The first reconciler pass at or after ``t``."""
         return start + math.ceil((t - start) / tick - 1e-9) * tick
 
+    def advance(t: float) -> None:
+        world.advance(t)
+        if max_arrivals is not None and world.tally.arrivals > max_arrivals:
+            raise InvalidInput(
+                f"more than {max_arrivals} players arrived before the job ended: simulate "
+                "fewer runs, lower arrival rates or a shorter deadline, or use the Python API",
+                field="players",
+            )
+
     when = start
     while when <= until:
-        world.advance(when)
+        advance(when)
         # What the reconciler merges from outside before planning (``Reconciler.run_job``).
         progress = replace(
             progress,
@@ -240,7 +252,7 @@ def simulate(
             when = max(when, grid(min(due)))
             if when > until:
                 break
-            world.advance(when)
+            advance(when)
             if world.changed or (wake is not None and when >= wake):
                 break
     return _result(spec, fleet, seed, world, progress, taken, chosen)
@@ -305,12 +317,19 @@ def compare_methods(
     seed: int = 0,
     timings: AgentTimings | None = None,
     horizon_s: float | None = None,
+    max_arrivals: int | None = None,
 ) -> dict[Method, SimResult]:
     """The same job with each method, on the same fleet and the same seed (the players
     arrive alike until the methods make them diverge)."""
     return {
         m: simulate(
-            replace(spec, method=m), fleet, players, seed=seed, timings=timings, horizon_s=horizon_s
+            replace(spec, method=m),
+            fleet,
+            players,
+            seed=seed,
+            timings=timings,
+            horizon_s=horizon_s,
+            max_arrivals=max_arrivals,
         )
         for m in methods
     }
@@ -331,13 +350,22 @@ def estimate(
     seed: int = 0,
     timings: AgentTimings | None = None,
     horizon_s: float | None = None,
+    max_arrivals: int | None = None,
 ) -> Estimate:
     """``runs`` simulations with seeds ``seed`` .. ``seed + runs - 1``: the spread of the
     duration and of the players kicked."""
     if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= 1000:
         raise InvalidInput(f"runs must be 1 to 1000, got {runs!r}", field="runs")
     results = tuple(
-        simulate(spec, fleet, players, seed=seed + k, timings=timings, horizon_s=horizon_s)
+        simulate(
+            spec,
+            fleet,
+            players,
+            seed=seed + k,
+            timings=timings,
+            horizon_s=horizon_s,
+            max_arrivals=max_arrivals,
+        )
         for k in range(runs)
     )
     durations = [r.duration_s for r in results if r.duration_s is not None]

@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from changeover.control.auth.views import Admin, Reader, ctx
 from changeover.control.db import now
 from changeover.control.http_input import INT64_MAX, EdgeRoute, Id, Int64, Number
-from changeover.control.patchjobs import methods_table, services, specs, statuses_table
+from changeover.control.patchjobs import (
+    methods_table,
+    services,
+    simulate_db,
+    specs,
+    statuses_table,
+)
 from changeover.control.patchjobs.fleet_view import MAX_MEMBERS_PAGE, member_views
 from changeover.control.patchjobs.schemas import (
     ActionOut,
@@ -25,6 +31,7 @@ from changeover.control.patchjobs.schemas import (
     JobOut,
     MethodOut,
     PreviewOut,
+    SimulateOut,
     StatusOut,
     StopMethodOut,
 )
@@ -109,6 +116,32 @@ class PreviewBody(BaseModel):
     ]
 
 
+class SessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    share: Number
+    median_s: Number
+    sigma: Number = 0.0
+
+
+class PlayersBody(BaseModel):
+    """An explicit player model (``player_model.PlayerModel``); the service checks ranges."""
+
+    model_config = ConfigDict(extra="forbid")
+    arrivals_per_s: Annotated[list[Number], Field(min_length=1, max_length=1440)]
+    sessions: Annotated[list[SessionBody], Field(min_length=1, max_length=64)]
+    friend_join_share: Number = 0.0
+    notice_leave_share: Number = 0.0
+
+
+class SimulateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job: JobCreate
+    players: PlayersBody | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    runs: Annotated[int, Field(ge=1, le=simulate_db.MAX_RUNS)] = 5
+    compare: bool = False
+
+
 class CancelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Annotated[str, Field(max_length=16)]
@@ -142,6 +175,21 @@ def preview(body: PreviewBody, request: Request, _: Reader) -> dict[str, Any]:
     """The instances a job would move, per region and fleet (seed 001's preview)."""
     with ctx(request).db.read() as s:
         return services.preview(s, _plain(body, unset=False), now())
+
+
+@router.post("/patchjobs/simulate", response_model=SimulateOut)
+def simulate(body: SimulateBody, request: Request, _: Reader) -> dict[str, Any]:
+    """What the job would cost players, simulated on the live fleet; nothing is created
+    (docs/patchjobs.md, "Simulating a job before it runs")."""
+    plain = {
+        "job": _plain(body.job, unset=False),
+        "players": None if body.players is None else body.players.model_dump(),
+        "seed": body.seed,
+        "runs": body.runs,
+        "compare": body.compare,
+    }
+    with ctx(request).db.read() as s:
+        return simulate_db.simulate_job(s, plain, now())
 
 
 @router.post("/patchjobs", status_code=201, response_model=JobOut)
