@@ -48,6 +48,7 @@ from changeover.control.http_errors import (
 from changeover.control.http_input import EdgeRoute, foreign_routes, unbounded_inputs
 from changeover.control.jobs import JobRunner
 from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Metrics
+from changeover.control.news import views as news_views
 from changeover.control.observability import Health, RequestMiddleware
 from changeover.control.observability import router as observability_router
 from changeover.control.patchjobs import views as patchjob_views
@@ -165,6 +166,7 @@ def _include_routers(app: ControlPlane) -> list[APIRouter]:
         build_views.router,
         content_router,
         fleet_views.router,
+        news_views.router,
         patchjob_views.router,
         observability_router,
     ]

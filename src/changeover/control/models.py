@@ -15,6 +15,7 @@ from changeover.control.fleet.models import (
     Region,
     VersionCompat,
 )
+from changeover.control.news.models import NewsAuto, NewsEntry
 from changeover.control.patchjobs.records import (
     AllocationWeight,
     HostStageRequest,
@@ -38,6 +39,8 @@ __all__ = [
     "HostStageRequest",
     "Image",
     "Instance",
+    "NewsAuto",
+    "NewsEntry",
     "PatchJob",
     "PatchJobAction",
     "PatchJobEmail",

@@ -5,6 +5,11 @@ published (a manifest per completed version, a pointer per branch) and publishes
 difference, so calling it after a branch move, after a version job, on a timer, or after
 a crash all converge to the same tree. After a change it asks the CDN to purge exactly the
 paths that changed in place (``metadata/timestamp.json``).
+
+News feeds (``news/<image>/<branch>.xml``, see ``control.news``) are published the same
+way, beside the signed metadata rather than in it: a feed is display text a launcher
+shows, not something it trusts, and any feed URL a studio configures (its own blog's
+too) must do. A feed is rewritten atomically only when its bytes change, and then purged.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import threading
 import httpx
 from sqlalchemy import select
 
+from changeover.content.manifest import check_path
 from changeover.content.scan import sha256_bytes
-from changeover.content.store import LocalStore
+from changeover.content.store import LocalStore, atomic_write
 from changeover.content.trust import TrustRepo
 from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.db import Database
+from changeover.control.news import services as news
+from changeover.control.news.feed import FEED_ENTRIES, FeedEntry, atom_feed, feed_path
+from changeover.control.news.models import NewsEntry
 from changeover.control.states import JobState
 from changeover.errors import NotFound
 
@@ -49,6 +58,8 @@ class Publisher:
         self.purge_url = purge_url
         self._lock = threading.Lock()
         self._deliveries: dict[str, bytes] = {}
+        self._feeds: dict[str, bytes] | None = None
+        """The news feeds as last written (read from the tree on the first sync)."""
 
     def desired(self) -> dict[str, bytes | str]:
         """Target path → bytes, or → sha256 where the bytes are costly and rarely needed."""
@@ -103,8 +114,48 @@ class Publisher:
                     changes[path] = want
             changed = self.repo.publish(changes) if changes else []
             changed += self.repo.refresh()
+            changed += self._write_feeds(self.desired_feeds())
         if changed:
             self._purge(sorted(set(changed)))
+        return changed
+
+    def desired_feeds(self) -> dict[str, bytes]:
+        """Content path → the Atom feed of every image branch that has news or automatic
+        news (``news.feeds``)."""
+        out: dict[str, bytes] = {}
+        with self.db.read() as s:
+            for image, branch in news.feeds(s):
+                rows = s.scalars(
+                    select(NewsEntry)
+                    .where(NewsEntry.image_id == image.id, NewsEntry.branch == branch)
+                    .order_by(NewsEntry.id.desc())
+                    .limit(FEED_ENTRIES)
+                )
+                entries = [FeedEntry(e.id, e.title, e.body, e.link, e.created_at) for e in rows]
+                path = feed_path(image.name, branch)
+                out[path] = atom_feed(image.name, branch, entries, since=image.created_at)
+        return out
+
+    def _write_feeds(self, desired: dict[str, bytes]) -> list[str]:
+        """Write the feeds that changed, remove those no longer published; their paths."""
+        root = self.store.content
+        if self._feeds is None:
+            self._feeds = {
+                p.relative_to(root).as_posix(): p.read_bytes()
+                for p in sorted((root / "news").glob("*/*.xml"))
+            }
+        changed: list[str] = []
+        for path, data in desired.items():
+            if self._feeds.get(path) != data:
+                check_path(path)
+                atomic_write(root / path, data)
+                self._feeds[path] = data
+                changed.append(path)
+        for path in sorted(set(self._feeds) - set(desired)):
+            # Every entry deleted, no branch, no automatic news: nothing to show any more.
+            (root / path).unlink(missing_ok=True)
+            del self._feeds[path]
+            changed.append(path)
         return changed
 
     def _purge(self, paths: list[str]) -> None:

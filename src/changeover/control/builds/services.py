@@ -20,6 +20,7 @@ from changeover.content.manifest import Manifest
 from changeover.content.store import LocalStore
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
 from changeover.control.db import now
+from changeover.control.news import services as news
 from changeover.control.states import JobState, state_dict
 from changeover.errors import Conflict, ImageLocked, InvalidInput, NotFound
 
@@ -350,6 +351,8 @@ def set_branch(s: Session, image: Image, name: str, ref: str, actor: str) -> Bra
             at=now(),
         )
     )
+    # In the same transaction: the release entry exists exactly when the move does.
+    news.branch_moved(s, image, name, version, actor)
     return branch
 
 
