@@ -181,7 +181,10 @@ def resolve_client_release(
             f" {JobState(version.status).label}; only a completed version can be released",
             field="client_release.version",
         )
-    branch = builds.check_name(given["branch"], "client_release.branch")
+    try:
+        branch = builds.check_name(given["branch"], "client_release.branch")
+    except InvalidInput as e:
+        raise InvalidInput(e.message, field="client_release.branch") from None
     servers = {p.id: s.get_one(Version, p.version_id) for pair in r.builds for p in pair}
     if any(v.image_id == image.id for v in servers.values()):
         raise InvalidInput(
