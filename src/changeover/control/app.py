@@ -186,7 +186,7 @@ def create_app(settings: Settings) -> ControlPlane:
     repo.ensure_initialised()
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)
     notifier = Notifier(db, NotifierConfig.from_settings(settings))
-    reconciler = Reconciler(db)
+    reconciler = Reconciler(db, on_release=publisher.sync)
     runner = JobRunner(
         db,
         build_tasks.build_job_kinds(db, store, on_version=publisher.sync)

@@ -26,18 +26,15 @@ The rules, in order (seed 002's bleed-off, seed 000's allocate-by-profile):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from changeover.errors import InvalidInput
+from changeover.content import client_versions
 
-CLIENT_VERSION_RE: Final = re.compile(r"\d{1,9}(?:\.\d{1,9}){0,3}")
 ALLOCATABLE: Final = frozenset({"ready"})
 FRIEND_JOINABLE_DESIRED: Final = frozenset({"running", "draining"})
-
-ClientVersion = tuple[int, ...]
+ClientVersion = client_versions.ClientVersion
 
 
 def parse_client_version(value: str, what: str = "client version") -> ClientVersion:
@@ -46,12 +43,7 @@ def parse_client_version(value: str, what: str = "client version") -> ClientVers
     Raises:
         InvalidInput: not one to four dot-separated numbers.
     """
-    if not isinstance(value, str) or not CLIENT_VERSION_RE.fullmatch(value):
-        raise InvalidInput(f"{what} {value!r} must be 1 to 4 numbers separated by dots, e.g. 1.4.2")
-    parts = [int(p) for p in value.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
+    return client_versions.parse(value, what)
 
 
 @dataclass(frozen=True)
@@ -87,11 +79,7 @@ def accepts_client(
     client: ClientVersion | None, client_min: ClientVersion | None, client_max: ClientVersion | None
 ) -> bool:
     """Whether a version accepting ``client_min`` .. ``client_max`` takes ``client``."""
-    if client is None:
-        return True
-    if client_min is not None and client < client_min:
-        return False
-    return not (client_max is not None and client > client_max)
+    return client_versions.accepts(client, client_min, client_max)
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,33 @@ class RollBack:
 
 
 @dataclass(frozen=True)
+class DeclareClientRange:
+    """Give the job's server versions client ranges where they declare none
+    (``client_release.default_ranges``): the new ones accept ``client_version``, the old
+    ones nothing newer than what the client ``branch`` of ``image_id`` points at now.
+    Profile ids: the applier reads their image versions and declared ranges."""
+
+    key: str
+    old_profiles: tuple[int, ...]
+    new_profiles: tuple[int, ...]
+    image_id: int
+    branch: str
+    client_version: str
+
+
+@dataclass(frozen=True)
+class ReleaseClient:
+    """Move the client ``branch`` of ``image_id`` to ``version_id`` (the job's servers are
+    done); left as it is when it already points there or at a newer version."""
+
+    key: str
+    image_id: int
+    branch: str
+    version_id: int
+    client_version: str
+
+
+@dataclass(frozen=True)
 class Finish:
     """The job is over with ``outcome`` (a terminal ``JobStatus``); report it."""
 
@@ -159,6 +186,8 @@ Action = (
     | RunCheck
     | Pause
     | RollBack
+    | DeclareClientRange
+    | ReleaseClient
     | Finish
 )
 
@@ -173,16 +202,20 @@ ACTION_TYPES: tuple[type[Action], ...] = (
     RunCheck,
     Pause,
     RollBack,
+    DeclareClientRange,
+    ReleaseClient,
     Finish,
 )
 
 __all__ = [
     "ACTION_TYPES",
     "Action",
+    "DeclareClientRange",
     "Finish",
     "MarkDraining",
     "Notify",
     "Pause",
+    "ReleaseClient",
     "RollBack",
     "RunCheck",
     "StageBuild",

@@ -18,6 +18,10 @@ done and changes nothing), which is what makes a replay after a crash harmless:
     SwitchAllocation  allocation_weights rows for each fleet and profile
     RunCheck          starts the command in a background thread (``checks``) after commit
     Pause, RollBack   events only (the status is the planner's)
+    DeclareClientRange  version_compat rows for the job's server versions that declare
+                      none (``client_release.default_ranges``); an existing row is left
+    ReleaseClient     the client branch moved to the released version (a branch event by
+                      "patchjob <id>"); left as it is at that version or a newer one
     Finish            the "finished" event; COMPLETED moves each fleet's active profile
                       from its old build to the new one; the job's allocation weights go
 """
@@ -32,14 +36,19 @@ from typing import Final
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from changeover.content import client_versions
+from changeover.control.builds import services as builds
+from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.fleet import hosts as host_svc
-from changeover.control.fleet.models import Fleet, Host, Instance, Profile
+from changeover.control.fleet.models import Fleet, Host, Instance, Profile, VersionCompat
 from changeover.control.patchjobs.actions import (
     Action,
+    DeclareClientRange,
     Finish,
     MarkDraining,
     Notify,
     Pause,
+    ReleaseClient,
     RollBack,
     RunCheck,
     StageBuild,
@@ -48,6 +57,7 @@ from changeover.control.patchjobs.actions import (
     SwitchAllocation,
     Undrain,
 )
+from changeover.control.patchjobs.client_release import Range, default_ranges
 from changeover.control.patchjobs.fleet_view import live_summary
 from changeover.control.patchjobs.model import JobSpec, JobStatus
 from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
@@ -246,6 +256,81 @@ def _note(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Ap
     return Applied(a.reason)
 
 
+def _declared(s: Session, version_id: int) -> Range | None:
+    row = s.get(VersionCompat, version_id)
+    return None if row is None else (row.client_min, row.client_max)
+
+
+def _client_of(s: Session, image_id: int, branch: str) -> Version | None:
+    """The version the client ``branch`` of ``image_id`` points at now, if it exists."""
+    return s.scalar(
+        select(Version)
+        .join(Branch, Branch.version_id == Version.id)
+        .where(Branch.image_id == image_id, Branch.name == branch)
+    )
+
+
+def _declare(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, DeclareClientRange)
+
+    def versions(profiles: tuple[int, ...]) -> dict[int, Range | None]:
+        ids = s.scalars(select(Profile.version_id).where(Profile.id.in_(profiles)))
+        return {v: _declared(s, v) for v in set(ids)}
+
+    old, new = versions(a.old_profiles), versions(a.new_profiles)
+    current = _client_of(s, a.image_id, a.branch)
+    writes = default_ranges(
+        old,
+        new,
+        a.client_version,
+        None if current is None else client_versions.of_build(current.number, current.label),
+    )
+    said = []
+    for w in writes:
+        if s.get(VersionCompat, w.version_id) is not None:
+            continue  # declared meanwhile: the operator's stands
+        s.add(
+            VersionCompat(
+                version_id=w.version_id,
+                client_min=w.client_min,
+                client_max=w.client_max,
+                updated_at=now,
+            )
+        )
+        said.append(f"{_version_words(s, w.version_id)} {w.why}")
+    kept = [v for v, rng in {**old, **new}.items() if rng is not None]
+    if kept:
+        said.append(
+            "declared by the operator, left as they are: "
+            + ", ".join(_version_words(s, v) for v in sorted(kept))
+        )
+    return Applied("; ".join(said) or "no server version to give a client range")
+
+
+def _version_words(s: Session, version_id: int) -> str:
+    v = s.get_one(Version, version_id)
+    return f"{s.get_one(Image, v.image_id).name} version {v.number}"
+
+
+def _release(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
+    assert isinstance(a, ReleaseClient)
+    image = s.get_one(Image, a.image_id)
+    target = s.get_one(Version, a.version_id)
+    current = _client_of(s, a.image_id, a.branch)
+    where = f"client {image.name}/{a.branch}"
+    if current is not None and current.id == target.id:
+        return Applied(f"{where} points at version {target.number} already")
+    if current is not None and current.number > target.number:
+        return Applied(
+            f"{where} points at the newer version {current.number}: left as it is"
+            f" (this job releases {target.number})"
+        )
+    # Conflict (the version is not completed) leaves the action unapplied: tried again.
+    builds.set_branch(s, image, a.branch, str(target.number), f"patchjob {job.id}")
+    before = "" if current is None else f" from version {current.number}"
+    return Applied(f"{where} moved{before} to version {target.number} (client {a.client_version})")
+
+
 def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
     assert isinstance(a, Finish)
     moved = []
@@ -307,6 +392,8 @@ _HANDLERS: Final[dict[type, Handler]] = {
     RunCheck: _check,
     Pause: _note,
     RollBack: _note,
+    DeclareClientRange: _declare,
+    ReleaseClient: _release,
     Finish: _finish,
 }
 

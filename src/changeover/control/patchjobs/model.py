@@ -40,6 +40,7 @@ from changeover.control.patchjobs.actions import (
     Undrain,
     make_key,
 )
+from changeover.control.patchjobs.client_release import ClientRelease
 from changeover.control.patchjobs.knobs import (
     ABKnobs,
     CanaryKnobs,
@@ -170,6 +171,8 @@ class JobSpec:
     emails: tuple[str, ...] = ()
     profiles: Mapping[int, ProfileTerms] = field(default_factory=dict)
     """Profile id (``version_id``) -> its terms; a profile not listed has the defaults."""
+    client_release: ClientRelease | None = None
+    """The client branch to move once the servers are done (``client_release``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "profiles", _frozen(self.profiles))

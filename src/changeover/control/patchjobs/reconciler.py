@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -100,9 +100,17 @@ def staged_pairs(s: Session, job_id: int) -> frozenset[tuple[str, int]]:
 class Reconciler:
     """Drives every patch job (see the module docstring). One per control-plane process."""
 
-    def __init__(self, db: Database, checks: CheckRunner | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        checks: CheckRunner | None = None,
+        on_release: Callable[[], object] | None = None,
+    ) -> None:
         self.db = db
         self.checks = checks or CheckRunner(db)
+        self.on_release = on_release
+        """Called after a commit that moved a client branch (``ReleaseClient``): the
+        publisher, so launchers see the release at once rather than at its next pass."""
         self._seen: dict[int, _Seen] = {}
         self.lost_from = now() + LOST_AFTER_S
         """Hosts silent since before this process started are not lost until then."""
@@ -346,6 +354,7 @@ class Reconciler:
         t = now()
         applied = 0
         started: list[Any] = []
+        released = False
         with self.db.write() as s:
             job = s.get_one(PatchJob, job_id)
             spec = spec_of(job)
@@ -379,17 +388,23 @@ class Reconciler:
                     )
                 if done.check is not None:
                     started.append(done.check)
+                released = released or kind == "ReleaseClient"
                 applied += 1
                 # Appliers also write with bulk UPDATEs: the next one must not see stale rows.
                 s.flush()
                 s.expire_all()
         for check in started:  # after the commit: a check must not outlive a rolled-back mark
             self.checks.start(check)
+        if released and self.on_release is not None:
+            try:
+                self.on_release()
+            except Exception:  # published at the publisher's next periodic pass anyway
+                log.exception("patch job %s: publishing the client release failed", job_id)
         return applied
 
 
 def _subject(action: Any) -> str:
-    for name in ("instance_id", "host", "fleet_ids"):
+    for name in ("instance_id", "host", "fleet_ids", "branch"):
         value = getattr(action, name, None)
         if value is not None:
             return f"{name.replace('_id', '')} {value}"

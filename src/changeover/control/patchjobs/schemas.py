@@ -183,6 +183,21 @@ class KnobsOut(Out):
     """A custom method's steps, as given."""
 
 
+class ClientReleaseOut(Out):
+    image: str
+    branch: str
+    version: int
+    """The client image's version number the branch moves to."""
+    client_version: str
+    """Its client version (label when it is one, e.g. 1.4.2, else the number)."""
+    compat: bool
+    """Whether the job gives its server versions default client ranges."""
+    branch_version: int | None
+    """Where the branch points now (None: no such branch yet)."""
+    released: bool
+    """The branch points at the released version."""
+
+
 class RegionProgress(Out):
     """A region and its instances per state: ``{"region": "eu", "old": 3, "done": 2}``."""
 
@@ -223,6 +238,8 @@ class JobOut(Out):
     max_run_time_unit: int | str
     max_run_time_s: float | None
     emails: list[EmailOut]
+    client_release: ClientReleaseOut | None
+    """The client released after the servers (seed 002), if the job carries one."""
     knobs: KnobsOut
     cancel: str | None
     edit_locked: bool

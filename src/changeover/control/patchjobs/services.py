@@ -20,12 +20,16 @@ from typing import Any, Final
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from changeover.content import client_versions
+from changeover.control.builds import services as builds
+from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.db import Database
 from changeover.control.fleet.models import (
     Application,
     Environment,
     Fleet,
     Profile,
+    VersionCompat,
 )
 from changeover.control.fleet.services import (
     LOST_AFTER_S,
@@ -35,7 +39,7 @@ from changeover.control.fleet.services import (
     get_profile,
     run_spec,
 )
-from changeover.control.patchjobs import specs
+from changeover.control.patchjobs import client_release, specs
 from changeover.control.patchjobs.fleet_view import live_selection, progress_summary
 from changeover.control.patchjobs.model import PENDING, JobProgress
 from changeover.control.patchjobs.records import (
@@ -56,6 +60,7 @@ from changeover.control.patchjobs.storage import (
     spec_of,
     stored_spec,
 )
+from changeover.control.states import JobState
 from changeover.errors import Conflict, InvalidInput
 from changeover.times import utc
 
@@ -142,7 +147,98 @@ def _validated(
     stored = specs.stored_spec(
         body, [(old.id, new.id) for old, new in r.builds], [f.id for f in r.fleets], runs
     )
+    release = resolve_client_release(s, body.get("client_release"), r)
+    if release is not None:
+        stored["client_release"] = release.to_dict()
     return r, stored, start_at
+
+
+def declared_range(s: Session, version_id: int) -> client_release.Range | None:
+    """The client range a server version declares, or None when it declares none."""
+    row = s.get(VersionCompat, version_id)
+    return None if row is None else (row.client_min, row.client_max)
+
+
+def resolve_client_release(
+    s: Session, raw: object, r: Resolved
+) -> client_release.ClientRelease | None:
+    """A body's ``client_release`` with its names resolved, checked against the job's
+    server builds (``client_release`` module docstring).
+
+    Raises:
+        InvalidInput: a malformed field, a version that is not completed, the servers' own
+            image, or (``compat`` on) a new server version whose declared client range
+            refuses the released client. NotFound: an unknown image or version.
+    """
+    given = client_release.check_body(raw)
+    if given is None:
+        return None
+    image = builds.get_image(s, given["image"])
+    version = builds.resolve_version(s, image, given["version"])
+    if version.status != JobState.COMPLETED:
+        raise InvalidInput(
+            f"client_release.version: version {version.number} of {image.name} is"
+            f" {JobState(version.status).label}; only a completed version can be released",
+            field="client_release.version",
+        )
+    try:
+        branch = builds.check_name(given["branch"], "client_release.branch")
+    except InvalidInput as e:
+        raise InvalidInput(e.message, field="client_release.branch") from None
+    servers = {p.id: s.get_one(Version, p.version_id) for pair in r.builds for p in pair}
+    if any(v.image_id == image.id for v in servers.values()):
+        raise InvalidInput(
+            f"client_release.image {image.name} is the image of the job's servers; name the"
+            " client's image",
+            field="client_release.image",
+        )
+    client = client_versions.of_build(version.number, version.label)
+    if given["compat"]:
+        new = {new_p.version_id: declared_range(s, new_p.version_id) for _, new_p in r.builds}
+        bad = client_release.refusing(new, client)
+        if bad:
+            names = ", ".join(_version_name(s, vid) for vid in bad)
+            raise InvalidInput(
+                f"client_release: the new server build(s) ({names}) declare client ranges"
+                f" that refuse the client {client} this job releases; widen their range"
+                ' or set "compat": false',
+                field="client_release",
+            )
+    return client_release.ClientRelease(
+        image_id=image.id,
+        image=image.name,
+        branch=branch,
+        version_id=version.id,
+        version_number=version.number,
+        client_version=client,
+        compat=given["compat"],
+    )
+
+
+def _version_name(s: Session, version_id: int) -> str:
+    v = s.get_one(Version, version_id)
+    return f"{s.get_one(Image, v.image_id).name} version {v.number}"
+
+
+def client_release_dict(s: Session, stored: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A job's client release as the API shows it, with where its branch points now."""
+    raw = stored.get("client_release")
+    if not raw:
+        return None
+    release = client_release.ClientRelease.from_dict(raw)
+    branch = s.scalar(
+        select(Branch).where(Branch.image_id == release.image_id, Branch.name == release.branch)
+    )
+    current = s.get(Version, branch.version_id) if branch is not None else None
+    return {
+        "image": release.image,
+        "branch": release.branch,
+        "version": release.version_number,
+        "client_version": release.client_version,
+        "compat": release.compat,
+        "branch_version": None if current is None else current.number,
+        "released": current is not None and current.id == release.version_id,
+    }
 
 
 def create(s: Session, body: Mapping[str, Any], actor: str, t: float) -> PatchJob:
@@ -419,6 +515,7 @@ def job_dict(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
         "max_run_time_unit": body.get("max_run_time_unit", "seconds"),
         "max_run_time_s": stored.get("max_run_time_s"),
         "emails": emails,
+        "client_release": client_release_dict(s, stored),
         "knobs": {
             "rolling": stored["rolling"],
             "drain": stored["drain"],

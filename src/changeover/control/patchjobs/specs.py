@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any, Final, TypeVar
 
+from changeover.control.patchjobs.client_release import ClientRelease
+from changeover.control.patchjobs.client_release import check_body as check_release
 from changeover.control.patchjobs.knobs import (
     ABKnobs,
     CanaryKnobs,
@@ -85,6 +87,7 @@ BODY_FIELDS: Final = frozenset(
         "failure_threshold",
         "steps",
         "emails",
+        "client_release",
     }
 )
 """The fields of a create body."""
@@ -253,6 +256,7 @@ def check_body(body: Mapping[str, Any]) -> None:
     comments = body.get("comments", "")
     if not isinstance(comments, str) or len(comments) > MAX_COMMENTS:
         raise InvalidInput(f"comments must be text of at most {MAX_COMMENTS} characters")
+    check_release(body.get("client_release"))
 
 
 def normalise(
@@ -341,6 +345,11 @@ def to_spec(job_id: int, stored: Mapping[str, Any]) -> JobSpec:
         steps=steps,
         emails=tuple(e["email"] for e in stored["emails"]),
         profiles=_terms(stored),
+        client_release=(
+            ClientRelease.from_dict(stored["client_release"])
+            if stored.get("client_release")
+            else None
+        ),
     )
 
 

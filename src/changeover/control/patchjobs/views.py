@@ -62,6 +62,16 @@ class EmailBody(BaseModel):
     result: bool = True
 
 
+class ClientReleaseBody(BaseModel):
+    """The client to release once the job's servers are done (docs/patchjobs.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: Annotated[str, Field(min_length=1, max_length=100)]
+    branch: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Int64 | Annotated[str, Field(min_length=1, max_length=100)]
+    compat: bool = True
+
+
 class _Fields(BaseModel):
     """Every field of a job, all optional (PATCH); ``JobCreate`` requires the core ones."""
 
@@ -87,6 +97,7 @@ class _Fields(BaseModel):
     failure_threshold: Number | None = None
     steps: Annotated[list[Knobs], Field(max_length=100)] | None = None
     emails: Annotated[list[EmailBody], Field(max_length=specs.MAX_EMAILS)] | None = None
+    client_release: ClientReleaseBody | None = None
 
 
 class JobCreate(_Fields):

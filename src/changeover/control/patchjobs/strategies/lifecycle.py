@@ -36,7 +36,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from changeover.control.patchjobs.actions import StageBuild, StartInstance, Undrain
+from changeover.control.patchjobs.actions import (
+    DeclareClientRange,
+    StageBuild,
+    StartInstance,
+    Undrain,
+)
 from changeover.control.patchjobs.model import (
     PENDING,
     CancelMode,
@@ -120,6 +125,19 @@ def _begin(t: Tick, instances: Sequence[InstanceView]) -> None:
         if t.spec.selects(i) and not i.gone and i.desired != STOPPED
     )
     t.started_at = t.now
+    release = t.spec.client_release
+    if release is not None and release.compat:
+        # Before any new server can start: the ranges allocation reads (seed 002).
+        t.emit(
+            DeclareClientRange(
+                t.key(MAIN, "client-range"),
+                tuple(sorted(t.spec.old_versions)),
+                tuple(sorted(t.spec.new_versions)),
+                release.image_id,
+                release.branch,
+                release.client_version,
+            )
+        )
     if not t.selection:
         t.finish(
             JobStatus.COMPLETED, "no instance of these fleets runs an old build: nothing to do"

@@ -22,6 +22,7 @@ from changeover.control.patchjobs.actions import (
     Finish,
     MarkDraining,
     Notify,
+    ReleaseClient,
     StartInstance,
     StopInstance,
     Undrain,
@@ -150,6 +151,24 @@ class Tick:
         self.phase, self.step, self.phase_since = phase, step, self.now
 
     def finish(self, outcome: JobStatus, reason: str) -> None:
+        release = self.spec.client_release
+        if release is not None and outcome is JobStatus.COMPLETED:
+            # Seed 002: the servers are done, so the client goes out now; recorded with
+            # the Finish and applied before it, so a completed job has released it.
+            self.emit(
+                ReleaseClient(
+                    self.key("end", "release-client"),
+                    release.image_id,
+                    release.branch,
+                    release.version_id,
+                    release.client_version,
+                )
+            )
+        elif release is not None:
+            reason = (
+                f"{reason}; the client {release.image}/{release.branch} was not released"
+                f" ({release.client_version} waits for servers that completed)"
+            )
         self.emit(Finish(self.key("end", "finish"), outcome, reason))
         self.status, self.reason, self.finished_at = outcome, reason, self.now
         self.phase = "done"
