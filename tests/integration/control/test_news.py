@@ -5,7 +5,11 @@ text."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import feedparser
@@ -13,7 +17,7 @@ import httpx
 import pytest
 
 from fleet_helpers import ok
-from tests_helpers import release
+from tests_helpers import release, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,3 +166,37 @@ def test_a_branch_move_posts_its_release_where_asked(server: Any) -> None:
     ok(c.put("/images/rel/news/live/auto", json={"enabled": False}))
     ok(c.put("/images/rel/branches/live", json={"version": "2"}))
     assert len(ok(c.get("/images/rel/news/live"))) == 2
+
+
+def test_a_rewritten_feed_is_purged_and_an_unchanged_one_is_not(tmp_path: Path) -> None:
+    purged: list[list[str]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            purged.append(json.loads(body)["paths"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    purge_url = f"http://127.0.0.1:{hook.server_address[1]}/purge"
+    srv = start_server(tmp_path, None, env={"CHANGEOVER_CDN_PURGE_URL": purge_url})
+    try:
+        c = srv.client()
+        ok(c.post("/images", json={"name": "cdn"}), 201)
+        entry = ok(c.post("/images/cdn/news/live", json={"title": "one"}), 201)
+        # The purge is sent before the answer (the publisher runs in the request).
+        assert purged == [["content/news/cdn/live.xml"]]
+        ok(c.put("/images/cdn/news/live/auto", json={"enabled": False}))  # same bytes
+        assert purged == [["content/news/cdn/live.xml"]]
+        ok(c.delete(f"/images/cdn/news/live/{entry['id']}"))
+        assert purged[-1] == ["content/news/cdn/live.xml"]
+        assert len(purged) == 2
+    finally:
+        stop_server(srv)
+        hook.shutdown()
+        hook.server_close()

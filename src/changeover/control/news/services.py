@@ -177,16 +177,17 @@ def branch_moved(s: Session, image: Image, branch: str, version: Version, actor:
 
 
 def feeds(s: Session) -> list[tuple[Image, str]]:
-    """Every (image, branch) that has a feed: one with an entry or an automatic-news
-    setting (empty until its branch moves). A branch alone has none: moving a branch of
+    """Every (image, branch) that has a feed: one with an entry or with automatic news on
+    (empty until its branch moves). A branch alone has none: moving a branch of
     an image that posts no news writes nothing beside its signed pointer."""
     seen: dict[tuple[int, str], tuple[Image, str]] = {}
-    sources = (
-        (NewsEntry.image_id, NewsEntry.branch),
-        (NewsAuto.image_id, NewsAuto.branch),
+    entries = select(Image, NewsEntry.branch).join(Image, NewsEntry.image_id == Image.id)
+    auto = (
+        select(Image, NewsAuto.branch)
+        .join(Image, NewsAuto.image_id == Image.id)
+        .where(NewsAuto.enabled.is_(True))
     )
-    for image_id, name in sources:
-        rows = s.execute(select(Image, name).join(Image, image_id == Image.id).distinct())
-        for image, branch in rows:
+    for query in (entries.distinct(), auto):
+        for image, branch in s.execute(query):
             seen.setdefault((image.id, branch), (image, branch))
     return sorted(seen.values(), key=lambda t: (t[0].name, t[1]))
