@@ -200,3 +200,19 @@ def test_a_rewritten_feed_is_purged_and_an_unchanged_one_is_not(tmp_path: Path) 
         stop_server(srv)
         hook.shutdown()
         hook.server_close()
+
+
+def test_a_feed_keeps_its_newest_entries(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from changeover.control.builds.services import create_image
+    from changeover.control.news import services
+
+    monkeypatch.setattr(services, "ENTRIES_MAX", 5)
+    with db.write() as s:
+        image = create_image(s, "capped")
+        for i in range(8):
+            services.post_entry(s, image, "live", f"n{i}", "", None, "test")
+        services.post_entry(s, image, "beta", "other feed", "", None, "test")
+    with db.read() as s:
+        kept = services.list_entries(s, image, "live", 100)
+        assert [e.title for e in kept] == ["n7", "n6", "n5", "n4", "n3"]
+        assert len(services.list_entries(s, image, "beta", 100)) == 1
