@@ -111,6 +111,8 @@ def test_bad_input_is_refused_and_nothing_is_stored(server: Any) -> None:
         ({"title": "t", "link": "data:text/html,<script>"}, 400),
         ({"title": "t", "link": "/relative"}, 400),
         ({"title": "t", "link": "https://x.test/a b"}, 400),
+        ({"title": "t", "link": "http://[oops/"}, 400),
+        ({"title": "t", "link": "http://:80/"}, 400),
         ({"title": "t", "extra": 1}, 422),
     ):
         r = c.post(url, json=body)

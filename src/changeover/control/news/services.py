@@ -48,10 +48,14 @@ def check_link(link: str | None) -> str | None:
         return None
     if len(link) > LINK_MAX:
         raise InvalidInput(f"a news link is at most {LINK_MAX} characters")
-    parts = urlsplit(link)
+    try:
+        parts = urlsplit(link)
+        host = parts.hostname
+    except ValueError:  # "http://[oops": not a URL at all
+        host = None
     if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
+        host is None
+        or parts.scheme not in ("http", "https")
         or any(ch.isspace() or not ch.isprintable() for ch in link)
     ):
         raise InvalidInput(
