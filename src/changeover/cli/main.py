@@ -15,7 +15,17 @@ import typer
 from changeover import __version__, errors
 from changeover.cli.plain import print_error
 
-GROUPS = ("server", "builds", "launcher", "keys", "fleet", "agent", "bots", "patchjob")
+GROUPS = (
+    "server",
+    "builds",
+    "news",
+    "launcher",
+    "keys",
+    "fleet",
+    "agent",
+    "bots",
+    "patchjob",
+)
 """The modules of ``changeover.cli`` that register commands, in registration order."""
 ALONE = frozenset({"launcher"})
 """Command groups that run with only their own module imported: ``changeover launcher …``

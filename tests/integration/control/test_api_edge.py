@@ -48,12 +48,14 @@ def test_integers_past_64_bits_are_refused_everywhere(server: Any) -> None:
         for path in (f"/updates/{n}/complete", f"/diffs/{n}/accept", f"/patchjobs/{n}/resume"):
             is_error(c.post(path), 422)
         is_error(c.delete(f"/tokens/{n}"), 422)
+        is_error(c.delete(f"/images/bounds/news/live/{n}"), 422)
         is_error(c.post(f"/agents/{n}/sync", json={"agent_uid": "x"}), 422)
         # Query parameters.
         is_error(c.get("/patchjobs", params={"offset": n}), 422)
         is_error(c.get("/patchjobs", params={"status": n}), 422)
         is_error(c.get("/patchjobs/1/events", params={"after": n}), 422)
         is_error(c.get("/stats/players", params={"buckets": n}), 422)
+        is_error(c.get("/images/bounds/news/live", params={"limit": n}), 422)
         # Bodies: a typed field, and free-form ones the models cannot bound themselves.
         is_error(c.post("/images/bounds/diffs", json={"update_id": n}), 422)
         manifest = build_manifest({"f": b"1"})
@@ -81,6 +83,7 @@ def test_integers_past_64_bits_are_refused_everywhere(server: Any) -> None:
     assert c.get("/images/bounds/versions").json() == []
     assert c.get("/patchjobs").json()["total"] == 0
     assert c.get("/fleets").json() == []
+    assert c.get("/images/bounds/news/live").json() == []
 
 
 def test_numbers_and_text_no_database_stores_are_refused(server: Any) -> None:

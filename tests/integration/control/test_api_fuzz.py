@@ -11,11 +11,11 @@ run per database, bounded by examples per operation (``FUZZ_EXAMPLES``) so that 
 few minutes on two cores.
 
 Before the run the server is given one of everything, each named ``fz`` or numbered 1 (an
-image with two versions and a branch, the catalogue, a fleet whose fake agent runs its
-instances, a session, a patch job, a switch), and the fuzzer draws path parameters, and
-the names a body or query gives, from those half the time (Schemathesis dictionaries):
-most operations then also answer with a real body, checked field by field against its
-response model, not only with 404. (A fuzzed allocation almost never succeeds, with
+image with two versions, a branch and two news entries, the catalogue, a fleet whose fake
+agent runs its instances, a session, a patch job, a switch), and the fuzzer draws path
+parameters, and the names a body or query gives, from those half the time (Schemathesis
+dictionaries): most operations then also answer with a real body, checked field by field
+against its response model, not only with 404. (A fuzzed allocation almost never succeeds, with
 optional fields filled at random; ``test_fleet_api`` checks real answers of both its
 paths against ``AllocationOut``.)
 
@@ -146,13 +146,21 @@ def _seed_data(server: Any) -> dict[str, list[Any]]:
         "fleets": ["fz"],
     }
     ok(c.post("/patchjobs", json=job), 201)
+    news = {"title": "fz 1.0 released", "link": "https://fz.test/1.0"}
+    ok(c.post("/images/fz/news/live", json=news), 201)
+    ok(c.post("/images/fz/news/live", json={"title": "second"}), 201)
+    ok(c.put("/images/fz/news/live/auto", json={"enabled": True}))
     return {
         "name": ["fz"],
         "ref": ["1", "2", "latest", "live"],
         "branch": ["live"],
         "session_id": [session["session_id"]],
         "sha256": [hashlib.sha256(b"fz v1").hexdigest()],
-        "rel": [f"manifests/{v1['manifest_id']}.json", "metadata/timestamp.json"],
+        "rel": [
+            f"manifests/{v1['manifest_id']}.json",
+            "metadata/timestamp.json",
+            "news/fz/live.xml",
+        ],
         "id": [1, 2],
     }
 
@@ -165,6 +173,7 @@ ID_PARAMETERS = [
     "switch_id",
     "job_id",
     "host_id",
+    "entry_id",
 ]
 
 NAMED_IN_BODIES = ["fleet", "profile", "application", "environment", "image"]

@@ -5,7 +5,11 @@ text."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import feedparser
@@ -13,7 +17,7 @@ import httpx
 import pytest
 
 from fleet_helpers import ok
-from tests_helpers import release
+from tests_helpers import release, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,6 +111,8 @@ def test_bad_input_is_refused_and_nothing_is_stored(server: Any) -> None:
         ({"title": "t", "link": "data:text/html,<script>"}, 400),
         ({"title": "t", "link": "/relative"}, 400),
         ({"title": "t", "link": "https://x.test/a b"}, 400),
+        ({"title": "t", "link": "http://[oops/"}, 400),
+        ({"title": "t", "link": "http://:80/"}, 400),
         ({"title": "t", "extra": 1}, 422),
     ):
         r = c.post(url, json=body)
@@ -162,3 +168,53 @@ def test_a_branch_move_posts_its_release_where_asked(server: Any) -> None:
     ok(c.put("/images/rel/news/live/auto", json={"enabled": False}))
     ok(c.put("/images/rel/branches/live", json={"version": "2"}))
     assert len(ok(c.get("/images/rel/news/live"))) == 2
+
+
+def test_a_rewritten_feed_is_purged_and_an_unchanged_one_is_not(tmp_path: Path) -> None:
+    purged: list[list[str]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            purged.append(json.loads(body)["paths"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    purge_url = f"http://127.0.0.1:{hook.server_address[1]}/purge"
+    srv = start_server(tmp_path, None, env={"CHANGEOVER_CDN_PURGE_URL": purge_url})
+    try:
+        c = srv.client()
+        ok(c.post("/images", json={"name": "cdn"}), 201)
+        entry = ok(c.post("/images/cdn/news/live", json={"title": "one"}), 201)
+        # The purge is sent before the answer (the publisher runs in the request).
+        assert purged == [["content/news/cdn/live.xml"]]
+        ok(c.put("/images/cdn/news/live/auto", json={"enabled": False}))  # same bytes
+        assert purged == [["content/news/cdn/live.xml"]]
+        ok(c.delete(f"/images/cdn/news/live/{entry['id']}"))
+        assert purged[-1] == ["content/news/cdn/live.xml"]
+        assert len(purged) == 2
+    finally:
+        stop_server(srv)
+        hook.shutdown()
+        hook.server_close()
+
+
+def test_a_feed_keeps_its_newest_entries(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from changeover.control.builds.services import create_image
+    from changeover.control.news import services
+
+    monkeypatch.setattr(services, "ENTRIES_MAX", 5)
+    with db.write() as s:
+        image = create_image(s, "capped")
+        for i in range(8):
+            services.post_entry(s, image, "live", f"n{i}", "", None, "test")
+        services.post_entry(s, image, "beta", "other feed", "", None, "test")
+    with db.read() as s:
+        kept = services.list_entries(s, image, "live", 100)
+        assert [e.title for e in kept] == ["n7", "n6", "n5", "n4", "n3"]
+        assert len(services.list_entries(s, image, "beta", 100)) == 1

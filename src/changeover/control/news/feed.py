@@ -88,7 +88,7 @@ def atom_feed(
         sub(entry, "published", _stamp(e.created_at))
         if e.link:
             sub(entry, "link", rel="alternate", href=e.link)
-        if e.body:
+        if xml_text(e.body):
             sub(entry, "content", e.body, type="text")
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return body

@@ -48,10 +48,14 @@ def check_link(link: str | None) -> str | None:
         return None
     if len(link) > LINK_MAX:
         raise InvalidInput(f"a news link is at most {LINK_MAX} characters")
-    parts = urlsplit(link)
+    try:
+        parts = urlsplit(link)
+        host = parts.hostname
+    except ValueError:  # "http://[oops": not a URL at all
+        host = None
     if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
+        host is None
+        or parts.scheme not in ("http", "https")
         or any(ch.isspace() or not ch.isprintable() for ch in link)
     ):
         raise InvalidInput(
@@ -177,16 +181,17 @@ def branch_moved(s: Session, image: Image, branch: str, version: Version, actor:
 
 
 def feeds(s: Session) -> list[tuple[Image, str]]:
-    """Every (image, branch) that has a feed: one with an entry or an automatic-news
-    setting (empty until its branch moves). A branch alone has none: moving a branch of
+    """Every (image, branch) that has a feed: one with an entry or with automatic news on
+    (empty until its branch moves). A branch alone has none: moving a branch of
     an image that posts no news writes nothing beside its signed pointer."""
     seen: dict[tuple[int, str], tuple[Image, str]] = {}
-    sources = (
-        (NewsEntry.image_id, NewsEntry.branch),
-        (NewsAuto.image_id, NewsAuto.branch),
+    entries = select(Image, NewsEntry.branch).join(Image, NewsEntry.image_id == Image.id)
+    auto = (
+        select(Image, NewsAuto.branch)
+        .join(Image, NewsAuto.image_id == Image.id)
+        .where(NewsAuto.enabled.is_(True))
     )
-    for image_id, name in sources:
-        rows = s.execute(select(Image, name).join(Image, image_id == Image.id).distinct())
-        for image, branch in rows:
+    for query in (entries.distinct(), auto):
+        for image, branch in s.execute(query):
             seen.setdefault((image.id, branch), (image, branch))
     return sorted(seen.values(), key=lambda t: (t[0].name, t[1]))
