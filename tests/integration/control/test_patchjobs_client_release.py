@@ -4,6 +4,7 @@ the old servers are gone, and the refusals of a release that cannot work."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -146,6 +147,22 @@ def test_refusals_of_a_client_release(server: Server) -> None:
     assert dropped["client_release"] is None
     ok(c.post(f"/patchjobs/{job['id']}/cancel", json={"mode": "wrap_up"}))
     wait_status(c, job["id"], {10})
+    # The CLI's flags give the same body.
+    made = server.cli(
+        "patchjob", "create", "--name", "crr cli", "--env", "crr-prod", "--app", "crr-game",
+        "--method", "rolling", "--build", "crr-v1=crr-v2", "--fleet", "crr-fleet",
+        "--start", "+1h", "--client-image", "crr-client", "--client-version", "1",
+        "--no-client-compat", "--json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    by_cli = json.loads(made.stdout)
+    assert by_cli["client_release"]["client_version"] == "1.4"
+    assert by_cli["client_release"]["branch"] == "production"
+    shown = server.cli("patchjob", "show", str(by_cli["id"]))
+    assert "client release: crr-client/production -> version 1 (client 1.4), released" in (
+        shown.stdout
+    ), shown.stdout
+    ok(c.post(f"/patchjobs/{by_cli['id']}/cancel", json={"mode": "wrap_up"}))
 
 
 def test_a_failed_job_releases_nothing(server: Server) -> None:
