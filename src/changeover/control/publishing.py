@@ -4,7 +4,9 @@ A reconciler, not an event handler: ``sync`` computes every target that should b
 published (a manifest per completed version, a pointer per branch) and publishes only the
 difference, so calling it after a branch move, after a version job, on a timer, or after
 a crash all converge to the same tree. After a change it asks the CDN to purge exactly the
-paths that changed in place (``metadata/timestamp.json``).
+paths that changed in place (``metadata/timestamp.json``). The client compatibility of
+each released client branch (``compat/<image>/<branch>.json``, ``patchjobs.client_compat``)
+is a signed target like the pointers, so a launcher trusts it as much.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from changeover.content.store import LocalStore
 from changeover.content.trust import TrustRepo
 from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.db import Database
+from changeover.control.patchjobs import client_compat
 from changeover.control.states import JobState
 from changeover.errors import NotFound
 
@@ -77,6 +80,8 @@ class Publisher:
                 out[pointer_path(image.name, branch.name)] = json.dumps(
                     pointer, sort_keys=True
                 ).encode()
+            # What the live servers accept of each released client (launcher.compat).
+            out.update(client_compat.targets(s))
         return out
 
     def _delivery(self, manifest_id: str) -> bytes | None:
