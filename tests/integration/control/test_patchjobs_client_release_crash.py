@@ -48,15 +48,17 @@ def _release_row(engine: sqlalchemy.Engine, job_id: int) -> Any:
         ).one_or_none()
 
 
-def _blocked_on_branch(engine: sqlalchemy.Engine) -> bool:
-    """A server transaction waits for the lock on the branches row (the release's UPDATE)."""
+def _blocked_by(engine: sqlalchemy.Engine, holder_pid: int) -> bool:
+    """A server transaction waits for the lock ``holder_pid`` holds (the branch's row):
+    the release's UPDATE of the branch, its applied mark with it, uncommitted."""
     with engine.connect() as c:
         return bool(
             c.execute(
                 sqlalchemy.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND query ILIKE 'UPDATE branches%'"
-                )
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE :holder = ANY(pg_blocking_pids(pid)) AND query ILIKE 'UPDATE branches%'"
+                ),
+                {"holder": holder_pid},
             ).scalar()
         )
 
@@ -88,6 +90,7 @@ def test_release_killed_between_record_and_effect_moves_the_branch_once(
                     " WHERE i.name = 'crk-client' AND b.name = 'production' FOR UPDATE"
                 )
             ).one()
+            holder_pid = holder.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar_one()
             body = job_body(
                 "crk",
                 "forced",
@@ -95,7 +98,9 @@ def test_release_killed_between_record_and_effect_moves_the_branch_once(
             )
             job = ok(c.post("/patchjobs", json=body), 201)
             wait_for(
-                lambda: _release_row(engine, job["id"]) is not None and _blocked_on_branch(engine),
+                lambda: (
+                    _release_row(engine, job["id"]) is not None and _blocked_by(engine, holder_pid)
+                ),
                 90,
                 "the release to be recorded and its application to wait on the branch",
             )
