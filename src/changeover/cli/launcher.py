@@ -134,8 +134,15 @@ def status(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
         out["latest_version"] = None
         out["up_to_date"] = None
         out["remote_error"] = str(e)
+    from changeover.launcher import compat
+    from changeover.launcher.engine import Engine
+
+    engine = Engine(record["base_url"], directory, record["image"], record["branch"], cache=cache)
+    answer = compat.check(engine)  # never raises: offline is "unknown"
     if as_json:
-        print_json(out)
+        print_json({**out, "compat": compat.as_dict(answer)})
         return
     for k, v in out.items():
         console.print(f"{k}: {v}", highlight=False)
+    # "update required" when the live servers refuse the installed client (seed 002).
+    console.print(f"servers: {answer.label} — {answer.message}", highlight=False)

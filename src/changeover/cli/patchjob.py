@@ -120,6 +120,28 @@ ThresholdOpt = Annotated[
     float | None,
     typer.Option("--failure-threshold", help="Share of new instances that may fail (0..1)."),
 ]
+ClientImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--client-image",
+        help="Release this client image's branch once the servers are done (seed 002).",
+    ),
+]
+ClientBranchOpt = Annotated[
+    str | None,
+    typer.Option("--client-branch", help="The client branch to move (default: production)."),
+]
+ClientVersionOpt = Annotated[
+    str | None,
+    typer.Option("--client-version", help="The client version to release (number or label)."),
+]
+ClientCompatOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--client-compat/--no-client-compat",
+        help="Give the server builds default client ranges (default: on).",
+    ),
+]
 
 
 def _read_file(path: Path | None) -> dict[str, Any]:
@@ -158,6 +180,10 @@ def _job_body(
     canary_share: str | None = None,
     verify_command: str | None = None,
     failure_threshold: float | None = None,
+    client_image: str | None = None,
+    client_branch: str | None = None,
+    client_version: str | None = None,
+    client_compat: bool | None = None,
 ) -> dict[str, Any]:
     """The API body from ``--file`` and the flags; every flag checked here, before any
     request."""
@@ -207,6 +233,7 @@ def _job_body(
         args.merge_knob(body, "canary", "share", args.share("--canary-share", canary_share))
     if verify_command is not None:
         args.merge_knob(body, "ab", "verify_command", verify_command)
+    args.merge_client_release(body, client_image, client_branch, client_version, client_compat)
     return body
 
 
@@ -239,6 +266,7 @@ def _show_job(job: dict[str, Any]) -> None:
         ("started", when(job.get("started_at"))),
         ("finished", when(job.get("finished_at"))),
         ("waiting for", ", ".join(f"job {j}" for j in job.get("waiting_for") or []) or None),
+        ("client release", _release_words(job.get("client_release"))),
         ("comments", job.get("comments") or None),
         (
             "reports",
@@ -264,6 +292,21 @@ def _show_job(job: dict[str, Any]) -> None:
     ]
     rows.append(["all", progress.get("total", 0), *(by_state.get(s, 0) for s in states)])
     table("progress by region", ["region", "instances", *states], rows)
+
+
+def _release_words(release: dict[str, Any] | None) -> str | None:
+    if not release:
+        return None
+    state = (
+        "released"
+        if release["released"]
+        else f"once the servers are done (the branch is at {release['branch_version']})"
+    )
+    ranges = "" if release["compat"] else "; no default client ranges"
+    return (
+        f"{release['image']}/{release['branch']} -> version {release['version']}"
+        f" (client {release['client_version']}), {state}{ranges}"
+    )
 
 
 def _event_line(e: dict[str, Any]) -> str:
@@ -334,6 +377,10 @@ def create(
     canary_share: CanaryShareOpt = None,
     verify_command: VerifyOpt = None,
     failure_threshold: ThresholdOpt = None,
+    client_image: ClientImageOpt = None,
+    client_branch: ClientBranchOpt = None,
+    client_version: ClientVersionOpt = None,
+    client_compat: ClientCompatOpt = None,
     preview_only: Annotated[
         bool, typer.Option("--preview", help="Print the instances it would move, create nothing.")
     ] = False,
@@ -369,6 +416,10 @@ def create(
         canary_share=canary_share,
         verify_command=verify_command,
         failure_threshold=failure_threshold,
+        client_image=client_image,
+        client_branch=client_branch,
+        client_version=client_version,
+        client_compat=client_compat,
     )
     if preview_only:
         _preview(body, server, token, as_json)
@@ -582,6 +633,10 @@ def update(
     canary_share: CanaryShareOpt = None,
     verify_command: VerifyOpt = None,
     failure_threshold: ThresholdOpt = None,
+    client_image: ClientImageOpt = None,
+    client_branch: ClientBranchOpt = None,
+    client_version: ClientVersionOpt = None,
+    client_compat: ClientCompatOpt = None,
     server: ServerOpt = "",
     token: TokenOpt = "",
     as_json: JsonOpt = False,
@@ -610,6 +665,10 @@ def update(
         canary_share=canary_share,
         verify_command=verify_command,
         failure_threshold=failure_threshold,
+        client_image=client_image,
+        client_branch=client_branch,
+        client_version=client_version,
+        client_compat=client_compat,
     )
     if not body:
         raise InvalidInput("nothing to change: give at least one flag (or --file)")

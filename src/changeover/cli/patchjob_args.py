@@ -7,6 +7,8 @@ any request, so a typo is one clear line and nothing is created.
     --max-run-time 2h            (2, "hours")
     durations                    90 (seconds), 30s, 15m, 2h, 1d (``cli.durations``)
     --max-unavailable 2 | 25%    a count or a share, as the API takes it
+    --client-image C --client-version 1.5 [--client-branch production] [--no-client-compat]
+                                 {"client_release": {"image", "branch", "version", "compat"}}
 
 ``build_body`` merges a ``--file`` spec with the flags (flags win) and checks that the
 fields a job needs are there.
@@ -169,6 +171,40 @@ def build_body(
     return body
 
 
+def merge_client_release(
+    body: dict[str, Any],
+    image: str | None,
+    branch: str | None,
+    version: str | None,
+    compat: bool | None,
+) -> None:
+    """The ``--client-*`` flags over ``body``'s ``client_release`` (from ``--file``).
+
+    Raises:
+        InvalidInput: a release without its image or version (the branch defaults to
+            ``production``).
+    """
+    given = {
+        k: v
+        for k, v in (("image", image), ("branch", branch), ("version", version), ("compat", compat))
+        if v is not None
+    }
+    if not given:
+        return
+    current = body.get("client_release")
+    merged = dict(current) if isinstance(current, Mapping) else {}
+    merged.update(given)
+    merged.setdefault("branch", "production")
+    missing = [f"--client-{k}" for k in ("image", "version") if not merged.get(k)]
+    if missing:
+        raise InvalidInput(
+            f"a client release needs {' and '.join(missing)} too"
+            " (--client-image NAME --client-version VERSION [--client-branch BRANCH])",
+            missing=missing,
+        )
+    body["client_release"] = merged
+
+
 def repeated(values: Sequence[str] | None) -> list[str] | None:
     """A repeatable flag: None when not given (so ``update`` leaves the field alone)."""
     return list(values) if values else None
@@ -180,6 +216,7 @@ __all__ = [
     "build_pair",
     "duration_s",
     "email_entry",
+    "merge_client_release",
     "merge_knob",
     "method",
     "repeated",

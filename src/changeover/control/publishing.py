@@ -4,7 +4,9 @@ A reconciler, not an event handler: ``sync`` computes every target that should b
 published (a manifest per completed version, a pointer per branch) and publishes only the
 difference, so calling it after a branch move, after a version job, on a timer, or after
 a crash all converge to the same tree. After a change it asks the CDN to purge exactly the
-paths that changed in place (``metadata/timestamp.json``).
+paths that changed in place (``metadata/timestamp.json``). The client compatibility of
+each released client branch (``compat/<image>/<branch>.json``, ``patchjobs.client_compat``)
+is a signed target like the pointers, so a launcher trusts it as much.
 
 News feeds (``news/<image>/<branch>.xml``, see ``control.news``) are published the same
 way, beside the signed metadata rather than in it: a feed is display text a launcher
@@ -30,6 +32,7 @@ from changeover.control.db import Database
 from changeover.control.news import services as news
 from changeover.control.news.feed import FEED_ENTRIES, FeedEntry, atom_feed, feed_path
 from changeover.control.news.models import NewsEntry
+from changeover.control.patchjobs import client_compat
 from changeover.control.states import JobState
 from changeover.errors import NotFound
 
@@ -88,6 +91,8 @@ class Publisher:
                 out[pointer_path(image.name, branch.name)] = json.dumps(
                     pointer, sort_keys=True
                 ).encode()
+            # What the live servers accept of each released client (launcher.compat).
+            out.update(client_compat.targets(s))
         return out
 
     def _delivery(self, manifest_id: str) -> bytes | None:

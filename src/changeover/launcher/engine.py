@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from changeover.errors import Interrupted, InvalidInput
-from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S
+from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher
 from changeover.launcher.install import Install, VerifyReport, default_cache, verify_tree
 from changeover.launcher.sync import Syncer, SyncReport, plan_steps
+from changeover.launcher.trust import TrustedTargets
 
 PhaseName = Literal["checking", "downloading", "installing", "done"]
 
@@ -227,6 +228,24 @@ class Engine:
             download_bytes=sum(s.download_bytes for s in steps),
             total_bytes=manifest.total_bytes,
         )
+
+    def fetch_signed(self, path: str, *, what: str | None = None) -> bytes:
+        """The verified bytes of another signed target of the server (such as the servers'
+        client compatibility, ``launcher.compat``), trusted as the branch pointers are.
+
+        Raises:
+            NotFound: the server does not publish ``path``; RemoteError: it cannot be
+                reached; UntrustedMetadata: what it serves does not verify.
+        """
+        syncer = self._syncer()
+        fetcher = Fetcher(syncer.base_url, syncer.limit, pace=syncer.pace)
+        try:
+            trusted = TrustedTargets(
+                syncer.base_url, syncer.trust_dir, syncer.root, fetcher=fetcher
+            )
+            return trusted.fetch(path, what=what)
+        finally:
+            fetcher.close()
 
     def sync(
         self,

@@ -4,16 +4,15 @@ the old servers are gone, and the refusals of a release that cannot work."""
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
-from fleet_helpers import catalogue, ok, profile, release
+from client_release_helpers import allocate, branch_version, client_image, compat, server_fleet
+from fleet_helpers import ok
 from patchjob_helpers import (
-    SimAgent,
     actions,
     events,
     job_body,
@@ -26,82 +25,6 @@ from tests_helpers import Server, wait_for
 pytestmark = pytest.mark.timeout(180)
 
 SERVER_ENV = {"CHANGEOVER_PATCH_TICK_S": "0.1"}
-
-
-def client_image(c: httpx.Client, name: str) -> None:
-    """Client image ``name``: version 1 labelled 1.4 (on branch production), 2 labelled 1.5."""
-    ok(c.post("/images", json={"name": name}), 201)
-    release(c, name, {"client.exe": b"1.4"}, "1.4")
-    release(c, name, {"client.exe": b"1.5"}, "1.5")
-    ok(c.put(f"/images/{name}/branches/production", json={"version": "1"}))
-
-
-def server_fleet(
-    server: Server, prefix: str, hosts: list[str], broken: str = ""
-) -> tuple[httpx.Client, list[SimAgent]]:
-    """Fleet ``<prefix>-fleet`` of image ``<prefix>-srv`` version 1 (profile ``<prefix>-v1``),
-    version 2 ready as ``<prefix>-v2``; one instance per host, all ready."""
-    c = server.client()
-    ok(c.post("/images", json={"name": f"{prefix}-srv"}), 201)
-    release(c, f"{prefix}-srv", {"bin/game": b"v1"}, None)
-    release(c, f"{prefix}-srv", {"bin/game": b"v2"}, None)
-    catalogue(c, prefix)
-    profile(c, f"{prefix}-v1", f"{prefix}-game", f"{prefix}-srv", "1", capacity=4)
-    profile(c, f"{prefix}-v2", f"{prefix}-game", f"{prefix}-srv", "2", capacity=4)
-    ok(
-        c.post(
-            "/fleets",
-            json={
-                "name": f"{prefix}-fleet",
-                "application": f"{prefix}-game",
-                "environment": f"{prefix}-prod",
-                "hosts": hosts,
-                "instances_per_host": 1,
-                "profile": f"{prefix}-v1",
-            },
-        ),
-        201,
-    )
-    agent_client = server.client(server.token("agent"))
-    agents: list[SimAgent] = [
-        BrokenNewBuild(agent_client, h, f"{prefix}-eu", broken=broken) for h in hosts
-    ]
-    for a in agents:
-        a.register()
-        a.sync(2)
-    return c, agents
-
-
-def compat(c: httpx.Client, image: str, version: int) -> tuple[str | None, str | None]:
-    got = ok(c.get(f"/images/{image}/versions/{version}/compat"))
-    return got["client_min"], got["client_max"]
-
-
-@dataclass
-class BrokenNewBuild(SimAgent):
-    """Reports every instance of profile ``broken`` failed."""
-
-    broken: str = ""
-
-    def observed(self) -> list[dict[str, Any]]:
-        out = super().observed()
-        profiles = {i["id"]: i["profile"] for i in self.last.get("instances", [])}
-        for o in out:
-            if profiles.get(o["id"]) == self.broken and o["state"] != "stopped":
-                o["state"], o["sdk"]["ready"] = "failed", False
-        return out
-
-
-def branch_version(c: httpx.Client, image: str, branch: str = "production") -> int:
-    rows = ok(c.get(f"/images/{image}/branches"))
-    return int(next(b["version"] for b in rows if b["name"] == branch))
-
-
-def allocate(c: httpx.Client, fleet: str, player: str, client: str, **extra: Any) -> Any:
-    return c.post(
-        "/allocations",
-        json={"fleet": fleet, "players": [player], "client_version": client, **extra},
-    )
 
 
 def test_bleed_off_releases_the_client_after_the_old_servers(server: Server) -> None:
@@ -224,6 +147,22 @@ def test_refusals_of_a_client_release(server: Server) -> None:
     assert dropped["client_release"] is None
     ok(c.post(f"/patchjobs/{job['id']}/cancel", json={"mode": "wrap_up"}))
     wait_status(c, job["id"], {10})
+    # The CLI's flags give the same body.
+    made = server.cli(
+        "patchjob", "create", "--name", "crr cli", "--env", "crr-prod", "--app", "crr-game",
+        "--method", "rolling", "--build", "crr-v1=crr-v2", "--fleet", "crr-fleet",
+        "--start", "+1h", "--client-image", "crr-client", "--client-version", "1",
+        "--no-client-compat", "--json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    by_cli = json.loads(made.stdout)
+    assert by_cli["client_release"]["client_version"] == "1.4"
+    assert by_cli["client_release"]["branch"] == "production"
+    shown = server.cli("patchjob", "show", str(by_cli["id"]))
+    assert "client release: crr-client/production -> version 1 (client 1.4), released" in (
+        shown.stdout
+    ), shown.stdout
+    ok(c.post(f"/patchjobs/{by_cli['id']}/cancel", json={"mode": "wrap_up"}))
 
 
 def test_a_failed_job_releases_nothing(server: Server) -> None:

@@ -104,3 +104,24 @@ def test_knobs_merge_into_their_group() -> None:
     a.merge_knob(body, "drain", "notice_before_s", [30])
     a.merge_knob(body, "rolling", "max_surge", None)
     assert body == {"drain": {"deadline_s": 60, "notice_before_s": [30]}}
+
+
+def test_client_release_flags() -> None:
+    body: dict[str, object] = {}
+    a.merge_client_release(body, "arena-client", None, "1.5", None)
+    assert body == {
+        "client_release": {"image": "arena-client", "version": "1.5", "branch": "production"}
+    }
+    # Over a --file's release: the flags given win, the rest stays.
+    body = {"client_release": {"image": "c", "branch": "beta", "version": "3"}}
+    a.merge_client_release(body, None, None, "4", False)
+    assert body == {
+        "client_release": {"image": "c", "branch": "beta", "version": "4", "compat": False}
+    }
+    body = {}
+    a.merge_client_release(body, None, None, None, None)
+    assert body == {}  # no flag: no release
+    with pytest.raises(InvalidInput, match="--client-image"):
+        a.merge_client_release({}, None, "beta", "1.5", None)
+    with pytest.raises(InvalidInput, match="--client-version"):
+        a.merge_client_release({}, "c", None, None, None)

@@ -10,7 +10,9 @@ API shows back (``comments``, ``max_run_time`` with its unit, the e-mail flags),
      "scheduled_start", "max_run_time", "max_run_time_unit", "max_run_time_s",
      "rolling": {...}, "drain": {...}, "canary": {...}, "ab": {...},
      "failure_threshold", "steps": [...], "emails": [{"email", "progress", "result"}],
-     "profiles": {"<profile id>": {"stop_timeout_s", "state"}}}
+     "profiles": {"<profile id>": {"stop_timeout_s", "state"}},
+     "client_release": {"image_id", "image", "branch", "version_id", "version_number",
+                        "client_version", "compat"}}     (only when the job carries one)
 
 ``profiles`` holds what the planners need of each build's profile (``ProfileTerms``),
 taken when the job is submitted or edited (profiles never change); a job stored without

@@ -10,7 +10,9 @@
     (never ran)    max run time passed  ▶ finalized by force, instances as they are
 
 At start the selection (the instances of the job's fleets on an old build) is frozen into
-``progress.selection``: an instance started later is not the job's business. Within one
+``progress.selection``: an instance started later is not the job's business. A job with a
+client release declares its default client ranges then (``DeclareClientRange``), and
+releases the client when it completes (``Tick.finish``; see ``client_release``). Within one
 pass, a phase that ends hands over to the next at once (``MAX_HOPS`` bounds the chain),
 so a job never waits a tick for nothing.
 
