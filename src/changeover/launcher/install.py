@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from changeover.content.chunks import READ_BLOCK, hash_range
+from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest
-from changeover.content.store import atomic_write
 from changeover.errors import InvalidInput
 from changeover.launcher.objects import ObjectStore
 
