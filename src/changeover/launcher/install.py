@@ -1,11 +1,12 @@
 """An install directory that is always one complete version, switched atomically.
 
-``DIR`` is a symbolic link to a complete tree ``CACHE/trees/<key>/<manifest>-<nonce>/``
-whose files are hard links into the object store. A new version is built as a new tree
-beside the old one and then ``DIR`` is repointed with one ``rename`` — so a kill, a power
-cut or a full disk at any instant leaves ``DIR`` on the old version or the new one, never
-a mix. The previous tree is removed after the switch; unchanged files cost no space, being
-links to the same objects.
+A version is built as a complete tree ``CACHE/trees/<key>/<manifest>-<nonce>/`` whose
+files are hard links into the object store (or, in copy mode, writable copies), beside
+the current one; then the install directory ``DIR`` is switched to it
+(:mod:`changeover.launcher.switch`: a symbolic link repointed, or a directory renamed
+under a journal) — so a kill, a power cut or a full disk at any instant leaves ``DIR`` on
+the old version or the new one, never a mix. The previous tree is removed after the
+switch; unchanged files cost no space in link mode, being links to the same objects.
 
 Beside each tree, ``<tree>.manifest.json`` is the manifest it was built from (written by
 the launcher from a TUF-verified target), which ``verify`` checks the tree against.
@@ -16,6 +17,9 @@ digests of the signed delivery index (BLAKE3, chunk SHA-256s) are not used here:
 a second statement about a content, and a signer compromised once could make one describe
 other bytes (see :mod:`changeover.launcher.objects`). Trees built by earlier launchers kept
 those digests in a ``<tree>.chunks.json`` sidecar; it is ignored, and deleted with its tree.
+
+One sync at a time per install: a second one, from any process, gets ``Conflict`` (a lock
+file in ``CACHE/locks``, held with the ``filelock`` library, which works on Windows too).
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from changeover.content.chunks import READ_BLOCK, hash_range
 from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest
-from changeover.errors import InvalidInput
+from changeover.errors import Conflict, InvalidInput
 from changeover.launcher.objects import ObjectStore
+from changeover.launcher.switch import Switch, fsync_dir, switch_for
 
 
 def _cores() -> int:
@@ -74,6 +81,8 @@ class Install:
 
     def __post_init__(self) -> None:
         self.key = install_key(self.target)
+        self.switcher: Switch = switch_for(self.target, self.trees)
+        self._lock = filelock.FileLock(self.cache / "locks" / f"{self.key}.lock")
 
     @property
     def trees(self) -> Path:
@@ -83,24 +92,47 @@ class Install:
     def record_path(self) -> Path:
         return self.cache / "installs" / f"{self.key}.json"
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold this install for one sync or repair (re-entrant within a thread).
+
+        Raises:
+            Conflict: another sync of this install holds it, in this process or another.
+        """
+        (self.cache / "locks").mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(blocking=False)
+        except filelock.Timeout:
+            raise Conflict(
+                f"{self.target} is being updated by another launcher; wait for it to end,"
+                " then retry",
+                install=str(self.target),
+            ) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def check_managed(self) -> None:
         """Refuse to take over a real directory the launcher did not make.
 
         Raises:
-            InvalidInput: ``target`` exists and is not our symlink.
+            InvalidInput: ``target`` exists and is not ours.
         """
-        if self.target.is_symlink() or not self.target.exists():
+        if self.switcher.managed() or not os.path.lexists(self.target):
             return
         raise InvalidInput(
             f"{self.target} exists and was not installed by changeover; choose a new or"
-            " empty path (the launcher manages it as a link to a complete version)"
+            " empty path (the launcher manages it as one complete version)"
         )
 
     def current_tree(self) -> Path | None:
-        if not self.target.is_symlink():
-            return None
-        tree = Path(os.readlink(self.target))
-        return tree if tree.is_dir() else None
+        """Where the installed version's files are read (``DIR`` or its link's tree)."""
+        return self.switcher.current()
+
+    def current_name(self) -> str | None:
+        """The installed tree's name: what changes when the install is switched."""
+        return self.switcher.current_name()
 
     def record(self) -> dict[str, Any] | None:
         try:
@@ -109,13 +141,16 @@ class Install:
             return None
         return data
 
+    def write_record(self, record: dict[str, Any]) -> None:
+        atomic_write(self.record_path, json.dumps(record, indent=2).encode())
+
     def current_manifest(self) -> Manifest | None:
         """The manifest the install's current tree was built from."""
-        tree = self.current_tree()
-        if tree is None:
+        name = self.current_name()
+        if name is None:
             return None
         try:
-            return Manifest.from_json((tree.parent / f"{tree.name}.manifest.json").read_bytes())
+            return Manifest.from_json((self.trees / f"{name}.manifest.json").read_bytes())
         except FileNotFoundError:
             return None
 
@@ -134,43 +169,37 @@ class Install:
                 else:
                     os.link(objects.path(f.sha256, f.executable), dest)
             atomic_write(self.trees / f"{name}.manifest.json", manifest.canonical_bytes())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             tree = self.trees / name
             os.rename(staging, tree)
-            _fsync_dir(self.trees)
+            fsync_dir(self.trees)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return tree
 
     def switch(self, tree: Path, record: dict[str, Any]) -> None:
-        """Point the install at ``tree`` in one atomic step, then drop the old tree."""
-        old = self.current_tree()
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        link = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.link")
-        os.symlink(tree, link)
-        try:
-            os.replace(link, self.target)
-        except BaseException:
-            link.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.target.parent)
-        atomic_write(self.record_path, json.dumps(record, indent=2).encode())
-        if old is not None and old != tree:
+        """Make ``tree`` the install in one step, record it, then drop the old tree."""
+        old = self.switcher.switch(tree)
+        self.write_record({**record, "switch": self.switcher.kind})
+        if old is not None:
             remove_tree(old)
 
     def cleanup(self) -> None:
-        """Remove trees the install no longer points at (left by a kill mid-build)."""
+        """Finish a switch a kill interrupted, then remove the trees the install no longer
+        uses (left by a kill mid-build or mid-switch)."""
+        self.switcher.recover()
         if not self.trees.exists():
             return
         current = self.current_tree()
+        name = self.current_name()
         for entry in self.trees.iterdir():
             if entry.is_dir() and entry != current:
                 remove_tree(entry)
             elif (
                 entry.suffix == ".json"
-                and current is not None
-                and entry.name != f"{current.name}.manifest.json"
+                and name is not None
+                and entry.name != f"{name}.manifest.json"
             ):
                 entry.unlink(missing_ok=True)
 
@@ -180,14 +209,6 @@ def remove_tree(tree: Path) -> None:
     for sidecar in ("manifest", "chunks"):  # "chunks": left by earlier launchers
         with contextlib.suppress(FileNotFoundError):
             (tree.parent / f"{tree.name}.{sidecar}.json").unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

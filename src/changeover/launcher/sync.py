@@ -206,7 +206,11 @@ class Syncer:
         """Raises DiskError when the disk refuses a write, and any other error of ours
         when the content cannot be had; each says whether the install was left as it
         was (it is, unless the error came after the switch) and whether to retry."""
-        before = self.install.current_tree()
+        with self.install.locked():
+            return self._sync_explained(image, branch, force_rebuild)
+
+    def _sync_explained(self, image: str, branch: str, force_rebuild: bool) -> SyncReport:
+        before = self.install.current_name()
         try:
             return self._sync(image, branch, force_rebuild)
         except OSError as e:
@@ -220,11 +224,11 @@ class Syncer:
         except ChangeoverError as e:
             raise explained(e, self._outcome(before)) from None
 
-    def _outcome(self, before: Path | None) -> str:
+    def _outcome(self, before: str | None) -> str:
         """What became of the install, for an error's message."""
         record = self.install.record() or {}
         version = f"version {record['version']}" if "version" in record else None
-        if self.install.current_tree() != before:
+        if self.install.current_name() != before:
             return f"{self.target} was updated to {version or 'a new version'}"
         if before is None:
             return f"{self.target} was left as it was (not installed)"
@@ -253,7 +257,7 @@ class Syncer:
         )
         record = {"base_url": self.base_url, "image": image, "branch": branch, **pointer}
         if report.already_current and not force_rebuild:
-            self.install.switch(self.install.current_tree() or Path(), record)
+            self.install.write_record({**record, "switch": self.install.switcher.kind})
             report.seconds = time.monotonic() - started
             return report
 
@@ -393,6 +397,10 @@ class Syncer:
 
     def repair(self) -> tuple[Any, SyncReport]:
         """Re-fetch whatever verification finds damaged, and rebuild the tree."""
+        with self.install.locked():
+            return self._repair()
+
+    def _repair(self) -> tuple[Any, SyncReport]:
         manifest, report = self.verify()
         for rel in report.modified + report.missing:
             entry = manifest.get(rel)

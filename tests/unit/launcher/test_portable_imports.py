@@ -47,7 +47,7 @@ def launcher_modules() -> list[str]:
 def test_every_launcher_module_is_found() -> None:
     # The walk must see the modules the engine is made of, or the test below proves nothing.
     modules = launcher_modules()
-    for name in ("engine", "sync", "install", "objects", "fetch", "trust", "config"):
+    for name in ("engine", "sync", "install", "objects", "fetch", "trust", "config", "switch"):
         assert f"changeover.launcher.{name}" in modules
 
 
