@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import secrets
 import shutil
 import stat
@@ -35,13 +36,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import filelock
 
 from changeover.content.chunks import READ_BLOCK, hash_range
 from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest
+from changeover.content.user_data import UserData
 from changeover.errors import Conflict, InvalidInput
 from changeover.launcher.objects import ObjectStore
 from changeover.launcher.switch import Switch, fsync_dir, switch_for
@@ -52,6 +54,9 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
+
+InstallMode = Literal["link", "copy"]
+INSTALL_MODES: tuple[InstallMode, ...] = ("link", "copy")
 
 HASH_THREADS = min(32, max(2, _cores()))
 """Threads that hash files in ``verify``: one per core (hashlib and reads release the GIL),
@@ -154,11 +159,27 @@ class Install:
         except FileNotFoundError:
             return None
 
-    def build_tree(self, manifest: Manifest, objects: ObjectStore) -> Path:
-        """Build a complete tree of the manifest from held objects; returns its path."""
+    def build_tree(
+        self,
+        manifest: Manifest,
+        objects: ObjectStore,
+        *,
+        mode: InstallMode = "link",
+        previous: Manifest | None = None,
+    ) -> Path:
+        """Build a complete tree of the manifest from held objects; returns its path.
+
+        ``mode`` "link": files are read-only hard links to the objects (no space, shared
+        by versions); "copy": writable copies, for games that write beside their own
+        files. Either way a file under a user-data pattern is a writable copy, and the
+        player's files in the current tree (``previous`` is its manifest) are carried
+        over (:func:`carry_player_files`).
+        """
         self.trees.mkdir(parents=True, exist_ok=True)
         name = f"{manifest.id[:16]}-{secrets.token_hex(4)}"
         staging = self.trees / f".tmp-{name}"
+        current = self.current_tree()
+        mine = player_paths(manifest, previous)
         try:
             staging.mkdir()
             for f in manifest:
@@ -166,8 +187,18 @@ class Install:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if f.link is not None:
                     os.symlink(f.link, dest)
+                elif mine.matches(f.path):
+                    continue  # below: the player's copy if there is one, else the build's
+                elif mode == "copy":
+                    copy_writable(objects.path(f.sha256, f.executable), dest, f.executable)
                 else:
                     os.link(objects.path(f.sha256, f.executable), dest)
+            if current is not None:
+                carry_player_files(current, staging, manifest, previous)
+            for f in manifest:
+                dest = staging / f.path
+                if f.link is None and mine.matches(f.path) and not os.path.lexists(dest):
+                    copy_writable(objects.path(f.sha256, f.executable), dest, f.executable)
             atomic_write(self.trees / f"{name}.manifest.json", manifest.canonical_bytes())
             fsync_dir(staging)
             tree = self.trees / name
@@ -178,12 +209,26 @@ class Install:
             raise
         return tree
 
-    def switch(self, tree: Path, record: dict[str, Any]) -> None:
-        """Make ``tree`` the install in one step, record it, then drop the old tree."""
+    def switch(
+        self,
+        tree: Path,
+        record: dict[str, Any],
+        *,
+        manifest: Manifest | None = None,
+        previous: Manifest | None = None,
+    ) -> None:
+        """Make ``tree`` the install in one step, record it, then drop the old tree.
+
+        With ``manifest``, player files the old tree gained after ``tree`` was built
+        (a game still running) are carried over before the old tree is removed."""
         old = self.switcher.switch(tree)
         self.write_record({**record, "switch": self.switcher.kind})
-        if old is not None:
-            remove_tree(old)
+        if old is None:
+            return
+        now = self.current_tree()
+        if manifest is not None and now is not None:
+            carry_player_files(old, now, manifest, previous)
+        remove_tree(old)
 
     def cleanup(self) -> None:
         """Finish a switch a kill interrupted, then remove the trees the install no longer
@@ -204,6 +249,99 @@ class Install:
                 entry.unlink(missing_ok=True)
 
 
+def player_paths(manifest: Manifest, previous: Manifest | None) -> UserData:
+    """The user-data patterns of the new version and of the one installed: a path that
+    either calls the player's is kept."""
+    return UserData(manifest.user_data + (previous.user_data if previous else ()))
+
+
+def copy_writable(source: Path, dest: Path, executable: bool) -> None:
+    """A private, writable copy of an object (the object itself stays read-only)."""
+    shutil.copyfile(source, dest)
+    os.chmod(dest, 0o755 if executable else 0o644)
+
+
+def carry_player_files(
+    old: Path, new: Path, manifest: Manifest, previous: Manifest | None
+) -> list[str]:
+    """Bring the player's files of the tree ``old`` into the tree ``new``; returns them.
+
+    The player's: every file under a user-data pattern, and every file the installed
+    build (``previous``) did not ship: saves, settings, logs, mods. A file of ``old`` the
+    installed build shipped (and not under a pattern) is the build's: the new version
+    replaces or drops it. A path already in ``new`` is left alone (the new build ships it
+    and it is not user data, or it was carried already). Hard links where the disk
+    allows (no copy, and the game's writes after this reach the same file), else copies;
+    a player's file that is a read-only link to an object (trees of earlier launchers)
+    is copied, writable.
+    """
+    mine = player_paths(manifest, previous)
+    shipped = {f.path for f in previous} if previous is not None else set()
+    build_dirs = {d for p in shipped for d in _ancestors(p)}
+    carried: list[str] = []
+    for rel, is_dir in _entries_under(old):
+        if rel in shipped and not mine.matches(rel):
+            continue
+        if manifest.get(rel) is not None and not mine.matches(rel):
+            continue  # the new build ships this path and does not call it the player's
+        dest = new / rel
+        if os.path.lexists(dest) or not _parents_are_dirs(new, rel):
+            continue
+        source = old / rel
+        if is_dir:
+            # An empty directory the player made (a saves folder) is kept; one the old
+            # build's files were in is the build's. A directory with player files in it
+            # comes with them.
+            if rel not in build_dirs:
+                dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            os.symlink(os.readlink(source), dest)
+        elif not os.stat(source).st_mode & stat.S_IWUSR:
+            copy_writable(source, dest, bool(os.stat(source).st_mode & 0o111))
+        else:
+            try:
+                os.link(source, dest)
+            except OSError:
+                shutil.copy2(source, dest)
+        carried.append(rel)
+    return carried
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    parent = posixpath.dirname(path)
+    while parent:
+        yield parent
+        parent = posixpath.dirname(parent)
+
+
+def _parents_are_dirs(root: Path, rel: str) -> bool:
+    """Whether nothing but directories (or nothing yet) stands on the way to ``rel``."""
+    path = root
+    for part in rel.split("/")[:-1]:
+        path = path / part
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+            return False
+    return True
+
+
+def _entries_under(root: Path) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a directory) of everything under ``root``, parents first;
+    links are not followed."""
+    stack = [(str(root), "")]
+    while stack:
+        directory, prefix = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    yield rel, True
+                    stack.append((entry.path, rel + "/"))
+                else:
+                    yield rel, False
+
+
 def remove_tree(tree: Path) -> None:
     shutil.rmtree(tree, ignore_errors=True)
     for sidecar in ("manifest", "chunks"):  # "chunks": left by earlier launchers
@@ -217,11 +355,15 @@ class VerifyReport:
     missing: list[str]
     modified: list[str]
     extra: list[str]
+    """Files the build did not ship: the player's (or another program's); kept, and no
+    damage."""
     bytes_hashed: int
+    user_data: list[str] = field(default_factory=list)
+    """Files under the version's user-data patterns: the player's, not checked."""
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.modified or self.extra)
+        return not (self.missing or self.modified)
 
 
 Check = tuple[int, str]
@@ -231,26 +373,30 @@ Check = tuple[int, str]
 def verify_tree(root: Path, manifest: Manifest) -> VerifyReport:
     """Hash every file under ``root`` against the SHA-256 ``manifest`` names it by.
 
+    Files under the manifest's user-data patterns are the player's: never checked.
     Hashing runs on ``HASH_THREADS`` threads (hashlib and file reads release the GIL),
     biggest files first so the threads end together, small files in batches.
     """
+    mine = UserData(manifest.user_data)
+    checked = Manifest.of(f for f in manifest if not mine.matches(f.path))
     status: dict[str, str] = {}
-    work = _plan_checks(root, manifest, status)
-    expected = {f.path: f.sha256 for f in manifest if f.link is None}
+    work = _plan_checks(root, checked, status)
+    expected = {f.path: f.sha256 for f in checked if f.link is None}
     batches = _batches(work)
     if batches:
         with ThreadPoolExecutor(min(HASH_THREADS, len(batches))) as pool:
             for bad in pool.map(lambda batch: _failed_checks(root, batch, expected), batches):
                 for rel in bad:
                     status[rel] = "modified"
-    wanted = {f.path for f in manifest}
-    extra = sorted(rel for rel in _files_under(root) if rel not in wanted)
+    wanted = {f.path for f in checked}
+    others = [rel for rel in _files_under(root) if rel not in wanted]
     return VerifyReport(
         ok=sum(1 for r in status.values() if r == "ok"),
         missing=sorted(p for p, r in status.items() if r == "missing"),
         modified=sorted(p for p, r in status.items() if r == "modified"),
-        extra=extra,
-        bytes_hashed=sum(f.size for f in manifest if f.link is None),
+        extra=sorted(rel for rel in others if not mine.matches(rel)),
+        bytes_hashed=sum(f.size for f in checked if f.link is None),
+        user_data=sorted(rel for rel in others if mine.matches(rel)),
     )
 
 
