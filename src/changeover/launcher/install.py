@@ -309,6 +309,17 @@ def carry_player_files(
     return carried
 
 
+def _clear_read_only(func: Any, path: str, exc_info: Any) -> None:
+    """``rmtree``'s error handler: Windows deletes no read-only file (a hard link of an
+    object is one) until its read-only attribute is cleared; other errors leave the entry
+    for ``cleanup`` to try again next run."""
+    if os.name != "nt":
+        return  # on POSIX the mode of a file does not stop its deletion: leave its object's
+    with contextlib.suppress(OSError):
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        func(path)
+
+
 def _ancestors(path: str) -> Iterator[str]:
     parent = posixpath.dirname(path)
     while parent:
@@ -343,7 +354,7 @@ def _entries_under(root: Path) -> Iterator[tuple[str, bool]]:
 
 
 def remove_tree(tree: Path) -> None:
-    shutil.rmtree(tree, ignore_errors=True)
+    shutil.rmtree(tree, onerror=_clear_read_only)
     for sidecar in ("manifest", "chunks"):  # "chunks": left by earlier launchers
         with contextlib.suppress(FileNotFoundError):
             (tree.parent / f"{tree.name}.{sidecar}.json").unlink()

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import queue
+import stat
 import sys
 import tempfile
 import threading
@@ -209,7 +210,7 @@ class ObjectStore:
             except OSError:
                 intact = False
             if not intact:
-                p.unlink(missing_ok=True)
+                unlink_read_only(p)
                 removed.append(p)
             else:  # a chmod through the link reached it too: read-only again
                 os.chmod(p, 0o555 if executable else 0o444)
@@ -217,7 +218,7 @@ class ObjectStore:
 
     def remove(self, sha256: str) -> None:
         for executable in (False, True):
-            self.path(sha256, executable).unlink(missing_ok=True)
+            unlink_read_only(self.path(sha256, executable))
 
     def collect_garbage(self, keep: Iterable[str]) -> int:
         """Delete objects no install references; returns how many were deleted."""
@@ -228,10 +229,10 @@ class ObjectStore:
                 continue
             for obj in sub.iterdir():
                 if obj.name.startswith(".tmp-"):
-                    obj.unlink(missing_ok=True)
+                    unlink_read_only(obj)
                     continue
                 if obj.name.rstrip("x") not in wanted:
-                    obj.unlink(missing_ok=True)
+                    unlink_read_only(obj)
                     removed += 1
         return removed
 
@@ -324,6 +325,18 @@ class ObjectWriter:
                 f" ({self.blake3}) that is not its content's, whose SHA-256 matches; the"
                 " signed metadata contradicts itself, so nothing was stored"
             )
+
+
+def unlink_read_only(path: Path) -> None:
+    """Delete ``path`` (if it exists), read-only or not. POSIX deletes a read-only file;
+    Windows refuses to (PermissionError) until its read-only attribute is cleared."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        if os.name != "nt":
+            raise
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        path.unlink(missing_ok=True)
 
 
 def _sha256_of(path: Path, size: int) -> str:
