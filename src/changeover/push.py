@@ -12,7 +12,7 @@ already has, from any image or version, are never sent again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +173,7 @@ def push(
     on_scan: Progress | None = None,
     on_plan: Callable[[int, int], None] | None = None,
     on_upload: Progress | None = None,
+    user_data: Sequence[str] = (),
 ) -> PushResult:
     """Upload the build at ``root`` as an update of ``image``; returns the update.
 
@@ -182,6 +183,8 @@ def push(
         ChangeoverError: whatever the server refuses (unknown image, duplicate label …).
     """
     manifest = scan(root, on_scan)
+    if user_data:  # the player's paths, signed with the build (content.user_data)
+        manifest = Manifest.of(manifest.files, user_data)
     created = client.post(
         f"/images/{image}/updates", json={"label": label, "manifest": manifest.to_dict()}
     )

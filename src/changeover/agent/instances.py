@@ -57,7 +57,7 @@ from changeover.agent.processes import (
     signal_name,
 )
 from changeover.agent.staging import Stager
-from changeover.content.store import atomic_write
+from changeover.content.files import atomic_write
 from changeover.errors import ChangeoverError, InvalidInput, NotFound
 from changeover.runspec import RunSpec
 from changeover.sdk.client import GameServerSDK

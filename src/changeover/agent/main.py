@@ -33,7 +33,7 @@ from changeover.agent.instances import HostConfig, Supervisor
 from changeover.agent.processes import ProcessControl, Processes
 from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging, retained
 from changeover.client import ApiClient
-from changeover.content.store import atomic_write
+from changeover.content.files import atomic_write
 from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, Pace
 from changeover.sdk.server import SDKServer

@@ -108,6 +108,15 @@ def push_cmd(
     directory: Annotated[Path, typer.Argument(help="The build directory.")],
     image: ImageOpt,
     label: Annotated[str | None, typer.Option(help="A unique label, e.g. 1.4.2.")] = None,
+    user_data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--user-data",
+            metavar="PATTERN",
+            help="A path of the install that is the player's (saves, settings, logs), e.g."
+            " saves or '**/*.log': the launcher never deletes or overwrites it. Repeatable.",
+        ),
+    ] = None,
     wait: WaitOpt = False,
     server: ServerOpt = "",
     token: TokenOpt = "",
@@ -140,6 +149,7 @@ def push_cmd(
             on_scan=lambda n: bar.advance(hashing, n),
             on_plan=on_plan,
             on_upload=lambda n: bar.advance(uploading[0], n),
+            user_data=user_data or (),
         )
         job = result.update
         if not as_json:

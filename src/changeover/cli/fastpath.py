@@ -133,6 +133,8 @@ SYNC_OPTIONS: Options = {
     "--workers": _in_range(int, 1, 32),
     "--timeout": _duration("--timeout", 0.1),
     "--min-rate": str,
+    "--copy": FLAG,
+    "--no-copy": FLAG,
     "--json": FLAG,
 }
 
@@ -143,6 +145,8 @@ def _sync_args(args: list[str]) -> dict[str, Any] | None:
     if parsed is None or "--image" not in parsed[1]:
         return None
     (base_url, directory), opts = parsed
+    if "--copy" in opts and "--no-copy" in opts:
+        return None  # Typer says which wins
     return {
         "base_url": base_url,
         "directory": Path(directory),
@@ -154,6 +158,7 @@ def _sync_args(args: list[str]) -> dict[str, Any] | None:
         "workers": opts.get("--workers", 4),
         "timeout": opts.get("--timeout", 30.0),
         "min_rate": opts.get("--min-rate"),
+        "copy": True if "--copy" in opts else False if "--no-copy" in opts else None,
         "as_json": bool(opts.get("--json")),
     }
 
@@ -182,8 +187,12 @@ def launcher_sync(
     timeout: float,
     as_json: bool,
     min_rate: str | None = None,
+    copy: bool | None = None,
 ) -> int:
-    """Install or update ``directory`` to what ``branch`` of ``image`` points at."""
+    """Install or update ``directory`` to what ``branch`` of ``image`` points at.
+
+    ``copy``: install writable copies (True) or read-only hard links (False); ``None``
+    keeps what the install was made with."""
     from changeover.cli.progress import ProgressLine
     from changeover.launcher.engine import Engine, ProgressEvent
     from changeover.launcher.fetch import DEFAULT_MIN_RATE
@@ -202,6 +211,7 @@ def launcher_sync(
         workers=workers,
         timeout_s=timeout,
         min_rate=floor,
+        install_mode=None if copy is None else "copy" if copy else "link",
     )
     with ProgressLine(sys.stderr, enabled=not as_json) as line:
 
@@ -243,8 +253,11 @@ def launcher_verify(directory: Path, cache: Path | None, as_json: bool) -> int:
         print_json(verify_dict(report))
     else:
         lines = [f"{report.ok} files ok, {human_bytes(report.bytes_hashed)} hashed"]
-        for kind in ("missing", "modified", "extra"):
+        for kind in ("missing", "modified"):
             lines += [f"  {kind}: {path}" for path in getattr(report, kind)]
+        # Not damage: kept by every update and repair.
+        lines += [f"  not shipped (kept): {path}" for path in report.extra]
+        lines += [f"  user data (kept): {path}" for path in report.user_data]
         sys.stdout.write("\n".join(lines) + "\n")
     return 0 if report.clean else JOB_FAILED
 
@@ -256,5 +269,6 @@ def verify_dict(report: Any) -> dict[str, Any]:
         "missing": report.missing,
         "modified": report.modified,
         "extra": report.extra,
+        "user_data": report.user_data,
         "bytes_hashed": report.bytes_hashed,
     }

@@ -64,6 +64,15 @@ def sync(
             " bytes/s): each may take --timeout plus its signed size at this rate.",
         ),
     ] = None,
+    copy: Annotated[
+        bool | None,
+        typer.Option(
+            "--copy/--no-copy",
+            help="Install writable copies, for a game that writes beside its own files"
+            " (--no-copy: read-only hard links shared between versions, the default)."
+            " Remembered by the install.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Install or update DIR to what BRANCH of IMAGE points at."""
@@ -79,6 +88,7 @@ def sync(
         workers=workers,
         timeout=timeout,
         min_rate=min_rate,
+        copy=copy,
         as_json=as_json,
     )
 
@@ -94,7 +104,7 @@ def verify(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
 
 @launcher_app.command("repair")
 def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) -> None:
-    """Verify DIR and re-fetch whatever is damaged, missing or extra."""
+    """Verify DIR and re-fetch whatever is damaged or missing (the player's files stay)."""
     from changeover.launcher.install import Install, default_cache
 
     record = Install(directory, cache or default_cache(directory)).record() or {}
@@ -105,7 +115,7 @@ def repair(directory: DirArg, cache: CacheOpt = None, as_json: JsonOpt = False) 
     if as_json:
         print_json({"found": verify_dict(found), "sync": report.to_dict()})
         return
-    damaged = len(found.missing) + len(found.modified) + len(found.extra)
+    damaged = len(found.missing) + len(found.modified)
     console.print(
         f"repaired {damaged} file(s); downloaded {human_bytes(report.downloaded_bytes)}",
         highlight=False,

@@ -19,13 +19,15 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from changeover.content.chunks import CHUNK_BYTES, CHUNKED_FROM, ChunkHashes, hash_content
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch_index import PatchIndex
-from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput
+
+if TYPE_CHECKING:  # the launcher imports this module; the store is the server's (fcntl)
+    from changeover.content.store import LocalStore
 
 FORMAT = "changeover.delivery/1"
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from changeover.content.user_data import check_patterns
 from changeover.errors import InvalidInput, UnsafePath
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -136,9 +137,16 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The files of one build, sorted by path, with no duplicates and no path clashes."""
+    """The files of one build, sorted by path, with no duplicates and no path clashes.
+
+    ``user_data``: patterns of the paths that are the player's (saves, settings, logs),
+    which the launcher never deletes, overwrites or calls damaged
+    (:mod:`changeover.content.user_data`). Part of the manifest, so signed with it; left
+    out of its JSON when there are none, so that a manifest without them keeps its id.
+    """
 
     files: tuple[FileEntry, ...]
+    user_data: tuple[str, ...] = ()
     _by_path: dict[str, FileEntry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +166,7 @@ class Manifest:
                     )
                 parent = posixpath.dirname(parent)
         object.__setattr__(self, "files", ordered)
+        object.__setattr__(self, "user_data", check_patterns(self.user_data))
         object.__setattr__(self, "_by_path", by_path)
 
     def __iter__(self) -> Iterator[FileEntry]:
@@ -178,7 +187,10 @@ class Manifest:
         return {f.sha256 for f in self.files if f.link is None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "files": [f.to_dict() for f in self.files]}
+        d: dict[str, Any] = {"format": FORMAT, "files": [f.to_dict() for f in self.files]}
+        if self.user_data:
+            d["user_data"] = list(self.user_data)
+        return d
 
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -194,7 +206,10 @@ class Manifest:
             raise InvalidInput("a manifest is an object with a 'files' list")
         if d.get("format", FORMAT) != FORMAT:
             raise InvalidInput(f"unsupported manifest format {d.get('format')!r}")
-        return cls(tuple(FileEntry.from_dict(x) for x in d["files"]))
+        user_data = d.get("user_data", [])
+        if not isinstance(user_data, list):
+            raise InvalidInput("a manifest's 'user_data' is a list of path patterns")
+        return cls(tuple(FileEntry.from_dict(x) for x in d["files"]), check_patterns(user_data))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Manifest:
@@ -205,5 +220,5 @@ class Manifest:
         return cls.from_dict(data)
 
     @classmethod
-    def of(cls, files: Iterable[FileEntry]) -> Manifest:
-        return cls(tuple(files))
+    def of(cls, files: Iterable[FileEntry], user_data: Iterable[str] = ()) -> Manifest:
+        return cls(tuple(files), tuple(user_data))

@@ -27,10 +27,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from changeover.content.bases import choose_bases
+from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch import SEGMENT_BYTES, apply_patch, make_patch
 from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path, smallest_first
-from changeover.content.store import LocalStore, atomic_write
+from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
 DEFAULT_HISTORY = 3

@@ -39,12 +39,12 @@ from typing import BinaryIO
 
 import zstandard
 
+from changeover.content.files import PUBLIC_MODE, atomic_write
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
-PUBLIC_MODE = 0o644  # readable by whatever static server or sync tool serves the tree
 ZSTD_THREADS_FROM = 32 << 20
 """Blobs at least this big get a multi-threaded compressor, if the machine has cores to
 spare; smaller ones are cheaper with one thread (a thread pool per blob costs more than it
@@ -97,23 +97,6 @@ def _compressor(size: int) -> zstandard.ZstdCompressor:
     # decompressing anything.
     threads = ZSTD_THREADS if size >= ZSTD_THREADS_FROM else 0
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, PUBLIC_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _temp_beside(target: Path) -> tuple[int, Path]:

@@ -45,8 +45,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from changeover.content.files import atomic_write
 from changeover.content.manifest import check_path
-from changeover.content.store import atomic_write
 from changeover.errors import InvalidInput
 
 ROLES = ("root", "targets", "snapshot", "timestamp")

@@ -22,6 +22,8 @@ for its own updates. Paths in it are relative to the file. Example (``docs/launc
     [launcher]
     image = "hourai-launcher"
 
+``copy = true`` (top level) installs writable copies instead of read-only hard links.
+
 Read with the standard library's TOML parser and checked by hand: every error names the
 file and the key, so that a studio's typo is found before a player sees it.
 """
@@ -33,7 +35,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from changeover.errors import InvalidInput
@@ -83,6 +85,13 @@ class LauncherConfig:
     logo: Path | None = None
     news_url: str | None = None
     self_update: SelfUpdate | None = None
+    copy: bool = False
+    """``copy = true``: install writable copies rather than read-only hard links shared
+    between versions, for a game that writes beside its own files (``docs/launcher.md``)."""
+
+    @property
+    def install_mode(self) -> Literal["link", "copy"]:
+        return "copy" if self.copy else "link"
 
     def branch(self, name: str) -> Branch:
         for b in self.branches:
@@ -165,6 +174,7 @@ def parse(data: dict[str, Any], source: Path) -> LauncherConfig:
             if launcher.data
             else None
         ),
+        copy=keys.flag("copy"),
     )
 
 
@@ -185,6 +195,12 @@ class _Keys:
             raise InvalidInput(f"{self.source}: {self._name(key)} is missing")
         if not isinstance(value, str) or (not value and default is None):
             raise InvalidInput(f"{self.source}: {self._name(key)} must be a non-empty string")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{self.source}: {self._name(key)} must be true or false")
         return value
 
     def texts(self, key: str) -> list[str]:

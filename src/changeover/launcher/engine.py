@@ -23,7 +23,13 @@ from typing import Any, Literal
 
 from changeover.errors import Interrupted, InvalidInput
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher
-from changeover.launcher.install import Install, VerifyReport, default_cache, verify_tree
+from changeover.launcher.install import (
+    Install,
+    InstallMode,
+    VerifyReport,
+    default_cache,
+    verify_tree,
+)
 from changeover.launcher.sync import Syncer, SyncReport, plan_steps
 from changeover.launcher.trust import TrustedTargets
 
@@ -83,6 +89,7 @@ class Installed:
     version: int
     label: str | None
     manifest: str
+    install_mode: str = "link"
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,11 @@ class Engine:
         workers: int = 4,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         min_rate: int = DEFAULT_MIN_RATE,
+        install_mode: InstallMode | None = None,
     ) -> None:
+        """``install_mode``: "link" (read-only hard links shared between versions, the
+        default) or "copy" (writable copies, for games that write beside their files);
+        ``None`` keeps what the install was made with."""
         self.base_url = base_url
         self.directory = directory
         self.image = image
@@ -156,6 +167,7 @@ class Engine:
             "workers": workers,
             "timeout_s": timeout_s,
             "min_rate": min_rate,
+            "install_mode": install_mode,
         }
 
     @classmethod
@@ -204,6 +216,7 @@ class Engine:
                 version=int(record.get("version", 0)),
                 label=record.get("label"),
                 manifest=str(record["manifest"]),
+                install_mode=str(record.get("install_mode", "link")),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -24,6 +24,7 @@ import functools
 import hashlib
 import os
 import queue
+import stat
 import sys
 import tempfile
 import threading
@@ -34,7 +35,7 @@ from typing import BinaryIO, cast
 import blake3 as blake3_lib
 import zstandard
 
-from changeover.content.chunks import check_blake3
+from changeover.content.chunks import READ_BLOCK, check_blake3, hash_range
 from changeover.content.manifest import check_sha256
 from changeover.errors import IntegrityError, UntrustedMetadata
 
@@ -195,9 +196,29 @@ class ObjectStore:
         size = held.stat().st_size
         self.add_from_file(held, sha256, size, executable, blake3=blake3, name=name)
 
+    def remove_damaged(self, sha256: str, size: int) -> list[Path]:
+        """Delete each variant of a content whose bytes are no longer it (written through
+        a hard link); returns those deleted. An intact object is kept: it is not fetched
+        again."""
+        removed = []
+        for executable in (False, True):
+            p = self.path(sha256, executable)
+            try:
+                intact = p.stat().st_size == size and _sha256_of(p, size) == sha256
+            except FileNotFoundError:
+                continue
+            except OSError:
+                intact = False
+            if not intact:
+                unlink_read_only(p)
+                removed.append(p)
+            else:  # a chmod through the link reached it too: read-only again
+                os.chmod(p, 0o555 if executable else 0o444)
+        return removed
+
     def remove(self, sha256: str) -> None:
         for executable in (False, True):
-            self.path(sha256, executable).unlink(missing_ok=True)
+            unlink_read_only(self.path(sha256, executable))
 
     def collect_garbage(self, keep: Iterable[str]) -> int:
         """Delete objects no install references; returns how many were deleted."""
@@ -208,10 +229,10 @@ class ObjectStore:
                 continue
             for obj in sub.iterdir():
                 if obj.name.startswith(".tmp-"):
-                    obj.unlink(missing_ok=True)
+                    unlink_read_only(obj)
                     continue
                 if obj.name.rstrip("x") not in wanted:
-                    obj.unlink(missing_ok=True)
+                    unlink_read_only(obj)
                     removed += 1
         return removed
 
@@ -304,6 +325,22 @@ class ObjectWriter:
                 f" ({self.blake3}) that is not its content's, whose SHA-256 matches; the"
                 " signed metadata contradicts itself, so nothing was stored"
             )
+
+
+def unlink_read_only(path: Path) -> None:
+    """Delete ``path`` (if it exists), read-only or not. POSIX deletes a read-only file;
+    Windows refuses to (PermissionError) until its read-only attribute is cleared."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        if os.name != "nt":
+            raise
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+        path.unlink(missing_ok=True)
+
+
+def _sha256_of(path: Path, size: int) -> str:
+    return hash_range(path, 0, size, bytearray(READ_BLOCK))
 
 
 def describe(sha256: str, name: str | None) -> str:

@@ -39,7 +39,13 @@ from changeover.errors import (
     UntrustedMetadata,
 )
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher, Pace, RateLimit
-from changeover.launcher.install import Install, default_cache, verify_tree
+from changeover.launcher.install import (
+    INSTALL_MODES,
+    Install,
+    InstallMode,
+    default_cache,
+    verify_tree,
+)
 from changeover.launcher.objects import ObjectStore
 from changeover.launcher.trust import TrustedTargets
 
@@ -142,9 +148,15 @@ class Syncer:
         on_progress: Progress | None = None,
         on_phase: Phase | None = None,
         checkpoint: Callable[[], None] | None = None,
+        install_mode: InstallMode | None = None,
     ) -> None:
         """``timeout_s`` bounds a connection and every gap in a download; ``min_rate``
-        (bytes/s) with it the whole of each download (``fetch.Pace``)."""
+        (bytes/s) with it the whole of each download (``fetch.Pace``). ``install_mode``
+        ("link" or "copy", see ``Install.build_tree``): ``None`` keeps the install's own
+        (from its record; "link" for a new one); another than the install's rebuilds it."""
+        if install_mode is not None and install_mode not in INSTALL_MODES:
+            raise InvalidInput(f"install mode {install_mode!r}: use link or copy")
+        self.install_mode = install_mode
         self.base_url = base_url.rstrip("/")
         self.target = target
         self.cache = cache or default_cache(target)
@@ -206,9 +218,11 @@ class Syncer:
         """Raises DiskError when the disk refuses a write, and any other error of ours
         when the content cannot be had; each says whether the install was left as it
         was (it is, unless the error came after the switch) and whether to retry."""
-        before = self.install.current_tree()
+        before = self.install.current_name()
         try:
-            return self._sync(image, branch, force_rebuild)
+            # The lock inside: a disk that refuses its lock file is a DiskError too.
+            with self.install.locked():
+                return self._sync(image, branch, force_rebuild)
         except OSError as e:
             error = DiskError(
                 f"cannot write under {self.cache} or {self.target.parent}: {e.strerror}",
@@ -220,11 +234,11 @@ class Syncer:
         except ChangeoverError as e:
             raise explained(e, self._outcome(before)) from None
 
-    def _outcome(self, before: Path | None) -> str:
+    def _outcome(self, before: str | None) -> str:
         """What became of the install, for an error's message."""
         record = self.install.record() or {}
         version = f"version {record['version']}" if "version" in record else None
-        if self.install.current_tree() != before:
+        if self.install.current_name() != before:
             return f"{self.target} was updated to {version or 'a new version'}"
         if before is None:
             return f"{self.target} was left as it was (not installed)"
@@ -236,6 +250,8 @@ class Syncer:
         self.install.cleanup()
         pointer, manifest, index = self.resolve(image, branch)
         current = self.install.current_manifest()
+        installed_mode = (self.install.record() or {}).get("install_mode", "link")
+        mode: InstallMode = self.install_mode or ("copy" if installed_mode == "copy" else "link")
         report = SyncReport(
             image=image,
             branch=branch,
@@ -251,9 +267,15 @@ class Syncer:
             already_current=current is not None and current.id == manifest.id,
             seconds=0.0,
         )
-        record = {"base_url": self.base_url, "image": image, "branch": branch, **pointer}
-        if report.already_current and not force_rebuild:
-            self.install.switch(self.install.current_tree() or Path(), record)
+        record = {
+            "base_url": self.base_url,
+            "image": image,
+            "branch": branch,
+            **pointer,
+            "install_mode": mode,
+        }
+        if report.already_current and mode == installed_mode and not force_rebuild:
+            self.install.write_record({**record, "switch": self.install.switcher.kind})
             report.seconds = time.monotonic() - started
             return report
 
@@ -273,8 +295,8 @@ class Syncer:
         report.reused_objects -= report.applied_patches
 
         self.on_phase("installing")
-        tree = self.install.build_tree(manifest, self.objects)
-        self.install.switch(tree, record)
+        tree = self.install.build_tree(manifest, self.objects, mode=mode, previous=current)
+        self.install.switch(tree, record, manifest=manifest, previous=current)
         self.objects.collect_garbage(self._referenced())
         report.seconds = time.monotonic() - started
         return report
@@ -392,12 +414,22 @@ class Syncer:
         return manifest, verify_tree(self.target, manifest)
 
     def repair(self) -> tuple[Any, SyncReport]:
-        """Re-fetch whatever verification finds damaged, and rebuild the tree."""
+        """Re-fetch the objects of whatever verification finds damaged or missing, and
+        rebuild the tree (the player's files carried over: ``carry_player_files``)."""
+        try:
+            with self.install.locked():
+                return self._repair()
+        except OSError as e:
+            raise DiskError(f"cannot repair {self.target}: {e.strerror}", errno=e.errno) from e
+
+    def _repair(self) -> tuple[Any, SyncReport]:
         manifest, report = self.verify()
         for rel in report.modified + report.missing:
             entry = manifest.get(rel)
-            if entry is not None:
-                self.objects.remove(entry.sha256)  # a damaged link damaged its object
+            if entry is not None and entry.link is None:
+                # In link mode a damaged file is its object (one inode): that object is
+                # fetched again. A copy damaged alone leaves its object intact: kept.
+                self.objects.remove_damaged(entry.sha256, entry.size)
         record = self.install.record() or {}
         image, branch = record.get("image"), record.get("branch")
         if not isinstance(image, str) or not isinstance(branch, str):

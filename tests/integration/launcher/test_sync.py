@@ -118,7 +118,7 @@ def test_verify_and_repair(published: Published, tmp_path: Path) -> None:
     assert human.returncode == 1
     assert "  modified: bin/game\n" in human.stdout
     assert "  missing: data/asset03.bin\n" in human.stdout
-    assert "  extra: cheat.dll\n" in human.stdout
+    assert "  not shipped (kept): cheat.dll\n" in human.stdout
     # The same command through the Typer app (the fast path answers the plain forms).
     typer_app = [sys.executable, "-c", "from changeover.cli.main import main; main()"]
     full = subprocess.run(
@@ -131,7 +131,8 @@ def test_verify_and_repair(published: Published, tmp_path: Path) -> None:
 
     fixed = run_cli("launcher", "repair", str(target), "--json")
     assert fixed.returncode == 0, fixed.stderr
-    assert on_disk(target) == expected(published.versions[1])
+    # A file the build did not ship is the player's (or a mod's): repair keeps it.
+    assert on_disk(target) == {**expected(published.versions[1]), **expected({"cheat.dll": b"x"})}
     assert run_cli("launcher", "verify", str(target), "--json").returncode == 0
     status = json.loads(run_cli("launcher", "status", str(target), "--json").stdout)
     assert status["version"] == 2

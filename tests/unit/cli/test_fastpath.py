@@ -62,6 +62,8 @@ SYNC = ["http://h/content", "game", "--image", "arena"]
             {"limit_rate": "5M", "root": Path("r.json")},
         ),
         ([*SYNC, "--min-rate=8K"], {"min_rate": "8K"}),
+        ([*SYNC, "--copy"], {"copy": True}),
+        ([*SYNC, "--no-copy"], {"copy": False}),
     ],
 )
 def test_plain_sync_lines_are_parsed(args: list[str], changed: dict[str, object]) -> None:
@@ -76,6 +78,7 @@ def test_plain_sync_lines_are_parsed(args: list[str], changed: dict[str, object]
         "workers": 4,
         "timeout": 30.0,
         "min_rate": None,
+        "copy": None,
         "as_json": False,
     }
     assert fastpath._sync_args(args) == {**expected, **changed}
@@ -98,6 +101,8 @@ def test_plain_sync_lines_are_parsed(args: list[str], changed: dict[str, object]
         [*SYNC, "--branch"],
         [*SYNC, "--branch", "--json"],
         [*SYNC, "--bogus"],
+        [*SYNC, "--copy", "--no-copy"],  # Typer says which wins
+        [*SYNC, "--copy=yes"],
     ],
 )
 def test_other_sync_lines_go_to_the_typer_app(args: list[str]) -> None:

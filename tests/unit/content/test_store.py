@@ -17,8 +17,9 @@ import pytest
 import zstandard
 
 import changeover.content.store as store_module
+from changeover.content.files import atomic_write
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.store import CHUNK, LocalStore, atomic_write
+from changeover.content.store import CHUNK, LocalStore
 from changeover.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

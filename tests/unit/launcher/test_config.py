@@ -108,3 +108,11 @@ def test_no_branches_and_no_file(tmp_path: Path) -> None:
         load(write(tmp_path, text))
     with pytest.raises(InvalidInput, match="does not exist"):
         load(tmp_path / "nope.toml")
+
+
+def test_copy_mode_is_a_top_level_flag(tmp_path: Path) -> None:
+    assert load(write(tmp_path, GOOD)).install_mode == "link"
+    config = load(write(tmp_path, "copy = true\n" + GOOD))
+    assert config.copy is True and config.install_mode == "copy"
+    with pytest.raises(InvalidInput, match="copy must be true or false"):
+        load(write(tmp_path, 'copy = "yes"\n' + GOOD))
