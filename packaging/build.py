@@ -17,7 +17,6 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,23 +41,23 @@ def main(argv: list[str] | None = None) -> int:
         _say_if_no_app()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        version_file = Path(tmp) / "version.txt"
-        version_file.write_text(version + "\n", encoding="utf-8")
-        command = [
-            sys.executable,
-            "-m",
-            "PyInstaller",
-            "--noconfirm",
-            "--log-level=WARN",
-            f"--distpath={args.dist}",
-            f"--workpath={args.work / 'pyinstaller'}",
-            str(SPEC),
-            "--",
-            f"--version-file={version_file}",
-            *(["--without-app"] if args.without_app else []),
-        ]
-        done = subprocess.run(command, check=False)
+    # A fixed path: a second build in the same --work reuses PyInstaller's analysis.
+    version_file = args.work / "version.txt"
+    version_file.write_text(version + "\n", encoding="utf-8")
+    command = [
+        sys.executable,
+        "-m",
+        "PyInstaller",
+        "--noconfirm",
+        "--log-level=WARN",
+        f"--distpath={args.dist}",
+        f"--workpath={args.work / 'pyinstaller'}",
+        str(SPEC),
+        "--",
+        f"--version-file={version_file}",
+        *(["--without-app"] if args.without_app else []),
+    ]
+    done = subprocess.run(command, check=False)
     if done.returncode != 0:
         return done.returncode
     folder = args.dist / NAME
