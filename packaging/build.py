@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     version = args.version or _project_version()
     config = _checked_config(args.config) if args.config else None
-    if not args.without_app:
-        _say_if_no_app()
+    without_app = args.without_app or not _app_importable()
 
     args.work.mkdir(parents=True, exist_ok=True)
     # A fixed path: a second build in the same --work reuses PyInstaller's analysis.
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         str(SPEC),
         "--",
         f"--version-file={version_file}",
-        *(["--without-app"] if args.without_app else []),
+        *(["--without-app"] if without_app else []),
     ]
     done = subprocess.run(command, check=False)
     if done.returncode != 0:
@@ -69,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _say_if_no_app() -> None:
-    """The package answers the commands either way; say when it will lack the window."""
+def _app_importable() -> bool:
+    """Whether the desktop app (and its Qt) can go in; the package answers the commands
+    either way, and says so when started without one."""
     sys.path.insert(0, str(ROOT / "src"))
     import importlib
 
@@ -79,6 +79,8 @@ def _say_if_no_app() -> None:
     except ImportError as e:
         print(f"note: the desktop app is not importable here ({e}): the package will answer")
         print("      the commands only (install the app's extra to include it)")
+        return False
+    return True
 
 
 def _project_version() -> str:

@@ -136,6 +136,7 @@ def self_update(config_path: Path, as_json: bool) -> int:
             "executable": str(outcome.executable) if outcome.executable else None,
             "version": outcome.version,
             "message": outcome.message,
+            "downloaded_bytes": outcome.downloaded_bytes,
         }
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:

@@ -134,6 +134,7 @@ class Outcome:
     version: str | None
     """What that launcher's ``--version`` says, or the branch's label."""
     message: str
+    downloaded_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class SelfUpdater:
             return Outcome("up-to-date", executable, available.label, decision.reason)
         assert decision.slot is not None
         target = self.engine(decision.slot)
-        target.sync()
+        report = target.sync()
         found = target.verify()
         if not found.clean:
             bad = (found.missing + found.modified + found.extra)[0]
@@ -248,7 +249,9 @@ class SelfUpdater:
             "updated",
             self.layout.executable(decision.slot),
             version,
-            f"the launcher updated itself to {version}",
+            f"the launcher updated itself to {version} ({report.downloaded_bytes:,} bytes"
+            " downloaded)",
+            report.downloaded_bytes,
         )
 
     def probe(self, executable: Path) -> str:

@@ -312,6 +312,22 @@ def test_self_update_moves_to_the_new_package_and_survives_a_broken_one(
     )
     assert json.loads(verified.stdout)["clean"] is True, verified.stdout
 
+    # The next good package goes into the slot the killed update left half done, patched
+    # from the current one: only what changed is downloaded.
+    patched = tmp_path / "patched"
+    shutil.copytree(world.packages["2.0.0"], patched, symlinks=True)
+    (patched / "_internal" / "changeover" / "launcher" / "version.txt").write_text("2.0.1\n")
+    publish(world.server, "launcher", patched, "2.0.1")
+    world.point("launcher", "2.0.1")
+    moved = run(old, "self-update", "--config", str(config), "--json")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    outcome = json.loads(moved.stdout)
+    assert (outcome["status"], outcome["version"]) == ("updated", "2.0.1"), outcome
+    assert outcome["executable"] == str(layout / "b" / EXE)
+    assert outcome["downloaded_bytes"] < 100_000, outcome
+    assert (layout / "current").read_text() == "b\n"
+    assert on_disk(layout / "b") == on_disk(patched)
+
 
 def test_the_bundled_config_is_found_beside_the_executable(world: World) -> None:
     world.point("launcher", "2.0.0")
