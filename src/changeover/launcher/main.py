@@ -127,9 +127,9 @@ def self_update(config_path: Path, as_json: bool) -> int:
     """``self-update``: install the launcher's branch if it moved (no restart)."""
     from changeover.cli.plain import JOB_FAILED
     from changeover.launcher.config import load
-    from changeover.launcher.selfupdate import SelfUpdater
+    from changeover.launcher.selfupdate import SelfUpdater, running_folder
 
-    outcome = SelfUpdater(load(config_path), version()).run()
+    outcome = SelfUpdater(load(config_path), version(), running_folder()).run()
     if as_json:
         data = {
             "status": outcome.status,
@@ -159,13 +159,13 @@ def start(config_path: Path, args: list[str]) -> int:
 def _update_and_restart(config_path: Path, args: list[str]) -> int | None:
     """Self-update; the exit code if another launcher took over, ``None`` to go on here."""
     from changeover.launcher.config import load
-    from changeover.launcher.selfupdate import SelfUpdater, is_running, restart
+    from changeover.launcher.selfupdate import SelfUpdater, is_running, restart, running_folder
 
     try:
         config = load(config_path)
     except ChangeoverError:
         return None  # the app shows what is wrong with the configuration
-    outcome = SelfUpdater(config, version()).run()
+    outcome = SelfUpdater(config, version(), running_folder()).run()
     if outcome.status != "up-to-date":
         sys.stderr.write(f"changeover-launcher {version()}: {outcome.message}\n")
     exe = outcome.executable

@@ -177,9 +177,15 @@ class Layout:
 class SelfUpdater:
     """One self-update check of the launcher that ``config`` configures."""
 
-    def __init__(self, config: LauncherConfig, running_version: str) -> None:
+    def __init__(
+        self, config: LauncherConfig, running_version: str, running_folder: Path | None = None
+    ) -> None:
+        """``running_folder``: the package folder this launcher runs from, whose files
+        the update adopts instead of downloading them where they are the new version's
+        (only the first update needs it: later ones patch from the current slot)."""
         self.config = config
         self.running_version = running_version
+        self.running_folder = running_folder
         self.layout = Layout.of(config)
 
     def engine(self, slot: str) -> Engine:
@@ -238,6 +244,8 @@ class SelfUpdater:
             return Outcome("up-to-date", executable, available.label, decision.reason)
         assert decision.slot is not None
         target = self.engine(decision.slot)
+        if self.running_folder is not None:
+            target.adopt(self.running_folder)
         report = target.sync()
         found = target.verify()
         if not found.clean:
@@ -284,6 +292,13 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, ChangeoverError):
         return error.message
     return str(error)
+
+
+def running_folder() -> Path | None:
+    """The package folder of the running launcher, if it is a packaged one."""
+    if not getattr(sys, "frozen", False):
+        return None
+    return Path(sys.executable).resolve().parent
 
 
 def is_running(executable: Path, running: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -250,6 +251,12 @@ def test_self_update_moves_to_the_new_package_and_survives_a_broken_one(
     updated = run(old, "--config", str(config))
     assert updated.returncode == 2, updated.stderr
     assert "changeover-launcher 1.0.0: the launcher updated itself to 2.0.0" in updated.stderr
+    # The files of the running package that 2.0.0 also holds were taken, not downloaded.
+    got = re.search(r"updated itself to 2\.0\.0 \(([\d,]+) bytes downloaded\)", updated.stderr)
+    assert got is not None, updated.stderr
+    package_bytes = sum(p.stat().st_size for p in world.packages["2.0.0"].rglob("*") if p.is_file())
+    assert int(got.group(1).replace(",", "")) < package_bytes // 10, got.group(0)
+    print(f"first self-update: {got.group(1)} bytes downloaded of a {package_bytes:,}-byte package")
     assert "changeover-launcher 2.0.0: the desktop app is not part of this build" in (
         updated.stderr
     )
