@@ -124,3 +124,73 @@ def test_self_update_command_reports_a_missing_section(
     )
     assert main.run(["self-update", "--config", str(config)]) == 1
     assert "no [launcher] image" in capsys.readouterr().out
+
+
+def _outcome_to(executable: Path | None, status: str = "updated") -> object:
+    from changeover.launcher.selfupdate import Outcome
+
+    return Outcome(status, executable, "2.0.0", "the launcher updated itself to 2.0.0")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def packaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A frozen-looking launcher at ``tmp_path/pkg`` with a valid launcher.toml."""
+    config = tmp_path / "launcher.toml"
+    config.write_text(
+        'title = "T"\ncontent_url = "http://127.0.0.1:9/content"\nroot = "root.json"\n'
+        f'image = "g"\ninstall_dir = "{tmp_path / "games"}"\n[[branches]]\nname = "production"\n'
+        '[game.linux]\nexecutable = "g"\n[launcher]\nimage = "g-launcher"\n'
+    )
+    (tmp_path / "pkg").mkdir()
+    monkeypatch.setattr(main.sys, "frozen", True, raising=False)
+    monkeypatch.setattr(main.sys, "executable", str(tmp_path / "pkg" / "changeover-launcher"))
+    monkeypatch.setattr(main, "APP_MODULE", "changeover.launcher.no_such_app")
+    return config
+
+
+def test_frozen_start_restarts_into_the_updated_launcher(
+    packaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = tmp_path / "games" / ".launcher" / "a" / "changeover-launcher"
+    monkeypatch.setattr(
+        "changeover.launcher.selfupdate.SelfUpdater.run", lambda self: _outcome_to(new)
+    )
+    restarts: list[tuple[Path, list[str], str]] = []
+
+    def restart(exe: Path, args: list[str], version: str) -> int:
+        restarts.append((exe, args, version))
+        return 0
+
+    monkeypatch.setattr("changeover.launcher.selfupdate.restart", restart)
+    assert main.run(["--config", str(packaged)]) == 0
+    assert restarts == [(new, ["--config", str(packaged)], "2.0.0")]
+
+
+def test_frozen_start_goes_on_when_the_update_is_itself_or_cannot_start(
+    packaged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = tmp_path / "pkg" / "changeover-launcher"
+    outcomes = iter([_outcome_to(running, "up-to-date"), _outcome_to(tmp_path / "gone")])
+    monkeypatch.setattr(
+        "changeover.launcher.selfupdate.SelfUpdater.run", lambda self: next(outcomes)
+    )
+
+    def restart(exe: Path, args: list[str], version: str) -> int:
+        raise FileNotFoundError(2, "No such file", str(exe))
+
+    monkeypatch.setattr("changeover.launcher.selfupdate.restart", restart)
+    # Already the running launcher: no restart; the app (missing here) is next.
+    assert main.run(["--config", str(packaged)]) == main.NO_APP
+    # The new one cannot be started: this one goes on.
+    assert main.run(["--config", str(packaged)]) == main.NO_APP
+
+
+def test_a_restarted_launcher_does_not_update_again(
+    packaged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no(self: object) -> None:
+        raise AssertionError("the restarted launcher checked for an update again")
+
+    monkeypatch.setattr("changeover.launcher.selfupdate.SelfUpdater.run", no)
+    monkeypatch.setenv("CHANGEOVER_LAUNCHER_RESTARTED", "2.0.0")
+    assert main.run(["--config", str(packaged)]) == main.NO_APP
