@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
+PACKAGE_TOOLS := $(VENV)/.package-tools
 
-.PHONY: demo test coverage lint typecheck unit bench clean chromium screenshots
+.PHONY: demo test coverage lint typecheck unit bench clean chromium screenshots package
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,11 @@ $(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# PyInstaller, for `make package` alone (the `package` extra; `dev` includes it).
+$(PACKAGE_TOOLS): $(RUNTIME)
+	$(BIN)/pip install --quiet -e '.[package]'
+	touch $(PACKAGE_TOOLS)
+
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
 chromium:
 	@test -x /usr/bin/chromium \
@@ -29,9 +35,15 @@ chromium:
 demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
+# The standalone launcher players get: dist/changeover-launcher/changeover-launcher, which
+# runs with no Python on the machine (packaging/build.py; its options bundle a studio's
+# launcher.toml and set the version).
+package: $(PACKAGE_TOOLS)
+	$(BIN)/python packaging/build.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples packaging
+	$(BIN)/ruff format --check src tests bench examples packaging
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -60,4 +72,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage dist build

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import pytest
 
-NEEDS = frozenset({"postgresql", "chromium", "tmpfs", "sparse-files", "libzstd"})
+NEEDS = frozenset({"postgresql", "chromium", "tmpfs", "sparse-files", "libzstd", "pyinstaller"})
 
 
 def under_ci() -> bool:

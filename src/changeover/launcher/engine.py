@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from changeover.errors import Interrupted, InvalidInput
+from changeover.errors import IntegrityError, Interrupted, InvalidInput
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher
 from changeover.launcher.install import (
     Install,
@@ -296,3 +296,36 @@ class Engine:
         found, report = self._syncer(tracker).repair()
         tracker.on_event(ProgressEvent("done", tracker.done, tracker.done))
         return found, report
+
+    def adopt(self, directory: Path) -> int:
+        """Take into the cache the files of ``directory`` that the branch's version holds
+        at the same paths, so that a sync downloads only the rest; returns the bytes
+        adopted. Each file is hashed as it is copied and kept only if it is the content
+        the signed manifest names (a file that differs is skipped), so any folder may be
+        offered: the launcher offers the one it runs from before its first self-update.
+
+        Raises:
+            RemoteError, UntrustedMetadata: as :meth:`check`.
+        """
+        syncer = self._syncer()
+        _, manifest, index = syncer.resolve(self.image, self.branch)
+        adopted = 0
+        for f in manifest:
+            source = directory / f.path
+            if f.link is not None or syncer.objects.has(f.sha256, f.executable):
+                continue
+            try:
+                if source.is_symlink() or source.stat().st_size != f.size:
+                    continue
+                syncer.objects.add_from_file(
+                    source,
+                    f.sha256,
+                    f.size,
+                    f.executable,
+                    blake3=index.chunks.blake3_of(f.sha256),
+                    name=f.path,
+                )
+            except (OSError, IntegrityError):
+                continue  # not the published content (or unreadable): it will be fetched
+            adopted += f.size
+        return adopted

@@ -131,3 +131,30 @@ def test_from_install_repairs(published: Published, tmp_path: Path) -> None:
     # Deleting a hard link leaves its object intact: rebuilt from it, nothing fetched.
     assert report.downloaded_bytes == 0
     assert on_disk(tmp_path / "game") == expected(published.versions[1])
+
+
+def test_adopt_takes_only_the_published_bytes_of_a_local_folder(
+    published: Published, tmp_path: Path
+) -> None:
+    published.point("production", 3)
+    files = published.versions[2]
+    # A folder holding the version, but one file changed (same size) and one missing.
+    folder = tmp_path / "unpacked"
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    tampered = "data/asset03.bin"
+    (folder / tampered).write_bytes(bytes(len(files[tampered])))
+    (folder / "bin" / "game").unlink()
+
+    engine = Engine(published.content_url, tmp_path / "game", "game")
+    full = engine.check().download_bytes
+    adopted = engine.adopt(folder)
+    skipped = len(files[tampered]) + len(files["bin/game"])
+    assert adopted == sum(len(b) for b in files.values()) - skipped
+    left = engine.check().download_bytes
+    assert 0 < left < full
+    report = engine.sync()
+    assert report.downloaded_bytes == left
+    assert on_disk(tmp_path / "game") == expected(files)
+    assert engine.verify().clean
