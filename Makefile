@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean chromium screenshots
+.PHONY: demo test lint typecheck unit bench clean chromium qt-libs screenshots
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ chromium:
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
+# The launcher app's tests run Qt on its offscreen platform, which still loads these system
+# libraries (what PySide6's Gui, Widgets, DBus and offscreen plugin link to; apt brings
+# theirs). Fonts make the screenshots readable.
+QT_LIBS := libegl1 libgl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3 libx11-6 fonts-dejavu-core
+qt-libs:
+	@for lib in libEGL.so.1 libGL.so.1 libfontconfig.so.1 libxkbcommon.so.0 libglib-2.0.so.0 \
+			libdbus-1.so.3 libX11.so.6; do \
+		ldconfig -p | grep -q "$$lib " || missing=1; done; \
+	test -z "$$missing" && test -d /usr/share/fonts/truetype/dejavu \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $(QT_LIBS); }
+
 demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
@@ -37,13 +49,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
-test: $(STAMP) lint typecheck chromium
+test: $(STAMP) lint typecheck chromium qt-libs
 	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 --cov=changeover --cov-report=term:skip-covered -p no:cacheprovider
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain
 # test run takes none.
-screenshots: $(STAMP) chromium
-	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web
+screenshots: $(STAMP) chromium qt-libs
+	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web \
+		tests/integration/launcher/app/test_flows.py tests/integration/launcher/app/test_bad_input.py
 
 bench: $(STAMP)
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.
