@@ -105,6 +105,8 @@ class LauncherWindow(QMainWindow):
         self.controls: dict[str, Control] = {}
         self.games: list[subprocess.Popen[bytes]] = []
         self.news: News | None = None
+        self.reports: dict[str, SyncReport] = {}
+        """The last finished sync of each branch (what it downloaded, for the player's log)."""
         self._build()
         self.timer = QTimer(self)
         self.timer.setInterval(max(1, int(self.options.check_interval_s * 1000)))
@@ -325,6 +327,7 @@ class LauncherWindow(QMainWindow):
         self._set(branch, state.job_started("sync"))
 
         def done(report: SyncReport) -> None:
+            self.reports[branch] = report
             notice = texts.t(texts.UPDATED).format(
                 version=version_text(report.version, report.label)
             )
@@ -348,8 +351,15 @@ class LauncherWindow(QMainWindow):
         self.controls[branch] = control
         self._set(branch, state.job_started("repair"))
 
-        def done(result: tuple[VerifyReport, SyncReport]) -> None:
-            found = result[0]
+        def work(on_event: Callable[[ProgressEvent], None]) -> VerifyReport:
+            # Hashing needs no server: an intact install is confirmed offline too. Only a
+            # damaged one goes on to repair, which fetches what is missing.
+            found = engine.verify()
+            if not found.clean:
+                engine.repair(on_event, control)
+            return found
+
+        def done(found: VerifyReport) -> None:
             if found.clean:
                 notice = texts.t(texts.VERIFIED).format(n=found.ok)
             else:
@@ -359,7 +369,7 @@ class LauncherWindow(QMainWindow):
             self.refresh_installed(branch)
 
         self.jobs.start(
-            lambda on_event: engine.repair(on_event, control),
+            work,
             done,
             lambda e: self._job_failed(branch, e),
             lambda event: self._progress(branch, event),
