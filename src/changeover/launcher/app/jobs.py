@@ -6,6 +6,11 @@ reports through Qt signals of :class:`Jobs`, a QObject that lives on the GUI thr
 callbacks a caller gives (``on_progress``, ``on_done``, ``on_error``) always run there: the
 window never waits on I/O, and never touches a widget from a worker.
 
+Syncs and repairs of one install folder share its cache, and a sync ends by deleting the
+objects no install references yet, which another branch's running sync may be writing:
+so those run one at a time, on a second pool of one thread (``serial=True``), in the
+order they were asked for. Checks, reads and the news run beside them.
+
 Progress events come from the engine per received chunk (hundreds per second on a fast
 link); a job forwards at most one every ``PROGRESS_EVERY_S``, plus every change of phase.
 """
@@ -73,6 +78,8 @@ class Jobs(QObject):
         super().__init__(parent)
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
+        self.serial = QThreadPool(self)
+        self.serial.setMaxThreadCount(1)
         self._ids = itertools.count(1)
         self._callbacks: dict[int, _Callbacks] = {}
         self._lock = threading.Lock()
@@ -86,11 +93,13 @@ class Jobs(QObject):
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None],
         on_progress: Callable[[ProgressEvent], None] | None = None,
+        *,
+        serial: bool = False,
     ) -> int:
         job_id = next(self._ids)
         with self._lock:
             self._callbacks[job_id] = _Callbacks(on_done, on_error, on_progress)
-        self.pool.start(_Job(job_id, work, self))
+        (self.serial if serial else self.pool).start(_Job(job_id, work, self))
         return job_id
 
     @property
@@ -100,7 +109,7 @@ class Jobs(QObject):
 
     def wait(self, timeout_ms: int) -> bool:
         """Wait for the workers (when the window closes); True when all have finished."""
-        return bool(self.pool.waitForDone(timeout_ms))
+        return bool(self.serial.waitForDone(timeout_ms)) and bool(self.pool.waitForDone(timeout_ms))
 
     @Slot(int, object)
     def _on_progress(self, job_id: int, event: ProgressEvent) -> None:

@@ -8,7 +8,7 @@ player sees, what each label says in numbers, which buttons are enabled. Widgets
 render a View and forward clicks; every rule ("Play is disabled while that branch
 updates", "an install plays offline") lives here and is tested without a display.
 
-    checking ─► not installed ─► (install) updating ⇄ paused
+    checking ─► not installed ─► (install) [waiting ─►] updating ⇄ paused
         │                              │
         ├─► update available ──────────┘──► ready ─► (play)
         ├─► offline (installed: plays; not installed: nothing to play)
@@ -30,6 +30,8 @@ class Phase(enum.Enum):
     CHECKING = "checking"
     NOT_INSTALLED = "not installed"
     UPDATE_AVAILABLE = "update available"
+    WAITING = "waiting"
+    """Queued behind another branch's update (they share one cache)."""
     UPDATING = "updating"
     VERIFYING = "verifying"
     PAUSED = "paused"
@@ -51,6 +53,8 @@ class BranchState:
     checking: bool = False
     job: JobKind | None = None
     progress: ProgressEvent | None = None
+    waiting: bool = False
+    """The job is queued behind another branch's: nothing from it has arrived yet."""
     paused: bool = False
     """A sync was paused: what arrived is kept; Resume starts it again."""
     error: str | None = None
@@ -80,23 +84,27 @@ class BranchState:
             available=None if unreachable else self.available,
         )
 
-    def job_started(self, kind: JobKind) -> BranchState:
-        return replace(self, job=kind, progress=None, paused=False, error=None, notice=None)
+    def job_started(self, kind: JobKind, *, waiting: bool = False) -> BranchState:
+        return replace(
+            self, job=kind, waiting=waiting, progress=None, paused=False, error=None, notice=None
+        )
 
     def job_progress(self, event: ProgressEvent) -> BranchState:
-        return replace(self, progress=event)
+        return replace(self, progress=event, waiting=False)
 
     def job_succeeded(self, notice: str | None = None) -> BranchState:
-        return replace(self, job=None, progress=None, paused=False, error=None, notice=notice)
+        return replace(
+            self, job=None, waiting=False, progress=None, paused=False, error=None, notice=notice
+        )
 
     def job_paused(self) -> BranchState:
-        return replace(self, job=None, paused=True)
+        return replace(self, job=None, waiting=False, paused=True)
 
     def job_cancelled(self, notice: str) -> BranchState:
-        return replace(self, job=None, progress=None, paused=False, notice=notice)
+        return replace(self, job=None, waiting=False, progress=None, paused=False, notice=notice)
 
     def job_failed(self, message: str) -> BranchState:
-        return replace(self, job=None, paused=False, error=message)
+        return replace(self, job=None, waiting=False, paused=False, error=message)
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,9 @@ def view(state: BranchState) -> View:
     busy = state.job is not None
     needs_update = available is not None and not available.up_to_date
 
-    if state.job in {"verify", "repair"}:
+    if busy and state.waiting:
+        phase = Phase.WAITING
+    elif state.job in {"verify", "repair"}:
         phase = Phase.VERIFYING
     elif busy:
         phase = Phase.UPDATING
@@ -194,7 +204,7 @@ def view(state: BranchState) -> View:
         play_enabled=play,
         action=action,
         action_enabled=action_enabled,
-        pause_enabled=state.job == "sync",
+        pause_enabled=state.job == "sync" and not state.waiting,
         cancel_enabled=state.job in ("sync", "repair") or state.paused,
         verify_enabled=installed is not None and not busy and not state.paused,
         message=message,

@@ -27,6 +27,7 @@ def phase_text(phase: Phase) -> str:
         Phase.CHECKING: tr("Checking for updates…"),
         Phase.NOT_INSTALLED: tr("Not installed yet"),
         Phase.UPDATE_AVAILABLE: tr("Update available"),
+        Phase.WAITING: tr("Waiting for the other branch's update to finish…"),
         Phase.UPDATING: tr("Updating…"),
         Phase.VERIFYING: tr("Verifying the game files…"),
         Phase.PAUSED: tr("Paused"),

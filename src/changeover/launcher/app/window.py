@@ -324,7 +324,7 @@ class LauncherWindow(QMainWindow):
         engine = self.engine(branch)
         control = Control()
         self.controls[branch] = control
-        self._set(branch, state.job_started("sync"))
+        self._set(branch, state.job_started("sync", waiting=self._writing(branch)))
 
         def done(report: SyncReport) -> None:
             self.reports[branch] = report
@@ -339,6 +339,7 @@ class LauncherWindow(QMainWindow):
             done,
             lambda e: self._job_failed(branch, e),
             lambda event: self._progress(branch, event),
+            serial=True,
         )
 
     def verify(self) -> None:
@@ -349,7 +350,7 @@ class LauncherWindow(QMainWindow):
         engine = self.engine(branch)
         control = Control()
         self.controls[branch] = control
-        self._set(branch, state.job_started("repair"))
+        self._set(branch, state.job_started("repair", waiting=self._writing(branch)))
 
         def work(on_event: Callable[[ProgressEvent], None]) -> VerifyReport:
             # Hashing needs no server: an intact install is confirmed offline too. Only a
@@ -373,7 +374,12 @@ class LauncherWindow(QMainWindow):
             done,
             lambda e: self._job_failed(branch, e),
             lambda event: self._progress(branch, event),
+            serial=True,
         )
+
+    def _writing(self, branch: str) -> bool:
+        """Another branch's sync or repair holds the shared cache (this one will queue)."""
+        return any(s.job in ("sync", "repair") for b, s in self.states.items() if b != branch)
 
     def _progress(self, branch: str, event: ProgressEvent) -> None:
         if self.states[branch].job is not None:

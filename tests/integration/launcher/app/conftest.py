@@ -154,7 +154,10 @@ def write_config(
     executable: str = GAME,
     news: str | None = "https://news.example.invalid/feed.xml",
     extra: str = "",
+    games: Path | None = None,
 ) -> tuple[Path, Path]:
+    """launcher.toml (with root.json and the logo) in ``folder``; the game installs in
+    ``games`` (default ``folder/games``) and records its start in ``folder/played.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "root.json").write_text(root_json)
     (folder / "logo.png").write_bytes(EXAMPLE_LOGO.read_bytes())
@@ -165,7 +168,7 @@ def write_config(
         f'content_url = "{content_url}"',
         'root = "root.json"',
         f'image = "{IMAGE}"',
-        f'install_dir = "{(folder / "games").as_posix()}"',
+        f'install_dir = "{(games or folder / "games").as_posix()}"',
     ]
     if news:
         lines.append(f'news = "{news}"')

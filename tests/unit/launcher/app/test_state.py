@@ -125,3 +125,13 @@ def test_a_check_while_updating_does_not_hide_the_update() -> None:
     state = BranchState().with_installed(V1).check_succeeded(NEWER).job_started("sync")
     v = view(state.check_started().check_succeeded(NEWER))
     assert v.phase is Phase.UPDATING and not v.play_enabled
+
+
+def test_an_update_queued_behind_another_branch_waits_then_runs() -> None:
+    state = BranchState().with_installed(None).check_succeeded(FRESH)
+    waiting = state.job_started("sync", waiting=True)
+    v = view(waiting)
+    assert v.phase is Phase.WAITING and v.progress_visible and v.progress_busy
+    assert not v.play_enabled and not v.pause_enabled and v.cancel_enabled
+    running = view(waiting.job_progress(ProgressEvent("checking")))
+    assert running.phase is Phase.UPDATING and running.pause_enabled
