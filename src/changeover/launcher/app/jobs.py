@@ -83,6 +83,7 @@ class Jobs(QObject):
         self._ids = itertools.count(1)
         self._callbacks: dict[int, _Callbacks] = {}
         self._lock = threading.Lock()
+        self.closed = False
         self.progressed.connect(self._on_progress)
         self.succeeded.connect(self._on_done)
         self.failed.connect(self._on_error)
@@ -97,6 +98,8 @@ class Jobs(QObject):
         serial: bool = False,
     ) -> int:
         job_id = next(self._ids)
+        if self.closed:  # the window is going away: start nothing that would outlive it
+            return job_id
         with self._lock:
             self._callbacks[job_id] = _Callbacks(on_done, on_error, on_progress)
         (self.serial if serial else self.pool).start(_Job(job_id, work, self))
@@ -107,8 +110,16 @@ class Jobs(QObject):
         with self._lock:
             return len(self._callbacks)
 
+    def close(self, timeout_ms: int) -> bool:
+        """Start nothing more, drop the callbacks still due, wait for the workers; True
+        when all have finished. After this no callback runs (the window may be gone)."""
+        self.closed = True
+        with self._lock:
+            self._callbacks.clear()
+        return self.wait(timeout_ms)
+
     def wait(self, timeout_ms: int) -> bool:
-        """Wait for the workers (when the window closes); True when all have finished."""
+        """Wait for the workers; True when all have finished."""
         return bool(self.serial.waitForDone(timeout_ms)) and bool(self.pool.waitForDone(timeout_ms))
 
     @Slot(int, object)

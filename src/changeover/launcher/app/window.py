@@ -78,7 +78,10 @@ def message_of(error: BaseException) -> str:
     if isinstance(error, ChangeoverError):
         return error.message
     if isinstance(error, OSError):
-        return f"{error.strerror or error} ({error.filename})" if error.filename else str(error)
+        # The engine's sync words disk errors itself; a check or a read may still meet a
+        # raw one (a full disk refuses the signed metadata's cache too).
+        what = error.strerror or str(error)
+        return f"{what} ({error.filename})" if error.filename else what
     return f"unexpected error: {error!r}"
 
 
@@ -478,5 +481,5 @@ class LauncherWindow(QMainWindow):
         self.timer.stop()
         for control in self.controls.values():
             control.pause()
-        self.jobs.wait(15_000)
+        self.jobs.close(15_000)
         super().closeEvent(event)

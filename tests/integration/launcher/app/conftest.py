@@ -222,7 +222,7 @@ def open_window(qtbot: Any) -> Iterator[Callable[..., LauncherWindow]]:
     yield make
     for window in opened:
         window.close()
-        assert window.jobs.wait(30_000), "the window's workers did not end"
+        assert window.jobs.close(30_000), "the window's workers did not end"
     for window in opened:
         for game in window.games:
             game.wait(30)

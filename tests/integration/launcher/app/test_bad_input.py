@@ -39,9 +39,9 @@ class Ticks:
     """Counts a 20 ms timer on the GUI thread: it advances only while the window's event
     loop is free, so a window blocked on I/O shows as a stalled count."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: LauncherWindow) -> None:
         self.count = 0
-        self.timer = QTimer()
+        self.timer = QTimer(window)
         self.timer.setInterval(20)
         self.timer.timeout.connect(self._tick)
         self.timer.start()
@@ -105,10 +105,13 @@ def test_a_wrong_content_url_keeps_the_install_playable(
     wrong = studio.server.url + "/not-the-content"
     config, record = write_config(tmp_path, wrong, studio.root_json)
     window = open_window(config)
-    ticks = Ticks()
-    qtbot.waitUntil(lambda: not window.states["production"].checking, timeout=WAIT_MS)
-    v = window.current_view()
-    assert v.phase in (Phase.OFFLINE, Phase.ERROR) and v.message
+    ticks = Ticks(window)
+
+    def refused() -> None:
+        v = window.current_view()
+        assert v.phase in (Phase.OFFLINE, Phase.ERROR) and v.message, v
+
+    qtbot.waitUntil(refused, timeout=WAIT_MS)
     assert "not-the-content" in window.message_label.text(), window.message_label.text()
     assert window.play_button.isEnabled()
     ticks.advance(qtbot)
@@ -220,7 +223,7 @@ def test_news_that_fails_or_hangs_never_blocks_the_window(
         raise OSError(errno.ECONNRESET, "Connection reset by peer")
 
     window = open_window(config, news=hanging)
-    ticks = Ticks()
+    ticks = Ticks(window)
     assert window.news_label.text() == "Loading news…"
     wait_phase(qtbot, window, Phase.NOT_INSTALLED)
     click(qtbot, window.action_button)
@@ -287,6 +290,11 @@ def test_a_full_disk_keeps_the_old_version_and_the_window_responsive(
     preinstall(studio, games)
     studio.point("production", 2)
     config, record = write_config(tmp_path, studio.content_url, studio.root_json, games=games)
+    window = open_window(config)
+    ticks = Ticks(window)
+    wait_phase(qtbot, window, Phase.UPDATE_AVAILABLE)
+
+    # The disk fills up while the window is open.
     filler = games / "filler"
     if small_disk is not None:
         with open(filler, "wb") as f:
@@ -316,9 +324,6 @@ def test_a_full_disk_keeps_the_old_version_and_the_window_responsive(
 
         monkeypatch.setattr(fetch, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
 
-    window = open_window(config)
-    ticks = Ticks()
-    wait_phase(qtbot, window, Phase.UPDATE_AVAILABLE)
     click(qtbot, window.action_button)
     wait_phase(qtbot, window, Phase.ERROR)
     text = window.message_label.text()
