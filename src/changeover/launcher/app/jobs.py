@@ -6,10 +6,12 @@ reports through Qt signals of :class:`Jobs`, a QObject that lives on the GUI thr
 callbacks a caller gives (``on_progress``, ``on_done``, ``on_error``) always run there: the
 window never waits on I/O, and never touches a widget from a worker.
 
-Syncs and repairs of one install folder share its cache, and a sync ends by deleting the
-objects no install references yet, which another branch's running sync may be writing:
-so those run one at a time, on a second pool of one thread (``serial=True``), in the
-order they were asked for. Checks, reads and the news run beside them.
+Engine calls that use the install folder's shared cache (check, sync, repair) run one at
+a time, on a second pool of one thread (``serial=True``), in the order they were asked
+for: the engine is not safe for two of them at once on one cache (a finishing sync deletes
+the objects no install references yet, which another branch's running sync may be
+writing; python-tuf replaces the trusted root's symlink by remove-then-create). Reading
+the install record, verifying and the news run beside them.
 
 Progress events come from the engine per received chunk (hundreds per second on a fast
 link); a job forwards at most one every ``PROGRESS_EVERY_S``, plus every change of phase.

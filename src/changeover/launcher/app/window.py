@@ -317,7 +317,7 @@ class LauncherWindow(QMainWindow):
                 text = message_of(error)
             self._set(branch, self.states[branch].check_failed(text, unreachable=unreachable))
 
-        self.jobs.start(lambda _on: engine.check(), done, failed)
+        self.jobs.start(lambda _on: engine.check(), done, failed, serial=True)
 
     def start_sync(self) -> None:
         branch = self.branch
