@@ -244,7 +244,8 @@ class LauncherWindow(QMainWindow):
             self.progress.setValue(v.progress_permille)
         self.progress_label.setText(texts.progress_text(v))
         self.play_button.setEnabled(v.play_enabled)
-        self.action_button.setVisible(v.action != "none")
+        # A disabled Install/Update says nothing a phase does not: it is hidden instead.
+        self.action_button.setVisible(v.action != "none" and v.action_enabled)
         self.action_button.setText(texts.action_text(v.action))
         self.action_button.setEnabled(v.action_enabled)
         self.pause_button.setVisible(v.pause_enabled)
