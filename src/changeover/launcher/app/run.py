@@ -76,11 +76,13 @@ def read_root(config: LauncherConfig) -> bytes:
         ) from None
 
 
-def install_translation(app: QApplication, config_dir: Path) -> None:
+def install_translation(app: QApplication, config_dir: Path) -> QTranslator | None:
     """``launcher_<locale>.qm`` beside the config, when the studio ships one."""
     translator = QTranslator(app)
     if translator.load(QLocale(), "launcher", "_", str(config_dir)):
         app.installTranslator(translator)
+        return translator
+    return None
 
 
 def build(argv: list[str], options: Options | None = None) -> QMainWindow:
@@ -89,13 +91,15 @@ def build(argv: list[str], options: Options | None = None) -> QMainWindow:
     path = args.config or default_config()
     try:
         config = load(path)
-        install_translation(_app(), config.source.parent)
+        translator = install_translation(_app(), config.source.parent)
         root = read_root(config)
     except ChangeoverError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return ErrorWindow(e.message)
     base = options or Options()
-    return LauncherWindow(config, Options(**{**base.__dict__, "root": root}))
+    window = LauncherWindow(config, Options(**{**base.__dict__, "root": root}))
+    window.translator = translator
+    return window
 
 
 def _app() -> QApplication:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtCore import Qt, QTimer, QTranslator, QUrl
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QFont, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -108,6 +108,8 @@ class LauncherWindow(QMainWindow):
         self.controls: dict[str, Control] = {}
         self.games: list[subprocess.Popen[bytes]] = []
         self.news: News | None = None
+        self.translator: QTranslator | None = None
+        """The studio's translation in use, if any (``run`` installs it)."""
         self.reports: dict[str, SyncReport] = {}
         """The last finished sync of each branch (what it downloaded, for the player's log)."""
         self._build()
