@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PACKAGE_TOOLS := $(VENV)/.package-tools
 
-.PHONY: demo test coverage lint typecheck unit bench clean chromium screenshots package
+.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs screenshots package
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,9 @@ $(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# PyInstaller, for `make package` alone (the `package` extra; `dev` includes it).
+# PyInstaller and the desktop app (PySide6), for `make package` alone (`dev` has both).
 $(PACKAGE_TOOLS): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[package]'
+	$(BIN)/pip install --quiet -e '.[package,launcher-app]'
 	touch $(PACKAGE_TOOLS)
 
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
@@ -32,13 +32,25 @@ chromium:
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
+# The launcher app's tests run Qt on its offscreen platform, which still loads these system
+# libraries (what PySide6's Gui, Widgets, DBus and offscreen plugin link to; apt brings
+# theirs). Fonts make the screenshots readable.
+QT_LIBS := libegl1 libgl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3 libx11-6 fonts-dejavu-core
+qt-libs:
+	@for lib in libEGL.so.1 libGL.so.1 libfontconfig.so.1 libxkbcommon.so.0 libglib-2.0.so.0 \
+			libdbus-1.so.3 libX11.so.6; do \
+		ldconfig -p | grep -q "$$lib " || missing=1; done; \
+	test -z "$$missing" && test -d /usr/share/fonts/truetype/dejavu \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $(QT_LIBS); }
+
 demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
 # The standalone launcher players get: dist/changeover-launcher/changeover-launcher, which
 # runs with no Python on the machine (packaging/build.py; its options bundle a studio's
 # launcher.toml and set the version).
-package: $(PACKAGE_TOOLS)
+package: $(PACKAGE_TOOLS) qt-libs
 	$(BIN)/python packaging/build.py
 
 lint: $(STAMP)
@@ -51,18 +63,19 @@ typecheck: $(STAMP)
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
 PYTEST := $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -p no:cacheprovider
 
-test: $(STAMP) lint typecheck chromium
+test: $(STAMP) lint typecheck chromium qt-libs
 	$(PYTEST)
 
 # The same run, measured by coverage.py (servers and agents the tests start included):
 # slower (every server process is traced), so not part of `make test`.
-coverage: $(STAMP) chromium
+coverage: $(STAMP) chromium qt-libs
 	$(PYTEST) --cov=changeover --cov-report=term:skip-covered
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain
 # test run takes none.
-screenshots: $(STAMP) chromium
-	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web
+screenshots: $(STAMP) chromium qt-libs
+	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web \
+		tests/integration/launcher/app/test_flows.py tests/integration/launcher/app/test_bad_input.py
 
 bench: $(STAMP)
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.

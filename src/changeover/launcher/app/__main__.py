@@ -1,0 +1,7 @@
+"""``python -m changeover.launcher.app [--config launcher.toml]``."""
+
+import sys
+
+from changeover.launcher.app.run import run
+
+sys.exit(run())
