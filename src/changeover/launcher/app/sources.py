@@ -1,9 +1,9 @@
 """The app's seams to parts that live elsewhere: the news feed and starting the game.
 
 ``NewsSource`` is any callable ``(feed_url, cache_dir) -> News``. The default one asks
-``changeover.launcher.news`` (the feed parser with its cache of the last good feed),
-imported lazily so that the window works, saying "news unavailable", in a build that
-lacks it. Tests pass their own source to check the window's side alone.
+``changeover.launcher.news`` (the feed parser with its cache of the last good feed) and
+turns its answer into the window's bounded ``News``. Tests pass their own source to check
+the window's side alone.
 
 ``start_game`` starts the installed build's executable detached from the launcher, with
 the per-platform arguments from ``launcher.toml``, in the install's current tree (the
@@ -14,7 +14,6 @@ from under a running game).
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import subprocess
 import sys
@@ -53,16 +52,14 @@ NewsSource = Callable[[str, Path], News]
 
 
 def default_news(feed_url: str, cache_dir: Path) -> News:
-    """The feed through ``changeover.launcher.news`` when this build has it."""
+    """The feed through ``changeover.launcher.news`` (bounded download, text only, the last
+    good list when the feed cannot be fetched)."""
+    from changeover.launcher import news
+
     try:
-        module = importlib.import_module("changeover.launcher.news")
-    except ImportError:
-        return News(message="news unavailable")
-    try:
-        result = module.load_news(feed_url, cache_dir)
-    except ChangeoverError as e:
+        return adapt(news.fetch_news(feed_url, cache_dir))
+    except ChangeoverError as e:  # fetch_news says it never raises: a window must not die of news
         return News(message=e.message)
-    return adapt(result)
 
 
 def adapt(result: Any) -> News:
