@@ -41,10 +41,11 @@ def test_make_test_installs_the_test_tools_and_chromium() -> None:
     assert any("chromium" in line for line in lines), lines
 
 
-def test_make_package_installs_pyinstaller_and_builds_the_launcher() -> None:
+def test_make_package_installs_pyinstaller_and_the_app_and_builds_the_launcher() -> None:
     lines = _recipe("package")
-    assert any("-e '.[package]'" in line for line in _pip_installs(lines)), lines
+    assert any("-e '.[package,launcher-app]'" in line for line in _pip_installs(lines)), lines
     assert any("packaging/build.py" in line for line in lines), lines
+    assert any("qt-libs" in line or "libEGL" in line for line in lines), lines
     assert all("[dev]" not in line for line in lines), lines
 
 
