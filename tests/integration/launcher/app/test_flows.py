@@ -77,6 +77,7 @@ def test_first_install_with_progress_then_play(
         assert v.phase is Phase.UPDATING and 0 < v.done_bytes < v.total_bytes
 
     qtbot.waitUntil(downloading, timeout=WAIT_MS)
+    assert window.phase_label.text() == "Installing…"
     assert window.progress.isVisible() and window.progress.value() > 0
     text = window.progress_label.text()
     assert " of " in text and "/s" in text, text
