@@ -39,7 +39,7 @@ QT_LIBS := libegl1 libgl1 libfontconfig1 libxkbcommon0 libglib2.0-0 libdbus-1-3 
 qt-libs:
 	@for lib in libEGL.so.1 libGL.so.1 libfontconfig.so.1 libxkbcommon.so.0 libglib-2.0.so.0 \
 			libdbus-1.so.3 libX11.so.6; do \
-		ldconfig -p | grep -q "$$lib " || missing=1; done; \
+		PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p | grep -q "$$lib " || missing=1; done; \
 	test -z "$$missing" && test -d /usr/share/fonts/truetype/dejavu \
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $(QT_LIBS); }

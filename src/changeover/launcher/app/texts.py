@@ -22,7 +22,9 @@ def tr(text: str) -> str:
     return QCoreApplication.translate(CONTEXT, text)
 
 
-def phase_text(phase: Phase) -> str:
+def phase_text(phase: Phase, *, first_install: bool = False) -> str:
+    if phase is Phase.UPDATING and first_install:
+        return tr("Installing…")
     return {
         Phase.CHECKING: tr("Checking for updates…"),
         Phase.NOT_INSTALLED: tr("Not installed yet"),
@@ -59,7 +61,7 @@ def eta_text(seconds: float | None) -> str:
 
 def progress_text(v: View) -> str:
     if v.progress_busy:
-        return phase_text(v.phase)
+        return phase_text(v.phase, first_install=v.installed_version is None)
     if v.phase is Phase.PAUSED:
         return tr("Paused at {done} of {total}").format(
             done=size_text(v.done_bytes), total=size_text(v.total_bytes)
@@ -104,7 +106,7 @@ NEWS = str(QT_TRANSLATE_NOOP("Launcher", "News"))
 BRANCH = str(QT_TRANSLATE_NOOP("Launcher", "Branch:"))
 NEWS_LOADING = str(QT_TRANSLATE_NOOP("Launcher", "Loading news…"))
 NEWS_EMPTY = str(QT_TRANSLATE_NOOP("Launcher", "No news yet."))
-NEWS_STALE = str(QT_TRANSLATE_NOOP("Launcher", "Showing the last news fetched ({why})."))
+NEWS_STALE = str(QT_TRANSLATE_NOOP("Launcher", "Showing the last news fetched."))
 OFFLINE_PLAY = str(
     QT_TRANSLATE_NOOP(
         "Launcher", "The server cannot be reached: you can play the installed version."

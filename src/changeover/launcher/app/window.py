@@ -234,7 +234,9 @@ class LauncherWindow(QMainWindow):
 
     def show_state(self) -> None:
         v = self.current_view()
-        self.phase_label.setText(texts.phase_text(v.phase))
+        self.phase_label.setText(
+            texts.phase_text(v.phase, first_install=v.installed_version is None)
+        )
         self.installed_label.setText(texts.installed_text(v))
         self.available_label.setText(texts.available_text(v))
         self.progress.setVisible(v.progress_visible)
@@ -457,9 +459,9 @@ class LauncherWindow(QMainWindow):
                 font.setUnderline(True)
                 row.setFont(1, font)
             self.news_list.addTopLevelItem(row)
-        if news.stale:
-            text = texts.t(texts.NEWS_STALE).format(why=news.message or "")
-        elif news.message:
+        if news.stale and not news.message:
+            text = texts.t(texts.NEWS_STALE)
+        elif news.message:  # the news module's words say why (and since when) it is stale
             text = news.message
         else:
             text = "" if news.items else texts.t(texts.NEWS_EMPTY)

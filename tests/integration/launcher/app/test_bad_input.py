@@ -236,11 +236,13 @@ def test_news_that_fails_or_hangs_never_blocks_the_window(
         types.SimpleNamespace(
             items=[NewsItem("Old", "2026-01-01", "https://example.com/old")],
             stale=True,
-            message="the feed could not be fetched",
+            message="The news could not be updated (timeout); showing the news of 1 Jan.",
         )
     )
     window.show_news(stale)
-    assert "Showing the last news fetched" in window.news_label.text()
+    assert window.news_label.text() == stale.message
+    window.show_news(News(items=stale.items, stale=True))
+    assert window.news_label.text() == "Showing the last news fetched."
     assert window.news_list.topLevelItemCount() == 1
 
 

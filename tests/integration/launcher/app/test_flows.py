@@ -74,9 +74,10 @@ def test_first_install_with_progress_then_play(
 
     def downloading() -> None:
         v = window.current_view()
-        assert v.phase is Phase.UPDATING and 0 < v.done_bytes < v.total_bytes
+        assert v.phase is Phase.UPDATING and v.total_bytes // 3 < v.done_bytes < v.total_bytes
 
     qtbot.waitUntil(downloading, timeout=WAIT_MS)
+    assert window.phase_label.text() == "Installing…"
     assert window.progress.isVisible() and window.progress.value() > 0
     text = window.progress_label.text()
     assert " of " in text and "/s" in text, text
@@ -252,3 +253,31 @@ def test_offline_a_verified_install_plays(
     click(qtbot, window.play_button)
     assert played(qtbot, record)["version"] == "1.0.0"
     assert os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+
+
+def test_closing_mid_install_pauses_it_and_the_next_start_resumes(
+    studio: Studio, tmp_path: Path, open_window: OpenWindow, qtbot: Any
+) -> None:
+    studio.point("production", 1)
+    config, _ = write_config(tmp_path, studio.content_url, studio.root_json)
+    window = open_window(config, engine_options=SLOW)
+    wait_phase(qtbot, window, Phase.NOT_INSTALLED)
+    full = window.current_view().download_bytes
+    click(qtbot, window.action_button)
+
+    def a_third_arrived() -> None:
+        v = window.current_view()
+        assert v.total_bytes and v.done_bytes > v.total_bytes // 3
+
+    qtbot.waitUntil(a_third_arrived, timeout=WAIT_MS)
+    window.close()  # pauses the update and waits for its worker to stop
+    assert window.jobs.wait(0), "no worker outlives the window"
+    assert not (tmp_path / "games" / "production").exists()
+
+    again = open_window(config)
+    wait_phase(qtbot, again, Phase.NOT_INSTALLED)
+    click(qtbot, again.action_button)
+    wait_phase(qtbot, again, Phase.READY)
+    assert on_disk(tmp_path / "games" / "production") == expected(studio.builds[0])
+    resumed = again.reports["production"].downloaded_bytes
+    assert resumed < full * 0.8, f"the next start downloaded {resumed} of {full} again"
