@@ -247,3 +247,13 @@ def test_the_lock_is_reentrant_within_one_sync(tmp_path: Path) -> None:
         record = {"image": "game"}
         install.write_record(record)
     assert json.loads(install.record_path.read_text()) == record
+
+
+def test_two_syncs_in_one_process_conflict_too(tmp_path: Path) -> None:
+    # The desktop app runs syncs on worker threads: one install, one at a time there too.
+    first = Install(tmp_path / "game", tmp_path / "cache")
+    second = Install(tmp_path / "game", tmp_path / "cache")
+    with first.locked(), pytest.raises(Conflict), second.locked():
+        pass
+    with second.locked():
+        pass
