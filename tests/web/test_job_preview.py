@@ -2,7 +2,7 @@
 server and a fleet with players on it: the simulated numbers and the method comparison are
 shown in the form, a body ``create`` refuses is refused there in the same words, a fleet
 without session history asks for a player model, server text stays text, and nothing is
-created until the engineer presses Create."""
+created until the engineer presses Create (a viewer may preview, not create)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def job_total(c: Any) -> int:
     return int(ok(c.get("/patchjobs?limit=1"))["total"])
 
 
-def open_form(page: Any, server: Any) -> None:
-    log_in(page, server, server.admin_token)
+def open_form(page: Any, server: Any, token: str) -> None:
+    log_in(page, server, token)
     page.click("nav >> text=Patch jobs")
     page.click("text=New job")
     expect(page.locator("#view h1")).to_have_text("New patch job")
@@ -67,7 +67,7 @@ def test_preview_shows_the_simulation_and_creates_nothing(server: Any, page: Any
     for p in ("ann", "bob", "cat"):
         ok(c.post("/allocations", json={"fleet": "pv-fleet", "players": [p]}), 201)
     before = job_total(c)
-    open_form(page, server)
+    open_form(page, server, server.admin_token)
     fill_job(page, "pv")
     page.select_option("#job-method", label="Bleed-off")
     page.fill("#job-deadline", "1h")
@@ -89,7 +89,9 @@ def test_preview_shows_the_simulation_and_creates_nothing(server: Any, page: Any
 
     # The numbers on the page are the answer's.
     est, first = out["estimate"], out["estimate"]["first"]
-    expect(page.locator("#preview-model")).to_contain_text("explicit player model")
+    expect(page.locator("#preview-model")).to_contain_text(
+        "explicit player model (0 ended sessions ignored)"
+    )
     expect(page.locator("#preview-model")).to_contain_text("the values given in the form")
     expect(page.locator("#preview-summary")).to_contain_text(
         "Bleed-off of 4 instances; 4 live instances, 3 players online now; 3 simulated runs"
@@ -136,10 +138,12 @@ def test_preview_shows_the_simulation_and_creates_nothing(server: Any, page: Any
     assert job_total(c) == before + 1
 
 
-def test_preview_refusals_are_shown_in_the_form(server: Any, page: Any) -> None:
+def test_preview_refusals_are_shown_in_the_form_to_a_viewer(server: Any, page: Any) -> None:
     c, _agents = two_build_fleet(server, "pr", ["pr-h1"], per_host=1)
     before = job_total(c)
-    open_form(page, server)
+    # A viewer may preview (it changes nothing) and may not create.
+    open_form(page, server, server.token("viewer"))
+    expect(page.locator("button:has-text('Create job')")).to_be_disabled()
     fill_job(page, "pr")
     page.select_option("#job-method", label="Bleed-off")
     error = page.locator("#form-error")
@@ -156,7 +160,13 @@ def test_preview_refusals_are_shown_in_the_form(server: Any, page: Any) -> None:
     # Half a player model is refused before anything is sent.
     page.fill("#sim-arrivals", "0.5")
     page.click("#preview-impact")
-    expect(error).to_contain_text("Give both arrivals per second and a session length")
+    expect(error).to_have_text(
+        "Check the form: Give both arrivals per second and a session length, or neither "
+        "(the model is then fitted from the fleet's session history)."
+    )
+    page.fill("#sim-session", "a while")
+    page.click("#preview-impact")
+    expect(error).to_contain_text("Session length: give a duration such as 90s, 15m or 12h")
     page.fill("#sim-session", "5m")
 
     # A body create refuses is refused with create's own words.
