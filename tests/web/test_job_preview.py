@@ -130,6 +130,12 @@ def test_preview_shows_the_simulation_and_creates_nothing(server: Any, page: Any
     expect(page).to_have_url(f"{server.url}/ui/#/jobs/new")  # the form never left
     screenshot(page, "patchjob-preview")
     assert job_total(c) == before
+    # Changing the form marks the preview as answering the form as it was.
+    page.fill("#job-deadline", "2h")
+    expect(page.locator("#preview-stale")).to_contain_text("The form changed since this preview")
+    expect(page.locator("#preview-stale")).to_have_count(1)
+    page.fill("#job-deadline", "1h")
+    expect(page.locator("#preview-stale")).to_have_count(1)
 
     # With the form still filled, Create makes the job the preview was of.
     page.click("button:has-text('Create job')")
@@ -180,6 +186,12 @@ def test_preview_refusals_are_shown_in_the_form_to_a_viewer(server: Any, page: A
     expect(error).to_have_text(f"Refused: {out['message']}")
     page.fill("#job-max-unavailable", "1")
     page.fill("#job-max-surge", "1")
+    # A good preview after a refusal clears it.
+    _sent, out, status = preview(page)
+    assert status == 200, out
+    expect(error).to_be_hidden()
+    expect(page.locator("#preview-methods tbody tr")).to_have_count(len(METHODS))
+    expect(page.locator("#preview-stale")).to_have_count(0)
 
     # Server text is shown as text: markup in an echoed name is not made into elements.
     page.fill("#job-env", '<img id="injected" src="x">')

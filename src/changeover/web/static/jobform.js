@@ -105,6 +105,7 @@ async function newJobView(view) {
   preview.addEventListener("click", async () => {
     const mine = ++asked;
     say(null);
+    result.classList.remove("stale");
     result.replaceChildren(h("p", { class: "muted", id: "preview-busy" }, "Simulating on the live fleet…"));
     preview.disabled = true;
     try {
@@ -137,6 +138,12 @@ async function newJobView(view) {
     h("div", { class: "row" }, preview, create,
       h("span", { class: "muted" }, "Preview simulates the job on the live fleet and every method beside it; it creates nothing.")));
   form.addEventListener("submit", (ev) => ev.preventDefault());
+  // A preview answers the form as it was: say so once the form changes.
+  form.addEventListener("input", () => {
+    if (!result.querySelector("#preview-model") || result.querySelector("#preview-stale")) return;
+    result.classList.add("stale");
+    result.prepend(h("p", { id: "preview-stale", class: "form-error" }, "The form changed since this preview: press Preview impact again."));
+  });
   view.append(h("h1", {}, "New patch job"), form, result);
 }
 
