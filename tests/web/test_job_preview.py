@@ -86,6 +86,7 @@ def test_preview_shows_the_simulation_and_creates_nothing(server: Any, page: Any
     }
     assert sent["job"]["drain"] == {"deadline_s": 3600, "notice_before_s": [600, 60]}
     assert sent["job"]["method"] == 4 and sent["job"]["fleets"] == ["pv-fleet"]
+    assert sent["job"]["builds"] == [{"old": "pv-v1", "new": "pv-v2"}]
 
     # The numbers on the page are the answer's.
     est, first = out["estimate"], out["estimate"]["first"]
@@ -170,6 +171,12 @@ def test_preview_refusals_are_shown_in_the_form_to_a_viewer(server: Any, page: A
         "Check the form: Give both arrivals per second and a session length, or neither "
         "(the model is then fitted from the fleet's session history)."
     )
+    page.fill("#job-old", "pr-v1, pr-v2")
+    page.click("#preview-impact")
+    expect(error).to_have_text(
+        "Check the form: Give as many new builds as old ones (2 old, 1 new)."
+    )
+    page.fill("#job-old", "pr-v1")
     page.fill("#sim-session", "a while")
     page.click("#preview-impact")
     expect(error).to_contain_text("Session length: give a duration such as 90s, 15m or 12h")

@@ -45,8 +45,8 @@ async function newJobView(view) {
   const [fleet, fleetL] = field("job-fleets", "Fleets", { list: "fleet-names", placeholder: "arena-eu, arena-us" }, "comma-separated");
   const [env, envL] = field("job-env", "Environment", { placeholder: "prod" });
   const [app, appL] = field("job-app", "Application", { placeholder: "arena" });
-  const [oldB, oldL] = field("job-old", "Old build (profile)", { list: "profile-names" });
-  const [newB, newL] = field("job-new", "New build (profile)", { list: "profile-names" });
+  const [oldB, oldL] = field("job-old", "Old build (profile)", { list: "profile-names" }, "several: comma-separated");
+  const [newB, newL] = field("job-new", "New build (profile)", { list: "profile-names" }, "paired with the old ones in order");
   const method = h("select", { id: "job-method" }, methods.map((m) => h("option", { value: m.id }, m.name)));
   const [deadline, deadlineL] = field("job-deadline", "Drain deadline", { placeholder: "12h" }, "bleed-off, A/B: players are kicked after it");
   const [notice, noticeL] = field("job-notice", "Notices before it", { placeholder: "10m, 1m" });
@@ -66,11 +66,16 @@ async function newJobView(view) {
     if (!oldB.value && f.profile) oldB.value = f.profile;
   });
 
+  const names = (text) => text.split(",").map((t) => t.trim()).filter(Boolean);
+  const builds = () => {
+    const olds = names(oldB.value), news = names(newB.value);
+    if (olds.length !== news.length) throw new Error(`Give as many new builds as old ones (${olds.length} old, ${news.length} new).`);
+    return olds.length ? olds.map((o, i) => ({ old: o, new: news[i] })) : [{ old: "", new: "" }];
+  };
   // The job body exactly as POST /patchjobs takes it; only what the form was given.
   const job = () => {
     const body = { name: name.value.trim(), environment: env.value.trim(), application: app.value.trim(),
-                   method: Number(method.value), builds: [{ old: oldB.value.trim(), new: newB.value.trim() }],
-                   fleets: fleet.value.split(",").map((s) => s.trim()).filter(Boolean) };
+                   method: Number(method.value), builds: builds(), fleets: names(fleet.value) };
     const drain = {}, rolling = {};
     if (deadline.value.trim()) drain.deadline_s = parseDuration("Drain deadline", deadline.value);
     if (notice.value.trim()) drain.notice_before_s = notice.value.split(",").map((t) => parseDuration("Notices before it", t));
