@@ -7,16 +7,19 @@
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400 };
 
+// What the page itself could not read in the form (the server's refusals are ApiErrors).
+class FormError extends Error {}
+
 // "90", "90s", "15m", "12h", "1.5d" -> seconds; a plain message for anything else.
 function parseDuration(label, text) {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$/.exec(text);
-  if (!m) throw new Error(`${label}: give a duration such as 90s, 15m or 12h (got "${text}")`);
+  if (!m) throw new FormError(`${label}: give a duration such as 90s, 15m or 12h (got "${text}")`);
   return Number(m[1]) * UNITS[m[2] || "s"];
 }
 
 function parseNumber(label, text) {
   const n = Number(text);
-  if (text.trim() === "" || !Number.isFinite(n)) throw new Error(`${label}: give a number (got "${text}")`);
+  if (text.trim() === "" || !Number.isFinite(n)) throw new FormError(`${label}: give a number (got "${text}")`);
   return n;
 }
 
@@ -69,7 +72,7 @@ async function newJobView(view) {
   const names = (text) => text.split(",").map((t) => t.trim()).filter(Boolean);
   const builds = () => {
     const olds = names(oldB.value), news = names(newB.value);
-    if (olds.length !== news.length) throw new Error(`Give as many new builds as old ones (${olds.length} old, ${news.length} new).`);
+    if (olds.length !== news.length) throw new FormError(`Give as many new builds as old ones (${olds.length} old, ${news.length} new).`);
     return olds.length ? olds.map((o, i) => ({ old: o, new: news[i] })) : [{ old: "", new: "" }];
   };
   // The job body exactly as POST /patchjobs takes it; only what the form was given.
@@ -90,19 +93,20 @@ async function newJobView(view) {
   const players = () => {
     const a = arrivals.value.trim(), s = session.value.trim();
     if (!a && !s) return null;
-    if (!a || !s) throw new Error("Give both arrivals per second and a session length, or neither (the model is then fitted from the fleet's session history).");
+    if (!a || !s) throw new FormError("Give both arrivals per second and a session length, or neither (the model is then fitted from the fleet's session history).");
     return { arrivals_per_s: [parseNumber("Arrivals per second", a)],
              sessions: [{ share: 1, median_s: parseDuration("Session length", s) }] };
   };
 
   const problem = h("div", { id: "form-error", class: "form-error", role: "alert", hidden: true });
   const result = h("div", { id: "preview" });
-  const say = (err) => {
+  const say = (err, doing = "preview") => {
     problem.hidden = !err;
     problem.replaceChildren();
     if (!err) return;
     // The server's refusal in its own words; a form the page could not read, in the page's.
-    problem.append(h("b", {}, err instanceof ApiError ? "Refused: " : "Check the form: "), err.plain || String(err.message || err));
+    const lead = err instanceof ApiError ? "Refused: " : err instanceof FormError ? "Check the form: " : `Could not ${doing}: `;
+    problem.append(h("b", {}, lead), err.plain || String(err.message || err));
     if (err.field === "players") problem.append(h("br"), "Fill in Arrivals per second and Session length under Player model to simulate with them.");
   };
   let asked = 0;  // only the latest preview is drawn
@@ -130,7 +134,7 @@ async function newJobView(view) {
     try {
       const made = await api("POST", "/patchjobs", job());
       location.hash = `#/jobs/${made.id}`;
-    } catch (e) { say(e); }
+    } catch (e) { say(e, "create"); }
   }, "primary");
 
   const form = h("form", { class: "card jobform", id: "job-form" },
