@@ -18,6 +18,8 @@ class ApiError extends Error {
   constructor(status, body) {
     super(`${status} ${body && body.error ? body.error : "error"}: ${body && body.message ? body.message : "request failed"}`);
     this.status = status;
+    this.plain = body && body.message ? body.message : this.message;  // the server's words alone
+    this.field = body && body.field ? body.field : null;
   }
 }
 
@@ -296,7 +298,7 @@ function lineChart(data, key, colour) {
 async function jobsView(view, params) {
   const offset = Number(params.get("offset") || 0);
   const page = await get(`/patchjobs?limit=50&offset=${offset}`);
-  view.append(h("h1", {}, "Patch jobs"), table(["job", "name", "application", "method", "status", "progress", "start"],
+  view.append(h("h1", {}, "Patch jobs"), h("p", {}, link("#/jobs/new", "New job (preview its impact first)")), table(["job", "name", "application", "method", "status", "progress", "start"],
     page.jobs.map((j) => [link(`#/jobs/${j.id}`, `#${j.id}`), j.name, j.application, j.method_name, badge(j.status_name),
                           progressText(j.progress), when(j.start_at)])),
     h("div", { class: "pager" }, offset > 0 ? link(`#/jobs?offset=${Math.max(0, offset - 50)}`, "‹ newer") : "",
@@ -440,7 +442,7 @@ function parseSse(block) {
 const ROUTES = [
   [/^\/images$/, imagesView], [/^\/images\/([^/]+)$/, imageView], [/^\/images\/([^/]+)\/branches\/([^/]+)$/, branchView],
   [/^\/diffs\/(\d+)$/, diffView], [/^\/fleets$/, fleetsView], [/^\/fleets\/([^/]+)$/, fleetView],
-  [/^\/players$/, playersView], [/^\/jobs$/, jobsView], [/^\/jobs\/(\d+)$/, jobView],
+  [/^\/players$/, playersView], [/^\/jobs$/, jobsView], [/^\/jobs\/new$/, newJobView], [/^\/jobs\/(\d+)$/, jobView],
 ];
 
 async function route() {
