@@ -464,7 +464,10 @@ class Syncer:
 def explained(error: ChangeoverError, outcome: str) -> ChangeoverError:
     """``error`` with what became of the install (``outcome``) and whether retrying can
     help added to its message (and as facts ``install`` and ``retry``)."""
-    if isinstance(error, RemoteError):
+    if isinstance(error, RemoteError) and error.facts.get("misconfigured"):
+        advice = "check the content URL in the launcher's configuration"  # says it already
+        retry = False
+    elif isinstance(error, RemoteError):
         advice = "retry later: the server or the network failed (what arrived is kept)"
         retry = True
     elif isinstance(error, DiskError):
