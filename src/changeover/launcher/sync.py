@@ -229,8 +229,8 @@ class Syncer:
             # The lock inside: a disk that refuses its lock file is a DiskError too.
             with self.install.locked():
                 with self.users.using():
-                    report = self._sync(image, branch, force_rebuild)
-                if not report.already_current:
+                    report, switched = self._sync(image, branch, force_rebuild)
+                if switched:  # the previous tree's objects may be garbage now
                     report.collected_objects = self.collect_garbage()
                 return report
         except OSError as e:
@@ -254,7 +254,8 @@ class Syncer:
             return f"{self.target} was left as it was (not installed)"
         return f"{self.target} was left as it was ({version or 'its current version'})"
 
-    def _sync(self, image: str, branch: str, force_rebuild: bool) -> SyncReport:
+    def _sync(self, image: str, branch: str, force_rebuild: bool) -> tuple[SyncReport, bool]:
+        """The report, and whether a new tree was switched in."""
         started = time.monotonic()
         self.install.check_managed()
         self.install.cleanup()
@@ -287,7 +288,7 @@ class Syncer:
         if report.already_current and mode == installed_mode and not force_rebuild:
             self.install.write_record({**record, "switch": self.install.switcher.kind})
             report.seconds = time.monotonic() - started
-            return report
+            return report, False
 
         steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
@@ -308,7 +309,7 @@ class Syncer:
         tree = self.install.build_tree(manifest, self.objects, mode=mode, previous=current)
         self.install.switch(tree, record, manifest=manifest, previous=current)
         report.seconds = time.monotonic() - started
-        return report
+        return report, True
 
     def _progress(self, total: int) -> Callable[[int], None] | None:
         callback = self.on_progress
