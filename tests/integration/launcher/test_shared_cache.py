@@ -4,6 +4,7 @@ is downloading or about to link (``launcher.locks.CacheUsers``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -251,3 +252,19 @@ def test_checks_and_syncs_of_two_branches_refresh_metadata_together(
     assert on_disk(games / "a") == expected(published.versions[0])
     assert on_disk(games / "b") == expected(published.versions[1])
     assert a.check().up_to_date and b.check().up_to_date
+
+
+def test_a_repair_collects_too(published: Published, tmp_path: Path) -> None:
+    """A repair switches in a rebuilt tree like a sync, and collects after it."""
+    published.point("gc-r", 1)
+    target = tmp_path / "games" / "r"
+    engine = Engine(published.content_url, target, "game", "gc-r")
+    engine.sync()
+    stray = tmp_path / "stray"
+    stray.write_bytes(b"no install references this")
+    sha = hashlib.sha256(stray.read_bytes()).hexdigest()
+    store = ObjectStore(default_cache(target) / "objects")
+    store.add_from_file(stray, sha, stray.stat().st_size, False)
+    _, report = engine.repair()
+    assert report.collected_objects == 1 and not store.has(sha, False)
+    assert on_disk(target) == expected(published.versions[0])
