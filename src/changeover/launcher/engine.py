@@ -14,6 +14,7 @@ calls them from a worker thread.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from changeover.content.delivery import DeliveryIndex
+from changeover.content.manifest import Manifest
 from changeover.errors import IntegrityError, Interrupted, InvalidInput
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, DEFAULT_TIMEOUT_S, Fetcher
 from changeover.launcher.install import (
@@ -30,6 +33,7 @@ from changeover.launcher.install import (
     default_cache,
     verify_tree,
 )
+from changeover.launcher.locks import metadata_lock
 from changeover.launcher.sync import Syncer, SyncReport, plan_steps
 from changeover.launcher.trust import TrustedTargets
 
@@ -44,9 +48,10 @@ class ProgressEvent:
     done_bytes: int = 0
     total_bytes: int = 0
     bytes_per_s: float = 0.0
-    """The average since the download started."""
+    """The rate over the last few seconds (:class:`RateMeter`); 0.0 in the first second,
+    before it means anything."""
     eta_s: float | None = None
-    """Seconds left at that average; ``None`` until something has arrived."""
+    """Seconds left at that rate; ``None`` ("estimating") in the first seconds."""
 
 
 OnEvent = Callable[[ProgressEvent], None]
@@ -104,6 +109,56 @@ class Available:
     total_bytes: int
 
 
+class RateMeter:
+    """A download's rate over a sliding window of the last ``window_s`` seconds, and the
+    time left at it. Pure: the caller passes the clock.
+
+    An average since the start is wrong at the start: the first pieces come out of
+    buffers at once (the connection's, a rate limit's), and a few hundred kilobytes over
+    a few milliseconds read as megabytes a second and "0 s left". So there is no rate
+    before ``min_s`` of downloading, no time left before ``eta_after_s``, and the rate is
+    over the recent window, so that it follows a link that slows down or speeds up.
+    """
+
+    def __init__(
+        self,
+        started: float,
+        *,
+        window_s: float = 5.0,
+        min_s: float = 1.0,
+        eta_after_s: float = 2.0,
+    ) -> None:
+        self.started = started
+        self.window_s = window_s
+        self.min_s = min_s
+        self.eta_after_s = eta_after_s
+        self.done = 0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(started, 0)])
+        """(time, bytes done then): the newest at or before the window's start, then
+        every one since."""
+
+    def add(self, now: float, n: int) -> None:
+        self.done += n
+        self._samples.append((now, self.done))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self.window_s:
+            self._samples.popleft()
+
+    def rate(self, now: float) -> float:
+        """Bytes per second over the window; 0.0 before ``min_s`` has passed."""
+        if now - self.started < self.min_s:
+            return 0.0
+        since, base = self._samples[0]
+        span = now - since
+        return (self.done - base) / span if span > 0 else 0.0
+
+    def eta(self, now: float, total: int) -> float | None:
+        """Seconds until ``total`` bytes at the current rate; ``None`` while estimating."""
+        rate = self.rate(now)
+        if now - self.started < self.eta_after_s or rate <= 0:
+            return None
+        return max(total - self.done, 0) / rate
+
+
 class _Tracker:
     """Turns the syncer's byte counts into events, and checks the control on each."""
 
@@ -111,24 +166,31 @@ class _Tracker:
         self.on_event = on_event
         self.control = control
         self.lock = threading.Lock()
-        self.done = 0
-        self.started = time.monotonic()
+        self.meter = RateMeter(time.monotonic())
+
+    @property
+    def done(self) -> int:
+        return self.meter.done
 
     def phase(self, name: str) -> None:
         self.control.check()
         if name == "downloading":
-            self.started = time.monotonic()
+            self.meter = RateMeter(time.monotonic())
         self.on_event(ProgressEvent("downloading" if name == "downloading" else "installing"))
 
     def progress(self, n: int, total: int) -> None:
         self.control.check()
         with self.lock:
-            self.done += n
-            done = self.done
-        elapsed = time.monotonic() - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (max(total - done, 0) / rate) if rate > 0 else None
-        self.on_event(ProgressEvent("downloading", done, total, rate, eta))
+            now = time.monotonic()
+            self.meter.add(now, n)
+            event = ProgressEvent(
+                "downloading",
+                self.meter.done,
+                total,
+                self.meter.rate(now),
+                self.meter.eta(now, total),
+            )
+        self.on_event(event)
 
 
 def _ignore(event: ProgressEvent) -> None:
@@ -253,10 +315,11 @@ class Engine:
         syncer = self._syncer()
         fetcher = Fetcher(syncer.base_url, syncer.limit, pace=syncer.pace)
         try:
-            trusted = TrustedTargets(
-                syncer.base_url, syncer.trust_dir, syncer.root, fetcher=fetcher
-            )
-            return trusted.fetch(path, what=what)
+            with metadata_lock(syncer.trust_dir):
+                trusted = TrustedTargets(
+                    syncer.base_url, syncer.trust_dir, syncer.root, fetcher=fetcher
+                )
+                return trusted.fetch(path, what=what)
         finally:
             fetcher.close()
 
@@ -309,6 +372,13 @@ class Engine:
         """
         syncer = self._syncer()
         _, manifest, index = syncer.resolve(self.image, self.branch)
+        # Used like a sync's: no collection removes an object as it is adopted.
+        with syncer.users.using():
+            return self._adopt(syncer, directory, manifest, index)
+
+    def _adopt(
+        self, syncer: Syncer, directory: Path, manifest: Manifest, index: DeliveryIndex
+    ) -> int:
         adopted = 0
         for f in manifest:
             source = directory / f.path

@@ -68,12 +68,20 @@ class Pace:
 
 
 class RateLimit:
-    """A token bucket shared by all download threads (bytes per second)."""
+    """A token bucket shared by all download threads (bytes per second).
+
+    It starts empty and holds at most ``BURST_S`` of the rate (at least one piece): a
+    bucket that started full let a whole second's worth through at once, so a download
+    limited to 600 kB/s ran at twice that in its first second (and looked faster still).
+    """
+
+    BURST_S = 0.1
 
     def __init__(self, bytes_per_s: int | None) -> None:
         self.rate = bytes_per_s
         self._lock = threading.Lock()
-        self._allowance = float(bytes_per_s or 0)
+        self._capacity = max(float(CHUNK), (bytes_per_s or 0) * self.BURST_S)
+        self._allowance = 0.0
         self._last = time.monotonic()
 
     def take(self, n: int) -> float:
@@ -82,9 +90,7 @@ class RateLimit:
             return 0.0
         with self._lock:
             now = time.monotonic()
-            self._allowance = min(
-                float(self.rate), self._allowance + (now - self._last) * self.rate
-            )
+            self._allowance = min(self._capacity, self._allowance + (now - self._last) * self.rate)
             self._last = now
             self._allowance -= n
             wait = -self._allowance / self.rate if self._allowance < 0 else 0.0

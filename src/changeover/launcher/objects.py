@@ -73,8 +73,12 @@ class ObjectStore:
             if sub == self.partial or not sub.is_dir():
                 continue
             for obj in sub.iterdir():
-                if not obj.name.startswith(".tmp-"):
+                if obj.name.startswith(".tmp-"):
+                    continue
+                try:
                     out[obj.name.rstrip("x")] = obj.stat().st_size
+                except FileNotFoundError:
+                    continue  # collected meanwhile by another launcher (``locks.CacheUsers``)
         return sorted(out.items())
 
     def has(self, sha256: str, executable: bool) -> bool:
@@ -221,7 +225,9 @@ class ObjectStore:
             unlink_read_only(self.path(sha256, executable))
 
     def collect_garbage(self, keep: Iterable[str]) -> int:
-        """Delete objects no install references; returns how many were deleted."""
+        """Delete objects no install references, and unfinished ``.tmp-`` files; returns
+        how many objects were deleted. Only while no one else uses the store: the caller
+        holds ``locks.CacheUsers.alone``."""
         wanted = set(keep)
         removed = 0
         for sub in self.root.iterdir():

@@ -46,6 +46,7 @@ from changeover.launcher.install import (
     default_cache,
     verify_tree,
 )
+from changeover.launcher.locks import CacheUsers, metadata_lock
 from changeover.launcher.objects import ObjectStore
 from changeover.launcher.trust import TrustedTargets
 
@@ -72,6 +73,9 @@ class SyncReport:
     reused_objects: int
     already_current: bool
     seconds: float
+    collected_objects: int | None = 0
+    """Objects the closing garbage collection deleted; ``None`` when it was left to
+    another launcher that was using the cache (``locks.CacheUsers``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +172,7 @@ class Syncer:
         trust_key = hashlib.sha256(self.base_url.encode()).hexdigest()[:16]
         self.root = root
         self.trust_dir = self.cache / "trust" / trust_key
+        self.users = CacheUsers(self.cache)
         self.workers = workers
         try:
             self.pace = Pace(timeout_s, min_rate)
@@ -183,8 +188,9 @@ class Syncer:
         check_path(f"branches/{image}/{branch}.json")
         fetcher = Fetcher(self.base_url, self.limit, pace=self.pace)
         try:
-            trusted = TrustedTargets(self.base_url, self.trust_dir, self.root, fetcher=fetcher)
-            return self._resolve(trusted, image, branch)
+            with metadata_lock(self.trust_dir):
+                trusted = TrustedTargets(self.base_url, self.trust_dir, self.root, fetcher=fetcher)
+                return self._resolve(trusted, image, branch)
         finally:
             fetcher.close()
 
@@ -222,7 +228,11 @@ class Syncer:
         try:
             # The lock inside: a disk that refuses its lock file is a DiskError too.
             with self.install.locked():
-                return self._sync(image, branch, force_rebuild)
+                with self.users.using():
+                    report, switched = self._sync(image, branch, force_rebuild)
+                if switched:  # the previous tree's objects may be garbage now
+                    report.collected_objects = self.collect_garbage()
+                return report
         except OSError as e:
             error = DiskError(
                 f"cannot write under {self.cache} or {self.target.parent}: {e.strerror}",
@@ -244,7 +254,8 @@ class Syncer:
             return f"{self.target} was left as it was (not installed)"
         return f"{self.target} was left as it was ({version or 'its current version'})"
 
-    def _sync(self, image: str, branch: str, force_rebuild: bool) -> SyncReport:
+    def _sync(self, image: str, branch: str, force_rebuild: bool) -> tuple[SyncReport, bool]:
+        """The report, and whether a new tree was switched in."""
         started = time.monotonic()
         self.install.check_managed()
         self.install.cleanup()
@@ -277,7 +288,7 @@ class Syncer:
         if report.already_current and mode == installed_mode and not force_rebuild:
             self.install.write_record({**record, "switch": self.install.switcher.kind})
             report.seconds = time.monotonic() - started
-            return report
+            return report, False
 
         steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
@@ -297,9 +308,8 @@ class Syncer:
         self.on_phase("installing")
         tree = self.install.build_tree(manifest, self.objects, mode=mode, previous=current)
         self.install.switch(tree, record, manifest=manifest, previous=current)
-        self.objects.collect_garbage(self._referenced())
         report.seconds = time.monotonic() - started
-        return report
+        return report, True
 
     def _progress(self, total: int) -> Callable[[int], None] | None:
         callback = self.on_progress
@@ -328,9 +338,15 @@ class Syncer:
             return received[0] + self._blob(fetcher, step)
         return self._blob(fetcher, step)
 
+    def _part(self, name: str) -> Path:
+        """Where this install keeps a download in progress. Named for the install: two
+        syncs of different installs in one cache may fetch the same blob at once, and
+        would append to one file; a paused sync resumes its own."""
+        return self.objects.part_path(f"{self.install.key}.{name}")
+
     def _blob(self, fetcher: Fetcher, step: Step) -> int:
         rel = f"blobs/{step.sha256[:2]}/{step.sha256}"
-        part = self.objects.part_path(f"{step.sha256}.zst")
+        part = self._part(f"{step.sha256}.zst")
         received = 0
         for attempt in range(2):
             received += fetcher.download(rel, part, step.blob_bytes, name=step.name)
@@ -362,7 +378,7 @@ class Syncer:
         try:
             for n, ref in enumerate(step.chain):
                 last = n == len(step.chain) - 1
-                part = self.objects.part_path(f"{ref.sha256}.patch")
+                part = self._part(f"{ref.sha256}.patch")
                 scratch.append(part)
                 received[0] += fetcher.download(
                     ref.path, part, ref.size, name=f"a patch of {step.name}"
@@ -380,7 +396,7 @@ class Syncer:
                     break
                 # An intermediate's size is not in the manifest: the patch header bounds it
                 # and the hash check after applying vouches for it.
-                out = self.objects.part_path(f"{ref.target_sha256}.patched")
+                out = self._part(f"{ref.target_sha256}.patched")
                 scratch.append(out)
                 with open(out, "wb") as sink:
                     apply_patch(
@@ -394,6 +410,15 @@ class Syncer:
         finally:
             for path in scratch:
                 path.unlink(missing_ok=True)
+
+    def collect_garbage(self) -> int | None:
+        """Delete the objects no install references, if no other sync or launcher uses
+        the cache now (``CacheUsers``); returns how many, or ``None`` when skipped (the
+        other user collects when it ends)."""
+        with self.users.alone() as alone:
+            if not alone:
+                return None
+            return self.objects.collect_garbage(self._referenced())
 
     def _referenced(self) -> set[str]:
         """Every content any install in this cache still points at."""
@@ -440,7 +465,10 @@ class Syncer:
 def explained(error: ChangeoverError, outcome: str) -> ChangeoverError:
     """``error`` with what became of the install (``outcome``) and whether retrying can
     help added to its message (and as facts ``install`` and ``retry``)."""
-    if isinstance(error, RemoteError):
+    if isinstance(error, RemoteError) and error.facts.get("misconfigured"):
+        advice = "check the content URL in the launcher's configuration"  # says it already
+        retry = False
+    elif isinstance(error, RemoteError):
         advice = "retry later: the server or the network failed (what arrived is kept)"
         retry = True
     elif isinstance(error, DiskError):

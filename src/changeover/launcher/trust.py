@@ -100,14 +100,16 @@ class TrustedTargets:
                     raise UntrustedMetadata(
                         f"{url} is larger than {MAX_ROOT_BYTES} bytes: not a root"
                     ) from e
-                raise
+                raise wrong_address(e, self.base_url) from e
             return part.read_bytes()
 
     def refresh(self) -> None:
         try:
             self.updater.refresh()
         except (tuf_errors.DownloadError, tuf_errors.RepositoryError) as e:
-            raise _translated(e, f"the signed metadata of {self.base_url}") from e
+            raise wrong_address(
+                _translated(e, f"the signed metadata of {self.base_url}"), self.base_url
+            ) from e
         self._refreshed = True
 
     def fetch(self, path: str, *, what: str | None = None) -> bytes:
@@ -130,6 +132,26 @@ class TrustedTargets:
         except (tuf_errors.DownloadError, tuf_errors.RepositoryError) as e:
             raise _translated(e, what) from e
         return Path(local).read_bytes()
+
+
+NOT_FOUND_STATUS = frozenset({403, 404, 410})
+"""What a web server answers for a path it does not serve."""
+
+
+def wrong_address(e: ChangeoverError, base_url: str) -> ChangeoverError:
+    """``e`` reworded when the server answered that it has no signed metadata at all
+    (HTTP 404 for the timestamp or the first root): the server is reachable but the
+    content URL is not where it publishes. That is a configuration problem, not being
+    offline, and retrying will not help; the status stays in the facts (``status``), and
+    ``misconfigured`` says so."""
+    if not isinstance(e, RemoteError) or e.facts.get("status") not in NOT_FOUND_STATUS:
+        return e
+    return RemoteError(
+        f"not found at {base_url}: {e.message}; the content URL in the launcher's"
+        " configuration is wrong, or the server does not publish there; retrying will not"
+        " help",
+        **{**e.facts, "misconfigured": True},
+    )
 
 
 def _translated(e: Exception, what: str) -> ChangeoverError:

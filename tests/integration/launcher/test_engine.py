@@ -158,3 +158,26 @@ def test_adopt_takes_only_the_published_bytes_of_a_local_folder(
     assert report.downloaded_bytes == left
     assert on_disk(tmp_path / "game") == expected(files)
     assert engine.verify().clean
+
+
+def test_rate_and_time_left_are_honest_from_the_start(published: Published, tmp_path: Path) -> None:
+    """Under a 600 kB/s limit the shown rate never exceeds it (a full bucket and an
+    average over the first milliseconds once showed up to 5.9 MB/s), and nothing says
+    "0 s left" while most of the download is still to come."""
+    published.point("production", 1)
+    limit = 600_000
+    engine = Engine(
+        published.content_url, tmp_path / "game", "game", max_bytes_per_s=limit, workers=4
+    )
+    events: list[ProgressEvent] = []
+    engine.sync(events.append)
+    downloads = [e for e in events if e.phase == "downloading" and e.total_bytes]
+    assert downloads and downloads[-1].done_bytes == downloads[-1].total_bytes
+    rated = [e for e in downloads if e.bytes_per_s > 0]
+    assert rated, "no rate was ever shown"
+    # The bucket holds a tenth of a second's worth: at most that above the limit.
+    assert max(e.bytes_per_s for e in rated) <= limit * 1.15, [e.bytes_per_s for e in rated]
+    for e in downloads:
+        if e.eta_s is not None and e.done_bytes < e.total_bytes // 2:
+            assert e.eta_s > 0.5, e
+    assert downloads[0].bytes_per_s == 0.0 and downloads[0].eta_s is None

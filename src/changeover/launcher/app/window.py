@@ -314,7 +314,9 @@ class LauncherWindow(QMainWindow):
             self._set(branch, self.states[branch].check_succeeded(available))
 
         def failed(error: BaseException) -> None:
-            unreachable = isinstance(error, RemoteError)
+            # Offline only when the server could not be reached: a server that answered
+            # (HTTP 404 at a wrong content URL) is a problem of the config, shown as one.
+            unreachable = isinstance(error, RemoteError) and "status" not in error.facts
             if isinstance(error, NotFound):
                 message = texts.tr("The branch {branch} is not published on the server ({why})")
                 text = message.format(branch=branch, why=message_of(error))

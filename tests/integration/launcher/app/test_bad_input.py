@@ -111,7 +111,10 @@ def test_a_wrong_content_url_keeps_the_install_playable(
         assert v.phase in (Phase.OFFLINE, Phase.ERROR) and v.message, v
 
     qtbot.waitUntil(refused, timeout=WAIT_MS)
-    assert "not-the-content" in window.message_label.text(), window.message_label.text()
+    # The server answered (HTTP 404): a wrong address in the config, not being offline.
+    assert window.current_view().phase is Phase.ERROR, window.current_view()
+    text = window.message_label.text()
+    assert f"not found at {wrong}" in text and "configuration" in text, text
     assert window.play_button.isEnabled()
     ticks.advance(qtbot)
     click(qtbot, window.play_button)

@@ -75,6 +75,7 @@ def test_first_install_with_progress_then_play(
     def downloading() -> None:
         v = window.current_view()
         assert v.phase is Phase.UPDATING and v.total_bytes // 3 < v.done_bytes < v.total_bytes
+        assert v.eta_s is not None, "the time left is known after the first seconds"
 
     qtbot.waitUntil(downloading, timeout=WAIT_MS)
     assert window.phase_label.text() == "Installing…"
