@@ -9,12 +9,14 @@ CLI commands start without it.
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def run(argv: list[str] | None = None) -> int:
-    """Open the launcher's window (see :func:`changeover.launcher.app.run.run`)."""
+
+def run(config: Path | None = None) -> int:
+    """Open the launcher's window for ``config`` (see :func:`changeover.launcher.app.run.run`)."""
     from changeover.launcher.app.run import run as run_window
 
-    return run_window(argv)
+    return run_window(config)
 
 
 __all__ = ["run"]

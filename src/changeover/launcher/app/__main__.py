@@ -2,6 +2,6 @@
 
 import sys
 
-from changeover.launcher.app.run import run
+from changeover.launcher.app.run import main
 
-sys.exit(run())
+sys.exit(main())

@@ -85,10 +85,8 @@ def install_translation(app: QApplication, config_dir: Path) -> QTranslator | No
     return None
 
 
-def build(argv: list[str], options: Options | None = None) -> QMainWindow:
-    """The window to show for these arguments: the launcher, or why it cannot start."""
-    args = parse_args(argv)
-    path = args.config or default_config()
+def build(path: Path, options: Options | None = None) -> QMainWindow:
+    """The window to show for the config at ``path``: the launcher, or why it cannot start."""
     try:
         config = load(path)
         translator = install_translation(_app(), config.source.parent)
@@ -109,9 +107,16 @@ def _app() -> QApplication:
     return QApplication([sys.argv[0] if sys.argv else "changeover-launcher"])
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Open the launcher and return the exit code when its window closes."""
+def run(config: Path | None = None) -> int:
+    """Open the launcher for ``config`` (else :func:`default_config`) and return the exit
+    code when its window closes. ``changeover-launcher`` calls it with the config it chose."""
     app = _app()
-    window = build(list(sys.argv[1:] if argv is None else argv))
+    window = build(config or default_config())
     window.show()
     return int(app.exec())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m changeover.launcher.app [--config PATH]``."""
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run(args.config)

@@ -212,7 +212,7 @@ def open_window(qtbot: Any) -> Iterator[Callable[..., LauncherWindow]]:
         from changeover.launcher.app.run import build
 
         options.setdefault("news", NEWS)
-        window = build(["--config", str(config)], Options(**options))
+        window = build(config, Options(**options))
         qtbot.addWidget(window)
         window.show()
         assert isinstance(window, LauncherWindow), getattr(window, "message", window)

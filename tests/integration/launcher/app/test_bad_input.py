@@ -54,7 +54,7 @@ class Ticks:
 
 
 def error_window(config: Path, qtbot: Any) -> ErrorWindow:
-    window = build(["--config", str(config)], Options())
+    window = build(config, Options())
     qtbot.addWidget(window)
     window.show()
     assert isinstance(window, ErrorWindow), "the launcher should refuse this config"

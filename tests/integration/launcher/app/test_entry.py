@@ -1,4 +1,5 @@
-"""``python -m changeover.launcher.app`` as a player starts it: a real process."""
+"""The app as a player starts it, a real process: ``python -m changeover.launcher.app``
+and ``changeover-launcher`` (``python -m changeover.launcher``, the packaged entry)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from .conftest import Studio, write_config
 pytestmark = pytest.mark.timeout(180)
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+ENTRIES = ["changeover.launcher.app", "changeover.launcher"]
+
+
+def start(*args: str, cwd: Path, entry: str = ENTRIES[0]) -> subprocess.Popen[str]:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     return subprocess.Popen(
-        [sys.executable, "-m", "changeover.launcher.app", *args],
+        [sys.executable, "-m", entry, *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -37,8 +41,9 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
         return process.communicate()
 
 
-def test_a_bad_config_prints_its_error_and_keeps_a_window_open(tmp_path: Path) -> None:
-    process = start("--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_bad_config_prints_its_error_and_keeps_a_window_open(tmp_path: Path, entry: str) -> None:
+    process = start("--config", str(tmp_path / "missing.toml"), cwd=tmp_path, entry=entry)
     try:
         assert process.stderr is not None
         line = process.stderr.readline()  # printed as the error window opens
@@ -49,12 +54,13 @@ def test_a_bad_config_prints_its_error_and_keeps_a_window_open(tmp_path: Path) -
     assert line == f"error: the launcher's configuration {missing} does not exist\n"
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_launcher_toml_in_the_current_directory_opens_the_launcher(
-    studio: Studio, tmp_path: Path
+    studio: Studio, tmp_path: Path, entry: str
 ) -> None:
     studio.point("production", 1)
     write_config(tmp_path, studio.content_url, studio.root_json)
-    process = start(cwd=tmp_path)
+    process = start(cwd=tmp_path, entry=entry)
     try:
         # The window's first check caches the server's signed metadata: it is running.
         wait_for(

@@ -71,7 +71,7 @@ def test_lupdate_finds_every_player_string_and_a_translation_is_used(
 
     from changeover.launcher.app.run import build
 
-    window = build(["--config", str(config)])
+    window = build(config)
     assert isinstance(window, LauncherWindow)
     qtbot.addWidget(window)
     try:
