@@ -36,6 +36,7 @@ from changeover.launcher.app import texts
 from changeover.launcher.app.jobs import Jobs
 from changeover.launcher.app.sources import News, NewsSource, default_news, start_game
 from changeover.launcher.app.state import BranchState, Phase, View, version_text, view
+from changeover.launcher.app.timings import Milestones
 from changeover.launcher.config import LauncherConfig
 from changeover.launcher.engine import Available, Control, Engine, Installed, ProgressEvent
 from changeover.launcher.install import VerifyReport
@@ -112,6 +113,7 @@ class LauncherWindow(QMainWindow):
         """The studio's translation in use, if any (``run`` installs it)."""
         self.reports: dict[str, SyncReport] = {}
         """The last finished sync of each branch (what it downloaded, for the player's log)."""
+        self.milestones = Milestones.from_environment(self)
         self._build()
         self.timer = QTimer(self)
         self.timer.setInterval(max(1, int(self.options.check_interval_s * 1000)))
@@ -256,6 +258,8 @@ class LauncherWindow(QMainWindow):
         self.cancel_button.setVisible(v.cancel_enabled)
         self.verify_button.setEnabled(v.verify_enabled)
         self._render_message(v)
+        if v.phase is Phase.READY and v.play_enabled:
+            self.milestones.ready_to_play()
 
     def _render_message(self, v: View) -> None:
         message = v.message or ""
