@@ -16,11 +16,12 @@ from types import ModuleType
 import allocation
 import dashboard
 import delta
+import launcher_app
 import patchjobs
 import push_diff
 from common import REPO, clean_up_on_signals, log
 
-BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs, dashboard]
+BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs, dashboard, launcher_app]
 """Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
 may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""
 
