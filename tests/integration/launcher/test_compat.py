@@ -1,23 +1,31 @@
 """The launcher learns that the servers refuse its client (seed 002), on a real server: the
 control plane signs the live servers' client ranges for a released client branch, and
-``launcher.compat.check`` / ``changeover launcher status`` say "update required"."""
+``launcher.compat.check``, ``changeover launcher status`` and the desktop app's window say
+"update required"."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 
 from changeover.launcher import compat
+from changeover.launcher.app.state import Phase
 from changeover.launcher.engine import Engine
 from client_release_helpers import branch_version, client_image, server_fleet
 from fleet_helpers import ok
 from patchjob_helpers import job_body, running, wait_done
 from tests_helpers import Server, free_port, run_cli, start_server, stop_server, wait_for
 
+from .app.conftest import write_config
+
 pytestmark = pytest.mark.timeout(180)
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt makes the app
 
 
 @pytest.fixture
@@ -34,11 +42,11 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_update_required_once_the_servers_refuse_the_installed_client(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, qtbot: Any
 ) -> None:
     c, agents = server_fleet(server, "lc", ["lc-h1"])
     client_image(c, "lc-client")
-    game = tmp_path / "game"
+    game = tmp_path / "player" / "games" / "production"
     engine = Engine(server.url + "/content", game, "lc-client")
     assert compat.check(engine).message == "nothing is installed yet"
     engine.sync()
@@ -74,8 +82,23 @@ def test_update_required_once_the_servers_refuse_the_installed_client(
         assert "servers: update required" in shown.stdout, shown.stdout
         as_json = json.loads(run_cli("launcher", "status", str(game), "--json").stdout)
         assert as_json["compat"]["status"] == "update_required"
-        # Updated, the client is accepted again.
-        engine.sync()
+        # The player's window says it, and Play stays off until the update.
+        window = app_window(server, tmp_path / "player", qtbot)
+        try:
+            wait_phase(qtbot, window, Phase.UPDATE_REQUIRED)
+            assert not window.play_button.isEnabled()
+            assert window.phase_label.text() == "Update required"
+            text = window.message_label.text()
+            assert "no longer accept version 1.4" in text and "1.5 or newer" in text, text
+            qtbot.mouseClick(window.action_button, Qt.MouseButton.LeftButton)
+            # Updated, the client is accepted again.
+            wait_phase(qtbot, window, Phase.READY)
+            assert window.play_button.isEnabled()
+            assert "no longer accept" not in window.message_label.text()
+            assert window.message_label.objectName() == "notice"
+        finally:
+            window.close()
+            assert window.jobs.close(30_000)
         assert compat.check(engine).status == "ok"
         assert "servers: ok" in run_cli("launcher", "status", str(game)).stdout
 
@@ -83,3 +106,31 @@ def test_update_required_once_the_servers_refuse_the_installed_client(
     offline = Engine(f"http://127.0.0.1:{free_port()}/content", game, "lc-client")
     gone = compat.check(offline)
     assert gone.status == "unknown" and gone.message.startswith("cannot check with the servers")
+
+
+def app_window(server: Server, folder: Path, qtbot: Any) -> Any:
+    """The desktop app's window on the install under ``folder/games``."""
+    from changeover.launcher.app.run import build
+    from changeover.launcher.app.window import LauncherWindow, Options
+
+    root = run_cli("keys", "root", "--data", str(server.data))
+    assert root.returncode == 0, root.stderr
+    config, _ = write_config(folder, server.url + "/content", root.stdout, news=None)
+    text = config.read_text().replace('image = "hourai"', 'image = "lc-client"')
+    config.write_text(text)
+    window = build(config, Options(check_interval_s=0.3))
+    assert isinstance(window, LauncherWindow), getattr(window, "message", window)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def wait_phase(qtbot: Any, window: Any, phase: Any) -> None:
+    from changeover.launcher.app.state import view
+
+    def reached() -> None:
+        state = window.states["production"]
+        got = view(state).phase
+        assert got is phase, f"{got} ({state.error or state.notice or state.refused})"
+
+    qtbot.waitUntil(reached, timeout=60_000)

@@ -36,6 +36,8 @@ class Phase(enum.Enum):
     VERIFYING = "verifying"
     PAUSED = "paused"
     READY = "ready"
+    UPDATE_REQUIRED = "update required"
+    """The live servers refuse the installed client (seed 002): update before playing."""
     OFFLINE = "offline"
     ERROR = "error"
 
@@ -61,6 +63,9 @@ class BranchState:
     """The last failure, in a player's words (already translated by the caller)."""
     notice: str | None = None
     """The last outcome worth saying that is not an error (cancelled, repaired …)."""
+    refused: str | None = None
+    """Why the live servers refuse the installed client, from the last check (None: they
+    accept it, or it is not known)."""
 
     # Transitions: each returns the next state; the window replaces its copy.
 
@@ -70,9 +75,16 @@ class BranchState:
     def check_started(self) -> BranchState:
         return replace(self, checking=True)
 
-    def check_succeeded(self, available: Available) -> BranchState:
+    def check_succeeded(self, available: Available, refused: str | None = None) -> BranchState:
         error = None if self.offline else self.error
-        return replace(self, checking=False, available=available, offline=False, error=error)
+        return replace(
+            self,
+            checking=False,
+            available=available,
+            offline=False,
+            error=error,
+            refused=refused,
+        )
 
     def check_failed(self, message: str, *, unreachable: bool) -> BranchState:
         """``unreachable``: the server did not answer (offline), else it refused."""
@@ -93,8 +105,17 @@ class BranchState:
         return replace(self, progress=event, waiting=False)
 
     def job_succeeded(self, notice: str | None = None) -> BranchState:
+        """A job ended well; a refusal is for the client that was installed, so it goes
+        (the next check says again if the new one is refused too)."""
         return replace(
-            self, job=None, waiting=False, progress=None, paused=False, error=None, notice=notice
+            self,
+            job=None,
+            waiting=False,
+            progress=None,
+            paused=False,
+            error=None,
+            notice=notice,
+            refused=None,
         )
 
     def job_paused(self) -> BranchState:
@@ -165,6 +186,8 @@ def view(state: BranchState) -> View:
         phase = Phase.CHECKING
     elif installed is None:
         phase = Phase.NOT_INSTALLED if available is not None else Phase.CHECKING
+    elif state.refused is not None:
+        phase = Phase.UPDATE_REQUIRED
     elif needs_update:
         phase = Phase.UPDATE_AVAILABLE
     else:
@@ -178,7 +201,8 @@ def view(state: BranchState) -> View:
 
     # Play needs a complete install and no job on this branch: an update switches the tree
     # under the game, and a paused update is an update in progress.
-    play = installed is not None and not busy and not state.paused
+    # Nor when the servers refuse the installed client: the game could not join them.
+    play = installed is not None and not busy and not state.paused and state.refused is None
     if state.paused:
         action: Literal["install", "update", "resume", "none"] = "resume"
     elif installed is None and not state.offline:
@@ -189,7 +213,7 @@ def view(state: BranchState) -> View:
         action = "none"
     action_enabled = not busy and (action == "resume" or available is not None)
 
-    message = state.error or state.notice
+    message = state.error or state.notice or state.refused
     return View(
         phase=phase,
         installed_version=version_text(installed.version, installed.label) if installed else None,
@@ -208,6 +232,8 @@ def view(state: BranchState) -> View:
         cancel_enabled=state.job in ("sync", "repair") or state.paused,
         verify_enabled=installed is not None and not busy and not state.paused,
         message=message,
-        message_is_error=state.error is not None,
+        # A refusal is shown as a problem; a notice (cancelled, repaired …) comes first.
+        message_is_error=state.error is not None
+        or (state.notice is None and state.refused is not None),
         download_bytes=available.download_bytes if needs_update and available else 0,
     )

@@ -34,6 +34,7 @@ def phase_text(phase: Phase, *, first_install: bool = False) -> str:
         Phase.VERIFYING: tr("Verifying the game files…"),
         Phase.PAUSED: tr("Paused"),
         Phase.READY: tr("Ready to play"),
+        Phase.UPDATE_REQUIRED: tr("Update required"),
         Phase.OFFLINE: tr("Offline"),
         Phase.ERROR: tr("Something went wrong"),
     }[phase]

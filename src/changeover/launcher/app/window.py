@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from changeover.errors import ChangeoverError, Interrupted, NotFound, RemoteError
+from changeover.launcher import compat
 from changeover.launcher.app import texts
 from changeover.launcher.app.jobs import Jobs
 from changeover.launcher.app.sources import News, NewsSource, default_news, start_game
@@ -72,6 +73,17 @@ def named(widget: W, name: str) -> W:
     """``widget`` with an object name, which the style sheet and tests address."""
     widget.setObjectName(name)
     return widget
+
+
+def refusal(answer: compat.CompatAnswer) -> str | None:
+    """What a player reads when the live servers refuse the installed client, else None."""
+    if answer.status != "update_required":
+        return None
+    text = texts.tr("The servers no longer accept version {version}: update before playing.")
+    text = text.format(version=answer.installed)
+    if answer.client_min:
+        text += " " + texts.tr("They need {minimum} or newer.").format(minimum=answer.client_min)
+    return text
 
 
 def message_of(error: BaseException) -> str:
@@ -314,8 +326,12 @@ class LauncherWindow(QMainWindow):
         engine = self.engine(branch)
         self._set(branch, state.check_started())
 
-        def done(available: Available) -> None:
-            self._set(branch, self.states[branch].check_succeeded(available))
+        def work(_on: object) -> tuple[Available, str | None]:
+            available = engine.check()
+            return available, refusal(compat.check(engine))  # never raises
+
+        def done(result: tuple[Available, str | None]) -> None:
+            self._set(branch, self.states[branch].check_succeeded(*result))
 
         def failed(error: BaseException) -> None:
             # Offline only when the server could not be reached: a server that answered
@@ -328,7 +344,7 @@ class LauncherWindow(QMainWindow):
                 text = message_of(error)
             self._set(branch, self.states[branch].check_failed(text, unreachable=unreachable))
 
-        self.jobs.start(lambda _on: engine.check(), done, failed, serial=True)
+        self.jobs.start(work, done, failed, serial=True)
 
     def start_sync(self) -> None:
         branch = self.branch

@@ -135,3 +135,28 @@ def test_an_update_queued_behind_another_branch_waits_then_runs() -> None:
     assert not v.play_enabled and not v.pause_enabled and v.cancel_enabled
     running = view(waiting.job_progress(ProgressEvent("checking")))
     assert running.phase is Phase.UPDATING and running.pause_enabled
+
+
+def test_a_client_the_servers_refuse_cannot_play_until_it_is_updated() -> None:
+    why = "The servers no longer accept version 1.0.0: update before playing."
+    refused = BranchState().with_installed(V1).check_succeeded(NEWER, refused=why)
+    v = view(refused)
+    assert v.phase is Phase.UPDATE_REQUIRED
+    assert not v.play_enabled
+    assert v.action == "update" and v.action_enabled
+    assert v.message == why and v.message_is_error
+
+    # An error of the update says more than the refusal; the refusal stays.
+    failed = refused.job_started("sync").job_failed("disk full")
+    assert view(failed).message == "disk full" and not view(failed).play_enabled
+
+    # Updated: the refusal was for the old client; the next check accepts the new one.
+    updated = refused.job_started("sync").job_succeeded()
+    assert view(updated).play_enabled
+    assert view(updated.check_succeeded(SAME)).phase is Phase.READY
+
+
+def test_refused_with_no_newer_version_yet_says_so_and_offers_no_update() -> None:
+    v = view(BranchState().with_installed(V1).check_succeeded(SAME, refused="refused"))
+    assert v.phase is Phase.UPDATE_REQUIRED
+    assert v.action == "none" and not v.play_enabled and v.message == "refused"
