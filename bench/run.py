@@ -19,9 +19,18 @@ import delta
 import launcher_app
 import patchjobs
 import push_diff
+import rollout_sim
 from common import REPO, clean_up_on_signals, log
 
-BENCHMARKS: list[ModuleType] = [push_diff, delta, allocation, patchjobs, dashboard, launcher_app]
+BENCHMARKS: list[ModuleType] = [
+    push_diff,
+    delta,
+    allocation,
+    patchjobs,
+    dashboard,
+    launcher_app,
+    rollout_sim,
+]
 """Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
 may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""
 
