@@ -3,19 +3,50 @@
 Built by :mod:`changeover.content.publish`, read by every client that plans a download
 (:mod:`changeover.content.plan`); kept apart from the publisher so that a launcher reading
 it does not import the patch builder and its process pool.
+
+Each entry names the method that made its patch (key ``method``): ``zstd`` (zstd
+``--patch-from``, :mod:`changeover.content.patch`) or ``hdiffpatch`` (HDiffPatch's
+compressed diff, :mod:`changeover.content.hdiff`). A zstd entry is written without the key,
+so an index of zstd patches reads exactly as before methods existed and an index made before
+them reads as all zstd. A method this client does not know (a newer publisher's) is kept as
+it is named, never planned with (:func:`changeover.content.plan.cheapest_chain`), and
+refused if applied (:class:`~changeover.errors.UnsupportedPatchMethod`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from changeover.content.manifest import check_sha256
 from changeover.errors import InvalidInput
 
 FORMAT = "changeover.patches/1"
+
+
+class PatchMethod(StrEnum):
+    """The methods this version of Changeover makes and applies."""
+
+    ZSTD = "zstd"
+    HDIFFPATCH = "hdiffpatch"
+
+
+DEFAULT_METHOD: str = PatchMethod.ZSTD.value
+"""The method of an entry that names none (every index made before methods existed)."""
+_METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]{0,31}")
+_KEYS = {"base", "path", "size", "sha256"}
+
+
+def known_method(method: str) -> bool:
+    """Whether this client can apply patches of ``method``."""
+    return method in _KNOWN
+
+
+_KNOWN = frozenset(m.value for m in PatchMethod)
 
 
 def patch_path(base_sha256: str, target_sha256: str) -> str:
@@ -32,26 +63,35 @@ class PatchEntry:
     path: str
     size: int
     sha256: str
+    method: str = DEFAULT_METHOD
+    """How the patch was made (a :class:`PatchMethod`, or a newer one's name, kept as read)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "base": self.base_sha256,
             "path": self.path,
             "size": self.size,
             "sha256": self.sha256,
         }
+        if self.method != DEFAULT_METHOD:
+            d["method"] = self.method
+        return d
 
     @classmethod
     def from_dict(cls, target: str, d: Any) -> PatchEntry:
-        if not isinstance(d, Mapping) or set(d) != {"base", "path", "size", "sha256"}:
-            raise InvalidInput("a patch entry has exactly base, path, size and sha256")
+        if not isinstance(d, Mapping) or not _KEYS <= set(d) <= _KEYS | {"method"}:
+            raise InvalidInput("a patch entry has base, path, size, sha256 and maybe method")
+        method = d.get("method", DEFAULT_METHOD)
+        if not isinstance(method, str) or not _METHOD_NAME.fullmatch(method):
+            raise InvalidInput(f"patch method must be a short lowercase name, got {method!r}")
         base = check_sha256(d["base"], "patch base")
         size = d["size"]
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise InvalidInput(f"patch size must be a positive integer, got {size!r}")
         if base == target or d["path"] != patch_path(base, target):
             raise InvalidInput(f"patch path {d['path']!r} does not match its hashes")
-        return cls(base, target, d["path"], size, check_sha256(d["sha256"], "patch sha256"))
+        sha256 = check_sha256(d["sha256"], "patch sha256")
+        return cls(base, target, d["path"], size, sha256, method)
 
 
 @dataclass(frozen=True)

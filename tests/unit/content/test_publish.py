@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from changeover.content import publish
+from changeover.content import patching, publish
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch import apply_patch
 from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
 from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
@@ -80,7 +79,8 @@ def test_patches_rebuild_targets_and_beat_blobs(
             base = tmp_path / "base"
             base.write_bytes(b"".join(store.open_blob(e.base_sha256)))
             out = io.BytesIO()
-            apply_patch(base, stored, out, expected_size=len(files[_path_of(v3, target)]))
+            size = len(files[_path_of(v3, target)])
+            patching.apply(e.method, base, stored, out, expected_size=size)
             assert sha(out.getvalue()) == target
     assert load_index(store, v3.id) == index
 
@@ -110,7 +110,7 @@ def test_rerun_builds_nothing_again(
     def fail(*args: Any, **kwargs: Any) -> int:
         raise AssertionError("a patch was rebuilt")
 
-    monkeypatch.setattr(publish, "make_patch", fail)
+    monkeypatch.setattr(patching, "make", fail)
     assert build_patches(store, v3, [v2, v1], workers=1) == first
 
 
