@@ -16,7 +16,7 @@ method is for files of at most ``MAX_BYTES`` on both sides; bigger ones get zstd
 * applying: the old file, the patch, the new file and HDiffPatch's decoder cache (a few
   MiB; its zstd window is at most ``2**_WINDOW_LOG_MAX``): at most 3x ``MAX_BYTES`` plus
   that, 200 MiB with the default bound. Nothing is written before the whole result is
-  decoded, is of the expected size, and, when the caller gives it, has the expected SHA-256.
+  decoded, is of the expected size and has the expected SHA-256.
 
 Patch format (little-endian), version 1::
 
@@ -177,10 +177,14 @@ def apply_patch(
     out: Sink,
     *,
     expected_size: int,
-    expected_sha256: str | None = None,
+    expected_sha256: str,
     max_bytes: int = MAX_BYTES,
 ) -> None:
-    """Write the file that ``patch`` makes from ``old`` to ``out``: all of it or nothing.
+    """Write the file that ``patch`` makes from ``old`` to ``out``: all of it, of
+    ``expected_size`` bytes and ``expected_sha256``, or nothing.
+
+    The SHA-256 is required: HDiffPatch's coding checks no checksum of its own, so a
+    patch corrupted in a way that still decodes would make other bytes of the right size.
 
     Raises:
         InvalidInput: the patch is not one, is corrupt or truncated, is for another base
@@ -211,10 +215,9 @@ def apply_patch(
         raise InvalidInput(
             f"corrupt hdiffpatch patch: it makes {len(new_data)} bytes, not {header.new_size}"
         )
-    if expected_sha256 is not None:
-        got = hashlib.sha256(new_data).hexdigest()
-        if got != expected_sha256:
-            raise IntegrityError(f"patched {old.name}", expected_sha256, got)
+    got = hashlib.sha256(new_data).hexdigest()
+    if got != expected_sha256:
+        raise IntegrityError(f"patched {old.name}", expected_sha256, got)
     view = memoryview(new_data)
     for start in range(0, len(view), _WRITE_CHUNK):
         out.write(bytes(view[start : start + _WRITE_CHUNK]))

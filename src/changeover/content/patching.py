@@ -71,9 +71,11 @@ def apply(
 
     An unknown method is refused before ``src`` is read. Each method checks the patch's
     header against its caps before it writes anything and never writes more than
-    ``expected_size`` bytes; an HDiffPatch patch writes nothing unless the whole result is
-    right (its memory bound: :mod:`changeover.content.hdiff`), a zstd one streams in
-    segments and leaves a partial output on error, for the caller's temporary file.
+    ``expected_size`` bytes. An HDiffPatch patch needs ``expected_sha256`` and writes
+    nothing unless the whole result has it (its memory bound:
+    :mod:`changeover.content.hdiff`); a zstd one streams in segments, checks
+    ``expected_sha256`` (if given) at the end, and may leave a partial output on error, for
+    the caller's temporary file.
 
     Raises:
         UnsupportedPatchMethod: this client does not know ``method``.
@@ -82,6 +84,8 @@ def apply(
     """
     name = src.name if isinstance(src, Path) else None
     if check_method(method, name) is PatchMethod.HDIFFPATCH:
+        if expected_sha256 is None:
+            raise InvalidInput("an hdiffpatch patch is applied only against its result's SHA-256")
         hdiff.apply_patch(
             old, src, out, expected_size=expected_size, expected_sha256=expected_sha256
         )

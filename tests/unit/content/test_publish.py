@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -11,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from changeover.content import patching, publish
+from changeover.content import patching
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
+from changeover.content.patch_index import PatchEntry, PatchIndex, known_method, patch_path
 from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput, NotFound
@@ -80,7 +81,7 @@ def test_patches_rebuild_targets_and_beat_blobs(
             base.write_bytes(b"".join(store.open_blob(e.base_sha256)))
             out = io.BytesIO()
             size = len(files[_path_of(v3, target)])
-            patching.apply(e.method, base, stored, out, expected_size=size)
+            patching.apply(e.method, base, stored, out, expected_size=size, expected_sha256=target)
             assert sha(out.getvalue()) == target
     assert load_index(store, v3.id) == index
 
@@ -186,6 +187,24 @@ def test_index_validation(mutate: Any) -> None:
     mutate(d)
     with pytest.raises(InvalidInput):
         PatchIndex.from_dict(d)
+
+
+def test_index_names_each_patch_method_and_reads_old_indexes_as_zstd() -> None:
+    hd = dataclasses.replace(entry(B, C, 4), method="hdiffpatch")
+    future = dataclasses.replace(entry(A, C, 3), method="xdelta9")
+    index = PatchIndex(D, {C: (future, hd, entry(D, C, 5))})
+    raw = json.loads(index.to_json())
+    assert raw["patches"][C][0]["method"] == "xdelta9"  # kept as named, not refused here
+    assert raw["patches"][C][1]["method"] == "hdiffpatch"
+    assert "method" not in raw["patches"][C][2]  # zstd: written as before methods existed
+    again = PatchIndex.from_dict(raw)
+    assert again == index
+    assert [e.method for e in again.for_target(C)] == ["xdelta9", "hdiffpatch", "zstd"]
+    assert known_method("hdiffpatch") and known_method("zstd") and not known_method("xdelta9")
+    for bad in ("", "UPPER", "a/b", "x" * 33, 7, None):
+        raw["patches"][C][0]["method"] = bad
+        with pytest.raises(InvalidInput, match="method"):
+            PatchIndex.from_dict(raw)
 
 
 def test_index_rejects_bad_json_and_missing_index(tmp_path: Path) -> None:
