@@ -4,8 +4,8 @@ Recompiled code moves: every call and jump whose target shifted changes a few by
 through the file. zstd ``--patch-from`` codes each such run as a fresh match; HDiffPatch
 finds the approximate matches (a suffix array over the old file) and codes the byte
 differences inside them separately, where they compress well. On real consecutive
-releases of shared libraries its patches are about half of zstd -19's (README, "Choice
-of dependencies").
+releases of shared libraries its patches are 40-70 % of zstd -19's (README, "Dependencies
+and why").
 
 HDiffPatch works on whole files in memory (the binding takes and returns ``bytes``), so this
 method is for files of at most ``MAX_BYTES`` on both sides; bigger ones get zstd
