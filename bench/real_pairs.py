@@ -121,7 +121,9 @@ def download(pkg: Package, cache: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     if pkg.kind == "wheel":
         args = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
-        args += ["--platform", "manylinux_2_34_x86_64", "--python-version", "3.11"]
+        for tag in ("manylinux_2_34", "manylinux_2_28", "manylinux_2_27", "manylinux2014"):
+            args += ["--platform", f"{tag}_x86_64"]
+        args += ["--python-version", "3.11"]
         args += ["-d", str(where), f"{pkg.name}=={pkg.version}"]
     else:
         if shutil.which("apt-get") is None:
