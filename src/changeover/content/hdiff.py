@@ -13,10 +13,13 @@ method is for files of at most ``MAX_BYTES`` on both sides; bigger ones get zstd
 
 * making: the old and new files, the suffix array over the old one (4 bytes a byte), its
   match cache (at most 1 byte a byte) and the diff: about 7x ``MAX_BYTES`` at most;
-* applying: the old file, the patch, the new file and HDiffPatch's decoder cache (a few
-  MiB; its zstd window is at most ``2**_WINDOW_LOG_MAX``): at most 3x ``MAX_BYTES`` plus
-  that, 200 MiB with the default bound. Nothing is written before the whole result is
-  decoded, is of the expected size and has the expected SHA-256.
+* applying: the old file, the patch (at most ``MAX_BYTES`` too: a published patch is
+  smaller than the file's blob), the new file, and HDiffPatch's decoder: a small cache
+  and zstd windows that are checked to be at most ``2**_WINDOW_LOG_MAX`` (64 MiB), filled
+  only as far as the parts' sizes, which are checked against the new file's. At most 3x
+  ``MAX_BYTES`` plus that: about 200 MiB, never more than 256 MiB, with the default
+  bound. Nothing is written before the whole result is decoded, is of the expected size
+  and has the expected SHA-256.
 
 Patch format (little-endian), version 1::
 
@@ -25,8 +28,9 @@ Patch format (little-endian), version 1::
     body: an HDiffPatch compressed diff ("HDIFF13&zstd\\0" ...), exactly body_length bytes
 
 :func:`apply_patch` checks the header against its caps and the actual old file, then the
-body's own header (its format, its codec, and the sizes it claims, which HDiffPatch would
-otherwise allocate blindly) before HDiffPatch sees a byte of it.
+body's own header (its format, its codec, the sizes it claims, which HDiffPatch would
+otherwise allocate blindly, its parts' sizes and their zstd windows) before HDiffPatch
+sees a byte of it.
 """
 
 from __future__ import annotations
@@ -163,7 +167,7 @@ def read_header(
         raise InvalidInput("corrupt hdiffpatch patch: header checksum does not match")
     if expected_size is not None and new_size != expected_size:
         raise InvalidInput(f"patch makes a file of {new_size} bytes, expected {expected_size}")
-    if not usable(old_size, new_size, max_bytes) or not 0 < body_length <= 2 * max_bytes:
+    if not usable(old_size, new_size, max_bytes) or not 0 < body_length <= max_bytes:
         raise InvalidInput(
             f"hdiffpatch patch for {old_size} -> {new_size} bytes ({body_length} of body)"
             f" is beyond this client's bound of {max_bytes} bytes"
@@ -223,16 +227,48 @@ def apply_patch(
         out.write(bytes(view[start : start + _WRITE_CHUNK]))
 
 
+_PARTS = ("cover", "rle_ctrl", "rle_code", "new_data_diff")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _check_body(body: bytes, header: HdiffHeader) -> None:
-    """The body must be HDiffPatch's zstd-compressed format for exactly the header's sizes:
-    HDiffPatch allocates the new file's size it reads there, and takes other codecs."""
+    """The body must be HDiffPatch's zstd-compressed format for exactly the header's sizes
+    (HDiffPatch allocates the new file's size it reads there), its four parts must fill the
+    body exactly, none may claim more than twice the new file, and each compressed part
+    must start with a zstd frame whose window is at most ``2**_WINDOW_LOG_MAX`` (HDiffPatch's
+    decoder accepts 1 GiB)."""
     if not body.startswith(_BODY_TYPE):
         raise InvalidInput("corrupt hdiffpatch patch: the body is not a zstd HDIFF13 diff")
     pos = len(_BODY_TYPE)
-    new_size, pos = _varint(body, pos)
-    old_size, pos = _varint(body, pos)
+    fields = []
+    for _ in range(3 + 2 * len(_PARTS)):
+        value, pos = _varint(body, pos)
+        fields.append(value)
+    new_size, old_size, _covers, *sizes = fields
     if (new_size, old_size) != (header.new_size, header.old_size):
         raise InvalidInput("corrupt hdiffpatch patch: the body's sizes differ from the header's")
+    limit = 2 * header.new_size + 1024
+    for name, raw, packed in zip(_PARTS, sizes[0::2], sizes[1::2], strict=True):
+        if raw > limit or packed > limit:
+            raise InvalidInput(f"corrupt hdiffpatch patch: its {name} part claims {raw} bytes")
+        if packed:
+            _check_frame(body[pos : pos + min(packed, 18)], name)
+        pos += packed or raw
+    if pos != len(body):
+        raise InvalidInput("corrupt hdiffpatch patch: its parts do not fill its body")
+
+
+def _check_frame(head: bytes, part: str) -> None:
+    """A zstd frame header (RFC 8878 3.1.1.1) with a window within our bound."""
+    if len(head) < 6 or not head.startswith(_ZSTD_MAGIC):
+        raise InvalidInput(f"corrupt hdiffpatch patch: its {part} part is not a zstd frame")
+    descriptor = head[4]
+    if descriptor & 0x20:
+        return  # single segment: the window is the content, bounded by the part's size
+    exponent, mantissa = head[5] >> 3, head[5] & 7
+    window = (1 << (10 + exponent)) * (8 + mantissa) // 8
+    if window > 1 << _WINDOW_LOG_MAX:
+        raise InvalidInput(f"hdiffpatch patch: its {part} part needs a {window}-byte window")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -185,6 +185,22 @@ def test_sizes_the_body_claims_are_checked_before_hdiffpatch_allocates(
     refused(tmp, header(old_size, len(new), len(body), version=2) + body, new)
 
 
+def test_the_bodys_parts_must_fill_it_and_use_small_zstd_windows(
+    made: tuple[Path, bytes, bytes],
+) -> None:
+    tmp, new, patch = made
+    old_size = (tmp / "old").stat().st_size
+    body = patch[36:]
+    longer = body + b"\x00"
+    refused(tmp, header(old_size, len(new), len(longer)) + longer, new)
+    magic = b"\x28\xb5\x2f\xfd"
+    hdiff._check_frame(magic + b"\x60\x55\x01", "cover")  # single segment: no window
+    hdiff._check_frame(magic + b"\x00" + bytes([(26 - 10) << 3]), "cover")  # 64 MiB
+    for bad in (magic + b"\x00" + bytes([(30 - 10) << 3]), b"\x00" * 6, magic):
+        with pytest.raises(InvalidInput):
+            hdiff._check_frame(bad, "cover")
+
+
 def test_wrong_base_or_result_is_refused(made: tuple[Path, bytes, bytes]) -> None:
     tmp, new, patch = made
     old = (tmp / "old").read_bytes()
