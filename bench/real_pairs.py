@@ -46,6 +46,7 @@ from typing import Any
 
 import hdiffpatch
 import zstandard
+from common import BENCHMARKS_MD, source_revision, write_section
 from delta import rsync_daemon
 
 from changeover.content import zstd_prefix
@@ -339,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where downloaded packages are kept (outside the repository)",
     )
     p.add_argument("--workers", type=int, default=2, help="patch-building processes")
+    p.add_argument("--out", type=Path, default=BENCHMARKS_MD, help="markdown file to update")
+    p.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     args = p.parse_args(argv)
     rows = []
     for pair in PAIRS:
@@ -352,7 +355,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"measured {pair.name}: {rows[-1]}", flush=True)
     if rows:
         print(table(rows))
+        if not args.no_write:
+            write_section(args.out, SECTION, report(rows, argv))
     return 0
+
+
+SECTION = "real-pairs"
+
+
+def report(rows: Sequence[dict[str, Any]], argv: Sequence[str] | None) -> str:
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    notes = "\n".join(f"- {r['pair']}: {r['note']}" for r in rows)
+    return f"""### Real consecutive releases: bytes (`bench/real_pairs.py`)
+
+`python bench/real_pairs.py {given}` at {source_revision()}. Bytes a client holding the
+old tree downloads to reach the new one (no times: those belong to `bench/delta.py` on a
+quiet machine). "launcher" is what the launcher's planner fetches over the patches the
+publisher built (methods by `content/patch_choice.py`); the references are computed in
+the same run on the same trees.
+
+{table(rows)}
+
+{notes}
+"""
 
 
 if __name__ == "__main__":
