@@ -14,7 +14,14 @@ import pytest
 
 from changeover.content import patching
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchEntry, PatchIndex, known_method, patch_path
+from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_index import (
+    PatchEntry,
+    PatchIndex,
+    PatchMethod,
+    known_method,
+    patch_path,
+)
 from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput, NotFound
@@ -128,6 +135,41 @@ def test_process_pool_gives_the_same_index(
                 other.put_file(tmp_path / "blob", f.sha256)
     assert build_patches(other, v3, [v2, v1], workers=1) == pooled
     assert len(pooled) == 4
+
+
+def relinked_library(rng: random.Random) -> tuple[bytes, bytes]:
+    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(50)]
+    code = b"".join(
+        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(15_000)
+    )
+    old = b"\x7fELF\x02\x01\x01\x00" + code
+    new = bytearray(old[:4000] + rng.randbytes(100) + old[4000:])
+    for pos in range(4100, len(new) - 4, 71):
+        value = int.from_bytes(new[pos : pos + 4], "little") + 32
+        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    return old, bytes(new)
+
+
+def test_methods_follow_what_each_file_is_and_the_budget(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    lib_old, lib_new = relinked_library(rng)
+    png = b"\x89PNG\r\n\x1a\n" + rng.randbytes(30_000)
+    store = LocalStore(tmp_path / "store")
+    old = publish_version(store, tmp_path, {"libgame.so": lib_old, "splash.png": png})
+    new_png = png[:20_000] + rng.randbytes(500) + png[20_000:]
+    new = publish_version(store, tmp_path, {"libgame.so": lib_new, "splash.png": new_png})
+    index = build_patches(store, new, [old], workers=1)
+    [lib] = index.for_target(sha(lib_new))
+    [image] = index.for_target(sha(new_png))
+    assert (lib.method, image.method) == ("hdiffpatch", "zstd")
+    # Only zstd (clients older than methods about): the library's patch is zstd -19's,
+    # larger than HDiffPatch's; a fixed level is zstd's too.
+    for kw in ({"budget": PublishBudget(methods=frozenset({PatchMethod.ZSTD}))}, {"level": 19}):
+        other = LocalStore(tmp_path / f"other-{len(kw)}-{next(iter(kw))}")
+        a = publish_version(other, tmp_path, {"libgame.so": lib_old})
+        b = publish_version(other, tmp_path, {"libgame.so": lib_new})
+        [zstd_only] = build_patches(other, b, [a], workers=1, **kw).for_target(sha(lib_new))  # type: ignore[arg-type]
+        assert zstd_only.method == "zstd" and zstd_only.size > lib.size
 
 
 def test_history_limits_the_versions_used(
