@@ -323,7 +323,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         ratio = int(r["launcher"]) / max(1, min(refs))
         cells = " | ".join(f"{int(r[c]):,}" for c in cols)
         lines.append(
-            f"| {r['pair']} | {int(r['new_tree']):,} | {cells} | {ratio:.2f}x | {r['methods']} |"
+            f"| {r['pair']} | {int(r['new_tree']):,} | {cells} | {ratio:.3f}x | {r['methods']} |"
         )
     return "\n".join(lines)
 
