@@ -22,6 +22,7 @@ from its magic), and a pair whose patch lost to the blob leaves a marker outside
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ from changeover.content.patch_index import (
 )
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY = 3
 """How many previous versions get patches to a new one."""
@@ -104,13 +107,21 @@ def _run_job(job: _Job) -> PatchEntry | None:
         _unpack(store, job.base, old)
         _unpack(store, job.target, new)
         best: tuple[int, str, Path] | None = None
+        failed: InvalidInput | None = None
         for n, (method, level) in enumerate(job.candidates):
             out = Path(scratch, f"patch-{n}")
-            size = patching.make(
-                method, old, new, out, level=level, segment_bytes=job.segment_bytes
-            )
+            try:
+                size = patching.make(
+                    method, old, new, out, level=level, segment_bytes=job.segment_bytes
+                )
+            except InvalidInput as e:  # one method refusing a pair leaves the others
+                log.warning("%s patch %s-%s not made: %s", method, job.base, job.target, e)
+                failed = e
+                continue
             if best is None or size < best[0]:
                 best = (size, method, out)
+        if best is None and failed is not None:
+            raise failed
         if best is None or best[0] >= blob_size:
             atomic_write(marker, str(best[0] if best else 0).encode())
             return None

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from changeover.content import patching
+from changeover.content import hdiff, patching
 from changeover.content.manifest import FileEntry, Manifest
 from changeover.content.patch_choice import PublishBudget
 from changeover.content.patch_index import (
@@ -170,6 +170,23 @@ def test_methods_follow_what_each_file_is_and_the_budget(tmp_path: Path) -> None
         b = publish_version(other, tmp_path, {"libgame.so": lib_new})
         [zstd_only] = build_patches(other, b, [a], workers=1, **kw).for_target(sha(lib_new))  # type: ignore[arg-type]
         assert zstd_only.method == "zstd" and zstd_only.size > lib.size
+
+
+def test_a_method_that_fails_on_a_pair_leaves_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(5)
+    lib_old, lib_new = relinked_library(rng)
+    store = LocalStore(tmp_path / "store")
+    a = publish_version(store, tmp_path, {"libgame.so": lib_old})
+    b = publish_version(store, tmp_path, {"libgame.so": lib_new})
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise InvalidInput("hdiffpatch could not diff it")
+
+    monkeypatch.setattr(hdiff, "make_patch", refuse)
+    [entry] = build_patches(store, b, [a], workers=1).for_target(sha(lib_new))
+    assert entry.method == "zstd"
 
 
 def test_history_limits_the_versions_used(
