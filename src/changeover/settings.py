@@ -55,8 +55,10 @@ class Settings:
     """CPU-seconds the patches of one version may take (``content.patch_choice``): over it,
     the patches from older versions are built by cheaper methods and levels first."""
     patch_methods: frozenset[PatchMethod] = frozenset(PatchMethod)
-    """The methods patches are made by. ``CHANGEOVER_PATCH_METHODS=zstd`` while launchers
-    or agents that predate methods are still about: they refuse an index that names one."""
+    """The methods patches are made by (``CHANGEOVER_PATCH_METHODS``, zstd always among
+    them). Clients that predate methods see only the zstd patches and fetch the other files
+    whole: ``zstd`` alone keeps them on patches for every file, at a larger size for
+    executables, while many of them are about."""
     retention_s: float = 7 * 86400.0
     """Ended and expired sessions are deleted this long after they ended, then stopped
     instances this long after they stopped; until then ``GET /sessions/{id}``,

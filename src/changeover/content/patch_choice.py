@@ -101,7 +101,8 @@ class PublishBudget:
     quarter for unpacking, checking and indexing."""
     hdiff_max_bytes: int = hdiff.MAX_BYTES
     methods: frozenset[PatchMethod] = field(default_factory=lambda: frozenset(PatchMethod))
-    """The methods allowed (zstd alone while clients that predate methods are about)."""
+    """The methods allowed; zstd alone serves clients that predate methods best (they see
+    only zstd patches, see :mod:`changeover.content.patch_index`)."""
     costs: CostModel = field(default_factory=CostModel)
 
 

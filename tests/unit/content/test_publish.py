@@ -248,22 +248,41 @@ def test_index_validation(mutate: Any) -> None:
         PatchIndex.from_dict(d)
 
 
-def test_index_names_each_patch_method_and_reads_old_indexes_as_zstd() -> None:
+def test_index_names_each_patch_method_where_older_clients_do_not_look() -> None:
     hd = dataclasses.replace(entry(B, C, 4), method="hdiffpatch")
     future = dataclasses.replace(entry(A, C, 3), method="xdelta9")
     index = PatchIndex(D, {C: (future, hd, entry(D, C, 5))})
     raw = json.loads(index.to_json())
-    assert raw["patches"][C][0]["method"] == "xdelta9"  # kept as named, not refused here
-    assert raw["patches"][C][1]["method"] == "hdiffpatch"
-    assert "method" not in raw["patches"][C][2]  # zstd: written as before methods existed
+    # What a client older than methods reads, and requires of each entry: the zstd ones.
+    assert [set(e) for e in raw["patches"][C]] == [{"base", "path", "size", "sha256"}]
+    assert [e["method"] for e in raw["method_patches"][C]] == ["xdelta9", "hdiffpatch"]
     again = PatchIndex.from_dict(raw)
     assert again == index
     assert [e.method for e in again.for_target(C)] == ["xdelta9", "hdiffpatch", "zstd"]
     assert known_method("hdiffpatch") and known_method("zstd") and not known_method("xdelta9")
+    # An index of zstd patches only is what it was before methods.
+    assert "method_patches" not in PatchIndex(D, {C: (entry(D, C, 5),)}).to_dict()
     for bad in ("", "UPPER", "a/b", "x" * 33, 7, None):
-        raw["patches"][C][0]["method"] = bad
+        raw["method_patches"][C][0]["method"] = bad
         with pytest.raises(InvalidInput, match="method"):
             PatchIndex.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["method_patches"][C][0].pop("method"),  # zstd among the others
+        lambda d: d["patches"][C][0].update(method="hdiffpatch"),  # another among zstd
+        lambda d: d["method_patches"][C].append(dict(d["patches"][C][0], method="hdiffpatch")),
+        lambda d: d.update(method_patches=[]),
+    ],
+)
+def test_index_keeps_methods_in_their_places(mutate: Any) -> None:
+    hd = dataclasses.replace(entry(B, C, 4), method="hdiffpatch")
+    d = PatchIndex(D, {C: (hd, entry(A, C, 5))}).to_dict()
+    mutate(d)
+    with pytest.raises(InvalidInput):
+        PatchIndex.from_dict(d)
 
 
 def test_index_rejects_bad_json_and_missing_index(tmp_path: Path) -> None:
