@@ -22,7 +22,8 @@ all built, the smallest kept:
 
 Every pair starts on its first rung. While the estimated cost of all of them exceeds the
 budget, the step down that saves the most CPU is taken, weighted so that pairs from older
-versions (fewer hosts still run them) step down first. The costs are estimates per MiB
+versions (fewer hosts still run them) step down first, and dropping a second candidate
+before weakening a first. The costs are estimates per MiB
 (:class:`CostModel`), to be calibrated by the benchmarks on a quiet machine.
 """
 
@@ -41,6 +42,10 @@ BOTH_UP_TO = 8 * MIB
 """Targets up to this size get two methods tried where both can win."""
 MID_BYTES = 64 * MIB
 """Non-executables above this size get zstd -3 only."""
+DOWNGRADE_LOSS = 4
+"""How much worse, per CPU-second saved, a step to a weaker method or level is than
+dropping a second candidate (which rarely wins: zstd -19 lost to HDiffPatch on every
+library measured)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -146,7 +151,10 @@ def choose(tasks: Sequence[PatchTask], budget: PublishBudget | None = None) -> l
             return None
         now, then = ladders[i][rung[i]], ladders[i][rung[i] + 1]
         saved = costs.option_s(now, tasks[i]) - costs.option_s(then, tasks[i])
-        return saved * 2 ** tasks[i].base_rank, saved
+        # Dropping a second candidate loses bytes only where it would have won; a weaker
+        # method or level loses them on every file.
+        loss = 1 if set(then) <= set(now) else DOWNGRADE_LOSS
+        return saved * 2 ** tasks[i].base_rank / loss, saved
 
     heap: list[tuple[float, int, float]] = []
     for i in range(len(tasks)):

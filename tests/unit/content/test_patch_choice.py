@@ -82,6 +82,16 @@ def test_over_budget_older_bases_step_down_first() -> None:
     assert all(o == (HDIFF,) for o in by_rank[2])
 
 
+def test_second_candidates_go_before_a_first_is_weakened() -> None:
+    big = PatchTask(FileKind.ELF, 20 * MIB, 20 * MIB)
+    small = [PatchTask(FileKind.ELF, 2 * MIB, 2 * MIB)] * 4
+    costs = CostModel()
+    # Room for HDiffPatch on everything but not for the small files' zstd -19 as well.
+    room = costs.cost_s(HDIFF, big) + sum(costs.cost_s(HDIFF, t) for t in small)
+    chosen = choose([big, *small], PublishBudget(cpu_s=room + 1))
+    assert chosen == [(HDIFF,)] * 5
+
+
 def test_a_budget_too_small_for_anything_gives_the_cheapest_rung() -> None:
     tasks = [PatchTask(FileKind.ELF, 10 * MIB, 10 * MIB), PatchTask(FileKind.OTHER, MIB, MIB)]
     assert choose(tasks, PublishBudget(cpu_s=0)) == [(z(3),), (z(3),)]
