@@ -764,9 +764,10 @@ def size_note(setup: Setup) -> str:
         f"\n- **Size:** the archive is {_mb(archive)} MB, not the issue's 1 GB: the zstd"
         " references run at -19 (about 1-2 MB/s per core on incompressible data), three"
         " compressions of the whole tree, so the setup costs several CPU-seconds per MB of"
-        " build. The server's own patches are cheaper: -19 only for files up to 8 MiB, -9 up"
-        " to 64 MiB, -3 above (see `changeover.content.publish.LEVELS`), a few CPU-seconds"
-        " per version on top of the executable's and libraries' -19. `make bench` uses a"
+        " build. The server's own patches are cheaper: methods and levels by file kind and"
+        " size within a CPU budget (`changeover.content.patch_choice`: HDiffPatch for"
+        " executables, -19 for small files, -9 up to 64 MiB, -3 above and for media)."
+        " `make bench` uses a"
         " 128 MB archive; `python bench/delta.py` (a 1,024 MB archive, 3 x 64 MB paks) runs"
         " the full case, whose results have a section of their own."
     )

@@ -2,7 +2,8 @@
 
     ChangeoverError
     ├── InvalidInput        the request or the files are wrong; fix them and retry
-    │   └── UnsafePath      a path that could escape its tree (absolute, "..", link out, not UTF-8)
+    │   ├── UnsafePath      a path that could escape its tree (absolute, "..", link out, not UTF-8)
+    │   └── UnsupportedPatchMethod  a patch made by a method this client cannot apply
     ├── NotFound            the named thing does not exist
     ├── Conflict            the request is fine but the current state forbids it
     │   └── ImageLocked     an outstanding diff analysis holds the image
@@ -46,6 +47,24 @@ class UnsafePath(InvalidInput):
         super().__init__(f"unsafe path {path!r}: {reason}", path=path, reason=reason)
         self.path = path
         self.reason = reason
+
+
+class UnsupportedPatchMethod(InvalidInput):
+    """A patch whose method this client does not know (made by a newer publisher): refused
+    before any byte of it is applied; the whole file is fetched instead."""
+
+    code = "unsupported_patch_method"
+
+    def __init__(self, method: str, path: str | None = None) -> None:
+        where = f" ({path})" if path else ""
+        super().__init__(
+            f"patch method {method!r} is not one this client can apply{where}:"
+            " update the client to use such patches",
+            method=method,
+            path=path,
+        )
+        self.method = method
+        self.path = path
 
 
 class NotFound(ChangeoverError):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from changeover.content.patch_index import PatchMethod
 from changeover.content.trust import TrustPolicy
 from changeover.errors import InvalidInput
 
@@ -50,6 +51,14 @@ class Settings:
     report_retry_s: float = 5.0
     """The first retry delay of a failed report delivery; it doubles on each failure."""
     report_max_attempts: int = 10
+    publish_budget_cpu_s: float = 90.0
+    """CPU-seconds the patches of one version may take (``content.patch_choice``): over it,
+    the patches from older versions are built by cheaper methods and levels first."""
+    patch_methods: frozenset[PatchMethod] = frozenset(PatchMethod)
+    """The methods patches are made by (``CHANGEOVER_PATCH_METHODS``, zstd always among
+    them). Clients that predate methods see only the zstd patches and fetch the other files
+    whole: ``zstd`` alone keeps them on patches for every file, at a larger size for
+    executables, while many of them are about."""
     retention_s: float = 7 * 86400.0
     """Ended and expired sessions are deleted this long after they ended, then stopped
     instances this long after they stopped; until then ``GET /sessions/{id}``,
@@ -90,8 +99,13 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         if not v.isdigit() or int(v) < 1:
             raise InvalidInput(f"CHANGEOVER_REPORT_MAX_ATTEMPTS must be a count >= 1, got {v!r}")
         s = replace(s, report_max_attempts=int(v))
+    if v := env.get("CHANGEOVER_PATCH_METHODS"):
+        s = replace(s, patch_methods=_methods(v))
     s = replace(
         s,
+        publish_budget_cpu_s=_seconds(
+            env, "CHANGEOVER_PUBLISH_BUDGET_CPU_S", s.publish_budget_cpu_s
+        ),
         job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
         job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
         publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
@@ -117,6 +131,16 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     if s.webhook_url and not s.webhook_url.startswith(("http://", "https://")):
         raise InvalidInput(f"the webhook URL {s.webhook_url!r} must start with http(s)://")
     return s
+
+
+def _methods(raw: str) -> frozenset[PatchMethod]:
+    names = {n.strip() for n in raw.split(",")} - {""}
+    known = {m.value for m in PatchMethod}
+    if not names <= known or PatchMethod.ZSTD.value not in names:
+        raise InvalidInput(
+            f"CHANGEOVER_PATCH_METHODS must list zstd and any of {sorted(known)}, got {raw!r}"
+        )
+    return frozenset(PatchMethod(n) for n in names)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -40,9 +40,9 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
+from changeover.content import patching
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
-from changeover.content.patch import apply_patch
-from changeover.content.patch_index import PatchEntry, PatchIndex
+from changeover.content.patch_index import PatchEntry, PatchIndex, PatchMethod
 from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
 from changeover.launcher.fetch import CHUNK, Pace, RateLimit, compressed_bound
 from changeover.launcher.fetch import Fetcher as Downloader
@@ -260,7 +260,10 @@ class Staging:
             out.write(data)
 
     def _patch(self, fetcher: Fetcher, p: PatchEntry, base: Path, out: _Checked) -> None:
-        """Fetch patch ``p`` (checked against its own size and hash), apply it to ``base``."""
+        """Fetch patch ``p`` (checked against its own size and hash), apply it to ``base``.
+
+        A method this agent does not know is refused before anything is fetched."""
+        patching.check_method(p.method, p.path)
         with tempfile.TemporaryFile(dir=self.objects, prefix=".tmp-patch-") as f:
             h = hashlib.sha256()
             size = 0
@@ -276,7 +279,16 @@ class Staging:
             if h.hexdigest() != p.sha256:
                 raise IntegrityError(f"patch {p.path}", p.sha256, h.hexdigest())
             f.seek(0)
-            apply_patch(base, f, out, expected_size=out.entry.size)
+            # An HDiffPatch result is whole in memory: checked before a byte is written.
+            whole = p.method == PatchMethod.HDIFFPATCH
+            patching.apply(
+                p.method,
+                base,
+                f,
+                out,
+                expected_size=out.entry.size,
+                expected_sha256=out.entry.sha256 if whole else None,
+            )
 
     def prune(self, keep: Iterable[str]) -> list[str]:
         """Remove staged versions not in ``keep``, then objects no version links to."""

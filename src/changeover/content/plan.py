@@ -8,7 +8,8 @@ For every file of the target, one action:
 
 * ``Keep``: the path already holds the content;
 * ``Copy``: another local path holds it (a rename, a duplicate): nothing to download;
-* ``Patch``: the cheapest chain of patches that starts from content some local file has.
+* ``Patch``: the cheapest chain of patches that starts from content some local file has,
+  of methods this client applies (a newer publisher's method is skipped).
   Usually one hop, from the version the host runs; given an index merged from several
   versions (:meth:`PatchIndex.merge`) it also finds multi-hop chains across versions, and
   takes one only when its patches add up to less than every shorter way and the blob;
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchEntry, PatchIndex
+from changeover.content.patch_index import PatchEntry, PatchIndex, known_method
 
 MAX_HOPS = 8
 """Longest patch chain considered; longer ones would be slow to apply for little gain."""
@@ -136,6 +137,8 @@ def cheapest_chain(
         if hops >= max_hops:
             continue
         for entry in patches.for_target(sha):
+            if not known_method(entry.method):
+                continue  # a newer publisher's method: this client could not apply it
             new_cost = cost + entry.size
             base = entry.base_sha256
             if new_cost >= below or new_cost >= best.get(base, below):

@@ -1,23 +1,28 @@
 """Publishing delta patches for an accepted version, and the index that lists them.
 
 When a version is accepted, every file it changed or added gets a patch from the base each
-of the previous versions offers (:func:`changeover.content.bases.choose_bases`). One work
-item per distinct (base, target) pair runs in a process pool: it decompresses both blobs to
-a scratch directory, makes the patch, checks that it really rebuilds the target, and keeps it
-only if it is smaller than the target's blob (otherwise a host simply fetches the blob). A
-kept patch appears atomically, named by the two hashes it joins, so it is immutable and any
-CDN may cache it forever::
+of the previous versions offers (:func:`changeover.content.bases.choose_bases`). How each
+patch is made, by which method (zstd ``--patch-from`` or HDiffPatch) at which level, is
+decided for the whole version at once by :func:`changeover.content.patch_choice.choose`,
+from what each target is (sniffed from its first bytes), the sizes, and the publish budget.
+One work item per distinct (base, target) pair runs in a process pool: it decompresses both
+blobs to a scratch directory, builds each chosen candidate, keeps the smallest, checks that
+it really rebuilds the target, and keeps it only if it is smaller than the target's blob
+(otherwise a host simply fetches the blob). A kept patch appears atomically, named by the
+two hashes it joins, so it is immutable and any CDN may cache it forever::
 
-    content/patches/ab/<base_sha>-<target_sha>.zpatch
+    content/patches/ab/<base_sha>-<target_sha>.zpatch   (whichever method made it)
     content/patches/index/<manifest_id>.json      the PatchIndex of that version
 
-Re-running is cheap and safe: a pair whose patch exists is not rebuilt, and a pair whose
-patch lost to the blob leaves a marker outside ``content/`` so it is not tried again.
+Re-running is cheap and safe: a pair whose patch exists is not rebuilt (its method is read
+from its magic), and a pair whose patch lost to the blob leaves a marker outside
+``content/`` so it is not tried again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -26,39 +31,27 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from changeover.content import patching
 from changeover.content.bases import choose_bases
+from changeover.content.filekind import SNIFF_BYTES, FileKind, sniff
 from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest, check_sha256
-from changeover.content.patch import SEGMENT_BYTES, apply_patch, make_patch
-from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path, smallest_first
+from changeover.content.patch import SEGMENT_BYTES
+from changeover.content.patch_choice import Candidate, PatchTask, PublishBudget, choose
+from changeover.content.patch_index import (
+    PatchEntry,
+    PatchIndex,
+    PatchMethod,
+    patch_path,
+    smallest_first,
+)
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
+log = logging.getLogger(__name__)
+
 DEFAULT_HISTORY = 3
 """How many previous versions get patches to a new one."""
-LEVELS = ((8 << 20, 19), (64 << 20, 9))
-"""zstd level of a patch by the size of its target: (up to this many bytes, level), then
-``BIG_LEVEL``. Level 19 pays on small files, executables above all, whose relinked code
-the optimal parser codes as repeat offsets (measured, a 6.8 MB executable: 241 KB at -19,
-302 KB at -9, 690 KB at -3) and costs about 1 CPU-second per MB; on big files, whose new
-bytes are mostly new assets, the long-distance matcher finds what they share with the base
-at any level, and -19 costs 100 times the time of -3 for the same size or larger (a 127
-MB archive: 1.76 MB at -3 in 0.6 CPU-s against 1.85 MB at -19 in 96 CPU-s; a 18 MB pak:
-897 KB at -3, within 0.4 % of -19)."""
-BIG_LEVEL = 3
-
-
-def _cost(size: int, level: int) -> float:
-    """A rough CPU cost of a patch: zstd's time per byte about doubles every 3 levels."""
-    return size * 2 ** (level / 3)
-
-
-def patch_level(target_size: int) -> int:
-    """The zstd level a patch to a content of ``target_size`` bytes is built at."""
-    for up_to, level in LEVELS:
-        if target_size <= up_to:
-            return level
-    return BIG_LEVEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +61,10 @@ class _Job:
     root: str
     base: str
     target: str
-    level: int
+    candidates: tuple[tuple[str, int], ...]
+    """(method, level) of each patch to try; the smallest is kept."""
     segment_bytes: int
+    cost_s: float = 0.0
 
 
 def _reject_marker(root: Path, base: str, target: str) -> Path:
@@ -100,28 +95,67 @@ def _run_job(job: _Job) -> PatchEntry | None:
     rel = patch_path(job.base, job.target)
     dest = store.content / rel
     if dest.exists():
-        return PatchEntry(job.base, job.target, rel, dest.stat().st_size, _file_sha256(dest))
+        stored = patching.method_of(dest).value
+        size, digest = dest.stat().st_size, _file_sha256(dest)
+        return PatchEntry(job.base, job.target, rel, size, digest, stored)
     marker = _reject_marker(store.root, job.base, job.target)
     if marker.exists() or not store.has(job.base):
         return None
     blob_size = store.stored_size(job.target)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".patch-") as scratch:
-        old, new, out = Path(scratch, "old"), Path(scratch, "new"), Path(scratch, "patch")
+        old, new = Path(scratch, "old"), Path(scratch, "new")
         _unpack(store, job.base, old)
         _unpack(store, job.target, new)
-        size = make_patch(old, new, out, level=job.level, segment_bytes=job.segment_bytes)
-        if size >= blob_size:
-            atomic_write(marker, str(size).encode())
+        best: tuple[int, str, Path] | None = None
+        failed: InvalidInput | None = None
+        for n, (method, level) in enumerate(job.candidates):
+            out = Path(scratch, f"patch-{n}")
+            try:
+                size = patching.make(
+                    method, old, new, out, level=level, segment_bytes=job.segment_bytes
+                )
+            except InvalidInput as e:  # one method refusing a pair leaves the others
+                log.warning("%s patch %s-%s not made: %s", method, job.base, job.target, e)
+                failed = e
+                continue
+            if best is None or size < best[0]:
+                best = (size, method, out)
+        if best is None and failed is not None:
+            raise failed
+        if best is None or best[0] >= blob_size:
+            atomic_write(marker, str(best[0] if best else 0).encode())
             return None
+        size, method, out = best
         # Never publish a patch that does not rebuild its target: check it once, here.
         with open(os.devnull, "wb") as sink:
-            apply_patch(
-                old, out, sink, expected_size=new.stat().st_size, expected_sha256=job.target
+            patching.apply(
+                method,
+                old,
+                out,
+                sink,
+                expected_size=new.stat().st_size,
+                expected_sha256=job.target,
             )
         digest = _file_sha256(out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(out, dest)
-    return PatchEntry(job.base, job.target, rel, size, digest)
+    return PatchEntry(job.base, job.target, rel, size, digest, method)
+
+
+def _kind(store: LocalStore, sha256: str) -> FileKind:
+    """The kind of a stored content, sniffed from its first bytes."""
+    head = b""
+    chunks = store.open_blob(sha256)
+    try:
+        for chunk in chunks:
+            head += chunk
+            if len(head) >= SNIFF_BYTES:
+                break
+    finally:
+        close = getattr(chunks, "close", None)  # a generator: closes the blob it holds
+        if close is not None:
+            close()
+    return sniff(head[:SNIFF_BYTES])
 
 
 def build_patches(
@@ -133,34 +167,53 @@ def build_patches(
     level: int | None = None,
     segment_bytes: int = SEGMENT_BYTES,
     history: int = DEFAULT_HISTORY,
+    budget: PublishBudget | None = None,
 ) -> PatchIndex:
     """Build the patches from the ``history`` most recent of ``previous`` to ``new``.
 
-    ``previous`` lists earlier versions, most recent first. ``level`` is zstd's, the same for
-    every patch; by default each patch gets :func:`patch_level` of its target's size.
-    ``workers`` defaults to every
-    core; each worker holds at most one segment and one window of a file in memory (see
-    :mod:`changeover.content.patch`). Writes and returns the version's :class:`PatchIndex`.
+    ``previous`` lists earlier versions, most recent first. By default each patch's methods
+    and levels come from :func:`changeover.content.patch_choice.choose` within ``budget``;
+    ``level`` instead makes every patch a zstd one at that level. ``workers`` defaults to
+    every core; each worker holds at most one segment and one window of a file in memory
+    for zstd (see :mod:`changeover.content.patch`), and at most HDiffPatch's bound (see
+    :mod:`changeover.content.hdiff`). Writes and returns the version's :class:`PatchIndex`.
 
     Raises:
         NotFound: a blob of ``new`` is not in the store.
     """
-    jobs: dict[tuple[str, str], _Job] = {}
-    sizes: dict[str, int] = {}
+    budget = budget or PublishBudget()
+    pairs: dict[tuple[str, str], PatchTask] = {}
+    kinds: dict[str, FileKind] = {}
     for f in new:
         if f.link is not None:
             continue
         if not store.has(f.sha256):
             raise NotFound(f"blob {f.sha256} of {f.path} is not in the store", sha256=f.sha256)
-        for base in choose_bases(f, previous[:history], limit=history):
+        for rank, base in enumerate(choose_bases(f, previous[:history], limit=history)):
             key = (base.sha256, f.sha256)
-            job_level = patch_level(f.size) if level is None else level
-            jobs.setdefault(key, _Job(str(store.root), *key, job_level, segment_bytes))
-            sizes[f.sha256] = f.size
+            if key in pairs:
+                continue
+            if f.sha256 not in kinds:
+                kinds[f.sha256] = _kind(store, f.sha256)
+            pairs[key] = PatchTask(kinds[f.sha256], base.size, f.size, rank)
+    tasks = list(pairs.values())
+    if level is None:
+        options = choose(tasks, budget)
+    else:
+        options = [(Candidate(PatchMethod.ZSTD, level),)] * len(tasks)
+    jobs = [
+        _Job(
+            str(store.root),
+            base,
+            target,
+            tuple((c.method.value, c.level) for c in option),
+            segment_bytes,
+            budget.costs.option_s(option, task),
+        )
+        for ((base, target), task), option in zip(pairs.items(), options, strict=True)
+    ]
     # Costliest first, so the pool does not end waiting on one long job started last.
-    ordered = sorted(
-        jobs.values(), key=lambda j: (-_cost(sizes[j.target], j.level), j.base, j.target)
-    )
+    ordered = sorted(jobs, key=lambda j: (-j.cost_s, j.base, j.target))
     if workers is None:
         workers = os.cpu_count() or 1
     if workers <= 1 or len(ordered) <= 1:

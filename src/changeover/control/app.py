@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from changeover import __version__
+from changeover.content.patch_choice import PublishBudget
 from changeover.content.store import LocalStore
 from changeover.content.trust import TrustRepo
 from changeover.control import logs
@@ -189,7 +190,14 @@ def create_app(settings: Settings) -> ControlPlane:
     reconciler = Reconciler(db, on_release=publisher.sync)
     runner = JobRunner(
         db,
-        build_tasks.build_job_kinds(db, store, on_version=publisher.sync)
+        build_tasks.build_job_kinds(
+            db,
+            store,
+            on_version=publisher.sync,
+            budget=PublishBudget(
+                cpu_s=settings.publish_budget_cpu_s, methods=settings.patch_methods
+            ),
+        )
         + fleet_tasks.build_job_kinds(db),
         poll_s=settings.job_poll_s,
         lease_s=settings.job_lease_s,

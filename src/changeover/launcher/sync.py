@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from changeover.content import patching
 from changeover.content.delivery import DeliveryIndex
 from changeover.content.manifest import Manifest, check_path
-from changeover.content.patch import apply_patch, read_header
-from changeover.content.patch_index import PatchEntry
+from changeover.content.patch_index import PatchEntry, PatchMethod
 from changeover.content.plan import Copy, Keep, Link, LocalFile, Patch, Remove, plan_sync
 from changeover.errors import (
     ChangeoverError,
@@ -378,6 +378,9 @@ class Syncer:
         try:
             for n, ref in enumerate(step.chain):
                 last = n == len(step.chain) - 1
+                # A method this launcher does not know is refused before its bytes are
+                # fetched (the planner skips such patches; a chain is checked anyway).
+                patching.check_method(ref.method, ref.path)
                 part = self._part(f"{ref.sha256}.patch")
                 scratch.append(part)
                 received[0] += fetcher.download(
@@ -389,21 +392,31 @@ class Syncer:
                 if last:
                     # Decoded straight into the object store, hashed as it is written: the
                     # object appears only if its size and hash match.
+                    # An HDiffPatch result is whole in memory: checked before a byte is written.
+                    whole = ref.method == PatchMethod.HDIFFPATCH
                     with self.objects.writer(
                         step.sha256, step.size, step.executable, blake3=step.blake3, name=step.name
                     ) as obj:
-                        apply_patch(source, part, obj, expected_size=step.size)
+                        patching.apply(
+                            ref.method,
+                            source,
+                            part,
+                            obj,
+                            expected_size=step.size,
+                            expected_sha256=step.sha256 if whole else None,
+                        )
                     break
                 # An intermediate's size is not in the manifest: the patch header bounds it
                 # and the hash check after applying vouches for it.
                 out = self._part(f"{ref.target_sha256}.patched")
                 scratch.append(out)
                 with open(out, "wb") as sink:
-                    apply_patch(
+                    patching.apply(
+                        ref.method,
                         source,
                         part,
                         sink,
-                        expected_size=_new_size(part),
+                        expected_size=patching.new_size(ref.method, part),
                         expected_sha256=ref.target_sha256,
                     )
                 source = out
@@ -503,8 +516,3 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _new_size(patch: Path) -> int:
-    with open(patch, "rb") as f:
-        return read_header(f).new_size

@@ -7,7 +7,8 @@ launcher (``changeover launcher sync`` in a process) against a real HTTP server 
 * a server that trickles a byte at a time, in the headers or the body, of content or of
   signed metadata: every download has a deadline from its signed size, then a retry or a
   clear error;
-* a corrupt patch: the launcher falls back to the blob, at the blob's size.
+* a corrupt patch, of each method, or one of a method the launcher does not know: the
+  launcher falls back to the blob, at the blob's size, and stores nothing from the patch.
 
 Every error is checked for what a player reads: the file it is about, that the install
 was left as it was, whether to retry, and no library exception names.
@@ -31,7 +32,7 @@ import blake3
 import pytest
 import zstandard
 
-from changeover.content.patch import make_patch
+from changeover.content import patching
 from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
 from changeover.content.trust import TrustRepo
 from tests_helpers import run_cli
@@ -83,10 +84,13 @@ class Hostile:
         blobs: dict[str, bytes] | None = None,
         blake3_of: dict[str, str] | None = None,
         patches: dict[str, tuple[bytes, bytes]] | None = None,
+        method: str = "zstd",
+        listed_as: str | None = None,
     ) -> str:
         """Sign a version of ``files`` onto branch ``live``. ``blobs`` overrides what a
         content's blob holds, ``blake3_of`` the BLAKE3 the index lists for a content;
-        ``patches``: target sha → (base bytes, target bytes) to publish a patch for."""
+        ``patches``: target sha → (base bytes, target bytes) to publish a patch for, made
+        by ``method`` and listed in the index as ``listed_as`` (by default, that method)."""
         entries = [
             {"path": p, "size": len(d), "sha256": sha(d), "mode": 0o644}
             for p, d in sorted(files.items())
@@ -109,9 +113,12 @@ class Hostile:
             rel = patch_path(sha(old), target)
             (self.content / "old").write_bytes(old)
             (self.content / "new").write_bytes(new)
-            size = make_patch(self.content / "old", self.content / "new", self.content / rel)
+            size = patching.make(
+                method, self.content / "old", self.content / "new", self.content / rel, level=19
+            )
             made = (self.content / rel).read_bytes()
-            index[target] = (PatchEntry(sha(old), target, rel, size, sha(made)),)
+            named = listed_as or method
+            index[target] = (PatchEntry(sha(old), target, rel, size, sha(made), named),)
         digests = {sha(d): b3(d) for d in files.values()}
         digests.update(blake3_of or {})
         delivery = {
@@ -358,32 +365,53 @@ def test_a_download_trickled_once_is_retried_and_completes(
 # -- falling back from a bad patch to the blob ---------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["corrupt patch", "patch making other bytes"])
+@pytest.mark.parametrize(
+    ("fault", "method"),
+    [
+        ("corrupt patch", "zstd"),
+        ("patch making other bytes", "zstd"),
+        # HDiffPatch's header checks are the unit tests'; here, one that passes them all.
+        ("patch making other bytes", "hdiffpatch"),
+        ("unknown method", "hdiffpatch"),
+    ],
+)
 def test_a_bad_patch_falls_back_to_the_blob(
-    hostile: tuple[Hostile, str], tmp_path: Path, fault: str
+    hostile: tuple[Hostile, str], tmp_path: Path, fault: str, method: str
 ) -> None:
     host, url = hostile
-    target = tmp_path / "game"
+    target, cache = tmp_path / "game", tmp_path / "cache"
     host.publish({"data/level1.pak": GOOD})
-    assert sync(url, target)[0] == 0
+    assert sync(url, target, "--cache", str(cache))[0] == 0
     new = GOOD[:30_000] + b"patched" + GOOD[30_000:]
     if fault == "corrupt patch":
-        host.publish({"data/level1.pak": new}, patches={sha(new): (GOOD, new)})
+        host.publish({"data/level1.pak": new}, patches={sha(new): (GOOD, new)}, method=method)
         host.faults = {"/patches/": "corrupt"}
+    elif fault == "unknown method":
+        # A newer publisher's method, which this launcher must not even download.
+        host.publish(
+            {"data/level1.pak": new},
+            patches={sha(new): (GOOD, new)},
+            method=method,
+            listed_as="xdelta9",
+        )
     else:
         # A publisher's bug: a patch, signed as it is, that makes the wrong file.
         wrong = GOOD[:30_000] + b"PATCHED" + GOOD[30_000:]
-        host.publish({"data/level1.pak": new}, patches={sha(new): (GOOD, wrong)})
+        host.publish({"data/level1.pak": new}, patches={sha(new): (GOOD, wrong)}, method=method)
         rel = next((host.content / "patches").rglob("*.zpatch"))
         assert sha(new) in rel.name
-    code, out = sync(url, target)
+    code, out = sync(url, target, "--cache", str(cache))
     assert code == 0, out
     report = json.loads(out)
     assert on_disk(target) == {"data/level1.pak": new}
+    # Every object the cache holds is what its name says: nothing of the bad patch stayed.
+    assert all(sha(data) == name for name, data in held_objects(cache).items())
+    assert not [p for p in (cache / "objects").rglob("*") if p.is_file() and "part" in p.name]
     blob = (host.content / "blobs" / sha(new)[:2] / sha(new)).stat().st_size
     patch = next((host.content / "patches").rglob("*.zpatch")).stat().st_size
     assert patch < blob  # the cap the old launcher wrongly applied to the blob
-    assert report["downloaded_bytes"] == patch + blob
+    fetched_patch = 0 if fault == "unknown method" else patch
+    assert report["downloaded_bytes"] == fetched_patch + blob
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float) -> Any:

@@ -4,9 +4,11 @@ side-by-side branches, verify and repair, bandwidth limit, bad input."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests_helpers import run_cli
+from changeover.content.patch_index import PatchIndex
+from changeover.launcher.engine import Engine
+from tests_helpers import release, run_cli
 
 from .conftest import Published, expected, on_disk
 
@@ -75,6 +79,46 @@ def test_install_update_and_remove_stale_files(published: Published, tmp_path: P
     again = sync(published.content_url, target, "production")
     assert again["already_current"] is True
     assert again["downloaded_bytes"] == 0
+
+
+def elf_library(seed: int, size: int) -> tuple[bytes, bytes]:
+    """Two builds of an ELF-like library: the second has code inserted and every 'address'
+    after it moved, as a relink does (what zstd codes poorly and HDiffPatch well)."""
+    rng = random.Random(seed)
+    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(60)]
+    code = b"".join(
+        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(size // 6)
+    )
+    old = b"\x7fELF\x02\x01\x01\x00" + code
+    new = bytearray(old[:9000] + rng.randbytes(500) + old[9000:])
+    for pos in range(9500, len(new) - 4, 83):
+        value = int.from_bytes(new[pos : pos + 4], "little") + 96
+        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    return old, bytes(new)
+
+
+def test_a_changed_library_comes_as_an_hdiffpatch_patch(
+    published: Published, tmp_path: Path
+) -> None:
+    c = published.server.client()
+    assert c.post("/images", json={"name": "engine"}).status_code == 201
+    old, new = elf_library(20, 400_000)
+    v1 = {"lib/libengine.so": old, "readme.txt": b"engine\n"}
+    v2 = {"lib/libengine.so": new, "readme.txt": b"engine\n"}
+    release(c, "engine", v1, "1.0")
+    second = release(c, "engine", v2, "1.1")
+    store = published.server.data / "store" / "content" / "patches" / "index"
+    index = PatchIndex.from_json((store / f"{second['manifest_id']}.json").read_bytes())
+    [entry] = index.for_target(hashlib.sha256(new).hexdigest())
+    assert entry.method == "hdiffpatch"  # chosen for an ELF file, and smaller than zstd's
+
+    for number in (1, 2):
+        r = c.put("/images/engine/branches/production", json={"version": str(number)})
+        assert r.status_code == 200, r.text
+        report = Engine(published.content_url, tmp_path / "engine", "engine").sync()
+        assert on_disk(tmp_path / "engine") == expected(v1 if number == 1 else v2)
+    assert report.applied_patches == 1 and report.fetched_blobs == 0
+    assert report.downloaded_bytes == entry.size < len(new) // 20
 
 
 def test_multi_version_gap_and_side_by_side_branches(published: Published, tmp_path: Path) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 
+from changeover.agent import staging as staging_module
 from changeover.agent.staging import Staging, retained
 from changeover.content.manifest import FileEntry, Manifest
+from changeover.content.patch_index import PatchIndex
 from changeover.content.publish import build_patches
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, NotFound
@@ -194,6 +198,102 @@ def test_an_index_of_another_version_or_garbage_is_ignored(
     d2 = staging.stage(fetcher, v2)
     assert (d2 / "map").read_bytes() == b"m" * 900
     assert new_sha in fetcher.blobs and not fetcher.patches
+
+
+def _elf_versions(store: LocalStore, src: Path) -> tuple[str, str, str]:
+    """v1 and v2 of an ELF-like library whose code moved, as a relink moves it; the v2
+    hash. Its patch is HDiffPatch's."""
+    rng = random.Random(7)
+    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(60)]
+    code = b"".join(
+        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(40_000)
+    )
+    old = b"\x7fELF\x02\x01\x01" + code
+    new = bytearray(old[:5000] + rng.randbytes(300) + old[5000:])
+    for pos in range(5300, len(new) - 4, 89):
+        value = int.from_bytes(new[pos : pos + 4], "little") + 64
+        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    v1 = publish(store, src, {"lib/libgame.so": (old, 0o755)})
+    v2 = publish(store, src, {"lib/libgame.so": (bytes(new), 0o755)})
+    index = build_patches(store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1)
+    [entry] = index.for_target(hashlib.sha256(new).hexdigest())
+    assert entry.method == "hdiffpatch"
+    return v1, v2, hashlib.sha256(new).hexdigest()
+
+
+def _rewrite_patch(
+    store: LocalStore, v2: str, method: str, mangle: Callable[[bytes], bytes]
+) -> None:
+    """Replace v2's one patch by ``mangle`` of it, listed under ``method`` with the right
+    size and hash: a hostile index and patch that agree with each other."""
+    path = store.content / "patches" / "index" / f"{v2}.json"
+    index = PatchIndex.from_json(path.read_bytes())
+    [(target, [entry])] = index.patches.items()
+    patch = store.content / entry.path
+    patch.write_bytes(mangle(patch.read_bytes()))
+    data = patch.read_bytes()
+    entry = dataclasses.replace(
+        entry, method=method, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    path.write_bytes(PatchIndex(v2, {target: (entry,)}).to_json())
+
+
+def test_an_elf_library_is_staged_from_an_hdiffpatch_patch(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _elf_versions(store, src)
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert hashlib.sha256((d2 / "lib/libgame.so").read_bytes()).hexdigest() == new_sha
+    assert new_sha not in fetcher.blobs and len(fetcher.patches) == 1
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda p: p[:60] + bytes(b ^ 0xA5 for b in p[60:90]) + p[90:],  # a corrupt body
+        lambda p: p[:-10],  # truncated
+        lambda p: p[:36] + b"HDIFF13&lzma\x00" + p[49:],  # a codec we do not make
+        lambda p: b"CHOVPTCH" + p[8:],  # the magic of the other method
+    ],
+)
+def test_a_hostile_hdiffpatch_patch_writes_nothing_and_the_blob_is_fetched(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    mangle: Callable[[bytes], bytes],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _elf_versions(store, src)
+    _rewrite_patch(store, v2, "hdiffpatch", mangle)
+    staging.stage(fetcher, v1)
+    sinks: list[staging_module._Checked] = []
+    real_init = staging_module._Checked.__init__
+
+    def spy(self: staging_module._Checked, *args: Any) -> None:
+        real_init(self, *args)
+        sinks.append(self)
+
+    monkeypatch.setattr(staging_module._Checked, "__init__", spy)
+    d2 = staging.stage(fetcher, v2)
+    assert hashlib.sha256((d2 / "lib/libgame.so").read_bytes()).hexdigest() == new_sha
+    assert len(fetcher.patches) == 1 and new_sha in fetcher.blobs
+    patch_try, blob = sinks
+    assert patch_try.written == 0  # the patch was refused before a byte was written
+    assert blob.written == len((d2 / "lib/libgame.so").read_bytes())
+    assert not [p for p in staging.objects.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_patch_of_an_unknown_method_is_refused_before_it_is_fetched(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_sha = _elf_versions(store, src)
+    _rewrite_patch(store, v2, "xdelta9", lambda p: p)
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert hashlib.sha256((d2 / "lib/libgame.so").read_bytes()).hexdigest() == new_sha
+    assert fetcher.patches == [] and new_sha in fetcher.blobs
 
 
 def test_a_version_nothing_wants_stays_for_the_keep_time() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from hypothesis import given, settings
@@ -70,6 +71,16 @@ def test_patch_when_cheaper_than_blob_else_fetch() -> None:
     assert cheap.download_bytes == 100
     dear = plan_sync(local(f="a"), target(f="b"), index(p("a", "b", 500)), BLOBS)
     assert dear.actions == (Fetch("f", h("b"), 500),)
+
+
+def test_patches_of_a_method_this_client_does_not_know_are_never_planned() -> None:
+    local = {"a": LocalFile(1000, h("a1")), "b": LocalFile(1000, h("b1"))}
+    newer = dataclasses.replace(p("a1", "a2", 10), method="xdelta9")
+    plan = plan_sync(local, target(a="a2", b="b1"), index(newer), {h("a2"): 500})
+    assert plan.actions == (Fetch("a", h("a2"), 500), Keep("b"))
+    hd = dataclasses.replace(p("b1", "a2", 20), method="hdiffpatch")
+    plan = plan_sync(local, target(a="a2", b="b1"), index(newer, hd), {h("a2"): 500})
+    assert plan.actions == (Patch("a", "b", (hd,)), Keep("b"))
 
 
 def test_cheapest_of_several_bases_from_any_local_path() -> None:

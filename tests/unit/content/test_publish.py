@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -11,10 +12,16 @@ from typing import Any
 
 import pytest
 
-from changeover.content import publish
+from changeover.content import hdiff, patching
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch import apply_patch
-from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
+from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_index import (
+    PatchEntry,
+    PatchIndex,
+    PatchMethod,
+    known_method,
+    patch_path,
+)
 from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput, NotFound
@@ -80,7 +87,8 @@ def test_patches_rebuild_targets_and_beat_blobs(
             base = tmp_path / "base"
             base.write_bytes(b"".join(store.open_blob(e.base_sha256)))
             out = io.BytesIO()
-            apply_patch(base, stored, out, expected_size=len(files[_path_of(v3, target)]))
+            size = len(files[_path_of(v3, target)])
+            patching.apply(e.method, base, stored, out, expected_size=size, expected_sha256=target)
             assert sha(out.getvalue()) == target
     assert load_index(store, v3.id) == index
 
@@ -110,7 +118,7 @@ def test_rerun_builds_nothing_again(
     def fail(*args: Any, **kwargs: Any) -> int:
         raise AssertionError("a patch was rebuilt")
 
-    monkeypatch.setattr(publish, "make_patch", fail)
+    monkeypatch.setattr(patching, "make", fail)
     assert build_patches(store, v3, [v2, v1], workers=1) == first
 
 
@@ -127,6 +135,58 @@ def test_process_pool_gives_the_same_index(
                 other.put_file(tmp_path / "blob", f.sha256)
     assert build_patches(other, v3, [v2, v1], workers=1) == pooled
     assert len(pooled) == 4
+
+
+def relinked_library(rng: random.Random) -> tuple[bytes, bytes]:
+    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(50)]
+    code = b"".join(
+        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(15_000)
+    )
+    old = b"\x7fELF\x02\x01\x01\x00" + code
+    new = bytearray(old[:4000] + rng.randbytes(100) + old[4000:])
+    for pos in range(4100, len(new) - 4, 71):
+        value = int.from_bytes(new[pos : pos + 4], "little") + 32
+        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    return old, bytes(new)
+
+
+def test_methods_follow_what_each_file_is_and_the_budget(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    lib_old, lib_new = relinked_library(rng)
+    png = b"\x89PNG\r\n\x1a\n" + rng.randbytes(30_000)
+    store = LocalStore(tmp_path / "store")
+    old = publish_version(store, tmp_path, {"libgame.so": lib_old, "splash.png": png})
+    new_png = png[:20_000] + rng.randbytes(500) + png[20_000:]
+    new = publish_version(store, tmp_path, {"libgame.so": lib_new, "splash.png": new_png})
+    index = build_patches(store, new, [old], workers=1)
+    [lib] = index.for_target(sha(lib_new))
+    [image] = index.for_target(sha(new_png))
+    assert (lib.method, image.method) == ("hdiffpatch", "zstd")
+    # Only zstd (clients older than methods about): the library's patch is zstd -19's,
+    # larger than HDiffPatch's; a fixed level is zstd's too.
+    for kw in ({"budget": PublishBudget(methods=frozenset({PatchMethod.ZSTD}))}, {"level": 19}):
+        other = LocalStore(tmp_path / f"other-{len(kw)}-{next(iter(kw))}")
+        a = publish_version(other, tmp_path, {"libgame.so": lib_old})
+        b = publish_version(other, tmp_path, {"libgame.so": lib_new})
+        [zstd_only] = build_patches(other, b, [a], workers=1, **kw).for_target(sha(lib_new))  # type: ignore[arg-type]
+        assert zstd_only.method == "zstd" and zstd_only.size > lib.size
+
+
+def test_a_method_that_fails_on_a_pair_leaves_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(5)
+    lib_old, lib_new = relinked_library(rng)
+    store = LocalStore(tmp_path / "store")
+    a = publish_version(store, tmp_path, {"libgame.so": lib_old})
+    b = publish_version(store, tmp_path, {"libgame.so": lib_new})
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise InvalidInput("hdiffpatch could not diff it")
+
+    monkeypatch.setattr(hdiff, "make_patch", refuse)
+    [entry] = build_patches(store, b, [a], workers=1).for_target(sha(lib_new))
+    assert entry.method == "zstd"
 
 
 def test_history_limits_the_versions_used(
@@ -183,6 +243,43 @@ def test_index_json_round_trip() -> None:
 )
 def test_index_validation(mutate: Any) -> None:
     d = PatchIndex(D, {C: (entry(A, C),)}).to_dict()
+    mutate(d)
+    with pytest.raises(InvalidInput):
+        PatchIndex.from_dict(d)
+
+
+def test_index_names_each_patch_method_where_older_clients_do_not_look() -> None:
+    hd = dataclasses.replace(entry(B, C, 4), method="hdiffpatch")
+    future = dataclasses.replace(entry(A, C, 3), method="xdelta9")
+    index = PatchIndex(D, {C: (future, hd, entry(D, C, 5))})
+    raw = json.loads(index.to_json())
+    # What a client older than methods reads, and requires of each entry: the zstd ones.
+    assert [set(e) for e in raw["patches"][C]] == [{"base", "path", "size", "sha256"}]
+    assert [e["method"] for e in raw["method_patches"][C]] == ["xdelta9", "hdiffpatch"]
+    again = PatchIndex.from_dict(raw)
+    assert again == index
+    assert [e.method for e in again.for_target(C)] == ["xdelta9", "hdiffpatch", "zstd"]
+    assert known_method("hdiffpatch") and known_method("zstd") and not known_method("xdelta9")
+    # An index of zstd patches only is what it was before methods.
+    assert "method_patches" not in PatchIndex(D, {C: (entry(D, C, 5),)}).to_dict()
+    for bad in ("", "UPPER", "a/b", "x" * 33, 7, None):
+        raw["method_patches"][C][0]["method"] = bad
+        with pytest.raises(InvalidInput, match="method"):
+            PatchIndex.from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["method_patches"][C][0].pop("method"),  # zstd among the others
+        lambda d: d["patches"][C][0].update(method="hdiffpatch"),  # another among zstd
+        lambda d: d["method_patches"][C].append(dict(d["patches"][C][0], method="hdiffpatch")),
+        lambda d: d.update(method_patches=[]),
+    ],
+)
+def test_index_keeps_methods_in_their_places(mutate: Any) -> None:
+    hd = dataclasses.replace(entry(B, C, 4), method="hdiffpatch")
+    d = PatchIndex(D, {C: (hd, entry(A, C, 5))}).to_dict()
     mutate(d)
     with pytest.raises(InvalidInput):
         PatchIndex.from_dict(d)

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, exists, select
 from changeover.content.delivery import DeliveryIndex, build_index
 from changeover.content.diff import analyse
 from changeover.content.manifest import Manifest
+from changeover.content.patch_choice import PublishBudget
 from changeover.content.plan import upgrade_download_bytes
 from changeover.content.publish import DEFAULT_HISTORY, build_patches
 from changeover.content.store import LocalStore
@@ -55,9 +56,13 @@ def _previous_manifests(db: Database, store: LocalStore, version: Version) -> li
 
 
 def build_job_kinds(
-    db: Database, store: LocalStore, on_version: Callable[[], object]
+    db: Database,
+    store: LocalStore,
+    on_version: Callable[[], object],
+    budget: PublishBudget | None = None,
 ) -> list[JobKind]:
-    """The job kinds of the builds domain; ``on_version`` runs after a version is made."""
+    """The job kinds of the builds domain; ``on_version`` runs after a version is made,
+    whose patches are built within ``budget``."""
 
     def check_update(job_id: int) -> None:
         with db.read() as s:
@@ -112,7 +117,11 @@ def build_job_kinds(
         if missing:
             raise ChangeoverError(f"cannot publish: the store lacks {len(missing)} blob(s)")
         patches = build_patches(
-            store, manifest, _previous_manifests(db, store, version), workers=_workers(manifest)
+            store,
+            manifest,
+            _previous_manifests(db, store, version),
+            workers=_workers(manifest),
+            budget=budget,
         )
         index = build_index(store, manifest, patches)
         store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())

@@ -1,0 +1,176 @@
+"""How each patch of a version is made: which methods, at which level, within a budget.
+
+A pure function of data: per (base, target) pair, what the target is (its
+:class:`~changeover.content.filekind.FileKind`, sniffed from its first bytes), the two
+sizes, and how old the base's version is; for the whole version, a publish budget of
+CPU-seconds. The publisher (:mod:`changeover.content.publish`) builds what it returns.
+
+Each pair gets a *ladder* of options, best first; an option is one or more candidates,
+all built, the smallest kept:
+
+* executables and libraries within HDiffPatch's memory bound: HDiffPatch, plus zstd -19
+  when the file is small enough for both to be cheap; then HDiffPatch alone; then zstd
+  -9 and -3. Measured on real consecutive releases of shared libraries (README), HDiffPatch
+  makes 40-70 % of zstd -19's patch, which is 15-40 % smaller than zstd -9's;
+* bigger executables: zstd -19 (not -9 or -3 as before: their new bytes are code, not
+  assets), then -15, -9, -3;
+* compressed data and media: zstd -3: coded bytes hold no redundancy a stronger level
+  could find, and the long-distance matcher finds what is unchanged at any level;
+* anything else (assets, archives, data): small files get zstd -19 and HDiffPatch; up to
+  ``MID_BYTES`` zstd -9, then -3; above it zstd -3 (on big asset files -3 is within a few
+  percent of -19 at a hundredth of the time, see the levels' history in ``publish``).
+
+Every pair starts on its first rung. While the estimated cost of all of them exceeds the
+budget, the step down that saves the most CPU is taken, weighted so that pairs from older
+versions (fewer hosts still run them) step down first, and dropping a second candidate
+before weakening a first. The costs are estimates per MiB
+(:class:`CostModel`), to be calibrated by the benchmarks on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from changeover.content import hdiff
+from changeover.content.filekind import FileKind
+from changeover.content.patch_index import PatchMethod
+
+MIB = 1 << 20
+BOTH_UP_TO = 8 * MIB
+"""Targets up to this size get two methods tried where both can win."""
+MID_BYTES = 64 * MIB
+"""Non-executables above this size get zstd -3 only."""
+DOWNGRADE_LOSS = 4
+"""How much worse, per CPU-second saved, a step to a weaker method or level is than
+dropping a second candidate (which rarely wins: zstd -19 lost to HDiffPatch on every
+library measured)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Candidate:
+    """One patch to build: a method and its zstd level (HDiffPatch compresses with zstd)."""
+
+    method: PatchMethod
+    level: int
+
+
+Option = tuple[Candidate, ...]
+
+
+def _z(level: int) -> Candidate:
+    return Candidate(PatchMethod.ZSTD, level)
+
+
+HDIFF = Candidate(PatchMethod.HDIFFPATCH, 19)
+
+
+@dataclass(frozen=True, slots=True)
+class PatchTask:
+    """One (base, target) pair to patch."""
+
+    kind: FileKind
+    old_size: int
+    new_size: int
+    base_rank: int = 0
+    """0 for a base from the most recent earlier version, 1 for the one before, …"""
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Estimated CPU-seconds of building and checking one patch, per MiB."""
+
+    zstd_level3_s_per_mib: float = 0.005
+    zstd_level19_s_per_mib: float = 1.0
+    """zstd -19 with the long-distance matcher, about 1 CPU-second per MB (publish's notes);
+    levels in between are interpolated geometrically."""
+    hdiff_s_per_mib: float = 0.08
+    """Per MiB of old plus new file: suffix array over the old file, matching the new one."""
+
+    def cost_s(self, candidate: Candidate, task: PatchTask) -> float:
+        if candidate.method is PatchMethod.HDIFFPATCH:
+            return self.hdiff_s_per_mib * (task.old_size + task.new_size) / MIB
+        ratio = self.zstd_level19_s_per_mib / self.zstd_level3_s_per_mib
+        per_mib = self.zstd_level3_s_per_mib * ratio ** ((max(3, candidate.level) - 3) / 16)
+        return float(per_mib * task.new_size / MIB)
+
+    def option_s(self, option: Option, task: PatchTask) -> float:
+        return sum(self.cost_s(c, task) for c in option)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBudget:
+    cpu_s: float = 90.0
+    """CPU-seconds for all of a version's patches: the issue's 60 s on 2 cores, less a
+    quarter for unpacking, checking and indexing."""
+    hdiff_max_bytes: int = hdiff.MAX_BYTES
+    methods: frozenset[PatchMethod] = field(default_factory=lambda: frozenset(PatchMethod))
+    """The methods allowed; zstd alone serves clients that predate methods best (they see
+    only zstd patches, see :mod:`changeover.content.patch_index`)."""
+    costs: CostModel = field(default_factory=CostModel)
+
+
+def ladder(task: PatchTask, budget: PublishBudget) -> tuple[Option, ...]:
+    """The options for one pair, best first, restricted to the budget's methods; never
+    empty (zstd -3 is always allowed: every client applies it)."""
+    hdiff_ok = hdiff.usable(task.old_size, task.new_size, budget.hdiff_max_bytes)
+    small = task.new_size <= BOTH_UP_TO
+    rungs: list[Option]
+    if task.kind.executable and hdiff_ok:
+        rungs = [(HDIFF, _z(19)) if small else (HDIFF,), (HDIFF,), (_z(9),), (_z(3),)]
+    elif task.kind.executable:
+        rungs = [(_z(19),), (_z(15),), (_z(9),), (_z(3),)]
+    elif task.kind.entropy_coded:
+        rungs = [(_z(3),)]
+    elif small:
+        rungs = [(_z(19), HDIFF) if hdiff_ok else (_z(19),), (_z(19),), (_z(9),), (_z(3),)]
+    elif task.new_size <= MID_BYTES:
+        rungs = [(_z(9),), (_z(3),)]
+    else:
+        rungs = [(_z(3),)]
+    out: list[Option] = []
+    for option in rungs:
+        kept = tuple(c for c in option if c.method in budget.methods or c == _z(3))
+        if kept and kept not in out:
+            out.append(kept)
+    return tuple(out) if out else ((_z(3),),)
+
+
+def choose(tasks: Sequence[PatchTask], budget: PublishBudget | None = None) -> list[Option]:
+    """The option to build for each task, in order (see the module docstring)."""
+    budget = budget or PublishBudget()
+    costs = budget.costs
+    ladders = [ladder(t, budget) for t in tasks]
+    rung = [0] * len(tasks)
+    total = sum(costs.option_s(lad[0], t) for lad, t in zip(ladders, tasks, strict=True))
+
+    def step(i: int) -> tuple[float, float] | None:
+        """(priority, CPU saved) of moving task i one rung down, if it can."""
+        if rung[i] + 1 >= len(ladders[i]):
+            return None
+        now, then = ladders[i][rung[i]], ladders[i][rung[i] + 1]
+        saved = costs.option_s(now, tasks[i]) - costs.option_s(then, tasks[i])
+        # Dropping a second candidate loses bytes only where it would have won; a weaker
+        # method or level loses them on every file.
+        loss = 1 if set(then) <= set(now) else DOWNGRADE_LOSS
+        return saved * 2 ** tasks[i].base_rank / loss, saved
+
+    heap: list[tuple[float, int, float]] = []
+    for i in range(len(tasks)):
+        s = step(i)
+        if s is not None:
+            heapq.heappush(heap, (-s[0], i, s[1]))
+    while total > budget.cpu_s and heap:
+        _, i, saved = heapq.heappop(heap)
+        rung[i] += 1
+        total -= saved
+        s = step(i)
+        if s is not None:
+            heapq.heappush(heap, (-s[0], i, s[1]))
+    return [lad[r] for lad, r in zip(ladders, rung, strict=True)]
+
+
+def total_cost_s(tasks: Sequence[PatchTask], options: Sequence[Option], costs: CostModel) -> float:
+    """The estimated CPU-seconds of building ``options`` for ``tasks``."""
+    return sum(costs.option_s(o, t) for o, t in zip(options, tasks, strict=True))

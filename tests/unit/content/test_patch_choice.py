@@ -1,0 +1,127 @@
+"""Unit tests for ``changeover.content.patch_choice``: methods and levels by what pays."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from changeover.content.filekind import FileKind
+from changeover.content.patch_choice import (
+    HDIFF,
+    Candidate,
+    CostModel,
+    PatchTask,
+    PublishBudget,
+    choose,
+    ladder,
+    total_cost_s,
+)
+from changeover.content.patch_index import PatchMethod
+
+MIB = 1 << 20
+Z = PatchMethod.ZSTD
+UNLIMITED = PublishBudget(cpu_s=1e12)
+
+
+def z(level: int) -> Candidate:
+    return Candidate(Z, level)
+
+
+def best(task: PatchTask, budget: PublishBudget = UNLIMITED) -> tuple[Candidate, ...]:
+    [option] = choose([task], budget)
+    return option
+
+
+def test_small_executables_get_both_methods_big_ones_hdiffpatch() -> None:
+    for kind in (FileKind.ELF, FileKind.PE, FileKind.MACHO):
+        assert best(PatchTask(kind, 5 * MIB, 5 * MIB)) == (HDIFF, z(19))
+        assert best(PatchTask(kind, 19 * MIB, 19 * MIB)) == (HDIFF,)
+
+
+def test_executables_beyond_hdiffpatchs_bound_keep_a_high_zstd_level() -> None:
+    # Before: 9 over 8 MiB and 3 over 64 MiB, on the idea that big files are assets.
+    assert best(PatchTask(FileKind.ELF, 65 * MIB, 70 * MIB)) == (z(19),)
+    assert best(PatchTask(FileKind.ELF, 70 * MIB, 60 * MIB)) == (z(19),)
+
+
+def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
+    for kind in (FileKind.COMPRESSED, FileKind.MEDIA):
+        assert best(PatchTask(kind, MIB, MIB)) == (z(3),)
+        assert best(PatchTask(kind, 500 * MIB, 500 * MIB)) == (z(3),)
+    for kind in (FileKind.OTHER, FileKind.ARCHIVE):
+        assert best(PatchTask(kind, MIB, MIB)) == (z(19), HDIFF)
+        assert best(PatchTask(kind, 80 * MIB, MIB)) == (z(19),)  # old file beyond HDiffPatch
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(9),)
+        assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (z(3),)
+
+
+def test_methods_can_be_restricted_to_zstd() -> None:
+    only_zstd = PublishBudget(cpu_s=1e12, methods=frozenset({Z}))
+    assert best(PatchTask(FileKind.ELF, 5 * MIB, 5 * MIB), only_zstd) == (z(19),)
+    assert best(PatchTask(FileKind.ELF, 19 * MIB, 19 * MIB), only_zstd) == (z(9),)
+    assert best(PatchTask(FileKind.OTHER, MIB, MIB), only_zstd) == (z(19),)
+    for task in (PatchTask(FileKind.ELF, MIB, MIB), PatchTask(FileKind.MEDIA, MIB, MIB)):
+        assert all(c.method is Z for option in ladder(task, only_zstd) for c in option)
+
+
+def test_over_budget_older_bases_step_down_first() -> None:
+    # A release like the issue's: 200 changed libraries of 0.75 MiB, from 3 earlier versions.
+    tasks = [PatchTask(FileKind.ELF, 3 * MIB // 4, 3 * MIB // 4, rank) for rank in range(3)] * 200
+    costs = CostModel()
+    unlimited = choose(tasks, UNLIMITED)
+    assert all(o == (HDIFF, z(19)) for o in unlimited)
+    budget = PublishBudget(cpu_s=total_cost_s(tasks, unlimited, costs) / 2)
+    chosen = choose(tasks, budget)
+    assert total_cost_s(tasks, chosen, costs) <= budget.cpu_s
+    by_rank = {
+        r: [o for t, o in zip(tasks, chosen, strict=True) if t.base_rank == r] for r in range(3)
+    }
+    # The most recent version's patches keep both methods; the oldest lost the second first.
+    assert all(o == (HDIFF, z(19)) for o in by_rank[0])
+    assert all(o == (HDIFF,) for o in by_rank[2])
+
+
+def test_second_candidates_go_before_a_first_is_weakened() -> None:
+    big = PatchTask(FileKind.ELF, 20 * MIB, 20 * MIB)
+    small = [PatchTask(FileKind.ELF, 2 * MIB, 2 * MIB)] * 4
+    costs = CostModel()
+    # Room for HDiffPatch on everything but not for the small files' zstd -19 as well.
+    room = costs.cost_s(HDIFF, big) + sum(costs.cost_s(HDIFF, t) for t in small)
+    chosen = choose([big, *small], PublishBudget(cpu_s=room + 1))
+    assert chosen == [(HDIFF,)] * 5
+
+
+def test_a_budget_too_small_for_anything_gives_the_cheapest_rung() -> None:
+    tasks = [PatchTask(FileKind.ELF, 10 * MIB, 10 * MIB), PatchTask(FileKind.OTHER, MIB, MIB)]
+    assert choose(tasks, PublishBudget(cpu_s=0)) == [(z(3),), (z(3),)]
+    assert choose([], PublishBudget(cpu_s=0)) == []
+
+
+kinds = st.sampled_from(list(FileKind))
+sizes = st.integers(min_value=0, max_value=4000 * MIB)
+
+
+@given(
+    tasks=st.lists(st.builds(PatchTask, kinds, sizes, sizes, st.integers(0, 2)), max_size=30),
+    cpu_s=st.floats(min_value=0, max_value=1e4),
+)
+def test_choice_is_within_budget_whenever_the_cheapest_rungs_are(
+    tasks: list[PatchTask], cpu_s: float
+) -> None:
+    budget = PublishBudget(cpu_s=cpu_s)
+    chosen = choose(tasks, budget)
+    assert len(chosen) == len(tasks)
+    floor = sum(budget.costs.option_s(ladder(t, budget)[-1], t) for t in tasks)
+    assert total_cost_s(tasks, chosen, budget.costs) <= max(cpu_s, floor) * (1 + 1e-9) + 1e-9
+    for task, option in zip(tasks, chosen, strict=True):
+        assert option in ladder(task, budget)
+        if any(c.method is PatchMethod.HDIFFPATCH for c in option):
+            assert 0 < task.new_size <= 64 * MIB and task.old_size <= 64 * MIB
+
+
+@pytest.mark.parametrize("level", [1, 3, 9, 19, 22])
+def test_zstd_cost_rises_with_level_and_hdiffpatch_is_cheaper_than_zstd_19(level: int) -> None:
+    costs, task = CostModel(), PatchTask(FileKind.ELF, 10 * MIB, 10 * MIB)
+    assert costs.cost_s(z(level), task) <= costs.cost_s(z(max(3, level) + 1), task)
+    assert costs.cost_s(HDIFF, task) < costs.cost_s(z(19), task)
