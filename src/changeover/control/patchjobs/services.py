@@ -48,7 +48,12 @@ from changeover.control.patchjobs.records import (
     PatchJobEmail,
     PatchJobEvent,
 )
-from changeover.control.patchjobs.schedule import check_edit, check_start_time, edit_locked
+from changeover.control.patchjobs.schedule import (
+    check_application_type,
+    check_edit,
+    check_start_time,
+    edit_locked,
+)
 from changeover.control.patchjobs.states import CancelMode, JobStatus, Method
 from changeover.control.patchjobs.storage import (
     add_event,
@@ -307,11 +312,12 @@ def _set_emails(s: Session, job: PatchJob, emails: Sequence[Mapping[str, Any]], 
 
 
 def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: float) -> PatchJob:
-    """Edit a job: anything until 5 minutes before its start, then only ``emails``.
+    """Edit a job: anything until 5 minutes before its start, then only ``emails``; another
+    application only of the same type (game or utility).
 
     Raises:
         Conflict: the job is locked (the message names the fields) or over.
-        InvalidInput, NotFound: as ``create``.
+        InvalidInput, NotFound: as ``create``; another application of another type.
     """
     unknown = sorted(set(patch) - BODY_FIELDS)
     if unknown:
@@ -340,6 +346,9 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
         start_at = job.start_at
     else:
         r, new_stored, start_at = _validated(s, merged, t)
+        if r.application.id != job.application_id:
+            current = s.get_one(Application, job.application_id)
+            check_application_type(current.type, r.application.type)
         check_edit(spec_of(job), specs.to_spec(job.id, new_stored), job.start_at, t)
     values: dict[str, Any] = {
         "spec": json.dumps(new_stored, sort_keys=True),
