@@ -345,10 +345,12 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
         r = None
         start_at = job.start_at
     else:
+        if isinstance(merged.get("application"), str):  # first: whatever else is wrong
+            app = get_application(s, merged["application"])
+            if app.id != job.application_id:
+                current = s.get_one(Application, job.application_id)
+                check_application_type(current.type, app.type)
         r, new_stored, start_at = _validated(s, merged, t)
-        if r.application.id != job.application_id:
-            current = s.get_one(Application, job.application_id)
-            check_application_type(current.type, r.application.type)
         check_edit(spec_of(job), specs.to_spec(job.id, new_stored), job.start_at, t)
     values: dict[str, Any] = {
         "spec": json.dumps(new_stored, sort_keys=True),
