@@ -85,7 +85,7 @@ _ITEM_FIELDS: Final = {
 _ITEM = re.compile(r"\b(builds|emails)\[(\d+)\](?:\.(old|new|email|progress|result)\b)?")
 _TOKEN = re.compile(
     r"\b(stop\.method|stop\.signal|stop\.timeout_s|scheduled_start|max_run_time_unit"
-    r"|max_run_time_s|max_run_time)\b"
+    r"|max_run_time_s|max_run_time|emails)\b"
 )
 _LEADING = re.compile(r"^(name|environment|application|method|builds|fleets|emails|comments)\b")
 
@@ -234,7 +234,8 @@ def to_body(
 
 @dataclass(frozen=True)
 class JobIds:
-    """The seed ids of what a job names, which ``job_dict`` gives as names or row ids."""
+    """What the seed's element shows that ``job_dict`` gives otherwise (names, row ids) or
+    not at all."""
 
     environment: str
     application: str
@@ -244,6 +245,8 @@ class JobIds:
     """The job's fleets' seed ids, in the job's order."""
     emails: Mapping[str, int]
     """Address -> its row id."""
+    edited_at: float | None = None
+    """The job's last edit (its last ``updated`` event); None: never edited."""
 
 
 def _unit_index(unit: object) -> int:
@@ -280,7 +283,7 @@ def from_job(job: Mapping[str, Any], ids: JobIds, body: Mapping[str, Any]) -> di
     unit = _unit_index(job["max_run_time_unit"])
     stop_id = _stop_method(body.get("stop"), job["stop"])
     timeout = job["stop"]["timeout_s"]
-    changed = 0 if job["updated_at"] == job["created_at"] else int(job["updated_at"])
+    changed = _time(ids.edited_at)
     return {
         "id": str(job_id),
         "deploymentEnvironmentId": ids.environment,

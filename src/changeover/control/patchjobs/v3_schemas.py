@@ -170,7 +170,7 @@ class PatchJobOut(Out):
     email: list[EmailOut]
     createdAt: int  # noqa: N815
     changedAt: int  # noqa: N815
-    """0 until the job is changed."""
+    """When the job was last edited; 0 until it is."""
     updatedAt: int  # noqa: N815
     """The seed's table calls ``changedAt`` so: the same value."""
 

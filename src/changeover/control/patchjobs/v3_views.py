@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from changeover.control.auth.views import Admin, Reader, ctx
@@ -28,7 +28,8 @@ from changeover.control.fleet.models import Region
 from changeover.control.http_input import INT64_MAX, EdgeRoute
 from changeover.control.patchjobs import methods_table, services, statuses_table, v3_ids
 from changeover.control.patchjobs.model import PENDING
-from changeover.control.patchjobs.records import PatchJob, PatchJobEmail
+from changeover.control.patchjobs.records import PatchJob, PatchJobEmail, PatchJobEvent
+from changeover.control.patchjobs.states import JobStatus
 from changeover.control.patchjobs.storage import progress_of, stored_spec
 from changeover.control.patchjobs.v3_mapping import (
     READ_ONLY,
@@ -105,6 +106,11 @@ def _element(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
             )
             .tuples()
             .all()
+        ),
+        edited_at=s.scalar(
+            select(func.max(PatchJobEvent.at)).where(
+                PatchJobEvent.job_id == job.id, PatchJobEvent.kind == "updated"
+            )
         ),
     )
     return from_job(d, ids, stored.get("body", {}))
@@ -228,7 +234,7 @@ def delete_job(patchJobId: JobId, request: Request, who: Admin) -> list[dict[str
     job_id = _job_id(patchJobId)
     with _seed_names(), ctx(request).db.read() as s:
         job = services.get_job(s, job_id)
-        if progress_of(job).phase != PENDING:
+        if progress_of(job).phase != PENDING and not JobStatus(job.status).terminal:
             raise Conflict(
                 f"patch job {job_id} has started: cancel it with POST"
                 f' /v3/patchJob/{job_id}/cancel and {{"revert": 1}} (back to the old builds)'
