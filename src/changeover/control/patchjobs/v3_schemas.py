@@ -33,18 +33,18 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class BuildIn(_In):
+class V3BuildIn(_In):
     id: SeedId | None = None
     oldApplicationBuildId: SeedId  # noqa: N815 (the seed's names)
     newApplicationBuildId: SeedId  # noqa: N815
 
 
-class FleetIn(_In):
+class V3FleetIn(_In):
     id: SeedId | None = None
     fleetId: SeedId  # noqa: N815
 
 
-class EmailIn(_In):
+class V3EmailIn(_In):
     id: SeedId | None = None
     email: Annotated[str, Field(max_length=254)]
     progressReport: Flag = 1  # noqa: N815
@@ -53,11 +53,11 @@ class EmailIn(_In):
     changedAt: Time | None = None  # noqa: N815
 
 
-Builds = Annotated[list[BuildIn], Field(max_length=specs.MAX_BUILDS)]
-Fleets = Annotated[list[FleetIn], Field(max_length=specs.MAX_FLEETS)]
+Builds = Annotated[list[V3BuildIn], Field(max_length=specs.MAX_BUILDS)]
+Fleets = Annotated[list[V3FleetIn], Field(max_length=specs.MAX_FLEETS)]
 
 
-class PatchJobEdit(_In):
+class V3PatchJobEdit(_In):
     """``PUT /v3/patchJob/{id}``: the fields sent change, the others stay."""
 
     deploymentEnvironmentId: SeedId | None = None  # noqa: N815
@@ -72,7 +72,7 @@ class PatchJobEdit(_In):
     patchJobRuntimeType: Code | None = None  # noqa: N815
     applicationBuild: Builds | None = None  # noqa: N815
     fleet: Fleets | None = None
-    email: Annotated[list[EmailIn], Field(max_length=specs.MAX_EMAILS)] | None = None
+    email: Annotated[list[V3EmailIn], Field(max_length=specs.MAX_EMAILS)] | None = None
     # Read-only: accepted, ignored.
     id: SeedId | None = None
     patchJobMethod: Annotated[str, Field(max_length=200)] | None = None  # noqa: N815
@@ -89,7 +89,7 @@ class PatchJobEdit(_In):
     updatedAt: Time | None = None  # noqa: N815
 
 
-class PatchJobIn(PatchJobEdit):
+class V3PatchJobIn(V3PatchJobEdit):
     """``POST /v3/patchJob``: the seed's required fields required."""
 
     deploymentEnvironmentId: SeedId  # noqa: N815
@@ -97,23 +97,23 @@ class PatchJobIn(PatchJobEdit):
     patchJobMethodId: Code  # noqa: N815
     patchJobName: Annotated[str, Field(min_length=1, max_length=200)]  # noqa: N815
     applicationBuild: Annotated[  # noqa: N815
-        list[BuildIn], Field(min_length=1, max_length=specs.MAX_BUILDS)
+        list[V3BuildIn], Field(min_length=1, max_length=specs.MAX_BUILDS)
     ]
-    fleet: Annotated[list[FleetIn], Field(min_length=1, max_length=specs.MAX_FLEETS)]
+    fleet: Annotated[list[V3FleetIn], Field(min_length=1, max_length=specs.MAX_FLEETS)]
 
 
-class PreviewIn(_In):
+class V3PreviewIn(_In):
     """``POST /v3/patchJob/applicationInstancePreview``: the selection of a job."""
 
     deploymentEnvironmentId: SeedId  # noqa: N815
     applicationId: SeedId  # noqa: N815
     applicationBuild: Annotated[  # noqa: N815
-        list[BuildIn], Field(min_length=1, max_length=specs.MAX_BUILDS)
+        list[V3BuildIn], Field(min_length=1, max_length=specs.MAX_BUILDS)
     ]
-    fleet: Annotated[list[FleetIn], Field(min_length=1, max_length=specs.MAX_FLEETS)]
+    fleet: Annotated[list[V3FleetIn], Field(min_length=1, max_length=specs.MAX_FLEETS)]
 
 
-class CancelIn(_In):
+class V3CancelIn(_In):
     """``POST /v3/patchJob/{id}/cancel``: 1 to cancel and revert, 0 to cancel and wrap up."""
 
     revert: Flag
@@ -122,18 +122,18 @@ class CancelIn(_In):
 # -- answers -------------------------------------------------------------------------------
 
 
-class BuildOut(Out):
+class V3BuildOut(Out):
     id: str
     oldApplicationBuildId: str  # noqa: N815
     newApplicationBuildId: str  # noqa: N815
 
 
-class FleetOut(Out):
+class V3FleetOut(Out):
     id: str
     fleetId: str  # noqa: N815
 
 
-class EmailOut(Out):
+class V3EmailOut(Out):
     id: str
     email: str
     progressReport: int  # noqa: N815
@@ -142,7 +142,7 @@ class EmailOut(Out):
     changedAt: int  # noqa: N815
 
 
-class PatchJobOut(Out):
+class V3PatchJobOut(Out):
     id: str
     deploymentEnvironmentId: str  # noqa: N815
     applicationId: str  # noqa: N815
@@ -165,9 +165,9 @@ class PatchJobOut(Out):
     patchJobInstanceRuntime: str  # noqa: N815
     patchJobOverallProgress: int | None  # noqa: N815
     """Percent of the selection done; null before the start."""
-    applicationBuild: list[BuildOut]  # noqa: N815
-    fleet: list[FleetOut]
-    email: list[EmailOut]
+    applicationBuild: list[V3BuildOut]  # noqa: N815
+    fleet: list[V3FleetOut]
+    email: list[V3EmailOut]
     createdAt: int  # noqa: N815
     changedAt: int  # noqa: N815
     """When the job was last edited; 0 until it is."""
@@ -175,12 +175,12 @@ class PatchJobOut(Out):
     """The seed's table calls ``changedAt`` so: the same value."""
 
 
-class NamedOut(Out):
+class V3NamedOut(Out):
     id: int
     name: str
 
 
-class RegionOut(Out):
+class V3RegionOut(Out):
     regionId: str  # noqa: N815
     regionName: str  # noqa: N815
     instanceCount: int  # noqa: N815
@@ -199,13 +199,13 @@ class V3IdOut(Out):
 
 
 __all__ = [
-    "CancelIn",
-    "NamedOut",
-    "PatchJobEdit",
-    "PatchJobIn",
-    "PatchJobOut",
-    "PreviewIn",
-    "RegionOut",
+    "V3CancelIn",
     "V3IdIn",
     "V3IdOut",
+    "V3NamedOut",
+    "V3PatchJobEdit",
+    "V3PatchJobIn",
+    "V3PatchJobOut",
+    "V3PreviewIn",
+    "V3RegionOut",
 ]

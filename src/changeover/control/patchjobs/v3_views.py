@@ -42,15 +42,15 @@ from changeover.control.patchjobs.v3_mapping import (
     translate,
 )
 from changeover.control.patchjobs.v3_schemas import (
-    CancelIn,
-    NamedOut,
-    PatchJobEdit,
-    PatchJobIn,
-    PatchJobOut,
-    PreviewIn,
-    RegionOut,
+    V3CancelIn,
     V3IdIn,
     V3IdOut,
+    V3NamedOut,
+    V3PatchJobEdit,
+    V3PatchJobIn,
+    V3PatchJobOut,
+    V3PreviewIn,
+    V3RegionOut,
 )
 from changeover.errors import ChangeoverError, Conflict
 
@@ -119,26 +119,26 @@ def _element(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
 # -- tables --------------------------------------------------------------------------------
 
 
-@router.get("/patchJob/type", response_model=list[NamedOut])
+@router.get("/patchJob/type", response_model=list[V3NamedOut])
 def list_types(_: Reader) -> list[dict[str, object]]:
     """The patching methods (``patchJobMethodId``)."""
     return methods_table()
 
 
-@router.get("/patchJob/status", response_model=list[NamedOut])
+@router.get("/patchJob/status", response_model=list[V3NamedOut])
 def list_statuses(_: Reader) -> list[dict[str, object]]:
     """The job statuses (``status``)."""
     return statuses_table()
 
 
-@router.get("/application/stopMethod", response_model=list[NamedOut])
+@router.get("/application/stopMethod", response_model=list[V3NamedOut])
 def list_stop_methods(_: Reader) -> list[dict[str, object]]:
     """The stop methods (``stopMethodId``)."""
     return stop_methods()
 
 
-@router.post("/patchJob/applicationInstancePreview", response_model=list[RegionOut])
-def preview(body: PreviewIn, request: Request, _: Reader) -> list[dict[str, Any]]:
+@router.post("/patchJob/applicationInstancePreview", response_model=list[V3RegionOut])
+def preview(body: V3PreviewIn, request: Request, _: Reader) -> list[dict[str, Any]]:
     """The instances a job with this selection would move, per region."""
     fields = _sent(body)
     with _seed_names(), ctx(request).db.read() as s:
@@ -153,8 +153,8 @@ def preview(body: PreviewIn, request: Request, _: Reader) -> list[dict[str, Any]
 # -- jobs ----------------------------------------------------------------------------------
 
 
-@router.post("/patchJob", response_model=list[PatchJobOut])
-def create_job(body: PatchJobIn, request: Request, who: Admin) -> list[dict[str, Any]]:
+@router.post("/patchJob", response_model=list[V3PatchJobOut])
+def create_job(body: V3PatchJobIn, request: Request, who: Admin) -> list[dict[str, Any]]:
     c = ctx(request)
     fields = _sent(body)
     with _seed_names(), c.db.write() as s:
@@ -166,7 +166,7 @@ def create_job(body: PatchJobIn, request: Request, who: Admin) -> list[dict[str,
     return [out]
 
 
-@router.get("/patchJob", response_model=list[PatchJobOut])
+@router.get("/patchJob", response_model=list[V3PatchJobOut])
 def list_jobs(
     request: Request,
     _: Reader,
@@ -180,16 +180,16 @@ def list_jobs(
         return [_element(s, j, t) for j in rows]
 
 
-@router.get("/patchJob/{patchJobId}", response_model=list[PatchJobOut])
+@router.get("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
 def show_job(patchJobId: JobId, request: Request, _: Reader) -> list[dict[str, Any]]:  # noqa: N803
     with _seed_names(), ctx(request).db.read() as s:
         return [_element(s, services.get_job(s, _job_id(patchJobId)), now())]
 
 
-@router.put("/patchJob/{patchJobId}", response_model=list[PatchJobOut])
+@router.put("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
 def edit_job(
     patchJobId: JobId,  # noqa: N803
-    body: PatchJobEdit,
+    body: V3PatchJobEdit,
     request: Request,
     who: Admin,
 ) -> list[dict[str, Any]]:
@@ -215,10 +215,10 @@ def _cancel(request: Request, job_id: int, mode: str, actor: str) -> list[dict[s
             return [_element(s, services.get_job(s, job_id), now())]
 
 
-@router.post("/patchJob/{patchJobId}/cancel", response_model=list[PatchJobOut])
+@router.post("/patchJob/{patchJobId}/cancel", response_model=list[V3PatchJobOut])
 def cancel_job(
     patchJobId: JobId,  # noqa: N803
-    body: CancelIn,
+    body: V3CancelIn,
     request: Request,
     who: Admin,
 ) -> list[dict[str, Any]]:
@@ -227,7 +227,7 @@ def cancel_job(
     return _cancel(request, _job_id(patchJobId), mode, who.actor)
 
 
-@router.delete("/patchJob/{patchJobId}", response_model=list[PatchJobOut])
+@router.delete("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
 def delete_job(patchJobId: JobId, request: Request, who: Admin) -> list[dict[str, Any]]:  # noqa: N803
     """A job that has not started is cancelled (it never runs; its record stays). One that
     has started needs the choice the seed gives: ``POST …/cancel``."""
