@@ -57,8 +57,8 @@ from changeover.errors import ChangeoverError, Conflict
 router = APIRouter(prefix="/v3", tags=["patch jobs (seed 001, /v3)"], route_class=EdgeRoute)
 ids_router = APIRouter(prefix="/api/v1", tags=["patch jobs"], route_class=EdgeRoute)
 
-JobId = Annotated[str, Path(min_length=1, max_length=19, pattern=r"^[0-9]+$")]
-"""A job's id, a string of digits as the seed writes ids."""
+SeedIdPath = Annotated[str, Path(min_length=1, max_length=19, pattern=r"^[0-9]+$")]
+"""An id in a path, a string of digits as the seed writes ids."""
 
 
 @contextmanager
@@ -181,14 +181,14 @@ def list_jobs(
 
 
 @router.get("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
-def show_job(patchJobId: JobId, request: Request, _: Reader) -> list[dict[str, Any]]:  # noqa: N803
+def show_job(patchJobId: SeedIdPath, request: Request, _: Reader) -> list[dict[str, Any]]:  # noqa: N803
     with _seed_names(), ctx(request).db.read() as s:
         return [_element(s, services.get_job(s, _job_id(patchJobId)), now())]
 
 
 @router.put("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
 def edit_job(
-    patchJobId: JobId,  # noqa: N803
+    patchJobId: SeedIdPath,  # noqa: N803
     body: V3PatchJobEdit,
     request: Request,
     who: Admin,
@@ -217,7 +217,7 @@ def _cancel(request: Request, job_id: int, mode: str, actor: str) -> list[dict[s
 
 @router.post("/patchJob/{patchJobId}/cancel", response_model=list[V3PatchJobOut])
 def cancel_job(
-    patchJobId: JobId,  # noqa: N803
+    patchJobId: SeedIdPath,  # noqa: N803
     body: V3CancelIn,
     request: Request,
     who: Admin,
@@ -228,7 +228,7 @@ def cancel_job(
 
 
 @router.delete("/patchJob/{patchJobId}", response_model=list[V3PatchJobOut])
-def delete_job(patchJobId: JobId, request: Request, who: Admin) -> list[dict[str, Any]]:  # noqa: N803
+def delete_job(patchJobId: SeedIdPath, request: Request, who: Admin) -> list[dict[str, Any]]:  # noqa: N803
     """A job that has not started is cancelled (it never runs; its record stays). One that
     has started needs the choice the seed gives: ``POST …/cancel``."""
     job_id = _job_id(patchJobId)
@@ -250,7 +250,7 @@ def delete_job(patchJobId: JobId, request: Request, who: Admin) -> list[dict[str
 @ids_router.put("/v3-ids/{kind}/{public_id}", response_model=V3IdOut)
 def register_id(
     kind: Annotated[str, Path(max_length=32)],
-    public_id: JobId,
+    public_id: SeedIdPath,
     body: V3IdIn,
     request: Request,
     _: Admin,
