@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fleet_helpers import ok, profile
-from patchjob_helpers import two_build_fleet
+from patchjob_helpers import job_body, two_build_fleet
 from tests_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -160,14 +160,22 @@ def test_edit_lock_overlap_wait_and_cancel(world: tuple[httpx.Client, httpx.Clie
     assert [(e["email"], e["progressReport"], e["resultReport"]) for e in edited["email"]] == [
         ("night@example.com", 0, 1)
     ]
-    # The waiting one has not started: deleted, it is cancelled. The running one needs the
-    # seed's choice: wrap up (0) or revert (1).
+    # A job made with /api/v1 (a stop signal, a unit by name), locked from the start: sent
+    # back through /v3 as read, nothing counts as changed.
+    made = job_body("v3", "forced", max_run_time=2, max_run_time_unit="hours")
+    mine = str(ok(_c.post("/patchjobs", json=made), 201)["id"])
+    element = _one(v3.get(f"/patchJob/{mine}"))
+    assert (element["stopMethodId"], element["patchJobRuntime"]) == (1, "Hours")
+    assert _one(v3.put(f"/patchJob/{mine}", json=element))["changedAt"] == 0
+    # The waiting ones have not started: deleted, they are cancelled. The running one needs
+    # the seed's choice: wrap up (0) or revert (1).
+    _one(v3.delete(f"/patchJob/{mine}"))
     _one(v3.delete(f"/patchJob/{second['id']}"))
     wait_for(lambda: _one(v3.get(f"/patchJob/{first['id']}"))["status"] in (3, 4), timeout_s=20)
     _refused(v3.delete(f"/patchJob/{first['id']}"), 409, "/cancel")
     _refused(v3.post(f"/patchJob/{first['id']}/cancel", json={"revert": 2}), 422, "revert")
     _one(v3.post(f"/patchJob/{first['id']}/cancel", json={"revert": 0}))
-    for job_id in (first["id"], second["id"]):
+    for job_id in (first["id"], second["id"], mine):
         wait_for(lambda j=job_id: _one(v3.get(f"/patchJob/{j}"))["status"] == 10, timeout_s=30)
 
 

@@ -373,12 +373,23 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
     return job
 
 
-def cancel(db: Database, job_id: int, mode: str, actor: str, t: float) -> PatchJob:
+def cancel(
+    db: Database,
+    job_id: int,
+    mode: str,
+    actor: str,
+    t: float,
+    *,
+    before_start: bool = False,
+) -> PatchJob:
     """Ask the job to stop: ``revert`` (back to the old builds) or ``wrap_up`` (as is).
+    ``before_start``: only if the job has not started (checked in the same
+    compare-and-set as the cancel, so a job that starts meanwhile is left alone).
 
     Raises:
         InvalidInput: an unknown mode. Conflict: the job is over, or was cancelled with
-            the other mode. NotFound: no such job.
+            the other mode, or (``before_start``) has started (the fact ``started``).
+            NotFound: no such job.
     """
     try:
         chosen = CancelMode(mode)
@@ -389,6 +400,13 @@ def cancel(db: Database, job_id: int, mode: str, actor: str, t: float) -> PatchJ
         if JobStatus(job.status).terminal:
             raise Conflict(
                 f"patch job {job.id} is over ({JobStatus(job.status).label})", job_id=job.id
+            )
+        if before_start and progress.phase != PENDING:
+            raise Conflict(
+                f"patch job {job.id} has started: cancelling it needs a choice, revert (back"
+                " to the old builds) or wrap up (leave every instance as it is)",
+                job_id=job.id,
+                started=True,
             )
         if progress.cancel is chosen:
             return None

@@ -23,17 +23,18 @@ read with ``GET`` can be sent back with ``PUT`` as it is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from changeover.control.patchjobs.specs import STOP_METHODS, UNITS
-from changeover.errors import ChangeoverError
+from changeover.control.patchjobs.specs import STOP_METHODS, UNITS, parse_emails, parse_method
+from changeover.errors import ChangeoverError, InvalidInput
 
 RUNTIME_NAMES: Final = tuple(name.capitalize() for name, _ in UNITS)
 """patchJobRuntimeType 0..3 -> its name (Seconds, Minutes, Hours, Days)."""
 STOP_NAMES: Final = {i: name for i, name, _ in STOP_METHODS}
 STOP_BY_SIGNAL: Final = {sig: i for i, _, sig in STOP_METHODS}
+STOP_SIGNALS: Final = {i: sig for i, _, sig in STOP_METHODS}
 READ_ONLY: Final = frozenset(
     {
         "id",
@@ -226,7 +227,72 @@ def to_body(
                 for e in fields["email"]
             ]
         )
+    if current is not None:
+        _keep_equivalents(body, current)
     return body
+
+
+def _stop_terms(stop: object) -> tuple[object, object]:
+    """A stop as (signal, timeout), however it was given (a method id or a signal)."""
+    if not isinstance(stop, Mapping):
+        return (None, None)
+    signal = stop.get("signal")
+    method = stop.get("method")
+    if isinstance(method, int) and not isinstance(method, bool):
+        signal = STOP_SIGNALS.get(method, method)
+    timeout = stop.get("timeout_s")
+    return (signal.upper() if isinstance(signal, str) else signal, _number(timeout))
+
+
+def _number(value: object) -> object:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _same_start(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return a is b
+    return isinstance(a, int | float) and isinstance(b, int | float) and int(a) == int(b)
+
+
+def _parsed(parse: Callable[[object], object]) -> Callable[[object, object], bool]:
+    """Equal once both are parsed as the service parses them (never, when one is bad)."""
+
+    def same(a: object, b: object) -> bool:
+        try:
+            return parse(a) == parse(b)
+        except InvalidInput:
+            return False
+
+    return same
+
+
+def _text(value: object) -> object:
+    return (value or "").strip() if isinstance(value, str | None) else value
+
+
+_EQUIVALENT: Final[Mapping[str, Callable[[object, object], bool]]] = {
+    "name": lambda a, b: _text(a) == _text(b),
+    "comments": lambda a, b: (a or "") == (b or ""),
+    "method": _parsed(parse_method),
+    "emails": _parsed(parse_emails),
+    "stop": lambda a, b: _stop_terms(a) == _stop_terms(b),
+    "max_run_time_unit": lambda a, b: _unit_index(a) == _unit_index(b) is not None,
+    "max_run_time": lambda a, b: _number(a or 0) == _number(b or 0),
+    "scheduled_start": _same_start,
+}
+
+
+def _keep_equivalents(body: dict[str, Any], current: Mapping[str, Any]) -> None:
+    """Where an edit says what the job already says in another form (a signal as a stop
+    method, ``"hours"`` as 2, ``"forced"`` as 1, 1700000000.5 as a whole second, no
+    comments as ""), keep the job's form: that field has not changed, and the edit lock
+    does not count it."""
+    for key, same in _EQUIVALENT.items():
+        if key in body and same(body[key], current.get(key)):
+            if key in current:
+                body[key] = current[key]
+            else:
+                del body[key]
 
 
 # -- our job -> the seed's element --------------------------------------------------------
@@ -249,11 +315,17 @@ class JobIds:
     """The job's last edit (its last ``updated`` event); None: never edited."""
 
 
-def _unit_index(unit: object) -> int:
-    if isinstance(unit, int) and not isinstance(unit, bool) and 0 <= unit < len(UNITS):
-        return unit
+def _unit_index(unit: object) -> int | None:
+    """A run-time unit (0..3 or a name) as its number; none given means seconds, None
+    means not a unit."""
+    if unit is None:
+        return 0
+    if isinstance(unit, int) and not isinstance(unit, bool):
+        return unit if 0 <= unit < len(UNITS) else None
     names = [name for name, _ in UNITS]
-    return names.index(unit.strip().lower()) if isinstance(unit, str) else 0
+    if isinstance(unit, str) and unit.strip().lower() in names:
+        return names.index(unit.strip().lower())
+    return None
 
 
 def _stop_method(body_stop: object, stop: Mapping[str, Any]) -> int | None:
@@ -280,7 +352,7 @@ def from_job(job: Mapping[str, Any], ids: JobIds, body: Mapping[str, Any]) -> di
     """The seed's PatchJob element of ``job`` (``services.job_dict``); ``body``: the job's
     stored body, for the stop method as it was given."""
     job_id = int(job["id"])
-    unit = _unit_index(job["max_run_time_unit"])
+    unit = _unit_index(job["max_run_time_unit"]) or 0
     stop_id = _stop_method(body.get("stop"), job["stop"])
     timeout = job["stop"]["timeout_s"]
     changed = _time(ids.edited_at)

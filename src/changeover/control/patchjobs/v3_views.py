@@ -27,10 +27,8 @@ from changeover.control.db import now
 from changeover.control.fleet.models import Region
 from changeover.control.http_input import INT64_MAX, EdgeRoute
 from changeover.control.patchjobs import methods_table, services, statuses_table, v3_ids
-from changeover.control.patchjobs.model import PENDING
 from changeover.control.patchjobs.records import PatchJob, PatchJobEmail, PatchJobEvent
-from changeover.control.patchjobs.states import JobStatus
-from changeover.control.patchjobs.storage import progress_of, stored_spec
+from changeover.control.patchjobs.storage import stored_spec
 from changeover.control.patchjobs.v3_mapping import (
     READ_ONLY,
     JobIds,
@@ -206,10 +204,12 @@ def edit_job(
     return [out]
 
 
-def _cancel(request: Request, job_id: int, mode: str, actor: str) -> list[dict[str, Any]]:
+def _cancel(
+    request: Request, job_id: int, mode: str, actor: str, *, before_start: bool = False
+) -> list[dict[str, Any]]:
     c = ctx(request)
     with _seed_names():
-        services.cancel(c.db, job_id, mode, actor, now())
+        services.cancel(c.db, job_id, mode, actor, now(), before_start=before_start)
         c.runner.wake()
         with c.db.read() as s:
             return [_element(s, services.get_job(s, job_id), now())]
@@ -232,16 +232,16 @@ def delete_job(patchJobId: SeedIdPath, request: Request, who: Admin) -> list[dic
     """A job that has not started is cancelled (it never runs; its record stays). One that
     has started needs the choice the seed gives: ``POST …/cancel``."""
     job_id = _job_id(patchJobId)
-    with _seed_names(), ctx(request).db.read() as s:
-        job = services.get_job(s, job_id)
-        if progress_of(job).phase != PENDING and not JobStatus(job.status).terminal:
-            raise Conflict(
-                f"patch job {job_id} has started: cancel it with POST"
-                f' /v3/patchJob/{job_id}/cancel and {{"revert": 1}} (back to the old builds)'
-                ' or {"revert": 0} (wrap up: leave every instance as it is)',
-                job_id=job_id,
-            )
-    return _cancel(request, job_id, "wrap_up", who.actor)
+    try:
+        return _cancel(request, job_id, "wrap_up", who.actor, before_start=True)
+    except Conflict as e:
+        if not e.facts.get("started"):
+            raise
+        raise Conflict(
+            f'{e.message}: POST /v3/patchJob/{job_id}/cancel with {{"revert": 1}} or'
+            ' {"revert": 0}',
+            **e.facts,
+        ) from e
 
 
 # -- ids -----------------------------------------------------------------------------------

@@ -132,6 +132,35 @@ def test_an_edit_maps_only_what_it_sends() -> None:
     assert to_body({"applicationId": None}, {}, OURS) == {"application": None}
 
 
+def test_an_edit_saying_what_the_job_says_in_another_form_changes_nothing() -> None:
+    """A job made with /api/v1 (a signal, a unit by name, a fractional start) and sent
+    back through /v3 keeps its own form: nothing counts as changed under the edit lock."""
+    current = {
+        "name": " Arena 2.0 ",
+        "method": "forced",
+        "emails": ["ops@example.com"],
+        "stop": {"signal": "SIGTERM", "timeout_s": 5},
+        "max_run_time": 2,
+        "max_run_time_unit": "hours",
+        "scheduled_start": 1700000000.5,
+    }
+    sent = {
+        "patchJobName": "Arena 2.0",
+        "patchJobMethodId": 1,
+        "comments": "",
+        "email": [{"email": "ops@example.com", "progressReport": 1, "resultReport": 1}],
+        "stopMethodId": 1,
+        "stopMethodTimeout": 5,
+        "patchJobRunTime": 2,
+        "patchJobRuntimeType": 2,
+        "schedulerStartTime": 1700000000,
+    }
+    assert to_body(sent, {}, current) == current
+    assert to_body({"patchJobRunTime": 0, "patchJobRuntimeType": 0}, {}, {}) == {}
+    assert to_body({"patchJobRuntimeType": 3}, {}, current) == {"max_run_time_unit": 3}
+    assert to_body({"stopMethodId": 0}, {}, current) == {"stop": {"method": 0, "timeout_s": 5}}
+
+
 def test_errors_speak_the_seeds_field_names() -> None:
     assert seed_field("builds[1].old") == "applicationBuild[1].oldApplicationBuildId"
     assert seed_field("emails[0].progress") == "email[0].progressReport"
