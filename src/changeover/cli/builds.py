@@ -360,6 +360,23 @@ def version_list(
     )
 
 
+@version_app.command("retry")
+def version_retry(
+    image: ImageOpt,
+    version: Annotated[str, typer.Argument(help="Number or label.")],
+    wait: WaitOpt = False,
+    server: ServerOpt = "",
+    token: TokenOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Retry a failed version job (publishing an accepted version)."""
+    with ApiClient(server, token) as c:
+        v = c.post(f"/images/{image}/versions/{version}/retry")
+        if wait:
+            v = c.wait_job(f"/versions/{v['id']}")
+    finish_job("version job", v, as_json)
+
+
 @version_app.command("show")
 def version_show(
     image: ImageOpt,

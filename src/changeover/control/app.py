@@ -52,6 +52,7 @@ from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Me
 from changeover.control.news import views as news_views
 from changeover.control.observability import Health, RequestMiddleware
 from changeover.control.observability import router as observability_router
+from changeover.control.patchjobs import v3_views as patchjob_v3_views
 from changeover.control.patchjobs import views as patchjob_views
 from changeover.control.patchjobs.notify import Notifier, NotifierConfig
 from changeover.control.patchjobs.reconciler import Reconciler
@@ -169,6 +170,8 @@ def _include_routers(app: ControlPlane) -> list[APIRouter]:
         fleet_views.router,
         news_views.router,
         patchjob_views.router,
+        patchjob_v3_views.router,
+        patchjob_v3_views.ids_router,
         observability_router,
     ]
     for router in routers:

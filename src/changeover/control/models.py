@@ -24,6 +24,7 @@ from changeover.control.patchjobs.records import (
     PatchJobEmail,
     PatchJobEvent,
 )
+from changeover.control.patchjobs.v3_ids import V3Id
 
 __all__ = [
     "AllocationWeight",
@@ -50,6 +51,7 @@ __all__ = [
     "Region",
     "Token",
     "Update",
+    "V3Id",
     "Version",
     "VersionCompat",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -80,6 +82,41 @@ def test_walkthrough_push_diff_accept_branch(server: Any, tmp_path: Path) -> Non
         ok(server.cli("branch", "history", "production", "--image", "walk", "--json"))
     )
     assert history[0]["to_version"] == 2
+
+
+def test_a_version_job_shows_created_and_a_failed_one_is_retried(
+    server: Any, tmp_path: Path
+) -> None:
+    """Seed 000's Image Version Status from 1 Created on, and the retry of a version job
+    that failed (its store lost a blob between the analysis and the accept)."""
+    content = os.urandom(20000)
+    build = make_build(tmp_path / "b", {"game.bin": content})
+    ok(server.cli("image", "create", "vretry"))
+    pushed = json.loads(ok(server.cli("push", str(build), "--image", "vretry", "--wait", "--json")))
+    args = ["diff", "create", "--image", "vretry", "--update", str(pushed["id"]), "--wait"]
+    diff = json.loads(ok(server.cli(*args, "--json")))
+    sha = hashlib.sha256(content).hexdigest()
+    (blob,) = server.data.glob(f"store/**/blobs/{sha[:2]}/{sha}")
+    aside = tmp_path / "blob"
+    shutil.move(blob, aside)
+
+    version = json.loads(ok(server.cli("diff", "accept", str(diff["id"]), "--json")))
+    assert (version["status"], version["status_name"]) == (1, "Created")
+    c = server.client()
+    failed = wait_for(
+        lambda: (v := c.get(f"/versions/{version['id']}").json())["status"] == 6 and v,
+        30,
+        "the version job to fail",
+    )
+    assert "lacks 1 blob" in failed["error"]
+
+    shutil.move(aside, blob)
+    retried = json.loads(
+        ok(server.cli("version", "retry", "--image", "vretry", "1", "--wait", "--json"))
+    )
+    assert (retried["number"], retried["status_name"]) == (1, "Completed")
+    again = server.cli("version", "retry", "--image", "vretry", "1")
+    assert again.returncode != 0 and "only a failed job can be retried" in again.stderr
 
 
 def test_bad_builds_are_refused_before_upload(server: Any, tmp_path: Path) -> None:

@@ -244,7 +244,8 @@ def _unlock(s: Session, diff: Diff) -> None:
 
 
 def accept_diff(s: Session, diff: Diff, actor: str) -> Version:
-    """Image Version Create: accept a completed analysis and queue the version job."""
+    """Image Version Create: accept a completed analysis and create the version job, in
+    state Created; the job runner queues it (``queue_created_versions``)."""
     if diff.decision != "open":
         raise Conflict(f"diff {diff.id} was already {diff.decision}")
     if diff.status != JobState.COMPLETED:
@@ -267,7 +268,7 @@ def accept_diff(s: Session, diff: Diff, actor: str) -> Version:
         diff_id=diff.id,
         file_count=upd.file_count,
         total_bytes=upd.total_bytes,
-        status=JobState.QUEUED,
+        status=JobState.CREATED,
         created_at=now(),
         updated_at=now(),
         created_by=actor,
@@ -277,6 +278,17 @@ def accept_diff(s: Session, diff: Diff, actor: str) -> Version:
     diff.updated_at = now()
     s.flush()
     return version
+
+
+def queue_created_versions(s: Session) -> None:
+    """Queue the version jobs ``accept_diff`` created (1 Created -> 3 Queued): the job
+    runner does it on its next pass, so the answer to an accept, and any read before that
+    pass, shows a new job as seed 000's Image Version Status does, Created."""
+    s.execute(
+        update(Version)
+        .where(Version.status == JobState.CREATED)
+        .values(status=JobState.QUEUED, updated_at=now())
+    )
 
 
 def finish_version(s: Session, version: Version) -> None:

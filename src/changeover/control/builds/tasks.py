@@ -55,6 +55,11 @@ def _previous_manifests(db: Database, store: LocalStore, version: Version) -> li
         return [store.get_manifest(i) for i in ids]
 
 
+def _versions_created() -> ColumnElement[bool]:
+    """Whether a version job waits to be queued (``services.queue_created_versions``)."""
+    return exists().where(Version.status == JobState.CREATED)
+
+
 def build_job_kinds(
     db: Database,
     store: LocalStore,
@@ -109,6 +114,10 @@ def build_job_kinds(
         with db.write() as s:
             services.promote_pending_diffs(s)
 
+    def queue_versions() -> None:
+        with db.write() as s:
+            services.queue_created_versions(s)
+
     def publish_version(job_id: int) -> None:
         with db.read() as s:
             version = s.get_one(Version, job_id)
@@ -135,7 +144,9 @@ def build_job_kinds(
     return [
         JobKind("update", Update, check_update),
         JobKind("diff", Diff, analyse_diff, promote=promote_diffs, waiting=diffs_waiting),
-        JobKind("version", Version, publish_version),
+        JobKind(
+            "version", Version, publish_version, promote=queue_versions, waiting=_versions_created
+        ),
     ]
 
 

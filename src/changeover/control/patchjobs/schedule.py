@@ -5,7 +5,9 @@ The rules (seed 001), each a pure function of the job and a clock reading:
 - start time: at least ``LEAD_S`` (5 min) ahead when given (``check_start_time``); none
   means "now" (the creation time);
 - edits: allowed until ``LEAD_S`` before the start, then only ``emails`` may change
-  (``check_edit``), so nothing moves under a job that is pre-staging or running;
+  (``check_edit``), so nothing moves under a job that is pre-staging or running; an edit
+  never moves a job to an application of another type, game or utility
+  (``check_application_type``);
 - pre-stage: at T-5 min the new builds are staged on every host the selection touches
   (``prestage``); the StageBuild keys are the ones the planner uses at start, so a host
   is never asked twice and the switch itself downloads nothing;
@@ -93,6 +95,24 @@ def check_edit(current: JobSpec, proposed: JobSpec, start_at: float, now: float)
         )
     if "scheduled_start" in changed:
         check_start_time(proposed.scheduled_start, now)
+
+
+def check_application_type(current: str | None, proposed: str | None) -> None:
+    """An edit may move a job to another application only of the same type (seed 001: a
+    job for a game never becomes one for a utility, nor the reverse). An application whose
+    type is unset counts as a type of its own: it cannot be told apart from either.
+
+    Raises:
+        InvalidInput: the types differ (the field is ``application``).
+    """
+    if current != proposed:
+        raise InvalidInput(
+            f"application: the job's application is of type {current or 'unset'}; an edit"
+            f" cannot move it to an application of type {proposed or 'unset'}",
+            field="application",
+            current_type=current,
+            proposed_type=proposed,
+        )
 
 
 def stage_key(job_id: int, host: str, version_id: int) -> str:
@@ -198,6 +218,7 @@ __all__ = [
     "LEAD_S",
     "QueueDecision",
     "QueuedJob",
+    "check_application_type",
     "check_edit",
     "check_start_time",
     "edit_locked",

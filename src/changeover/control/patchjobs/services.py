@@ -48,7 +48,12 @@ from changeover.control.patchjobs.records import (
     PatchJobEmail,
     PatchJobEvent,
 )
-from changeover.control.patchjobs.schedule import check_edit, check_start_time, edit_locked
+from changeover.control.patchjobs.schedule import (
+    check_application_type,
+    check_edit,
+    check_start_time,
+    edit_locked,
+)
 from changeover.control.patchjobs.states import CancelMode, JobStatus, Method
 from changeover.control.patchjobs.storage import (
     add_event,
@@ -307,11 +312,12 @@ def _set_emails(s: Session, job: PatchJob, emails: Sequence[Mapping[str, Any]], 
 
 
 def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: float) -> PatchJob:
-    """Edit a job: anything until 5 minutes before its start, then only ``emails``.
+    """Edit a job: anything until 5 minutes before its start, then only ``emails``; another
+    application only of the same type (game or utility).
 
     Raises:
         Conflict: the job is locked (the message names the fields) or over.
-        InvalidInput, NotFound: as ``create``.
+        InvalidInput, NotFound: as ``create``; another application of another type.
     """
     unknown = sorted(set(patch) - BODY_FIELDS)
     if unknown:
@@ -339,6 +345,11 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
         r = None
         start_at = job.start_at
     else:
+        if isinstance(merged.get("application"), str):  # first: whatever else is wrong
+            app = get_application(s, merged["application"])
+            if app.id != job.application_id:
+                current = s.get_one(Application, job.application_id)
+                check_application_type(current.type, app.type)
         r, new_stored, start_at = _validated(s, merged, t)
         check_edit(spec_of(job), specs.to_spec(job.id, new_stored), job.start_at, t)
     values: dict[str, Any] = {
@@ -362,12 +373,23 @@ def update(s: Session, job: PatchJob, patch: Mapping[str, Any], actor: str, t: f
     return job
 
 
-def cancel(db: Database, job_id: int, mode: str, actor: str, t: float) -> PatchJob:
+def cancel(
+    db: Database,
+    job_id: int,
+    mode: str,
+    actor: str,
+    t: float,
+    *,
+    before_start: bool = False,
+) -> PatchJob:
     """Ask the job to stop: ``revert`` (back to the old builds) or ``wrap_up`` (as is).
+    ``before_start``: only if the job has not started (checked in the same
+    compare-and-set as the cancel, so a job that starts meanwhile is left alone).
 
     Raises:
         InvalidInput: an unknown mode. Conflict: the job is over, or was cancelled with
-            the other mode. NotFound: no such job.
+            the other mode, or (``before_start``) has started (the fact ``started``).
+            NotFound: no such job.
     """
     try:
         chosen = CancelMode(mode)
@@ -378,6 +400,13 @@ def cancel(db: Database, job_id: int, mode: str, actor: str, t: float) -> PatchJ
         if JobStatus(job.status).terminal:
             raise Conflict(
                 f"patch job {job.id} is over ({JobStatus(job.status).label})", job_id=job.id
+            )
+        if before_start and progress.phase != PENDING:
+            raise Conflict(
+                f"patch job {job.id} has started: cancelling it needs a choice, revert (back"
+                " to the old builds) or wrap up (leave every instance as it is)",
+                job_id=job.id,
+                started=True,
             )
         if progress.cancel is chosen:
             return None

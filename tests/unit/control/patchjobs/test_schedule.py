@@ -19,6 +19,7 @@ from changeover.control.patchjobs.model import (
 from changeover.control.patchjobs.schedule import (
     LEAD_S,
     QueuedJob,
+    check_application_type,
     check_edit,
     check_start_time,
     edit_locked,
@@ -33,6 +34,15 @@ from changeover.times import utc
 from unit.control.patchjobs.patchjob_world import NEW, OLD, T0, World, drive, spec_for
 
 START = T0 + 3600
+
+
+def test_an_edit_keeps_the_application_type() -> None:
+    check_application_type("game", "game")
+    check_application_type(None, None)
+    for current, proposed in [("game", "utility"), ("utility", "game"), ("game", None)]:
+        with pytest.raises(InvalidInput) as e:
+            check_application_type(current, proposed)
+        assert e.value.facts["field"] == "application"
 
 
 def test_no_start_time_means_now_and_one_must_be_five_minutes_ahead() -> None:
