@@ -49,7 +49,7 @@ def strip_options(text: str) -> str:
 
 
 def main() -> int:
-    from grpc_tools import protoc  # type: ignore[import-untyped]  # dev only
+    from grpc_tools import protoc  # dev only
 
     target = HERE / "_pb"
     with tempfile.TemporaryDirectory() as tmp:
