@@ -1,0 +1,135 @@
+"""A game server that knows only Agones' official Node.js SDK (``nodegame/game.js``,
+``@google-cloud/agones-sdk`` from npm at the version ``nodegame/package-lock.json`` pins),
+run by a real agent against a real control plane: Ready, Health, SetLabel, player tracking
+and WatchGameServer through Agones' gRPC protocol, and Changeover's shutdown notice
+arriving on the watch stream."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import start_server, stop_server
+from fleet_helpers import AgentProc, ok, release
+from tests_helpers import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).parents[3]
+GAME = Path(__file__).parent / "nodegame"
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("Node.js and npm are needed (Debian: apt-get install nodejs npm)")
+    # The Makefile installs the pinned SDK (npm ci, from the lockfile) once.
+    subprocess.run(["make", "-s", "agones-node"], cwd=ROOT, check=True, timeout=300)
+    return GAME / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def world(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    server = start_server(tmp_path_factory.mktemp("agones-server"), None)
+    c = server.client()
+    ok(c.post("/images", json={"name": "nodegame"}), 201)
+    release(c, "nodegame", {"game.js": (GAME / "game.js").read_bytes()}, "v1")
+    ok(c.post("/applications", json={"name": "nodegame", "type": "game"}), 201)
+    ok(c.post("/environments", json={"name": "prod"}), 201)
+    ok(c.post("/regions", json={"name": "eu"}), 201)
+    work = tmp_path_factory.mktemp("agones-agents") / "n1"
+    agent = AgentProc(server, server.token("agent"), "n1", "eu", work).start()
+    try:
+        yield {"c": c, "agent": agent, "work": work, "node_modules": node_modules}
+    finally:
+        agent.cleanup()
+        print(agent.log()[-6000:])  # shown by pytest on failure
+        stop_server(server)
+
+
+def game_log(work: Path, instance_id: int) -> list[dict[str, Any]]:
+    path = work / "logs" / f"{instance_id}.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def instance(c: httpx.Client, fleet: str) -> dict[str, Any] | None:
+    rows = list(ok(c.get(f"/fleets/{fleet}/instances")))
+    return rows[0] if len(rows) == 1 else None
+
+
+def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
+    world: dict[str, Any],
+) -> None:
+    c, work = world["c"], world["work"]
+    body = {
+        "name": "nodegame",
+        "application": "nodegame",
+        "image": "nodegame",
+        "version": "v1",
+        "command": ["node", "game.js", "{port}"],
+        "ports": [{"name": "game", "protocol": "tcp"}],
+        "health": {"type": "sdk", "interval_s": 0.2, "timeout_s": 5, "start_grace_s": 30},
+        "capacity": 2,
+        "env": {"NODE_PATH": str(world["node_modules"])},
+    }
+    ok(c.post("/profiles", json=body), 201)
+    fleet = {
+        "name": "nodegame",
+        "application": "nodegame",
+        "environment": "prod",
+        "hosts": ["n1"],
+        "instances_per_host": 1,
+        "profile": "nodegame",
+    }
+    ok(c.post("/fleets", json=fleet), 201)
+
+    # Ready and Health pings through Agones' gRPC make the instance ready (health "sdk");
+    # the label it set is in the API.
+    row = wait_for(
+        lambda: (i := instance(c, "nodegame")) and i["state"] == "ready" and i, 60, "ready"
+    )
+    row = wait_for(lambda: (i := instance(c, "nodegame")) and i["sdk"]["labels"] and i, 10)
+    assert row["sdk"]["labels"] == {"mode": "ranked"}
+    iid = row["id"]
+    lines = wait_for(lambda: [x for x in game_log(work, iid) if "ready" in x], 10)
+    assert lines[0] == {"ready": "Ready", "name": f"nodegame-{iid}"}
+    watched = [x for x in game_log(work, iid) if "watch" in x]
+    assert watched[-1]["watch"] == "Ready"
+    assert watched[-1]["labels"]["agones.dev/sdk-mode"] == "ranked"
+    assert watched[-1]["labels"]["agones.dev/fleet"] == "nodegame"
+    uid = watched[0]["uid"]
+    assert uid and all(x["uid"] == uid for x in watched)  # one GameServer, one uid
+
+    # A player, reported with the SDK's player tracking, is in the API too.
+    with socket.create_connection(("127.0.0.1", row["port"]), timeout=10) as player:
+        player.sendall(b"ann\n")
+        assert player.makefile().readline().strip() == "welcome ann"
+        wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == ["ann"], 10)
+    wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == [], 10)
+
+    # Scaled down: Changeover's shutdown notice reaches the game on its watch stream, as
+    # the Shutdown state with the deadline annotation; the game saves and calls Shutdown,
+    # and is stopped at once rather than after the save grace.
+    ok(c.patch("/fleets/nodegame", json={"instances_per_host": 0}))
+    wait_for(lambda: ok(c.get(f"/instances/{iid}"))["state"] == "stopped", 30, "stopped")
+    logged = game_log(work, iid)
+    shutdown = next(x for x in logged if x.get("watch") == "Shutdown")
+    assert shutdown["annotations"]["changeover.dev/shutdown-reason"] == "scaled down"
+    assert shutdown["annotations"]["changeover.dev/shutdown-deadline"].endswith("Z")
+    assert {"saved": True} in logged
+    assert {"sigterm": True} in logged
+    assert ok(c.get(f"/instances/{iid}"))["exit"]["how"] == "exited"
