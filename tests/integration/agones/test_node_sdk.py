@@ -121,6 +121,31 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
         wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == ["ann"], 10)
     wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == [], 10)
 
+    # Agones' allocation calls, here through the instance's REST gateway with plain HTTP:
+    # Server Allocate places no one on an allocated server, and follows the player
+    # capacity the game sets.
+    record = json.loads((work / "instances" / f"{iid}.json").read_text())
+    gateway = httpx.Client(
+        base_url=f"http://127.0.0.1:{record['agones_ports']['http']}", timeout=10
+    )
+    assert gateway.get("/gameserver").json()["object_meta"]["uid"] == uid
+    ok(gateway.post("/allocate", json={}))
+    row = wait_for(lambda: (i := ok(c.get(f"/instances/{iid}")))["capacity"] == 0 and i, 10)
+    assert row["sdk"]["allocated"] and row["state"] == "allocated"
+    refused = c.post("/allocations", json={"fleet": "nodegame", "players": ["bob"]})
+    assert refused.status_code == 409 and refused.json()["reason"] == "no_capacity"
+    ok(gateway.put("/alpha/player/capacity", json={"count": "1"}))
+    ok(gateway.post("/ready", json={}))
+    wait_for(lambda: ok(c.get(f"/instances/{iid}"))["capacity"] == 1, 10)
+    got = ok(c.post("/allocations", json={"fleet": "nodegame", "players": ["bob"]}), 201)
+    assert got["instance_id"] == iid
+    ok(c.delete(f"/sessions/{got['session_id']}"))
+    gateway.close()
+    assert [x["watch"] for x in game_log(work, iid) if "watch" in x][-2:] == [
+        "Allocated",
+        "Ready",
+    ]
+
     # Scaled down: Changeover's shutdown notice reaches the game on its watch stream, as
     # the Shutdown state with the deadline annotation; the game saves and calls Shutdown,
     # and is stopped at once rather than after the save grace.
