@@ -54,6 +54,9 @@ agones-protos: $(STAMP)
 AGONES_NODE := tests/integration/agones/nodegame
 agones-node: $(AGONES_NODE)/node_modules/.installed
 $(AGONES_NODE)/node_modules/.installed: $(AGONES_NODE)/package.json $(AGONES_NODE)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
 	cd $(AGONES_NODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

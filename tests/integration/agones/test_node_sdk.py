@@ -140,11 +140,26 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     got = ok(c.post("/allocations", json={"fleet": "nodegame", "players": ["bob"]}), 201)
     assert got["instance_id"] == iid
     ok(c.delete(f"/sessions/{got['session_id']}"))
-    gateway.close()
     assert [x["watch"] for x in game_log(work, iid) if "watch" in x][-2:] == [
         "Allocated",
         "Ready",
     ]
+
+    # The game asks to end (Shutdown): stopped, and started afresh at once as a new
+    # GameServer (a new uid, the profile's capacity again), on the same SDK ports.
+    ok(gateway.post("/shutdown", json={}))
+    gateway.close()
+    row = wait_for(
+        lambda: (
+            (i := ok(c.get(f"/instances/{iid}")))["restarts"] == 1 and i["state"] == "ready" and i
+        ),
+        30,
+        "restarted",
+    )
+    assert (row["exit"]["how"], row["exit"]["reason"]) == ("exited", "sdk shutdown")
+    assert row["error"] is None and row["capacity"] == 2
+    uids = [x["uid"] for x in game_log(work, iid) if "watch" in x]
+    assert len(set(uids)) == 2 and uids[-1] != uid
 
     # Scaled down: Changeover's shutdown notice reaches the game on its watch stream, as
     # the Shutdown state with the deadline annotation; the game saves and calls Shutdown,
@@ -152,7 +167,12 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     ok(c.patch("/fleets/nodegame", json={"instances_per_host": 0}))
     wait_for(lambda: ok(c.get(f"/instances/{iid}"))["state"] == "stopped", 30, "stopped")
     logged = game_log(work, iid)
-    shutdown = next(x for x in logged if x.get("watch") == "Shutdown")
+    shutdown = next(
+        x
+        for x in logged
+        if x.get("watch") == "Shutdown" and "changeover.dev/shutdown-reason" in x["annotations"]
+    )
+    assert shutdown["uid"] == uids[-1]
     assert shutdown["annotations"]["changeover.dev/shutdown-reason"] == "scaled down"
     assert shutdown["annotations"]["changeover.dev/shutdown-deadline"].endswith("Z")
     assert {"saved": True} in logged
