@@ -116,8 +116,8 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
 
     # A player, reported with the SDK's player tracking, is in the API too.
     with socket.create_connection(("127.0.0.1", row["port"]), timeout=10) as player:
-        player.sendall(b"ann\n")
-        assert player.makefile().readline().strip() == "welcome ann"
+        player.sendall(b'{"hello": "ann", "session": "s1"}\n')
+        assert json.loads(player.makefile().readline()) == {"welcome": "ann"}
         wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == ["ann"], 10)
     wait_for(lambda: ok(c.get(f"/instances/{iid}"))["sdk"]["players"] == [], 10)
 
@@ -176,5 +176,5 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     assert shutdown["annotations"]["changeover.dev/shutdown-reason"] == "scaled down"
     assert shutdown["annotations"]["changeover.dev/shutdown-deadline"].endswith("Z")
     assert {"saved": True} in logged
-    assert {"sigterm": True} in logged
+    assert {"sigterm": True, "players": 0} in logged
     assert ok(c.get(f"/instances/{iid}"))["exit"]["how"] == "exited"
