@@ -123,7 +123,8 @@ class Record:
     uid: str | None = None
     """Its process's GameServer uid (Agones' SDK): a new one for every start."""
     sdk_shutdown: bool = False
-    """The game asked to be stopped (Agones' Shutdown) and was sent its stop signal."""
+    """The game asked to be stopped (Agones' Shutdown) and was sent its stop signal; once
+    it has ended it stays down while the instance has a shutdown notice."""
 
     @property
     def sdk_id(self) -> str:
@@ -354,6 +355,10 @@ class Supervisor:
     def _run_step(self, r: Record, now: float) -> None:
         proc = r.proc
         if proc is None:
+            if r.sdk_shutdown:
+                if r.notice:
+                    return  # ended as its game asked, under a notice: stays down
+                r.sdk_shutdown, r.phase = False, "staging"  # the notice was withdrawn
             if now < r.next_start_at:
                 return
             staged, error = self.stager.status(r.manifest_id)
@@ -561,10 +566,15 @@ class Supervisor:
         self._unregister(r)
         r.sdk = {}
         if r.sdk_shutdown:
-            # Agones' Shutdown: the game asked to end; a fresh one starts now (a new
+            # Agones' Shutdown: the game asked to end. Under a shutdown notice (the control
+            # plane is retiring it) it stays down; otherwise a fresh one starts now (a new
             # GameServer, as its fleet would make), with no crash back-off.
-            r.sdk_shutdown, r.kill_reason = False, None
-            r.phase, r.error, r.next_start_at = "staging", None, now
+            r.kill_reason, r.error, r.next_start_at = None, None, now
+            if r.notice:
+                r.phase = "stopped"
+                log.info("instance %s ended as its game asked, under its notice", r.id)
+                return
+            r.sdk_shutdown, r.phase = False, "staging"
             log.info("instance %s ended as its game asked (SDK Shutdown): starting afresh", r.id)
             return
         if uptime >= STABLE_S:

@@ -2,11 +2,13 @@
 ``@google-cloud/agones-sdk`` from npm at the version ``nodegame/package-lock.json`` pins),
 run by a real agent against a real control plane: Ready, Health, SetLabel, player tracking
 and WatchGameServer through Agones' gRPC protocol, and Changeover's shutdown notice
-arriving on the watch stream."""
+arriving on the watch stream; then the same game moved to a new build by a patch job
+while ``changeover bots`` play on it, dropping nobody."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +21,7 @@ import pytest
 
 from conftest import start_server, stop_server
 from fleet_helpers import AgentProc, ok, release
-from tests_helpers import wait_for
+from tests_helpers import CLI, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,14 +43,22 @@ def world(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     server = start_server(tmp_path_factory.mktemp("agones-server"), None)
     c = server.client()
     ok(c.post("/images", json={"name": "nodegame"}), 201)
-    release(c, "nodegame", {"game.js": (GAME / "game.js").read_bytes()}, "v1")
+    game = (GAME / "game.js").read_bytes()
+    release(c, "nodegame", {"game.js": game}, "v1")
+    release(c, "nodegame", {"game.js": game + b"// build 2\n"}, "v2")
     ok(c.post("/applications", json={"name": "nodegame", "type": "game"}), 201)
     ok(c.post("/environments", json={"name": "prod"}), 201)
     ok(c.post("/regions", json={"name": "eu"}), 201)
     work = tmp_path_factory.mktemp("agones-agents") / "n1"
     agent = AgentProc(server, server.token("agent"), "n1", "eu", work).start()
     try:
-        yield {"c": c, "agent": agent, "work": work, "node_modules": node_modules}
+        yield {
+            "server": server,
+            "c": c,
+            "agent": agent,
+            "work": work,
+            "node_modules": node_modules,
+        }
     finally:
         agent.cleanup()
         print(agent.log()[-6000:])  # shown by pytest on failure
@@ -71,31 +81,39 @@ def instance(c: httpx.Client, fleet: str) -> dict[str, Any] | None:
     return rows[0] if len(rows) == 1 else None
 
 
+def profile(world: dict[str, Any], name: str, version: str, capacity: int) -> None:
+    body = {
+        "name": name,
+        "application": "nodegame",
+        "image": "nodegame",
+        "version": version,
+        "command": ["node", "game.js", "{port}"],
+        "ports": [{"name": "game", "protocol": "tcp"}],
+        "health": {"type": "sdk", "interval_s": 0.2, "timeout_s": 5, "start_grace_s": 30},
+        "capacity": capacity,
+        "env": {"NODE_PATH": str(world["node_modules"])},
+    }
+    ok(world["c"].post("/profiles", json=body), 201)
+
+
+def fleet(c: httpx.Client, name: str, prof: str, per_host: int) -> None:
+    body = {
+        "name": name,
+        "application": "nodegame",
+        "environment": "prod",
+        "hosts": ["n1"],
+        "instances_per_host": per_host,
+        "profile": prof,
+    }
+    ok(c.post("/fleets", json=body), 201)
+
+
 def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     world: dict[str, Any],
 ) -> None:
     c, work = world["c"], world["work"]
-    body = {
-        "name": "nodegame",
-        "application": "nodegame",
-        "image": "nodegame",
-        "version": "v1",
-        "command": ["node", "game.js", "{port}"],
-        "ports": [{"name": "game", "protocol": "tcp"}],
-        "health": {"type": "sdk", "interval_s": 0.2, "timeout_s": 5, "start_grace_s": 30},
-        "capacity": 2,
-        "env": {"NODE_PATH": str(world["node_modules"])},
-    }
-    ok(c.post("/profiles", json=body), 201)
-    fleet = {
-        "name": "nodegame",
-        "application": "nodegame",
-        "environment": "prod",
-        "hosts": ["n1"],
-        "instances_per_host": 1,
-        "profile": "nodegame",
-    }
-    ok(c.post("/fleets", json=fleet), 201)
+    profile(world, "nodegame", "v1", capacity=2)
+    fleet(c, "nodegame", "nodegame", 1)
 
     # Ready and Health pings through Agones' gRPC make the instance ready (health "sdk");
     # the label it set is in the API.
@@ -178,3 +196,98 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     assert {"saved": True} in logged
     assert {"sigterm": True, "players": 0} in logged
     assert ok(c.get(f"/instances/{iid}"))["exit"]["how"] == "exited"
+
+
+def test_a_patch_job_moves_the_agones_game_to_a_new_build_and_drops_nobody(
+    world: dict[str, Any],
+) -> None:
+    """The "done when" of issue 21: players on the Agones-only game, a rolling patch job
+    to build 2. Each old server hears the notice on its watch stream, tells its players,
+    who move to a new server, and calls Shutdown once they have gone."""
+    c, server = world["c"], world["server"]
+    for v in ("v1", "v2"):
+        profile(world, f"nodepatch-{v}", v, capacity=4)
+    fleet(c, "nodepatch", "nodepatch-v1", 2)
+
+    def live(prof: str) -> list[dict[str, Any]] | None:
+        rows = [
+            i
+            for i in ok(c.get("/fleets/nodepatch/instances", params={"all": "true"}))
+            if i["state"] not in ("stopped", "lost")
+        ]
+        ready = len(rows) == 2 and all(
+            i["profile"] == prof and i["state"] in ("ready", "allocated") for i in rows
+        )
+        return rows if ready else None
+
+    old = wait_for(lambda: live("nodepatch-v1"), 60, "two ready v1 servers")
+    bots = subprocess.Popen(
+        [
+            *CLI,
+            "bots",
+            "--fleet",
+            "nodepatch",
+            "--players",
+            "4",
+            "--duration",
+            "16",
+            "--session-min",
+            "2",
+            "--session-max",
+            "6",
+            "--seed",
+            "21",
+        ],
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(i["players"] > 0 for i in live("nodepatch-v1") or []), 30)
+        job = {
+            "name": "agones game to build 2",
+            "environment": "prod",
+            "application": "nodegame",
+            "method": "rolling",
+            "builds": [{"old": "nodepatch-v1", "new": "nodepatch-v2"}],
+            "fleets": ["nodepatch"],
+            "rolling": {
+                "max_unavailable": 1,
+                "max_surge": 1,
+                "min_healthy_time_s": 1,
+                "healthy_deadline_s": 60,
+                "progress_deadline_s": 120,
+            },
+            "drain": {"deadline_s": 20, "notice_before_s": [20]},
+            "stop": {"signal": "SIGTERM", "timeout_s": 10},
+        }
+        created = ok(c.post("/patchjobs", json=job), 201)
+        done = wait_for(
+            lambda: (j := ok(c.get(f"/patchjobs/{created['id']}")))["status"] >= 7 and j,
+            90,
+            "the job to finish",
+        )
+        assert done["status_name"] == "Completed", done
+        wait_for(lambda: live("nodepatch-v2"), 30, "two ready v2 servers")
+        out, err = bots.communicate(timeout=60)
+        assert bots.returncode == 0, err
+        report = json.loads(out)
+        print(json.dumps(report))
+        assert report["dropped_without_notice"] == 0, report
+        assert report["completed"] + report["moved"] >= 4, report
+        assert report["moved"] >= 1, report  # players were on old servers at the notice
+        # The old servers heard the notice through Agones' watch and asked to end.
+        for i in old:
+            logged = game_log(world["work"], i["id"])
+            assert any(
+                x.get("watch") == "Shutdown"
+                and "changeover.dev/shutdown-deadline" in x["annotations"]
+                for x in logged
+            ), logged[-5:]
+            assert {"saved": True} in logged
+            assert ok(c.get(f"/instances/{i['id']}"))["state"] == "stopped"
+    finally:
+        if bots.poll() is None:
+            bots.kill()
+            bots.wait()
