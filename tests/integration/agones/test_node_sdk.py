@@ -196,6 +196,9 @@ def test_a_game_on_agones_node_sdk_runs_reports_and_hears_the_shutdown_notice(
     assert {"saved": True} in logged
     assert {"sigterm": True, "players": 0} in logged
     assert ok(c.get(f"/instances/{iid}"))["exit"]["how"] == "exited"
+    # Its SDK servers went with it: a late call finds nobody, as when Agones' sidecar goes.
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"http://127.0.0.1:{record['agones_ports']['http']}/ready", json={})
 
 
 def test_a_patch_job_moves_the_agones_game_to_a_new_build_and_drops_nobody(
