@@ -48,10 +48,10 @@ def strip_options(text: str) -> str:
     return "".join(out)
 
 
-def main() -> int:
+def main(target: Path = HERE / "_pb") -> int:
+    """Compile the protos into ``target`` (by default the package's ``_pb``); 0 on success."""
     from grpc_tools import protoc  # dev only
 
-    target = HERE / "_pb"
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "changeover" / "agones" / "_pb"
         pkg.mkdir(parents=True)
