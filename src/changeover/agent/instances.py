@@ -229,7 +229,10 @@ class Supervisor:
             self.sdk.apply(r.sdk_id, lambda st: _restore_agones_state(st, saved))
         except ChangeoverError as e:
             log.warning("instance %s: could not restore its SDK state: %s", r.id, e.message)
-        self._open_agones(r)
+        try:
+            self._open_agones(r)
+        except ChangeoverError as e:
+            log.warning("instance %s: no Agones SDK servers: %s", r.id, e.message)
         log.info("re-adopted instance %s (pid %s)", r.id, r.pid)
 
     # -- the Agones SDK servers ------------------------------------------------------------

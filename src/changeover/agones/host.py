@@ -23,7 +23,7 @@ import uvicorn
 
 from changeover.agones import gameserver, gateway, grpc_server
 from changeover.agones.service import AgonesInstance
-from changeover.errors import Conflict, RemoteError
+from changeover.errors import ChangeoverError, Conflict, RemoteError
 from changeover.sdk.server import HOST, SDKServer
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,16 @@ class AgonesHost:
 
         Raises:
             Conflict: the instance is open already, or the host is not started.
-            RemoteError: no port could be bound.
+            RemoteError: the servers could not be started (no port, a timeout).
         """
         if instance_id in self._open:
             raise Conflict(f"instance {instance_id} has its Agones SDK servers already")
-        opened: _Open = self._run(self._open_async(instance_id, ident, grpc_port, http_port))
+        try:
+            opened: _Open = self._run(self._open_async(instance_id, ident, grpc_port, http_port))
+        except ChangeoverError:
+            raise
+        except Exception as e:  # grpc, the loop or a timeout: the agent's loop must go on
+            raise RemoteError(f"cannot serve Agones' SDK for instance {instance_id}: {e!r}") from e
         self._open[instance_id] = opened
         return opened.grpc_port, opened.http_port
 
@@ -172,7 +177,10 @@ class AgonesHost:
         opened = self._open.pop(instance_id, None)
         if opened is None:
             return False
-        self._run(self._close_async(opened))
+        try:
+            self._run(self._close_async(opened))
+        except Exception:  # closing must never fail the agent's loop
+            log.warning("closing the Agones SDK servers of %s failed", instance_id, exc_info=True)
         return True
 
     async def _close_async(self, opened: _Open) -> None:
