@@ -30,6 +30,12 @@ SDK state (ready, players, labels, notice) through the SDK's own protocol, right
 SDK server starts. What a game said while the agent was down, or in the few milliseconds of
 the replay, is lost — a player who left then still counts as connected until the session
 is ended (``DELETE /sessions/{id}``) or the instance stops.
+
+Agones' SDK: with an ``AgonesHost``, every instance also gets Agones' gRPC and REST SDK
+servers on ports of its own (``AGONES_SDK_GRPC_PORT``, ``AGONES_SDK_HTTP_PORT``, kept in the
+record so a re-adopted game finds them again), over the same SDK state. A game that calls
+Agones' Shutdown gets its stop signal; it is then started afresh (a new GameServer) unless
+it has a shutdown notice, when it stays down for the control plane to retire.
 """
 
 from __future__ import annotations
@@ -386,7 +392,8 @@ class Supervisor:
 
     def _sdk_shutdown(self, r: Record, proc: ProcessInfo, now: float) -> None:
         """The game asked to be stopped (Agones' Shutdown): its stop signal, then as any
-        stop (``_escalate``); ``_exited`` starts it afresh."""
+        stop (``_escalate``); ``_exited`` then starts it afresh, or leaves it down under a
+        notice."""
         stop_signal, _ = _stop_method(r, r.run_spec())
         log.info("instance %s asked to shut down: sending %s", r.id, stop_signal)
         self.processes.signal_group(proc, getattr(signal, stop_signal))

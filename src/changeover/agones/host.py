@@ -186,7 +186,7 @@ class AgonesHost:
     async def _close_async(self, opened: _Open) -> None:
         opened.instance.close()
         opened.http.should_exit = True
-        await grpc_server.stop(opened.grpc, 0.2)
+        await grpc_server.stop(opened.grpc, 0.1)
         try:
             await asyncio.wait_for(opened.http_task, timeout=3)
         except Exception:  # a stuck connection must not stop the agent's loop

@@ -233,7 +233,7 @@ def test_a_patch_job_moves_the_agones_game_to_a_new_build_and_drops_nobody(
             "--players",
             "4",
             "--duration",
-            "16",
+            "12",
             "--session-min",
             "2",
             "--session-max",
