@@ -55,6 +55,7 @@ def world() -> Iterator[dict[str, Any]]:
             "alpha": alpha_pb2_grpc.SDKStub(channel),
             "http": httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10),
             "changes": changes,
+            "channel": channel,
         }
     finally:
         channel.close()
@@ -153,6 +154,11 @@ def test_grpc_bad_input_gets_agones_status_codes_and_changes_nothing(
         with pytest.raises(grpc.RpcError) as bad:
             call(arg, timeout=5)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, call
+    # Counters and lists (beta) are not served: the status any gRPC server gives.
+    beta = world["channel"].unary_unary("/agones.dev.sdk.beta.SDK/GetCounter")
+    with pytest.raises(grpc.RpcError) as unserved:
+        beta(b"", timeout=5)
+    assert unserved.value.code() == grpc.StatusCode.UNIMPLEMENTED
     after = sdk.state("g1").to_dict()
     assert {k: v for k, v in after.items() if k != "last_heartbeat"} == {
         k: v for k, v in before.items() if k != "last_heartbeat"
