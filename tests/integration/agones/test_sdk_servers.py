@@ -247,6 +247,8 @@ def test_rest_gateway_with_plain_http(world: dict[str, Any]) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == 5
     assert sdk.state("g1").reserved  # nothing disturbed
 
+    with http.stream("GET", "/watch/gameserver") as dropped:  # opened, then dropped
+        assert json.loads(next(dropped.iter_lines()))["result"]["status"]["state"] == "Reserved"
     with http.stream("GET", "/watch/gameserver") as stream:
         lines = stream.iter_lines()
         first = json.loads(next(lines))["result"]
