@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PACKAGE_TOOLS := $(VENV)/.package-tools
 
-.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs screenshots package
+.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs screenshots package agones-protos agones-node
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,22 @@ qt-libs:
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $(QT_LIBS); }
 
+# The Agones SDK's Python stubs (src/changeover/agones/_pb, tracked) from the vendored
+# official protos (src/changeover/agones/proto, their version in its VERSION file).
+agones-protos: $(STAMP)
+	$(BIN)/python -m changeover.agones.regenerate
+
+# Agones' official Node.js SDK, at the version its package-lock.json pins, for the tests'
+# Agones-only game server (tests/integration/agones/nodegame). The tests call this too.
+AGONES_NODE := tests/integration/agones/nodegame
+agones-node: $(AGONES_NODE)/node_modules/.installed
+$(AGONES_NODE)/node_modules/.installed: $(AGONES_NODE)/package.json $(AGONES_NODE)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
+	cd $(AGONES_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
@@ -63,12 +79,12 @@ typecheck: $(STAMP)
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
 PYTEST := $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -p no:cacheprovider
 
-test: $(STAMP) lint typecheck chromium qt-libs
+test: $(STAMP) lint typecheck chromium qt-libs agones-node
 	$(PYTEST)
 
 # The same run, measured by coverage.py (servers and agents the tests start included):
 # slower (every server process is traced), so not part of `make test`.
-coverage: $(STAMP) chromium qt-libs
+coverage: $(STAMP) chromium qt-libs agones-node
 	$(PYTEST) --cov=changeover --cov-report=term:skip-covered
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain

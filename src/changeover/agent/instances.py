@@ -30,6 +30,12 @@ SDK state (ready, players, labels, notice) through the SDK's own protocol, right
 SDK server starts. What a game said while the agent was down, or in the few milliseconds of
 the replay, is lost — a player who left then still counts as connected until the session
 is ended (``DELETE /sessions/{id}``) or the instance stops.
+
+Agones' SDK: with an ``AgonesHost``, every instance also gets Agones' gRPC and REST SDK
+servers on ports of its own (``AGONES_SDK_GRPC_PORT``, ``AGONES_SDK_HTTP_PORT``, kept in the
+record so a re-adopted game finds them again), over the same SDK state. A game that calls
+Agones' Shutdown gets its stop signal; it is then started afresh (a new GameServer) unless
+it has a shutdown notice, when it stays down for the control plane to retire.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,11 +64,14 @@ from changeover.agent.processes import (
     signal_name,
 )
 from changeover.agent.staging import Stager
+from changeover.agones import gameserver
+from changeover.agones.host import GRPC_PORT_ENV, HTTP_PORT_ENV, AgonesHost
 from changeover.content.files import atomic_write
 from changeover.errors import ChangeoverError, InvalidInput, NotFound
 from changeover.runspec import RunSpec
 from changeover.sdk.client import GameServerSDK
 from changeover.sdk.server import SDKServer
+from changeover.sdk.state import InstanceSDKState
 
 log = logging.getLogger("changeover.agent")
 
@@ -114,6 +124,13 @@ class Record:
     ended: dict[str, Any] | None = None
     """How the last process ended: ``{"how": exited|killed|crashed, "code", "signal",
     "reason", "at"}``."""
+    agones_ports: dict[str, int] = field(default_factory=dict)
+    """The ports of its Agones SDK servers (``grpc``, ``http``), kept across agent restarts."""
+    uid: str | None = None
+    """Its process's GameServer uid (Agones' SDK): a new one for every start."""
+    sdk_shutdown: bool = False
+    """The game asked to be stopped (Agones' Shutdown) and was sent its stop signal; once
+    it has ended it stays down while the instance has a shutdown notice."""
 
     @property
     def sdk_id(self) -> str:
@@ -146,10 +163,12 @@ class Supervisor:
         *,
         clock: Callable[[], float] = time.time,
         port_free: Callable[[int, str], bool] = port_is_free,
+        agones: AgonesHost | None = None,
     ) -> None:
         self.config = config
         self.processes = processes
         self.sdk = sdk
+        self.agones = agones
         self.stager = stager
         self.clock = clock
         self.port_free = port_free
@@ -198,8 +217,7 @@ class Supervisor:
             self._save(r)
 
     def _adopt(self, r: Record) -> None:
-        with contextlib.suppress(NotFound):
-            self.sdk.unregister(r.sdk_id)
+        self._unregister(r)
         url, _ = self.sdk.register(r.sdk_id, r.sdk_token)
         saved = r.sdk
         try:
@@ -214,9 +232,55 @@ class Supervisor:
                     self.sdk.notify_shutdown(r.sdk_id, r.notice_sent[0], r.notice_sent[1])
                 if saved.get("state_saved"):
                     game.state_saved()
+            self.sdk.apply(r.sdk_id, lambda st: _restore_agones_state(st, saved))
         except ChangeoverError as e:
             log.warning("instance %s: could not restore its SDK state: %s", r.id, e.message)
+        try:
+            self._open_agones(r)
+        except ChangeoverError as e:
+            log.warning("instance %s: no Agones SDK servers: %s", r.id, e.message)
         log.info("re-adopted instance %s (pid %s)", r.id, r.pid)
+
+    # -- the Agones SDK servers ------------------------------------------------------------
+
+    def _identity(self, r: Record, created_at: float | None) -> gameserver.Identity:
+        spec = r.run_spec()
+        hc = spec.health
+        return gameserver.Identity(
+            name=f"{r.fleet}-{r.id}",
+            uid=r.uid or str(uuid.uuid4()),
+            created_at=created_at or r.started_at or self.clock(),
+            address=self.config.address,
+            ports=dict(r.ports),
+            capacity=spec.capacity,
+            labels={
+                "agones.dev/fleet": r.fleet,
+                "changeover.dev/profile": r.profile,
+                "changeover.dev/instance": str(r.id),
+            },
+            health_period_s=max(1, round(hc.interval_s)),
+            health_failures=hc.failures,
+            health_initial_delay_s=round(hc.start_grace_s),
+            health_disabled=hc.type == "none",
+        )
+
+    def _open_agones(self, r: Record, created_at: float | None = None) -> None:
+        """Serve Agones' SDK for ``r`` (on its former ports when it has some)."""
+        if self.agones is None:
+            return
+        self.agones.close(r.sdk_id)
+        old = r.agones_ports
+        grpc_port, http_port = self.agones.open(
+            r.sdk_id, self._identity(r, created_at), old.get("grpc", 0), old.get("http", 0)
+        )
+        r.agones_ports = {"grpc": grpc_port, "http": http_port}
+
+    def _unregister(self, r: Record) -> None:
+        """Forget ``r`` in the SDK servers, ours and Agones' (its watch streams end)."""
+        with contextlib.suppress(NotFound):
+            self.sdk.unregister(r.sdk_id)
+        if self.agones is not None:
+            self.agones.close(r.sdk_id)
 
     # -- desired state -------------------------------------------------------------------
 
@@ -300,6 +364,10 @@ class Supervisor:
     def _run_step(self, r: Record, now: float) -> None:
         proc = r.proc
         if proc is None:
+            if r.sdk_shutdown:
+                if r.notice:
+                    return  # ended as its game asked, under a notice: stays down
+                r.sdk_shutdown, r.phase = False, "staging"  # the notice was withdrawn
             if now < r.next_start_at:
                 return
             staged, error = self.stager.status(r.manifest_id)
@@ -315,9 +383,25 @@ class Supervisor:
             self._escalate(r, proc, now, r.unhealthy_signal_at)
             return
         self._refresh_sdk(r)
+        if r.sdk.get("shutdown_requested"):
+            self._sdk_shutdown(r, proc, now)
+            return
         if r.notice and r.notice_sent != [r.notice["reason"], r.notice["deadline"]]:
             self._notify(r, r.notice["reason"], r.notice["deadline"], now)
         self._health(r, proc, now)
+
+    def _sdk_shutdown(self, r: Record, proc: ProcessInfo, now: float) -> None:
+        """The game asked to be stopped (Agones' Shutdown): its stop signal, then as any
+        stop (``_escalate``); ``_exited`` then starts it afresh, or leaves it down under a
+        notice."""
+        stop_signal, _ = _stop_method(r, r.run_spec())
+        log.info("instance %s asked to shut down: sending %s", r.id, stop_signal)
+        self.processes.signal_group(proc, getattr(signal, stop_signal))
+        r.sdk_shutdown = True
+        r.unhealthy_signal_at = now
+        r.killed = stop_signal == "SIGKILL"
+        r.phase = "stopping"
+        self._checks.pop(r.id, None)
 
     def _backoff(self, r: Record, now: float, error: str) -> None:
         r.crashes += 1
@@ -397,9 +481,10 @@ class Supervisor:
         except InvalidInput as e:
             self._backoff(r, now, e.message)
             return
-        with contextlib.suppress(NotFound):
-            self.sdk.unregister(r.sdk_id)
+        self._unregister(r)
         url, r.sdk_token = self.sdk.register(r.sdk_id, r.sdk_token)
+        r.uid = str(uuid.uuid4())
+        self._open_agones(r, created_at=now)
         for d in (self.state_dir(r), self.shared_dir(r)):
             d.mkdir(parents=True, exist_ok=True)
         dirs = self._dirs(r)
@@ -409,7 +494,7 @@ class Supervisor:
         try:
             info = self.processes.start(launch)
         except InvalidInput as e:
-            self.sdk.unregister(r.sdk_id)
+            self._unregister(r)
             self._backoff(r, now, e.message)
             return
         if r.started_at is not None:
@@ -418,7 +503,7 @@ class Supervisor:
         r.phase, r.health_failures, r.last_check_at = "starting", 0, 0.0
         r.unhealthy_signal_at, r.killed = None, False
         r.notice_sent = None
-        r.sdk = {}
+        r.sdk, r.sdk_shutdown = {}, False
         log.info("instance %s started: pid %s, ports %s", r.id, info.pid, r.ports)
 
     def _env(self, r: Record, spec: RunSpec, url: str, dirs: Mapping[str, str]) -> dict[str, str]:
@@ -439,6 +524,9 @@ class Supervisor:
         )
         for name, port in r.ports.items():
             env[f"CHANGEOVER_PORT_{name.upper().replace('-', '_')}"] = str(port)
+        if r.agones_ports:
+            env[GRPC_PORT_ENV] = str(r.agones_ports["grpc"])
+            env[HTTP_PORT_ENV] = str(r.agones_ports["http"])
         return env
 
     def _log(self, r: Record) -> Path:
@@ -457,7 +545,9 @@ class Supervisor:
     def _record_end(self, r: Record, code: int | None) -> None:
         """Keep how ``r``'s process ended: ``code`` as its parent saw it (negative: the
         signal that ended it; None: unknown, as for a process an earlier agent started)."""
-        if r.unhealthy_signal_at is not None:
+        if r.sdk_shutdown:
+            how, reason = ("killed" if r.killed else "exited"), "sdk shutdown"
+        elif r.unhealthy_signal_at is not None:
             how, reason = ("killed" if r.killed else "exited"), "failed health check"
         elif r.stop_began is not None:
             how, reason = ("killed" if r.killed else "exited"), "stop"
@@ -475,15 +565,28 @@ class Supervisor:
         log.info("instance %s %s (%s)", r.id, how, status if code is not None else "code unknown")
 
     def _exited(self, r: Record, proc: ProcessInfo, now: float) -> None:
+        if r.sdk.get("shutdown_requested"):
+            r.sdk_shutdown = True  # it may have exited on its own after asking
         code = self.processes.exit_code(proc)
         self._record_end(r, code)
         r.unhealthy_signal_at, r.killed = None, False
         uptime = now - (r.started_at or now)
         r.pid = r.start_ticks = None
         self._checks.pop(r.id, None)
-        with contextlib.suppress(NotFound):
-            self.sdk.unregister(r.sdk_id)
+        self._unregister(r)
         r.sdk = {}
+        if r.sdk_shutdown:
+            # Agones' Shutdown: the game asked to end. Under a shutdown notice (the control
+            # plane is retiring it) it stays down; otherwise a fresh one starts now (a new
+            # GameServer, as its fleet would make), with no crash back-off.
+            r.kill_reason, r.error, r.next_start_at = None, None, now
+            if r.notice:
+                r.phase = "stopped"
+                log.info("instance %s ended as its game asked, under its notice", r.id)
+                return
+            r.sdk_shutdown, r.phase = False, "staging"
+            log.info("instance %s ended as its game asked (SDK Shutdown): starting afresh", r.id)
+            return
         if uptime >= STABLE_S:
             r.crashes = 0
         how = f"exited with code {code}" if code is not None else "exited"
@@ -502,11 +605,22 @@ class Supervisor:
         except NotFound:
             r.sdk = {}
             return
+        if st.reserved and st.reserved_until is not None and st.reserved_until <= self.clock():
+            # A reservation whose time is up ends here too (the Agones host's timer may be
+            # gone with an agent restart), so every view agrees the instance takes players.
+            self.sdk.apply(r.sdk_id, InstanceSDKState.end_reservation)
+            st = self.sdk.state(r.sdk_id)
         r.sdk = {
             "ready": st.ready,
             "players": sorted(st.players),
             "labels": dict(st.labels),
             "state_saved": st.state_saved,
+            "annotations": dict(st.annotations),
+            "allocated": st.allocated,
+            "reserved": st.reserved,
+            "reserved_until": st.reserved_until,
+            "player_capacity": st.player_capacity,
+            "shutdown_requested": st.shutdown_requested,
         }
 
     def _notify(self, r: Record, reason: str, deadline: float, now: float) -> None:
@@ -593,8 +707,7 @@ class Supervisor:
                 r.unhealthy_signal_at = None
                 log.info("instance %s stopped", r.id)
             if r.phase != "stopped":
-                with contextlib.suppress(NotFound):
-                    self.sdk.unregister(r.sdk_id)
+                self._unregister(r)
                 r.pid = r.start_ticks = None
                 r.phase, r.sdk = "stopped", {}
                 self._checks.pop(r.id, None)
@@ -618,7 +731,7 @@ class Supervisor:
                 self._notify(r, notice["reason"], notice["deadline"], now)
         if r.stop_signal_at is None:
             wait_until = max(notice["deadline"], r.stop_began + SAVE_GRACE_S) if talks else now
-            if r.sdk.get("state_saved") or now >= wait_until:
+            if r.sdk.get("state_saved") or r.sdk.get("shutdown_requested") or now >= wait_until:
                 log.info("instance %s: sending %s", r.id, stop_signal)
                 self.processes.signal_group(proc, getattr(signal, stop_signal))
                 r.stop_signal_at = now
@@ -641,3 +754,21 @@ def _stop_method(r: Record, spec: RunSpec) -> tuple[str, float]:
     ok_timeout = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     timeout_s = float(timeout) if ok_timeout and 0 <= timeout <= 3600 else spec.stop_timeout_s
     return signal_name, timeout_s
+
+
+def _restore_agones_state(st: InstanceSDKState, saved: Mapping[str, Any]) -> None:
+    """Put back what a game told Agones' SDK before the agent restarted (its record's
+    ``sdk``); the Changeover SDK's own part is replayed through its protocol."""
+    if saved.get("annotations"):
+        st.set_annotations(saved["annotations"])
+    if saved.get("allocated"):
+        st.allocate()
+    if saved.get("reserved"):
+        st.reserved = True
+        until = saved.get("reserved_until")
+        st.reserved_until = float(until) if isinstance(until, int | float) else None
+    capacity = saved.get("player_capacity")
+    if capacity is not None:
+        st.set_player_capacity(capacity)
+    if saved.get("shutdown_requested"):
+        st.request_shutdown()

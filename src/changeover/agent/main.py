@@ -1,7 +1,9 @@
 """The host agent: register, then sync (the heartbeat) and supervise, until told to stop.
 
     start: lock the work directory; read (or make) its identity — agent_uid and SDK port;
-           start the SDK server on that port; re-adopt the instances a previous run left
+           start the SDK server on that port, and the Agones SDK host beside it (each
+           instance gets its own Agones gRPC and REST ports: ``changeover.agones``);
+           re-adopt the instances a previous run left
     loop:  tick the supervisor (every ``tick_s``); every ``sync_interval_s``, or at once when
            something changed, POST what it observes to /agents/<id>/sync and apply the
            desired state that comes back
@@ -32,6 +34,7 @@ from changeover import __version__
 from changeover.agent.instances import HostConfig, Supervisor
 from changeover.agent.processes import ProcessControl, Processes
 from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging, retained
+from changeover.agones.host import AgonesHost
 from changeover.client import ApiClient
 from changeover.content.files import atomic_write
 from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
@@ -127,7 +130,9 @@ class Agent:
             atomic_write(cfg.work / "agent.json", json.dumps(ident).encode())
             stager = Stager(Staging(cfg.work), self.fetcher)
             host = HostConfig(cfg.work, cfg.address, cfg.port_range)
-            sup = Supervisor(host, self.processes, sdk, stager)
+            agones = AgonesHost(sdk)
+            agones.start()
+            sup = Supervisor(host, self.processes, sdk, stager, agones=agones)
             try:
                 sup.load()
                 stager.start()
@@ -137,6 +142,7 @@ class Agent:
             finally:
                 stager.stop()
                 sup.close()
+                agones.stop()
                 sdk.stop()
 
     def _register(self, api: ApiClient, uid: str, stop: threading.Event) -> bool:

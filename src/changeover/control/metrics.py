@@ -54,7 +54,10 @@ def display_state_sql() -> Any:
             literal("stopping"),
         ),
         ((Instance.desired == "draining") & (Instance.state == "ready"), literal("draining")),
-        ((Instance.state == "ready") & (Instance.players > 0), literal("allocated")),
+        (
+            (Instance.state == "ready") & ((Instance.players > 0) | Instance.sdk_allocated),
+            literal("allocated"),
+        ),
         else_=Instance.state,
     )
 

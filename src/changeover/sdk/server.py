@@ -5,6 +5,8 @@ returned URL and token to it as ``CHANGEOVER_SDK_URL`` / ``CHANGEOVER_SDK_TOKEN`
 then reports ready, heartbeats, players and labels, long-polls for a shutdown notice and
 acknowledges its save (see ``docs/sdk-protocol.md``). The agent reads it all back with
 ``state()`` or the ``on_change`` callback, and announces stops with ``notify_shutdown()``.
+Other front ends of the same state (the Agones SDK servers, ``changeover.agones``) change
+it with ``apply()`` and follow it with ``watch()``, so every protocol shares these rules.
 
 Handlers are ``async`` and run on the server thread's event loop; the agent calls in from
 its own threads, so every instance is guarded by one lock and long-poll waiters are woken
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final, Self, TypeVar
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -59,6 +61,9 @@ INSTANCE_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
 OnChange = Callable[[str, InstanceSDKState], None]
+Listener = Callable[[InstanceSDKState | None], None]
+"""Told every change of one instance (a snapshot), and None once it is unregistered."""
+T = TypeVar("T")
 
 _STATUS: Final[list[tuple[type[ChangeoverError], int]]] = [
     (InvalidInput, 400),
@@ -84,6 +89,7 @@ class _Instance:
     state: InstanceSDKState
     # Long-polls waiting for a notice; resolved on the server loop, never awaited twice.
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    listeners: list[Listener] = field(default_factory=list)
 
 
 class PlayerBody(BaseModel):
@@ -302,6 +308,8 @@ class SDKServer:
             instance = self._instances.pop(instance_id, None)
             if instance is not None:
                 self._wake(instance)
+        if instance is not None:
+            self._tell(instance.listeners, None)
         return instance is not None
 
     def instance_ids(self) -> list[str]:
@@ -330,9 +338,47 @@ class SDKServer:
             instance = self._lookup(instance_id)
             changed = instance.state.notify_shutdown(reason, deadline)
             snapshot = instance.state.snapshot()
+            listeners = list(instance.listeners)
             self._wake(instance)
         if changed:
             self._report(snapshot)
+            self._tell(listeners, snapshot)
+
+    def apply(self, instance_id: str, change: Callable[[InstanceSDKState], T]) -> T:
+        """Run ``change`` on the instance's state (one of its methods, with their rules),
+        then report the new snapshot as a game's own call would be: ``on_change`` and the
+        watchers. Returns what ``change`` returned.
+
+        Raises:
+            NotFound: the instance is not registered.
+            ChangeoverError: whatever ``change`` raises (then nothing changed).
+        """
+        with self._lock:
+            instance = self._lookup(instance_id)
+            result = change(instance.state)
+            snapshot = instance.state.snapshot()
+            listeners = list(instance.listeners)
+        self._report(snapshot)
+        self._tell(listeners, snapshot)
+        return result
+
+    def watch(self, instance_id: str, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` after every change of the instance, on the thread that made
+        it (keep it quick: hand the snapshot to a queue or a loop), and with None once the
+        instance is unregistered. Returns the function that stops it. Idempotent.
+
+        Raises:
+            NotFound: the instance is not registered.
+        """
+        with self._lock:
+            instance = self._lookup(instance_id)
+            instance.listeners.append(listener)
+
+        def stop() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                instance.listeners.remove(listener)
+
+        return stop
 
     # -- internals -----------------------------------------------------------------------
 
@@ -355,6 +401,14 @@ class SDKServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future)
 
+    @staticmethod
+    def _tell(listeners: list[Listener], snapshot: InstanceSDKState | None) -> None:
+        for listener in listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("an SDK state listener failed")
+
     def _report(self, snapshot: InstanceSDKState) -> None:
         if self._on_change is None:
             return
@@ -373,7 +427,9 @@ class SDKServer:
                 raise NotFound(f"instance {instance.state.instance_id} was unregistered")
             change(instance.state)
             snapshot = instance.state.snapshot()
+            listeners = list(instance.listeners)
         self._report(snapshot)
+        self._tell(listeners, snapshot)
         return snapshot.to_dict()
 
     async def _authorize(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from changeover.errors import InvalidInput
+from changeover.errors import Conflict, InvalidInput
 
 Clock = Callable[[], float]
 
@@ -22,6 +22,7 @@ MAX_PLAYER_ID_CHARS = 128
 MAX_LABELS = 64
 MAX_LABEL_VALUE_CHARS = 256
 MAX_REASON_CHARS = 256
+MAX_PLAYER_CAPACITY = 100_000
 LABEL_KEY_RE = re.compile(r"[a-z0-9_.-]{1,63}")
 
 
@@ -41,31 +42,41 @@ def check_player_id(player_id: object) -> str:
     return player_id
 
 
-def check_labels(labels: Mapping[Any, Any]) -> dict[str, str]:
+def check_labels(labels: Mapping[Any, Any], what: str = "label") -> dict[str, str]:
     """Return a copy of ``labels`` if every key and value is acceptable.
 
     Keys match ``[a-z0-9_.-]{1,63}`` (safe in URLs, metrics and file names alike); values
-    are printable strings of at most 256 characters.
+    are printable strings of at most 256 characters. Annotations obey the same rules.
     """
     checked: dict[str, str] = {}
     for key, value in labels.items():
         if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
             raise InvalidInput(
-                f"label key {str(key)[:80]!r} must match [a-z0-9_.-]{{1,63}}", key=str(key)[:80]
+                f"{what} key {str(key)[:80]!r} must match [a-z0-9_.-]{{1,63}}", key=str(key)[:80]
             )
         if not isinstance(value, str):
-            raise InvalidInput(f"label {key!r} must have a string value", key=key)
+            raise InvalidInput(f"{what} {key!r} must have a string value", key=key)
         if len(value) > MAX_LABEL_VALUE_CHARS:
             raise InvalidInput(
-                f"label {key!r} value is {len(value)} characters long; "
+                f"{what} {key!r} value is {len(value)} characters long; "
                 f"the limit is {MAX_LABEL_VALUE_CHARS}",
                 key=key,
                 limit=MAX_LABEL_VALUE_CHARS,
             )
         if not value.isprintable():
-            raise InvalidInput(f"label {key!r} value contains non-printable characters", key=key)
+            raise InvalidInput(f"{what} {key!r} value contains non-printable characters", key=key)
         checked[key] = value
     return checked
+
+
+def _merge(current: dict[str, str], more: Mapping[Any, Any], what: str) -> dict[str, str]:
+    merged = {**current, **check_labels(more, what)}
+    if len(merged) > MAX_LABELS:
+        raise InvalidInput(
+            f"an instance may have at most {MAX_LABELS} {what}s; this would make {len(merged)}",
+            limit=MAX_LABELS,
+        )
+    return merged
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,13 @@ class InstanceSDKState:
     Every mutator validates first and changes nothing on bad input. Repeating a call
     (connecting a connected player, disconnecting an absent one) is harmless, because
     games retry over HTTP.
+
+    What the game asks of its allocation (Agones' lifecycle, which the Changeover SDK's
+    own calls leave alone): ``allocated`` (in a match: no new players are placed here),
+    ``reserved`` (the same for a while: until ``reserved_until``, or until ready/allocate
+    when that is None), ``player_capacity`` (fewer places than the profile gives; None:
+    the profile's), and ``shutdown_requested`` (the game wants to be stopped). ``ready``
+    ends an allocation or a reservation, as in Agones.
     """
 
     instance_id: str
@@ -132,11 +150,19 @@ class InstanceSDKState:
     shutdown_notified_at: float | None = None
     state_saved: bool = False
     state_saved_at: float | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    allocated: bool = False
+    reserved: bool = False
+    reserved_until: float | None = None
+    player_capacity: int | None = None
+    shutdown_requested: bool = False
 
     def mark_ready(self) -> None:
         if not self.ready:
             self.ready = True
             self.ready_at = self.clock()
+        self.allocated = self.reserved = False
+        self.reserved_until = None
         # Ready implies alive: count it as a heartbeat so health starts fresh.
         self.last_heartbeat = self.clock()
 
@@ -149,11 +175,18 @@ class InstanceSDKState:
             return None
         return self.clock() - self.last_heartbeat
 
-    def connect_player(self, player_id: object) -> bool:
-        """Record a player; True if it was not connected already."""
+    def connect_player(self, player_id: object, limit: int | None = None) -> bool:
+        """Record a player; True if it was not connected already.
+
+        Raises:
+            InvalidInput: a malformed player id.
+            Conflict: ``limit`` players are connected already (Agones' player capacity).
+        """
         pid = check_player_id(player_id)
         if pid in self.players:
             return False
+        if limit is not None and len(self.players) >= limit:
+            raise Conflict("players are already at capacity", limit=limit)
         self.players.add(pid)
         return True
 
@@ -167,14 +200,59 @@ class InstanceSDKState:
 
     def set_labels(self, labels: Mapping[Any, Any]) -> None:
         """Add or overwrite the given labels; labels not named are kept."""
-        checked = check_labels(labels)
-        merged = {**self.labels, **checked}
-        if len(merged) > MAX_LABELS:
+        self.labels = _merge(self.labels, labels, "label")
+
+    def set_annotations(self, annotations: Mapping[Any, Any]) -> None:
+        """Add or overwrite annotations (the same rules as labels)."""
+        self.annotations = _merge(self.annotations, annotations, "annotation")
+
+    def allocate(self) -> None:
+        """The game is in use (Agones' self-allocation): no new players are placed here."""
+        self.allocated = True
+        self.reserved, self.reserved_until = False, None
+
+    def reserve(self, seconds: object) -> None:
+        """Take no new players for ``seconds`` (0: until ready or allocate).
+
+        Raises:
+            InvalidInput: ``seconds`` is not a whole number of seconds, or is negative.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise InvalidInput("a reservation lasts a whole number of seconds")
+        if seconds < 0:
             raise InvalidInput(
-                f"an instance may have at most {MAX_LABELS} labels; this would make {len(merged)}",
-                limit=MAX_LABELS,
+                f"a reservation cannot last a negative time ({seconds} s)", seconds=seconds
             )
-        self.labels = merged
+        self.reserved, self.allocated = True, False
+        self.reserved_until = self.clock() + seconds if seconds else None
+
+    def end_reservation(self) -> bool:
+        """End a reservation whose time is up; True if one ended (Agones: back to Ready)."""
+        if not self.reserved or self.reserved_until is None:
+            return False
+        if self.clock() < self.reserved_until:
+            return False
+        self.reserved, self.reserved_until = False, None
+        return True
+
+    def set_player_capacity(self, capacity: object) -> None:
+        """Take at most ``capacity`` players (fewer than the profile's places, or more).
+
+        Raises:
+            InvalidInput: not a whole number from 0 to 100000.
+        """
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise InvalidInput("a player capacity is a whole number")
+        if not 0 <= capacity <= MAX_PLAYER_CAPACITY:
+            raise InvalidInput(
+                f"a player capacity is from 0 to {MAX_PLAYER_CAPACITY}, got {capacity}",
+                limit=MAX_PLAYER_CAPACITY,
+            )
+        self.player_capacity = capacity
+
+    def request_shutdown(self) -> None:
+        """The game asks to be stopped (Agones' Shutdown); its agent stops it."""
+        self.shutdown_requested = True
 
     def notify_shutdown(self, reason: str, deadline: float) -> bool:
         """Record a shutdown notice; True if it differs from the current one.
@@ -198,7 +276,12 @@ class InstanceSDKState:
 
     def snapshot(self) -> InstanceSDKState:
         """An independent copy, safe to hand to another thread."""
-        return dataclasses.replace(self, players=set(self.players), labels=dict(self.labels))
+        return dataclasses.replace(
+            self,
+            players=set(self.players),
+            labels=dict(self.labels),
+            annotations=dict(self.annotations),
+        )
 
     def to_dict(self) -> dict[str, object]:
         """The JSON shape of ``GET /state``."""
@@ -213,4 +296,10 @@ class InstanceSDKState:
             "shutdown_notified_at": self.shutdown_notified_at,
             "state_saved": self.state_saved,
             "state_saved_at": self.state_saved_at,
+            "annotations": dict(sorted(self.annotations.items())),
+            "allocated": self.allocated,
+            "reserved": self.reserved,
+            "reserved_until": self.reserved_until,
+            "player_capacity": self.player_capacity,
+            "shutdown_requested": self.shutdown_requested,
         }

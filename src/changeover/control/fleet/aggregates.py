@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
@@ -137,6 +138,9 @@ def instance_page(
             Instance.capacity,
             Instance.port,
             Instance.created_at,
+            Instance.sdk_labels,
+            Instance.sdk_allocated,
+            Instance.sdk_reserved,
         )
         .order_by(Instance.id)
         .limit(limit)
@@ -158,8 +162,25 @@ def instance_page(
                 "capacity": cap,
                 "port": port,
                 "created_at": created,
+                "labels": json.loads(labels or "{}"),
+                "allocated": bool(allocated),
+                "reserved": bool(reserved),
             }
-            for i, host, reg, prof, number, st, p, cap, port, created in rows
+            for (
+                i,
+                host,
+                reg,
+                prof,
+                number,
+                st,
+                p,
+                cap,
+                port,
+                created,
+                labels,
+                allocated,
+                reserved,
+            ) in rows
         ],
     }
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -139,6 +140,10 @@ def list_hosts(s: Session) -> list[Host]:
     return list(s.scalars(select(Host).order_by(Host.name)))
 
 
+def _profile_capacity(s: Session, profile_id: int) -> int:
+    return s.get_one(Profile, profile_id).capacity
+
+
 def get_host(s: Session, host_id: int, agent_uid: str) -> Host:
     host = s.get(Host, host_id)
     if host is None:
@@ -152,10 +157,13 @@ def get_host(s: Session, host_id: int, agent_uid: str) -> Host:
     return host
 
 
-def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
+def _observe(
+    row: Instance, obs: Mapping[str, Any], now: float, profile_capacity: Callable[[], int]
+) -> None:
     """Store what the agent says of ``row``. Most syncs repeat the last one: then nothing
     is written (``observed_at`` is when the agent last reported a change; its heartbeat
-    is the host's ``last_seen_at``)."""
+    is the host's ``last_seen_at``). When the game's allocation changes (Agones' SDK:
+    allocated, reserved, its player capacity), ``capacity`` follows: ``sdk_capacity``."""
     state = obs.get("state")
     if state not in OBSERVED_STATES:
         raise InvalidInput(f"instance {row.id}: unknown observed state {state!r}")
@@ -179,9 +187,27 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         )
         seen["sdk_labels"] = json.dumps(labels if isinstance(labels, dict) else {}, sort_keys=True)
         seen["sdk_state_saved"] = bool(sdk.get("state_saved"))
+        annotations, capacity = sdk.get("annotations"), sdk.get("player_capacity")
+        seen["sdk_annotations"] = json.dumps(
+            annotations if isinstance(annotations, dict) else {}, sort_keys=True
+        )
+        seen["sdk_allocated"] = bool(sdk.get("allocated"))
+        seen["sdk_reserved"] = bool(sdk.get("reserved"))
+        seen["sdk_player_capacity"] = (
+            capacity
+            if isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 0
+            else None
+        )
     changed = {k: v for k, v in seen.items() if getattr(row, k) != v}
     if not changed:
         return
+    if changed.keys() & {"sdk_allocated", "sdk_reserved", "sdk_player_capacity"}:
+        changed["capacity"] = sdk_capacity(
+            profile_capacity(),
+            seen["sdk_allocated"],
+            seen["sdk_reserved"],
+            seen["sdk_player_capacity"],
+        )
     if state == "ready" and row.ready_at is None:
         row.ready_at = now
     elif state in ("staging", "starting", "failed"):
@@ -194,6 +220,17 @@ def _observe(row: Instance, obs: Mapping[str, Any], now: float) -> None:
         setattr(row, key, value)
     row.observed_at = now
     row.updated_at = now
+
+
+def sdk_capacity(
+    profile_capacity: int, allocated: bool, reserved: bool, player_capacity: int | None
+) -> int:
+    """The places an instance takes now: none while its game is allocated or reserved
+    (Agones' SDK: it is in a match, or holds itself back), else the player capacity the
+    game set, else its profile's. Allocation fills up to it (``players < capacity``)."""
+    if allocated or reserved:
+        return 0
+    return player_capacity if player_capacity is not None else profile_capacity
 
 
 def _exit_columns(raw: object) -> dict[str, Any]:
@@ -302,6 +339,9 @@ def new_instance(
         sdk_players="[]",
         sdk_labels="{}",
         sdk_state_saved=False,
+        sdk_annotations="{}",
+        sdk_allocated=False,
+        sdk_reserved=False,
         created_at=now,
         updated_at=now,
     )
@@ -462,7 +502,7 @@ def sync(
     released = []
     for row in reported:
         exited_before = row.exited_at
-        _observe(row, by_id[row.id], now)
+        _observe(row, by_id[row.id], now, partial(_profile_capacity, s, row.profile_id))
         if row.exited_at is not None and row.exited_at != exited_before:
             _report_exit(s, row, host, now)
         if sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, [])):

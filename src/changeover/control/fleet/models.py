@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     and_,
     event,
+    false,
     or_,
     select,
     text,
@@ -185,6 +186,14 @@ class Instance(Base):
     sdk_players: Mapped[str] = mapped_column(Text, default="[]")
     sdk_labels: Mapped[str] = mapped_column(Text, default="{}")
     sdk_state_saved: Mapped[bool] = mapped_column(Boolean, default=False)
+    sdk_annotations: Mapped[str] = mapped_column(Text, server_default="{}")
+    """What a game told Agones' SDK (``changeover.agones``): its annotations, ..."""
+    sdk_allocated: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """... that it is allocated (in a match), or reserved: no new players while either is
+    (``capacity`` is 0 then), ..."""
+    sdk_reserved: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    sdk_player_capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """... and the player capacity it set, which ``capacity`` follows (None: the profile's)."""
     state_saved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     """When the game last turned "state saved" on (seen at a sync)."""
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -109,6 +109,14 @@ class SdkOut(Out):
     players: list[str]
     labels: dict[str, Any]
     state_saved: bool
+    annotations: dict[str, Any] = {}
+    """Agones' SDK: the game's annotations (SetAnnotation), ..."""
+    allocated: bool = False
+    """... whether it is allocated (Allocate: in a match, no new players), ..."""
+    reserved: bool = False
+    """... or reserved (Reserve: no new players until its time is up), ..."""
+    player_capacity: int | None = None
+    """... and the player capacity it set (None: the profile's)."""
 
 
 class ExitOut(Out):
@@ -309,6 +317,10 @@ class PageInstance(Out):
     capacity: int
     port: int | None
     created_at: float
+    labels: dict[str, Any] = {}
+    """The game's SDK labels (Changeover's or Agones' SetLabel)."""
+    allocated: bool = False
+    reserved: bool = False
 
 
 class InstancePage(Out):

@@ -205,8 +205,8 @@ def display_state(i: Instance) -> str:
         return "stopping"
     if i.desired == "draining" and i.state == "ready":
         return "draining"
-    if i.state == "ready" and i.players > 0:
-        return "allocated"
+    if i.state == "ready" and (i.players > 0 or i.sdk_allocated):
+        return "allocated"  # players on it, or its game says so (Agones' Allocate)
     return i.state
 
 
@@ -256,6 +256,10 @@ def instance_dict(
             "players": json.loads(i.sdk_players or "[]"),
             "labels": json.loads(i.sdk_labels or "{}"),
             "state_saved": i.sdk_state_saved,
+            "annotations": json.loads(i.sdk_annotations or "{}"),
+            "allocated": i.sdk_allocated,
+            "reserved": i.sdk_reserved,
+            "player_capacity": i.sdk_player_capacity,
         },
         "pid": i.pid,
         "restarts": i.restarts,

@@ -233,9 +233,10 @@ async function instancePager(e, summary, colour) {
         action("next ›", "read", () => { if (last < page.total) offset += PAGE; return load(); })),
       h("div", { class: "dots" }, page.instances.map((i) => h("span", { class: "st-" + i.state, title: `#${i.id} ${i.host} v${i.version} ${i.state}`,
                                                                      style: { background: colour[i.profile] || "#999" } }))),
-      table(["id", "host", "region", "version", "state", "players", "port"], page.instances.map((i) => [
+      table(["id", "host", "region", "version", "state", "players", "port", "labels"], page.instances.map((i) => [
         i.id, i.host, i.region, h("span", {}, h("span", { class: "swatch", style: { background: colour[i.profile] || "#999" } }), `${i.profile} (v${i.version})`),
-        badge(i.state), `${i.players} / ${i.capacity}`, i.port ?? ""]), [5]));
+        h("span", {}, badge(i.state), i.allocated ? " allocated" : i.reserved ? " reserved" : ""), `${i.players} / ${i.capacity}`, i.port ?? "",
+        Object.entries(i.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")]), [5]));
   }
   for (const sel of Object.values(filters)) sel.addEventListener("change", () => { offset = 0; load().catch(showError); });
   box.append(h("div", { class: "row" }, "Filter", filters.region, filters.state), body);

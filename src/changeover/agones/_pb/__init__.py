@@ -1,0 +1,1 @@
+"""Generated from ../proto by ``make agones-protos``; do not edit."""
