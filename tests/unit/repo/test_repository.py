@@ -59,7 +59,11 @@ GENERATED = ("bench/out/",)
 def _sources() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "BENCHMARKS.md"]
     for top in ("src", "tests", "docs", "examples", "bench"):
-        files += [p for p in (ROOT / top).rglob("*") if p.suffix in {".py", ".md", ".js"}]
+        files += [
+            p
+            for p in (ROOT / top).rglob("*")
+            if p.suffix in {".py", ".md", ".js"} and "node_modules" not in p.parts  # npm's own
+        ]
     return files
 
 

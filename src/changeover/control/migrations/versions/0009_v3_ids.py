@@ -1,14 +1,14 @@
 """v3 ids: seed 001's string ids registered for environments, applications, builds, fleets.
 
-Revision ID: 0008_v3_ids
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_v3_ids"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
