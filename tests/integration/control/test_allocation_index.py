@@ -505,3 +505,39 @@ def _migrate(database: Database, revision: str) -> None:
     with database.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def _downgrade(database: Database, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(resources.files("changeover.control") / "migrations")
+    )
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def _descending_keys(database: Database, index: str) -> list[str]:
+    with database.engine.connect() as c:
+        rows = c.exec_driver_sql(f"PRAGMA index_xinfo('{index}')").all()
+    return [r[2] for r in rows if r[1] >= 0 and r[3]]  # (seqno, cid, name, desc, ...)
+
+
+def test_on_sqlite_no_later_migration_loses_the_allocation_indexes_descending_keys(
+    tmp_path: Path,
+) -> None:
+    """SQLite's batch mode rebuilds a table and recreates its indexes, and once did so
+    without their DESC keys: every later migration, up and down, must keep them."""
+    database = Database(f"sqlite:///{tmp_path}/m.db")
+    try:
+        revisions = ["0004", "0005", "0006", "0007", "0008", "0009", "head"]
+        for revision in revisions:
+            _migrate(database, revision)
+            for index in ("ix_instances_alloc_fleet", "ix_instances_alloc_profile"):
+                got = _descending_keys(database, index)
+                assert got == ["version_number", "players"], (revision, index, got)
+        _downgrade(database, "0007")
+        for index in ("ix_instances_alloc_fleet", "ix_instances_alloc_profile"):
+            assert _descending_keys(database, index) == ["version_number", "players"], index
+    finally:
+        database.dispose()
