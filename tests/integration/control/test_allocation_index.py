@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, insert, select, update
 
 from changeover.control.builds.models import Version
@@ -507,6 +508,16 @@ def _migrate(database: Database, revision: str) -> None:
         command.upgrade(cfg, revision)
 
 
+def _head() -> str:
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(resources.files("changeover.control") / "migrations")
+    )
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
 def _downgrade(database: Database, revision: str) -> None:
     cfg = Config()
     cfg.set_main_option(
@@ -530,14 +541,16 @@ def test_on_sqlite_no_later_migration_loses_the_allocation_indexes_descending_ke
     without their DESC keys: every later migration, up and down, must keep them."""
     database = Database(f"sqlite:///{tmp_path}/m.db")
     try:
-        revisions = ["0004", "0005", "0006", "0007", "0008", "0009", "head"]
-        for revision in revisions:
+        later = [f"{n:04d}" for n in range(4, int(_head()) + 1)]
+        for revision in later:
             _migrate(database, revision)
             for index in ("ix_instances_alloc_fleet", "ix_instances_alloc_profile"):
                 got = _descending_keys(database, index)
                 assert got == ["version_number", "players"], (revision, index, got)
-        _downgrade(database, "0007")
-        for index in ("ix_instances_alloc_fleet", "ix_instances_alloc_profile"):
-            assert _descending_keys(database, index) == ["version_number", "players"], index
+        for revision in reversed(later[:-1]):
+            _downgrade(database, revision)
+            for index in ("ix_instances_alloc_fleet", "ix_instances_alloc_profile"):
+                got = _descending_keys(database, index)
+                assert got == ["version_number", "players"], (revision, index, got)
     finally:
         database.dispose()

@@ -303,13 +303,19 @@ def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instanc
 
 def assign_slot(s: Session, row: Instance, exclusive: bool) -> None:
     """Give ``row`` its state slot on its host (``placement.pick_slot``)."""
-    # Autoflush puts instances created earlier in the same pass in the query's sight.
-    others = s.scalars(
-        select(Instance).where(
-            Instance.fleet_id == row.fleet_id, Instance.host_id == row.host_id, live_instances()
+    # Autoflush puts instances created earlier in the same pass in the query's sight. Plain
+    # columns, through ix_instances_host_fleet: a host may hold a whole fleet's history.
+    held = [
+        slot
+        for instance_id, slot in s.execute(
+            select(Instance.id, Instance.slot).where(
+                Instance.host_id == row.host_id,
+                Instance.fleet_id == row.fleet_id,
+                live_instances(),
+            )
         )
-    )
-    held = [i.slot for i in others if i.slot is not None and i is not row]
+        if slot is not None and instance_id != row.id
+    ]
     old = s.get(Instance, row.replaces_id) if row.replaces_id is not None else None
     same_place = old is not None and old.host_id == row.host_id and old.fleet_id == row.fleet_id
     row.slot = placement.pick_slot(

@@ -212,6 +212,11 @@ class Instance(Base):
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    changed_at: Mapped[float] = mapped_column(Float, server_default="0")
+    """When the row last changed, by the database's clock: set by the database itself on
+    every write, bulk UPDATEs included (migration 0010's triggers), for the readers that
+    follow changes (``patchjobs.job_view``). The ORM never writes it, and an ORM object's
+    value may be stale: read it with a query."""
 
 
 def live_instances() -> ColumnElement[bool]:
@@ -239,6 +244,10 @@ for _name, _scope in (
         sqlite_where=text(ALLOCATABLE_SQL),
         postgresql_where=text(ALLOCATABLE_SQL),
     )
+# What changed in a job's fleets since its last pass (``patchjobs.job_view``), and the
+# slots a fleet holds on a host (``fleet.hosts.assign_slot``).
+Index("ix_instances_fleet_changed", Instance.fleet_id, Instance.changed_at)
+Index("ix_instances_host_fleet", Instance.host_id, Instance.fleet_id)
 
 
 def _profile_changed(row: Instance) -> bool:

@@ -1,11 +1,13 @@
 """A patch job's fleets as its planner and its readers see them.
 
-``instance_views`` is the planner's input, read on every pass; ``live_selection`` the
-instances a job would take if it started now (its preview, and its progress before it
-starts); ``progress_summary`` where each member of the selection stands, for the API, the
-dashboard and the reports; ``member_views`` the same per member (``GET
-/patchjobs/{id}/instances``): its old instance, the replacement the job started and the
-old build a revert started again, each with how its last process ended.
+``instance_views`` is the planner's input read in full (the reconciler keeps it up to date
+from changes instead: ``job_view``); ``live_selection`` the instances a job would take if
+it started now (its preview); ``summarize`` where each member of the selection stands
+(before the start, the instances it would take), which the reconciler keeps in
+``PatchJob.summary`` and ``progress_summary`` gives the API, the dashboard and the
+reports; ``member_views`` the same per member (``GET /patchjobs/{id}/instances``): its old
+instance, the replacement the job started and the old build a revert started again, each
+with how its last process ended.
 
 A finished job's summary is the one recorded with its "finished" event (``appliers``): its
 instances go on to be replaced by later jobs and, stopped, are deleted after
@@ -31,9 +33,9 @@ from changeover.control.fleet.models import (
     Instance,
     Profile,
     Region,
-    live_instances,
 )
 from changeover.control.fleet.services import LOST_AFTER_S, profile_names
+from changeover.control.patchjobs.job_view import lost_hosts, read_all, to_view
 from changeover.control.patchjobs.model import InstanceView, JobProgress, JobSpec
 from changeover.control.patchjobs.records import PatchJob, PatchJobEvent
 from changeover.control.patchjobs.states import LOST, JobStatus
@@ -43,61 +45,16 @@ from changeover.control.patchjobs.storage import progress_of, spec_of
 def instance_views(
     s: Session, job_id: int, spec: JobSpec, t: float, lost_from: float = 0.0
 ) -> list[InstanceView]:
-    """The instances of the job's fleets as its planner sees them: every one that still
-    runs (or is meant to), and every one this job launched (even stopped: its gate must
-    see a failed start as failed, not as missing).
+    """The instances of the job's fleets as its planner sees them, read in full: every one
+    that still runs (or is meant to), and every one this job launched (even stopped: its
+    gate must see a failed start as failed, not as missing). The reconciler keeps the same
+    up to date from what changed (``job_view.JobView``).
 
     An instance whose host has been silent for ``LOST_AFTER_S`` is ``lost`` (gone, to the
-    planner), but only from ``lost_from`` on: a control plane that just started has not
-    heard from any agent yet, and must not take its own absence for theirs.
+    planner), but only from ``lost_from`` on (``job_view.lost_hosts``).
     """
-    prefix = f"job{job_id}/"
-    # Plain columns, not ORM objects: this runs every pass over every instance of the job.
-    q = (
-        select(
-            Instance.id,
-            Instance.fleet_id,
-            Instance.profile_id,
-            Instance.state,
-            Instance.desired,
-            Instance.players,
-            Instance.ready_at,
-            Instance.restarts,
-            Instance.launch_key,
-            Instance.state_saved_at,
-            Host.name.label("host"),
-            Host.last_seen_at,
-            Region.name.label("region"),
-        )
-        .join(Host, Host.id == Instance.host_id)
-        .join(Region, Region.id == Host.region_id)
-        .where(
-            Instance.fleet_id.in_(spec.fleet_ids),
-            or_(live_instances(), Instance.launch_key.like(prefix + "%")),
-        )
-        .order_by(Instance.id)
-    )
-    out = []
-    for i in s.execute(q):
-        lost = t >= lost_from and t - i.last_seen_at >= LOST_AFTER_S and i.state != "stopped"
-        state = LOST if lost else i.state
-        out.append(
-            InstanceView(
-                instance_id=i.id,
-                fleet_id=i.fleet_id,
-                host=i.host,
-                version_id=i.profile_id,
-                state=state,
-                region=i.region,
-                desired=i.desired,
-                players=i.players,
-                ready_since=i.ready_at if state == "ready" else None,
-                restarts=i.restarts,
-                launch_key=i.launch_key,
-                state_saved_at=i.state_saved_at,
-            )
-        )
-    return out
+    lost = lost_hosts(s, t, lost_from)
+    return [to_view(r, r[10] in lost) for r in read_all(s, job_id, spec.fleet_ids)]
 
 
 def live_selection(
@@ -156,11 +113,16 @@ def progress_summary(
 ) -> dict[str, Any]:
     """``{"total", "by_state": {...}, "regions": [{"region", <state>: n}]}`` (``progress``:
     the job's, when the caller has parsed it already): as it was when the job finished,
-    or now."""
+    or as the reconciler's last pass saw it (it keeps ``PatchJob.summary`` as it goes,
+    so this reads no instance), or, before that first pass, counted now."""
     if JobStatus(job.status).terminal:
         recorded = finished_summary(s, job.id)
         if recorded is not None:
             return recorded
+    elif job.summary is not None:
+        kept = json.loads(job.summary)
+        if isinstance(kept, dict):
+            return kept
     return live_summary(s, job, t, progress)
 
 
@@ -180,32 +142,39 @@ def finished_summary(s: Session, job_id: int) -> dict[str, Any] | None:
 def live_summary(
     s: Session, job: PatchJob, t: float, progress: JobProgress | None = None
 ) -> dict[str, Any]:
-    """The summary from the instances as they are now."""
+    """The summary from the instances as they are now, read in full."""
     spec = spec_of(job)
     progress = progress_of(job) if progress is None else progress
-    if not progress.selection:
-        if JobStatus(job.status).terminal:
-            return {"total": 0, "by_state": {}, "regions": []}
-        rows = live_selection(s, list(spec.fleet_ids), sorted(spec.old_versions), t)
-        per_region: dict[str, Counter[str]] = {}
-        for row in rows:
-            per_region.setdefault(row[3], Counter())["old"] += 1
-        return {
-            "total": len(rows),
-            "by_state": {"old": len(rows)} if rows else {},
-            "regions": [{"region": k, **v} for k, v in sorted(per_region.items())],
-        }
-    views = {v.instance_id: v for v in instance_views(s, job.id, spec, t)}
-    launched = {v.launch_key: v for v in views.values() if v.launch_key}
+    if not progress.selection and JobStatus(job.status).terminal:
+        return {"total": 0, "by_state": {}, "regions": []}
+    return summarize(job.id, spec, progress, instance_views(s, job.id, spec, t))
+
+
+def summarize(
+    job_id: int, spec: JobSpec, progress: JobProgress, views: Sequence[InstanceView]
+) -> dict[str, Any]:
+    """Where each member of the job's selection stands (before it has one: the instances
+    it would take, all "old"), in total and per region."""
     by_state: Counter[str] = Counter()
     regions: dict[str, Counter[str]] = {}
-    for m in progress.selection:
-        new = launched.get(f"job{job.id}/main/start/{m.instance_id}")
-        state = _member_state(views.get(m.instance_id), new)
-        by_state[state] += 1
-        regions.setdefault(m.region, Counter())[state] += 1
+    if not progress.selection:
+        old = spec.old_versions
+        for v in views:
+            if v.version_id in old and v.desired != "stopped" and v.state != "stopped":
+                by_state["old"] += 1
+                regions.setdefault(v.region, Counter())["old"] += 1
+        total = by_state["old"]
+    else:
+        by_id = {v.instance_id: v for v in views}
+        launched = {v.launch_key: v for v in views if v.launch_key}
+        for m in progress.selection:
+            new = launched.get(f"job{job_id}/main/start/{m.instance_id}")
+            state = _member_state(by_id.get(m.instance_id), new)
+            by_state[state] += 1
+            regions.setdefault(m.region, Counter())[state] += 1
+        total = len(progress.selection)
     return {
-        "total": len(progress.selection),
+        "total": total,
         "by_state": dict(by_state),
         "regions": [{"region": k, **v} for k, v in sorted(regions.items())],
     }

@@ -4,9 +4,12 @@ Each pass (``tick``):
 
 1. replay: every recorded action not applied yet (a crash hit between recording and
    applying) is applied now, in the order it was recorded;
-2. for each unfinished job, read its row, its instances (as ``InstanceView``) and which
-   of its stage requests the agents report staged. If none of that changed since the last
-   pass and its wake-up time has not come, skip it: a pass with nothing to do only reads.
+2. for each unfinished job, read its row, what changed among its instances since the last
+   pass (its ``job_view.JobView``, kept in memory and read in full after a restart) and
+   which of its stage requests the agents report staged. If none of that changed since
+   the last pass and its wake-up time has not come, skip it: a pass with nothing to do only
+   reads. Where its members stand (``fleet_view.summarize``) is stored with the job when
+   it changed, for the API, the dashboard and the reports;
 3. decide: before its start a job asks ``schedule.queue_decision`` whether it may run
    (SCHEDULED / WAITING with ``waiting_for`` / PRESTAGING, with ``schedule.prestage``
    staging the new builds from T-5 min); once runnable (or cancelled) the method's planner
@@ -41,7 +44,8 @@ from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.logs import job_context
 from changeover.control.patchjobs import appliers, codec, plan
 from changeover.control.patchjobs.checks import CheckRunner
-from changeover.control.patchjobs.fleet_view import instance_views
+from changeover.control.patchjobs.fleet_view import summarize
+from changeover.control.patchjobs.job_view import JobView
 from changeover.control.patchjobs.model import (
     PENDING,
     Decision,
@@ -112,6 +116,9 @@ class Reconciler:
         """Called after a commit that moved a client branch (``ReleaseClient``): the
         publisher, so launchers see the release at once rather than at its next pass."""
         self._seen: dict[int, _Seen] = {}
+        self._views: dict[int, JobView] = {}
+        self._summaries: dict[int, str] = {}
+        """The summary each job's row holds, as this process last wrote or read it."""
         self.lost_from = now() + LOST_AFTER_S
         """Hosts silent since before this process started are not lost until then."""
         self._checks_resumed = False
@@ -151,9 +158,9 @@ class Reconciler:
             for j in jobs
         ]
         live = {j.id for j in jobs}
-        for job_id in list(self._seen):
-            if job_id not in live:
-                del self._seen[job_id]
+        for kept in (self._seen, self._views, self._summaries):
+            for job_id in [k for k in kept if k not in live]:
+                del kept[job_id]
         for j in jobs:
             with job_context("patchjob", j.id):
                 try:
@@ -168,18 +175,24 @@ class Reconciler:
                 return
             spec = spec_of(job)
             progress = progress_of(job)
-            views = instance_views(s, job_id, spec, t, self.lost_from)
+            view = self._views.get(job_id)
+            if view is None or view.fleet_ids != frozenset(spec.fleet_ids):
+                view = self._views[job_id] = JobView(job_id, spec.fleet_ids)
+            view.refresh(s, t, self.lost_from)
             staged = staged_pairs(s, job_id)
             revision = job.revision
             start_at = job.start_at
             old_json = job.progress
             old_waiting = job.waiting_for
             old_status = job.status
+            if job.summary is not None:
+                self._summaries.setdefault(job_id, job.summary)
         others = tuple((q.job_id, int(q.status), q.start_at) for q in queue if q.job_id != job_id)
-        key = (revision, tuple(views), staged, others)
+        key = (revision, view.version, staged, others)
         seen = self._seen.get(job_id)
         if seen is not None and seen.key == key and (seen.wake_at is None or t < seen.wake_at):
             return
+        views = view.views()
         progress = replace(progress, staged=progress.staged | staged)
         decision, waiting_for = self._decide(spec, progress, views, queue, start_at, t)
         new_json = dump_progress(decision.progress)
@@ -192,11 +205,30 @@ class Reconciler:
             and int(decision.progress.status) == old_status
         )
         if unchanged:
+            self._keep_summary(job_id, spec, decision.progress, views)
             return
         if self._record(job_id, revision, progress_of_json(old_json), decision, waiting_json, t):
+            self._keep_summary(job_id, spec, decision.progress, views)
             self.replay(job_id)
         else:
             self._seen.pop(job_id, None)  # lost the race: look again at the next pass
+
+    def _keep_summary(
+        self, job_id: int, spec: JobSpec, progress: JobProgress, views: Sequence[InstanceView]
+    ) -> None:
+        """Store where the job's members stand, if that changed. Derived data, written
+        without the compare-and-set: any pass's summary is as true as the views it saw."""
+        summary = json.dumps(summarize(job_id, spec, progress, views), sort_keys=True)
+        if self._summaries.get(job_id) == summary:
+            return
+        with self.db.write() as s:
+            s.execute(
+                update(PatchJob)
+                .where(PatchJob.id == job_id)
+                .values(summary=summary)
+                .execution_options(synchronize_session=False)
+            )
+        self._summaries[job_id] = summary
 
     def _decide(
         self,

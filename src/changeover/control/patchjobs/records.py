@@ -38,6 +38,10 @@ class PatchJob(Base):
     waiting_for: Mapped[str] = mapped_column(Text, default="[]")
     """Ids of the overlapping jobs this one waits for, as JSON."""
     wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Where its members stand, per state and region, as JSON (``fleet_view.summarize``):
+    kept by the reconciler as it goes, so readers need not count the fleet. None until its
+    first pass."""
     revision: Mapped[int] = mapped_column(Integer, default=0)
     """Bumped by every write of the reconciler: its compare-and-set token."""
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -33,3 +33,17 @@ def downgrade() -> None:
     with op.batch_alter_table("instances") as batch:
         for name, _ in reversed(COLUMNS):
             batch.drop_column(name)
+    if op.get_bind().dialect.name == "sqlite":  # the rebuilt table lost the DESC keys
+        for name, scope in (
+            ("ix_instances_alloc_fleet", "fleet_id"),
+            ("ix_instances_alloc_profile", "profile_id"),
+        ):
+            op.drop_index(name, table_name="instances")
+            op.create_index(
+                name,
+                "instances",
+                [scope, sa.text("version_number DESC"), sa.text("players DESC"), "id"],
+                sqlite_where=sa.text(
+                    "state = 'ready' AND desired = 'running' AND players < capacity"
+                ),
+            )
