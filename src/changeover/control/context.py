@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from changeover.content.store import LocalStore
 from changeover.control.db import Database
+from changeover.control.fleet.pacing import SyncPacer
 from changeover.control.jobs import JobRunner
 from changeover.control.publishing import Publisher
 from changeover.settings import Settings
@@ -18,3 +19,5 @@ class Context:
     store: LocalStore
     runner: JobRunner
     publisher: Publisher
+    sync_pacer: SyncPacer = field(default_factory=SyncPacer)
+    """What agents' syncs cost lately: how often to ask them to sync."""

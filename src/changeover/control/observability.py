@@ -73,6 +73,12 @@ _ID_COUNTER = itertools.count()
 _ID_MASK = (1 << 64) - 1
 
 
+ARRIVED_KEY = "changeover.arrived"
+"""Where a request's arrival time (``db.now``) is kept in its ASGI scope: before it waits
+for a worker thread or a lock, so that a host's heartbeat counts from when it called
+(``fleet.views.sync_agent``), not from when a busy control plane got round to it."""
+
+
 class RequestMiddleware:
     """Request id, metrics and one access-log line per HTTP request (pure ASGI)."""
 
@@ -84,6 +90,7 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[ARRIVED_KEY] = time.time()
         rid = _request_id(scope)
         token = logs.request_id.set(rid)
         path: str = scope["path"]

@@ -10,7 +10,8 @@ from sqlalchemy import event, select
 
 from changeover.control.db import Database, now
 from changeover.control.fleet import hosts as host_svc
-from changeover.control.fleet.models import Instance
+from changeover.control.fleet import pacing
+from changeover.control.fleet.models import Host, Instance
 from fleet_world import world
 
 UID = "u" * 16  # the agent_uid fleet_world gives its hosts
@@ -73,12 +74,37 @@ def test_a_repeated_sync_writes_nothing_and_a_change_is_written(db: Database) ->
 
 def test_the_sync_interval_stretches_with_the_live_hosts(db: Database) -> None:
     hosts = world(db, hosts=120)["hosts"]
-    assert host_svc.sync_interval(1) == host_svc.SYNC_INTERVAL_S
+    assert pacing.sync_interval(1) == pacing.SYNC_INTERVAL_S
     reply = sync(db, hosts[0], [], now())
-    assert reply["sync_interval_s"] == host_svc.MAX_SYNC_INTERVAL_S
-    assert host_svc.MAX_SYNC_INTERVAL_S * 4 <= host_svc.LOST_AFTER_S
+    assert reply["sync_interval_s"] == pacing.MAX_SYNC_INTERVAL_S
+    assert pacing.MAX_SYNC_INTERVAL_S * 4 <= host_svc.LOST_AFTER_S
     # Between the floor and the ceiling, the fleet together stays near SYNCS_PER_S.
-    middle = int(host_svc.SYNCS_PER_S * 2)
-    assert middle / host_svc.sync_interval(middle) == host_svc.SYNCS_PER_S
+    middle = int(pacing.SYNCS_PER_S * 2)
+    assert middle / pacing.sync_interval(middle) == pacing.SYNCS_PER_S
     few = sync(db, hosts[0], [], now() + 7200)  # the others fell silent an hour ago
-    assert few["sync_interval_s"] == host_svc.SYNC_INTERVAL_S
+    assert few["sync_interval_s"] == pacing.SYNC_INTERVAL_S
+
+
+def test_a_busy_control_plane_asks_for_fewer_syncs_within_the_lost_bound() -> None:
+    assert pacing.sync_interval(10, seconds_per_sync=0.0) == pacing.SYNC_INTERVAL_S
+    # 10 hosts whose syncs take 0.1 s each: answering them every second would take all of
+    # one process's time; at half of it, every 2 s.
+    assert pacing.sync_interval(10, seconds_per_sync=0.1) == 2.0
+    assert pacing.sync_interval(10, seconds_per_sync=10.0) == pacing.MAX_SYNC_INTERVAL_S
+    pacer = pacing.SyncPacer(weight=0.5)
+    for _ in range(20):
+        pacer.record(0.1)
+    assert abs(pacer.seconds_per_sync - 0.1) < 1e-3
+    assert abs(pacer.interval(10) - 2.0) < 0.05
+
+
+def test_the_heartbeat_counts_from_when_the_agent_called(db: Database) -> None:
+    """A sync answered late (the control plane was busy) counts as heard when it arrived."""
+    host = world(db)["hosts"][0]
+    t = now()
+    with db.write() as s:
+        host_svc.sync(
+            s, host_id=host, agent_uid="u" * 16, observed=[], staged=[], now=t + 9, heard_at=t
+        )
+    with db.read() as s:
+        assert s.get_one(Host, host).last_seen_at == t

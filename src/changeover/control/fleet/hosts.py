@@ -39,28 +39,16 @@ from changeover.control.fleet.models import (
     Profile,
     live_instances,
 )
+from changeover.control.fleet.pacing import SyncPacer, sync_interval
 from changeover.control.fleet.placement import DRAIN_S, NOTICE_S
 from changeover.control.fleet.services import LOST_AFTER_S, get_region
 from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
 
-SYNC_INTERVAL_S = 1.0
-"""How often an agent syncs while the control plane has few hosts to hear from."""
-MAX_SYNC_INTERVAL_S = LOST_AFTER_S / 4
-"""The longest interval we ask for: a host misses four syncs before it counts as lost."""
-SYNCS_PER_S = 40.0
-"""The sync rate one control-plane process answers with room to spare (a sync of 100
-instances costs a few milliseconds of CPU); a fleet with more hosts syncs less often."""
 AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
 EXIT_HOWS = frozenset({"exited", "killed", "crashed"})
 MAX_SLOTS = 10000
-
-
-def sync_interval(live_hosts: int) -> float:
-    """How often each of ``live_hosts`` agents should sync, so that all of them together
-    stay near ``SYNCS_PER_S`` (agents also sync at once when something changes)."""
-    return min(MAX_SYNC_INTERVAL_S, max(SYNC_INTERVAL_S, live_hosts / SYNCS_PER_S))
 
 
 def live_host_count(s: Session, now: float) -> int:
@@ -424,8 +412,15 @@ def _plan(s: Session, host: Host, all_rows: list[Instance], now: float) -> list[
     return created
 
 
-def snapshot(s: Session, host: Host, rows: Sequence[Instance], now: float) -> dict[str, Any]:
-    """The desired state of a host (whose live instances are ``rows``), as its agent reads it."""
+def snapshot(
+    s: Session,
+    host: Host,
+    rows: Sequence[Instance],
+    now: float,
+    pacer: SyncPacer | None = None,
+) -> dict[str, Any]:
+    """The desired state of a host (whose live instances are ``rows``), as its agent reads
+    it; the sync interval asked for is ``pacer``'s, if given."""
     fleet_profiles = set(
         s.scalars(
             select(Fleet.active_profile_id)
@@ -473,7 +468,7 @@ def snapshot(s: Session, host: Host, rows: Sequence[Instance], now: float) -> di
         instances.append(item)
     return {
         "host": {"id": host.id, "name": host.name},
-        "sync_interval_s": sync_interval(live_host_count(s, now)),
+        "sync_interval_s": (pacer.interval if pacer else sync_interval)(live_host_count(s, now)),
         "instances": instances,
         "versions": sorted({versions[p.version_id].manifest_id for p in profiles.values()}),
     }
@@ -487,15 +482,20 @@ def sync(
     observed: Sequence[Mapping[str, Any]],
     staged: Sequence[str],
     now: float,
+    heard_at: float | None = None,
+    pacer: SyncPacer | None = None,
 ) -> dict[str, Any]:
     """Record what an agent observes, re-plan its host, return its desired state.
+
+    ``heard_at``: when the request arrived (default ``now``). It is the host's heartbeat:
+    a host is lost when it stops calling, not when the control plane is slow to answer.
 
     Raises:
         NotFound: no such host. Conflict: another agent holds the host now.
         InvalidInput: a malformed observation.
     """
     host = get_host(s, host_id, agent_uid)
-    host.last_seen_at = now
+    host.last_seen_at = now if heard_at is None else heard_at
     host.staged = json.dumps(sorted(str(x)[:64] for x in staged)[:200])
     by_id: dict[int, Mapping[str, Any]] = {}
     for obs in observed:
@@ -517,4 +517,4 @@ def sync(
         s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
     live = [row for row in rows if _is_live(row)]
     created = _plan(s, host, live, now)
-    return snapshot(s, host, [row for row in live if _is_live(row)] + created, now)
+    return snapshot(s, host, [row for row in live if _is_live(row)] + created, now, pacer)

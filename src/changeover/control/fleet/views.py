@@ -41,6 +41,7 @@ from changeover.control.fleet.models import (
     Profile,
     Region,
 )
+from changeover.control.fleet.pacing import SYNC_INTERVAL_S
 from changeover.control.fleet.schemas import (
     AllocationOut,
     ApplicationOut,
@@ -67,6 +68,7 @@ from changeover.control.http_input import (
     Int64,
     Number,
 )
+from changeover.control.observability import ARRIVED_KEY
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], route_class=EdgeRoute)
 AgentAuth = Annotated[Principal, Depends(requires(Permission.AGENT))]
@@ -600,7 +602,7 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
             agent_version=body.agent_version,
             now=now(),
         )
-        return {**host_dict(s, host), "sync_interval_s": host_svc.SYNC_INTERVAL_S}
+        return {**host_dict(s, host), "sync_interval_s": SYNC_INTERVAL_S}
 
 
 @router.post(
@@ -608,15 +610,22 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
 )
 def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
     """The agent's heartbeat: observed state in, the host's full desired state out."""
+    arrived = float(request.scope.get(ARRIVED_KEY) or now())
+    pacer = ctx(request).sync_pacer
     with ctx(request).db.write() as s:
-        return host_svc.sync(
+        started = now()
+        answer = host_svc.sync(
             s,
             host_id=host_id,
             agent_uid=body.agent_uid,
             observed=body.instances,
             staged=body.staged,
-            now=now(),
+            now=started,
+            heard_at=arrived,
+            pacer=pacer,
         )
+    pacer.record(now() - started)
+    return answer
 
 
 # -- aggregates for the dashboard (control.fleet.aggregates) ------------------------------

@@ -393,18 +393,25 @@ class Reconciler:
             # No applier writes the job's row: out of the session, it is not reloaded (with
             # its progress, large for a big fleet) after every action's expire_all below.
             s.expunge(job)
-            for key in keys:
-                # Mark first: of two processes replaying the same action, one wins the mark
-                # and the other writes nothing (its transaction changes nothing else).
-                marked = s.execute(
+            # Mark first: of two processes replaying the same actions, each action is
+            # marked by one of them, and the other writes nothing for it.
+            marked = set(
+                s.scalars(
                     update(PatchJobAction)
-                    .where(PatchJobAction.key == key, PatchJobAction.applied_at.is_(None))
+                    .where(PatchJobAction.key.in_(keys), PatchJobAction.applied_at.is_(None))
                     .values(applied_at=t)
+                    .returning(PatchJobAction.key)
                     .execution_options(synchronize_session=False)
-                ).rowcount  # type: ignore[attr-defined]
-                if not marked:
+                )
+            )
+            rows = {
+                row.key: row
+                for row in s.scalars(select(PatchJobAction).where(PatchJobAction.key.in_(marked)))
+            }
+            for key in keys:
+                if key not in marked:
                     continue
-                row = s.get_one(PatchJobAction, key)
+                row = rows[key]
                 action = codec.action_from_dict(json.loads(row.action))
                 done = appliers.apply(s, job, spec, action, t)
                 row.result = done.result[:REASON_LEN]
@@ -422,9 +429,8 @@ class Reconciler:
                     started.append(done.check)
                 released = released or kind == "ReleaseClient"
                 applied += 1
-                # Appliers also write with bulk UPDATEs: the next one must not see stale rows.
-                s.flush()
-                s.expire_all()
+                # The appliers' bulk UPDATEs keep the session's rows in step themselves
+                # (SQLAlchemy's default synchronize_session), so no expire_all here.
         for check in started:  # after the commit: a check must not outlive a rolled-back mark
             self.checks.start(check)
         if released and self.on_release is not None:

@@ -47,8 +47,22 @@ def stored_spec(job: PatchJob) -> dict[str, Any]:
     return data
 
 
+_parsed: dict[tuple[int, float, int], JobProgress] = {}
+_PARSED_MAX = 64
+
+
 def progress_of(job: PatchJob) -> JobProgress:
-    return codec.progress_from_dict(json.loads(job.progress))
+    """The job's progress. A big job's is large (its selection, the keys it issued) and
+    read on every pass and every ``GET``: parsed once per revision, which every write of
+    it bumps (``cas_write``); ``JobProgress`` is immutable, so sharing it is safe."""
+    key = (job.id, job.created_at, job.revision)
+    found = _parsed.get(key)
+    if found is None:
+        found = codec.progress_from_dict(json.loads(job.progress))
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[key] = found
+    return found
 
 
 def dump_progress(progress: JobProgress) -> str:
