@@ -59,6 +59,9 @@ class Settings:
     them). Clients that predate methods see only the zstd patches and fetch the other files
     whole: ``zstd`` alone keeps them on patches for every file, at a larger size for
     executables, while many of them are about."""
+    replace_lost_after_s: float = 120.0
+    """A host silent this long has the instances it ran for fleets replaced on other hosts
+    (``control.fleet.standins``); at least ``LOST_AFTER_S`` (10 s)."""
     retention_s: float = 7 * 86400.0
     """Ended and expired sessions are deleted this long after they ended, then stopped
     instances this long after they stopped; until then ``GET /sessions/{id}``,
@@ -113,6 +116,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),
         report_retry_s=_seconds(env, "CHANGEOVER_REPORT_RETRY_S", s.report_retry_s),
         retention_s=_seconds(env, "CHANGEOVER_RETENTION_S", s.retention_s),
+        replace_lost_after_s=_seconds(
+            env, "CHANGEOVER_REPLACE_LOST_AFTER_S", s.replace_lost_after_s
+        ),
         trust_policy=TrustPolicy(
             timestamp_expiry_s=_seconds(
                 env, "CHANGEOVER_TIMESTAMP_EXPIRY_S", s.trust_policy.timestamp_expiry_s
@@ -123,6 +129,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     if "data_dir" in given:
         given["data_dir"] = Path(str(given["data_dir"]))
     s = replace(s, **given)  # type: ignore[arg-type]
+    if s.replace_lost_after_s < 10.0:  # a host is lost (not offered to players) after 10 s
+        raise InvalidInput(
+            "CHANGEOVER_REPLACE_LOST_AFTER_S must be at least 10 seconds (a host counts as"
+            f" lost only after 10 s of silence), got {s.replace_lost_after_s:g}"
+        )
     if s.log_format not in ("text", "json"):
         raise InvalidInput(f"the log format must be text or json, got {s.log_format!r}")
     if s.webhook_url and not s.webhook_secret:

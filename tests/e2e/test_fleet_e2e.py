@@ -140,3 +140,90 @@ def test_players_survive_an_agent_kill_and_a_profile_switch(tmp_path: Path) -> N
             a.cleanup()
             print(f"--- agent {a.name}\n{a.log()[-4000:]}")
         stop_server(srv)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def test_a_lost_host_is_stood_in_for_and_fenced_when_it_comes_back(tmp_path: Path) -> None:
+    """Agent h2 dies (SIGKILL; its games run on, out of the control plane's reach). Past
+    the replace deadline the fleet runs stand-ins for h2's instances on h1, and h2's own
+    are marked stopped; when h2's agent comes back, it stops them (they never take players
+    again beside the stand-ins), h2 gets instances of its own again and the stand-ins
+    retire."""
+    (tmp_path / "server").mkdir()
+    srv = start_server(
+        tmp_path / "server", None, env={"CHANGEOVER_REPLACE_LOST_AFTER_S": str(REPLACE_AFTER_S)}
+    )
+    agents: list[AgentProc] = []
+    try:
+        c = srv.client()
+        setup_fleet(c)
+        token = srv.token("agent")
+        h1, h2 = (AgentProc(srv, token, n, "eu", tmp_path / n) for n in ("h1", "h2"))
+        agents += [h1.start(), h2.start()]
+        wait_for(
+            lambda: [i["state"] for i in instances(c)] == ["ready"] * 4, 90, "4 ready instances"
+        )
+        h2_games = h2.instance_pids()
+        assert len(h2_games) == 2
+        h2.kill()
+
+        def stood_in() -> list[dict[str, Any]] | None:
+            now = instances(c)
+            standins = [i for i in now if i["standin_for"] == "h2" and i["state"] == "ready"]
+            return now if len(standins) == 2 else None
+
+        now = wait_for(stood_in, 90, "two stand-ins for h2's instances, ready")
+        assert {i["host"] for i in now if i["standin_for"] == "h2"} == {"h1"}
+        fenced = {i["id"]: i for i in all_instances(c) if i["id"] in h2_games}
+        assert {i["desired"] for i in fenced.values()} == {"stopped"}, fenced
+        assert all("host h2 lost" in (i["notice"] or {}).get("reason", "") for i in fenced.values())
+        assert all(_alive(pid) for pid in h2_games.values()), "its games ran on meanwhile"
+
+        h2.start()  # the host comes back: its first sync tells it to stop the fenced ones
+        wait_for(
+            lambda: not any(_alive(pid) for pid in h2_games.values()),
+            60,
+            "h2's agent to stop the instances that were stood in for",
+        )
+
+        def settled() -> bool:
+            live = instances(c)
+            return sorted((i["host"], i["standin_for"] or "", i["state"]) for i in live) == [
+                ("h1", "", "ready"),
+                ("h1", "", "ready"),
+                ("h2", "", "ready"),
+                ("h2", "", "ready"),
+            ]
+
+        wait_for(settled, 90, "two instances of its own on each host, and no stand-in left")
+        gone = {i["id"]: i for i in all_instances(c) if i["standin_for"] == "h2"}
+        assert [i["desired"] for i in gone.values()] == ["stopped", "stopped"], gone
+        assert all(
+            "host h2 is back" in (i["notice"] or {}).get("reason", "") for i in gone.values()
+        )
+    finally:
+        for a in agents:
+            a.cleanup()
+            print(f"--- agent {a.name}\n{a.log()[-4000:]}")
+        stop_server(srv)
+
+
+REPLACE_AFTER_S = 12
+
+
+def all_instances(c: httpx.Client) -> list[dict[str, Any]]:
+    return list(ok(c.get("/fleets/arena/instances", params={"all": "true"})))

@@ -23,3 +23,10 @@ def test_patch_methods_and_publish_budget_come_from_the_environment() -> None:
 def test_patch_methods_must_be_known_and_include_zstd(value: str) -> None:
     with pytest.raises(InvalidInput, match="CHANGEOVER_PATCH_METHODS"):
         load({"CHANGEOVER_PATCH_METHODS": value})
+
+
+def test_lost_hosts_are_replaced_after_a_setting_of_at_least_ten_seconds() -> None:
+    assert load({}).replace_lost_after_s == 120.0
+    assert load({"CHANGEOVER_REPLACE_LOST_AFTER_S": "30"}).replace_lost_after_s == 30.0
+    with pytest.raises(InvalidInput, match="at least 10 seconds"):
+        load({"CHANGEOVER_REPLACE_LOST_AFTER_S": "5"})

@@ -342,7 +342,7 @@ def test_a_token_revoked_elsewhere_is_refused_by_the_lane_within_the_bound(
     mm = server.client(token)
     body = {"fleet": "nope", "players": ["a"]}
     assert mm.post("/allocations", json=body).status_code == 404  # the route, then cached
-    url = f"sqlite:///{server.data / 'changeover.db'}"
+    url = server.database_url or f"sqlite:///{server.data / 'changeover.db'}"
     engine = sqlalchemy.create_engine(url)
     try:
         with engine.begin() as c:

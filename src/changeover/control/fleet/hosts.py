@@ -18,18 +18,20 @@ at the next call. Within one sync transaction:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
-from changeover.control.fleet import placement, sessions
+from changeover.control.db import rowcount
+from changeover.control.fleet import placement, sessions, standins
 from changeover.control.fleet.exits import describe_exit
 from changeover.control.fleet.models import (
     Fleet,
@@ -45,6 +47,7 @@ from changeover.control.fleet.services import LOST_AFTER_S, get_region
 from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.errors import Conflict, InvalidInput, NotFound
 
+log = logging.getLogger("changeover.fleet")
 AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
 EXIT_HOWS = frozenset({"exited", "killed", "crashed"})
@@ -266,6 +269,7 @@ def _views(rows: Sequence[Instance], host: Host) -> list[placement.InstanceView]
             state=i.state,
             players=i.players,
             replaces_id=i.replaces_id,
+            standin_for=i.standin_for,
             drain_deadline=i.drain_deadline,
             drain_reason=i.drain_reason,
             notice_deadline=i.notice_deadline,
@@ -361,8 +365,16 @@ def apply(s: Session, row: Instance, action: placement.Action, now: float) -> No
     row.updated_at = now
 
 
-def _plan(s: Session, host: Host, all_rows: list[Instance], now: float) -> list[Instance]:
-    """Re-plan ``host`` from its live instances ``all_rows``; the instances it creates."""
+def _plan(
+    s: Session,
+    host: Host,
+    all_rows: list[Instance],
+    now: float,
+    replace_lost_after_s: float | None = None,
+) -> list[Instance]:
+    """Re-plan ``host`` from its live instances ``all_rows``; the instances it creates.
+    ``replace_lost_after_s``: give it the stand-ins it takes for hosts lost that long
+    (``standins``); None: none."""
     # The fleets a running patch job owns: the job starts, drains and stops their
     # instances, so placement never creates, scales down or drains there on its own (the
     # two would fight). It still applies its drain rules (stop when empty, notice, stop at
@@ -401,14 +413,122 @@ def _plan(s: Session, host: Host, all_rows: list[Instance], now: float) -> list[
     view = placement.HostView(host.name, alive=True, slots=host.slots - taken)
     by_id = {i.id: i for i in rows}
     created = []
+    back = _alive(s, {i.standin_for for i in rows if i.standin_for is not None}, now)
     for action in placement.plan_host(
-        view, specs, _views(rows, host), now, drain_s=DRAIN_S, notice_s=NOTICE_S
+        view, specs, _views(rows, host), now, drain_s=DRAIN_S, notice_s=NOTICE_S, alive_hosts=back
     ):
         if isinstance(action, placement.Create):
             created.append(new_instance(s, action.fleet_id, action.profile_id, host.id, now, None))
         else:
             apply(s, by_id[action.instance_id], action, now)
+    if replace_lost_after_s is not None:
+        free = view.slots - sum(i.desired != "stopped" for i in rows) - len(created)
+        created += _stand_ins(s, host, specs, free, now, replace_lost_after_s)
     s.flush()
+    return created
+
+
+def _alive(s: Session, names: set[str], now: float) -> frozenset[str]:
+    if not names:
+        return frozenset()
+    return frozenset(
+        s.scalars(
+            select(Host.name).where(Host.name.in_(names), Host.last_seen_at > now - LOST_AFTER_S)
+        )
+    )
+
+
+def _stand_ins(
+    s: Session,
+    host: Host,
+    specs: Sequence[placement.FleetSpec],
+    free: int,
+    now: float,
+    replace_lost_after_s: float,
+) -> list[Instance]:
+    """Create the stand-ins ``standins.assign`` gives ``host`` (at most ``free``), each
+    fencing the lost instance it replaces (see ``standins``)."""
+    fleets = {f.fleet_id: f for f in specs if f.profile_id is not None and host.name in f.hosts}
+    if free <= 0 or not fleets:
+        return []
+    # Usually empty: one small read of the hosts table per sync.
+    lost = dict(
+        s.execute(
+            select(Host.id, Host.name).where(Host.last_seen_at <= now - replace_lost_after_s)
+        ).all()
+    )
+    if not lost:
+        return []
+    orphans = [
+        standins.Orphan(i, f, lost[h])
+        for i, f, h in s.execute(
+            select(Instance.id, Instance.fleet_id, Instance.host_id).where(
+                Instance.host_id.in_(list(lost)),
+                Instance.fleet_id.in_(list(fleets)),
+                Instance.desired == "running",  # a draining one was on its way out
+            )
+        ).tuples()
+    ]
+    if not orphans:
+        return []
+    listed: dict[str, set[int]] = {}
+    for fleet_id, name in s.execute(
+        select(FleetHost.fleet_id, FleetHost.host_name).where(FleetHost.fleet_id.in_(list(fleets)))
+    ).tuples():
+        listed.setdefault(name, set()).add(fleet_id)
+    live = s.execute(
+        select(Host.id, Host.name, Host.slots).where(
+            Host.name.in_(list(listed)), Host.last_seen_at > now - LOST_AFTER_S
+        )
+    ).all()
+    used = dict(
+        s.execute(
+            select(Instance.host_id, func.count(Instance.id))
+            .where(Instance.host_id.in_([h.id for h in live]), Instance.desired != "stopped")
+            .group_by(Instance.host_id)
+        ).all()
+    )
+    rooms = [
+        standins.Room(
+            h.name,
+            free if h.id == host.id else h.slots - used.get(h.id, 0),
+            frozenset(listed[h.name]),
+        )
+        for h in live
+    ]
+    where = standins.assign(orphans, rooms)
+    created = []
+    for orphan in orphans:
+        if where.get(orphan.instance_id) != host.name:
+            continue
+        # The fence, and the compare-and-set that makes this host the only one to replace it.
+        fenced = rowcount(
+            s.execute(
+                update(Instance)
+                .where(Instance.id == orphan.instance_id, Instance.desired != "stopped")
+                .values(
+                    desired="stopped",
+                    notice_reason=f"host {orphan.host} lost: replaced on {host.name}",
+                    notice_deadline=now,
+                    updated_at=now,
+                )
+            )
+        )
+        if not fenced:
+            continue
+        spec = fleets[orphan.fleet_id]
+        assert spec.profile_id is not None
+        row = new_instance(s, orphan.fleet_id, spec.profile_id, host.id, now, orphan.instance_id)
+        row.standin_for = orphan.host
+        created.append(row)
+        log.warning(
+            "host %s silent for %.0f s: its instance %s of fleet %s stands in on %s",
+            orphan.host,
+            replace_lost_after_s,
+            orphan.instance_id,
+            orphan.fleet_id,
+            host.name,
+        )
     return created
 
 
@@ -484,6 +604,7 @@ def sync(
     now: float,
     heard_at: float | None = None,
     pacer: SyncPacer | None = None,
+    replace_lost_after_s: float | None = None,
 ) -> dict[str, Any]:
     """Record what an agent observes, re-plan its host, return its desired state.
 
@@ -516,5 +637,5 @@ def sync(
     for row in released:
         s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
     live = [row for row in rows if _is_live(row)]
-    created = _plan(s, host, live, now)
+    created = _plan(s, host, live, now, replace_lost_after_s)
     return snapshot(s, host, [row for row in live if _is_live(row)] + created, now, pacer)

@@ -155,6 +155,8 @@ class Instance(Base):
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
     # A plain integer: a key from the table to itself buys nothing here.
     replaces_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    standin_for: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The lost host whose instance this one replaces until it is back (``standins``)."""
     launch_key: Mapped[str | None] = mapped_column(
         String(200), nullable=True, unique=True, index=True
     )

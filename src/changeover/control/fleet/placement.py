@@ -68,6 +68,9 @@ class InstanceView:
     """Set once a shutdown notice was given."""
     created_at: float = 0.0
     error: str | None = None
+    standin_for: str | None = None
+    """The lost host it stands in for (``standins``): not counted toward its own host's
+    target, retired once that host is alive again."""
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -119,9 +122,9 @@ def _retire(i: InstanceView, reason: str, now: float, drain_s: float) -> Action:
 
 def _counted(running: Sequence[InstanceView]) -> list[InstanceView]:
     """The running instances that count toward the target: an old instance being
-    replaced does not (its replacement does)."""
+    replaced does not (its replacement does), nor a stand-in for a lost host's."""
     replaced = {i.replaces_id for i in running if i.replaces_id is not None}
-    return [i for i in running if i.instance_id not in replaced]
+    return [i for i in running if i.instance_id not in replaced and i.standin_for is None]
 
 
 def _drains(instances: Iterable[InstanceView], now: float, notice_s: float) -> list[Action]:
@@ -151,8 +154,10 @@ def plan_host(
     *,
     drain_s: float,
     notice_s: float,
+    alive_hosts: frozenset[str] = frozenset(),
 ) -> list[Action]:
-    """What should change on ``host``, given the fleets and this host's instances."""
+    """What should change on ``host``, given the fleets and this host's instances;
+    ``alive_hosts``: which of the hosts its stand-ins stand in for are alive again."""
     actions: list[Action] = _drains(instances, now, notice_s)
     occupied = sum(1 for i in instances if i.desired != STOPPED)
     for fleet in sorted(fleets, key=lambda f: f.fleet_id):
@@ -161,6 +166,9 @@ def plan_host(
             why = "host removed from the fleet" if host.name not in fleet.hosts else "no profile"
             actions.extend(_retire(i, why, now, drain_s) for i in running)
             continue
+        for i in running:
+            if i.standin_for is not None and i.standin_for in alive_hosts:
+                actions.append(_retire(i, f"host {i.standin_for} is back", now, drain_s))
         counted = _counted(running)
         short = fleet.per_host - len(counted)
         if short > 0 and host.alive:

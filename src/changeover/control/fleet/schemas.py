@@ -144,6 +144,8 @@ class InstanceOut(Out):
     players: int
     capacity: int
     replaces: int | None
+    standin_for: str | None = None
+    """The lost host it stands in for until that host is back (``fleet.standins``)."""
     slot: int | None
     """Its state slot on the host (``CHANGEOVER_STATE_DIR``); None before slots existed."""
     exit: ExitOut | None

@@ -245,6 +245,7 @@ def instance_dict(
         "players": i.players,
         "capacity": i.capacity,
         "replaces": i.replaces_id,
+        "standin_for": i.standin_for,
         "slot": i.slot,
         "exit": exit_record(i),
         "drain_deadline": i.drain_deadline,
@@ -623,6 +624,7 @@ def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> 
             now=started,
             heard_at=arrived,
             pacer=pacer,
+            replace_lost_after_s=ctx(request).settings.replace_lost_after_s,
         )
     pacer.record(now() - started)
     return answer

@@ -4,6 +4,8 @@ bulk UPDATEs, the allocation lane). The reconciler reads only what changed since
 pass (``patchjobs.job_view``). An index on (fleet_id, changed_at) serves that read, one on
 (host_id, fleet_id) the slot choice of a new instance (``fleet.hosts.assign_slot``).
 
+instances.standin_for: the lost host an instance stands in for (``fleet.standins``).
+
 patch_jobs.summary: the job's progress per state and region, kept by the reconciler, so the
 API, the dashboard and the reports read it without counting the fleet.
 
@@ -61,6 +63,7 @@ def upgrade() -> None:
     op.create_index("ix_instances_fleet_changed", "instances", ["fleet_id", "changed_at"])
     op.create_index("ix_instances_host_fleet", "instances", ["host_id", "fleet_id"])
     op.add_column("patch_jobs", sa.Column("summary", sa.Text(), nullable=True))
+    op.add_column("instances", sa.Column("standin_for", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
@@ -76,6 +79,7 @@ def downgrade() -> None:
     with op.batch_alter_table("patch_jobs") as batch:
         batch.drop_column("summary")
     with op.batch_alter_table("instances") as batch:
+        batch.drop_column("standin_for")
         batch.drop_column("changed_at")
     if sqlite:  # the rebuilt table lost the DESC keys (see 0008)
         for name, scope in _ALLOC_INDEXES:
