@@ -335,11 +335,13 @@ class Reconciler:
         result is recorded once whoever finishes first (``CheckRunner.record``)."""
         started = 0
         with self.db.read() as s:
+            # By job (the unfinished ones are few), not over every job's actions.
+            unfinished = select(PatchJob.id).where(PatchJob.status.not_in(TERMINAL))
             rows = s.execute(
                 select(PatchJobAction, PatchJob)
                 .join(PatchJob, PatchJob.id == PatchJobAction.job_id)
                 .where(
-                    PatchJob.status.not_in(TERMINAL),
+                    PatchJobAction.job_id.in_(unfinished.scalar_subquery()),
                     PatchJobAction.applied_at.is_not(None),
                     PatchJobAction.action.like('%"type": "RunCheck"%'),
                 )
