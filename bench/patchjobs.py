@@ -152,6 +152,8 @@ class SimHosts:
         self.last_seen: dict[str, float] = {}
         self.longest_gap = 0.0
         """The longest time between two answered syncs of one host (lost after 10 s)."""
+        self.latencies: list[float] = []
+        """Each sync's round trip, seconds."""
         self.error: BaseException | None = None
         self.lost_syncs = 0
         """Syncs that failed on the way (retried, as an agent does)."""
@@ -174,10 +176,12 @@ class SimHosts:
             for i, st in self.states[name].items()
         ]
         body = {"agent_uid": self.uids[name], "instances": observed, "staged": self.staged[name]}
+        sent = time.monotonic()
         out = _ok(self.client.post(f"/agents/{self.ids[name]}/sync", json=body))
         t = time.monotonic()
         with self._lock:
             self.syncs += 1
+            self.latencies.append(t - sent)
             self.longest_gap = max(self.longest_gap, t - self.last_seen.get(name, t))
             self.last_seen[name] = t
             self.intervals.append(float(out["sync_interval_s"]))
@@ -245,6 +249,16 @@ class ScaleRun:
     """The median sync interval the control plane asked of the hosts meanwhile."""
     longest_gap_s: float
     """The longest a host went without an answered sync."""
+    sync_p50_s: float
+    sync_p99_s: float
+    """Sync round trips (median, 99th percentile)."""
+
+
+def _p50_p99(samples: Sequence[float]) -> tuple[float, float]:
+    if not samples:
+        return 0.0, 0.0
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
@@ -287,6 +301,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
             syncs0, cpu0, t0 = sim.syncs, _cpu_s(srv.pid), time.monotonic()
             sim.intervals.clear()
+            sim.latencies.clear()
             sim.longest_gap = 0.0
             job = _ok(admin.post("/patchjobs", json=body), 201)
             done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
@@ -300,6 +315,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
                 sim.syncs - syncs0,
                 statistics.median(sim.intervals or [0.0]),
                 sim.longest_gap,
+                *_p50_p99(sim.latencies),
             )
             log(f"[patchjobs] scale {method}: {run}; reason: {done.get('reason')}")
             log(f"[patchjobs] scale: {sim.lost_syncs} sync(s) lost on the way so far")
@@ -644,8 +660,9 @@ def report_md(
             "(one process speaking the agent protocol; every change takes effect at once; each "
             "host syncs at the interval the control plane asks and at once after a change; no "
             "players). Per 1,000 instances: wall seconds and control-plane CPU seconds; the "
-            "median sync interval the control plane asked for, and the longest a host went "
-            "without an answered sync (a host is lost after 10 s).",
+            "median sync interval the control plane asked for, sync round trips (median and "
+            "99th percentile), and the longest a host went without an answered sync (a host "
+            "is lost after 10 s without a sync arriving).",
             "",
             markdown_table(
                 [
@@ -657,6 +674,7 @@ def report_md(
                     "CPU s / 1k",
                     "host syncs",
                     "sync interval s",
+                    "sync p50 / p99 ms",
                     "longest sync gap s",
                 ],
                 [
@@ -669,6 +687,7 @@ def report_md(
                         f"{r.cpu_s * 1000 / r.instances:.2f}",
                         r.syncs,
                         f"{r.interval_s:.1f}",
+                        f"{r.sync_p50_s * 1000:.0f} / {r.sync_p99_s * 1000:.0f}",
                         f"{r.longest_gap_s:.1f}",
                     ]
                     for r in scale

@@ -46,7 +46,9 @@ def test_arguments_are_checked() -> None:
 def test_report_shows_both_parts_per_1000_instances() -> None:
     args = pj.parse_args([])
     play = [pj.PlayRun("forced", "Completed", 12.5, 20, 15, 0, 5)]
-    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25)]
+    scale = [
+        pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25, 0.012, 0.25)
+    ]
     md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
     rows = {
         cells[0]: cells
@@ -58,4 +60,11 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
     assert rows["forced"] == ["forced", "Completed", "12.5", "20", "15", "0", "0%", "5"]
     # 40 s wall and 10 CPU s for 2,000 instances: 20 and 5 per 1,000.
     assert rows["rolling"][4:6] == ["20.00", "5.00"]
-    assert rows["rolling"][6:] == ["300", "1.5", "4.2"]  # syncs, median interval, longest gap
+    # syncs, median interval, sync round trips, longest gap
+    assert rows["rolling"][6:] == ["300", "1.5", "12 / 250", "4.2"]
+
+
+def test_sync_percentiles() -> None:
+    assert pj._p50_p99([]) == (0.0, 0.0)
+    samples = [float(n) for n in range(1, 101)]
+    assert pj._p50_p99(samples) == (50.5, 100.0)

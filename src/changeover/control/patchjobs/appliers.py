@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -89,6 +89,31 @@ def _instance(s: Session, instance_id: int) -> Instance | None:
     return s.get(Instance, instance_id, populate_existing=True)
 
 
+def _memo(s: Session, name: str) -> dict[Any, Any]:
+    """A cache for the rest of this transaction (the reconciler applies a batch of actions
+    in one): of what does not change within it, such as a host's id or a profile's run
+    spec (profiles are immutable)."""
+    memo: dict[Any, Any] = s.info.setdefault(f"changeover.appliers.{name}", {})
+    return memo
+
+
+def _host_id(s: Session, name: str) -> int | None:
+    known = _memo(s, "host_ids")
+    if name not in known:
+        known[name] = s.scalar(select(Host.id).where(Host.name == name))
+    host_id: int | None = known[name]
+    return host_id
+
+
+def _run_spec(s: Session, profile_id: int | None) -> RunSpec:
+    known = _memo(s, "run_specs")
+    if profile_id not in known:
+        spec = s.scalar(select(Profile.spec).where(Profile.id == profile_id))
+        known[profile_id] = RunSpec.from_dict(json.loads(spec)) if spec else RunSpec(("?",))
+    run: RunSpec = known[profile_id]
+    return run
+
+
 def apply(s: Session, job: PatchJob, spec: JobSpec, action: Action, now: float) -> Applied:
     """Write ``action``'s effect (see the module docstring); returns what happened."""
     handler = _HANDLERS[type(action)]
@@ -111,7 +136,7 @@ def _start(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> A
     existing = s.scalar(select(Instance.id).where(Instance.launch_key == a.key))
     if existing is not None:
         return Applied(f"instance {existing} exists already")
-    host_id = s.scalar(select(Host.id).where(Host.name == a.host))
+    host_id = _host_id(s, a.host)
     if host_id is None:
         return Applied(f"host {a.host} is unknown: nothing started")
     row = host_svc.new_instance(s, a.fleet_id, a.version_id, host_id, now, a.replaces_id)
@@ -167,9 +192,8 @@ def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
 def _stop_method(s: Session, a: StopInstance) -> tuple[str, float, str]:
     """The signal and timeout to stop ``a``'s instance with: the job's where it gave them,
     the instance's profile's otherwise; and words saying which."""
-    row = _instance(s, a.instance_id)
-    profile = s.get(Profile, row.profile_id) if row is not None else None
-    run = RunSpec.from_dict(json.loads(profile.spec)) if profile is not None else RunSpec(("?",))
+    profile_id = s.scalar(select(Instance.profile_id).where(Instance.id == a.instance_id))
+    run = _run_spec(s, profile_id)
     signal = a.signal if a.signal is not None else run.stop_signal
     timeout_s = a.timeout_s if a.timeout_s is not None else run.stop_timeout_s
     theirs = " (the profile's)"
