@@ -46,9 +46,7 @@ def test_arguments_are_checked() -> None:
 def test_report_shows_both_parts_per_1000_instances() -> None:
     args = pj.parse_args([])
     play = [pj.PlayRun("forced", "Completed", 12.5, 20, 15, 0, 5)]
-    scale = [
-        pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25, 0.012, 0.25)
-    ]
+    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25, 0.012, 0.25)]
     md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
     rows = {
         cells[0]: cells

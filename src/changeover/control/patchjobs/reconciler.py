@@ -67,6 +67,7 @@ from changeover.control.patchjobs.storage import (
     cas_write,
     dump_progress,
     progress_of,
+    remember_progress,
     spec_of,
 )
 
@@ -285,6 +286,7 @@ class Reconciler:
             if not written:
                 return False
             s.refresh(job)
+            written_key = (job.id, job.created_at, job.revision)
             seq = (
                 s.scalar(
                     select(func.coalesce(func.max(PatchJobAction.seq), 0)).where(
@@ -327,6 +329,7 @@ class Reconciler:
                         "waiting_for": json.loads(waiting_json),
                     },
                 )
+        remember_progress(written_key, after)  # committed
         return True
 
     def resume_checks(self) -> int:

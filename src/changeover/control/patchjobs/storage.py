@@ -65,6 +65,15 @@ def progress_of(job: PatchJob) -> JobProgress:
     return found
 
 
+def remember_progress(key: tuple[int, float, int], progress: JobProgress) -> None:
+    """Note that the job ``key`` (id, created_at, revision) holds ``progress``, once the
+    write of that revision has committed: its writer's next read of it need not parse
+    what it has just serialised."""
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.pop(next(iter(_parsed)))
+    _parsed[key] = progress
+
+
 def dump_progress(progress: JobProgress) -> str:
     return json.dumps(codec.progress_to_dict(progress), sort_keys=True)
 
