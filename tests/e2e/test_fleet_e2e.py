@@ -65,6 +65,18 @@ def setup_fleet(c: httpx.Client) -> None:
     ok(c.post("/fleets", json=fleet), 201)
 
 
+def start_fleet(
+    srv: Any, c: httpx.Client, tmp_path: Path, agents: list[AgentProc]
+) -> tuple[AgentProc, AgentProc]:
+    """The arena fleet, agents h1 and h2 started (added to ``agents``), 4 instances ready."""
+    setup_fleet(c)
+    token = srv.token("agent")
+    h1, h2 = (AgentProc(srv, token, n, "eu", tmp_path / n) for n in ("h1", "h2"))
+    agents += [h1.start(), h2.start()]
+    wait_for(lambda: [i["state"] for i in instances(c)] == ["ready"] * 4, 90, "4 ready instances")
+    return h1, h2
+
+
 def test_players_survive_an_agent_kill_and_a_profile_switch(tmp_path: Path) -> None:
     (tmp_path / "server").mkdir()
     srv = start_server(tmp_path / "server", None)
@@ -72,13 +84,7 @@ def test_players_survive_an_agent_kill_and_a_profile_switch(tmp_path: Path) -> N
     bots: subprocess.Popen[str] | None = None
     try:
         c = srv.client()
-        setup_fleet(c)
-        token = srv.token("agent")
-        h1, h2 = (AgentProc(srv, token, n, "eu", tmp_path / n) for n in ("h1", "h2"))
-        agents += [h1.start(), h2.start()]
-        wait_for(
-            lambda: [i["state"] for i in instances(c)] == ["ready"] * 4, 90, "4 ready instances"
-        )
+        h1, _ = start_fleet(srv, c, tmp_path, agents)
 
         bots = subprocess.Popen(
             [*CLI, "bots", "--fleet", "arena", "--players", "10", "--duration", "45", *BOT_ARGS],
@@ -170,13 +176,7 @@ def test_a_lost_host_is_stood_in_for_and_fenced_when_it_comes_back(tmp_path: Pat
     agents: list[AgentProc] = []
     try:
         c = srv.client()
-        setup_fleet(c)
-        token = srv.token("agent")
-        h1, h2 = (AgentProc(srv, token, n, "eu", tmp_path / n) for n in ("h1", "h2"))
-        agents += [h1.start(), h2.start()]
-        wait_for(
-            lambda: [i["state"] for i in instances(c)] == ["ready"] * 4, 90, "4 ready instances"
-        )
+        _, h2 = start_fleet(srv, c, tmp_path, agents)
         h2_games = h2.instance_pids()
         assert len(h2_games) == 2
         h2.kill()

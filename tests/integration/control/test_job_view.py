@@ -44,9 +44,22 @@ def _full_read(db: Database, job_id: int, fleet_id: int, t: float) -> list[Insta
         return [to_view(r, r[10] in lost) for r in read_all(s, job_id, [fleet_id])]
 
 
-def _changed_at(db: Database, instance_id: int) -> float:
-    with db.read() as s:
-        return float(s.scalar(select(Instance.changed_at).where(Instance.id == instance_id)) or 0)
+def _changed_at(db: Database, instance_id: int, s: Any = None) -> float:
+    """As ``s`` sees it (a writer, before its commit), else as committed."""
+    if s is None:
+        with db.read() as reader:
+            return _changed_at(db, instance_id, reader)
+    return float(s.scalar(select(Instance.changed_at).where(Instance.id == instance_id)) or 0)
+
+
+def _one_instance(db: Database) -> tuple[dict[str, Any], int]:
+    """A world with one ready instance: the world, and the instance's id."""
+    w = world(db)
+    with db.write() as s:
+        row = ready_instance(w)
+        s.add(row)
+        s.flush()
+        return w, row.id
 
 
 def _wait_for_clock_past(db: Database, mark: float) -> None:
@@ -61,12 +74,7 @@ def _wait_for_clock_past(db: Database, mark: float) -> None:
 
 
 def test_the_database_stamps_every_write(db: Database) -> None:
-    w = world(db)
-    with db.write() as s:
-        row = ready_instance(w)
-        s.add(row)
-        s.flush()
-        instance_id = row.id
+    _, instance_id = _one_instance(db)
     stamps = [_changed_at(db, instance_id)]
     assert stamps[0] > 0, "an insert is stamped"
 
@@ -208,19 +216,14 @@ def _world_once(db: Database) -> dict[str, Any]:
 
 
 def test_a_write_committed_after_a_pass_is_seen_by_the_next(db: Database) -> None:
-    w = world(db)
-    with db.write() as s:
-        row = ready_instance(w)
-        s.add(row)
-        s.flush()
-        instance_id = row.id
+    w, instance_id = _one_instance(db)
     view = JobView(1, [w["fleet"]])
     with db.read() as s:
         view.refresh(s, now())
     with db.write() as writer:  # stamped now, committed only after the next pass
         writer.execute(update(Instance).where(Instance.id == instance_id).values(state="stopping"))
         writer.flush()
-        _wait_for_clock_past(db, _changed_at_uncommitted(writer, instance_id))
+        _wait_for_clock_past(db, _changed_at(db, instance_id, writer))
         with db.read() as s:
             view.refresh(s, now())
         assert [v.state for v in view.views()] == ["ready"], "the write is not committed yet"
@@ -228,7 +231,3 @@ def test_a_write_committed_after_a_pass_is_seen_by_the_next(db: Database) -> Non
         view.refresh(s, now())
     assert [v.state for v in view.views()] == ["stopping"]
     assert view.rebuilds == 1
-
-
-def _changed_at_uncommitted(s: Any, instance_id: int) -> float:
-    return float(s.scalar(select(Instance.changed_at).where(Instance.id == instance_id)) or 0)

@@ -164,3 +164,31 @@ def test_pick_slot_passes_state_on_only_where_no_two_live_instances_share_it() -
     assert placement.pick_slot([0, 1], 1, True, exclusive=False) == 1
     # Exclusive state: always the predecessor's (the agent waits for it to end).
     assert placement.pick_slot([0, 1], 1, False, exclusive=True) == 1
+
+
+# -- stand-ins for a lost host's instances (control.fleet.standins) ---------------------
+
+THREE_HOSTS = FleetSpec(fleet_id=1, profile_id=10, per_host=2, hosts=frozenset({"h1", "h2", "h3"}))
+
+
+def test_a_stand_in_does_not_count_toward_its_hosts_own_instances() -> None:
+    host = HostView("h1", alive=True, slots=10)
+    ours = [inst(1), inst(2)]
+    stand_ins = [inst(3, standin_for="h3"), inst(4, standin_for="h3")]
+    # Its host already runs its two: nothing to scale down, nothing to create.
+    assert plan_host(host, [THREE_HOSTS], ours + stand_ins, 100.0, drain_s=60, notice_s=10) == []
+    # One of its own missing: created, the stand-ins left alone.
+    assert plan_host(host, [THREE_HOSTS], ours[:1] + stand_ins, 100.0, drain_s=60, notice_s=10) == [
+        Create(1, 10, "h1")
+    ]
+
+
+def test_stand_ins_retire_once_their_host_is_back_busy_ones_drained() -> None:
+    host = HostView("h1", alive=True, slots=10)
+    idle, busy = inst(3, standin_for="h3"), inst(4, standin_for="h3", players=2)
+    views = [inst(1), inst(2), idle, busy]
+    assert plan_host(host, [THREE_HOSTS], views, 100.0, drain_s=60, notice_s=10) == []
+    back = plan_host(
+        host, [THREE_HOSTS], views, 100.0, drain_s=60, notice_s=10, alive_hosts=frozenset({"h3"})
+    )
+    assert back == [Stop(3, "host h3 is back", 100.0), Drain(4, "host h3 is back", 160.0)]

@@ -1,23 +1,12 @@
-"""Stand-ins for a lost host's instances: where they go (``standins.assign``) and how
-placement treats them on their host (``placement.plan_host``). Pure, no database."""
+"""Where the stand-ins for a lost host's instances go (``standins.assign``). Pure, no
+database; how placement treats them on their host is in ``test_placement``."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from changeover.control.fleet.placement import (
-    Create,
-    Drain,
-    FleetSpec,
-    HostView,
-    InstanceView,
-    Stop,
-    plan_host,
-)
 from changeover.control.fleet.standins import Orphan, Room, assign
-
-FLEET = FleetSpec(fleet_id=1, profile_id=10, per_host=2, hosts=frozenset({"h1", "h2", "h3"}))
 
 
 def test_stand_ins_spread_over_the_emptiest_hosts_of_their_fleet() -> None:
@@ -72,39 +61,3 @@ def test_stand_ins_never_overfill_a_host_nor_land_where_they_may_not(
         for room in rooms:
             if orphan.fleet_id in room.fleets and room.host != orphan.host:
                 assert list(got.values()).count(room.host) == room.free
-
-
-def _inst(i: int, **kw: object) -> InstanceView:
-    base: dict[str, object] = {
-        "instance_id": i,
-        "fleet_id": 1,
-        "profile_id": 10,
-        "host": "h1",
-        "desired": "running",
-        "state": "ready",
-    }
-    base.update(kw)
-    return InstanceView(**base)  # type: ignore[arg-type]
-
-
-def test_a_stand_in_does_not_count_toward_its_hosts_own_instances() -> None:
-    host = HostView("h1", alive=True, slots=10)
-    ours = [_inst(1), _inst(2)]
-    stand_ins = [_inst(3, standin_for="h3"), _inst(4, standin_for="h3")]
-    # Its host already runs its two: nothing to scale down, nothing to create.
-    assert plan_host(host, [FLEET], ours + stand_ins, 100.0, drain_s=60, notice_s=10) == []
-    # One of its own missing: created, the stand-ins left alone.
-    assert plan_host(host, [FLEET], ours[:1] + stand_ins, 100.0, drain_s=60, notice_s=10) == [
-        Create(1, 10, "h1")
-    ]
-
-
-def test_stand_ins_retire_once_their_host_is_back_busy_ones_drained() -> None:
-    host = HostView("h1", alive=True, slots=10)
-    idle, busy = _inst(3, standin_for="h3"), _inst(4, standin_for="h3", players=2)
-    views = [_inst(1), _inst(2), idle, busy]
-    assert plan_host(host, [FLEET], views, 100.0, drain_s=60, notice_s=10) == []
-    back = plan_host(
-        host, [FLEET], views, 100.0, drain_s=60, notice_s=10, alive_hosts=frozenset({"h3"})
-    )
-    assert back == [Stop(3, "host h3 is back", 100.0), Drain(4, "host h3 is back", 160.0)]
