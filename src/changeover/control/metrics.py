@@ -230,7 +230,7 @@ class DatabaseCollector(Collector):
         )
         totals: dict[tuple[str, ...], int] = {}
         with self.db.read() as s:
-            for fleet, region, profile, version, st, n, p in s.execute(q).tuples():
+            for fleet, region, profile, version, st, n, p in s.execute(q):
                 instances.add_metric([fleet, region, profile, str(version), str(st)], n)
                 key: tuple[str, ...] = (fleet, region, profile, str(version))
                 totals[key] = totals.get(key, 0) + int(p)
@@ -253,7 +253,7 @@ class DatabaseCollector(Collector):
             "changeover_hosts", "Hosts (agents) by region and liveness.", labels=["region", "state"]
         )
         with self.db.read() as s:
-            for region, st, n in s.execute(q).tuples():
+            for region, st, n in s.execute(q):
                 hosts.add_metric([region, st], n)
         yield hosts
 
@@ -266,7 +266,7 @@ class DatabaseCollector(Collector):
         with self.db.read() as s:
             for kind in self.runner.kinds:
                 m = kind.model
-                rows = s.execute(select(m.status, func.count()).group_by(m.status)).tuples()
+                rows = s.execute(select(m.status, func.count()).group_by(m.status))
                 for status, n in rows:
                     jobs.add_metric([kind.name, _label(JobState, status)], n)
         yield jobs
@@ -299,16 +299,14 @@ class DatabaseCollector(Collector):
             labels=["job", "intent"],
         )
         with self.db.read() as s:
-            for status, n in s.execute(
-                select(pj.c.status, func.count()).group_by(pj.c.status)
-            ).tuples():
+            for status, n in s.execute(select(pj.c.status, func.count()).group_by(pj.c.status)):
                 by_status.add_metric([_label(PatchJobStatus, status)], n)
             running = s.execute(
                 select(pj.c.id, pj.c.progress)
                 .where(pj.c.status < int(PatchJobStatus.COMPLETED))
                 .order_by(pj.c.id)
                 .limit(100)
-            ).tuples()
+            )
             for job, raw in running:
                 total, intents = _intent_counts(raw)
                 selected.add_metric([str(job)], total)

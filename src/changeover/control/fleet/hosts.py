@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
 from changeover.control.db import rowcount
-from changeover.control.fleet import placement, sessions, standins
+from changeover.control.fleet import launch, placement, sessions, standins
 from changeover.control.fleet.exits import describe_exit
 from changeover.control.fleet.models import (
     Fleet,
@@ -294,56 +294,18 @@ def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instanc
 
 
 def assign_slot(s: Session, row: Instance, exclusive: bool) -> None:
-    """Give ``row`` its state slot on its host (``placement.pick_slot``)."""
-    # Autoflush puts instances created earlier in the same pass in the query's sight. Plain
-    # columns, through ix_instances_host_fleet: a host may hold a whole fleet's history.
-    held = [
-        slot
-        for instance_id, slot in s.execute(
-            select(Instance.id, Instance.slot).where(
-                Instance.host_id == row.host_id,
-                Instance.fleet_id == row.fleet_id,
-                live_instances(),
-            )
-        )
-        if slot is not None and instance_id != row.id
-    ]
-    old = s.get(Instance, row.replaces_id) if row.replaces_id is not None else None
-    same_place = old is not None and old.host_id == row.host_id and old.fleet_id == row.fleet_id
-    row.slot = placement.pick_slot(
-        held,
-        old.slot if same_place and old is not None else None,
-        old is not None and old.desired == "stopped",
-        exclusive,
-    )
+    """Give ``row`` (from before slots) its state slot on its host (``launch.choose_slots``)."""
+    x = launch.Launch(row.fleet_id, row.profile_id, row.host_id, row.replaces_id)
+    row.slot = launch.choose_slots(s, [x], [exclusive], skip_id=row.id)[0]
 
 
 def new_instance(
     s: Session, fleet_id: int, profile_id: int, host_id: int, now: float, replaces_id: int | None
 ) -> Instance:
-    profile = s.get_one(Profile, profile_id)
-    row = Instance(
-        fleet_id=fleet_id,
-        profile_id=profile_id,
-        host_id=host_id,
-        replaces_id=replaces_id,
-        capacity=profile.capacity,
-        players=0,
-        desired="running",
-        state="staging",
-        ports="{}",
-        restarts=0,
-        sdk_ready=False,
-        sdk_players="[]",
-        sdk_labels="{}",
-        sdk_state_saved=False,
-        sdk_annotations="{}",
-        sdk_allocated=False,
-        sdk_reserved=False,
-        created_at=now,
-        updated_at=now,
-    )
-    assign_slot(s, row, json.loads(profile.spec).get("state") == "exclusive")
+    """One new instance row, in the session (a patch job's many: ``launch.create``)."""
+    x = launch.Launch(fleet_id, profile_id, host_id, replaces_id)
+    capacity, exclusive = launch.is_exclusive(s, profile_id)
+    row = Instance(**launch.values(x, capacity, launch.choose_slots(s, [x], [exclusive])[0], now))
     s.add(row)
     return row
 
@@ -467,14 +429,14 @@ def _stand_ins(
                 Instance.fleet_id.in_(list(fleets)),
                 Instance.desired == "running",  # a draining one was on its way out
             )
-        ).tuples()
+        )
     ]
     if not orphans:
         return []
     listed: dict[str, set[int]] = {}
     for fleet_id, name in s.execute(
         select(FleetHost.fleet_id, FleetHost.host_name).where(FleetHost.fleet_id.in_(list(fleets)))
-    ).tuples():
+    ):
         listed.setdefault(name, set()).add(fleet_id)
     live = s.execute(
         select(Host.id, Host.name, Host.slots).where(

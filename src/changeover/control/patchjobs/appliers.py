@@ -28,8 +28,9 @@ done and changes nothing), which is what makes a replay after a crash harmless:
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session
 from changeover.content import client_versions
 from changeover.control.builds import services as builds
 from changeover.control.builds.models import Branch, Image, Version
-from changeover.control.fleet import hosts as host_svc
+from changeover.control.fleet import launch
 from changeover.control.fleet.models import Fleet, Host, Instance, Profile, VersionCompat
 from changeover.control.patchjobs.actions import (
     Action,
@@ -61,7 +62,7 @@ from changeover.control.patchjobs.client_release import Range, default_ranges
 from changeover.control.patchjobs.fleet_view import live_summary
 from changeover.control.patchjobs.model import JobSpec, JobStatus
 from changeover.control.patchjobs.records import AllocationWeight, HostStageRequest, PatchJob
-from changeover.control.patchjobs.storage import add_event
+from changeover.control.patchjobs.storage import event_row
 from changeover.runspec import RunSpec
 from changeover.times import utc
 
@@ -83,6 +84,9 @@ class CheckRequest:
 class Applied:
     result: str
     check: CheckRequest | None = None
+    event: dict[str, Any] | None = None
+    """The job's event for this action (``storage.event_row``), if not the usual "action"
+    one: the reconciler writes a batch's events together, in the actions' order."""
 
 
 def _instance(s: Session, instance_id: int) -> Instance | None:
@@ -97,12 +101,13 @@ def _memo(s: Session, name: str) -> dict[Any, Any]:
     return memo
 
 
-def _host_id(s: Session, name: str) -> int | None:
-    known = _memo(s, "host_ids")
-    if name not in known:
-        known[name] = s.scalar(select(Host.id).where(Host.name == name))
-    host_id: int | None = known[name]
-    return host_id
+def _host_ids(s: Session, names: set[str]) -> dict[str, int]:
+    known: dict[str, int | None] = _memo(s, "host_ids")
+    wanted = names - known.keys()
+    if wanted:
+        found = dict(s.execute(select(Host.name, Host.id).where(Host.name.in_(wanted))).all())
+        known.update({name: found.get(name) for name in wanted})
+    return {name: host_id for name in names if (host_id := known[name]) is not None}
 
 
 def _run_spec(s: Session, profile_id: int | None) -> RunSpec:
@@ -116,8 +121,24 @@ def _run_spec(s: Session, profile_id: int | None) -> RunSpec:
 
 def apply(s: Session, job: PatchJob, spec: JobSpec, action: Action, now: float) -> Applied:
     """Write ``action``'s effect (see the module docstring); returns what happened."""
-    handler = _HANDLERS[type(action)]
-    return handler(s, job, spec, action, now)
+    return apply_all(s, job, spec, [action], now)[0]
+
+
+def apply_all(
+    s: Session, job: PatchJob, spec: JobSpec, actions: Sequence[Action], now: float
+) -> list[Applied]:
+    """Write the effects of ``actions`` in order; what happened to each.
+
+    A run of starts, or of stops, is written as a set (a few statements for the whole run,
+    see ``_starts`` and ``_stops``): a job moves thousands of instances."""
+    out: list[Applied] = []
+    for kind, run in itertools.groupby(actions, type):
+        batch = _BATCHED.get(kind)
+        if batch is not None:
+            out += batch(s, job, spec, list(run), now)
+        else:
+            out += [_HANDLERS[kind](s, job, spec, a, now) for a in run]
+    return out
 
 
 def _stage(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
@@ -131,18 +152,33 @@ def _stage(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> A
     return Applied(f"{a.host} asked to stage profile {a.version_id}")
 
 
-def _start(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
-    assert isinstance(a, StartInstance)
-    existing = s.scalar(select(Instance.id).where(Instance.launch_key == a.key))
-    if existing is not None:
-        return Applied(f"instance {existing} exists already")
-    host_id = _host_id(s, a.host)
-    if host_id is None:
-        return Applied(f"host {a.host} is unknown: nothing started")
-    row = host_svc.new_instance(s, a.fleet_id, a.version_id, host_id, now, a.replaces_id)
-    row.launch_key = a.key
-    s.flush()
-    return Applied(f"instance {row.id} created on {a.host}")
+def _starts(
+    s: Session, job: PatchJob, spec: JobSpec, acts: Sequence[Action], now: float
+) -> list[Applied]:
+    """StartInstance, set-wise: one read of the launch keys already used, one INSERT."""
+    starts = [a for a in acts if isinstance(a, StartInstance)]
+    existing = dict(
+        s.execute(
+            select(Instance.launch_key, Instance.id).where(
+                Instance.launch_key.in_([a.key for a in starts])
+            )
+        ).all()
+    )
+    host_ids = _host_ids(s, {a.host for a in starts})
+    out: list[Applied | None] = [None] * len(starts)
+    todo: list[tuple[int, launch.Launch]] = []
+    for n, a in enumerate(starts):
+        if a.key in existing:
+            out[n] = Applied(f"instance {existing[a.key]} exists already")
+        elif a.host not in host_ids:
+            out[n] = Applied(f"host {a.host} is unknown: nothing started")
+        else:
+            x = launch.Launch(a.fleet_id, a.version_id, host_ids[a.host], a.replaces_id, a.key)
+            todo.append((n, x))
+    created = launch.create(s, [x for _, x in todo], now)
+    for (n, _), instance_id in zip(todo, created, strict=True):
+        out[n] = Applied(f"instance {instance_id} created on {starts[n].host}")
+    return [applied for applied in out if applied is not None]
 
 
 def _drain(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
@@ -189,11 +225,9 @@ def _notify(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
     return Applied(f"notice: stops at {utc(a.deadline)}" if done else "stopped already")
 
 
-def _stop_method(s: Session, a: StopInstance) -> tuple[str, float, str]:
+def _stop_method(a: StopInstance, run: RunSpec) -> tuple[str, float, str]:
     """The signal and timeout to stop ``a``'s instance with: the job's where it gave them,
-    the instance's profile's otherwise; and words saying which."""
-    profile_id = s.scalar(select(Instance.profile_id).where(Instance.id == a.instance_id))
-    run = _run_spec(s, profile_id)
+    its profile's (``run``) otherwise; and words saying which."""
     signal = a.signal if a.signal is not None else run.stop_signal
     timeout_s = a.timeout_s if a.timeout_s is not None else run.stop_timeout_s
     theirs = " (the profile's)"
@@ -204,29 +238,56 @@ def _stop_method(s: Session, a: StopInstance) -> tuple[str, float, str]:
     return signal, timeout_s, words
 
 
-def _stop(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> Applied:
-    assert isinstance(a, StopInstance)
-    signal, timeout_s, words = _stop_method(s, a)
-    q = update(Instance).where(Instance.id == a.instance_id, Instance.desired != "stopped")
-    if a.require_empty:
-        # The compare-and-set: allocation's take (players + n <= capacity AND desired is
-        # running or draining) and this stop exclude each other on the row.
-        q = q.where(Instance.players == 0)
-    done = s.execute(
-        q.values(
+def _stops(
+    s: Session, job: PatchJob, spec: JobSpec, acts: Sequence[Action], now: float
+) -> list[Applied]:
+    """StopInstance, set-wise: one compare-and-set UPDATE per stop method and reason (a
+    job usually has one); the stops it did not take fall back one by one."""
+    stops = [a for a in acts if isinstance(a, StopInstance)]
+    profile_of = dict(
+        s.execute(
+            select(Instance.id, Instance.profile_id).where(
+                Instance.id.in_([a.instance_id for a in stops])
+            )
+        ).all()
+    )
+    methods = [_stop_method(a, _run_spec(s, profile_of.get(a.instance_id))) for a in stops]
+    groups: dict[tuple[str, float, str, bool], list[int]] = {}
+    for a, (signal, timeout_s, _) in zip(stops, methods, strict=True):
+        key = (signal, timeout_s, a.reason[:REASON_LEN], a.require_empty)
+        groups.setdefault(key, []).append(a.instance_id)
+    done: set[int] = set()
+    for (signal, timeout_s, reason, require_empty), ids in groups.items():
+        q = update(Instance).where(Instance.id.in_(ids), Instance.desired != "stopped")
+        if require_empty:
+            # The compare-and-set: allocation's take (players + n <= capacity AND desired is
+            # running or draining) and this stop exclude each other on the row.
+            q = q.where(Instance.players == 0)
+        stopped = q.values(
             desired="stopped",
             stop_signal=signal,
             stop_timeout_s=timeout_s,
             # A notice already given keeps its words; else "now" (the agent still waits a
             # few seconds for the game's save, see agent.instances).
-            notice_reason=func.coalesce(Instance.notice_reason, a.reason[:REASON_LEN]),
+            notice_reason=func.coalesce(Instance.notice_reason, reason),
             notice_deadline=func.coalesce(Instance.notice_deadline, now),
             updated_at=now,
-        )
-    ).rowcount  # type: ignore[attr-defined]
-    saved = "; state saved" if a.state_saved else ""
-    if done:
-        return Applied(f"stopping with {words}{saved}")
+        ).returning(Instance.id)
+        done.update(s.scalars(stopped))
+    out = []
+    for a, (signal, timeout_s, words) in zip(stops, methods, strict=True):
+        if a.instance_id in done:
+            saved = "; state saved" if a.state_saved else ""
+            out.append(Applied(f"stopping with {words}{saved}"))
+        else:
+            out.append(_stop_refused(s, a, signal, timeout_s, now))
+    return out
+
+
+def _stop_refused(
+    s: Session, a: StopInstance, signal: str, timeout_s: float, now: float
+) -> Applied:
+    """Why a stop's compare-and-set did not take, and the fallback where one is due."""
     row = _instance(s, a.instance_id)
     if row is None or row.desired == "stopped":
         return Applied("stopped already")
@@ -386,8 +447,7 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
         .values(status=int(a.outcome), revision=PatchJob.revision + 1, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    add_event(
-        s,
+    event = event_row(
         job,
         "finished",
         a.reason,
@@ -401,17 +461,17 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
         status=int(a.outcome),
     )
     suffix = f"; active profile moved on {', '.join(moved)}" if moved else ""
-    return Applied(f"{a.outcome.label}{suffix}")
+    return Applied(f"{a.outcome.label}{suffix}", event=event)
 
 
 Handler = Callable[[Session, PatchJob, JobSpec, Action, float], Applied]
+Batch = Callable[[Session, PatchJob, JobSpec, Sequence[Action], float], list[Applied]]
+_BATCHED: Final[dict[type, Batch]] = {StartInstance: _starts, StopInstance: _stops}
 _HANDLERS: Final[dict[type, Handler]] = {
     StageBuild: _stage,
-    StartInstance: _start,
     MarkDraining: _drain,
     Undrain: _undrain,
     Notify: _notify,
-    StopInstance: _stop,
     SwitchAllocation: _switch,
     RunCheck: _check,
     Pause: _note,
@@ -421,4 +481,4 @@ _HANDLERS: Final[dict[type, Handler]] = {
     Finish: _finish,
 }
 
-__all__ = ["Applied", "CheckRequest", "apply"]
+__all__ = ["Applied", "CheckRequest", "apply", "apply_all"]

@@ -64,8 +64,10 @@ from changeover.control.patchjobs.states import JobStatus
 from changeover.control.patchjobs.storage import (
     TERMINAL,
     add_event,
+    add_events,
     cas_write,
     dump_progress,
+    event_row,
     progress_of,
     remember_progress,
     spec_of,
@@ -400,42 +402,41 @@ class Reconciler:
             s.expunge(job)
             # Mark first: of two processes replaying the same actions, each action is
             # marked by one of them, and the other writes nothing for it.
-            marked = set(
-                s.scalars(
+            marked = dict(
+                s.execute(
                     update(PatchJobAction)
                     .where(PatchJobAction.key.in_(keys), PatchJobAction.applied_at.is_(None))
                     .values(applied_at=t)
-                    .returning(PatchJobAction.key)
+                    .returning(PatchJobAction.key, PatchJobAction.action)
                     .execution_options(synchronize_session=False)
-                )
+                ).all()
             )
-            rows = {
-                row.key: row
-                for row in s.scalars(select(PatchJobAction).where(PatchJobAction.key.in_(marked)))
-            }
-            for key in keys:
-                if key not in marked:
-                    continue
-                row = rows[key]
-                action = codec.action_from_dict(json.loads(row.action))
-                done = appliers.apply(s, job, spec, action, t)
-                row.result = done.result[:REASON_LEN]
+            todo = [k for k in keys if k in marked]
+            actions = [codec.action_from_dict(json.loads(marked[k])) for k in todo]
+            results = appliers.apply_all(s, job, spec, actions, t)
+            outcomes = [
+                {"key": k, "result": r.result[:REASON_LEN]}
+                for k, r in zip(todo, results, strict=True)
+            ]
+            s.execute(update(PatchJobAction), outcomes)
+            events = []
+            for key, action, done in zip(todo, actions, results, strict=True):
                 kind = type(action).__name__
-                if kind != "Finish":
-                    add_event(
-                        s,
+                events.append(
+                    done.event
+                    or event_row(
                         job,
                         "action",
                         f"{kind} {_subject(action)}: {done.result}",
                         t,
                         {"key": key, "type": kind, "result": done.result},
                     )
+                )
                 if done.check is not None:
                     started.append(done.check)
                 released = released or kind == "ReleaseClient"
-                applied += 1
-                # The appliers' bulk UPDATEs keep the session's rows in step themselves
-                # (SQLAlchemy's default synchronize_session), so no expire_all here.
+            add_events(s, events)
+            applied = len(todo)
         for check in started:  # after the commit: a check must not outlive a rolled-back mark
             self.checks.start(check)
         if released and self.on_release is not None:

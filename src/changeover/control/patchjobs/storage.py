@@ -18,11 +18,11 @@ leaves those alone) and which builds a host must stage for them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.db import Database
@@ -90,6 +90,26 @@ def get_job(s: Session, job_id: int, *, lock: bool = False) -> PatchJob:
     return job
 
 
+def event_row(
+    job: PatchJob,
+    kind: str,
+    message: str,
+    at: float,
+    data: Mapping[str, Any] | None = None,
+    status: int | None = None,
+) -> dict[str, Any]:
+    """The columns of one of the job's events (``add_event``, ``add_events``)."""
+    return {
+        "job_id": job.id,
+        "at": at,
+        "kind": kind,
+        "status": job.status if status is None else status,
+        "message": message[:4000],
+        "data": json.dumps(dict(data or {}), sort_keys=True, default=str),
+        "attempts": 0,
+    }
+
+
 def add_event(
     s: Session,
     job: PatchJob,
@@ -100,17 +120,13 @@ def add_event(
     status: int | None = None,
 ) -> None:
     """Append to the job's outbox of events (reports and the dashboard read it in order)."""
-    s.add(
-        PatchJobEvent(
-            job_id=job.id,
-            at=at,
-            kind=kind,
-            status=job.status if status is None else status,
-            message=message[:4000],
-            data=json.dumps(dict(data or {}), sort_keys=True, default=str),
-            attempts=0,
-        )
-    )
+    s.add(PatchJobEvent(**event_row(job, kind, message, at, data, status)))
+
+
+def add_events(s: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append many ``event_row``s with one INSERT (a pass applying a batch of actions)."""
+    if rows:
+        s.execute(insert(PatchJobEvent), list(rows))
 
 
 def cas_write(s: Session, job: PatchJob, seen_revision: int, **values: Any) -> bool:
@@ -200,8 +216,10 @@ __all__ = [
     "OWNING",
     "TERMINAL",
     "add_event",
+    "add_events",
     "cas_write",
     "dump_progress",
+    "event_row",
     "get_job",
     "mutate_progress",
     "owned_fleet_ids",

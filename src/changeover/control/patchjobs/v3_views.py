@@ -101,9 +101,7 @@ def _element(s: Session, job: PatchJob, t: float) -> dict[str, Any]:
         emails=dict(
             s.execute(
                 select(PatchJobEmail.email, PatchJobEmail.id).where(PatchJobEmail.job_id == job.id)
-            )
-            .tuples()
-            .all()
+            ).all()
         ),
         edited_at=s.scalar(
             select(func.max(PatchJobEvent.at)).where(
@@ -143,7 +141,7 @@ def preview(body: V3PreviewIn, request: Request, _: Reader) -> list[dict[str, An
         p = services.preview(s, to_body(fields, _names(s, fields)), now())
         names = [r["region"] for r in p["regions"]]
         region_ids = dict(
-            s.execute(select(Region.name, Region.id).where(Region.name.in_(names))).tuples().all()
+            s.execute(select(Region.name, Region.id).where(Region.name.in_(names))).all()
         )
         return preview_regions(p, region_ids)
 
