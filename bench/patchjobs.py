@@ -148,6 +148,10 @@ class SimHosts:
         self.states: dict[str, dict[int, str]] = {n: {} for n in names}
         self.staged: dict[str, list[str]] = {n: [] for n in names}
         self.syncs = 0
+        self.quiet = 0
+        """Syncs that sent no change and got none back."""
+        self.revisions: dict[str, float | None] = {}
+        self.reported: dict[str, dict[int, dict[str, Any]]] = {}
         self.intervals: list[float] = []
         self.last_seen: dict[str, float] = {}
         self.longest_gap = 0.0
@@ -170,25 +174,40 @@ class SimHosts:
             list(pool.map(one, self.names))
 
     def sync(self, name: str) -> float:
-        """One sync of host ``name``; the seconds until its next one."""
-        observed = [
-            {"id": i, "state": st, "port": 20000 + i % 40000, "pid": 100 + i}
+        """One sync of host ``name``; the seconds until its next one. As the agent does:
+        after the first, only the observations that changed, with the last answer's
+        revision; the answer is then the desired changes (or nothing new)."""
+        observed = {
+            i: {"id": i, "state": st, "port": 20000 + i % 40000, "pid": 100 + i}
             for i, st in self.states[name].items()
-        ]
-        body = {"agent_uid": self.uids[name], "instances": observed, "staged": self.staged[name]}
+        }
+        body: dict[str, Any] = {"agent_uid": self.uids[name], "staged": self.staged[name]}
+        since = self.revisions.get(name)
+        if since is None:
+            body["instances"] = list(observed.values())
+        else:
+            body["since"] = since
+            told = self.reported.get(name, {})
+            body["instances"] = [o for i, o in observed.items() if told.get(i) != o]
         sent = time.monotonic()
         out = _ok(self.client.post(f"/agents/{self.ids[name]}/sync", json=body))
         t = time.monotonic()
         with self._lock:
             self.syncs += 1
+            self.quiet += not body["instances"] and not out["instances"] and not out["gone"]
             self.latencies.append(t - sent)
             self.longest_gap = max(self.longest_gap, t - self.last_seen.get(name, t))
             self.last_seen[name] = t
             self.intervals.append(float(out["sync_interval_s"]))
-        self.staged[name] = list(out.get("versions", []))
-        states = {
-            i["id"]: ("stopped" if i["desired"] == "stopped" else "ready") for i in out["instances"]
-        }
+        self.reported[name] = observed
+        self.revisions[name] = out.get("revision")
+        if "versions" in out:
+            self.staged[name] = list(out["versions"])
+        states = {} if out.get("full", True) else dict(self.states[name])
+        for i in out["instances"]:
+            states[i["id"]] = "stopped" if i["desired"] == "stopped" else "ready"
+        for gone in out.get("gone", []):
+            states.pop(gone, None)
         changed = states != self.states[name]
         self.states[name] = states
         return 0.0 if changed else float(out["sync_interval_s"])
@@ -245,6 +264,8 @@ class ScaleRun:
     wall_s: float
     cpu_s: float
     syncs: int
+    quiet: int
+    """Syncs that sent no change and got none back (answered from one read)."""
     interval_s: float
     """The median sync interval the control plane asked of the hosts meanwhile."""
     longest_gap_s: float
@@ -299,7 +320,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
-            syncs0, cpu0, t0 = sim.syncs, _cpu_s(srv.pid), time.monotonic()
+            syncs0, quiet0, cpu0, t0 = sim.syncs, sim.quiet, _cpu_s(srv.pid), time.monotonic()
             sim.intervals.clear()
             sim.latencies.clear()
             sim.longest_gap = 0.0
@@ -313,6 +334,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
                 time.monotonic() - t0,
                 _cpu_s(srv.pid) - cpu0,
                 sim.syncs - syncs0,
+                sim.quiet - quiet0,
                 statistics.median(sim.intervals or [0.0]),
                 sim.longest_gap,
                 *_p50_p99(sim.latencies),
@@ -660,7 +682,8 @@ def report_md(
             "(one process speaking the agent protocol; every change takes effect at once; each "
             "host syncs at the interval the control plane asks and at once after a change; no "
             "players). Per 1,000 instances: wall seconds and control-plane CPU seconds; the "
-            "median sync interval the control plane asked for, sync round trips (median and "
+            "median sync interval the control plane asked for, how many syncs were quiet (no "
+            "change either way: answered from one read), sync round trips (median and "
             "99th percentile), and the longest a host went without an answered sync (a host "
             "is lost after 10 s without a sync arriving).",
             "",
@@ -673,6 +696,7 @@ def report_md(
                     "wall s / 1k",
                     "CPU s / 1k",
                     "host syncs",
+                    "quiet",
                     "sync interval s",
                     "sync p50 / p99 ms",
                     "longest sync gap s",
@@ -686,6 +710,7 @@ def report_md(
                         f"{r.wall_s * 1000 / r.instances:.2f}",
                         f"{r.cpu_s * 1000 / r.instances:.2f}",
                         r.syncs,
+                        r.quiet,
                         f"{r.interval_s:.1f}",
                         f"{r.sync_p50_s * 1000:.0f} / {r.sync_p99_s * 1000:.0f}",
                         f"{r.longest_gap_s:.1f}",

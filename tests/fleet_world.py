@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import insert
+
 from changeover.control.builds.models import Image, Version
 from changeover.control.db import Database, now
 from changeover.control.fleet.models import (
@@ -72,28 +74,35 @@ def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
             created_at=t,
             updated_at=t,
         )
-        host_rows = [
-            Host(
-                name=f"h{n}",
-                region_id=region_rows[n % regions].id,
-                address=f"10.0.0.{n + 1}",
-                slots=10,
-                agent_uid="u" * 16,
-                registered_at=t,
-                last_seen_at=t + 3600,
-                staged="[]",
-            )
-            for n in range(hosts)
-        ]
-        s.add_all([fleet, *host_rows])
+        s.add(fleet)
         s.flush()
-        s.add_all(FleetHost(fleet_id=fleet.id, host_name=h.name) for h in host_rows)
+        names = [f"h{n}" for n in range(hosts)]
+        # The columns every migration since 0002 has (tests of old migrations use this).
+        host_ids = [
+            s.scalars(
+                insert(Host.__table__)
+                .values(
+                    name=name,
+                    region_id=region_rows[n % regions].id,
+                    address=f"10.0.0.{n + 1}",
+                    slots=10,
+                    agent_uid="u" * 16,
+                    registered_at=t,
+                    last_seen_at=t + 3600,
+                    agent_version="",
+                    staged="[]",
+                )
+                .returning(Host.__table__.c.id)
+            ).one()
+            for n, name in enumerate(names)
+        ]
+        s.add_all(FleetHost(fleet_id=fleet.id, host_name=name) for name in names)
         return {
             "app": app.id,
             "fleet": fleet.id,
             "profiles": {v.number: p.id for v, p in zip(versions, profiles, strict=True)},
             "versions": {v.number: v.id for v in versions},
-            "hosts": [h.id for h in host_rows],
+            "hosts": host_ids,
         }
 
 

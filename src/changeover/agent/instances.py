@@ -285,9 +285,13 @@ class Supervisor:
     # -- desired state -------------------------------------------------------------------
 
     def apply(self, desired: Sequence[Mapping[str, Any]]) -> None:
-        seen = set()
-        for d in desired:
-            seen.add(d["id"])
+        """Take the host's whole desired state: what it does not list is stopped."""
+        listed = {d["id"] for d in desired}
+        self.apply_changes(desired, [i for i in self.records if i not in listed])
+
+    def apply_changes(self, changed: Sequence[Mapping[str, Any]], gone: Sequence[int]) -> None:
+        """Take the instances whose desired state changed, and stop those ``gone``."""
+        for d in changed:
             r = self.records.get(d["id"])
             if r is None:
                 r = Record(
@@ -306,8 +310,9 @@ class Supervisor:
             if r.proc is None and isinstance(slot, int) and not isinstance(slot, bool):
                 r.slot = slot  # a running process keeps the directory it was started with
             self._save(r)
-        for r in list(self.records.values()):
-            if r.id in seen:
+        for instance_id in gone:
+            r = self.records.get(instance_id)
+            if r is None:
                 continue
             if r.phase == "stopped":
                 self._forget(r)

@@ -6,7 +6,10 @@
            re-adopt the instances a previous run left
     loop:  tick the supervisor (every ``tick_s``); every ``sync_interval_s``, or at once when
            something changed, POST what it observes to /agents/<id>/sync and apply the
-           desired state that comes back
+           desired state that comes back; after the first sync, only the observations that
+           changed go out, with the revision of the last answer, and only the desired
+           changes come back (``control.fleet.desired``; the whole state every
+           ``WHOLE_EVERY_S``)
     stop:  (SIGTERM / SIGINT) stop the SDK server and leave: the games keep running, and
            the next agent on this work directory adopts them
 
@@ -42,6 +45,9 @@ from changeover.launcher.fetch import DEFAULT_MIN_RATE, Pace
 from changeover.sdk.server import SDKServer
 
 log = logging.getLogger("changeover.agent")
+WHOLE_EVERY_S = 300.0
+"""How often the agent sends every observation and asks for the whole desired state, not
+only the changes (``control.fleet.desired``): a safety net that costs one full sync."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,13 @@ class Agent:
         )
         self.host_id: int | None = None
         self.sync_interval_s = 1.0
+        self.revision: float | None = None
+        """The revision of the last desired state applied (None: ask for the whole)."""
+        self.reported: dict[int, dict[str, Any]] = {}
+        """What the control plane last heard of each instance (only changes are sent)."""
+        self.versions: list[str] = []
+        """The builds the control plane last said this host should hold."""
+        self.whole_at = float("-inf")
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set.
@@ -186,11 +199,20 @@ class Agent:
     def _sync(
         self, api: ApiClient, sup: Supervisor, stager: Stager, uid: str, stop: threading.Event
     ) -> None:
-        body = {
+        observed = sup.observed()
+        body: dict[str, Any] = {
             "agent_uid": uid,
-            "instances": sup.observed(),
+            "instances": observed,
             "staged": stager.staging.staged(),
         }
+        if time.monotonic() - self.whole_at > WHOLE_EVERY_S:
+            self.revision = None  # now and then the whole state, both ways: belt and braces
+        if self.revision is None:
+            self.whole_at = time.monotonic()
+        else:
+            # Only what changed since the answer we applied; the control plane keeps the rest.
+            body["since"] = self.revision
+            body["instances"] = [o for o in observed if self.reported.get(o["id"]) != o]
         try:
             desired = api.post(f"/agents/{self.host_id}/sync", json=body)
         except RemoteError as e:
@@ -198,14 +220,24 @@ class Agent:
             return
         except NotFound:
             log.warning("the control plane does not know this host any more: registering again")
+            self.revision = None
             self._register(api, uid, stop)
             return
-        sup.apply(desired["instances"])
+        self.reported = {o["id"]: o for o in observed}
+        if desired.get("full", True):
+            sup.apply(desired["instances"])
+        else:
+            sup.apply_changes(desired["instances"], desired.get("gone", []))
+        revision = desired.get("revision")
+        self.revision = float(revision) if isinstance(revision, int | float) else None
         # The control plane stretches the interval when it has many hosts to hear from.
         interval = desired.get("sync_interval_s")
         if isinstance(interval, (int, float)) and 0.1 <= interval <= 60:
             self.sync_interval_s = float(interval)
-        wanted = set(desired.get("versions", [])) | sup.wanted_versions()
+        versions = desired.get("versions")
+        if isinstance(versions, list):  # absent from an answer with nothing new
+            self.versions = [str(v) for v in versions]
+        wanted = set(self.versions) | sup.wanted_versions()
         stager.want(sorted(wanted), only=True)
         staged = stager.staging.staged()
         if len(staged) <= len(wanted):

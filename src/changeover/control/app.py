@@ -229,12 +229,14 @@ def create_app(settings: Settings) -> ControlPlane:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runner.start()
         allocations.start()
+        ctx.sync_memory.start(db)
         try:
             yield
         finally:
             # First: queued allocations are answered (503) before the database goes away;
             # on a thread, so that the event loop delivers those answers meanwhile.
             await asyncio.to_thread(allocations.stop)
+            ctx.sync_memory.stop(db)
             runner.stop()
             notifier.close()
             db.dispose()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from changeover.content.store import LocalStore
 from changeover.control.db import Database
 from changeover.control.fleet.pacing import SyncPacer
+from changeover.control.fleet.quiet import SyncMemory
 from changeover.control.jobs import JobRunner
 from changeover.control.publishing import Publisher
 from changeover.settings import Settings
@@ -21,3 +22,5 @@ class Context:
     publisher: Publisher
     sync_pacer: SyncPacer = field(default_factory=SyncPacer)
     """What agents' syncs cost lately: how often to ask them to sync."""
+    sync_memory: SyncMemory = field(default_factory=SyncMemory)
+    """When hosts are due for re-planning; quiet syncs' heartbeats (``fleet.quiet``)."""

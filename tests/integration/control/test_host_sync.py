@@ -57,7 +57,7 @@ def test_a_repeated_sync_writes_nothing_and_a_change_is_written(db: Database) ->
         third = sync(db, host, ready(second), t + 2)
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    assert third == second
+    assert third | {"revision": 0} == second | {"revision": 0}  # the database's clock
     assert [w for w in writes if "instances" in w] == []  # only the host's heartbeat
     assert any("hosts" in w for w in writes)
 

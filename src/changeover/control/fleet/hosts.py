@@ -28,10 +28,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
-from changeover.control.builds.models import Version
 from changeover.control.builds.services import check_name
 from changeover.control.db import rowcount
-from changeover.control.fleet import launch, placement, sessions, standins
+from changeover.control.fleet import desired, launch, placement, quiet, sessions, standins
 from changeover.control.fleet.exits import describe_exit
 from changeover.control.fleet.models import (
     Fleet,
@@ -41,10 +40,12 @@ from changeover.control.fleet.models import (
     Profile,
     live_instances,
 )
-from changeover.control.fleet.pacing import SyncPacer, sync_interval
+from changeover.control.fleet.pacing import SyncPacer
 from changeover.control.fleet.placement import DRAIN_S, NOTICE_S
+from changeover.control.fleet.quiet import SyncMemory
 from changeover.control.fleet.services import LOST_AFTER_S, get_region
 from changeover.control.patchjobs import storage as patchjob_storage
+from changeover.control.patchjobs.job_view import db_clock
 from changeover.errors import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger("changeover.fleet")
@@ -52,10 +53,6 @@ AGENT_UID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 OBSERVED_STATES = frozenset({"staging", "starting", "ready", "stopping", "stopped", "failed"})
 EXIT_HOWS = frozenset({"exited", "killed", "crashed"})
 MAX_SLOTS = 10000
-
-
-def live_host_count(s: Session, now: float) -> int:
-    return s.scalar(select(func.count(Host.id)).where(Host.last_seen_at > now - LOST_AFTER_S)) or 0
 
 
 def is_alive(host: Host, now: float) -> bool:
@@ -494,68 +491,6 @@ def _stand_ins(
     return created
 
 
-def snapshot(
-    s: Session,
-    host: Host,
-    rows: Sequence[Instance],
-    now: float,
-    pacer: SyncPacer | None = None,
-) -> dict[str, Any]:
-    """The desired state of a host (whose live instances are ``rows``), as its agent reads
-    it; the sync interval asked for is ``pacer``'s, if given."""
-    fleet_profiles = set(
-        s.scalars(
-            select(Fleet.active_profile_id)
-            .join(FleetHost, FleetHost.fleet_id == Fleet.id)
-            .where(FleetHost.host_name == host.name, Fleet.active_profile_id.is_not(None))
-        )
-    )
-    stage_profiles = patchjob_storage.stage_requests(s, host.name)
-    profile_ids = {i.profile_id for i in rows} | fleet_profiles | stage_profiles
-    profiles = {p.id: p for p in s.scalars(select(Profile).where(Profile.id.in_(profile_ids)))}
-    versions = {
-        v.id: v
-        for v in s.scalars(
-            select(Version).where(Version.id.in_({p.version_id for p in profiles.values()}))
-        )
-    }
-    fleets = {
-        f.id: f.name
-        for f in s.scalars(select(Fleet).where(Fleet.id.in_({i.fleet_id for i in rows})))
-    }
-    specs = {pid: json.loads(p.spec) for pid, p in profiles.items()}
-    instances = []
-    for i in rows:
-        p = profiles[i.profile_id]
-        if i.slot is None:  # a row from before slots
-            assign_slot(s, i, specs[p.id].get("state") == "exclusive")
-        notice = (
-            {"reason": i.notice_reason, "deadline": i.notice_deadline}
-            if i.notice_deadline is not None
-            else None
-        )
-        item = {
-            "id": i.id,
-            "fleet": fleets[i.fleet_id],
-            "profile": p.name,
-            "manifest_id": versions[p.version_id].manifest_id,
-            "spec": specs[p.id],
-            "desired": i.desired,
-            "notice": notice,
-            "slot": i.slot,
-        }
-        if i.stop_signal is not None:
-            # A patch job's stop method overrides the profile's for this instance.
-            item["stop"] = {"signal": i.stop_signal, "timeout_s": i.stop_timeout_s}
-        instances.append(item)
-    return {
-        "host": {"id": host.id, "name": host.name},
-        "sync_interval_s": (pacer.interval if pacer else sync_interval)(live_host_count(s, now)),
-        "instances": instances,
-        "versions": sorted({versions[p.version_id].manifest_id for p in profiles.values()}),
-    }
-
-
 def sync(
     s: Session,
     *,
@@ -567,19 +502,28 @@ def sync(
     heard_at: float | None = None,
     pacer: SyncPacer | None = None,
     replace_lost_after_s: float | None = None,
+    since: float | None = None,
+    memory: SyncMemory | None = None,
 ) -> dict[str, Any]:
-    """Record what an agent observes, re-plan its host, return its desired state.
+    """Record what an agent observes, re-plan its host, return its desired state: whole,
+    or the changes since ``since`` (the revision of the answer the agent last applied;
+    ``desired.answer``). ``observed`` may be all of the host's instances or, when the
+    agent gives ``since``, only those whose observation changed.
 
     ``heard_at``: when the request arrived (default ``now``). It is the host's heartbeat:
     a host is lost when it stops calling, not when the control plane is slow to answer.
+    ``memory``: told when the host is next due for re-planning (``quiet``).
 
     Raises:
         NotFound: no such host. Conflict: another agent holds the host now.
         InvalidInput: a malformed observation.
     """
     host = get_host(s, host_id, agent_uid)
+    revision = db_clock(s)  # before any read: what changes after it, the next sync sees
     host.last_seen_at = now if heard_at is None else heard_at
-    host.staged = json.dumps(sorted(str(x)[:64] for x in staged)[:200])
+    staged_json = staged_list(staged)
+    if host.staged != staged_json:
+        host.staged = staged_json
     by_id: dict[int, Mapping[str, Any]] = {}
     for obs in observed:
         if not isinstance(obs, Mapping) or not isinstance(obs.get("id"), int):
@@ -600,4 +544,27 @@ def sync(
         s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
     live = [row for row in rows if _is_live(row)]
     created = _plan(s, host, live, now, replace_lost_after_s)
-    return snapshot(s, host, [row for row in live if _is_live(row)] + created, now, pacer)
+    live = [row for row in live if _is_live(row)] + created
+    for row in live:
+        if row.slot is None:  # a row from before slots
+            assign_slot(s, row, launch.is_exclusive(s, row.profile_id)[1])
+    if memory is not None:
+        memory.planned(host.id, next_plan(live, now))
+    return desired.answer(s, host, live, revision=revision, since=since, now=now, pacer=pacer)
+
+
+def staged_list(staged: Sequence[str]) -> str:
+    """The builds an agent has staged, as stored on its host (and compared by ``quiet``)."""
+    return json.dumps(sorted(str(x)[:64] for x in staged)[:200])
+
+
+def next_plan(rows: Sequence[Instance], now: float) -> float:
+    """When the host of live instances ``rows`` is next due for re-planning: at the next
+    drain or notice deadline among them, else ``quiet.PLAN_EVERY_S`` from now."""
+    deadlines = [
+        at
+        for i in rows
+        for at in (i.drain_deadline, i.notice_deadline)
+        if at is not None and at > now
+    ]
+    return min([now + quiet.PLAN_EVERY_S, *deadlines])

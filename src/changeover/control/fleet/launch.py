@@ -64,13 +64,18 @@ def choose_slots(
     hosts = {x.host_id for x in launches}
     fleets = {x.fleet_id for x in launches}
     held: dict[tuple[int, int], list[int]] = {}
-    # Plain columns, through ix_instances_host_fleet: a host may hold a fleet's whole history.
-    for instance_id, host_id, fleet_id, slot in s.execute(
+    # Rows made earlier in this transaction count too; then plain columns, without the
+    # ORM's loading (a batch reads thousands), through ix_instances_host_fleet.
+    s.flush()
+    for instance_id, host_id, fleet_id, slot in s.connection().execute(
         select(Instance.id, Instance.host_id, Instance.fleet_id, Instance.slot).where(
-            Instance.host_id.in_(hosts), Instance.fleet_id.in_(fleets), live_instances()
+            Instance.host_id.in_(hosts),
+            Instance.fleet_id.in_(fleets),
+            Instance.slot.is_not(None),
+            live_instances(),
         )
     ):
-        if slot is not None and instance_id != skip_id:
+        if instance_id != skip_id:
             held.setdefault((host_id, fleet_id), []).append(slot)
     replaced = {x.replaces_id for x in launches if x.replaces_id is not None}
     olds = {

@@ -133,6 +133,10 @@ class Host(Base):
     agent_version: Mapped[str] = mapped_column(String(40), default="")
     staged: Mapped[str] = mapped_column(Text, default="[]")
     """Manifest ids the agent has staged, as JSON."""
+    desired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When something of the host's desired state that is not an instance row last changed
+    (a build to stage, a fleet edit, a job over): its next sync is not a quiet one
+    (``fleet.quiet``); instance rows say so themselves (``Instance.changed_at``)."""
 
 
 ALLOCATABLE_SQL = "state = 'ready' AND desired = 'running' AND players < capacity"
@@ -246,9 +250,11 @@ for _name, _scope in (
         sqlite_where=text(ALLOCATABLE_SQL),
         postgresql_where=text(ALLOCATABLE_SQL),
     )
-# What changed in a job's fleets since its last pass (``patchjobs.job_view``), and the
-# slots a fleet holds on a host (``fleet.hosts.assign_slot``).
+# What changed in a job's fleets since its last pass (``patchjobs.job_view``), on a host
+# since its agent's last sync (``fleet.quiet``), and the slots a fleet holds on a host
+# (``fleet.launch``).
 Index("ix_instances_fleet_changed", Instance.fleet_id, Instance.changed_at)
+Index("ix_instances_host_changed", Instance.host_id, Instance.changed_at)
 Index("ix_instances_host_fleet", Instance.host_id, Instance.fleet_id)
 
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from changeover.control.fleet.models import Host
 from changeover.control.fleet.services import LOST_AFTER_S
 
 SYNC_INTERVAL_S: Final = 1.0
@@ -40,9 +44,21 @@ class SyncPacer:
     def __init__(self, weight: float = 0.05) -> None:
         self.weight = weight
         self.seconds_per_sync = 0.0
+        self._live: tuple[float, int] = (float("-inf"), 0)
 
     def record(self, seconds: float) -> None:
         self.seconds_per_sync += self.weight * (max(0.0, seconds) - self.seconds_per_sync)
 
     def interval(self, live_hosts: int) -> float:
         return sync_interval(live_hosts, self.seconds_per_sync)
+
+    def interval_for(self, s: Session, now: float) -> float:
+        """``interval`` for the hosts alive now, counted at most once a second (every
+        sync asks; the count moves slowly)."""
+        counted_at, live = self._live
+        if not 0 <= now - counted_at < 1.0:
+            live = s.scalar(
+                select(func.count(Host.id)).where(Host.last_seen_at > now - LOST_AFTER_S)
+            )
+            self._live = (now, live or 0)
+        return self.interval(self._live[1])

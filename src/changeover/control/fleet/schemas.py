@@ -267,9 +267,15 @@ class HostRef(Out):
 class HostDesired(Out):
     host: HostRef
     sync_interval_s: float
+    revision: float | None = None
+    """Give it as ``since`` at the next sync (the database's clock as this was read)."""
+    full: bool = True
+    """True: ``instances`` is the whole desired state (stop what is not listed). False:
+    only the instances that changed, and ``gone`` those no longer live."""
     instances: list[DesiredInstance]
-    versions: list[str]
-    """The manifests the host should hold."""
+    gone: list[int] = []
+    versions: list[str] | None = None
+    """The manifests the host should hold; absent from a quiet answer (keep the last)."""
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from changeover.content.store import LocalStore
@@ -325,6 +326,7 @@ def create_fleet(
     s.flush()
     s.add_all(FleetHost(fleet_id=row.id, host_name=h) for h in hosts)
     s.flush()
+    touch_hosts(s, [row.id], now())
     return row
 
 
@@ -332,6 +334,7 @@ def update_fleet(
     s: Session, fleet: Fleet, *, hosts: list[str] | None, instances_per_host: int | None
 ) -> Fleet:
     """Change a fleet's hosts or size; agents converge at their next sync."""
+    touch_hosts(s, [fleet.id], now())  # those it leaves
     if instances_per_host is not None:
         fleet.instances_per_host = _check_per_host(instances_per_host)
     if hosts is not None:
@@ -340,7 +343,21 @@ def update_fleet(
         s.add_all(FleetHost(fleet_id=fleet.id, host_name=h) for h in hosts)
     fleet.updated_at = now()
     s.flush()
+    touch_hosts(s, [fleet.id], now())  # those it comes to
     return fleet
+
+
+def touch_hosts(s: Session, fleet_ids: Sequence[int], at: float) -> None:
+    """Tell the hosts of ``fleet_ids`` (listed, or running one of their instances) that
+    their desired state changed (``Host.desired_at``): their next sync is not a quiet one."""
+    listed = select(FleetHost.host_name).where(FleetHost.fleet_id.in_(fleet_ids))
+    running = select(Instance.host_id).where(Instance.fleet_id.in_(fleet_ids), live_instances())
+    s.execute(
+        update(Host)
+        .where(or_(Host.name.in_(listed), Host.id.in_(running)))
+        .values(desired_at=at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def get_fleet(s: Session, name: str) -> Fleet:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from changeover.control.db import now
 from changeover.control.fleet import hosts as host_svc
-from changeover.control.fleet import placement
+from changeover.control.fleet import placement, services
 from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile, ProfileSwitch
 from changeover.control.fleet.services import LOST_AFTER_S, fleet_instances, get_profile, run_spec
 from changeover.control.states import JobState, state_dict
@@ -92,6 +92,7 @@ def create_switch(
     )
     fleet.active_profile_id = profile.id
     fleet.updated_at = now()
+    services.touch_hosts(s, [fleet.id], fleet.updated_at)  # they pre-stage the new build
     s.add(row)
     s.flush()
     return row
@@ -205,6 +206,7 @@ def step(s: Session, sw: ProfileSwitch, t: float) -> Outcome:
             bad = by_id[decision.stop_instance_id]
             host_svc.apply(s, bad, placement.Stop(bad.id, "switch failed", t), t)
         fleet.active_profile_id = sw.from_profile_id  # auto-revert
+        services.touch_hosts(s, [fleet.id], t)
         sw.message = "failed; fleet reverted to its previous profile"
         return Outcome(True, decision.message + "; the fleet went back to its previous profile")
     return Outcome(False)

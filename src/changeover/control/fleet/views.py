@@ -26,6 +26,7 @@ from changeover.control.fleet import (
     aggregates,
     allocate_db,
     allocator,
+    quiet,
     services,
     sessions,
     switches,
@@ -170,6 +171,9 @@ class AgentSync(BaseModel):
     agent_uid: str
     instances: list[dict[str, Any]] = Field(default_factory=list, max_length=10000)
     staged: list[str] = Field(default_factory=list, max_length=1000)
+    since: float | None = Field(default=None, ge=0, le=1e12)
+    """The ``revision`` of the answer the agent last applied: it then lists only the
+    instances whose observation changed since, and gets only the desired changes."""
 
 
 # -- serialisation -------------------------------------------------------------------------
@@ -610,10 +614,29 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
     "/agents/{host_id}/sync", response_model=HostDesired, response_model_exclude_unset=True
 )
 def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
-    """The agent's heartbeat: observed state in, the host's full desired state out."""
+    """The agent's heartbeat: observed state in, the host's desired state out (whole, or
+    the changes since the revision the agent gives). A sync with nothing new is answered
+    from one read (``quiet``)."""
     arrived = float(request.scope.get(ARRIVED_KEY) or now())
-    pacer = ctx(request).sync_pacer
-    with ctx(request).db.write() as s:
+    c = ctx(request)
+    if body.since is not None and not body.instances:
+        with c.db.read() as s:
+            started = now()
+            answer = quiet.answer(
+                s,
+                c.sync_memory,
+                c.sync_pacer,
+                host_id=host_id,
+                agent_uid=body.agent_uid,
+                since=body.since,
+                staged_json=host_svc.staged_list(body.staged),
+                now=started,
+            )
+        if answer is not None:
+            c.sync_memory.beat(host_id, arrived)
+            c.sync_pacer.record(now() - started)
+            return answer
+    with c.db.write() as s:
         started = now()
         answer = host_svc.sync(
             s,
@@ -623,10 +646,12 @@ def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> 
             staged=body.staged,
             now=started,
             heard_at=arrived,
-            pacer=pacer,
-            replace_lost_after_s=ctx(request).settings.replace_lost_after_s,
+            pacer=c.sync_pacer,
+            replace_lost_after_s=c.settings.replace_lost_after_s,
+            since=body.since,
+            memory=c.sync_memory,
         )
-    pacer.record(now() - started)
+    c.sync_pacer.record(now() - started)
     return answer
 
 

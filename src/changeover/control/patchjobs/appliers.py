@@ -41,6 +41,7 @@ from changeover.content import client_versions
 from changeover.control.builds import services as builds
 from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.fleet import launch
+from changeover.control.fleet import services as fleet_svc
 from changeover.control.fleet.models import Fleet, Host, Instance, Profile, VersionCompat
 from changeover.control.patchjobs.actions import (
     Action,
@@ -148,6 +149,13 @@ def _stage(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> A
             HostStageRequest(
                 job_id=job.id, host_name=a.host, profile_id=a.version_id, created_at=now
             )
+        )
+        # Its next sync is not a quiet one: the build is among its versions from now on.
+        s.execute(
+            update(Host)
+            .where(Host.name == a.host)
+            .values(desired_at=now)
+            .execution_options(synchronize_session=False)
         )
     return Applied(f"{a.host} asked to stage profile {a.version_id}")
 
@@ -427,6 +435,9 @@ def _finish(s: Session, job: PatchJob, spec: JobSpec, a: Action, now: float) -> 
                 fleet.active_profile_id = target
                 fleet.updated_at = now
                 moved.append(fleet.name)
+    # Placement takes the fleets back (and the builds to stage change): the hosts' next
+    # syncs are not quiet ones.
+    fleet_svc.touch_hosts(s, spec.fleet_ids, now)
     # The weights were this job's to steer its fleets; once it is over they would only
     # hold players off a build an operator may bring back later.
     profiles = spec.old_versions | spec.new_versions

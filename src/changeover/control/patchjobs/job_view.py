@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, and_, literal_column, or_, select
+from sqlalchemy import ColumnElement, Float, Select, and_, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from changeover.control.fleet.models import Host, Instance, Region, live_instances
@@ -114,10 +114,15 @@ def lost_hosts(s: Session, t: float, lost_from: float = 0.0) -> frozenset[str]:
     return frozenset(s.scalars(select(Host.name).where(Host.last_seen_at <= t - LOST_AFTER_S)))
 
 
+def clock_sql(s: Session) -> ColumnElement[float]:
+    """The database's clock, the one ``instances.changed_at`` is set from, as SQL."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    return literal_column(_SQLITE_CLOCK if sqlite else _PG_CLOCK, Float)
+
+
 def db_clock(s: Session) -> float:
     """The database's clock, the one ``instances.changed_at`` is set from."""
-    sqlite = s.get_bind().dialect.name == "sqlite"
-    return float(s.scalar(select(literal_column(_SQLITE_CLOCK if sqlite else _PG_CLOCK))) or 0.0)
+    return float(s.scalar(select(clock_sql(s))) or 0.0)
 
 
 class JobView:
@@ -201,4 +206,13 @@ class JobView:
             self.version = next(_versions)
 
 
-__all__ = ["MARGIN_S", "REBUILD_S", "JobView", "db_clock", "lost_hosts", "read_all", "to_view"]
+__all__ = [
+    "MARGIN_S",
+    "REBUILD_S",
+    "JobView",
+    "clock_sql",
+    "db_clock",
+    "lost_hosts",
+    "read_all",
+    "to_view",
+]

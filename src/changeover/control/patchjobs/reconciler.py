@@ -34,8 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
@@ -76,6 +77,8 @@ from changeover.control.patchjobs.storage import (
 log = logging.getLogger("changeover.patchjobs")
 REASON_LEN: Final = 4000
 REPLAY_BATCH: Final = 200
+KEYS_PER_READ: Final = 500
+"""Keys per ``IN (...)``: well under every database's limit on bound parameters."""
 """Actions applied per transaction: one commit each would cost a disk flush per instance."""
 
 
@@ -287,28 +290,12 @@ class Reconciler:
             )
             if not written:
                 return False
-            s.refresh(job)
+            # The row as written, without a reload (its progress is large for a big fleet)
+            # and without marking it changed (it is written).
+            set_committed_value(job, "status", int(status))
+            set_committed_value(job, "revision", revision + 1)
             written_key = (job.id, job.created_at, job.revision)
-            seq = (
-                s.scalar(
-                    select(func.coalesce(func.max(PatchJobAction.seq), 0)).where(
-                        PatchJobAction.job_id == job_id
-                    )
-                )
-                or 0
-            )
-            for n, action in enumerate(d.actions, start=1):
-                if s.get(PatchJobAction, action.key) is not None:
-                    continue  # recorded before (the key is unique): never twice
-                s.add(
-                    PatchJobAction(
-                        key=action.key,
-                        job_id=job_id,
-                        seq=seq + n,
-                        action=json.dumps(codec.action_to_dict(action), sort_keys=True),
-                        recorded_at=t,
-                    )
-                )
+            self._add_actions(s, job_id, d.actions, t)
             if after.phase != before.phase:
                 add_event(
                     s,
@@ -333,6 +320,39 @@ class Reconciler:
                 )
         remember_progress(written_key, after)  # committed
         return True
+
+    @staticmethod
+    def _add_actions(s: Session, job_id: int, actions: Sequence[Any], t: float) -> None:
+        """Record ``actions`` after the job's others, each key once: one read of the keys
+        recorded before, one INSERT."""
+        keys = [a.key for a in actions]
+        if not keys:
+            return
+        seen: set[str] = set()
+        for at in range(0, len(keys), KEYS_PER_READ):
+            chunk = keys[at : at + KEYS_PER_READ]
+            seen.update(s.scalars(select(PatchJobAction.key).where(PatchJobAction.key.in_(chunk))))
+        seq = s.scalar(
+            select(func.coalesce(func.max(PatchJobAction.seq), 0)).where(
+                PatchJobAction.job_id == job_id
+            )
+        )
+        rows: list[dict[str, Any]] = []
+        for a in actions:
+            if a.key in seen:
+                continue  # recorded before (the key is unique): never twice
+            seen.add(a.key)
+            rows.append(
+                {
+                    "key": a.key,
+                    "job_id": job_id,
+                    "seq": (seq or 0) + len(rows) + 1,
+                    "action": json.dumps(codec.action_to_dict(a), sort_keys=True),
+                    "recorded_at": t,
+                }
+            )
+        if rows:
+            s.execute(insert(PatchJobAction), rows)
 
     def resume_checks(self) -> int:
         """Start again the checks a previous process started and never finished (it died
