@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,7 +38,7 @@ from changeover.control.fleet.models import (
     Host,
     Instance,
     Profile,
-    live_instances,
+    live_sql,
 )
 from changeover.control.fleet.pacing import SyncPacer
 from changeover.control.fleet.placement import DRAIN_S, NOTICE_S
@@ -284,10 +284,18 @@ def _is_live(i: Instance) -> bool:
 def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instance]:
     """The host's live instances and those of ``also`` (ids the agent reports), by id: one
     lock order for every writer of these rows."""
-    wanted = or_(live_instances(), Instance.id.in_(also)) if also else live_instances()
-    return list(
-        s.scalars(select(Instance).where(Instance.host_id == host.id, wanted).order_by(Instance.id))
-    )
+    rows = {
+        i.id: i for i in s.scalars(select(Instance).where(Instance.host_id == host.id, live_sql()))
+    }
+    others = set(also) - rows.keys()  # stopped ones the agent still reports: by key
+    if others:
+        rows.update(
+            (i.id, i)
+            for i in s.scalars(
+                select(Instance).where(Instance.host_id == host.id, Instance.id.in_(others))
+            )
+        )
+    return [rows[k] for k in sorted(rows)]
 
 
 def assign_slot(s: Session, row: Instance, exclusive: bool) -> None:

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import distinct, func, insert, select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
 from changeover.control.fleet import placement
-from changeover.control.fleet.models import Instance, Profile, live_instances
+from changeover.control.fleet.models import Instance, Profile, live_sql
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,60 @@ def _profiles(s: Session, ids: set[int]) -> dict[int, _ProfileFacts]:
     }
 
 
+def _held_slots(
+    s: Session, pairs: set[tuple[int, int]], skip_id: int | None
+) -> dict[tuple[int, int], set[int]]:
+    """The slots each (host, fleet) of ``pairs`` holds with its live instances. A batch of
+    starts spread over a fleet's hosts would read the whole fleet; most places hold slots
+    0..n-1 without a gap, which their count and maximum tell, so only the others are read
+    slot by slot (through ix_instances_host_live, without the hosts' stopped history)."""
+    s.flush()  # rows made earlier in this transaction count too
+    hosts = {h for h, _ in pairs}
+    fleets = {f for _, f in pairs}
+    where = (
+        Instance.host_id.in_(hosts),
+        Instance.fleet_id.in_(fleets),
+        Instance.slot.is_not(None),
+        live_sql(),
+    )
+    if skip_id is not None:
+        where += (Instance.id != skip_id,)
+    held: dict[tuple[int, int], set[int]] = {}
+    gapped = set()
+    for host_id, fleet_id, count, top in s.connection().execute(
+        select(
+            Instance.host_id,
+            Instance.fleet_id,
+            func.count(distinct(Instance.slot)),
+            func.max(Instance.slot),
+        )
+        .where(*where)
+        .group_by(Instance.host_id, Instance.fleet_id)
+    ):
+        if (host_id, fleet_id) not in pairs:
+            continue
+        if count == top + 1:
+            held[(host_id, fleet_id)] = set(range(count))
+        else:
+            gapped.add((host_id, fleet_id))
+    if gapped:
+        for host_id, fleet_id, slot in s.connection().execute(
+            select(Instance.host_id, Instance.fleet_id, Instance.slot).where(
+                Instance.host_id.in_({h for h, _ in gapped}), *where[1:]
+            )
+        ):
+            if (host_id, fleet_id) in gapped:
+                held.setdefault((host_id, fleet_id), set()).add(slot)
+    return held
+
+
 def choose_slots(
     s: Session, launches: Sequence[Launch], exclusive: Sequence[bool], skip_id: int | None = None
 ) -> list[int]:
     """Each launch's state slot (``placement.pick_slot``), the batch's own choices counted:
     two new instances of a fleet on one host never share a slot. ``skip_id``: a row being
     given a slot that is already in the table (it does not hold one against itself)."""
-    hosts = {x.host_id for x in launches}
-    fleets = {x.fleet_id for x in launches}
-    held: dict[tuple[int, int], list[int]] = {}
-    # Rows made earlier in this transaction count too; then plain columns, without the
-    # ORM's loading (a batch reads thousands), through ix_instances_host_fleet.
-    s.flush()
-    for instance_id, host_id, fleet_id, slot in s.connection().execute(
-        select(Instance.id, Instance.host_id, Instance.fleet_id, Instance.slot).where(
-            Instance.host_id.in_(hosts),
-            Instance.fleet_id.in_(fleets),
-            Instance.slot.is_not(None),
-            live_instances(),
-        )
-    ):
-        if instance_id != skip_id:
-            held.setdefault((host_id, fleet_id), []).append(slot)
+    held = _held_slots(s, {(x.host_id, x.fleet_id) for x in launches}, skip_id)
     replaced = {x.replaces_id for x in launches if x.replaces_id is not None}
     olds = {
         row.id: row
@@ -92,14 +124,14 @@ def choose_slots(
         same_place = (
             old is not None and old.host_id == launch.host_id and old.fleet_id == launch.fleet_id
         )
-        place = held.setdefault((launch.host_id, launch.fleet_id), [])
+        place = held.setdefault((launch.host_id, launch.fleet_id), set())
         slot = placement.pick_slot(
             place,
             old.slot if same_place and old is not None else None,
             old is not None and old.desired == "stopped",
             excl,
         )
-        place.append(slot)
+        place.add(slot)
         slots.append(slot)
     return slots
 
