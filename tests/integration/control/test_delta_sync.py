@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -21,9 +22,12 @@ from changeover.control.db import Database, now
 from changeover.control.fleet import desired, launch, quiet
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet import services as fleet_svc
-from changeover.control.fleet.models import Host, Instance
+from changeover.control.fleet.models import Environment, Host, Instance
 from changeover.control.fleet.pacing import SyncPacer
+from changeover.control.patchjobs import storage as patchjob_storage
 from changeover.control.patchjobs.job_view import db_clock
+from changeover.control.patchjobs.records import PatchJob
+from changeover.control.patchjobs.storage import OWNING
 from fleet_world import world
 
 UID = "u" * 16  # the agent_uid fleet_world gives its hosts
@@ -94,13 +98,42 @@ def _write(db: Database, instance_id: int, **values: Any) -> None:
         s.execute(update(Instance).where(Instance.id == instance_id).values(**values))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_changes_applied_in_turn_equal_the_whole_state(db: Database, seed: int) -> None:
+def _owning_job(db: Database, w: dict[str, Any]) -> None:
+    """A started job that owns the fleet: placement leaves it alone, and a sync by changes
+    reads only the instances the job handed over or that changed (``hosts._host_rows``)."""
+    t = now()
+    with db.write() as s:
+        s.add(
+            PatchJob(
+                name="owner",
+                environment_id=s.scalars(select(Environment.id)).one(),
+                application_id=w["app"],
+                method=1,
+                spec=json.dumps({"fleet_ids": [w["fleet"]]}),
+                start_at=t,
+                status=min(OWNING),
+                progress="{}",
+                created_at=t,
+                updated_at=t,
+                created_by="test",
+            )
+        )
+
+
+@pytest.mark.parametrize(("seed", "owned"), [(1, False), (2, False), (3, True), (4, True)])
+def test_changes_applied_in_turn_equal_the_whole_state(
+    db: Database, seed: int, owned: bool
+) -> None:
     rnd = random.Random(seed)
     w = world(db)
     host = w["hosts"][0]
     with db.write() as s:
         s.execute(update(fleet_svc.Fleet).values(instances_per_host=3))
+    if owned:
+        Agent(db, host).sync(now())  # placement's three, before the job takes the fleet
+        _owning_job(db, w)
+        with db.read() as s:
+            assert patchjob_storage.owned_fleet_ids(s) == {w["fleet"]}
     agent = Agent(db, host)
     t = now()
     agent.sync(t)

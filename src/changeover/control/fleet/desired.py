@@ -19,20 +19,30 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
-from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile
+from changeover.control.fleet.models import (
+    Fleet,
+    FleetHost,
+    Host,
+    Instance,
+    Profile,
+    live_instances,
+    live_sql,
+)
 from changeover.control.fleet.pacing import SyncPacer
 from changeover.control.fleet.quiet import FULL_AFTER_S, MARGIN_S
 from changeover.control.patchjobs import storage as patchjob_storage
 
 
-def _changed_ids(s: Session, host_id: int, since: float) -> set[int]:
-    return set(
-        s.scalars(
-            select(Instance.id).where(
-                Instance.host_id == host_id, Instance.changed_at > since - MARGIN_S
-            )
+def _changed(s: Session, host_id: int, since: float) -> dict[int, bool]:
+    """The host's instances changed since ``since`` less the margin: whether each is live
+    (by this very read: a row another transaction changed since ours read it is told as
+    it is now, or at the next sync)."""
+    rows = s.execute(
+        select(Instance.id, live_instances()).where(
+            Instance.host_id == host_id, Instance.changed_at > since - MARGIN_S
         )
     )
+    return {instance_id: bool(live) for instance_id, live in rows}
 
 
 def answer(
@@ -45,11 +55,12 @@ def answer(
     now: float,
     pacer: SyncPacer | None = None,
 ) -> dict[str, Any]:
-    """The desired state of ``host``, whose live instances are ``rows`` (see the module
-    docstring); the sync interval asked for is ``pacer``'s."""
+    """The desired state of ``host`` (see the module docstring): ``rows`` are its live
+    instances, all of them for a whole answer, at least those changed since ``since`` for
+    changes; the sync interval asked for is ``pacer``'s."""
     full = since is None or revision - since > FULL_AFTER_S
-    changed = set() if full or since is None else _changed_ids(s, host.id, since)
-    listed = list(rows) if full else [i for i in rows if i.id in changed]
+    changed = {} if full or since is None else _changed(s, host.id, since)
+    listed = list(rows) if full else [i for i in rows if changed.get(i.id)]
     fleet_profiles = set(
         s.scalars(
             select(Fleet.active_profile_id)
@@ -58,7 +69,10 @@ def answer(
         )
     )
     stage_profiles = patchjob_storage.stage_requests(s, host.name)
-    profile_ids = {i.profile_id for i in rows} | fleet_profiles | stage_profiles
+    running = s.scalars(
+        select(Instance.profile_id).distinct().where(Instance.host_id == host.id, live_sql())
+    )
+    profile_ids = {i.profile_id for i in rows} | set(running) | fleet_profiles | stage_profiles
     profiles = {p.id: p for p in s.scalars(select(Profile).where(Profile.id.in_(profile_ids)))}
     manifests = dict(
         s.execute(
@@ -99,14 +113,13 @@ def answer(
             # A patch job's stop method overrides the profile's for this instance.
             item["stop"] = {"signal": i.stop_signal, "timeout_s": i.stop_timeout_s}
         instances.append(item)
-    live_ids = {i.id for i in rows}
     return {
         "host": {"id": host.id, "name": host.name},
         "sync_interval_s": (pacer or SyncPacer()).interval_for(s, now),
         "revision": revision,
         "full": full,
         "instances": instances,
-        "gone": sorted(changed - live_ids),
+        "gone": sorted(i for i, live in changed.items() if not live),
         "versions": sorted({manifests[p.version_id] for p in profiles.values()}),
     }
 

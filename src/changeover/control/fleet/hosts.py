@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
 
@@ -281,12 +281,25 @@ def _is_live(i: Instance) -> bool:
     return i.desired != "stopped" or i.state != "stopped"
 
 
-def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instance]:
+def _host_rows(
+    s: Session, host: Host, also: Iterable[int] = (), lean: tuple[Set[int], float] | None = None
+) -> list[Instance]:
     """The host's live instances and those of ``also`` (ids the agent reports), by id: one
-    lock order for every writer of these rows."""
-    rows = {
-        i.id: i for i in s.scalars(select(Instance).where(Instance.host_id == host.id, live_sql()))
-    }
+    lock order for every writer of these rows. ``lean``: (fleets jobs own, a time): of
+    those fleets, only the instances handed over (a job's stop set ``stop_signal``) or
+    changed since the time; the others are the jobs' (a sync of a big host in the middle
+    of a job reads a few rows, not all)."""
+    q = select(Instance).where(Instance.host_id == host.id, live_sql())
+    if lean is not None and lean[0]:
+        owned, changed_after = lean
+        q = q.where(
+            or_(
+                Instance.fleet_id.not_in(owned),
+                Instance.stop_signal.is_not(None),
+                Instance.changed_at > changed_after,
+            )
+        )
+    rows = {i.id: i for i in s.scalars(q)}
     others = set(also) - rows.keys()  # stopped ones the agent still reports: by key
     if others:
         rows.update(
@@ -296,6 +309,23 @@ def _host_rows(s: Session, host: Host, also: Iterable[int] = ()) -> list[Instanc
             )
         )
     return [rows[k] for k in sorted(rows)]
+
+
+def _owned_taken(s: Session, host: Host, owned: Set[int]) -> int:
+    """The slots the instances of fleets jobs own take on ``host``."""
+    if not owned:
+        return 0
+    return (
+        s.scalar(
+            select(func.count(Instance.id)).where(
+                Instance.host_id == host.id,
+                live_sql(),
+                Instance.fleet_id.in_(owned),
+                Instance.desired != "stopped",
+            )
+        )
+        or 0
+    )
 
 
 def assign_slot(s: Session, row: Instance, exclusive: bool) -> None:
@@ -338,8 +368,13 @@ def _plan(
     all_rows: list[Instance],
     now: float,
     replace_lost_after_s: float | None = None,
+    *,
+    owned: Set[int],
+    taken: int,
 ) -> list[Instance]:
     """Re-plan ``host`` from its live instances ``all_rows``; the instances it creates.
+    ``owned``: the fleets running jobs own (``all_rows`` need hold only those of their
+    instances the jobs handed over); ``taken``: the slots those fleets' instances take.
     ``replace_lost_after_s``: give it the stand-ins it takes for hosts lost that long
     (``standins``); None: none."""
     # The fleets a running patch job owns: the job starts, drains and stops their
@@ -347,7 +382,6 @@ def _plan(
     # two would fight). It still applies its drain rules (stop when empty, notice, stop at
     # the deadline) to the instances the job handed over: a stop that found players and
     # fell back to draining (``stop_signal`` set by the job).
-    owned = patchjob_storage.owned_fleet_ids(s)
     rows = [i for i in all_rows if i.fleet_id not in owned]
     handed_over = [i for i in all_rows if i.fleet_id in owned and i.stop_signal is not None]
     if handed_over:
@@ -376,7 +410,6 @@ def _plan(
             )
         )
     # Slots taken by the owned fleets' instances count, so placement does not overfill.
-    taken = sum(i.desired != "stopped" for i in all_rows if i.fleet_id in owned)
     view = placement.HostView(host.name, alive=True, slots=host.slots - taken)
     by_id = {i.id: i for i in rows}
     created = []
@@ -537,7 +570,9 @@ def sync(
         if not isinstance(obs, Mapping) or not isinstance(obs.get("id"), int):
             raise InvalidInput("each observed instance needs an integer id")
         by_id[obs["id"]] = obs
-    rows = _host_rows(s, host, by_id)
+    owned = patchjob_storage.owned_fleet_ids(s)
+    lean = (owned, since - quiet.MARGIN_S) if since is not None else None
+    rows = _host_rows(s, host, by_id, lean)
     reported = [row for row in rows if row.id in by_id]
     open_by_instance = sessions.open_sessions(s, [row.id for row in reported])
     released = []
@@ -551,7 +586,12 @@ def sync(
     for row in released:
         s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
     live = [row for row in rows if _is_live(row)]
-    created = _plan(s, host, live, now, replace_lost_after_s)
+    if lean is None:
+        taken = sum(i.desired != "stopped" for i in live if i.fleet_id in owned)
+    else:
+        s.flush()  # the observations above may have stopped some
+        taken = _owned_taken(s, host, owned)
+    created = _plan(s, host, live, now, replace_lost_after_s, owned=owned, taken=taken)
     live = [row for row in live if _is_live(row)] + created
     for row in live:
         if row.slot is None:  # a row from before slots
