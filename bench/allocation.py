@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,8 +56,10 @@ import httpx
 import sqlalchemy
 from common import (
     BENCHMARKS_MD,
+    PG_BASE,
     BenchError,
     clean_up_on_signals,
+    database,
     load_average,
     load_note,
     log,
@@ -93,7 +95,6 @@ CHECK_TIMEOUT_S = 600.0
 instances took 51 s on a loaded machine)."""
 TARGET_PER_S = 2000.0
 TARGET_P99_MS = 25.0
-PG_BASE = os.environ.get("CHANGEOVER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 IMAGE = "bench-alloc"
 FLEET = "bench"
@@ -393,27 +394,6 @@ def _proc_cpu_s(pid: int | None) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def database(kind: str, data_dir: Path, pg_base: str) -> Iterator[tuple[str | None, str]]:
-    """(the server's CHANGEOVER_DATABASE_URL or None for SQLite, a URL to inspect it)."""
-    if kind == "sqlite":
-        yield None, f"sqlite:///{data_dir / 'changeover.db'}"
-        return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(pg_base, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as c:
-            c.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        url = f"{pg_base}?options=-csearch_path%3D{schema}"
-        try:
-            yield url, url
-        finally:
-            with engine.connect() as c:
-                c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    finally:
-        engine.dispose()
 
 
 class SimHosts:

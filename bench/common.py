@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -366,3 +367,30 @@ def clean_up_on_signals() -> None:
 def log(message: str) -> None:
     """Progress on stderr, so stdout stays the results."""
     print(message, file=sys.stderr, flush=True)
+
+
+PG_BASE = os.environ.get("CHANGEOVER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL database the benchmarks make their schemas in (as the tests do)."""
+
+
+@contextlib.contextmanager
+def database(kind: str, data_dir: Path, pg_base: str) -> Iterator[tuple[str | None, str]]:
+    """(the server's CHANGEOVER_DATABASE_URL or None for SQLite, a URL to inspect it)."""
+    if kind == "sqlite":
+        yield None, f"sqlite:///{data_dir / 'changeover.db'}"
+        return
+    import sqlalchemy  # only the PostgreSQL runs need it here
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(pg_base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            c.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        url = f"{pg_base}?options=-csearch_path%3D{schema}"
+        try:
+            yield url, url
+        finally:
+            with engine.connect() as c:
+                c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        engine.dispose()

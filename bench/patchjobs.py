@@ -42,9 +42,11 @@ from typing import Any
 import httpx
 from common import (
     BENCHMARKS_MD,
+    PG_BASE,
     REPO,
     BenchError,
     clean_up_on_signals,
+    database,
     log,
     machine_info,
     markdown_table,
@@ -56,6 +58,7 @@ from common import (
 SECTION = "patchjobs"
 METHODS = ("forced", "rolling", "ab", "bleed-off", "canary", "custom")
 QUICK_ARGS = ["--scale-size", "100", "--hosts", "10", "--methods", "forced,bleed-off"]
+QUICK_ARGS += ["--databases", "sqlite"]
 QUICK_ARGS += ["--players", "4", "--play-s", "20"]
 ARENA = REPO / "examples" / "arena"
 FAST_ROLLING = {
@@ -257,6 +260,7 @@ class SimHosts:
 
 @dataclass(frozen=True)
 class ScaleRun:
+    database: str
     method: str
     instances: int
     hosts: int
@@ -283,6 +287,14 @@ def _p50_p99(samples: Sequence[float]) -> tuple[float, float]:
 
 
 def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
+    runs = []
+    for kind in args.database_list:
+        runs += _scale_runs_on(kind, args)
+    return runs
+
+
+def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
+    """Every method in turn on one fleet, its server on ``kind`` (sqlite or postgres)."""
     hosts = args.hosts
     size = args.scale_size
     if size % hosts:
@@ -291,7 +303,9 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
     runs = []
     with contextlib.ExitStack() as stack:
         data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="co-bench-pj-")))
-        srv = stack.enter_context(running_server(data / "server"))
+        server_url, _ = stack.enter_context(database(kind, data / "server", args.pg_url))
+        env = {"CHANGEOVER_DATABASE_URL": server_url} if server_url else {}
+        srv = stack.enter_context(running_server(data / "server", env=env))
         admin = stack.enter_context(
             httpx.Client(
                 base_url=srv.url + "/api/v1",
@@ -316,7 +330,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
         sim.start()
         stack.callback(sim.stop)
         sim.wait_live(size, args.timeout)
-        log(f"[patchjobs] scale: {size} instances ready on {hosts} hosts")
+        log(f"[patchjobs] scale ({kind}): {size} instances ready on {hosts} hosts")
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
@@ -327,6 +341,7 @@ def scale_runs(args: argparse.Namespace) -> list[ScaleRun]:
             job = _ok(admin.post("/patchjobs", json=body), 201)
             done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
             run = ScaleRun(
+                kind,
                 method,
                 size,
                 hosts,
@@ -678,7 +693,8 @@ def report_md(
         ]
     if scale:
         lines += [
-            f"Scale: {scale[0].instances:,} simulated instances over {scale[0].hosts} hosts "
+            f"Scale: {scale[0].instances:,} simulated instances over {scale[0].hosts} hosts, "
+            "the control plane on each database in turn "
             "(one process speaking the agent protocol; every change takes effect at once; each "
             "host syncs at the interval the control plane asks and at once after a change; no "
             "players). Per 1,000 instances: wall seconds and control-plane CPU seconds; the "
@@ -689,6 +705,7 @@ def report_md(
             "",
             markdown_table(
                 [
+                    "database",
                     "method",
                     "job",
                     "wall s",
@@ -703,6 +720,7 @@ def report_md(
                 ],
                 [
                     [
+                        r.database,
                         r.method,
                         r.status,
                         f"{r.wall_s:.1f}",
@@ -733,12 +751,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--session-max", type=float, default=40)
     p.add_argument("--drain-deadline", type=float, default=20)
     p.add_argument("--timeout", type=float, default=1800, help="per scale job, seconds")
+    p.add_argument("--databases", default="sqlite,postgres", help="sqlite and/or postgres")
+    p.add_argument("--pg-url", default=PG_BASE, help="PostgreSQL database for the schemas")
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    args.database_list = [d.strip() for d in args.databases.split(",") if d.strip()]
+    if not args.database_list or not set(args.database_list) <= {"sqlite", "postgres"}:
+        p.error("--databases takes sqlite and/or postgres")
     return args
 
 

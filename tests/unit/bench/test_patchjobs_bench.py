@@ -39,14 +39,33 @@ def test_job_body_names_the_builds_fleet_and_knobs() -> None:
 def test_arguments_are_checked() -> None:
     args = pj.parse_args(["--methods", "forced, bleed-off", "--scale-size", "0"])
     assert args.methods == ["forced", "bleed-off"] and args.scale_size == 0
+    assert args.database_list == ["sqlite", "postgres"]
     with pytest.raises(SystemExit):
         pj.parse_args(["--methods", "forced,teleport"])
+    with pytest.raises(SystemExit):
+        pj.parse_args(["--databases", "sqlite,oracle"])
 
 
 def test_report_shows_both_parts_per_1000_instances() -> None:
     args = pj.parse_args([])
     play = [pj.PlayRun("forced", "Completed", 12.5, 20, 15, 0, 5)]
-    scale = [pj.ScaleRun("rolling", 2000, 20, "Completed", 40.0, 10.0, 300, 1.5, 4.25, 0.012, 0.25)]
+    scale = [
+        pj.ScaleRun(
+            "postgres",
+            "rolling",
+            2000,
+            20,
+            "Completed",
+            40.0,
+            10.0,
+            300,
+            280,
+            1.5,
+            4.25,
+            0.012,
+            0.25,
+        )
+    ]
     md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
     rows = {
         cells[0]: cells
@@ -57,9 +76,10 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
     # 0 moved of 15 completed + 5 dropped game sessions: 0 %.
     assert rows["forced"] == ["forced", "Completed", "12.5", "20", "15", "0", "0%", "5"]
     # 40 s wall and 10 CPU s for 2,000 instances: 20 and 5 per 1,000.
-    assert rows["rolling"][4:6] == ["20.00", "5.00"]
-    # syncs, median interval, sync round trips, longest gap
-    assert rows["rolling"][6:] == ["300", "1.5", "12 / 250", "4.2"]
+    assert rows["postgres"][:2] == ["postgres", "rolling"]
+    assert rows["postgres"][5:7] == ["20.00", "5.00"]
+    # syncs, quiet ones, median interval, sync round trips, longest gap
+    assert rows["postgres"][7:] == ["300", "280", "1.5", "12 / 250", "4.2"]
 
 
 def test_sync_percentiles() -> None:

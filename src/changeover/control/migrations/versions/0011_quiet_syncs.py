@@ -3,7 +3,8 @@ last changed (a build to stage, a fleet edit, a job over), and an index on insta
 (host_id, changed_at): together they tell in one read whether an agent's sync has anything
 new to answer (``fleet.quiet``). A partial index of live instances by host (and fleet and
 slot): a sync reads a host's live instances, a new instance's slot those of its fleet
-there, without the host's history of stopped ones.
+there, without the host's history of stopped ones. ix_instances_fleet_id and
+ix_instances_host_id go: each is the first column of another index.
 
 Revision ID: 0011
 Revises: 0010
@@ -32,7 +33,15 @@ def upgrade() -> None:
     )
 
 
+    # Every instance write maintains each index: these two are prefixes of others
+    # (ix_instances_fleet_changed, ix_instances_host_fleet), which serve their reads.
+    op.drop_index("ix_instances_fleet_id", table_name="instances")
+    op.drop_index("ix_instances_host_id", table_name="instances")
+
+
 def downgrade() -> None:
+    op.create_index("ix_instances_host_id", "instances", ["host_id"])
+    op.create_index("ix_instances_fleet_id", "instances", ["fleet_id"])
     op.drop_index("ix_instances_host_live", table_name="instances")
     op.drop_index("ix_instances_host_changed", table_name="instances")
     with op.batch_alter_table("hosts") as batch:
