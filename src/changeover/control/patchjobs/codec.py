@@ -55,11 +55,19 @@ def action_from_dict(data: Mapping[str, Any]) -> Action:
     return kind(**values)
 
 
+_MEMBER_FIELDS: Final = tuple(f.name for f in fields(Member))
+_BIG: Final = frozenset({"selection", "issued", "intents", "deadlines", "marks", "check_results"})
+"""The fields that grow with the fleet: converted field by field, without ``_plain``'s
+walk (the reconciler writes the progress on every pass that records a decision)."""
+
+
 def progress_to_dict(progress: JobProgress) -> dict[str, Any]:
     out: dict[str, Any] = _plain(
-        {f.name: getattr(progress, f.name) for f in fields(JobProgress) if f.name != "selection"}
+        {f.name: getattr(progress, f.name) for f in fields(JobProgress) if f.name not in _BIG}
     )
-    out["selection"] = [asdict(m) for m in progress.selection]
+    out["selection"] = [{k: getattr(m, k) for k in _MEMBER_FIELDS} for m in progress.selection]
+    for name in ("issued", "intents", "deadlines", "marks", "check_results"):
+        out[name] = {str(k): v for k, v in getattr(progress, name).items()}
     out["staged"] = sorted([host, version] for host, version in progress.staged)
     out["cancel"] = None if progress.cancel is None else progress.cancel.value
     return out

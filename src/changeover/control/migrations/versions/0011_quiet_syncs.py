@@ -32,7 +32,6 @@ def upgrade() -> None:
         postgresql_where=sa.text(LIVE_SQL),
     )
 
-
     # Every instance write maintains each index: these two are prefixes of others
     # (ix_instances_fleet_changed, ix_instances_host_fleet), which serve their reads.
     op.drop_index("ix_instances_fleet_id", table_name="instances")
