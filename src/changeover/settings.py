@@ -31,6 +31,9 @@ class Settings:
     max_json_bytes: int = 64 << 20
     cdn_purge_url: str | None = None
     """POSTed {"paths": [...]} after each publish: the paths a CDN must invalidate."""
+    leader_lease_s: float = 5.0
+    """How long the leader's lease lasts unrenewed (``control.leadership``): when a leader
+    dies, another replica takes over its work within this and a second."""
     publish_every_s: float = 5.0
     """How often the signed metadata is reconciled with the database and re-signed."""
     patch_tick_s: float = 0.5
@@ -111,6 +114,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
         job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
+        leader_lease_s=_seconds(env, "CHANGEOVER_LEADER_LEASE_S", s.leader_lease_s),
         publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
         patch_tick_s=_seconds(env, "CHANGEOVER_PATCH_TICK_S", s.patch_tick_s),
         report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),

@@ -48,6 +48,7 @@ from changeover.control.http_errors import (
 )
 from changeover.control.http_input import EdgeRoute, foreign_routes, unbounded_inputs
 from changeover.control.jobs import JobRunner
+from changeover.control.leadership import Leadership, replica_name
 from changeover.control.metrics import AllocatorCollector, DatabaseCollector, Metrics
 from changeover.control.news import views as news_views
 from changeover.control.observability import Health, RequestMiddleware
@@ -181,22 +182,46 @@ def _include_routers(app: ControlPlane) -> list[APIRouter]:
     return [*routers, web_routes.stream.router]  # the stream: included by mount()
 
 
-def create_app(settings: Settings) -> ControlPlane:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    db.migrate()
-    store = LocalStore(settings.data_dir / "store")
-    repo = TrustRepo(store.content, settings.data_dir / "keys", settings.trust_policy)
-    repo.ensure_initialised()
-    publisher = Publisher(db, store, repo, settings.cdn_purge_url)
-    notifier = Notifier(db, NotifierConfig.from_settings(settings))
+def _map_errors(app: ControlPlane) -> None:
+    """Every error to its HTTP answer: here and only here (see the module docstring)."""
+
+    @app.exception_handler(ChangeoverError)
+    async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error": "invalid_input", "message": validation_message(exc.errors())}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def on_framework_error(_: Request, exc: HTTPException) -> JSONResponse:
+        body = http_error_body(exc.status_code, exc.detail)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_bug(_: Request, exc: Exception) -> JSONResponse:
+        # The framework logs the exception and its traceback after this answer is sent.
+        return JSONResponse(internal_error_body(logs.request_id.get()), status_code=500)
+
+
+def _runner(
+    settings: Settings,
+    db: Database,
+    store: LocalStore,
+    publisher: Publisher,
+    leadership: Leadership,
+    notifier: Notifier,
+) -> JobRunner:
+    """The job runner: the jobs any replica may run, the chores of each replica, and the
+    work that runs once, on the leader."""
     reconciler = Reconciler(db, on_release=publisher.sync)
-    runner = JobRunner(
+    return JobRunner(
         db,
         build_tasks.build_job_kinds(
             db,
             store,
-            on_version=publisher.sync,
+            on_version=leadership.only(publisher.sync),
             budget=PublishBudget(
                 cpu_s=settings.publish_budget_cpu_s, methods=settings.patch_methods
             ),
@@ -205,6 +230,12 @@ def create_app(settings: Settings) -> ControlPlane:
         poll_s=settings.job_poll_s,
         lease_s=settings.job_lease_s,
         periodic=[
+            # SQLite's checkpoints, here rather than in a writer's commit (db.CHECKPOINT_*).
+            *([(CHECKPOINT_EVERY_S, db.checkpoint)] if db.is_sqlite else []),
+        ],
+        leadership=leadership,
+        on_elected=reconciler.forget,
+        leader_periodic=[
             (settings.publish_every_s, publisher.sync),
             # Patch jobs: plan, record, apply; a pass with nothing new only reads.
             (settings.patch_tick_s, reconciler.tick),
@@ -217,16 +248,41 @@ def create_app(settings: Settings) -> ControlPlane:
                 fleet_tasks.PRUNE_EVERY_S,
                 lambda: fleet_tasks.prune_history(db, settings.retention_s),
             ),
-            # SQLite's checkpoints, here rather than in a writer's commit (db.CHECKPOINT_*).
-            *([(CHECKPOINT_EVERY_S, db.checkpoint)] if db.is_sqlite else []),
         ],
     )
-    ctx = Context(settings=settings, db=db, store=store, runner=runner, publisher=publisher)
+
+
+def create_app(settings: Settings) -> ControlPlane:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    store = LocalStore(settings.data_dir / "store")
+    repo = TrustRepo(store.content, settings.data_dir / "keys", settings.trust_policy)
+    repo.ensure_initialised()
+    publisher = Publisher(db, store, repo, settings.cdn_purge_url)
+    notifier = Notifier(db, NotifierConfig.from_settings(settings))
+    # Any number of replicas may serve one database; the work that must run once runs on
+    # the one that holds the lease (``leadership``).
+    leadership = Leadership(
+        db,
+        lease_s=settings.leader_lease_s,
+        name=replica_name(f"http://{settings.host}:{settings.port}"),
+    )
+    runner = _runner(settings, db, store, publisher, leadership, notifier)
+    ctx = Context(
+        settings=settings,
+        db=db,
+        store=store,
+        runner=runner,
+        publisher=publisher,
+        leadership=leadership,
+    )
     # Server Allocate's group commit: one thread, many allocations per transaction.
     allocations = fleet_allocator.Allocator(db)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        leadership.start()
         runner.start()
         allocations.start()
         ctx.sync_memory.start(db)
@@ -238,6 +294,7 @@ def create_app(settings: Settings) -> ControlPlane:
             await asyncio.to_thread(allocations.stop)
             ctx.sync_memory.stop(db)
             runner.stop()
+            leadership.stop()
             notifier.close()
             db.dispose()
 
@@ -259,24 +316,7 @@ def create_app(settings: Settings) -> ControlPlane:
     app.state.metrics = metrics
     routers = _include_routers(app)
 
-    @app.exception_handler(ChangeoverError)
-    async def on_error(_: Request, exc: ChangeoverError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        body = {"error": "invalid_input", "message": validation_message(exc.errors())}
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def on_framework_error(_: Request, exc: HTTPException) -> JSONResponse:
-        body = http_error_body(exc.status_code, exc.detail)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def on_bug(_: Request, exc: Exception) -> JSONResponse:
-        # The framework logs the exception and its traceback after this answer is sent.
-        return JSONResponse(internal_error_body(logs.request_id.get()), status_code=500)
+    _map_errors(app)
 
     @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> dict[str, str]:

@@ -11,14 +11,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from importlib import resources
 from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Engine,
+    Float,
+    Result,
+    create_engine,
+    event,
+    literal_column,
+    select,
+)
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -32,6 +43,23 @@ class Base(DeclarativeBase):
 def now() -> float:
     """Wall-clock time as a unix timestamp: how every time is stored."""
     return time.time()
+
+
+_SQLITE_CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"
+_PG_CLOCK = "extract(epoch FROM clock_timestamp())"
+
+
+def clock_sql(s: Session) -> ColumnElement[float]:
+    """The database's clock, as SQL: one clock for every replica of the control plane
+    (``instances.changed_at`` and the leader's lease are set from it), whatever their own
+    machines' clocks say."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    return literal_column(_SQLITE_CLOCK if sqlite else _PG_CLOCK, Float)
+
+
+def db_clock(s: Session) -> float:
+    """The database's clock (``clock_sql``), read."""
+    return float(s.scalar(select(clock_sql(s))) or 0.0)
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -84,6 +112,24 @@ def _generic_plans(engine: Engine) -> None:
         dbapi_conn.autocommit = True  # a setting for the session, not one transaction
         with dbapi_conn.cursor() as cur:
             cur.execute("SET plan_cache_mode = force_generic_plan")
+        dbapi_conn.autocommit = autocommit
+
+
+def _client_checks(engine: Engine) -> None:
+    """PostgreSQL notices within a second that a replica's process is gone, even while one
+    of its statements waits for a lock, and ends that transaction: otherwise a killed
+    leader's waiting transaction would keep its locks (the lease's among them,
+    ``control.leadership``) until the lock it waits for is released."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # a setting for the session, not one transaction
+        with dbapi_conn.cursor() as cur:
+            cur.execute(  # PostgreSQL 14 and newer have the setting
+                "SELECT set_config('client_connection_check_interval', '1000', false)"
+                " WHERE current_setting('server_version_num')::int >= 140000"
+            )
         dbapi_conn.autocommit = autocommit
 
 
@@ -151,6 +197,22 @@ def _refusing_unstorable() -> Iterator[None]:
         raise refusal from e
 
 
+_fence: ContextVar[Callable[[Session], None] | None] = ContextVar("fence", default=None)
+
+
+@contextmanager
+def fenced(check: Callable[[Session], None] | None) -> Iterator[None]:
+    """Run ``check`` first in every write transaction of this context (this thread, and
+    threads started with a copy of its context): work that must run once, on the leader
+    only, commits nothing once the leader has lost its lease (``control.leadership``).
+    None: no check (the lease's own transactions)."""
+    token = _fence.set(check)
+    try:
+        yield
+    finally:
+        _fence.reset(token)
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -172,6 +234,8 @@ class Database:
         if not self.is_sqlite:
             self._hot_engine = create_engine(url, pool_size=1, max_overflow=2)
             _generic_plans(self._hot_engine)
+            for engine in (self.engine, self._hot_engine):
+                _client_checks(engine)
             self._hot_sessions = sessionmaker(self._hot_engine, expire_on_commit=False)
         # SQLite has one writer at a time, and its waiters poll with sleeps, not in turn: under
         # load (a hundred agents syncing) a writer could starve past the busy timeout. Our own
@@ -200,6 +264,8 @@ class Database:
         with _refusing_unstorable(), self._write_lock, sessions() as s:
             s.connection(execution_options={"write": True})
             try:
+                if (check := _fence.get()) is not None:
+                    check(s)
                 yield s
                 s.commit()
             except BaseException:

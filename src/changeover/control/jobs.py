@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.db import Database, now
+from changeover.control.leadership import Leadership, LostLeadership
 from changeover.control.logs import job_context
 from changeover.control.states import JobState
 from changeover.errors import ChangeoverError
@@ -63,10 +64,21 @@ class JobRunner:
         poll_s: float,
         lease_s: float,
         periodic: list[tuple[float, Callable[[], object]]] | None = None,
+        leader_periodic: list[tuple[float, Callable[[], object]]] | None = None,
+        leadership: Leadership | None = None,
+        on_elected: Callable[[], object] | None = None,
     ):
         self.db = db
         self.kinds = kinds
         self.periodic = [(every, fn, [0.0]) for every, fn in periodic or []]
+        self.leader_periodic = [(every, fn, [0.0]) for every, fn in leader_periodic or []]
+        """Tasks of the leader alone (``control.leadership``), run fenced; every task runs
+        on a process without ``leadership``."""
+        self.leadership = leadership
+        self.on_elected = on_elected
+        """Called before the leader's tasks of a new term: what a replica remembers from
+        its last term may be stale, another leader having worked in between."""
+        self._term: int | None = None
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
@@ -107,13 +119,20 @@ class JobRunner:
 
     def run_once(self) -> bool:
         """One pass: periodic tasks, expired leases, pending jobs, then one queued job."""
-        for every, fn, last in self.periodic:
-            if time.monotonic() - last[0] >= every:
-                last[0] = time.monotonic()
-                try:
-                    fn()
-                except Exception:  # one failing chore must not stop the jobs
-                    log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+        self._run_due(self.periodic)
+        if self.leadership is None:
+            self._run_due(self.leader_periodic)
+        elif (term := self.leadership.term) is not None:
+            if term != self._term:
+                for _, _, last in self.leader_periodic:
+                    last[0] = 0.0  # a new leader does its rounds at once
+                if self.on_elected is not None:
+                    self.on_elected()
+            self._term = term
+            with self.leadership.fenced():
+                self._run_due(self.leader_periodic)
+        else:
+            self._term = None
         # Leases run out in lease_s, so looking for expired ones more often than a few
         # times per lease is wasted work; an idle pass should only read.
         if time.monotonic() - self._recovered_at >= self.lease_s / 4:
@@ -135,6 +154,18 @@ class JobRunner:
                 return True
         return False
 
+    @staticmethod
+    def _run_due(tasks: list[tuple[float, Callable[[], object], list[float]]]) -> None:
+        for every, fn, last in tasks:
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                try:
+                    fn()
+                except LostLeadership as e:  # the next pass runs none of them
+                    log.warning("periodic task %s: %s", getattr(fn, "__name__", fn), e.message)
+                except Exception:  # one failing chore must not stop the jobs
+                    log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
     def _recover(self, kind: JobKind) -> None:
         m = kind.model
         with self.db.write() as s:
@@ -151,6 +182,8 @@ class JobRunner:
         with a ping, a BEGIN, a query and a ROLLBACK apiece, thirty round trips twice a
         second on PostgreSQL, which showed in the p99 of the allocations served meanwhile.
         """
+        if not self.kinds:
+            return [], {}
         columns = [_first_queued_sql(k).label(f"q{i}") for i, k in enumerate(self.kinds)]
         columns += [
             k.waiting().label(f"w{i}") for i, k in enumerate(self.kinds) if k.waiting is not None

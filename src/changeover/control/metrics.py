@@ -191,6 +191,13 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("changeover_db_metrics_up", "1 if the last scrape read the DB.")
         up.add_metric([], 1)
         yield up
+        leadership = self.runner.leadership
+        term = None if leadership is None else leadership.term
+        leader = GaugeMetricFamily(
+            "changeover_leader", "1 if this replica leads (runs the work that runs once)."
+        )
+        leader.add_metric([], 0 if leadership is not None and term is None else 1)
+        yield leader
         took = GaugeMetricFamily(
             "changeover_db_metrics_collect_seconds", "Time the last scrape spent in the DB."
         )

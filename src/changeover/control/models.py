@@ -15,6 +15,7 @@ from changeover.control.fleet.models import (
     Region,
     VersionCompat,
 )
+from changeover.control.leadership import LeaderLease
 from changeover.control.news.models import NewsAuto, NewsEntry
 from changeover.control.patchjobs.records import (
     AllocationWeight,
@@ -40,6 +41,7 @@ __all__ = [
     "HostStageRequest",
     "Image",
     "Instance",
+    "LeaderLease",
     "NewsAuto",
     "NewsEntry",
     "PatchJob",

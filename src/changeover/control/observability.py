@@ -241,10 +241,23 @@ class ReadinessChecks(Out):
     job_runner: str
 
 
+class ReplicaRole(Out):
+    """This replica among those serving one database (``control.leadership``)."""
+
+    name: str
+    """Host, process and URL."""
+    leader: bool
+    """Whether it runs the work that runs once (reconciler, publishing, reports,
+    pruning). Every replica, leader or not, serves the whole API."""
+    term: int | None
+    """The term it leads in; None on a follower."""
+
+
 class Readiness(Out):
     status: str
     """``ready`` or ``not ready``."""
     checks: ReadinessChecks
+    replica: ReplicaRole
 
 
 class Health(Out):
@@ -260,9 +273,12 @@ class Health(Out):
     },
 )
 def readyz(request: Request) -> JSONResponse:
-    checks = readiness(ctx(request))
+    c = ctx(request)
+    checks = readiness(c)
     ready = all(v == "ok" for v in checks.values())
+    term = c.leadership.term
+    replica = {"name": c.leadership.name, "leader": term is not None, "term": term}
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": "ready" if ready else "not ready", "checks": checks, "replica": replica},
         status_code=200 if ready else 503,
     )

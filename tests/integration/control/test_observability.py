@@ -144,10 +144,13 @@ def test_healthz_and_readyz(server: Any) -> None:
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
     r = httpx.get(server.url + "/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {
+    body = r.json()
+    assert body == {
         "status": "ready",
         "checks": {"database": "ok", "migrations": "ok", "job_runner": "ok"},
+        "replica": {"name": body["replica"]["name"], "leader": True, "term": 1},
     }
+    assert body["replica"]["name"].endswith(server.url)  # host:pid and the URL it serves
 
 
 def test_readyz_says_what_is_wrong(tmp_path: Path) -> None:

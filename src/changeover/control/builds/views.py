@@ -448,8 +448,9 @@ def set_branch(
     with c.db.write() as s:
         image = services.get_image(s, name)
         out = branch_dict(s, services.set_branch(s, image, branch, body.version, who.actor))
-    # Signed before we answer, so a launcher asked right after sees the new pointer.
-    c.publisher.sync()
+    # Signed before we answer, so a launcher asked right after sees the new pointer (by the
+    # leader: through another replica, at the leader's next pass).
+    c.publish()
     return out
 
 

@@ -73,7 +73,7 @@ def post_news(
         image = get_image(s, name)
         row = services.post_entry(s, image, branch, body.title, body.body, body.link, who.actor)
         out = entry_dict(name, row)
-    c.publisher.sync()
+    c.publish()
     return out
 
 
@@ -83,7 +83,7 @@ def delete_news(name: str, branch: str, entry_id: Id, request: Request, _: Admin
     c = ctx(request)
     with c.db.write() as s:
         services.delete_entry(s, get_image(s, name), branch, entry_id)
-    c.publisher.sync()
+    c.publish()
     return {"deleted": entry_id}
 
 
@@ -104,5 +104,5 @@ def set_auto(
     c = ctx(request)
     with c.db.write() as s:
         services.set_auto(s, get_image(s, name), branch, body.enabled, who.actor)
-    c.publisher.sync()  # a feed with no entry yet still gets its (empty) file
+    c.publish()  # a feed with no entry yet still gets its (empty) file
     return {"image": name, "branch": branch, "enabled": body.enabled}

@@ -23,9 +23,10 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Float, Select, and_, literal_column, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from changeover.control.db import clock_sql, db_clock
 from changeover.control.fleet.models import Host, Instance, Region, live_instances
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.model import InstanceView
@@ -33,8 +34,6 @@ from changeover.control.patchjobs.states import LOST
 
 MARGIN_S: Final = 5.0
 REBUILD_S: Final = 60.0
-_SQLITE_CLOCK: Final = "((julianday('now') - 2440587.5) * 86400.0)"
-_PG_CLOCK: Final = "extract(epoch FROM clock_timestamp())"
 _versions = itertools.count(1)
 """One counter for every view: a view built again never repeats an earlier one's version."""
 
@@ -112,17 +111,6 @@ def lost_hosts(s: Session, t: float, lost_from: float = 0.0) -> frozenset[str]:
     if t < lost_from:
         return frozenset()
     return frozenset(s.scalars(select(Host.name).where(Host.last_seen_at <= t - LOST_AFTER_S)))
-
-
-def clock_sql(s: Session) -> ColumnElement[float]:
-    """The database's clock, the one ``instances.changed_at`` is set from, as SQL."""
-    sqlite = s.get_bind().dialect.name == "sqlite"
-    return literal_column(_SQLITE_CLOCK if sqlite else _PG_CLOCK, Float)
-
-
-def db_clock(s: Session) -> float:
-    """The database's clock, the one ``instances.changed_at`` is set from."""
-    return float(s.scalar(select(clock_sql(s))) or 0.0)
 
 
 class JobView:

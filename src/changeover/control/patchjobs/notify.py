@@ -24,6 +24,7 @@ channel later does not flood it with old news.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import smtplib
@@ -194,8 +195,13 @@ class Notifier:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
+            # With this thread's context: the leader's fence (``control.leadership``) holds
+            # in the pass too.
             self._thread = threading.Thread(
-                target=self._background_pass, name="patchjob-notifier", daemon=True
+                target=contextvars.copy_context().run,
+                args=(self._background_pass,),
+                name="patchjob-notifier",
+                daemon=True,
             )
             self._thread.start()
 

@@ -129,6 +129,15 @@ class Reconciler:
         """Hosts silent since before this process started are not lost until then."""
         self._checks_resumed = False
 
+    def forget(self) -> None:
+        """Drop what this process remembers of the jobs (a replica that leads again, after
+        another one did: its views and summaries may be stale), and resume the health checks
+        another leader was running."""
+        self._seen.clear()
+        self._views.clear()
+        self._summaries.clear()
+        self._checks_resumed = False
+
     # -- the pass ------------------------------------------------------------------------
 
     def tick(self) -> None:
