@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PACKAGE_TOOLS := $(VENV)/.package-tools
 
-.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs screenshots package agones-protos agones-node
+.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs haproxy screenshots package agones-protos agones-node
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ chromium:
 	@test -x /usr/bin/chromium \
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+# The replicas' tests put Debian's HAProxy in front of them, with deploy/haproxy.cfg.
+haproxy:
+	@test -x /usr/sbin/haproxy \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		     $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; }
 
 # The launcher app's tests run Qt on its offscreen platform, which still loads these system
 # libraries (what PySide6's Gui, Widgets, DBus and offscreen plugin link to; apt brings
@@ -79,12 +85,12 @@ typecheck: $(STAMP)
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
 PYTEST := $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -p no:cacheprovider
 
-test: $(STAMP) lint typecheck chromium qt-libs agones-node
+test: $(STAMP) lint typecheck chromium qt-libs agones-node haproxy
 	$(PYTEST)
 
 # The same run, measured by coverage.py (servers and agents the tests start included):
 # slower (every server process is traced), so not part of `make test`.
-coverage: $(STAMP) chromium qt-libs agones-node
+coverage: $(STAMP) chromium qt-libs agones-node haproxy
 	$(PYTEST) --cov=changeover --cov-report=term:skip-covered
 
 # The README's screenshots (docs/screenshots, tracked) change only when asked: a plain

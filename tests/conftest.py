@@ -8,14 +8,19 @@ machine, a failure under CI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from gates import unavailable
+from s3_helpers import S3_CREDENTIALS
 from tests_helpers import Server, start_server, stop_server
 
 PG_BASE = os.environ.get("CHANGEOVER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -94,3 +99,65 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return -float(timeout.args[0]) if timeout is not None and timeout.args else -300.0
 
     items.sort(key=weight)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-protocol server on loopback: moto's standalone server (see the README's
+    "What is real in the tests" for why this one), one per test process."""
+    from tests_helpers import free_port, wait_for
+
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(exe):
+        unavailable("moto", "moto's server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"moto_server exited: {log.read_text()}")
+        try:
+            return httpx.get(url, timeout=1).status_code < 500
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 60, "the S3 server to answer")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def bucket_url(s3_endpoint: str) -> str:
+    """A new bucket that anyone may read (as a CDN origin would be): its ``s3://`` URL."""
+    import boto3
+
+    name = f"content-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+    s3.create_bucket(Bucket=name)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{name}/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    return f"s3://{name}/game-content"

@@ -44,18 +44,48 @@ def transport_reason(exc: httpx.TransportError) -> str:
     return text[:1].lower() + text[1:]
 
 
+REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+"""Methods whose request may be sent again to another replica after one broke off: the
+same request twice has the effect of once."""
+UNAVAILABLE = frozenset({502, 503, 504})
+"""What a balancer or a replica going down answers: another replica may serve it."""
+
+
+def server_urls(server: str) -> list[str]:
+    """The control plane's URLs: one, or several replicas separated by commas.
+
+    Raises:
+        InvalidInput: none given, or one that is not an http(s) URL.
+    """
+    urls = [u.strip().rstrip("/") for u in server.split(",") if u.strip()]
+    if not urls:
+        raise errors.InvalidInput("no server given: pass --server URL or set CHANGEOVER_URL")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise errors.InvalidInput(f"server URL {url!r} must start with http:// or https://")
+    return urls
+
+
 class ApiClient:
+    """The API of one control plane, reached through any of its replicas' URLs.
+
+    It keeps to the replica that last answered. When that one cannot be reached (the
+    request was not sent), the next is tried, whatever the method; when it broke off or
+    answered 502/503/504, the next is tried only for a request that is safe to send again
+    (``REPEATABLE``, or ``retry=True`` from a caller that knows, like the agent's sync).
+    """
+
     def __init__(self, server: str, token: str | None, *, timeout_s: float = 60.0) -> None:
-        if not server:
-            raise errors.InvalidInput("no server given: pass --server URL or set CHANGEOVER_URL")
-        if not server.startswith(("http://", "https://")):
-            raise errors.InvalidInput(f"server URL {server!r} must start with http:// or https://")
+        self.servers = server_urls(server)
+        self._current = 0
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.has_token = bool(token)
-        self.server = server.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.server + "/api/v1", headers=headers, timeout=timeout_s
-        )
+        self.http = httpx.Client(headers=headers, timeout=timeout_s)
+
+    @property
+    def server(self) -> str:
+        """The replica in use."""
+        return self.servers[self._current]
 
     def close(self) -> None:
         self.http.close()
@@ -66,13 +96,28 @@ class ApiClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise errors.RemoteError(
-                f"cannot reach the server at {self.server}: {transport_reason(e)}"
-            ) from e
+    def request(self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any) -> Any:
+        repeatable = (method in REPEATABLE if retry is None else retry) and _replayable(kwargs)
+        failures: list[str] = []
+        for _ in self.servers:
+            server = self.server
+            try:
+                r = self.http.request(method, f"{server}/api/v1{path}", **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # nothing was sent
+                failures.append(f"{server}: {transport_reason(e)}")
+            except httpx.TransportError as e:
+                failures.append(f"{server}: {transport_reason(e)}")
+                if not repeatable:
+                    break
+            else:
+                if r.status_code not in UNAVAILABLE or not repeatable or len(self.servers) == 1:
+                    return self._answer(r)
+                failures.append(f"{server}: {r.status_code} {r.reason_phrase}")
+            self._current = (self._current + 1) % len(self.servers)
+        where = "the server at " if len(self.servers) == 1 else "any replica; "
+        raise errors.RemoteError(f"cannot reach {where}{'; '.join(failures)}")
+
+    def _answer(self, r: httpx.Response) -> Any:
         if r.is_success:
             return r.json()
         if r.status_code == 401 and not self.has_token:
@@ -126,6 +171,12 @@ class ApiClient:
             if time.monotonic() > deadline:
                 raise errors.RemoteError(f"timed out waiting for {path} ({job['status_name']})")
             time.sleep(poll_s)
+
+
+def _replayable(kwargs: dict[str, Any]) -> bool:
+    """Whether the request's body can be sent again: not a stream read as it goes."""
+    content = kwargs.get("content")
+    return content is None or isinstance(content, bytes | str)
 
 
 def _error_from(r: httpx.Response) -> errors.ChangeoverError:

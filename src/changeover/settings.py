@@ -31,6 +31,11 @@ class Settings:
     max_json_bytes: int = 64 << 20
     cdn_purge_url: str | None = None
     """POSTed {"paths": [...]} after each publish: the paths a CDN must invalidate."""
+    content_bucket: str | None = None
+    """``s3://name/prefix``: the content tree lives in this S3-compatible bucket, the data
+    directory's copy is a cache (``content.bucket``); None: on the local disk alone."""
+    s3_endpoint: str | None = None
+    """The S3 server, when it is not AWS (``http://minio.internal:9000``)."""
     leader_lease_s: float = 5.0
     """How long the leader's lease lasts unrenewed (``control.leadership``): when a leader
     dies, another replica takes over its work within this and a second."""
@@ -115,6 +120,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         job_poll_s=_seconds(env, "CHANGEOVER_JOB_POLL_S", s.job_poll_s),
         job_lease_s=_seconds(env, "CHANGEOVER_JOB_LEASE_S", s.job_lease_s),
         leader_lease_s=_seconds(env, "CHANGEOVER_LEADER_LEASE_S", s.leader_lease_s),
+        content_bucket=env.get("CHANGEOVER_CONTENT_BUCKET") or None,
+        s3_endpoint=env.get("CHANGEOVER_S3_ENDPOINT") or None,
         publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
         patch_tick_s=_seconds(env, "CHANGEOVER_PATCH_TICK_S", s.patch_tick_s),
         report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),

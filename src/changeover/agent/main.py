@@ -38,7 +38,7 @@ from changeover.agent.instances import HostConfig, Supervisor
 from changeover.agent.processes import ProcessControl, Processes
 from changeover.agent.staging import Fetcher, HttpFetcher, Stager, Staging, retained
 from changeover.agones.host import AgonesHost
-from changeover.client import ApiClient
+from changeover.client import ApiClient, server_urls
 from changeover.content.files import atomic_write
 from changeover.errors import Conflict, InvalidInput, NotFound, RemoteError
 from changeover.launcher.fetch import DEFAULT_MIN_RATE, Pace
@@ -107,7 +107,7 @@ class Agent:
         self.config = config
         self.processes = processes or Processes()
         self.fetcher = fetcher or HttpFetcher(
-            config.content_url or config.server + "/content",
+            config.content_url or server_urls(config.server)[0] + "/content",
             config.work / "objects",
             pace=Pace(min_rate=config.min_rate),
         )
@@ -173,7 +173,8 @@ class Agent:
         delay = 0.5
         while True:
             try:
-                out = api.post("/agents/register", json=body)
+                # Safe to send again (to another replica): the uid makes it the same host.
+                out = api.post("/agents/register", json=body, retry=True)
                 break
             except RemoteError as e:  # the control plane may come up after us
                 log.warning("cannot register yet: %s", e.message)
@@ -214,7 +215,8 @@ class Agent:
             body["since"] = self.revision
             body["instances"] = [o for o in observed if self.reported.get(o["id"]) != o]
         try:
-            desired = api.post(f"/agents/{self.host_id}/sync", json=body)
+            # Safe to send again: a report of what the host runs, answered with what it should.
+            desired = api.post(f"/agents/{self.host_id}/sync", json=body, retry=True)
         except RemoteError as e:
             log.warning("sync failed (instances keep running as they are): %s", e.message)
             return

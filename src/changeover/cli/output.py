@@ -20,7 +20,10 @@ err_console = Console(stderr=True)
 ServerOpt = Annotated[
     str,
     typer.Option(
-        "--server", envvar="CHANGEOVER_URL", help="Control-plane URL.", show_default=False
+        "--server",
+        envvar="CHANGEOVER_URL",
+        help="Control-plane URL; several replicas' URLs, comma-separated, are tried in turn.",
+        show_default=False,
     ),
 ]
 TokenOpt = Annotated[

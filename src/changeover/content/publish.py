@@ -21,11 +21,12 @@ from its magic), and a pair whose patch lost to the blob leaves a marker outside
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -45,7 +46,7 @@ from changeover.content.patch_index import (
     patch_path,
     smallest_first,
 )
-from changeover.content.store import LocalStore
+from changeover.content.store import LocalStore, blob_rel
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,8 @@ def build_patches(
         )
         for ((base, target), task), option in zip(pairs.items(), options, strict=True)
     ]
+    if store.bucket is not None:
+        _fetch_blobs(store, pairs)
     # Costliest first, so the pool does not end waiting on one long job started last.
     ordered = sorted(jobs, key=lambda j: (-j.cost_s, j.base, j.target))
     if workers is None:
@@ -227,9 +230,20 @@ def build_patches(
     for entry in results:
         if entry is not None:
             found.setdefault(entry.target_sha256, []).append(entry)
+            # The workers wrote to this disk only; the index must not name a patch
+            # the bucket lacks.
+            if store.bucket is not None and not store.bucket.exists(entry.path):
+                store.published(entry.path)
     index = PatchIndex(new.id, {t: smallest_first(v) for t, v in found.items()})
-    atomic_write(store.content / "patches" / "index" / f"{new.id}.json", index.to_json())
+    store.write_content(f"patches/index/{new.id}.json", index.to_json())
     return index
+
+
+def _fetch_blobs(store: LocalStore, pairs: Iterable[tuple[str, str]]) -> None:
+    """Bring the blobs of every pair to this disk (the workers read them there)."""
+    for sha256 in {h for pair in pairs for h in pair}:
+        with contextlib.suppress(NotFound):  # a base gone: its pair is skipped
+            store.local(blob_rel(sha256))
 
 
 def load_index(store: LocalStore, manifest_id: str) -> PatchIndex:
@@ -239,11 +253,11 @@ def load_index(store: LocalStore, manifest_id: str) -> PatchIndex:
         NotFound: no patches were published for it.
     """
     check_sha256(manifest_id, "manifest id")
-    path = store.content / "patches" / "index" / f"{manifest_id}.json"
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        path = store.local(f"patches/index/{manifest_id}.json")
+    except NotFound:
         raise NotFound(f"no patch index for manifest {manifest_id}") from None
+    raw = path.read_bytes()
     index = PatchIndex.from_json(raw)
     if index.manifest_id != manifest_id:
         raise InvalidInput(f"patch index {path.name} names manifest {index.manifest_id}")

@@ -39,6 +39,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from changeover.content.bucket import Bucket
 from changeover.content.files import PUBLIC_MODE, atomic_write
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.errors import Conflict, IntegrityError, InvalidInput, NotFound
@@ -49,6 +50,15 @@ ZSTD_THREADS_FROM = 32 << 20
 """Blobs at least this big get a multi-threaded compressor, if the machine has cores to
 spare; smaller ones are cheaper with one thread (a thread pool per blob costs more than it
 saves on a small file)."""
+
+
+BUCKET_THREADS = 8
+"""Blobs of one batch put in the bucket at once (each a round trip)."""
+
+
+def blob_rel(sha256: str) -> str:
+    """Where a blob lives in the content tree."""
+    return f"blobs/{sha256[:2]}/{sha256}"
 
 
 def _cores() -> int:
@@ -280,6 +290,7 @@ class Upload:
                 if self._ours():
                     part_path.unlink(missing_ok=True)
                 raise
+            self.store.blob_stored(self.sha256)
         elif not self._ours():
             # Another writer finished (or discarded) this upload while we held a stale part.
             if self.store.has(self.sha256):
@@ -304,39 +315,85 @@ class Upload:
 class LocalStore:
     """Blobs and manifests in a directory; see the module docstring for the layout."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bucket: Bucket | None = None) -> None:
         self.root = root
         self.content = root / "content"
         self.uploads = root / "uploads"
+        self.bucket = bucket
+        """Where the content tree lives when there is one (``content.bucket``); then the
+        local ``content/`` is a cache of it."""
         for d in (self.content / "blobs", self.content / "manifests", self.uploads):
             d.mkdir(parents=True, exist_ok=True)
+
+    # -- the content tree, locally and in the bucket ------------------------------------------
+
+    def published(self, rel: str) -> None:
+        """``content/rel`` was written locally: put it in the bucket, if there is one,
+        before the caller goes on (what is written is then visible to every replica)."""
+        if self.bucket is not None:
+            self.bucket.put_file(rel, self.content / rel)
+
+    def write_content(self, rel: str, data: bytes) -> None:
+        """Write ``content/rel`` (atomically) and publish it."""
+        atomic_write(self.content / rel, data)
+        self.published(rel)
+
+    def place_content(self, rel: str, source: Path) -> None:
+        """Move a finished file to ``content/rel`` (atomically) and publish it."""
+        dest = self.content / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
+        self.published(rel)
+
+    def remove_content(self, rel: str) -> None:
+        """Remove ``content/rel`` here and from the bucket (a feed nothing publishes)."""
+        (self.content / rel).unlink(missing_ok=True)
+        if self.bucket is not None:
+            self.bucket.delete(rel)
+
+    def local(self, rel: str) -> Path:
+        """``content/rel`` on this disk, fetched from the bucket if only it has it.
+
+        Raises:
+            NotFound: neither has it.
+        """
+        path = self.content / rel
+        if path.exists() or (self.bucket is not None and self.bucket.fetch(rel, path)):
+            return path
+        raise NotFound(f"{rel} is not in the store")
+
+    def blob_stored(self, sha256: str) -> None:
+        self.published(blob_rel(sha256))
 
     # -- blobs -----------------------------------------------------------------------------
 
     def blob_path(self, sha256: str) -> Path:
         check_sha256(sha256)
-        return self.content / "blobs" / sha256[:2] / sha256
+        return self.content / blob_rel(sha256)
+
+    def _blob(self, sha256: str) -> Path:
+        """The blob's local file, fetched from the bucket if need be."""
+        check_sha256(sha256)
+        try:
+            return self.local(blob_rel(sha256))
+        except NotFound:
+            raise NotFound(f"blob {sha256} is not in the store", sha256=sha256) from None
 
     def has(self, sha256: str) -> bool:
-        return self.blob_path(sha256).exists()
+        if self.blob_path(sha256).exists():
+            return True
+        return self.bucket is not None and self.bucket.exists(blob_rel(sha256))
 
     def missing(self, hashes: Iterable[str]) -> list[str]:
         return sorted(h for h in set(hashes) if not self.has(h))
 
     def stored_size(self, sha256: str) -> int:
-        try:
-            return self.blob_path(sha256).stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"blob {sha256} is not in the store", sha256=sha256) from None
+        return self._blob(sha256).stat().st_size
 
     def raw_size(self, sha256: str) -> int:
         """The uncompressed size of a blob, read from its frame header."""
-        path = self.blob_path(sha256)
-        try:
-            with open(path, "rb") as f:
-                header = f.read(18)
-        except FileNotFoundError:
-            raise NotFound(f"blob {sha256} is not in the store", sha256=sha256) from None
+        with open(self._blob(sha256), "rb") as f:
+            header = f.read(18)
         try:
             size = zstandard.frame_content_size(header)
         except zstandard.ZstdError as e:
@@ -347,9 +404,7 @@ class LocalStore:
 
     def open_blob(self, sha256: str) -> Iterator[bytes]:
         """Yield the decompressed bytes of a blob in chunks."""
-        path = self.blob_path(sha256)
-        if not path.exists():
-            raise NotFound(f"blob {sha256} is not in the store", sha256=sha256)
+        path = self._blob(sha256)
         with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as r:
             while chunk := r.read(CHUNK):
                 yield chunk
@@ -382,6 +437,7 @@ class LocalStore:
             writer.abort()
             raise
         writer.commit()
+        self.blob_stored(sha256)
 
     def put_blobs(
         self, items: Sequence[tuple[str, bytes | memoryview]]
@@ -425,6 +481,9 @@ class LocalStore:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
         _fsync_all({self.blob_path(h).parent for h in todo})  # the names, before we answer
+        if self.bucket is not None:
+            with ThreadPoolExecutor(BUCKET_THREADS) as pool:
+                list(pool.map(self.blob_stored, todo))
         return results
 
     # -- resumable uploads -----------------------------------------------------------------
@@ -528,17 +587,16 @@ class LocalStore:
     # -- manifests -------------------------------------------------------------------------
 
     def put_manifest(self, manifest: Manifest) -> str:
-        path = self.content / "manifests" / f"{manifest.id}.json"
-        if not path.exists():
-            atomic_write(path, manifest.canonical_bytes())
+        rel = f"manifests/{manifest.id}.json"
+        if not (self.content / rel).exists():
+            self.write_content(rel, manifest.canonical_bytes())
         return manifest.id
 
     def get_manifest(self, manifest_id: str) -> Manifest:
         check_sha256(manifest_id, "manifest id")
-        path = self.content / "manifests" / f"{manifest_id}.json"
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+            raw = self.local(f"manifests/{manifest_id}.json").read_bytes()
+        except NotFound:
             raise NotFound(f"manifest {manifest_id} is not in the store") from None
         got = hashlib.sha256(raw).hexdigest()
         if got != manifest_id:

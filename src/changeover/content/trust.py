@@ -79,8 +79,13 @@ class TrustRepo:
         keys_dir: Path,
         policy: TrustPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        on_written: Callable[[str], None] | None = None,
     ) -> None:
         self.content = content_dir
+        self.on_written = on_written
+        """Told the path (under the content tree) of each public file once written: the
+        store puts it in its bucket, if it has one (``content.bucket``). Targets come
+        before the metadata naming them, ``timestamp.json`` last, as they are written."""
         self.keys_dir = keys_dir
         self.policy = policy or TrustPolicy()
         self.clock = clock
@@ -256,12 +261,17 @@ class TrustRepo:
         # Public, immutable copy first; the private "current" pointer last, so a crash
         # in between leaves the old state current and the new file merely unused.
         if role == "timestamp":
-            atomic_write(self.metadata_dir / "timestamp.json", data)
+            self._write_public("metadata/timestamp.json", data)
         else:
-            atomic_write(self.metadata_dir / f"{version}.{role}.json", data)
+            self._write_public(f"metadata/{version}.{role}.json", data)
         if role == "root":
-            atomic_write(self.metadata_dir / "root.json", data)
+            self._write_public("metadata/root.json", data)
         atomic_write(self._state_dir / f"{role}.json", data)
+
+    def _write_public(self, rel: str, data: bytes) -> None:
+        atomic_write(self.content / rel, data)
+        if self.on_written is not None:
+            self.on_written(rel)
 
     def _write_snapshot_and_timestamp(self, targets_version: int, stale: set[str] | None) -> None:
         try:
@@ -288,9 +298,8 @@ class TrustRepo:
         directory, _, name = info.path.rpartition("/")
         digest = info.hashes["sha256"]
         rel = f"{directory}/{digest}.{name}" if directory else f"{digest}.{name}"
-        path = self.content / "targets" / rel
-        if not path.exists():
-            atomic_write(path, data)
+        if not (self.content / "targets" / rel).exists():
+            self._write_public(f"targets/{rel}", data)
 
 
 _ROLE_TYPES: dict[str, type[Any]] = {

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from changeover import __version__
+from changeover.content.bucket import Bucket, BucketConfig
 from changeover.content.patch_choice import PublishBudget
 from changeover.content.store import LocalStore
 from changeover.content.trust import TrustRepo
@@ -256,8 +257,16 @@ def create_app(settings: Settings) -> ControlPlane:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
-    store = LocalStore(settings.data_dir / "store")
-    repo = TrustRepo(store.content, settings.data_dir / "keys", settings.trust_policy)
+    bucket = None
+    if settings.content_bucket:
+        bucket = Bucket(BucketConfig.parse(settings.content_bucket, settings.s3_endpoint))
+    store = LocalStore(settings.data_dir / "store", bucket)
+    repo = TrustRepo(
+        store.content,
+        settings.data_dir / "keys",
+        settings.trust_policy,
+        on_written=store.published,
+    )
     repo.ensure_initialised()
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)
     notifier = Notifier(db, NotifierConfig.from_settings(settings))

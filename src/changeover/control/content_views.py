@@ -7,8 +7,6 @@ needed: the tree is public by design, and every byte is verified by the client a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
@@ -41,8 +39,11 @@ def cache_control(rel: str) -> str:
 )
 def content(rel: str, request: Request) -> FileResponse:
     check_path(rel)
-    root: Path = ctx(request).store.content
-    path = root / rel
+    try:
+        # From this disk; with a bucket, fetched into it first if only the bucket has it.
+        path = ctx(request).store.local(rel)
+    except NotFound:
+        raise NotFound(f"no content at {rel}") from None
     if not path.is_file():
         raise NotFound(f"no content at {rel}")
     return FileResponse(path, headers={"Cache-Control": cache_control(rel)})

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from changeover.content.manifest import check_path
 from changeover.content.scan import sha256_bytes
-from changeover.content.store import LocalStore, atomic_write
+from changeover.content.store import LocalStore
 from changeover.content.trust import TrustRepo
 from changeover.control.builds.models import Branch, Image, Version
 from changeover.control.db import Database
@@ -153,12 +153,12 @@ class Publisher:
         for path, data in desired.items():
             if self._feeds.get(path) != data:
                 check_path(path)
-                atomic_write(root / path, data)
+                self.store.write_content(path, data)
                 self._feeds[path] = data
                 changed.append(path)
         for path in sorted(set(self._feeds) - set(desired)):
             # Every entry deleted, no branch, no automatic news: nothing to show any more.
-            (root / path).unlink(missing_ok=True)
+            self.store.remove_content(path)
             del self._feeds[path]
             changed.append(path)
         return changed

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,55 +19,13 @@ import pytest
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
 from crash_helpers import JobProgress, assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
-from patchjob_helpers import Agents, SimAgent, actions, events, instances, job_body, two_build_fleet
+from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
+from replica_helpers import assert_exactly_once, finished, leads, point, role
 from tests_helpers import Server, release, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
-
-
-def _role(srv: Server) -> dict[str, Any]:
-    return dict(httpx.get(srv.url + "/readyz", timeout=5).json()["replica"])
-
-
-def _leads(srv: Server) -> bool:
-    return bool(_role(srv)["leader"])
-
-
-def _point(agents: list[SimAgent], client: httpx.Client, srv: Server) -> None:
-    """The agents sync with ``srv`` from now on (as behind a balancer that dropped
-    another replica)."""
-    client.base_url = httpx.URL(srv.url + "/api/v1")
-    for a in agents:
-        a.client = client
-
-
-def _finished(c: httpx.Client, job_id: int) -> Callable[[], Any]:
-    def done() -> Any:
-        got = ok(c.get(f"/patchjobs/{job_id}"))
-        return got if got["status"] >= 7 else None
-
-    return done
-
-
-def _assert_exactly_once(c: httpx.Client, job_id: int, fleet: str, old_profile: str) -> None:
-    """Every action of the job applied once: one action event per key, each old instance
-    stopped once, one new instance per start."""
-    acts = actions(c, job_id)
-    assert acts and all(a["applied_at"] is not None for a in acts)
-    applied = Counter(e["data"]["key"] for e in events(c, job_id) if e["kind"] == "action")
-    assert set(applied.values()) == {1}
-    assert len(applied) == sum(1 for a in acts if a["action"]["type"] != "Finish")
-    stops = Counter(
-        a["action"]["instance_id"] for a in acts if a["action"]["type"] == "StopInstance"
-    )
-    assert set(stops.values()) == {1}
-    everything = ok(c.get(f"/fleets/{fleet}/instances", params={"all": "true"}))
-    starts = {a["key"] for a in acts if a["action"]["type"] == "StartInstance"}
-    launched = Counter(i["launch_key"] for i in everything if i.get("launch_key") in starts)
-    assert set(launched) == starts and set(launched.values()) == {1}
-    assert {i["id"] for i in everything if i["profile"] == old_profile} >= set(stops)
 
 
 @pytest.fixture
@@ -77,7 +34,7 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[list[Server]]:
     started: list[Server] = []
     try:
         started.append(start_server(tmp_path, pg_url, env=REPLICA))
-        wait_for(lambda: _leads(started[0]), 30, "the first replica to lead")
+        wait_for(lambda: leads(started[0]), 30, "the first replica to lead")
         started.append(start_server(tmp_path, pg_url, env=REPLICA))
         yield started
     finally:
@@ -89,8 +46,8 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[list[Server]]:
 
 def test_replicas_serve_the_api_and_tokens_are_revoked_everywhere(replicas: list[Server]) -> None:
     a, b = replicas
-    assert _leads(a) and not _leads(b)
-    assert _role(a)["term"] >= 1 and _role(b)["term"] is None
+    assert leads(a) and not leads(b)
+    assert role(a)["term"] >= 1 and role(b)["term"] is None
     # A token made through one replica works through the other; revoked through one, the
     # other refuses it once its cache has let go of it (TOKEN_CACHE_TTL_S).
     made = ok(a.client().post("/tokens", json={"name": "ops", "scope": "viewer"}), 201)
@@ -129,7 +86,7 @@ def test_a_job_survives_its_leader_killed_then_paused(
     try:
         c, agents = two_build_fleet(b, "pjr", ["pjr-h1", "pjr-h2", "pjr-h3"], per_host=2)
         agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-        _point(agents, agent_http, b)
+        point(agents, agent_http, b.url)
         bg = Agents(agents, tolerate_down=True).start()
         slow = {"healthy_deadline_s": 90, "progress_deadline_s": 120}
         body = job_body("pjr", "rolling")
@@ -140,36 +97,36 @@ def test_a_job_survives_its_leader_killed_then_paused(
         job = patch_job(engine, first["id"])
         at_kill = kill_mid_job(a.process, job, "the patch job", at=2, timeout_s=120)
         assert_landed_mid_job(at_kill, job(), "the patch job")
-        wait_for(lambda: _leads(b), 30, "the follower to lead once the leader died")
-        done = wait_for(_finished(c, first["id"]), 120, "the job to finish on the new leader")
+        wait_for(lambda: leads(b), 30, "the follower to lead once the leader died")
+        done = wait_for(finished(c, first["id"]), 120, "the job to finish on the new leader")
         assert done["status_name"] == "Completed", done["reason"]
-        _assert_exactly_once(c, first["id"], "pjr-fleet", "pjr-v1")
+        assert_exactly_once(c, first["id"], "pjr-fleet", "pjr-v1")
         assert int(at_kill.done) < len(actions(c, first["id"]))  # the kill left work to do
 
         # 2. The new leader (b) paused mid-job: a third replica takes over; when b wakes
         # up believing it still leads, the fence stops it.
         third = start_server(tmp_path, pg_url, env=REPLICA)
-        assert not _leads(third)
-        _point(agents, agent_http, third)
+        assert not leads(third)
+        point(agents, agent_http, third.url)
         back = job_body("pjr", "rolling", builds=[{"old": "pjr-v2", "new": "pjr-v1"}])
         back["rolling"] = {**back["rolling"], **slow}
         second = ok(third.client().post("/patchjobs", json=back), 201)
         job = patch_job(engine, second["id"])
         paused = _pause_mid_job(b, job)
-        wait_for(lambda: _leads(third), 30, "the third replica to lead while b is paused")
+        wait_for(lambda: leads(third), 30, "the third replica to lead while b is paused")
         b.process.send_signal(signal.SIGCONT)
-        wait_for(lambda: not _leads(b), 30, "b to know it no longer leads")
+        wait_for(lambda: not leads(b), 30, "b to know it no longer leads")
         c3 = third.client()
-        done = wait_for(_finished(c3, second["id"]), 120, "the second job to finish")
+        done = wait_for(finished(c3, second["id"]), 120, "the second job to finish")
         assert done["status_name"] == "Completed", done["reason"]
-        _assert_exactly_once(c3, second["id"], "pjr-fleet", "pjr-v2")
+        assert_exactly_once(c3, second["id"], "pjr-fleet", "pjr-v2")
         assert int(paused.done) < len(actions(c3, second["id"]))
         wait_for(
             lambda: Counter(i["profile"] for i in instances(c3, "pjr-fleet")) == {"pjr-v1": 6},
             60,
             "six instances of the first build again, and no other",
         )
-        assert _leads(third) and not _leads(b)
+        assert leads(third) and not leads(b)
         bg.check()
     finally:
         if bg is not None:

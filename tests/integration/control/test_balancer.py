@@ -1,0 +1,148 @@
+"""Three control-plane replicas behind HAProxy, started with the repository's own
+``deploy/haproxy.cfg`` as an operator would: requests are spread over every replica, a
+replica killed (SIGKILL) stops getting requests, the clients behind the balancer see at
+most the request that was in flight, and a patch job whose agents sync through the
+balancer completes, exactly once, when its leader is killed in the middle of it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
+from fleet_helpers import ok
+from gates import unavailable
+from patchjob_helpers import Agents, actions, job_body, two_build_fleet
+from replica_helpers import assert_exactly_once, finished, leads, point, role
+from tests_helpers import Server, free_port, start_server, stop_server, wait_for
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+CONFIG = Path(__file__).parents[3] / "deploy" / "haproxy.cfg"
+REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
+
+
+def _up_behind(balancer: str) -> set[str]:
+    """The replicas the balancer sends to, by the names their /readyz gives."""
+    names = set()
+    for _ in range(12):
+        try:
+            r = httpx.get(balancer + "/readyz", timeout=5)
+        except httpx.TransportError:
+            continue  # the balancer is not listening yet
+        if r.status_code == 200:
+            names.add(r.json()["replica"]["name"])
+    return names
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, list[Server]]]:
+    """Three replicas (the first leads) and HAProxy in front: the balancer's URL and them."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(haproxy, os.X_OK):
+        unavailable("haproxy", "HAProxy is not installed (make haproxy installs Debian's)")
+    replicas: list[Server] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        replicas.append(start_server(tmp_path, pg_url, env=REPLICA))
+        wait_for(lambda: leads(replicas[0]), 30, "the first replica to lead")
+        replicas += [start_server(tmp_path, pg_url, env=REPLICA) for _ in range(2)]
+        port = free_port()
+        env = {
+            **os.environ,
+            "CHANGEOVER_LISTEN": f"127.0.0.1:{port}",
+            **{
+                f"CHANGEOVER_REPLICA_{n}": srv.url.removeprefix("http://")
+                for n, srv in enumerate(replicas, 1)
+            },
+        }
+        with open(tmp_path / "haproxy.log", "ab") as log:
+            proxy = subprocess.Popen(
+                [haproxy, "-db", "-f", str(CONFIG)], env=env, stdout=log, stderr=log
+            )
+        balancer = f"http://127.0.0.1:{port}"
+        names = {role(srv)["name"] for srv in replicas}
+
+        def all_three() -> bool:
+            if proxy is not None and proxy.poll() is not None:
+                raise AssertionError(f"haproxy exited: {(tmp_path / 'haproxy.log').read_text()}")
+            return _up_behind(balancer) == names
+
+        wait_for(all_three, 60, "the balancer to use all three")
+        yield balancer, replicas
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        for srv in replicas:
+            stop_server(srv)
+
+
+def test_a_killed_replica_is_dropped_and_costs_at_most_the_request_in_flight(
+    cluster: tuple[str, list[Server]],
+) -> None:
+    balancer, replicas = cluster
+    victim = replicas[2]
+    api = httpx.Client(
+        base_url=balancer + "/api/v1",
+        headers={"Authorization": f"Bearer {victim.admin_token}"},
+        timeout=10,
+    )
+    statuses: list[int] = []
+    try:
+        for n in range(400):
+            if n == 100:
+                victim.process.send_signal(signal.SIGKILL)
+                victim.process.wait()
+            statuses.append(api.get("/images").status_code)
+        # One client, one request at a time: at most the one in flight at the kill fails.
+        failed = [s for s in statuses if s != 200]
+        assert len(failed) <= 1, statuses
+        assert statuses[:100] == [200] * 100 and statuses[-100:] == [200] * 100
+        survivors = {role(srv)["name"] for srv in replicas[:2]}
+        wait_for(lambda: _up_behind(balancer) == survivors, 30, "the balancer to drop the dead")
+    finally:
+        api.close()
+
+
+def test_agents_behind_the_balancer_see_a_job_through_its_leader_killed(
+    cluster: tuple[str, list[Server]], pg_url: str, tmp_path: Path
+) -> None:
+    balancer, replicas = cluster
+    leader = replicas[0]
+    stack = ExitStack()
+    bg: Agents | None = None
+    engine = stack.enter_context(database(pg_url, tmp_path))
+    agent_http = httpx.Client(timeout=10)
+    try:
+        c, agents = two_build_fleet(replicas[1], "pjb", ["pjb-h1", "pjb-h2", "pjb-h3"], 2)
+        agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
+        point(agents, agent_http, balancer)
+        bg = Agents(agents, tolerate_down=True).start()
+        body = job_body("pjb", "rolling")
+        body["rolling"] = {**body["rolling"], "healthy_deadline_s": 90, "progress_deadline_s": 120}
+        through = httpx.Client(base_url=balancer + "/api/v1", headers=dict(c.headers), timeout=10)
+        stack.callback(through.close)
+        job = ok(through.post("/patchjobs", json=body), 201)
+        progress = patch_job(engine, job["id"])
+        at_kill = kill_mid_job(leader.process, progress, "the patch job", at=2, timeout_s=120)
+        assert_landed_mid_job(at_kill, progress(), "the patch job")
+        wait_for(lambda: leads(replicas[1]) or leads(replicas[2]), 30, "a new leader")
+        done = wait_for(finished(through, job["id"]), 120, "the job to finish")
+        assert done["status_name"] == "Completed", done["reason"]
+        assert_exactly_once(through, job["id"], "pjb-fleet", "pjb-v1")
+        assert int(at_kill.done) < len(actions(through, job["id"]))
+        bg.check()
+    finally:
+        if bg is not None:
+            bg.stop()
+        agent_http.close()
+        stack.close()
