@@ -83,7 +83,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Three test workers: most tests wait on real servers and processes, not on the CPU.
-PYTEST := $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -p no:cacheprovider
+PYTEST := $(BIN)/python -m pytest -n 4 --dist loadfile --durations=15 -p no:cacheprovider
 
 test: $(STAMP) lint typecheck chromium qt-libs agones-node haproxy
 	$(PYTEST)

@@ -129,6 +129,9 @@ class LoadSpec:
     start, sent then on a free connection, and its latency counts from when it was due, so
     a server that falls behind is charged for the wait (no coordinated omission). None:
     closed loop, each connection sending its next request when its answer is read."""
+    samples: bool = False
+    """Keep every request's (seconds after the start it was due or sent, latency in ms,
+    status; 0 for no answer): to see what happened around a moment, e.g. a kill."""
 
 
 @dataclass
@@ -145,6 +148,10 @@ class LoadResult:
     measured_errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     transport_errors: int = 0
+    samples: list[tuple[float, float, int]] = field(default_factory=list, repr=False)
+    """Every request, when ``LoadSpec.samples`` asks (see there)."""
+    started_at: float = 0.0
+    """The wall-clock time (``time.time()``) the samples count from."""
 
     @property
     def per_s(self) -> float:
@@ -216,6 +223,7 @@ async def drive(spec: LoadSpec) -> LoadResult:
     issued = 0
     last_answer = 0.0
     start = time.perf_counter()
+    result.started_at = time.time()
     warm_end = start + spec.warmup_s
     end = warm_end + spec.duration_s
 
@@ -247,8 +255,13 @@ async def drive(spec: LoadSpec) -> LoadResult:
                 except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                     result.transport_errors += 1
                     result.error_samples.append(f"request {n}: {e!r}")
+                    if spec.samples:
+                        failed_after = (time.perf_counter() - t0) * 1000
+                        result.samples.append((t0 - start, failed_after, 0))
                     return
                 t1 = time.perf_counter()
+                if spec.samples:
+                    result.samples.append((t0 - start, (t1 - t0) * 1000, status))
                 statuses[status] += 1
                 if t0 >= warm_end:
                     result.measured += 1

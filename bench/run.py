@@ -19,6 +19,7 @@ import delta
 import launcher_app
 import patchjobs
 import push_diff
+import replicas
 import rollout_sim
 from common import REPO, clean_up_on_signals, log
 
@@ -30,6 +31,7 @@ BENCHMARKS: list[ModuleType] = [
     dashboard,
     launcher_app,
     rollout_sim,
+    replicas,
 ]
 """Each module has ``main(argv, *, invoked_as) -> int``, ``QUICK_ARGS`` and ``SECTION``, and
 may have ``RUN_ARGS``: what a full run passes instead of the script's own defaults."""

@@ -22,10 +22,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _repo(data: Path) -> TrustRepo:
+    """The server's signed metadata in ``data``, published where the server publishes
+    (its content bucket too, from the same ``CHANGEOVER_*`` settings)."""
+    from changeover import settings
+    from changeover.control.publishing import open_store
 
     if not (data / "keys").is_dir():
         raise InvalidInput(f"{data} holds no keys: is it a server data directory?")
-    return TrustRepo(data / "store" / "content", data / "keys")
+    return open_store(settings.load(data_dir=data))[1]
 
 
 @keys_app.command("root")

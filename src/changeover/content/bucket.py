@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 from changeover.errors import ChangeoverError, InvalidInput, RemoteError
 
 MULTIPART_FROM: Final = 16 << 20
+PRIVATE: Final = "_private/"
+"""The bucket's folder for private files, beside the content prefix: ``_private/<prefix>``."""
 PART_BYTES: Final = 16 << 20
 
 
@@ -74,7 +76,18 @@ class Bucket:
         )
 
     def key(self, rel: str) -> str:
+        """The object's key: content paths below the prefix, private ones (``private``)
+        beside it."""
+        if rel.startswith(PRIVATE):
+            return f"{PRIVATE}{self.config.prefix}{rel.removeprefix(PRIVATE)}"
         return self.config.prefix + rel
+
+    @staticmethod
+    def private(rel: str) -> str:
+        """The path of a private file (an input to publishing, never served): it goes
+        beside the content tree, not in it, so that a policy making the tree public
+        leaves it out."""
+        return f"{PRIVATE}{rel}"
 
     def put_file(self, rel: str, path: Path) -> None:
         """Upload ``path`` as ``rel``; visible whole or not at all."""

@@ -56,6 +56,12 @@ BUCKET_THREADS = 8
 """Blobs of one batch put in the bucket at once (each a round trip)."""
 
 
+def changes_in_place(rel: str) -> bool:
+    """Whether a content path is rewritten under the same name (the newest metadata and
+    the news feeds); every other one is named by its content and never changes."""
+    return rel in ("metadata/timestamp.json", "metadata/root.json") or rel.startswith("news/")
+
+
 def blob_rel(sha256: str) -> str:
     """Where a blob lives in the content tree."""
     return f"blobs/{sha256[:2]}/{sha256}"
@@ -352,15 +358,28 @@ class LocalStore:
             self.bucket.delete(rel)
 
     def local(self, rel: str) -> Path:
-        """``content/rel`` on this disk, fetched from the bucket if only it has it.
+        """``content/rel`` on this disk, fetched from the bucket if only it has it; a path
+        that changes in place (``changes_in_place``) is fetched again every time, since
+        another replica may have written it since.
 
         Raises:
             NotFound: neither has it.
         """
         path = self.content / rel
-        if path.exists() or (self.bucket is not None and self.bucket.fetch(rel, path)):
+        if self.bucket is not None and changes_in_place(rel):
+            if self.bucket.fetch(rel, path):
+                return path
+            path.unlink(missing_ok=True)
+        elif path.exists() or (self.bucket is not None and self.bucket.fetch(rel, path)):
             return path
         raise NotFound(f"{rel} is not in the store")
+
+    def read_content(self, rel: str) -> bytes | None:
+        """The bytes of ``content/rel`` (through the bucket, as ``local``), or None."""
+        try:
+            return self.local(rel).read_bytes()
+        except NotFound:
+            return None
 
     def blob_stored(self, sha256: str) -> None:
         self.published(blob_rel(sha256))
@@ -576,11 +595,17 @@ class LocalStore:
     # -- private files (inputs to publishing, never served directly) ------------------------
 
     def put_private(self, rel: str, data: bytes) -> None:
-        atomic_write(self.root / "private" / rel, data)
+        path = self.root / "private" / rel
+        atomic_write(path, data)
+        if self.bucket is not None:
+            self.bucket.put_file(Bucket.private(rel), path)
 
     def get_private(self, rel: str) -> bytes:
+        path = self.root / "private" / rel
+        if not path.exists() and self.bucket is not None:
+            self.bucket.fetch(Bucket.private(rel), path)
         try:
-            return (self.root / "private" / rel).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"{rel} is not in the store") from None
 

@@ -47,7 +47,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from changeover.content.files import atomic_write
 from changeover.content.manifest import check_path
-from changeover.errors import InvalidInput
+from changeover.errors import InvalidInput, UntrustedMetadata
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 MUTABLE_PATHS = ("metadata/timestamp.json",)
@@ -80,8 +80,13 @@ class TrustRepo:
         policy: TrustPolicy | None = None,
         clock: Callable[[], float] = time.time,
         on_written: Callable[[str], None] | None = None,
+        read_published: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self.content = content_dir
+        self.read_published = read_published
+        """The bytes of a published path (under the content tree), wherever it lives (the
+        store's bucket, through its cache), or None: how a replica learns what another
+        one signed (``adopt_published``)."""
         self.on_written = on_written
         """Told the path (under the content tree) of each public file once written: the
         store puts it in its bucket, if it has one (``content.bucket``). Targets come
@@ -94,10 +99,23 @@ class TrustRepo:
     # -- public operations -----------------------------------------------------------------
 
     def ensure_initialised(self) -> None:
-        """Create keys and version-1 metadata of every role, once."""
+        """Create keys and version-1 metadata of every role, once: unless metadata was
+        published already (by another replica, into a shared bucket), which is then taken
+        as the current state instead, and no key is made.
+
+        Raises:
+            UntrustedMetadata: metadata was published, but cannot be read back whole.
+        """
         with self._locked():
             if (self._state_dir / "root.json").exists():
                 return
+            if self._adopt():
+                return
+            if self.read_published is not None and self.read_published("metadata/1.root.json"):
+                raise UntrustedMetadata(
+                    "signed metadata was published, but this replica cannot read it back"
+                    " whole: it will not make new keys over it"
+                )
             self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             signers = {role: self._new_key(role) for role in ROLES}
             root: Metadata[Root] = Metadata(Root(expires=self._expires("root")))
@@ -190,6 +208,35 @@ class TrustRepo:
             self._bump("targets", targets)
             self._write_snapshot_and_timestamp(targets.signed.version, None)
 
+    def adopt_published(self) -> bool:
+        """Take the newest published metadata as the current state if it is newer than this
+        replica's (another replica signed since it last did); whether it was.
+
+        Called by a replica that starts to lead: signing on from a stale state would
+        publish versions that launchers already saw with other contents.
+
+        Raises:
+            UntrustedMetadata: the published metadata is incomplete or does not verify.
+        """
+        with self._locked():
+            return self._adopt()
+
+    def can_sign(self) -> bool:
+        """Whether this replica holds every role's key, as the current root lists them: a
+        replica without keys (or with keys rotated away since) must not lead."""
+        try:
+            # The newest root anyone published: keys rotated through another replica
+            # leave this one's out of date.
+            published = self.read_published and self.read_published("metadata/root.json")
+            root = Metadata.from_bytes(published) if published else self._load("root", Root)
+            for role in ROLES:
+                keyid = self._signer(role).public_key.keyid
+                if keyid not in root.signed.roles[role].keyids:
+                    return False
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
     def root_bytes(self, version: int = 1) -> bytes:
         """A root version, as a launcher would pin it on first use."""
         self.ensure_initialised()
@@ -202,6 +249,44 @@ class TrustRepo:
         return {p: t.hashes["sha256"] for p, t in targets.signed.targets.items()}
 
     # -- internals -------------------------------------------------------------------------
+
+    def _adopt(self) -> bool:
+        """``adopt_published``, with the lock held."""
+        if self.read_published is None:
+            return False
+        raw: dict[str, bytes] = {}
+        if (stamp := self.read_published("metadata/timestamp.json")) is None:
+            return False
+        timestamp: Metadata[Timestamp] = Metadata.from_bytes(stamp)
+        try:
+            if self._load("timestamp", Timestamp).signed.version >= timestamp.signed.version:
+                return False
+        except FileNotFoundError:
+            pass
+        snapshot_path = f"metadata/{timestamp.signed.snapshot_meta.version}.snapshot.json"
+        paths = {"timestamp": "metadata/timestamp.json", "snapshot": snapshot_path}
+        raw["timestamp"] = stamp
+        for role in ("snapshot", "root"):
+            path = paths.get(role, "metadata/root.json")
+            if (data := self.read_published(path)) is None:
+                raise UntrustedMetadata(f"published metadata {path} is missing")
+            raw[role] = data
+        snapshot: Metadata[Snapshot] = Metadata.from_bytes(raw["snapshot"])
+        targets_path = f"metadata/{snapshot.signed.meta['targets.json'].version}.targets.json"
+        if (data := self.read_published(targets_path)) is None:
+            raise UntrustedMetadata(f"published metadata {targets_path} is missing")
+        raw["targets"] = data
+        root: Metadata[Root] = Metadata.from_bytes(raw["root"])
+        try:
+            root.verify_delegate("root", root)
+            for role in ("targets", "snapshot", "timestamp"):
+                root.verify_delegate(role, Metadata.from_bytes(raw[role]))
+        except Exception as e:
+            raise UntrustedMetadata(f"published metadata does not verify: {e}") from e
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        for role in ROLES:
+            atomic_write(self._state_dir / f"{role}.json", raw[role])
+        return True
 
     @property
     def _state_dir(self) -> Path:

@@ -23,10 +23,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from changeover import __version__
-from changeover.content.bucket import Bucket, BucketConfig
 from changeover.content.patch_choice import PublishBudget
 from changeover.content.store import LocalStore
-from changeover.content.trust import TrustRepo
 from changeover.control import logs
 from changeover.control import openapi as api_schema
 from changeover.control.auth import services as auth_services
@@ -58,7 +56,7 @@ from changeover.control.patchjobs import v3_views as patchjob_v3_views
 from changeover.control.patchjobs import views as patchjob_views
 from changeover.control.patchjobs.notify import Notifier, NotifierConfig
 from changeover.control.patchjobs.reconciler import Reconciler
-from changeover.control.publishing import Publisher
+from changeover.control.publishing import Publisher, open_store
 from changeover.errors import ChangeoverError
 from changeover.settings import Settings
 from changeover.web import api_docs
@@ -217,6 +215,11 @@ def _runner(
     """The job runner: the jobs any replica may run, the chores of each replica, and the
     work that runs once, on the leader."""
     reconciler = Reconciler(db, on_release=publisher.sync)
+
+    def on_elected() -> None:
+        reconciler.forget()
+        publisher.on_elected()
+
     return JobRunner(
         db,
         build_tasks.build_job_kinds(
@@ -235,7 +238,7 @@ def _runner(
             *([(CHECKPOINT_EVERY_S, db.checkpoint)] if db.is_sqlite else []),
         ],
         leadership=leadership,
-        on_elected=reconciler.forget,
+        on_elected=on_elected,
         leader_periodic=[
             (settings.publish_every_s, publisher.sync),
             # Patch jobs: plan, record, apply; a pass with nothing new only reads.
@@ -257,16 +260,7 @@ def create_app(settings: Settings) -> ControlPlane:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
-    bucket = None
-    if settings.content_bucket:
-        bucket = Bucket(BucketConfig.parse(settings.content_bucket, settings.s3_endpoint))
-    store = LocalStore(settings.data_dir / "store", bucket)
-    repo = TrustRepo(
-        store.content,
-        settings.data_dir / "keys",
-        settings.trust_policy,
-        on_written=store.published,
-    )
+    store, repo = open_store(settings)
     repo.ensure_initialised()
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)
     notifier = Notifier(db, NotifierConfig.from_settings(settings))
@@ -276,6 +270,8 @@ def create_app(settings: Settings) -> ControlPlane:
         db,
         lease_s=settings.leader_lease_s,
         name=replica_name(f"http://{settings.host}:{settings.port}"),
+        # Only a replica that can sign may lead: one without the keys serves the API.
+        eligible=repo.can_sign,
     )
     runner = _runner(settings, db, store, publisher, leadership, notifier)
     ctx = Context(

@@ -88,6 +88,7 @@ class Leadership:
         attempt_every_s: float = ATTEMPT_EVERY_S,
         name: str = "",
         stuck_after_s: float | None = None,
+        eligible: Callable[[], bool] | None = None,
     ) -> None:
         if not 0 < attempt_every_s < lease_s:
             raise ChangeoverError(
@@ -99,6 +100,8 @@ class Leadership:
         self.attempt_every_s = attempt_every_s
         self.stuck_after_s = stuck_after_s or max(2 * lease_s, IDLE_FLOOR_S)
         """A fenced transaction idle this long is ended by PostgreSQL (``check``)."""
+        self.eligible = eligible
+        """Whether this replica may take the lease (it holds the signing keys)."""
         self.id = uuid.uuid4().hex
         self.name = name or replica_name()
         self._term: int | None = None
@@ -193,6 +196,8 @@ class Leadership:
                 else:
                     self._keep(term, began)
                     return True
+            if self.eligible is not None and not self.eligible():
+                return False
             # Wait for any fenced transaction of the current leader to end (its KEY SHARE
             # lock), then look at the lease as that transaction left it.
             holder, holder_name = s.execute(

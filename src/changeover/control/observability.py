@@ -251,6 +251,8 @@ class ReplicaRole(Out):
     pruning). Every replica, leader or not, serves the whole API."""
     term: int | None
     """The term it leads in; None on a follower."""
+    can_lead: bool
+    """Whether it may take the lead: it holds every signing key the current root lists."""
 
 
 class Readiness(Out):
@@ -277,7 +279,13 @@ def readyz(request: Request) -> JSONResponse:
     checks = readiness(c)
     ready = all(v == "ok" for v in checks.values())
     term = c.leadership.term
-    replica = {"name": c.leadership.name, "leader": term is not None, "term": term}
+    eligible = c.leadership.eligible
+    replica = {
+        "name": c.leadership.name,
+        "leader": term is not None,
+        "term": term,
+        "can_lead": eligible is None or eligible(),
+    }
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks, "replica": replica},
         status_code=200 if ready else 503,

@@ -23,6 +23,7 @@ import threading
 import httpx
 from sqlalchemy import select
 
+from changeover.content.bucket import Bucket, BucketConfig
 from changeover.content.manifest import check_path
 from changeover.content.scan import sha256_bytes
 from changeover.content.store import LocalStore
@@ -35,6 +36,7 @@ from changeover.control.news.models import NewsEntry
 from changeover.control.patchjobs import client_compat
 from changeover.control.states import JobState
 from changeover.errors import NotFound
+from changeover.settings import Settings
 
 log = logging.getLogger("changeover.publishing")
 
@@ -49,6 +51,23 @@ def manifest_path(manifest_id: str) -> str:
 
 def delivery_path(manifest_id: str) -> str:
     return f"delivery/{manifest_id}.json"
+
+
+def open_store(settings: Settings) -> tuple[LocalStore, TrustRepo]:
+    """The content store of a data directory (in its bucket, if one is configured) and
+    the signed metadata over it, as the server and the ``keys`` commands use them."""
+    bucket = None
+    if settings.content_bucket:
+        bucket = Bucket(BucketConfig.parse(settings.content_bucket, settings.s3_endpoint))
+    store = LocalStore(settings.data_dir / "store", bucket)
+    repo = TrustRepo(
+        store.content,
+        settings.data_dir / "keys",
+        settings.trust_policy,
+        on_written=store.published,
+        read_published=store.read_content,
+    )
+    return store, repo
 
 
 class Publisher:
@@ -103,6 +122,13 @@ class Publisher:
             except NotFound:
                 return None
         return self._deliveries[manifest_id]
+
+    def on_elected(self) -> None:
+        """This replica starts to lead: sign on from what the last leader published, not
+        from what this one remembers."""
+        with self._lock:
+            self.repo.adopt_published()
+            self._feeds = None
 
     def sync(self) -> list[str]:
         """Publish what differs; returns the purged paths (empty if nothing changed)."""

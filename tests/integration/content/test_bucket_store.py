@@ -61,6 +61,16 @@ def test_what_a_store_writes_is_in_the_bucket_and_another_store_reads_it(
     assert b"".join(reader.open_blob(sha)) == data
     assert reader.raw_size(sha) == len(data)
     assert reader.get_manifest(manifest.id) == manifest
+    # A file that changes in place is read afresh: another replica may have rewritten it.
+    writer.write_content("metadata/timestamp.json", b"v1")
+    assert reader.local("metadata/timestamp.json").read_bytes() == b"v1"
+    writer.write_content("metadata/timestamp.json", b"v2")
+    assert reader.local("metadata/timestamp.json").read_bytes() == b"v2"
+    # Private files (inputs to publishing) are shared too, but not under the public tree.
+    writer.put_private("delivery/x.json", b"{}")
+    assert reader.get_private("delivery/x.json") == b"{}"
+    assert _public(bucket, s3_endpoint, "delivery/x.json").status_code in (403, 404)
+    assert bucket.key(Bucket.private("delivery/x.json")) == "_private/game-content/delivery/x.json"
     with pytest.raises(NotFound):
         b"".join(reader.open_blob("1" * 64))
     with pytest.raises(InvalidInput):

@@ -29,6 +29,7 @@ from changeover.control.patchjobs.job_view import db_clock
 from changeover.control.patchjobs.records import PatchJob
 from changeover.control.patchjobs.storage import OWNING
 from fleet_world import world
+from tests_helpers import wait_for
 
 UID = "u" * 16  # the agent_uid fleet_world gives its hosts
 WRITES = ("INSERT", "UPDATE", "DELETE")
@@ -262,7 +263,13 @@ def test_a_sync_with_nothing_new_is_one_read(db: Database) -> None:
         fleet_svc.touch_hosts(s, [w["fleet"]], db_clock(s))
     since = db_clock_now(db) + quiet.MARGIN_S + 0.001
     assert ask(t + 1) is not None  # (from a later revision, quiet again)
-    # ... and an instance row that changed.
+    # ... and an instance row that changed. (SQLite's clock counts milliseconds: a write
+    # in the very millisecond of the revision would look as old as it.)
+    wait_for(
+        lambda: db_clock_now(db) > since - quiet.MARGIN_S,
+        5,
+        "the database's clock to pass the revision",
+    )
     _write(db, item["id"], notice_reason="bye", notice_deadline=t + 10)
     assert ask(t + 1) is None
 

@@ -148,7 +148,7 @@ def test_healthz_and_readyz(server: Any) -> None:
     assert body == {
         "status": "ready",
         "checks": {"database": "ok", "migrations": "ok", "job_runner": "ok"},
-        "replica": {"name": body["replica"]["name"], "leader": True, "term": 1},
+        "replica": {"name": body["replica"]["name"], "leader": True, "term": 1, "can_lead": True},
     }
     assert body["replica"]["name"].endswith(server.url)  # host:pid and the URL it serves
 

@@ -1,8 +1,8 @@
 """Several control-plane replicas (real ``changeover server`` processes) on one
 PostgreSQL and one data directory: every replica serves the API, one leads
-(``control.leadership``), and a patch job goes on when its leader is killed (SIGKILL) or
-paused (SIGSTOP) in the middle of it, with every action applied exactly once, the paused
-leader fenced when it wakes up."""
+(``control.leadership``), and a patch job goes on when its leader is paused (SIGSTOP) in
+the middle of it, with every action applied exactly once, the paused leader fenced when it
+wakes up. (A leader killed mid-job, behind a balancer: ``test_balancer``.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
-from crash_helpers import JobProgress, assert_landed_mid_job, database, kill_mid_job, patch_job
+from crash_helpers import JobProgress, database, patch_job
 from fleet_helpers import ok
 from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
 from replica_helpers import assert_exactly_once, finished, leads, point, role
@@ -74,13 +74,12 @@ def test_replicas_serve_the_api_and_tokens_are_revoked_everywhere(replicas: list
     wait_for(published, 30, "the leader to publish the branch moved through the follower")
 
 
-def test_a_job_survives_its_leader_killed_then_paused(
+def test_a_job_survives_its_leader_paused(
     replicas: list[Server], pg_url: str, tmp_path: Path
 ) -> None:
     a, b = replicas
     stack = ExitStack()
     bg: Agents | None = None
-    third: Server | None = None
     engine = stack.enter_context(database(pg_url, tmp_path))
     agent_http = httpx.Client(timeout=10)
     try:
@@ -92,48 +91,30 @@ def test_a_job_survives_its_leader_killed_then_paused(
         body = job_body("pjr", "rolling")
         body["rolling"] = {**body["rolling"], **slow}
 
-        # 1. The leader (a) killed mid-job: b takes over and finishes it.
-        first = ok(c.post("/patchjobs", json=body), 201)
-        job = patch_job(engine, first["id"])
-        at_kill = kill_mid_job(a.process, job, "the patch job", at=2, timeout_s=120)
-        assert_landed_mid_job(at_kill, job(), "the patch job")
-        wait_for(lambda: leads(b), 30, "the follower to lead once the leader died")
-        done = wait_for(finished(c, first["id"]), 120, "the job to finish on the new leader")
+        # The leader (a) paused mid-job (its machine stops answering; its death by SIGKILL
+        # behind a balancer is test_balancer's): b takes over once the lease runs out, and
+        # when a wakes up believing it still leads, the fence stops it.
+        job_row = ok(c.post("/patchjobs", json=body), 201)
+        job = patch_job(engine, job_row["id"])
+        paused = _pause_mid_job(a, job)
+        wait_for(lambda: leads(b), 30, "the follower to lead while the leader is paused")
+        a.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: not leads(a), 30, "the old leader to know it no longer leads")
+        done = wait_for(finished(c, job_row["id"]), 120, "the job to finish")
         assert done["status_name"] == "Completed", done["reason"]
-        assert_exactly_once(c, first["id"], "pjr-fleet", "pjr-v1")
-        assert int(at_kill.done) < len(actions(c, first["id"]))  # the kill left work to do
-
-        # 2. The new leader (b) paused mid-job: a third replica takes over; when b wakes
-        # up believing it still leads, the fence stops it.
-        third = start_server(tmp_path, pg_url, env=REPLICA)
-        assert not leads(third)
-        point(agents, agent_http, third.url)
-        back = job_body("pjr", "rolling", builds=[{"old": "pjr-v2", "new": "pjr-v1"}])
-        back["rolling"] = {**back["rolling"], **slow}
-        second = ok(third.client().post("/patchjobs", json=back), 201)
-        job = patch_job(engine, second["id"])
-        paused = _pause_mid_job(b, job)
-        wait_for(lambda: leads(third), 30, "the third replica to lead while b is paused")
-        b.process.send_signal(signal.SIGCONT)
-        wait_for(lambda: not leads(b), 30, "b to know it no longer leads")
-        c3 = third.client()
-        done = wait_for(finished(c3, second["id"]), 120, "the second job to finish")
-        assert done["status_name"] == "Completed", done["reason"]
-        assert_exactly_once(c3, second["id"], "pjr-fleet", "pjr-v2")
-        assert int(paused.done) < len(actions(c3, second["id"]))
+        assert_exactly_once(c, job_row["id"], "pjr-fleet", "pjr-v1")
+        assert int(paused.done) < len(actions(c, job_row["id"]))  # the pause left work
         wait_for(
-            lambda: Counter(i["profile"] for i in instances(c3, "pjr-fleet")) == {"pjr-v1": 6},
+            lambda: Counter(i["profile"] for i in instances(c, "pjr-fleet")) == {"pjr-v2": 6},
             60,
-            "six instances of the first build again, and no other",
+            "six instances of the new build, and no other",
         )
-        assert leads(third) and not leads(b)
+        assert leads(b) and not leads(a)
         bg.check()
     finally:
         if bg is not None:
             bg.stop()
         agent_http.close()
-        if third is not None:
-            stop_server(third)
         stack.close()
 
 
