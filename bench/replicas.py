@@ -555,7 +555,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> s
     info = machine_info()
     return "\n".join(
         [
-            f"Command: `{command}` (source {source_revision()}, {info.get('cpu', '')}).",
+            "### Control-plane replicas (`bench/replicas.py`)",
+            "",
+            f"Command: `{command}` (source {source_revision()}, {info.get('cpus', '')} CPUs"
+            f" {info.get('cpu', '')}, {info.get('date', '')}).",
             "",
             "Leader failover (from the signal to another replica's `/readyz` saying it leads;"
             " `CHANGEOVER_LEADER_LEASE_S` 5):",

@@ -157,6 +157,7 @@ class ApiClient:
             "/uploads/batch",
             content=body,
             headers={"Content-Type": "application/octet-stream"},
+            retry=True,  # content-addressed: sent twice, stored once
         )
         results: list[dict[str, Any]] = out["files"]
         return results

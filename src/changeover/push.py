@@ -21,7 +21,7 @@ from typing import Any
 from changeover.client import ApiClient
 from changeover.content.manifest import Manifest
 from changeover.content.scan import scan
-from changeover.errors import Conflict, InvalidInput
+from changeover.errors import Conflict, InvalidInput, RemoteError
 
 CHUNK = 1 << 20
 UPLOAD_THREADS = 4
@@ -145,9 +145,11 @@ class _Uploader:
                 if e.facts.get("status") in (400, 422):
                     raise _changed([self.path_of[sha]]) from e
                 raise
-            except Conflict:
-                # Another push moved this upload on, or is sending it right now: carry on
-                # from where it stands; if it did not move, give the other writer a moment.
+            except (Conflict, RemoteError):
+                # Another push moved this upload on, or is sending it right now (409); or
+                # the server went away mid-stream (another replica answers the next
+                # request): carry on from where the upload stands; if it did not move,
+                # give the other writer a moment.
                 if attempt == CONFLICT_RETRIES - 1:
                     raise
                 state = self.client.upload_status(sha)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from changeover import __version__
@@ -40,6 +41,7 @@ from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
 from changeover.control.fleet.allocate_lane import AllocateLane
 from changeover.control.http_errors import (
+    database_unavailable,
     http_error_body,
     internal_error_body,
     status_for,
@@ -197,6 +199,12 @@ def _map_errors(app: ControlPlane) -> None:
     async def on_framework_error(_: Request, exc: HTTPException) -> JSONResponse:
         body = http_error_body(exc.status_code, exc.detail)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def on_database_away(_: Request, exc: OperationalError) -> JSONResponse:
+        body = database_unavailable(exc)
+        log.warning("answered 503: %s", body["message"])
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def on_bug(_: Request, exc: Exception) -> JSONResponse:

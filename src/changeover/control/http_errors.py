@@ -80,3 +80,16 @@ def validation_message(errors: Sequence[Any]) -> str:
             where, msg = "body", f"{msg}: {reason}"
         parts.append(f"{where or 'body'}: {msg}")
     return "invalid request: " + "; ".join(parts)
+
+
+def database_unavailable(exc: Exception) -> dict[str, str]:
+    """The 503 body for a database that did not answer (``OperationalError``: restarting,
+    out of reach, a lock not got in time). The transaction was rolled back (or, lost in its
+    commit, may have landed): the same request later, or through another replica, is the
+    way on. Not a bug of ours, so not a 500."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig or exc).splitlines()[0][:300] if str(orig or exc) else type(exc).__name__
+    return {
+        "error": "unavailable",
+        "message": f"the database did not answer ({reason}): try again in a moment",
+    }

@@ -9,6 +9,7 @@ one shape (``http_errors``) and come from a few causes, each visible in the rout
                                                   type and bounds)
     it takes a body                               413 (over the body limit)
     it changes something (POST, PUT, PATCH, …)    409 (the current state forbids it)
+    it reads or writes the database               503 (unreachable for a moment: retry)
 
 plus what a route declares itself (``responses=``: 503 for allocations, for ``/readyz``).
 A generated client and a schema-driven fuzzer can then rely on every status it meets.
@@ -46,7 +47,7 @@ DESCRIPTIONS = {
     409: "The current state forbids this",
     413: "The request body is over the limit",
     422: "The request's shape, types or bounds are wrong",
-    503: "Overloaded or stopping: retry later",
+    503: "Overloaded, stopping, or the database unreachable for a moment: retry later",
 }
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -65,7 +66,8 @@ def _takes_input(dep: Dependant) -> bool:
 
 def error_statuses(route: APIRoute, method: str) -> set[int]:
     """The error statuses ``route`` answers to ``method`` (see the module docstring)."""
-    statuses: set[int] = set()
+    # Every operation of the API reads the database (the token, if nothing else).
+    statuses: set[int] = {503}
     if _reads_token(route.dependant):
         statuses |= {401, 403}
     if _takes_input(route.dependant) or route.body_field is not None:

@@ -6,8 +6,11 @@ wakes up. (A leader killed mid-job, behind a balancer: ``test_balancer``.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,11 +20,11 @@ import httpx
 import pytest
 
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
-from crash_helpers import JobProgress, database, patch_job
+from crash_helpers import JobProgress, database, kill_mid_job, patch_job
 from fleet_helpers import ok
 from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
 from replica_helpers import assert_exactly_once, finished, leads, point, role
-from tests_helpers import Server, release, start_server, stop_server, wait_for
+from tests_helpers import CLI, Server, release, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -133,3 +136,44 @@ def _pause_mid_job(srv: Server, job: Callable[[], JobProgress | None]) -> JobPro
     at_pause = job()
     assert at_pause is not None and at_pause.started and not at_pause.finished, at_pause
     return at_pause
+
+
+def test_a_push_goes_on_through_another_replica_when_its_own_dies(
+    replicas: list[Server], tmp_path: Path
+) -> None:
+    """``changeover push --server a,b``: a dies (SIGKILL) with a file half uploaded; the
+    push carries on through b from where the upload stands and completes."""
+    a, b = replicas
+    build = tmp_path / "build"
+    build.mkdir()
+    big = os.urandom(48 << 20)
+    (build / "world.pak").write_bytes(big)
+    (build / "game.txt").write_text("a game\n")
+    part = tmp_path / "store" / "uploads" / f"{hashlib.sha256(big).hexdigest()}.part"
+    ok(a.client().post("/images", json={"name": "pushed"}), 201)
+    env = {**os.environ, "CHANGEOVER_URL": f"{a.url},{b.url}", "CHANGEOVER_TOKEN": a.admin_token}
+    push = subprocess.Popen(
+        [*CLI, "push", str(build), "--image", "pushed", "--label", "1.0", "--wait", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def upload() -> JobProgress:
+        size = part.stat().st_size if part.exists() else 0
+        done = size >= len(big) or (size == 0 and _stored(tmp_path, big))
+        return JobProgress(started=size > 0, finished=done, done=size, detail=f"{size} B")
+
+    at_kill = kill_mid_job(a.process, upload, "the upload", at=1, timeout_s=60)
+    assert 0 < at_kill.done < len(big)
+    out, err = push.communicate(timeout=120)
+    assert push.returncode == 0, err
+    update = json.loads(out)
+    assert update["status_name"] == "Completed", update
+    assert _stored(tmp_path, big)
+
+
+def _stored(data: Path, content: bytes) -> bool:
+    sha = hashlib.sha256(content).hexdigest()
+    return (data / "store" / "content" / "blobs" / sha[:2] / sha).exists()

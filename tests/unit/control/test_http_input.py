@@ -127,8 +127,8 @@ def test_the_check_finds_each_unbounded_number() -> None:
 def test_error_statuses_follow_from_the_route() -> None:
     by_path = {(r.path, m): r for router in ROUTERS for r in _routes(router) for m in r.methods}
     allocate = by_path[("/api/v1/allocations", "POST")]
-    assert openapi.error_statuses(allocate, "POST") == {400, 401, 403, 404, 409, 413, 422}
+    assert openapi.error_statuses(allocate, "POST") == {400, 401, 403, 404, 409, 413, 422, 503}
     whoami = by_path[("/api/v1/whoami", "GET")]
-    assert openapi.error_statuses(whoami, "GET") == {401, 403}
+    assert openapi.error_statuses(whoami, "GET") == {401, 403, 503}
     content = by_path[("/content/{rel:path}", "GET")]
-    assert openapi.error_statuses(content, "GET") == {400, 404, 422}
+    assert openapi.error_statuses(content, "GET") == {400, 404, 422, 503}

@@ -16,9 +16,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from changeover.control.auth.services import Principal, PrincipalCache
+from changeover.control.http_errors import database_unavailable
 from changeover.errors import AuthError
 
 Scope = MutableMapping[str, Any]
@@ -63,6 +65,12 @@ class Authenticate:
                 asyncio.get_running_loop().run_in_executor(None, refresh)
         except AuthError as e:
             await _refuse(send, e)
+            return
+        except OperationalError as e:  # the token could not be read: the database is away
+            body = json.dumps(database_unavailable(e)).encode()
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         scope[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)

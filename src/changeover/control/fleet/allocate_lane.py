@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from changeover.control.auth.services import Permission, Principal, PrincipalCache
 from changeover.control.fleet import allocator
 from changeover.control.fleet.views import AllocationCreate
-from changeover.control.http_errors import status_for, validation_message
+from changeover.control.http_errors import database_unavailable, status_for, validation_message
 from changeover.errors import ChangeoverError
 
 Scope = MutableMapping[str, Any]
@@ -90,6 +91,8 @@ class AllocateLane:
             status, answer = 201, result
         except ChangeoverError as e:
             status, answer = status_for(e), e.to_dict()
+        except OperationalError as e:
+            status, answer = 503, database_unavailable(e)
         except ValidationError as e:
             status = 422
             answer = {"error": "invalid_input", "message": validation_message(e.errors())}
