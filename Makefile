@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PACKAGE_TOOLS := $(VENV)/.package-tools
 
-.PHONY: demo test coverage lint typecheck unit bench clean chromium qt-libs haproxy screenshots package agones-protos agones-node
+.PHONY: demo test test-ha coverage lint typecheck unit bench clean chromium qt-libs haproxy screenshots package agones-protos agones-node
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,7 +86,13 @@ typecheck: $(STAMP)
 PYTEST := $(BIN)/python -m pytest -n 4 --dist loadfile --durations=15 -p no:cacheprovider
 
 test: $(STAMP) lint typecheck chromium qt-libs agones-node haproxy
-	$(PYTEST)
+	$(PYTEST) -m "not ha"
+
+# The high-availability drills (tests/ha): replicas behind HAProxy killed under every
+# patch-job method and under allocation load. Minutes of their own, so apart from `make
+# test`; CI (.ci/run) runs both.
+test-ha: $(STAMP) haproxy
+	$(BIN)/python -m pytest -n 2 --dist load --durations=10 -p no:cacheprovider -m ha tests/ha
 
 # The same run, measured by coverage.py (servers and agents the tests start included):
 # slower (every server process is traced), so not part of `make test`.

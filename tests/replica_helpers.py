@@ -1,17 +1,27 @@
 """Helpers for the tests of several control-plane replicas (imported as
-``replica_helpers``): who leads, and whether a job's actions were applied exactly once."""
+``replica_helpers``): who leads, whether a job's actions were applied exactly once, and
+three replicas behind HAProxy."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fleet_helpers import ok
+from gates import unavailable
 from patchjob_helpers import SimAgent, actions, events
-from tests_helpers import Server
+from tests_helpers import Server, free_port, start_server, stop_server, wait_for
+
+CONFIG = Path(__file__).parents[1] / "deploy" / "haproxy.cfg"
+"""The balancer's configuration the repository ships."""
 
 
 def role(srv: Server) -> dict[str, Any]:
@@ -54,3 +64,62 @@ def assert_exactly_once(c: httpx.Client, job_id: int, fleet: str, old_profile: s
     launched = Counter(i["launch_key"] for i in everything if i.get("launch_key") in starts)
     assert set(launched) == starts and set(launched.values()) == {1}
     assert {i["id"] for i in everything if i["profile"] == old_profile} >= set(stops)
+
+
+def up_behind(balancer: str) -> set[str]:
+    """The replicas the balancer sends to, by the names their /readyz gives."""
+    names = set()
+    for _ in range(12):
+        try:
+            r = httpx.get(balancer + "/readyz", timeout=5)
+        except httpx.TransportError:
+            continue  # the balancer is not listening yet
+        if r.status_code == 200:
+            names.add(r.json()["replica"]["name"])
+    return names
+
+
+@contextlib.contextmanager
+def balanced_replicas(
+    pg_url: str, tmp_path: Path, env: dict[str, str]
+) -> Iterator[tuple[str, list[Server]]]:
+    """Three replicas on one database and data directory (the first leads), and HAProxy in
+    front with the repository's ``deploy/haproxy.cfg``: the balancer's URL and them."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(haproxy, os.X_OK):
+        unavailable("haproxy", "HAProxy is not installed (make haproxy installs Debian's)")
+    replicas: list[Server] = []
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        replicas.append(start_server(tmp_path, pg_url, env=env))
+        wait_for(lambda: leads(replicas[0]), 30, "the first replica to lead")
+        replicas += [start_server(tmp_path, pg_url, env=env) for _ in range(2)]
+        port = free_port()
+        proxy_env = {
+            **os.environ,
+            "CHANGEOVER_LISTEN": f"127.0.0.1:{port}",
+            **{
+                f"CHANGEOVER_REPLICA_{n}": srv.url.removeprefix("http://")
+                for n, srv in enumerate(replicas, 1)
+            },
+        }
+        with open(tmp_path / "haproxy.log", "ab") as log:
+            proxy = subprocess.Popen(
+                [haproxy, "-db", "-f", str(CONFIG)], env=proxy_env, stdout=log, stderr=log
+            )
+        balancer = f"http://127.0.0.1:{port}"
+        names = {role(srv)["name"] for srv in replicas}
+
+        def all_three() -> bool:
+            if proxy is not None and proxy.poll() is not None:
+                raise AssertionError(f"haproxy exited: {(tmp_path / 'haproxy.log').read_text()}")
+            return up_behind(balancer) == names
+
+        wait_for(all_three, 60, "the balancer to use all three")
+        yield balancer, replicas
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        for srv in replicas:
+            stop_server(srv)

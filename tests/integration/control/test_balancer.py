@@ -6,10 +6,7 @@ balancer completes, exactly once, when its leader is killed in the middle of it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,71 +16,28 @@ import pytest
 
 from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
-from gates import unavailable
 from patchjob_helpers import Agents, actions, job_body, two_build_fleet
-from replica_helpers import assert_exactly_once, finished, leads, point, role
-from tests_helpers import Server, free_port, start_server, stop_server, wait_for
+from replica_helpers import (
+    assert_exactly_once,
+    balanced_replicas,
+    finished,
+    leads,
+    point,
+    role,
+    up_behind,
+)
+from tests_helpers import Server, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
-CONFIG = Path(__file__).parents[3] / "deploy" / "haproxy.cfg"
 REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
-
-
-def _up_behind(balancer: str) -> set[str]:
-    """The replicas the balancer sends to, by the names their /readyz gives."""
-    names = set()
-    for _ in range(12):
-        try:
-            r = httpx.get(balancer + "/readyz", timeout=5)
-        except httpx.TransportError:
-            continue  # the balancer is not listening yet
-        if r.status_code == 200:
-            names.add(r.json()["replica"]["name"])
-    return names
 
 
 @pytest.fixture
 def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, list[Server]]]:
     """Three replicas (the first leads) and HAProxy in front: the balancer's URL and them."""
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not os.access(haproxy, os.X_OK):
-        unavailable("haproxy", "HAProxy is not installed (make haproxy installs Debian's)")
-    replicas: list[Server] = []
-    proxy: subprocess.Popen[bytes] | None = None
-    try:
-        replicas.append(start_server(tmp_path, pg_url, env=REPLICA))
-        wait_for(lambda: leads(replicas[0]), 30, "the first replica to lead")
-        replicas += [start_server(tmp_path, pg_url, env=REPLICA) for _ in range(2)]
-        port = free_port()
-        env = {
-            **os.environ,
-            "CHANGEOVER_LISTEN": f"127.0.0.1:{port}",
-            **{
-                f"CHANGEOVER_REPLICA_{n}": srv.url.removeprefix("http://")
-                for n, srv in enumerate(replicas, 1)
-            },
-        }
-        with open(tmp_path / "haproxy.log", "ab") as log:
-            proxy = subprocess.Popen(
-                [haproxy, "-db", "-f", str(CONFIG)], env=env, stdout=log, stderr=log
-            )
-        balancer = f"http://127.0.0.1:{port}"
-        names = {role(srv)["name"] for srv in replicas}
-
-        def all_three() -> bool:
-            if proxy is not None and proxy.poll() is not None:
-                raise AssertionError(f"haproxy exited: {(tmp_path / 'haproxy.log').read_text()}")
-            return _up_behind(balancer) == names
-
-        wait_for(all_three, 60, "the balancer to use all three")
-        yield balancer, replicas
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(timeout=10)
-        for srv in replicas:
-            stop_server(srv)
+    with balanced_replicas(pg_url, tmp_path, REPLICA) as got:
+        yield got
 
 
 def test_a_killed_replica_is_dropped_and_costs_at_most_the_request_in_flight(
@@ -108,7 +62,7 @@ def test_a_killed_replica_is_dropped_and_costs_at_most_the_request_in_flight(
         assert len(failed) <= 1, statuses
         assert statuses[:100] == [200] * 100 and statuses[-100:] == [200] * 100
         survivors = {role(srv)["name"] for srv in replicas[:2]}
-        wait_for(lambda: _up_behind(balancer) == survivors, 30, "the balancer to drop the dead")
+        wait_for(lambda: up_behind(balancer) == survivors, 30, "the balancer to drop the dead")
     finally:
         api.close()
 

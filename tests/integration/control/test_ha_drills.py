@@ -1,4 +1,5 @@
-"""Failure drills with a PostgreSQL of the test's own (``pg_helpers``): two replicas see
+"""Failure drills with a PostgreSQL of the test's own (``pg_helpers``): two replicas (one
+data directory: any replica may run a build job, and they need the same content) see
 a rolling patch job through a restart of the database in the middle of it, and through
 their leader being cut off from the database (a network partition) and let back. Every
 action is applied exactly once; the cut-off leader does nothing while cut off, says it is
@@ -85,10 +86,10 @@ def _completes(c: httpx.Client, job_id: int, bg: Agents, at: JobProgress) -> Non
 
 def test_a_database_restart_mid_job(postgres: PrivatePostgres, tmp_path: Path) -> None:
     with ExitStack() as stack:
-        a = start_server(tmp_path / "a", postgres.url, env=REPLICA)
+        a = start_server(tmp_path / "data", postgres.url, env=REPLICA)
         stack.callback(stop_server, a)
         wait_for(lambda: leads(a), 30, "the first replica to lead")
-        b = start_server(tmp_path / "b", postgres.url, env=REPLICA)
+        b = start_server(tmp_path / "data", postgres.url, env=REPLICA)
         stack.callback(stop_server, b)
         c, bg, job_id, job = _run_job(stack, b, postgres.url, tmp_path)
         at = _started(job)
@@ -105,10 +106,10 @@ def test_a_leader_cut_off_from_the_database_mid_job(
     through_relay = postgres.url.replace(f":{postgres.port}/", f":{relay.port}/")
     with ExitStack() as stack:
         stack.callback(relay.cut)
-        a = start_server(tmp_path / "a", through_relay, env=REPLICA)
+        a = start_server(tmp_path / "data", through_relay, env=REPLICA)
         stack.callback(stop_server, a)
         wait_for(lambda: leads(a), 30, "the replica behind the relay to lead")
-        b = start_server(tmp_path / "b", postgres.url, env=REPLICA)
+        b = start_server(tmp_path / "data", postgres.url, env=REPLICA)
         stack.callback(stop_server, b)
         c, bg, job_id, job = _run_job(stack, b, postgres.url, tmp_path)
         fresh = ok(b.client().post("/tokens", json={"name": "fresh", "scope": "viewer"}), 201)
