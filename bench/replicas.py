@@ -265,17 +265,23 @@ def balancer(replicas: Sequence[Replica], data: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "CHANGEOVER_LISTEN": f"127.0.0.1:{port}"}
     env.update({f"CHANGEOVER_REPLICA_{r.n + 1}": f"127.0.0.1:{r.port}" for r in replicas})
-    with open(data / "haproxy.log", "ab") as out:
-        proc = subprocess.Popen(
-            [haproxy, "-db", "-f", str(REPO / "deploy" / "haproxy.cfg")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [haproxy, "-db", "-f", str(REPO / "deploy" / "haproxy.cfg")]
     url = f"http://127.0.0.1:{port}"
-    try:
-        _until(lambda: _answers(url), 30, "the balancer")
+    with _serving(argv, env, data / "haproxy.log", lambda: _answers(url), "the balancer"):
         yield url
+
+
+@contextlib.contextmanager
+def _serving(
+    argv: list[str], env: dict[str, str] | None, log_path: Path, up: Any, what: str
+) -> Iterator[None]:
+    """A server process (the balancer, the S3 server) for the length of the block, once
+    ``up()`` says it answers."""
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _until(up, 60, what)
+        yield
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -413,17 +419,10 @@ def make_build(root: Path, megabytes: int) -> Path:
 def s3_server(data: Path) -> Iterator[str]:
     exe = Path(sys.executable).with_name("moto_server")
     port = free_port()
-    with open(data / "moto.log", "ab") as out:
-        proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
+    argv = [str(exe), "-H", "127.0.0.1", "-p", str(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        _until(lambda: _s3_up(url), 60, "the S3 server")
+    with _serving(argv, None, data / "moto.log", lambda: _s3_up(url), "the S3 server"):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _s3_up(url: str) -> bool:

@@ -17,7 +17,7 @@ import httpx
 
 from fleet_helpers import ok
 from gates import unavailable
-from patchjob_helpers import SimAgent, actions, events
+from patchjob_helpers import Agents, SimAgent, actions, events
 from tests_helpers import Server, free_port, start_server, stop_server, wait_for
 
 CONFIG = Path(__file__).parents[1] / "deploy" / "haproxy.cfg"
@@ -37,6 +37,19 @@ def point(agents: list[SimAgent], client: httpx.Client, url: str) -> None:
     client.base_url = httpx.URL(url + "/api/v1")
     for a in agents:
         a.client = client
+
+
+def syncing_through(stack: contextlib.ExitStack, agents: list[SimAgent], url: str) -> Agents:
+    """The agents syncing in the background with the server (or balancer) at ``url``, on
+    a client of their own, tolerating a server that is down for a moment; both closed
+    with ``stack``."""
+    client = httpx.Client(timeout=10)
+    stack.callback(client.close)
+    client.headers["Authorization"] = agents[0].client.headers["Authorization"]
+    point(agents, client, url)
+    background = Agents(agents, tolerate_down=True).start()
+    stack.callback(background.stop)
+    return background
 
 
 def finished(c: httpx.Client, job_id: int) -> Callable[[], Any]:

@@ -30,8 +30,14 @@ import pytest
 
 from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
-from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
-from replica_helpers import assert_exactly_once, balanced_replicas, finished, leads, point
+from patchjob_helpers import actions, instances, job_body, two_build_fleet
+from replica_helpers import (
+    assert_exactly_once,
+    balanced_replicas,
+    finished,
+    leads,
+    syncing_through,
+)
 from tests_helpers import Server, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
@@ -81,12 +87,7 @@ def test_every_method_through_the_leaders_death(
     with ExitStack() as stack:
         engine = stack.enter_context(database(pg_url, tmp_path))
         c, agents = two_build_fleet(replicas[1], prefix, [f"{prefix}-h1", f"{prefix}-h2"], 2)
-        agent_http = httpx.Client(timeout=10)
-        stack.callback(agent_http.close)
-        agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-        point(agents, agent_http, balancer)
-        bg = Agents(agents, tolerate_down=True).start()
-        stack.callback(bg.stop)
+        bg = syncing_through(stack, agents, balancer)
         through = httpx.Client(base_url=balancer + "/api/v1", headers=dict(c.headers), timeout=10)
         stack.callback(through.close)
         body = job_body(prefix, method, **KNOBS[method])
@@ -117,12 +118,7 @@ def test_allocations_through_kills(
     balancer, replicas = cluster
     c, agents = two_build_fleet(replicas[1], "haal", ["haal-h1", "haal-h2"], 4, capacity=1000)
     with ExitStack() as stack:
-        agent_http = httpx.Client(timeout=10)
-        stack.callback(agent_http.close)
-        agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-        point(agents, agent_http, balancer)
-        bg = Agents(agents, tolerate_down=True).start()
-        stack.callback(bg.stop)
+        bg = syncing_through(stack, agents, balancer)
         outcomes: list[tuple[float, int]] = []  # (when sent, status; 0: no answer)
         stop = threading.Event()
         workers = 8

@@ -16,14 +16,14 @@ import pytest
 
 from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
-from patchjob_helpers import Agents, actions, job_body, two_build_fleet
+from patchjob_helpers import actions, job_body, two_build_fleet
 from replica_helpers import (
     assert_exactly_once,
     balanced_replicas,
     finished,
     leads,
-    point,
     role,
+    syncing_through,
     up_behind,
 )
 from tests_helpers import Server, wait_for
@@ -72,15 +72,10 @@ def test_agents_behind_the_balancer_see_a_job_through_its_leader_killed(
 ) -> None:
     balancer, replicas = cluster
     leader = replicas[0]
-    stack = ExitStack()
-    bg: Agents | None = None
-    engine = stack.enter_context(database(pg_url, tmp_path))
-    agent_http = httpx.Client(timeout=10)
-    try:
+    with ExitStack() as stack:
+        engine = stack.enter_context(database(pg_url, tmp_path))
         c, agents = two_build_fleet(replicas[1], "pjb", ["pjb-h1", "pjb-h2", "pjb-h3"], 2)
-        agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-        point(agents, agent_http, balancer)
-        bg = Agents(agents, tolerate_down=True).start()
+        bg = syncing_through(stack, agents, balancer)
         body = job_body("pjb", "rolling")
         body["rolling"] = {**body["rolling"], "healthy_deadline_s": 90, "progress_deadline_s": 120}
         through = httpx.Client(base_url=balancer + "/api/v1", headers=dict(c.headers), timeout=10)
@@ -95,8 +90,3 @@ def test_agents_behind_the_balancer_see_a_job_through_its_leader_killed(
         assert_exactly_once(through, job["id"], "pjb-fleet", "pjb-v1")
         assert int(at_kill.done) < len(actions(through, job["id"]))
         bg.check()
-    finally:
-        if bg is not None:
-            bg.stop()
-        agent_http.close()
-        stack.close()

@@ -19,7 +19,7 @@ from crash_helpers import JobProgress, database, patch_job
 from fleet_helpers import ok
 from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
 from pg_helpers import Cuttable, PrivatePostgres, private_postgres
-from replica_helpers import assert_exactly_once, finished, leads, point, role
+from replica_helpers import assert_exactly_once, finished, leads, role, syncing_through
 from tests_helpers import Server, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -59,12 +59,7 @@ def _run_job(
     job started: (client, agents' background, job id, its progress)."""
     engine = stack.enter_context(database(db_url, data))
     c, agents = two_build_fleet(follower, "drl", ["drl-h1", "drl-h2", "drl-h3"], per_host=2)
-    agent_http = httpx.Client(timeout=10)
-    stack.callback(agent_http.close)
-    agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-    point(agents, agent_http, follower.url)
-    bg = Agents(agents, tolerate_down=True).start()
-    stack.callback(bg.stop)
+    bg = syncing_through(stack, agents, follower.url)
     body = job_body("drl", "rolling")
     body["rolling"] = {**body["rolling"], **SLOW}
     job = ok(c.post("/patchjobs", json=body), 201)

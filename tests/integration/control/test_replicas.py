@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
 from crash_helpers import JobProgress, database, kill_mid_job, patch_job
 from fleet_helpers import ok
-from patchjob_helpers import Agents, actions, instances, job_body, two_build_fleet
-from replica_helpers import assert_exactly_once, finished, leads, point, role
+from patchjob_helpers import actions, instances, job_body, two_build_fleet
+from replica_helpers import assert_exactly_once, finished, leads, role, syncing_through
 from tests_helpers import CLI, Server, release, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -81,15 +80,10 @@ def test_a_job_survives_its_leader_paused(
     replicas: list[Server], pg_url: str, tmp_path: Path
 ) -> None:
     a, b = replicas
-    stack = ExitStack()
-    bg: Agents | None = None
-    engine = stack.enter_context(database(pg_url, tmp_path))
-    agent_http = httpx.Client(timeout=10)
-    try:
+    with ExitStack() as stack:
+        engine = stack.enter_context(database(pg_url, tmp_path))
         c, agents = two_build_fleet(b, "pjr", ["pjr-h1", "pjr-h2", "pjr-h3"], per_host=2)
-        agent_http.headers["Authorization"] = agents[0].client.headers["Authorization"]
-        point(agents, agent_http, b.url)
-        bg = Agents(agents, tolerate_down=True).start()
+        bg = syncing_through(stack, agents, b.url)
         slow = {"healthy_deadline_s": 90, "progress_deadline_s": 120}
         body = job_body("pjr", "rolling")
         body["rolling"] = {**body["rolling"], **slow}
@@ -114,11 +108,6 @@ def test_a_job_survives_its_leader_paused(
         )
         assert leads(b) and not leads(a)
         bg.check()
-    finally:
-        if bg is not None:
-            bg.stop()
-        agent_http.close()
-        stack.close()
 
 
 def _pause_mid_job(srv: Server, job: Callable[[], JobProgress | None]) -> JobProgress:
