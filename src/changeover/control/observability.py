@@ -253,6 +253,8 @@ class ReplicaRole(Out):
     """The term it leads in; None on a follower."""
     can_lead: bool
     """Whether it may take the lead: it holds every signing key the current root lists."""
+    runner: str
+    """Its job runner's id: the ``lease_owner`` of the build jobs it runs."""
 
 
 class Readiness(Out):
@@ -285,6 +287,7 @@ def readyz(request: Request) -> JSONResponse:
         "leader": term is not None,
         "term": term,
         "can_lead": eligible is None or eligible(),
+        "runner": c.runner.owner,
     }
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks, "replica": replica},

@@ -148,9 +148,16 @@ def test_healthz_and_readyz(server: Any) -> None:
     assert body == {
         "status": "ready",
         "checks": {"database": "ok", "migrations": "ok", "job_runner": "ok"},
-        "replica": {"name": body["replica"]["name"], "leader": True, "term": 1, "can_lead": True},
+        "replica": {
+            "name": body["replica"]["name"],
+            "leader": True,
+            "term": 1,
+            "can_lead": True,
+            "runner": body["replica"]["runner"],
+        },
     }
     assert body["replica"]["name"].endswith(server.url)  # host:pid and the URL it serves
+    assert len(body["replica"]["runner"]) == 32
 
 
 def test_readyz_says_what_is_wrong(tmp_path: Path) -> None:
