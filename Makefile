@@ -105,7 +105,7 @@ screenshots: $(STAMP) chromium qt-libs
 	CHANGEOVER_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/web \
 		tests/integration/launcher/app/test_flows.py tests/integration/launcher/app/test_bad_input.py
 
-bench: $(STAMP) qt-libs
+bench: $(STAMP) qt-libs haproxy
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.
 	@command -v rsync >/dev/null && command -v zstd >/dev/null && command -v casync >/dev/null \
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
