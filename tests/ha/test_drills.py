@@ -7,6 +7,8 @@ syncing through the balancer.
   applied exactly once, every instance on the new build.
 - A version whose patches are being built when its replica is killed is built by another
   once the job's lease runs out.
+- A dashboard's live stream of a job, its replica killed while it streams, goes on through
+  another with ``Last-Event-ID``: every event once, none missed.
 - Allocations through the balancer while a follower and then the leader are killed: the
   only refusals come within a moment of each kill (the requests in flight on the killed
   replica, and those the balancer sent on its kept connections to it before it noticed;
@@ -16,6 +18,7 @@ syncing through the balancer.
 
 from __future__ import annotations
 
+import json
 import random
 import shlex
 import signal
@@ -226,3 +229,69 @@ def test_a_version_build_through_the_death_of_its_replica(pg_url: str, tmp_path:
         index = httpx.get(f"{balancer}/content/patches/index/{manifest}.json", timeout=30)
         assert index.status_code == 200, index.text
         assert index.json().get("patches") or index.json().get("method_patches"), index.text
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, int | None, Any]]:
+    """(event, id, data) of a server-sent event stream, as a browser's EventSource reads
+    it."""
+    kind, ident, data = "message", None, ""
+    for line in lines:
+        if not line:
+            if data:
+                yield kind, ident, json.loads(data)
+            kind, ident, data = "message", None, ""
+        elif line.startswith("event:"):
+            kind = line.split(":", 1)[1].strip()
+        elif line.startswith("id:"):
+            ident = int(line.split(":", 1)[1])
+        elif line.startswith("data:"):
+            data += line.split(":", 1)[1].strip()
+
+
+def test_a_dashboard_stream_goes_on_through_another_replica(
+    cluster: tuple[str, list[Server]], pg_url: str, tmp_path: Path
+) -> None:
+    """A job's live stream from one replica, which is killed (SIGKILL) while it streams;
+    the client reconnects through the balancer with ``Last-Event-ID``, as EventSource does,
+    and gets the rest: every event of the job once, in order, none missed."""
+    balancer, replicas = cluster
+    streamer = replicas[2]
+    with ExitStack() as stack:
+        c, agents = two_build_fleet(replicas[1], "hast", ["hast-h1", "hast-h2"], 2)
+        syncing_through(stack, agents, balancer)
+        body = job_body("hast", "rolling")
+        body["rolling"] = {**body["rolling"], **SLOW}
+        job = ok(c.post("/patchjobs", json=body), 201)
+        auth = {"Authorization": c.headers["Authorization"]}
+        seen: list[int] = []
+        path = f"/api/v1/patchjobs/{job['id']}/stream"
+        with httpx.stream("GET", streamer.url + path, headers=auth, timeout=60) as first:
+            assert first.status_code == 200
+            events = _sse(first.iter_lines())
+            for kind, ident, _ in events:
+                if kind == "event" and ident is not None:
+                    seen.append(ident)
+                if len(seen) >= 3:
+                    break
+            # The job is still running, and its stream open, when the replica dies.
+            assert ok(c.get(f"/patchjobs/{job['id']}"))["status"] < 7
+            streamer.process.send_signal(signal.SIGKILL)
+            streamer.process.wait()
+            with pytest.raises(httpx.TransportError):  # noqa: PT012 (read until it breaks)
+                for kind, ident, _ in events:
+                    assert kind != "end"
+                    if kind == "event" and ident is not None:
+                        seen.append(ident)  # what was already on its way
+        ended = False
+        resume = {**auth, "Last-Event-ID": str(seen[-1])}
+        with httpx.stream("GET", balancer + path, headers=resume, timeout=120) as second:
+            assert second.status_code == 200
+            for kind, ident, _ in _sse(second.iter_lines()):
+                if kind == "event" and ident is not None:
+                    seen.append(ident)
+                if kind == "end":
+                    ended = True
+                    break
+        assert ended
+        events = ok(c.get(f"/patchjobs/{job['id']}/events", params={"limit": 1000}))["events"]
+        assert seen == [e["id"] for e in events]  # each once, in order, none missed
