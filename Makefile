@@ -88,11 +88,12 @@ PYTEST := $(BIN)/python -m pytest -n 4 --dist loadfile --durations=15 -p no:cach
 test: $(STAMP) lint typecheck chromium qt-libs agones-node haproxy
 	$(PYTEST) -m "not ha"
 
-# The high-availability drills (tests/ha): replicas behind HAProxy killed under every
-# patch-job method and under allocation load. Minutes of their own, so apart from `make
-# test`; CI (.ci/run) runs both.
+# The high-availability tests (marked `ha`: tests/ha's drills and the replica tests of
+# tests/integration/control): replicas behind HAProxy, on a shared bucket, killed, paused
+# and cut off under every patch-job method, allocation load, pushes and streams. Minutes
+# of their own, so apart from `make test`; CI (.ci/run) runs both.
 test-ha: $(STAMP) haproxy
-	$(BIN)/python -m pytest -n 2 --dist load --durations=10 -p no:cacheprovider -m ha tests/ha
+	$(BIN)/python -m pytest -n 2 --dist load --durations=10 -p no:cacheprovider -m ha
 
 # The same run, measured by coverage.py (servers and agents the tests start included):
 # slower (every server process is traced), so not part of `make test`.

@@ -28,7 +28,7 @@ from replica_helpers import (
 )
 from tests_helpers import Server, wait_for
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
 
 REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
 

@@ -22,7 +22,7 @@ from pg_helpers import Cuttable, PrivatePostgres, private_postgres
 from replica_helpers import assert_exactly_once, finished, leads, role, syncing_through
 from tests_helpers import Server, start_server, stop_server, wait_for
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
 
 REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
 SLOW = {"healthy_deadline_s": 90, "progress_deadline_s": 120}

@@ -20,7 +20,7 @@ from replica_helpers import leads, role
 from s3_helpers import S3_CREDENTIALS
 from tests_helpers import Server, release, run_cli, start_server, stop_server, wait_for
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def _copy_keys(source: Path, dest: Path) -> None:

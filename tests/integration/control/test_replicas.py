@@ -25,7 +25,7 @@ from patchjob_helpers import actions, instances, job_body, two_build_fleet
 from replica_helpers import assert_exactly_once, finished, leads, role, syncing_through
 from tests_helpers import CLI, Server, release, start_server, stop_server, wait_for
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
 
 REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
 
