@@ -26,8 +26,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     job_poll_s: float = 0.5
-    job_lease_s: float = 60.0
-    """A job whose worker stops renewing its lease for this long is run again."""
+    job_lease_s: float = 15.0
+    """A build, diff or version job whose worker stops renewing its lease (it renews every
+    third of it) for this long, on the database's clock, is run again by any replica."""
     max_json_bytes: int = 64 << 20
     cdn_purge_url: str | None = None
     """POSTed {"paths": [...]} after each publish: the paths a CDN must invalidate."""

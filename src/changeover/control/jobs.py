@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from changeover.control.db import Database, now
+from changeover.control.db import Database, clock_sql, now, rowcount
 from changeover.control.leadership import Leadership, LostLeadership
 from changeover.control.logs import job_context
 from changeover.control.states import JobState
@@ -171,7 +171,7 @@ class JobRunner:
         with self.db.write() as s:
             s.execute(
                 update(m)
-                .where(m.status == JobState.RUNNING, m.lease_until < now())
+                .where(m.status == JobState.RUNNING, m.lease_until < clock_sql(s))
                 .values(status=JobState.QUEUED, lease_owner=None, updated_at=now())
             )
 
@@ -212,7 +212,7 @@ class JobRunner:
                 .values(
                     status=JobState.RUNNING,
                     lease_owner=self.owner,
-                    lease_until=now() + self.lease_s,
+                    lease_until=clock_sql(s) + self.lease_s,
                     updated_at=now(),
                     error=None,
                 )
@@ -253,11 +253,16 @@ class JobRunner:
         while not done.wait(self.lease_s / 3):
             try:
                 with self.db.write() as s:
-                    s.execute(
-                        update(m)
-                        .where(m.id == job_id, m.lease_owner == self.owner)
-                        .values(lease_until=now() + self.lease_s)
+                    kept = rowcount(
+                        s.execute(
+                            update(m)
+                            .where(m.id == job_id, m.lease_owner == self.owner)
+                            .values(lease_until=clock_sql(s) + self.lease_s)
+                        )
                     )
+                if not kept:  # its handler is idempotent: the other worker's run is the one
+                    log.warning("job %s: its lease ran out and another worker took it", job_id)
+                    return
             except Exception:  # the next renewal may succeed; the job itself goes on
                 log.exception("renewing the lease of job %s failed", job_id)
 

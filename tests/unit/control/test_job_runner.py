@@ -3,6 +3,7 @@ SQLite database holding two small job tables of their own."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from sqlalchemy import ColumnElement, Float, event, exists, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from changeover.control.builds.models import JobColumns
-from changeover.control.db import Database, now
+from changeover.control.db import Database, db_clock, now
 from changeover.control.jobs import JobKind, JobRunner
 from changeover.control.states import JobState
+from tests_helpers import wait_for
 
 
 class _Base(DeclarativeBase):
@@ -124,3 +126,55 @@ def test_a_job_another_worker_leased_first_is_not_run_twice(db: Database) -> Non
     assert other._claim(kinds[1], job) == job
     assert runner._claim(kinds[1], job) is None
     assert runner.run_once() is False and ran == []
+
+
+def test_leases_are_on_the_databases_clock_not_the_workers(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica whose machine clock runs an hour ahead does not take a job whose lease,
+    by the database's clock, is still running; one whose lease ran out it runs again."""
+    ran: list[tuple[str, int]] = []
+    kinds = _kinds(db, ran)
+    holder = JobRunner(db, kinds, poll_s=0.5, lease_s=60)
+    leased = _add(db, Errand, JobState.QUEUED)
+    assert holder._claim(kinds[1], leased) == leased
+    with db.read() as s:
+        clock = db_clock(s)
+        until = s.get_one(Errand, leased).lease_until
+    assert until is not None and clock + 55 < until <= clock + 60
+    expired = _add(db, Errand, JobState.RUNNING, lease_owner="gone", lease_until=clock - 1)
+    ahead = time.time() + 3600
+    monkeypatch.setattr("changeover.control.db.time.time", lambda: ahead)
+    skewed = JobRunner(db, kinds, poll_s=0.5, lease_s=60)
+    while skewed.run_once():
+        pass
+    assert ran == [("errand", expired)]
+
+
+def test_a_running_job_keeps_its_lease_past_the_lease_time(db: Database) -> None:
+    """The worker renews its job's lease while the handler runs, so another worker's
+    passes, through several lease times, never take the job; once its worker is gone
+    (nothing renews), the next pass after the lease runs it again."""
+    ran: list[tuple[str, int]] = []
+    lease_s = 0.6
+    other_passes: list[bool] = []
+
+    def long_job(job_id: int) -> None:
+        other = JobRunner(db, _kinds(db, ran), poll_s=0.1, lease_s=lease_s)
+        until = time.monotonic() + 4 * lease_s
+        while time.monotonic() < until:
+            other._recovered_at = 0.0  # look for expired leases on every pass
+            other_passes.append(other.run_once())
+            time.sleep(lease_s / 10)
+        ran.append(("long", job_id))
+
+    kinds = [JobKind("errand", Errand, long_job)]
+    job = _add(db, Errand, JobState.QUEUED)
+    assert JobRunner(db, kinds, poll_s=0.1, lease_s=lease_s).run_once() is True
+    assert ran == [("long", job)] and len(other_passes) > 20 and not any(other_passes)
+    # Its worker died with the job still running: nobody renews the lease any more.
+    with db.write() as s:
+        s.get_one(Errand, job).status = JobState.RUNNING
+    later = JobRunner(db, _kinds(db, ran), poll_s=0.1, lease_s=lease_s)
+    wait_for(later.run_once, 10, "another worker to run the job whose lease ran out")
+    assert ran[-1] == ("errand", job)
