@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -161,3 +162,13 @@ def bucket_url(s3_endpoint: str) -> str:
     }
     s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
     return f"s3://{name}/game-content"
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, list[Server]]]:
+    """Three replicas on the test's PostgreSQL schema sharing ``tmp_path`` (the first
+    leads), and HAProxy in front with ``deploy/haproxy.cfg``: the balancer's URL and them."""
+    from replica_helpers import REPLICA, balanced_replicas
+
+    with balanced_replicas(pg_url, tmp_path, REPLICA) as got:
+        yield got

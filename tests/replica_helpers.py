@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from crash_helpers import JobProgress
 from fleet_helpers import ok
 from gates import unavailable
 from patchjob_helpers import Agents, SimAgent, actions, events
@@ -23,6 +26,9 @@ from tests_helpers import Server, free_port, start_server, stop_server, wait_for
 CONFIG = Path(__file__).parents[1] / "deploy" / "haproxy.cfg"
 """The balancer's configuration the repository ships."""
 
+REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
+"""The replicas' settings in these tests: a quick reconciler, a leader's lease of 2 s."""
+
 
 def role(srv: Server) -> dict[str, Any]:
     return dict(httpx.get(srv.url + "/readyz", timeout=5).json()["replica"])
@@ -30,6 +36,57 @@ def role(srv: Server) -> dict[str, Any]:
 
 def leads(srv: Server) -> bool:
     return bool(role(srv)["leader"])
+
+
+def leader(replicas: list[Server]) -> Server:
+    """The live replica that leads, once one does."""
+    found: Server = wait_for(
+        lambda: next((r for r in replicas if r.process.poll() is None and leads(r)), None),
+        30,
+        "a leader",
+    )
+    return found
+
+
+def kill_the_one_at_work(
+    replicas: list[Server],
+    look: Callable[[], tuple[JobProgress | None, Server | None]],
+    what: str,
+    *,
+    timeout_s: float = 60.0,
+) -> tuple[JobProgress, Server]:
+    """SIGKILL the replica ``look`` names, once ``look`` says the work started and has not
+    finished; return what it saw then, and the victim.
+
+    Every look freezes every live replica first (SIGSTOP), so what it sees is what the
+    killed one leaves behind; a look that finds nothing to kill lets them all run again
+    for a millisecond. ``look`` must not ask the replicas anything (they are frozen).
+    Fails if the work finished before a kill could land.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: JobProgress | None = None
+    while True:
+        alive = [r for r in replicas if r.process.poll() is None]
+        for r in alive:
+            r.process.send_signal(signal.SIGSTOP)
+        try:
+            now, worker = look()
+            last = now or last
+            if now is not None and now.finished:
+                raise AssertionError(f"{what} finished before a kill could land: {now.detail}")
+            if now is not None and now.started and worker in alive:
+                assert worker is not None
+                worker.process.send_signal(signal.SIGKILL)
+                worker.process.wait()
+                return now, worker
+        finally:
+            for r in alive:
+                if r.process.poll() is None:
+                    r.process.send_signal(signal.SIGCONT)
+        if time.monotonic() > deadline:
+            detail = last.detail if last is not None else "never seen"
+            raise AssertionError(f"{what} was not caught at work in {timeout_s} s: {detail}")
+        time.sleep(0.001)
 
 
 def point(agents: list[SimAgent], client: httpx.Client, url: str) -> None:

@@ -47,6 +47,11 @@ def transport_reason(exc: httpx.TransportError) -> str:
 REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 """Methods whose request may be sent again to another replica after one broke off: the
 same request twice has the effect of once."""
+SINGLE_URL_TRIES = 3
+"""Tries of a request through a single URL (a balancer): one more replica's death or
+restart than the first try met."""
+RETRY_PAUSE_S = 0.25
+"""The pause before the second try through a single URL, doubled before each next one."""
 UNAVAILABLE = frozenset({502, 503, 504})
 """What a balancer or a replica going down answers: another replica may serve it."""
 
@@ -99,7 +104,12 @@ class ApiClient:
     def request(self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any) -> Any:
         repeatable = (method in REPEATABLE if retry is None else retry) and _replayable(kwargs)
         failures: list[str] = []
-        for _ in self.servers:
+        # Each replica once; a single URL (a balancer, which sends the next try to another
+        # replica, or one server restarting) gets a few tries a moment apart.
+        tries = len(self.servers) if len(self.servers) > 1 else SINGLE_URL_TRIES
+        for attempt in range(tries):
+            if attempt and len(self.servers) == 1:
+                time.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1))  # a backoff, not a wait
             server = self.server
             try:
                 r = self.http.request(method, f"{server}/api/v1{path}", **kwargs)
@@ -110,12 +120,13 @@ class ApiClient:
                 if not repeatable:
                     break
             else:
-                if r.status_code not in UNAVAILABLE or not repeatable or len(self.servers) == 1:
+                if r.status_code not in UNAVAILABLE or not repeatable or attempt == tries - 1:
                     return self._answer(r)
                 failures.append(f"{server}: {r.status_code} {r.reason_phrase}")
             self._current = (self._current + 1) % len(self.servers)
-        where = "the server at " if len(self.servers) == 1 else "any replica; "
-        raise errors.RemoteError(f"cannot reach {where}{'; '.join(failures)}")
+        if len(self.servers) == 1:  # its last try says it: the others said the same or less
+            raise errors.RemoteError(f"cannot reach the server at {failures[-1]}")
+        raise errors.RemoteError(f"cannot reach any replica; {'; '.join(failures)}")
 
     def _answer(self, r: httpx.Response) -> Any:
         if r.is_success:

@@ -2,11 +2,10 @@
 replicas behind HAProxy (``deploy/haproxy.cfg``) on the machine's PostgreSQL, agents
 syncing through the balancer.
 
-- Every patch-job method sees its job through the leader's SIGKILL in the middle of it
-  (the kill proved to land mid-job by the job's rows): the job completes, every action
-  applied exactly once, every instance on the new build.
-- A version whose patches are being built when its replica is killed is built by another
-  once the job's lease runs out.
+- Every patch-job method sees its job through a follower's SIGKILL as it begins and the
+  leader's in the middle of it (the kill proved to land mid-job by the job's rows): the
+  job completes, every action applied exactly once, every instance on the new build.
+  (Pushes, diffs and version builds through kills: ``test_build_drills.py``.)
 - A dashboard's live stream of a job, its replica killed while it streams, goes on through
   another with ``Last-Event-ID``: every event once, none missed.
 - Allocations through the balancer while a follower and then the leader are killed: the
@@ -19,7 +18,6 @@ syncing through the balancer.
 from __future__ import annotations
 
 import json
-import random
 import shlex
 import signal
 import sys
@@ -34,22 +32,20 @@ from typing import Any
 import httpx
 import pytest
 
-from crash_helpers import assert_landed_mid_job, build_job, database, kill_mid_job, patch_job
+from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
 from fleet_helpers import ok
 from patchjob_helpers import actions, instances, job_body, two_build_fleet
 from replica_helpers import (
     assert_exactly_once,
-    balanced_replicas,
     finished,
+    leader,
     leads,
-    role,
     syncing_through,
 )
-from tests_helpers import Server, push_files, release, wait_for, wait_job
+from tests_helpers import Server, wait_for
 
 pytestmark = [pytest.mark.ha, pytest.mark.timeout(300), pytest.mark.slow]
 
-REPLICA = {"CHANGEOVER_PATCH_TICK_S": "0.1", "CHANGEOVER_LEADER_LEASE_S": "2"}
 SLOW = {"healthy_deadline_s": 90, "progress_deadline_s": 120}
 PASS = shlex.join([sys.executable, "-c", "pass"])
 KNOBS: dict[str, dict[str, Any]] = {
@@ -70,23 +66,8 @@ KNOBS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture
-def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, list[Server]]]:
-    with balanced_replicas(pg_url, tmp_path, REPLICA) as got:
-        yield got
-
-
-def _leader(replicas: list[Server]) -> Server:
-    found: Server = wait_for(
-        lambda: next((r for r in replicas if r.process.poll() is None and leads(r)), None),
-        30,
-        "a leader",
-    )
-    return found
-
-
 @pytest.mark.parametrize("method", list(KNOBS))
-def test_every_method_through_the_leaders_death(
+def test_every_method_through_the_deaths_of_a_follower_and_the_leader(
     cluster: tuple[str, list[Server]], pg_url: str, tmp_path: Path, method: str
 ) -> None:
     balancer, replicas = cluster
@@ -101,8 +82,14 @@ def test_every_method_through_the_leaders_death(
         body["rolling"] = {**body["rolling"], **SLOW}
         job = ok(through.post("/patchjobs", json=body), 201)
         progress = patch_job(engine, job["id"])
-        leader = _leader(replicas)
-        at_kill = kill_mid_job(leader.process, progress, f"the {method} job", at=1, timeout_s=120)
+        # A follower first, as the job begins: the agents' syncs it was serving fail over.
+        follower = next(r for r in replicas if not leads(r))
+        follower.process.send_signal(signal.SIGKILL)
+        follower.process.wait()
+        begun = progress()
+        assert begun is not None and not begun.finished, begun
+        head = leader(replicas)
+        at_kill = kill_mid_job(head.process, progress, f"the {method} job", at=1, timeout_s=120)
         assert_landed_mid_job(at_kill, progress(), f"the {method} job")
         done = wait_for(finished(through, job["id"]), 180, f"the {method} job to finish")
         assert done["status_name"] == "Completed", done["reason"]
@@ -150,7 +137,7 @@ def test_allocations_through_kills(
             t.start()
         kills: list[float] = []
         try:
-            for victim in (next(r for r in replicas if not leads(r)), _leader(replicas)):
+            for victim in (next(r for r in replicas if not leads(r)), leader(replicas)):
                 count = len(outcomes)
                 wait_for(lambda c0=count: len(outcomes) > c0 + 200, 60, "allocations to flow")
                 kills.append(time.monotonic())
@@ -185,50 +172,6 @@ def test_allocations_through_kills(
         answered = sum(1 for _, status in outcomes if status == 201)
         assert answered <= sessions <= answered + len(failed)  # a lost answer may have landed
         bg.check()
-
-
-def test_a_version_build_through_the_death_of_its_replica(pg_url: str, tmp_path: Path) -> None:
-    """A diff accepted through the balancer; the replica building the version's patches is
-    killed in the middle of it (its job's row proves it): another replica takes the job
-    over once its lease runs out, and the version is published with its patches."""
-    env = {**REPLICA, "CHANGEOVER_JOB_LEASE_S": "3"}
-    with balanced_replicas(pg_url, tmp_path, env) as (balancer, replicas), ExitStack() as stack:
-        engine = stack.enter_context(database(pg_url, tmp_path))
-        api = httpx.Client(
-            base_url=balancer + "/api/v1",
-            headers={"Authorization": f"Bearer {replicas[0].admin_token}"},
-            timeout=60,
-        )
-        stack.callback(api.close)
-        ok(api.post("/images", json={"name": "hav"}), 201)
-        world = random.Random(5).randbytes(24 << 20)  # its patch takes a while to build
-        release(api, "hav", {"world.pak": world, "game": b"1"}, "v1")
-        changed = world[: 12 << 20] + b"new level" + world[12 << 20 :]
-        upd = push_files(api, "hav", {"world.pak": changed, "game": b"2"}, "v2")
-        assert wait_job(api, f"/updates/{upd['id']}")["status"] == 5
-        diff = ok(api.post("/images/hav/diffs", json={"update_id": upd["id"]}), 201)
-        assert wait_job(api, f"/diffs/{diff['id']}")["status"] == 5
-        version = ok(api.post(f"/diffs/{diff['id']}/accept"), 201)
-        job = build_job(engine, "versions", version["id"])
-
-        def owner() -> Server | None:
-            with engine.connect() as c:
-                lease = c.exec_driver_sql(
-                    f"SELECT lease_owner FROM versions WHERE id = {int(version['id'])}"
-                ).scalar_one()
-            alive = [r for r in replicas if r.process.poll() is None]
-            return next((r for r in alive if role(r)["runner"] == lease), None)
-
-        builder: Server = wait_for(owner, 60, "a replica to take the version's job")
-        at_kill = kill_mid_job(builder.process, job, "the version build", timeout_s=60)
-        assert_landed_mid_job(at_kill, job(), "the version build")
-        built = wait_job(api, f"/versions/{version['id']}", timeout_s=120)
-        assert built["status_name"] == "Completed", built
-        assert owner() not in (None, builder)  # another replica finished it
-        manifest = built["manifest_id"]
-        index = httpx.get(f"{balancer}/content/patches/index/{manifest}.json", timeout=30)
-        assert index.status_code == 200, index.text
-        assert index.json().get("patches") or index.json().get("method_patches"), index.text
 
 
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, int | None, Any]]:

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.timeout(120)
 @contextmanager
 def misbehaving(mode: str) -> Iterator[tuple[str, list[str]]]:
     """A server that answers every request as ``mode`` says (``503``, or ``hang up``: read
-    the request, close without an answer); yields its URL and the requests it saw."""
+    the request, close without an answer; ``hang up once``: that, then ``[]`` with 200 to
+    every later request, as a balancer does once it has noticed a dead replica); yields its
+    URL and the requests it saw."""
     seen: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -32,7 +34,13 @@ def misbehaving(mode: str) -> Iterator[tuple[str, list[str]]]:
             length = int(self.headers.get("content-length") or 0)
             self.rfile.read(length)
             seen.append(f"{self.command} {self.path}")
-            if mode == "hang up":
+            if mode == "hang up once" and len(seen) > 1:
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+                return
+            if mode.startswith("hang up"):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             body = b'{"error": "unavailable", "message": "going down"}'
@@ -87,6 +95,23 @@ def test_a_replica_going_down_passes_on_only_what_is_safe_to_resend(server: Any,
             # A caller that knows its POST is safe to resend (the agent's sync) says so.
             token = api.post("/tokens", json={"name": "resent", "scope": "viewer"}, retry=True)
             assert token["name"] == "resent" and api.server == server.url
+
+
+def test_through_one_url_a_request_safe_to_resend_is_tried_again() -> None:
+    """One URL (a balancer): a GET broken off is sent again, and answered once the
+    balancer sends it elsewhere; a POST broken off is not; a GET is tried three times in
+    all before the client gives up."""
+    with misbehaving("hang up once") as (url, seen), ApiClient(url, "t") as api:
+        assert api.get("/images") == []
+        assert seen == ["GET /api/v1/images"] * 2
+    with misbehaving("hang up once") as (url, seen), ApiClient(url, "t") as api:
+        with pytest.raises(RemoteError):
+            api.post("/tokens", json={"name": "never-twice", "scope": "viewer"})
+        assert seen == ["POST /api/v1/tokens"]
+    with misbehaving("503") as (url, seen), ApiClient(url, "t") as api:
+        with pytest.raises(RemoteError) as e:
+            api.get("/images")
+        assert seen == ["GET /api/v1/images"] * 3 and "going down" in e.value.message
 
 
 def test_every_replica_down_is_one_error_naming_each() -> None:
