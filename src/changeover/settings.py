@@ -36,6 +36,9 @@ class Settings:
     """``s3://name/prefix``: the content tree lives in this S3-compatible bucket, the data
     directory's copy is a cache (``content.bucket``); None: on the local disk alone."""
     s3_endpoint: str | None = None
+    content_moved: bool = False
+    """The content tree was moved on purpose (into a bucket, or a restored data directory):
+    record its new place instead of refusing to start (``control.content_place``)."""
     """The S3 server, when it is not AWS (``http://minio.internal:9000``)."""
     leader_lease_s: float = 5.0
     """How long the leader's lease lasts unrenewed (``control.leadership``): when a leader
@@ -123,6 +126,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         leader_lease_s=_seconds(env, "CHANGEOVER_LEADER_LEASE_S", s.leader_lease_s),
         content_bucket=env.get("CHANGEOVER_CONTENT_BUCKET") or None,
         s3_endpoint=env.get("CHANGEOVER_S3_ENDPOINT") or None,
+        content_moved=env.get("CHANGEOVER_CONTENT_MOVED", "").lower() in ("1", "true", "yes"),
         publish_every_s=_seconds(env, "CHANGEOVER_PUBLISH_EVERY_S", s.publish_every_s),
         patch_tick_s=_seconds(env, "CHANGEOVER_PATCH_TICK_S", s.patch_tick_s),
         report_every_s=_seconds(env, "CHANGEOVER_REPORT_EVERY_S", s.report_every_s),

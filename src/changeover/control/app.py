@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from changeover import __version__
 from changeover.content.patch_choice import PublishBudget
 from changeover.content.store import LocalStore
-from changeover.control import logs
+from changeover.control import content_place, logs
 from changeover.control import openapi as api_schema
 from changeover.control.auth import services as auth_services
 from changeover.control.auth import views as auth_views
@@ -268,6 +268,7 @@ def create_app(settings: Settings) -> ControlPlane:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
+    content_place.agree(db, settings)  # before anything is written to the content tree
     store, repo = open_store(settings)
     repo.ensure_initialised()
     publisher = Publisher(db, store, repo, settings.cdn_purge_url)

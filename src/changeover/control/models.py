@@ -2,6 +2,7 @@
 
 from changeover.control.auth.models import Token
 from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.control.content_place import ContentPlace
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -32,6 +33,7 @@ __all__ = [
     "Application",
     "Branch",
     "BranchEvent",
+    "ContentPlace",
     "Diff",
     "Environment",
     "Fleet",
