@@ -80,6 +80,7 @@ def test_a_server_on_a_disk_of_its_own_refuses_to_start(pg_url: str, tmp_path: P
             capture_output=True,
             text=True,
             timeout=120,
+            check=False,
         )
         assert run.returncode == 5, run.stderr
         assert "is not the one this database's replicas use" in run.stderr, run.stderr
