@@ -153,9 +153,7 @@ def test_a_diff_and_its_version_through_the_deaths_of_their_replicas(
 
         diff = ok(api.post("/images/hav/diffs", json={"update_id": upd["id"]}), 201)
         _, analyst = kill_the_one_at_work(replicas, at_work("diffs", diff["id"]), "the diff")
-        # From here on through the CLI's client, which sends a GET again when the balancer
-        # hands it a connection the killed replica broke off (tests/ha's plain httpx would
-        # fail on it: that is no finding about the server).
+        # From here on through the CLI's client, as an operator's commands would go.
         cho = stack.enter_context(ApiClient(balancer, replicas[0].admin_token))
         analysed = cho.wait_job(f"/diffs/{diff['id']}", timeout_s=120)
         assert analysed["status"] == 5, analysed
