@@ -343,3 +343,12 @@ def test_the_bundled_config_is_found_beside_the_executable(world: World) -> None
     outcome = json.loads(checked.stdout)
     assert outcome["status"] == "up-to-date", outcome
     assert outcome["version"] == "2.0.0"
+
+
+def test_the_package_holds_none_of_the_server_side(world: World) -> None:
+    """What the spec excludes stays out, though PyInstaller would follow imports made for
+    type checking or inside functions into it (boto3 and botocore once added 23 MB)."""
+    folder = world.packages["1.0.0"]
+    bundled = {p.name.split(".")[0] for p in (folder / "_internal").iterdir()}
+    server_side = {"boto3", "botocore", "s3transfer", "sqlalchemy", "fastapi", "uvicorn"}
+    assert bundled.isdisjoint(server_side), sorted(bundled & server_side)

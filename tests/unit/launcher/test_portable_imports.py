@@ -26,6 +26,8 @@ BLOCKED = (
     "psycopg",
     "alembic",
     "changeover.control",
+    "boto3",
+    "botocore",
     # Not in a player's package: its import alone costs a player 0.2 s (README).
     "httpx",
 )
