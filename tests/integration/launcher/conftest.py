@@ -33,6 +33,22 @@ def make_versions(seed: int = 3) -> list[dict[str, bytes]]:
     return [v1, v2, v3]
 
 
+def elf_library(seed: int, size: int) -> tuple[bytes, bytes]:
+    """Two builds of an ELF-like library: the second has code inserted and every 'address'
+    after it moved, as a relink does (what zstd codes poorly and HDiffPatch well)."""
+    rng = random.Random(seed)
+    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(60)]
+    code = b"".join(
+        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(size // 6)
+    )
+    old = b"\x7fELF\x02\x01\x01\x00" + code
+    new = bytearray(old[:9000] + rng.randbytes(500) + old[9000:])
+    for pos in range(9500, len(new) - 4, 83):
+        value = int.from_bytes(new[pos : pos + 4], "little") + 96
+        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+    return old, bytes(new)
+
+
 def expected(files: dict[str, bytes]) -> dict[str, str]:
     return {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}
 

@@ -9,6 +9,7 @@ hash for hash against what was published.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,9 +24,10 @@ from pathlib import Path
 import pytest
 
 import gates
+from changeover.content.patch_index import PatchIndex
 from tests_helpers import Server, release, run_cli, start_server, stop_server, wait_for, wait_job
 
-from .conftest import expected, make_versions, on_disk
+from .conftest import elf_library, expected, make_versions, on_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -209,6 +211,35 @@ def test_the_frozen_executable_installs_updates_verifies_and_repairs_a_game(
     repaired = run(exe, "repair", str(game))
     assert repaired.returncode == 0, repaired.stderr
     assert on_disk(game) == expected(versions[2])
+
+
+def test_the_frozen_executable_applies_an_hdiffpatch_patch(world: World, tmp_path: Path) -> None:
+    """The package carries HDiffPatch's native part and applies its patches: a relinked
+    library comes as one hdiffpatch patch, and the install ends byte for byte right."""
+    c = world.server.client()
+    assert c.post("/images", json={"name": "engine"}).status_code == 201
+    old, new = elf_library(21, 400_000)
+    v1 = {"lib/libengine.so": old, "readme.txt": b"engine\n"}
+    v2 = {"lib/libengine.so": new, "readme.txt": b"engine\n"}
+    release(c, "engine", v1, "1.0")
+    second = release(c, "engine", v2, "1.1")
+    indexes = world.server.data / "store" / "content" / "patches" / "index"
+    index = PatchIndex.from_json((indexes / f"{second['manifest_id']}.json").read_bytes())
+    [entry] = index.for_target(hashlib.sha256(new).hexdigest())
+    assert entry.method == "hdiffpatch"
+
+    exe, game = world.exe("1.0.0"), tmp_path / "engine"
+    args = ("sync", world.content_url, str(game), "--image", "engine", "--root", str(world.root))
+    world.point("engine", "1.0")
+    first = run(exe, *args)
+    assert first.returncode == 0, first.stderr
+    world.point("engine", "1.1")
+    updated = run(exe, *args, "--json")
+    assert updated.returncode == 0, updated.stderr
+    report = json.loads(updated.stdout)
+    assert report["applied_patches"] == 1 and report["fetched_blobs"] == 0, report
+    assert report["downloaded_bytes"] == entry.size
+    assert on_disk(game) == expected(v2)
 
 
 def test_the_frozen_executable_parses_like_the_cli(world: World) -> None:

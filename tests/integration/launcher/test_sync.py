@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from changeover.content.patch_index import PatchIndex
 from changeover.launcher.engine import Engine
 from tests_helpers import release, run_cli
 
-from .conftest import Published, expected, on_disk
+from .conftest import Published, elf_library, expected, on_disk
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -79,22 +78,6 @@ def test_install_update_and_remove_stale_files(published: Published, tmp_path: P
     again = sync(published.content_url, target, "production")
     assert again["already_current"] is True
     assert again["downloaded_bytes"] == 0
-
-
-def elf_library(seed: int, size: int) -> tuple[bytes, bytes]:
-    """Two builds of an ELF-like library: the second has code inserted and every 'address'
-    after it moved, as a relink does (what zstd codes poorly and HDiffPatch well)."""
-    rng = random.Random(seed)
-    ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(60)]
-    code = b"".join(
-        rng.choice(ops) + rng.randrange(1 << 16).to_bytes(4, "little") for _ in range(size // 6)
-    )
-    old = b"\x7fELF\x02\x01\x01\x00" + code
-    new = bytearray(old[:9000] + rng.randbytes(500) + old[9000:])
-    for pos in range(9500, len(new) - 4, 83):
-        value = int.from_bytes(new[pos : pos + 4], "little") + 96
-        new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
-    return old, bytes(new)
 
 
 def test_a_changed_library_comes_as_an_hdiffpatch_patch(
