@@ -13,8 +13,9 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,40 @@ class FakeAgent:
 
 
 ARENA = Path(__file__).resolve().parents[1] / "examples" / "arena"
+
+
+def arena_fleet(
+    c: httpx.Client, hosts: Sequence[tuple[str, str]], per_host: int, capacity: int = 4
+) -> None:
+    """The sample game's two builds as profiles arena-v1 and arena-v2 (the game run by this
+    Python), and the fleet ``arena`` of ``per_host`` v1 instances on each (host, region)."""
+    ok(c.post("/images", json={"name": "arena"}), 201)
+    release(c, "arena", arena_files("build-v1"), "v1")
+    release(c, "arena", arena_files("build-v2"), "v2")
+    ok(c.post("/applications", json={"name": "arena", "type": "game"}), 201)
+    ok(c.post("/environments", json={"name": "production"}), 201)
+    for region in dict.fromkeys(r for _, r in hosts):
+        ok(c.post("/regions", json={"name": region}), 201)
+    for v in ("v1", "v2"):
+        profile = {
+            "name": f"arena-{v}",
+            "application": "arena",
+            "image": "arena",
+            "version": v,
+            "command": [sys.executable, "arena_server.py"],
+            "capacity": capacity,
+            "stop_timeout_s": 10,
+        }
+        ok(c.post("/profiles", json=profile), 201)
+    fleet = {
+        "name": "arena",
+        "application": "arena",
+        "environment": "production",
+        "hosts": [h for h, _ in hosts],
+        "instances_per_host": per_host,
+        "profile": "arena-v1",
+    }
+    ok(c.post("/fleets", json=fleet), 201)
 
 
 def arena_files(build: str) -> dict[str, bytes]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import start_server, stop_server
-from fleet_helpers import AgentProc, arena_files, ok, release
+from fleet_helpers import AgentProc, arena_fleet, ok
 from tests_helpers import CLI, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -36,40 +35,11 @@ def host(c: httpx.Client, name: str) -> dict[str, Any]:
     return next(h for h in ok(c.get("/hosts")) if h["name"] == name)
 
 
-def setup_fleet(c: httpx.Client) -> None:
-    ok(c.post("/images", json={"name": "arena"}), 201)
-    release(c, "arena", arena_files("build-v1"), "v1")
-    release(c, "arena", arena_files("build-v2"), "v2")
-    ok(c.post("/applications", json={"name": "arena", "type": "game"}), 201)
-    ok(c.post("/environments", json={"name": "production"}), 201)
-    ok(c.post("/regions", json={"name": "eu"}), 201)
-    for v in ("v1", "v2"):
-        body = {
-            "name": f"arena-{v}",
-            "application": "arena",
-            "image": "arena",
-            "version": v,
-            "command": [sys.executable, "arena_server.py"],
-            "capacity": 4,
-            "stop_timeout_s": 10,
-        }
-        ok(c.post("/profiles", json=body), 201)
-    fleet = {
-        "name": "arena",
-        "application": "arena",
-        "environment": "production",
-        "hosts": ["h1", "h2"],
-        "instances_per_host": 2,
-        "profile": "arena-v1",
-    }
-    ok(c.post("/fleets", json=fleet), 201)
-
-
 def start_fleet(
     srv: Any, c: httpx.Client, tmp_path: Path, agents: list[AgentProc]
 ) -> tuple[AgentProc, AgentProc]:
     """The arena fleet, agents h1 and h2 started (added to ``agents``), 4 instances ready."""
-    setup_fleet(c)
+    arena_fleet(c, [("h1", "eu"), ("h2", "eu")], 2)
     token = srv.token("agent")
     h1, h2 = (AgentProc(srv, token, n, "eu", tmp_path / n) for n in ("h1", "h2"))
     agents += [h1.start(), h2.start()]

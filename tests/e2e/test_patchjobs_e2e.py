@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
-from fleet_helpers import AgentProc, arena_files, ok, release
+from fleet_helpers import AgentProc, arena_fleet, ok
 from tests_helpers import CLI, Server, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
@@ -112,33 +112,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     rig = Rig(srv, data, int(srv.url.rsplit(":", 1)[1]), [], srv.admin_token)
     try:
         c = rig.client()
-        ok(c.post("/images", json={"name": "arena"}), 201)
-        release(c, "arena", arena_files("build-v1"), "v1")
-        release(c, "arena", arena_files("build-v2"), "v2")
-        ok(c.post("/applications", json={"name": "arena", "type": "game"}), 201)
-        ok(c.post("/environments", json={"name": "production"}), 201)
-        for _, region in HOSTS:
-            ok(c.post("/regions", json={"name": region}), 201)
-        for v in ("v1", "v2"):
-            profile = {
-                "name": f"arena-{v}",
-                "application": "arena",
-                "image": "arena",
-                "version": v,
-                "command": [sys.executable, "arena_server.py"],
-                "capacity": 4,
-                "stop_timeout_s": 10,
-            }
-            ok(c.post("/profiles", json=profile), 201)
-        fleet = {
-            "name": "arena",
-            "application": "arena",
-            "environment": "production",
-            "hosts": [h for h, _ in HOSTS],
-            "instances_per_host": PER_HOST,
-            "profile": "arena-v1",
-        }
-        ok(c.post("/fleets", json=fleet), 201)
+        arena_fleet(c, HOSTS, PER_HOST)
         agent_token = srv.token("agent")
         for name, region in HOSTS:
             rig.agents.append(

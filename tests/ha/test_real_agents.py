@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,7 +26,7 @@ import httpx
 import pytest
 
 from crash_helpers import assert_landed_mid_job, database, kill_mid_job, patch_job
-from fleet_helpers import AgentProc, arena_files, ok, release
+from fleet_helpers import AgentProc, arena_fleet, ok
 from replica_helpers import assert_exactly_once, finished, leader, leads
 from tests_helpers import CLI, Server, wait_for
 
@@ -57,33 +56,7 @@ def fleet(
         c = stack.enter_context(
             httpx.Client(base_url=balancer + "/api/v1", headers=auth, timeout=60)
         )
-        ok(c.post("/images", json={"name": "arena"}), 201)
-        release(c, "arena", arena_files("build-v1"), "v1")
-        release(c, "arena", arena_files("build-v2"), "v2")
-        ok(c.post("/applications", json={"name": "arena", "type": "game"}), 201)
-        ok(c.post("/environments", json={"name": "production"}), 201)
-        for _, region in HOSTS:
-            ok(c.post("/regions", json={"name": region}), 201)
-        for v in ("v1", "v2"):
-            profile = {
-                "name": f"arena-{v}",
-                "application": "arena",
-                "image": "arena",
-                "version": v,
-                "command": [sys.executable, "arena_server.py"],
-                "capacity": 4,
-                "stop_timeout_s": 10,
-            }
-            ok(c.post("/profiles", json=profile), 201)
-        body = {
-            "name": "arena",
-            "application": "arena",
-            "environment": "production",
-            "hosts": [h for h, _ in HOSTS],
-            "instances_per_host": PER_HOST,
-            "profile": "arena-v1",
-        }
-        ok(c.post("/fleets", json=body), 201)
+        arena_fleet(c, HOSTS, PER_HOST)
         token = ok(c.post("/tokens", json={"scope": "agent", "name": "agents"}), 201)["token"]
         through = SimpleNamespace(url=balancer)  # the agents know the balancer alone
         agents = []
