@@ -42,7 +42,7 @@ from tests_helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-FUZZ_EXAMPLES = int(os.environ.get("CHANGEOVER_FUZZ_EXAMPLES", "50"))
+FUZZ_EXAMPLES = int(os.environ.get("CHANGEOVER_FUZZ_EXAMPLES", "35"))
 SQLITE_SHARE = 0.6
 """SQLite's run takes this share of the examples: what an input does to the handlers is
 searched on both databases, most thoroughly on PostgreSQL (the replicas' database, whose

@@ -16,7 +16,7 @@ from tests_helpers import Server, build_manifest, start_server, stop_server, wai
 
 pytestmark = pytest.mark.timeout(300)
 LEASE = {"CHANGEOVER_JOB_LEASE_S": "1"}
-"""A dead worker's job goes back to the queue after 1 s (60 s by default)."""
+"""A dead worker's job goes back to the queue after 1 s (15 s by default)."""
 FILES = 300
 """Enough files that each job runs for some milliseconds: long enough to be killed in."""
 
