@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     app.command("allocate")(allocate)
 
 
-def _show(out: Any, as_json: bool, line: str) -> None:
+def show(out: Any, as_json: bool, line: str) -> None:
     print_json(out) if as_json else console.print(line, highlight=False, soft_wrap=True)
 
 
@@ -67,7 +67,7 @@ def env_create(
     """Create an environment (admin)."""
     with ApiClient(server, token) as c:
         out = c.post("/environments", json={"name": name})
-    _show(out, as_json, f"environment {out['name']} created")
+    show(out, as_json, f"environment {out['name']} created")
 
 
 @env_app.command("list")
@@ -90,7 +90,7 @@ def region_create(
     """Create a region (admin)."""
     with ApiClient(server, token) as c:
         out = c.post("/regions", json={"name": name})
-    _show(out, as_json, f"region {out['name']} created")
+    show(out, as_json, f"region {out['name']} created")
 
 
 @region_app.command("list")
@@ -115,7 +115,7 @@ def app_create(
     """Create an application (admin)."""
     with ApiClient(server, token) as c:
         out = c.post("/applications", json={"name": name, "type": app_type})
-    _show(out, as_json, f"application {out['name']} created (type {out['type'] or 'unset'})")
+    show(out, as_json, f"application {out['name']} created (type {out['type'] or 'unset'})")
 
 
 @app_app.command("set-type")
@@ -129,7 +129,7 @@ def app_set_type(
     """Set an application's type; it is fixed once set."""
     with ApiClient(server, token) as c:
         out = c.request("PATCH", f"/applications/{name}", json={"type": app_type})
-    _show(out, as_json, f"application {out['name']} is of type {out['type']}")
+    show(out, as_json, f"application {out['name']} is of type {out['type']}")
 
 
 @app_app.command("list")
@@ -234,7 +234,7 @@ def profile_create(
         )
     with ApiClient(server, token) as c:
         out = c.post("/profiles", json=body)
-    _show(out, as_json, f"profile {out['name']}: version {out['version']} of {image}")
+    show(out, as_json, f"profile {out['name']}: version {out['version']} of {image}")
 
 
 @profile_app.command("list")
@@ -292,7 +292,7 @@ def compat_set(
             json={"client_min": client_min, "client_max": client_max},
         )
     lo, hi = out["client_min"] or "any", out["client_max"] or "any"
-    _show(out, as_json, f"{image} version {out['version']} accepts clients {lo} to {hi}")
+    show(out, as_json, f"{image} version {out['version']} accepts clients {lo} to {hi}")
 
 
 # -- fleets --------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def fleet_create(
     }
     with ApiClient(server, token) as c:
         out = c.post("/fleets", json=body)
-    _show(out, as_json, f"fleet {out['name']} created on {len(out['hosts'])} host(s)")
+    show(out, as_json, f"fleet {out['name']} created on {len(out['hosts'])} host(s)")
 
 
 @fleet_app.command("update")
@@ -339,7 +339,7 @@ def fleet_update(
     body: dict[str, Any] = {"hosts": host, "instances_per_host": per_host}
     with ApiClient(server, token) as c:
         out = c.request("PATCH", f"/fleets/{name}", json=body)
-    _show(out, as_json, f"fleet {out['name']} updated")
+    show(out, as_json, f"fleet {out['name']} updated")
 
 
 @fleet_app.command("list")
@@ -471,7 +471,7 @@ def fleet_wait(
     print_json(rows) if as_json else _instances_table(rows)
 
 
-def _switch_line(sw: dict[str, Any]) -> str:
+def switch_line(sw: dict[str, Any]) -> str:
     line = (
         f"switch {sw['id']} of {sw['fleet']} to {sw['to_profile']}: {sw['status_name']}"
         f" ({sw['status']}), {sw['moved']}/{sw['total']} moved — {sw['error'] or sw['message']}"
@@ -491,13 +491,13 @@ def _retiring_note(sw: dict[str, Any]) -> str:
     return note
 
 
-def _wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
+def wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
     """Wait until the switch has ended and, if it completed, until the old instances it
     drained have stopped too: until then old players still play the old version."""
     sw = c.wait_job(f"/switches/{sw['id']}", poll_s=0.5)
     if sw["status"] != JobState.COMPLETED or not sw["retiring"]["instances"]:
         return sw
-    console.print(f"{_switch_line(sw)}: waiting for them to stop", highlight=False, soft_wrap=True)
+    console.print(f"{switch_line(sw)}: waiting for them to stop", highlight=False, soft_wrap=True)
     while sw["retiring"]["instances"]:
         time.sleep(0.5)
         sw = c.get(f"/switches/{sw['id']}")
@@ -531,8 +531,8 @@ def fleet_switch(
     with ApiClient(server, token) as c:
         out = c.post(f"/fleets/{name}/switch", json={"profile": profile, "drain_s": drain})
         if wait:
-            out = _wait_switch(c, out)
-    _show(out, as_json, _switch_line(out))
+            out = wait_switch(c, out)
+    show(out, as_json, switch_line(out))
     if wait and out["status"] == 6:
         raise typer.Exit(JOB_FAILED)
 
@@ -544,7 +544,7 @@ def fleet_switch_status(
     """Fleet Profile Switch Status: the fleet's latest switch."""
     with ApiClient(server, token) as c:
         out = c.get(f"/fleets/{name}/switch")
-    _show(out, as_json, _switch_line(out))
+    show(out, as_json, switch_line(out))
 
 
 @host_app.command("list")
@@ -594,7 +594,7 @@ def allocate(
     }
     with ApiClient(server, token) as c:
         out = c.post("/allocations", json=body)
-    _show(
+    show(
         out,
         as_json,
         f"session {out['session_id']}: {out['address']}:{out['port']}"
@@ -609,7 +609,7 @@ def session_show(
     """Show a session."""
     with ApiClient(server, token) as c:
         out = c.get(f"/sessions/{session_id}")
-    _show(out, as_json, f"session {out['session_id']}: {out['status']} on {out['instance_id']}")
+    show(out, as_json, f"session {out['session_id']}: {out['status']} on {out['instance_id']}")
 
 
 @session_app.command("end")
@@ -619,4 +619,4 @@ def session_end(
     """End a session (its players left) and give its places back."""
     with ApiClient(server, token) as c:
         out = c.delete(f"/sessions/{session_id}")
-    _show(out, as_json, f"session {out['session_id']}: {out['status']}")
+    show(out, as_json, f"session {out['session_id']}: {out['status']}")

@@ -22,6 +22,7 @@ GROUPS = (
     "launcher",
     "keys",
     "fleet",
+    "mirror",
     "agent",
     "bots",
     "patchjob",

@@ -7,6 +7,7 @@
     regions ──< hosts ──< instances >── profiles      sessions >── instances
                          fleet_hosts                   profile_switches (jobs)
     version_compat: the client versions an image version accepts
+    mirrors: two profiles taking turns at an image branch's versions (``fleet.mirrors``)
 
 Instances hold both sides of the desired/observed split: ``desired`` (running, draining,
 stopped, with a drain deadline and a shutdown notice) is written by the control plane;
@@ -80,7 +81,8 @@ class VersionCompat(Base):
 
 
 class Profile(Base):
-    """How to run one image version (seed 000): immutable once made."""
+    """How to run one image version (seed 000). Its spec never changes; its version may,
+    only while nothing runs it or is about to (``fleet.mirrors.rebind``)."""
 
     __tablename__ = "profiles"
 
@@ -91,6 +93,26 @@ class Profile(Base):
     spec: Mapped[str] = mapped_column(Text)
     """The RunSpec as JSON (changeover.runspec)."""
     capacity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(200))
+    rebound_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When its version was last changed, and by whom (None: never)."""
+    rebound_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Mirror(Base):
+    """Seed 000's mirror profiles: profiles A and B of one application take turns at the
+    versions of one branch of an image. The fleets run one of them (live); a release binds
+    the other (idle) to the branch's version and switches those fleets to it."""
+
+    __tablename__ = "mirrors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    branch: Mapped[str] = mapped_column(String(64))
+    profile_a_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
+    profile_b_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str] = mapped_column(String(200))
 
@@ -154,9 +176,10 @@ class Instance(Base):
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
     version_number: Mapped[int] = mapped_column(Integer)
     """Its profile's image version number (``versions.number``), copied here so that the
-    allocation indexes can sort by it. Profiles and versions are immutable, so it changes
-    only with ``profile_id``; ``_fill_version_numbers`` keeps the two in step on every
-    flush, whoever sets the profile."""
+    allocation indexes can sort by it. A profile changes version only while none of its
+    instances is live (``mirrors.rebind``), so for live rows it changes only with
+    ``profile_id``; ``_fill_version_numbers`` keeps the two in step on every flush, whoever
+    sets the profile."""
     # No index of its own: ix_instances_host_fleet starts with it.
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"))
     # A plain integer: a key from the table to itself buys nothing here.
@@ -361,6 +384,7 @@ __all__ = [
     "GameSession",
     "Host",
     "Instance",
+    "Mirror",
     "Profile",
     "ProfileSwitch",
     "Region",

@@ -1,5 +1,6 @@
-"""The answers of the fleet endpoints (``views``): catalogue, fleets, instances, hosts,
-switches, allocations and sessions, the agents' sync, and the dashboard's aggregates."""
+"""The answers of the fleet endpoints (``views``, ``mirror_views``): catalogue, fleets,
+instances, hosts, switches, mirrors, allocations and sessions, the agents' sync, and the
+dashboard's aggregates."""
 
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ class ProfileOut(RunSpecOut):
     client_max: str | None
     created_at: float
     created_by: str
+    rebound_at: float | None
+    """When its version last changed (a mirror's release, ``profile rebind``); None: never."""
+    rebound_by: str | None
 
 
 class CompatOut(Out):
@@ -350,3 +354,42 @@ class PlayerSeries(Out):
     step_s: float
     ends: list[float]
     series: list[ProfileSeries]
+
+
+# -- mirror profiles -----------------------------------------------------------------------
+
+
+class MirrorSideOut(Out):
+    profile: str
+    version: int
+    version_label: str | None
+    role: str
+    """live (the fleets run it), idle (free for the next release) or unknown (no fleet
+    runs either profile, or fleets run both)."""
+
+
+class MirrorOut(Out):
+    id: int
+    name: str
+    image: str
+    branch: str
+    branch_version: int
+    """The version the branch points at now: what ``release`` would bring live."""
+    profiles: list[MirrorSideOut]
+    fleets: list[str]
+    """The fleets running either profile."""
+    up_to_date: bool
+    """The live profile runs the branch's version."""
+    created_at: float
+    created_by: str
+
+
+class ReleaseOut(Out):
+    mirror: str
+    version: int
+    version_label: str | None
+    live: str
+    """The profile the fleets are (being) switched to."""
+    released_from: str | None
+    """The profile they ran; None when they already ran this version (nothing to do)."""
+    switches: list[SwitchOut]

@@ -185,7 +185,7 @@ def get_compat(s: Session, version_id: int) -> tuple[str | None, str | None]:
 # -- profiles ------------------------------------------------------------------------------
 
 
-def _check_command_in_build(
+def check_command_in_build(
     store: LocalStore, version: Version, image: Image, spec: RunSpec
 ) -> None:
     """A command given as a path inside the build must be a file of that build."""
@@ -237,7 +237,7 @@ def create_profile(
             f"version {version.number} of {image.name} is {JobState(version.status).label};"
             " a profile needs a completed version"
         )
-    _check_command_in_build(store, version, image, run)
+    check_command_in_build(store, version, image, run)
     row = Profile(
         name=name,
         application_id=application.id,

@@ -202,6 +202,8 @@ def profile_dict(s: Session, row: Profile) -> dict[str, Any]:
         **json.loads(row.spec),
         "created_at": row.created_at,
         "created_by": row.created_by,
+        "rebound_at": row.rebound_at,
+        "rebound_by": row.rebound_by,
     }
 
 
