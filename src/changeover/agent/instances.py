@@ -68,7 +68,7 @@ from changeover.agones import gameserver
 from changeover.agones.host import GRPC_PORT_ENV, HTTP_PORT_ENV, AgonesHost
 from changeover.content.files import atomic_write
 from changeover.errors import ChangeoverError, InvalidInput, NotFound
-from changeover.runspec import RunSpec
+from changeover.runspec import HealthCheck, RunSpec
 from changeover.sdk.client import GameServerSDK
 from changeover.sdk.server import SDKServer
 from changeover.sdk.state import InstanceSDKState
@@ -131,6 +131,10 @@ class Record:
     sdk_shutdown: bool = False
     """The game asked to be stopped (Agones' Shutdown) and was sent its stop signal; once
     it has ended it stays down while the instance has a shutdown notice."""
+    health_stream_lost_at: float | None = None
+    """When this agent re-adopted a game whose heartbeats came on Agones' gRPC Health
+    stream, which broke with the previous agent (an Agones SDK never reopens it): until
+    the game pings again, its ``sdk`` health is that its process runs (``_health``)."""
 
     @property
     def sdk_id(self) -> str:
@@ -235,6 +239,15 @@ class Supervisor:
             self.sdk.apply(r.sdk_id, lambda st: _restore_agones_state(st, saved))
         except ChangeoverError as e:
             log.warning("instance %s: could not restore its SDK state: %s", r.id, e.message)
+        if saved.get("heartbeat_stream") and r.run_spec().health.type == "sdk":
+            # Killing a game with players because its agent restarted would be our fault.
+            r.health_stream_lost_at = self.clock()
+            log.warning(
+                "instance %s pinged on Agones' gRPC Health stream, which broke with the"
+                " previous agent: until it pings again, its health check is that its"
+                " process runs",
+                r.id,
+            )
         try:
             self._open_agones(r)
         except ChangeoverError as e:
@@ -626,6 +639,7 @@ class Supervisor:
             "reserved_until": st.reserved_until,
             "player_capacity": st.player_capacity,
             "shutdown_requested": st.shutdown_requested,
+            "heartbeat_stream": st.heartbeat_stream,
         }
 
     def _notify(self, r: Record, reason: str, deadline: float, now: float) -> None:
@@ -645,9 +659,11 @@ class Supervisor:
             ok, why = True, ""
         elif hc.type == "sdk":
             try:
-                ok, why = health.sdk_check(hc, self.sdk.state(r.sdk_id))
+                st = self.sdk.state(r.sdk_id)
             except NotFound:
                 ok, why = False, "not registered with the SDK server"
+            else:
+                ok, why = self._sdk_health(r, hc, st)
         else:
             pending = self._checks.get(r.id)
             if pending is None:
@@ -682,6 +698,15 @@ class Supervisor:
                 self._kill(r, proc, f"unhealthy {r.health_failures} times in a row: {why}")
         elif now - (r.started_at or now) > hc.start_grace_s:
             self._kill(r, proc, f"not ready after {hc.start_grace_s:g} s: {why}")
+
+    def _sdk_health(self, r: Record, hc: HealthCheck, st: InstanceSDKState) -> tuple[bool, str]:
+        lost_at = r.health_stream_lost_at
+        if lost_at is not None:
+            if st.last_heartbeat is None or st.last_heartbeat <= lost_at:
+                return st.ready, "" if st.ready else "the game is not ready"
+            r.health_stream_lost_at = None  # it pings again: its heartbeats count again
+            log.info("instance %s pings again: its SDK health check applies again", r.id)
+        return health.sdk_check(hc, st)
 
     def _kill(self, r: Record, proc: ProcessInfo, why: str) -> None:
         """Stop an unhealthy process as any stop does (its stop signal, the stop timeout,

@@ -46,7 +46,7 @@ class SDKServicer(sdk_pb2_grpc.SDKServicer):
         self, request_iterator: AsyncIterator[sdk_pb2.Empty], context: Context
     ) -> sdk_pb2.Empty:
         async for _ in request_iterator:
-            await _call(context, self.i.health)
+            await _call(context, self.i.health_stream)
         return sdk_pb2.Empty()
 
     async def GetGameServer(  # noqa: N802

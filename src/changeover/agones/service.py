@@ -129,6 +129,10 @@ class AgonesInstance:
     def health(self) -> None:
         self._apply(InstanceSDKState.heartbeat)
 
+    def health_stream(self) -> None:
+        """A ping on the gRPC ``Health`` stream (the REST gateway's are ``health``)."""
+        self._apply(InstanceSDKState.stream_heartbeat)
+
     def set_label(self, key: str, value: str) -> None:
         self._apply(lambda s: s.set_labels({key: value}))
 

@@ -144,6 +144,9 @@ class InstanceSDKState:
     ready: bool = False
     ready_at: float | None = None
     last_heartbeat: float | None = None
+    heartbeat_stream: bool = False
+    """The last heartbeat came on Agones' gRPC ``Health`` stream (``stream_heartbeat``),
+    which an Agones SDK opens once: it breaks with the agent, and the game never reopens it."""
     players: set[str] = field(default_factory=set)
     labels: dict[str, str] = field(default_factory=dict)
     shutdown: ShutdownNotice | None = None
@@ -168,6 +171,11 @@ class InstanceSDKState:
 
     def heartbeat(self) -> None:
         self.last_heartbeat = self.clock()
+        self.heartbeat_stream = False
+
+    def stream_heartbeat(self) -> None:
+        self.last_heartbeat = self.clock()
+        self.heartbeat_stream = True
 
     def seconds_since_heartbeat(self) -> float | None:
         """None until the first heartbeat (or ready)."""
@@ -290,6 +298,7 @@ class InstanceSDKState:
             "ready": self.ready,
             "ready_at": self.ready_at,
             "last_heartbeat": self.last_heartbeat,
+            "heartbeat_stream": self.heartbeat_stream,
             "players": sorted(self.players),
             "labels": dict(sorted(self.labels.items())),
             "shutdown": self.shutdown.to_dict() if self.shutdown else None,

@@ -294,3 +294,40 @@ def test_a_patch_job_moves_the_agones_game_to_a_new_build_and_drops_nobody(
         if bots.poll() is None:
             bots.kill()
             bots.wait()
+
+
+def test_a_restarted_agent_keeps_a_game_whose_health_stream_broke(world: dict[str, Any]) -> None:
+    """Agones' SDKs open the gRPC Health stream once; it breaks when the agent restarts.
+    The game is healthy all the same, and players may be on it: the new agent must not
+    restart it for the pings it can no longer send."""
+    c, work, agent = world["c"], world["work"], world["agent"]
+    profile(world, "nodegame-r", "v1", capacity=2)  # sdk health: 5 s without a ping fails
+    fleet(c, "noderestart", "nodegame-r", 1)
+    row = wait_for(
+        lambda: (i := instance(c, "noderestart")) and i["state"] == "ready" and i, 60, "ready"
+    )
+    record = work / "instances" / f"{row['id']}.json"
+
+    def saved() -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(record.read_text())
+        return out
+
+    wait_for(lambda: saved()["sdk"].get("heartbeat_stream"), 10, "pings on the Health stream")
+    pid = saved()["pid"]
+    agent.kill()
+    agent.start()
+    lost_at = wait_for(lambda: saved()["health_stream_lost_at"], 60, "the game re-adopted")
+    # A health check well past the point where its last ping (before the restart) would
+    # have been too old: the game still runs, never failed a check, was not restarted.
+    after = wait_for(
+        lambda: (r := saved())["last_check_at"] > lost_at + 5 + 1 and r,
+        30,
+        "a health check past the heartbeat limit",
+    )
+    assert (after["pid"], after["restarts"], after["health_failures"]) == (pid, 0, 0)
+    assert after["phase"] == "ready"
+    assert after["health_stream_lost_at"] == lost_at  # no ping came since: the stream broke
+    shown = ok(c.get(f"/instances/{row['id']}"))
+    assert (shown["state"], shown["restarts"]) == ("ready", 0)
+    ok(c.patch("/fleets/noderestart", json={"instances_per_host": 0}))
+    wait_for(lambda: ok(c.get(f"/instances/{row['id']}"))["state"] == "stopped", 30, "stopped")
