@@ -176,7 +176,18 @@ def update_show(
     """Show an update's job state (Image Update Status)."""
     with ApiClient(server, token) as c:
         job = c.get(f"/updates/{update_id}")
-    print_json(job) if as_json else job_line("update", job)
+    if as_json:
+        print_json(job)
+        return
+    job_line("update", job)
+    trial = job.get("trial")
+    if trial is not None:
+        verdict = f"{trial['result']}: " if trial["result"] else ""
+        console.print(
+            f"  trial {trial['id']}: {trial['status_name']} — {verdict}{trial['message']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @update_app.command("retry")

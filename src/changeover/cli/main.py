@@ -18,6 +18,7 @@ from changeover.cli.plain import print_error
 GROUPS = (
     "server",
     "builds",
+    "trial",
     "news",
     "launcher",
     "keys",

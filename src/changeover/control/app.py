@@ -37,7 +37,7 @@ from changeover.control.content_views import router as content_router
 from changeover.control.context import Context
 from changeover.control.db import CHECKPOINT_EVERY_S, Database
 from changeover.control.fleet import allocator as fleet_allocator
-from changeover.control.fleet import mirror_views
+from changeover.control.fleet import mirror_views, trial_views
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
 from changeover.control.fleet.allocate_lane import AllocateLane
@@ -172,6 +172,7 @@ def _include_routers(app: ControlPlane) -> list[APIRouter]:
         content_router,
         fleet_views.router,
         mirror_views.router,
+        trial_views.router,
         news_views.router,
         patchjob_views.router,
         patchjob_v3_views.router,

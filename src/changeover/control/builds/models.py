@@ -1,4 +1,4 @@
-"""Tables of the builds domain: images, updates, diff analyses, versions, branches.
+"""Tables of the builds domain: images, updates, trials, diff analyses, versions, branches.
 
 Updates, diffs and versions are also jobs (see ``control.jobs``): each row carries its
 job state, error and lease.
@@ -6,7 +6,17 @@ job state, error and lease.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from changeover.control.db import Base
@@ -33,6 +43,8 @@ class Image(Base):
     current_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     locked_by_diff_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """The outstanding diff analysis; set and cleared by compare-and-set updates."""
+    require_trial: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """A diff analysis of an update needs a passed trial of it (``Trial``) first."""
 
 
 class Update(JobColumns, Base):
@@ -46,6 +58,31 @@ class Update(JobColumns, Base):
     manifest_id: Mapped[str] = mapped_column(String(64))
     file_count: Mapped[int] = mapped_column(Integer)
     total_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Trial(JobColumns, Base):
+    """An update run on a build machine before its diff (seed 000, step 1): one instance
+    of the update's build, with a profile's run spec, on a host of a fleet, until it has
+    been ready for ``hold_s`` (passed) or crashed, failed or never got ready (failed).
+    Run by ``control.fleet.trials``."""
+
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    update_id: Mapped[int] = mapped_column(ForeignKey("updates.id"), index=True)
+    fleet_id: Mapped[int] = mapped_column(ForeignKey("fleets.id"))
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    host_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The host asked for; None: any live host of the fleet."""
+    instance_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hold_s: Mapped[float] = mapped_column(Float)
+    ready_timeout_s: Mapped[float] = mapped_column(Float)
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """passed or failed, once over."""
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Diff(JobColumns, Base):

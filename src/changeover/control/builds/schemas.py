@@ -13,6 +13,8 @@ class ImageOut(Out):
     created_at: float
     current_version: int | None
     locked_by_diff: int | None
+    require_trial: bool
+    """A diff of an update needs a passed build machine trial of it first."""
 
 
 class BuildJobOut(Out):
@@ -27,12 +29,23 @@ class BuildJobOut(Out):
     created_by: str
 
 
+class TrialBrief(Out):
+    id: int
+    status: int
+    status_name: str
+    result: str | None
+    """passed or failed, once over."""
+    message: str
+
+
 class UpdateOut(BuildJobOut):
     image_id: int
     label: str | None
     manifest_id: str
     file_count: int
     total_bytes: int
+    trial: TrialBrief | None
+    """Its latest build machine trial (``POST /updates/{id}/trials``), if any."""
 
 
 class MissingFile(Out):

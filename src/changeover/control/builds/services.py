@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from changeover.content.manifest import Manifest
 from changeover.content.store import LocalStore
-from changeover.control.builds.models import Branch, BranchEvent, Diff, Image, Update, Version
+from changeover.control.builds.models import (
+    Branch,
+    BranchEvent,
+    Diff,
+    Image,
+    Trial,
+    Update,
+    Version,
+)
 from changeover.control.db import now
 from changeover.control.news import services as news
 from changeover.control.states import JobState, state_dict
@@ -161,10 +169,13 @@ def create_diff(s: Session, image: Image, update_id: int, actor: str) -> Diff:
     Raises:
         ImageLocked: another diff of this image is outstanding.
         NotFound / InvalidInput: the update is unknown or belongs to another image.
+        Conflict: the image requires a passed build machine trial and the update has none.
     """
     upd = get_update(s, update_id)
     if upd.image_id != image.id:
         raise InvalidInput(f"update {update_id} belongs to another image, not {image.name}")
+    if image.require_trial:
+        _check_trial_passed(s, image, upd)
     if image.locked_by_diff_id is not None:
         raise ImageLocked(image.name, image.locked_by_diff_id)
     diff = Diff(
@@ -191,6 +202,34 @@ def create_diff(s: Session, image: Image, update_id: int, actor: str) -> Diff:
         raise ImageLocked(image.name, image.locked_by_diff_id or 0)
     diff.status = JobState.PENDING
     return diff
+
+
+def latest_trial(s: Session, update_id: int) -> Trial | None:
+    """The update's latest build machine trial (``fleet.trials``), if any."""
+    return s.scalar(
+        select(Trial).where(Trial.update_id == update_id).order_by(Trial.id.desc()).limit(1)
+    )
+
+
+def _check_trial_passed(s: Session, image: Image, upd: Update) -> None:
+    last = latest_trial(s, upd.id)
+    if last is not None and last.result == "passed":
+        return
+    state = (
+        "has never been tried"
+        if last is None
+        else f"did not pass its last trial ({last.id}: {last.result or 'still running'})"
+    )
+    raise Conflict(
+        f"image {image.name} requires a passed build machine trial before a diff, and update"
+        f" {upd.id} {state}; run one with `changeover update trial {upd.id} --fleet FLEET`",
+        update_id=upd.id,
+    )
+
+
+def set_require_trial(image: Image, required: bool) -> Image:
+    image.require_trial = required
+    return image
 
 
 def get_diff(s: Session, diff_id: int) -> Diff:

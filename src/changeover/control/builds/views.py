@@ -29,6 +29,7 @@ from changeover.control.builds.schemas import (
     VersionOut,
 )
 from changeover.control.http_input import EdgeRoute, Id
+from changeover.control.states import state_dict
 from changeover.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1", tags=["builds"], route_class=EdgeRoute)
@@ -45,6 +46,11 @@ BATCH_MAX_HEADER_BYTES = 256 << 10
 class ImageCreate(BaseModel):
     name: str
     description: str = ""
+
+
+class ImagePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    require_trial: bool
 
 
 class UpdateCreate(BaseModel):
@@ -82,10 +88,12 @@ def image_dict(s: Any, image: Image) -> dict[str, Any]:
         "created_at": image.created_at,
         "current_version": current.number if current else None,
         "locked_by_diff": image.locked_by_diff_id,
+        "require_trial": image.require_trial,
     }
 
 
-def update_dict(row: Update) -> dict[str, Any]:
+def update_dict(s: Any, row: Update) -> dict[str, Any]:
+    trial = services.latest_trial(s, row.id)
     return {
         **services.job_fields(row),
         "image_id": row.image_id,
@@ -93,6 +101,14 @@ def update_dict(row: Update) -> dict[str, Any]:
         "manifest_id": row.manifest_id,
         "file_count": row.file_count,
         "total_bytes": row.total_bytes,
+        "trial": None
+        if trial is None
+        else {
+            "id": trial.id,
+            **state_dict(trial.status),
+            "result": trial.result,
+            "message": trial.message,
+        },
     }
 
 
@@ -165,6 +181,13 @@ def show_image(name: str, request: Request, _: Reader) -> dict[str, Any]:
         return image_dict(s, services.get_image(s, name))
 
 
+@router.patch("/images/{name}", response_model=ImageOut)
+def patch_image(name: str, body: ImagePatch, request: Request, _: Admin) -> dict[str, Any]:
+    with ctx(request).db.write() as s:
+        image = services.set_require_trial(services.get_image(s, name), body.require_trial)
+        return image_dict(s, image)
+
+
 # -- updates and uploads -------------------------------------------------------------------
 
 
@@ -177,7 +200,7 @@ def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) 
     with c.db.write() as s:
         image = services.get_image(s, name)
         row, missing = services.create_update(s, c.store, image, manifest, body.label, who.actor)
-        out = update_dict(row)
+        out = update_dict(s, row)
     # Where each upload stands, so that a client resumes without asking file by file, and
     # the batch limits, so that it sends small files together (POST /uploads/batch).
     for m in missing:
@@ -192,7 +215,7 @@ def create_update(name: str, body: UpdateCreate, request: Request, who: Pusher) 
 @router.get("/updates/{update_id}", response_model=UpdateOut)
 def show_update(update_id: Id, request: Request, _: Reader) -> dict[str, Any]:
     with ctx(request).db.read() as s:
-        return update_dict(services.get_update(s, update_id))
+        return update_dict(s, services.get_update(s, update_id))
 
 
 @router.post("/updates/{update_id}/complete", response_model=UpdateOut)
@@ -200,7 +223,7 @@ def complete_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any
     c = ctx(request)
     with c.db.write() as s:
         row = services.complete_update(s, services.get_update(s, update_id))
-        out = update_dict(row)
+        out = update_dict(s, row)
     c.runner.wake()
     return out
 
@@ -211,7 +234,7 @@ def retry_update(update_id: Id, request: Request, _: Pusher) -> dict[str, Any]:
     with c.db.write() as s:
         row = services.get_update(s, update_id)
         services.retry(row, "update")
-        out = update_dict(row)
+        out = update_dict(s, row)
     c.runner.wake()
     return out
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
+from changeover.control.fleet import trials
 from changeover.control.fleet.models import (
     Fleet,
     FleetHost,
@@ -91,6 +92,9 @@ def answer(
         for p in profiles.values()
         if p.id in {i.profile_id for i in listed}
     }
+    # A build machine trial runs its update's build, not its profile's version (``trials``).
+    trial_ids = {i.trial_id for i in listed if i.trial_id is not None}
+    trial_builds = trials.manifests(s, trial_ids) if trial_ids else {}
     instances = []
     for i in listed:
         p = profiles[i.profile_id]
@@ -103,7 +107,9 @@ def answer(
             "id": i.id,
             "fleet": fleets[i.fleet_id],
             "profile": p.name,
-            "manifest_id": manifests[p.version_id],
+            "manifest_id": (
+                trial_builds[i.trial_id] if i.trial_id is not None else manifests[p.version_id]
+            ),
             "spec": specs[p.id],
             "desired": i.desired,
             "notice": notice,

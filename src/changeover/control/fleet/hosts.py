@@ -38,6 +38,7 @@ from changeover.control.fleet.models import (
     Host,
     Instance,
     Profile,
+    fleet_member,
     live_sql,
 )
 from changeover.control.fleet.pacing import SyncPacer
@@ -190,11 +191,15 @@ def _observe(
     if not changed:
         return
     if changed.keys() & {"sdk_allocated", "sdk_reserved", "sdk_player_capacity"}:
-        changed["capacity"] = sdk_capacity(
-            profile_capacity(),
-            seen["sdk_allocated"],
-            seen["sdk_reserved"],
-            seen["sdk_player_capacity"],
+        changed["capacity"] = (
+            0  # a trial's server takes no players, whatever its game says (``trials``)
+            if row.trial_id is not None
+            else sdk_capacity(
+                profile_capacity(),
+                seen["sdk_allocated"],
+                seen["sdk_reserved"],
+                seen["sdk_player_capacity"],
+            )
         )
     if state == "ready" and row.ready_at is None:
         row.ready_at = now
@@ -382,7 +387,14 @@ def _plan(
     # two would fight). It still applies its drain rules (stop when empty, notice, stop at
     # the deadline) to the instances the job handed over: a stop that found players and
     # fell back to draining (``stop_signal`` set by the job).
-    rows = [i for i in all_rows if i.fleet_id not in owned]
+    rows = [i for i in all_rows if i.fleet_id not in owned and i.trial_id is None]
+    # A trial's instance is no fleet's (``trials``), but it takes a slot all the same (in
+    # an owned fleet, ``taken`` counts it already).
+    taken += sum(
+        1
+        for i in all_rows
+        if i.trial_id is not None and i.fleet_id not in owned and i.desired != "stopped"
+    )
     handed_over = [i for i in all_rows if i.fleet_id in owned and i.stop_signal is not None]
     if handed_over:
         drains = placement.plan_host(
@@ -465,6 +477,7 @@ def _stand_ins(
             select(Instance.id, Instance.fleet_id, Instance.host_id).where(
                 Instance.host_id.in_(list(lost)),
                 Instance.fleet_id.in_(list(fleets)),
+                fleet_member(),
                 Instance.desired == "running",  # a draining one was on its way out
             )
         )

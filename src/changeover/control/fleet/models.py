@@ -186,6 +186,9 @@ class Instance(Base):
     replaces_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     standin_for: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """The lost host whose instance this one replaces until it is back (``standins``)."""
+    trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The build machine trial it runs (``trials``): the trial's update, not its profile's
+    version; no fleet rule, switch or job counts, replaces or allocates it."""
     launch_key: Mapped[str | None] = mapped_column(
         String(200), nullable=True, unique=True, index=True
     )
@@ -258,6 +261,11 @@ uses that index only if its ``WHERE`` states these very terms (``live_sql``)."""
 def live_sql() -> ColumnElement[bool]:
     """``live_instances()`` in the words of ix_instances_host_live (one table queries)."""
     return text(f"({LIVE_SQL})")  # type: ignore[return-value]
+
+
+def fleet_member() -> ColumnElement[bool]:
+    """Instances a fleet's rules, switches and jobs manage: all but trials'."""
+    return Instance.trial_id.is_(None)
 
 
 def live_instances() -> ColumnElement[bool]:

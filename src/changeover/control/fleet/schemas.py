@@ -393,3 +393,32 @@ class ReleaseOut(Out):
     released_from: str | None
     """The profile they ran; None when they already ran this version (nothing to do)."""
     switches: list[SwitchOut]
+
+
+# -- build machine trials ------------------------------------------------------------------
+
+
+class TrialOut(Out):
+    id: int
+    status: int
+    status_name: str
+    update_id: int
+    fleet: str
+    profile: str
+    """Whose run spec the update's build runs with."""
+    host: str | None
+    instance_id: int | None
+    address: str | None
+    port: int | None
+    """Where a tester reaches the trial's game server while it runs."""
+    hold_s: float
+    ready_timeout_s: float
+    result: str | None
+    """passed or failed, once over."""
+    message: str
+    error: str | None
+    started_at: float | None
+    ended_at: float | None
+    created_at: float
+    updated_at: float
+    created_by: str

@@ -73,9 +73,7 @@ def create_switch(
             switch_id=busy,
         )
     total = sum(
-        1
-        for i in fleet_instances(s, fleet)
-        if i.desired == "running" and i.profile_id != profile.id
+        1 for i in _members(s, fleet) if i.desired == "running" and i.profile_id != profile.id
     )
     row = ProfileSwitch(
         fleet_id=fleet.id,
@@ -124,7 +122,7 @@ def retiring(s: Session, row: ProfileSwitch) -> dict[str, Any]:
     fleet = s.get_one(Fleet, row.fleet_id)
     leaving = [
         i
-        for i in fleet_instances(s, fleet)
+        for i in _members(s, fleet)
         if i.profile_id != row.to_profile_id and i.desired != "running"
     ]
     deadlines = [i.drain_deadline for i in leaving if i.drain_deadline is not None]
@@ -166,7 +164,7 @@ def step(s: Session, sw: ProfileSwitch, t: float) -> Outcome:
     fleet = s.get_one(Fleet, sw.fleet_id)
     if fleet.active_profile_id != sw.to_profile_id:
         return Outcome(True, "superseded: the fleet's active profile was changed meanwhile")
-    rows = fleet_instances(s, fleet)
+    rows = _members(s, fleet)
     host_rows = {
         h.id: h for h in s.scalars(select(Host).where(Host.id.in_({i.host_id for i in rows})))
     }
@@ -210,6 +208,11 @@ def step(s: Session, sw: ProfileSwitch, t: float) -> Outcome:
         sw.message = "failed; fleet reverted to its previous profile"
         return Outcome(True, decision.message + "; the fleet went back to its previous profile")
     return Outcome(False)
+
+
+def _members(s: Session, fleet: Fleet) -> list[Instance]:
+    """The fleet's live instances a switch moves: not a trial's (``trials``)."""
+    return [i for i in fleet_instances(s, fleet) if i.trial_id is None]
 
 
 def _view(i: Instance, host: Host) -> placement.InstanceView:

@@ -1,7 +1,8 @@
-"""The fleet's background work: profile switches, one step per run (see ``switches``),
-and the deletion of sessions and instances past their retention (``prune_history``).
+"""The fleet's background work: profile switches and build machine trials, one step per
+run (see ``switches`` and ``trials``), and the deletion of sessions and instances past
+their retention (``prune_history``).
 
-A run takes one step and, unless the switch is over, parks the job in Pending with a
+A run takes one step and, unless the switch (trial) is over, parks the job in Pending with a
 ``wake_at``; ``promote`` queues it again when that time comes. Steps are idempotent
 (each reads the whole fleet from the database), so a crash between two only repeats a
 read.
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, update
 from sqlalchemy.orm import Session
 
+from changeover.control.builds.models import Trial
 from changeover.control.db import Database, now
-from changeover.control.fleet import services, sessions, switches
+from changeover.control.fleet import services, sessions, switches, trials
 from changeover.control.fleet.models import ProfileSwitch
 from changeover.control.jobs import JobKind
 from changeover.control.states import JobState
@@ -54,6 +56,33 @@ def build_job_kinds(db: Database) -> list[JobKind]:
                 .values(status=JobState.QUEUED, updated_at=now())
             )
 
+    def run_trial(job_id: int) -> None:
+        with db.write() as s:
+            row = s.get_one(Trial, job_id)
+            if row.status != JobState.RUNNING:
+                return
+            t = now()
+            outcome = trials.step(s, row, t)
+            row.updated_at = t
+            if not outcome.done:
+                row.status = JobState.PENDING
+                row.wake_at = t + trials.STEP_WAIT_S
+            elif outcome.failure is None:
+                row.status = JobState.COMPLETED
+        if outcome.failure is not None:  # after the commit: the verdict and the stop stay
+            raise ChangeoverError(outcome.failure)
+
+    def trials_due() -> ColumnElement[bool]:
+        return exists().where(Trial.status == JobState.PENDING, Trial.wake_at <= now())
+
+    def promote_trials() -> None:
+        with db.write() as s:
+            s.execute(
+                update(Trial)
+                .where(Trial.status == JobState.PENDING, Trial.wake_at <= now())
+                .values(status=JobState.QUEUED, updated_at=now())
+            )
+
     return [
         JobKind(
             "profile-switch",
@@ -61,7 +90,8 @@ def build_job_kinds(db: Database) -> list[JobKind]:
             run_switch,
             promote=promote_switches,
             waiting=switches_due,
-        )
+        ),
+        JobKind("trial", Trial, run_trial, promote=promote_trials, waiting=trials_due),
     ]
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from changeover.content import client_versions
 from changeover.control.builds.models import Image
-from changeover.control.fleet.models import Instance, Profile, VersionCompat
+from changeover.control.fleet.models import Instance, Profile, VersionCompat, fleet_member
 from changeover.control.patchjobs.records import PatchJob
 
 NOT_LIVE: Final = ("stopped", "failed", "lost")
@@ -87,6 +87,7 @@ def targets(s: Session) -> dict[str, bytes]:
         .join(Profile, Profile.id == Instance.profile_id)
         .where(
             Instance.fleet_id.in_(fleets),
+            fleet_member(),
             Instance.desired != "stopped",
             Instance.state.not_in(NOT_LIVE),
         )

@@ -33,6 +33,7 @@ from changeover.control.fleet.models import (
     Instance,
     Profile,
     Region,
+    fleet_member,
 )
 from changeover.control.fleet.services import LOST_AFTER_S, profile_names
 from changeover.control.patchjobs.job_view import lost_hosts, read_all, to_view
@@ -78,6 +79,7 @@ def live_selection(
         .join(Profile, Profile.id == Instance.profile_id)
         .where(
             Instance.fleet_id.in_(fleet_ids),
+            fleet_member(),
             Instance.profile_id.in_(old_ids),
             Instance.desired != "stopped",
             Instance.state != "stopped",

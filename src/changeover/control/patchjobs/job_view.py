@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from changeover.control.db import clock_sql, db_clock
-from changeover.control.fleet.models import Host, Instance, Region, live_instances
+from changeover.control.fleet.models import Host, Instance, Region, fleet_member, live_instances
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.model import InstanceView
 from changeover.control.patchjobs.states import LOST
@@ -57,6 +57,7 @@ def _columns() -> Select[*tuple[Any, ...]]:
         )
         .join(Host, Host.id == Instance.host_id)
         .join(Region, Region.id == Host.region_id)
+        .where(fleet_member())  # a build machine trial's server is no job's
     )
 
 

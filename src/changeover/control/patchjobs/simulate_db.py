@@ -21,7 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Version
-from changeover.control.fleet.models import GameSession, Host, Instance, Profile, Region
+from changeover.control.fleet.models import (
+    GameSession,
+    Host,
+    Instance,
+    Profile,
+    Region,
+    fleet_member,
+)
 from changeover.control.fleet.services import run_spec
 from changeover.control.fleet.sessions import OPEN
 from changeover.control.patchjobs import services, specs
@@ -70,6 +77,7 @@ def snapshot(
             .join(Region, Region.id == Host.region_id)
             .where(
                 Instance.fleet_id.in_(fleet_ids),
+                fleet_member(),
                 Instance.state != "stopped",
                 Instance.desired != "stopped",
             )
