@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import start_server, stop_server
-from fleet_helpers import AgentProc, arena_fleet, arena_files, ok
+from fleet_helpers import AgentProc, arena_files, arena_fleet, ok
 from tests_helpers import push_files, wait_for, wait_job
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
