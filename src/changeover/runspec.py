@@ -15,7 +15,9 @@ it cannot run.
     │                  command | none
     ├── stop_signal    graceful signal (SIGTERM), then SIGKILL after stop_timeout_s (30)
     ├── state          "instance" (default) or "exclusive": see STATE_MODES
-    └── capacity       players one instance takes
+    ├── capacity       players one instance takes
+    ├── counters       Agones' counters a game may use: name -> {count, capacity}
+    └── lists          Agones' lists a game may use: name -> {capacity, values}
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ must pass from each instance to its replacement, which always takes the predeces
 and waits for it to end; methods that run old and new side by side are refused for it.
 Either way no two live instances of a host ever share a slot."""
 PLACEHOLDERS: Final = ("port", "version_dir", "instance_id", "state_dir", "shared_dir")
+COUNT_NAME_RE: Final = re.compile(r"[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?")
+"""A counter's or list's name: as a label key (Agones takes any map key; see
+docs/sdk-protocol.md)."""
+MAX_COUNTS: Final = 32
+"""Counters, and lists, a profile may declare (each)."""
+MAX_COUNTER: Final = 2**53
+"""The largest count or capacity: exact in every JSON reader."""
+MAX_LIST_CAPACITY: Final = 1000
+"""Agones' own bound on a list's capacity."""
+MAX_LIST_VALUE_CHARS: Final = 256
 MAX_PROBE_BYTES: Final = 1400
 
 
@@ -228,6 +240,71 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class CounterSpec:
+    """An Agones counter as a new game server starts with it (Agones' defaults)."""
+
+    count: int = 0
+    capacity: int = 1000
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """An Agones list as a new game server starts with it (Agones' defaults)."""
+
+    capacity: int = 1000
+    values: tuple[str, ...] = ()
+
+
+def check_list_value(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_LIST_VALUE_CHARS
+        or not value.isprintable()
+    ):
+        raise InvalidInput(
+            f"a list value must be 1 to {MAX_LIST_VALUE_CHARS} printable characters,"
+            f" got {value!r:.80}"
+        )
+    return value
+
+
+def _count_names(raw: object, what: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) > MAX_COUNTS:
+        raise InvalidInput(f"{what} must be an object of at most {MAX_COUNTS} entries")
+    for name in raw:
+        if not isinstance(name, str) or not COUNT_NAME_RE.fullmatch(name):
+            raise InvalidInput(
+                f"{what[:-1]} name {name!r} is not valid: lowercase letters, digits, '.', '_'"
+                " and '-', at most 63, starting and ending with a letter or digit"
+            )
+    return raw
+
+
+def _counters(raw: object) -> dict[str, CounterSpec]:
+    out = {}
+    for name, d in _count_names(raw, "counters").items():
+        _check_keys(d, {"count", "capacity"}, f"counter {name}")
+        capacity = _int(d, "capacity", 1000, 0, MAX_COUNTER)
+        out[name] = CounterSpec(_int(d, "count", 0, 0, capacity), capacity)
+    return out
+
+
+def _lists(raw: object) -> dict[str, ListSpec]:
+    out = {}
+    for name, d in _count_names(raw, "lists").items():
+        _check_keys(d, {"capacity", "values"}, f"list {name}")
+        capacity = _int(d, "capacity", 1000, 0, MAX_LIST_CAPACITY)
+        values = d.get("values") or []
+        if not isinstance(values, list) or len(values) > capacity:
+            raise InvalidInput(f"list {name}: values must be a list of at most {capacity}")
+        checked = tuple(dict.fromkeys(check_list_value(v) for v in values))
+        out[name] = ListSpec(capacity, checked)
+    return out
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything an agent needs to run an instance of a profile (see the module docs)."""
 
@@ -240,6 +317,8 @@ class RunSpec:
     capacity: int = 1
     state: str = "instance"
     """One of ``STATE_MODES``."""
+    counters: Mapping[str, CounterSpec] = field(default_factory=dict)
+    lists: Mapping[str, ListSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.ports]
@@ -281,6 +360,8 @@ class RunSpec:
                 "stop_timeout_s",
                 "capacity",
                 "state",
+                "counters",
+                "lists",
             },
             "profile",
         )
@@ -316,10 +397,12 @@ class RunSpec:
             stop_timeout_s=_number(d, "stop_timeout_s", DEFAULT_STOP_TIMEOUT_S, 0, 86400),
             capacity=_int(d, "capacity", 1, 1, 100000),
             state=state,
+            counters=_counters(d.get("counters")),
+            lists=_lists(d.get("lists")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "command": list(self.command),
             "ports": [p.to_dict() for p in self.ports],
             "env": dict(self.env),
@@ -329,6 +412,16 @@ class RunSpec:
             "capacity": self.capacity,
             "state": self.state,
         }
+        # Only when declared: the specs stored before counters and lists stay as they were.
+        if self.counters:
+            out["counters"] = {
+                k: {"count": c.count, "capacity": c.capacity} for k, c in self.counters.items()
+            }
+        if self.lists:
+            out["lists"] = {
+                k: {"capacity": v.capacity, "values": list(v.values)} for k, v in self.lists.items()
+            }
+        return out
 
     def render(
         self, argv: tuple[str, ...], ports: Mapping[str, int], dirs: Mapping[str, str]

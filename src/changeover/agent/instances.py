@@ -65,6 +65,7 @@ from changeover.agent.processes import (
 )
 from changeover.agent.staging import Stager
 from changeover.agones import gameserver
+from changeover.agones.counts import Declared
 from changeover.agones.host import GRPC_PORT_ENV, HTTP_PORT_ENV, AgonesHost
 from changeover.content.files import atomic_write
 from changeover.errors import ChangeoverError, InvalidInput, NotFound
@@ -275,6 +276,7 @@ class Supervisor:
             health_failures=hc.failures,
             health_initial_delay_s=round(hc.start_grace_s),
             health_disabled=hc.type == "none",
+            counts=Declared(spec.counters, spec.lists),
         )
 
     def _open_agones(self, r: Record, created_at: float | None = None) -> None:
@@ -640,6 +642,8 @@ class Supervisor:
             "player_capacity": st.player_capacity,
             "shutdown_requested": st.shutdown_requested,
             "heartbeat_stream": st.heartbeat_stream,
+            "counters": {k: dict(v) for k, v in st.counters.items()},
+            "lists": {k: {**v, "values": list(v["values"])} for k, v in st.lists.items()},
         }
 
     def _notify(self, r: Record, reason: str, deadline: float, now: float) -> None:
@@ -802,3 +806,11 @@ def _restore_agones_state(st: InstanceSDKState, saved: Mapping[str, Any]) -> Non
         st.set_player_capacity(capacity)
     if saved.get("shutdown_requested"):
         st.request_shutdown()
+    # Agones' counters and lists as the game left them (checked: the record is a file).
+    for name, c in (saved.get("counters") or {}).items():
+        if isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("count", "capacity")):
+            st.counters[str(name)] = {"count": c["count"], "capacity": c["capacity"]}
+    for name, lst in (saved.get("lists") or {}).items():
+        if isinstance(lst, dict) and isinstance(lst.get("capacity"), int):
+            values = [v for v in lst.get("values") or [] if isinstance(v, str)]
+            st.lists[str(name)] = {"capacity": lst["capacity"], "values": values}

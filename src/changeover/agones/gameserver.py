@@ -21,6 +21,7 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from changeover.agones import counts
 from changeover.agones._pb import sdk_pb2
 from changeover.sdk.state import InstanceSDKState
 
@@ -49,6 +50,8 @@ class Identity:
     health_initial_delay_s: int = 0
     health_disabled: bool = False
     namespace: str = "default"
+    counts: counts.Declared = field(default_factory=lambda: counts.Declared({}, {}))
+    """The counters and lists its profile declares (Agones' beta SDK)."""
 
 
 def state_name(st: InstanceSDKState | None) -> str:
@@ -110,6 +113,12 @@ def game_server(ident: Identity, st: InstanceSDKState, generation: int = 1) -> s
     status.players.count = len(st.players)
     status.players.capacity = player_capacity(ident, st)
     status.players.ids.extend(sorted(st.players))
+    for name, (count, capacity) in counts.all_counters(ident.counts, st).items():
+        status.counters[name].count = count
+        status.counters[name].capacity = capacity
+    for name, (capacity, values) in counts.all_lists(ident.counts, st).items():
+        status.lists[name].capacity = capacity
+        status.lists[name].values.extend(values)
     return gs
 
 

@@ -1,16 +1,17 @@
 """Agones' REST gateway for one instance: the paths and JSON of its grpc-gateway.
 
-The routes are the ``google.api.http`` options of the vendored ``sdk.proto`` and
-``alpha.proto`` (a test checks them against the files). Bodies and answers are protobuf
-JSON as Agones' gateway writes them: proto field names, every field present, 64-bit
-integers as strings, unknown fields ignored. ``GET /watch/gameserver`` streams one
-``{"result": GameServer}`` object per line. An error is ``{"code", "message", "details"}``
-with the HTTP status grpc-gateway gives its gRPC code.
+The routes are the ``google.api.http`` options of the vendored ``sdk.proto``,
+``alpha.proto`` and ``beta.proto`` (a test checks them against the files). Bodies and
+answers are protobuf JSON as Agones' gateway writes them: proto field names, every field
+present, 64-bit integers as strings, unknown fields ignored. ``GET /watch/gameserver``
+streams one ``{"result": GameServer}`` object per line. An error is ``{"code", "message",
+"details"}`` with the HTTP status grpc-gateway gives its gRPC code.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from changeover.agones._pb import alpha_pb2, sdk_pb2
+from changeover.agones._pb import alpha_pb2, beta_pb2, sdk_pb2
 from changeover.agones.service import AgonesError, AgonesInstance
 
 MAX_BODY_BYTES = 64 * 1024
@@ -67,7 +68,18 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/alpha/player/count", "GetPlayerCount"),
     ("GET", "/alpha/player/connected/{playerID}", "IsPlayerConnected"),
     ("GET", "/alpha/player/connected", "GetConnectedPlayers"),
+    ("GET", "/v1beta1/counters/{name}", "GetCounter"),
+    ("PATCH", "/v1beta1/counters/{counterUpdateRequest.name}", "UpdateCounter"),
+    ("GET", "/v1beta1/lists/{name}", "GetList"),
+    ("PATCH", "/v1beta1/lists/{list.name}", "UpdateList"),
+    ("POST", "/v1beta1/lists/{name}:addValue", "AddListValue"),
+    ("POST", "/v1beta1/lists/{name}:removeValue", "RemoveListValue"),
 ]
+
+
+def starlette_path(path: str) -> str:
+    """A proto path as a route: ``{counterUpdateRequest.name}`` is the ``{name}`` param."""
+    return re.sub(r"\{(?:\w+\.)*(\w+)\}", r"{\1}", path)
 
 
 def _json(message: Message) -> dict[str, Any]:
@@ -191,6 +203,56 @@ def build_app(i: AgonesInstance) -> Starlette:  # noqa: PLR0915 (one small handl
     async def connected_players(_: Request) -> Message:
         return alpha_pb2.PlayerIDList(list=i.connected_players())
 
+    def counter(name: str, value: tuple[int, int]) -> Message:
+        return beta_pb2.Counter(name=name, count=value[0], capacity=value[1])
+
+    def a_list(name: str, value: tuple[int, list[str]]) -> Message:
+        return beta_pb2.List(name=name, capacity=value[0], values=value[1])
+
+    async def get_counter(request: Request) -> Message:
+        name = request.path_params["name"]
+        return counter(name, i.get_counter(name))
+
+    async def update_counter(request: Request) -> Message:
+        u = await _body(request, beta_pb2.CounterUpdateRequest())
+        assert isinstance(u, beta_pb2.CounterUpdateRequest)
+        name = request.path_params["name"]
+        count = u.count.value if u.HasField("count") else None
+        capacity = u.capacity.value if u.HasField("capacity") else None
+        return counter(name, i.update_counter(name, count, capacity, u.countDiff))
+
+    async def get_list(request: Request) -> Message:
+        name = request.path_params["name"]
+        return a_list(name, i.get_list(name))
+
+    async def update_list(request: Request) -> Message:
+        raw = await request.body()
+        body = await _body(request, beta_pb2.List())
+        assert isinstance(body, beta_pb2.List)
+        name = request.path_params["name"]
+        asked = request.query_params.get("update_mask") or request.query_params.get("updateMask")
+        if asked is not None:
+            mask = [p.strip() for p in asked.split(",") if p.strip()]
+        else:  # as grpc-gateway: the fields the body sets
+            try:
+                sent = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                sent = {}
+            mask = [k for k in ("capacity", "values") if isinstance(sent, dict) and k in sent]
+        return a_list(name, i.update_list(name, mask, body.capacity, list(body.values)))
+
+    async def add_list_value(request: Request) -> Message:
+        v = await _body(request, beta_pb2.AddListValueRequest())
+        assert isinstance(v, beta_pb2.AddListValueRequest)
+        name = request.path_params["name"]
+        return a_list(name, i.add_list_value(name, v.value))
+
+    async def remove_list_value(request: Request) -> Message:
+        v = await _body(request, beta_pb2.RemoveListValueRequest())
+        assert isinstance(v, beta_pb2.RemoveListValueRequest)
+        name = request.path_params["name"]
+        return a_list(name, i.remove_list_value(name, v.value))
+
     handlers: dict[str, Callable[[Request], Any]] = {
         "Ready": ready,
         "Allocate": allocate,
@@ -208,8 +270,17 @@ def build_app(i: AgonesInstance) -> Starlette:  # noqa: PLR0915 (one small handl
         "GetPlayerCount": get_player_count,
         "IsPlayerConnected": is_player_connected,
         "GetConnectedPlayers": connected_players,
+        "GetCounter": get_counter,
+        "UpdateCounter": update_counter,
+        "GetList": get_list,
+        "UpdateList": update_list,
+        "AddListValue": add_list_value,
+        "RemoveListValue": remove_list_value,
     }
-    routes = [Route(path, unary(handlers[rpc]), methods=[method]) for method, path, rpc in ROUTES]
+    routes = [
+        Route(starlette_path(path), unary(handlers[rpc]), methods=[method])
+        for method, path, rpc in ROUTES
+    ]
 
     async def http_error(_: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

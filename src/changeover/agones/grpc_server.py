@@ -1,6 +1,6 @@
-"""Agones' gRPC services (``agones.dev.sdk.SDK`` and ``agones.dev.sdk.alpha.SDK``) for one
-instance, on ``grpc.aio``: each call goes to ``service.AgonesInstance``; its
-``AgonesError`` becomes the call's status."""
+"""Agones' gRPC services (``agones.dev.sdk.SDK``, ``agones.dev.sdk.alpha.SDK`` and
+``agones.dev.sdk.beta.SDK``) for one instance, on ``grpc.aio``: each call goes to
+``service.AgonesInstance``; its ``AgonesError`` becomes the call's status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from changeover.agones._pb import alpha_pb2, alpha_pb2_grpc, sdk_pb2, sdk_pb2_grpc
+from changeover.agones._pb import (
+    alpha_pb2,
+    alpha_pb2_grpc,
+    beta_pb2,
+    beta_pb2_grpc,
+    sdk_pb2,
+    sdk_pb2_grpc,
+)
 from changeover.agones.service import AgonesError, AgonesInstance
 
 T = TypeVar("T")
@@ -119,6 +126,63 @@ class AlphaServicer(alpha_pb2_grpc.SDKServicer):
         return alpha_pb2.PlayerIDList(list=await _call(context, self.i.connected_players))
 
 
+class BetaServicer(beta_pb2_grpc.SDKServicer):
+    """Counters and lists (``counts``)."""
+
+    def __init__(self, instance: AgonesInstance) -> None:
+        self.i = instance
+
+    async def GetCounter(  # noqa: N802
+        self, request: beta_pb2.GetCounterRequest, context: Context
+    ) -> beta_pb2.Counter:
+        count, capacity = await _call(context, partial(self.i.get_counter, request.name))
+        return beta_pb2.Counter(name=request.name, count=count, capacity=capacity)
+
+    async def UpdateCounter(  # noqa: N802
+        self, request: beta_pb2.UpdateCounterRequest, context: Context
+    ) -> beta_pb2.Counter:
+        u = request.counterUpdateRequest
+        count = u.count.value if u.HasField("count") else None
+        capacity = u.capacity.value if u.HasField("capacity") else None
+        now, cap = await _call(
+            context, partial(self.i.update_counter, u.name, count, capacity, u.countDiff)
+        )
+        return beta_pb2.Counter(name=u.name, count=now, capacity=cap)
+
+    async def GetList(  # noqa: N802
+        self, request: beta_pb2.GetListRequest, context: Context
+    ) -> beta_pb2.List:
+        capacity, values = await _call(context, partial(self.i.get_list, request.name))
+        return beta_pb2.List(name=request.name, capacity=capacity, values=values)
+
+    async def UpdateList(  # noqa: N802
+        self, request: beta_pb2.UpdateListRequest, context: Context
+    ) -> beta_pb2.List:
+        lst = request.list
+        mask = list(request.update_mask.paths)
+        capacity, values = await _call(
+            context,
+            partial(self.i.update_list, lst.name, mask, lst.capacity, list(lst.values)),
+        )
+        return beta_pb2.List(name=lst.name, capacity=capacity, values=values)
+
+    async def AddListValue(  # noqa: N802
+        self, request: beta_pb2.AddListValueRequest, context: Context
+    ) -> beta_pb2.List:
+        capacity, values = await _call(
+            context, partial(self.i.add_list_value, request.name, request.value)
+        )
+        return beta_pb2.List(name=request.name, capacity=capacity, values=values)
+
+    async def RemoveListValue(  # noqa: N802
+        self, request: beta_pb2.RemoveListValueRequest, context: Context
+    ) -> beta_pb2.List:
+        capacity, values = await _call(
+            context, partial(self.i.remove_list_value, request.name, request.value)
+        )
+        return beta_pb2.List(name=request.name, capacity=capacity, values=values)
+
+
 async def start(instance: AgonesInstance, port: int) -> tuple[Any, int]:
     """A started ``grpc.aio`` server for ``instance`` on 127.0.0.1:``port`` (0: any free
     port), and the port it listens on.
@@ -129,6 +193,7 @@ async def start(instance: AgonesInstance, port: int) -> tuple[Any, int]:
     server = grpc.aio.server()
     sdk_pb2_grpc.add_SDKServicer_to_server(SDKServicer(instance), server)  # type: ignore[no-untyped-call]
     alpha_pb2_grpc.add_SDKServicer_to_server(AlphaServicer(instance), server)  # type: ignore[no-untyped-call]
+    beta_pb2_grpc.add_SDKServicer_to_server(BetaServicer(instance), server)  # type: ignore[no-untyped-call]
     try:
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
     except RuntimeError as e:  # grpc reports a port it cannot bind so

@@ -1,9 +1,10 @@
 """Regenerate ``changeover.agones._pb`` from the vendored official protos (``make agones-protos``).
 
-``proto/sdk.proto`` and ``proto/alpha.proto`` are Agones' own files, unchanged (their
-version is in ``proto/VERSION``). Their ``google.api.http`` and OpenAPI options only
-describe the REST gateway (which ``changeover.agones.gateway`` implements by hand from
-them) and import protos that no Python package ships; they carry nothing on the wire. So
+``proto/sdk.proto``, ``proto/alpha.proto`` and ``proto/beta.proto`` are Agones' own files,
+unchanged (their version is in ``proto/VERSION``). Their ``google.api`` and OpenAPI options
+only describe the REST gateway (which ``changeover.agones.gateway`` implements by hand from
+them) and client libraries, and import protos that no Python package ships; they carry
+nothing on the wire. So
 this script strips those options into a temporary copy and compiles that with grpcio-tools
 (a dev dependency), into a package path so the generated modules import each other as
 ``changeover.agones._pb.…``.
@@ -18,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-PROTOS = ("sdk.proto", "alpha.proto")
+PROTOS = ("sdk.proto", "alpha.proto", "beta.proto")
 _IMPORT = re.compile(r'^import "(google/api|protoc-gen-openapiv2)/[^"]+";\n', re.M)
-_FIELD_OPTION = re.compile(r"\s*\[\(grpc\.gateway\.[^\]]*\]")
+_FIELD_OPTION = re.compile(r"\s*\[\s*\((?:grpc\.gateway|google\.api)\.[^\]]*\]")
 
 
 def strip_options(text: str) -> str:
@@ -31,8 +32,9 @@ def strip_options(text: str) -> str:
     while (start := text.find("option (", i)) != -1:
         brace = text.find("{", start)
         semicolon = text.find(";", start)
-        if brace == -1 or semicolon < brace:  # a one-line option without a block: keep it
-            out.append(text[i : semicolon + 1])
+        if brace == -1 or semicolon < brace:  # a one-line option without a block
+            keep = not text.startswith(("option (google.api", "option (grpc.gateway"), start)
+            out.append(text[i : semicolon + 1] if keep else text[i:start])
             i = semicolon + 1
             continue
         depth, j = 0, brace
@@ -59,9 +61,12 @@ def main(target: Path = HERE / "_pb") -> int:
             (pkg / name).write_text(strip_options((HERE / "proto" / name).read_text()))
         out = Path(tmp) / "out"
         out.mkdir()
+        # The well-known protos (wrappers, field masks) that grpcio-tools ships.
+        well_known = Path(protoc.__file__).parent / "_proto"
         args = [
             "protoc",
             f"-I{tmp}",
+            f"-I{well_known}",
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",

@@ -9,6 +9,8 @@ for it:
     INVALID_ARGUMENT  a bad label or annotation, a negative Reserve, a bad player id or capacity
     UNAVAILABLE       the instance is not (or no longer) registered: it was stopped
     UNKNOWN           PlayerConnect at capacity ("players are already at capacity", as Agones)
+
+and, for counters and lists, the codes of ``counts``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TypeVar
 
 import grpc
 
-from changeover.agones import gameserver
+from changeover.agones import counts, gameserver
 from changeover.agones._pb import sdk_pb2
 from changeover.errors import ChangeoverError, Conflict, InvalidInput, NotFound
 from changeover.sdk.server import SDKServer
@@ -210,3 +212,45 @@ class AgonesInstance:
 
     def connected_players(self) -> list[str]:
         return sorted(self._state().players)
+
+    # -- beta: counters and lists (``counts``) ----------------------------------------------
+
+    def _count(self, change: Callable[[InstanceSDKState], T], write: bool) -> T:
+        try:
+            return self._apply(change) if write else change(self._state())
+        except counts.CountError as e:
+            raise AgonesError(e.code, e.message) from e
+
+    def get_counter(self, name: str) -> tuple[int, int]:
+        return self._count(lambda s: counts.counter(self.ident.counts, s, name), write=False)
+
+    def update_counter(
+        self, name: str, count: int | None, capacity: int | None, diff: int
+    ) -> tuple[int, int]:
+        return self._count(
+            lambda s: counts.update_counter(
+                self.ident.counts, s, name, count=count, capacity=capacity, diff=diff
+            ),
+            write=True,
+        )
+
+    def get_list(self, name: str) -> tuple[int, list[str]]:
+        return self._count(lambda s: counts.get_list(self.ident.counts, s, name), write=False)
+
+    def update_list(
+        self, name: str, mask: list[str], capacity: int, values: list[str]
+    ) -> tuple[int, list[str]]:
+        return self._count(
+            lambda s: counts.update_list(self.ident.counts, s, name, mask, capacity, values),
+            write=True,
+        )
+
+    def add_list_value(self, name: str, value: str) -> tuple[int, list[str]]:
+        return self._count(
+            lambda s: counts.add_list_value(self.ident.counts, s, name, value), write=True
+        )
+
+    def remove_list_value(self, name: str, value: str) -> tuple[int, list[str]]:
+        return self._count(
+            lambda s: counts.remove_list_value(self.ident.counts, s, name, value), write=True
+        )

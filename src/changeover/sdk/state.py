@@ -159,6 +159,11 @@ class InstanceSDKState:
     reserved_until: float | None = None
     player_capacity: int | None = None
     shutdown_requested: bool = False
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Agones' counters the game changed (``{"count", "capacity"}``); the others are as its
+    profile declares them (``changeover.agones.counts``)."""
+    lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Agones' lists the game changed (``{"capacity", "values"}``), likewise."""
 
     def mark_ready(self) -> None:
         if not self.ready:
@@ -289,6 +294,8 @@ class InstanceSDKState:
             players=set(self.players),
             labels=dict(self.labels),
             annotations=dict(self.annotations),
+            counters={k: dict(v) for k, v in self.counters.items()},
+            lists={k: {**v, "values": list(v["values"])} for k, v in self.lists.items()},
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -311,4 +318,6 @@ class InstanceSDKState:
             "reserved_until": self.reserved_until,
             "player_capacity": self.player_capacity,
             "shutdown_requested": self.shutdown_requested,
+            "counters": {k: dict(v) for k, v in sorted(self.counters.items())},
+            "lists": {k: {**v, "values": list(v["values"])} for k, v in sorted(self.lists.items())},
         }

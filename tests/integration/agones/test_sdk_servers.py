@@ -15,11 +15,21 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf import field_mask_pb2, wrappers_pb2
 
 from changeover.agones import gameserver
-from changeover.agones._pb import alpha_pb2, alpha_pb2_grpc, sdk_pb2, sdk_pb2_grpc
+from changeover.agones._pb import (
+    alpha_pb2,
+    alpha_pb2_grpc,
+    beta_pb2,
+    beta_pb2_grpc,
+    sdk_pb2,
+    sdk_pb2_grpc,
+)
+from changeover.agones.counts import Declared
 from changeover.agones.gateway import ROUTES
 from changeover.agones.host import AgonesHost
+from changeover.runspec import CounterSpec, ListSpec
 from changeover.sdk.server import SDKServer
 from tests_helpers import wait_for
 
@@ -44,20 +54,24 @@ def world() -> Iterator[dict[str, Any]]:
         ports={"game": 7001},
         capacity=4,
         labels={"agones.dev/fleet": "arena"},
+        counts=Declared({"rooms": CounterSpec(0, 3)}, {"party": ListSpec(2, ())}),
     )
     grpc_port, http_port = host.open("g1", ident)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
     try:
         yield {
             "sdk": sdk,
             "host": host,
             "stub": sdk_pb2_grpc.SDKStub(channel),
             "alpha": alpha_pb2_grpc.SDKStub(channel),
-            "http": httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10),
+            "beta": beta_pb2_grpc.SDKStub(channel),
+            "http": http,
             "changes": changes,
             "channel": channel,
         }
     finally:
+        http.close()
         channel.close()
         host.stop()
         sdk.stop()
@@ -66,7 +80,7 @@ def world() -> Iterator[dict[str, Any]]:
 def test_rest_paths_are_those_of_the_official_protos() -> None:
     """grpc-gateway's paths: read from the google.api.http options of the vendored files."""
     declared = set()
-    for name in ("sdk.proto", "alpha.proto"):
+    for name in ("sdk.proto", "alpha.proto", "beta.proto"):
         text = (PROTOS / name).read_text()
         for rpc, verb, path in re.findall(
             r"rpc\s+(\w+)\s*\(.*?option \(google\.api\.http\) = \{\s*(\w+):\s*\"([^\"]+)\"",
@@ -154,10 +168,10 @@ def test_grpc_bad_input_gets_agones_status_codes_and_changes_nothing(
         with pytest.raises(grpc.RpcError) as bad:
             call(arg, timeout=5)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, call
-    # Counters and lists (beta) are not served: the status any gRPC server gives.
-    beta = world["channel"].unary_unary("/agones.dev.sdk.beta.SDK/GetCounter")
+    # A service Changeover does not serve: the status any gRPC server gives.
+    unknown = world["channel"].unary_unary("/agones.dev.sdk.gamma.SDK/GetThing")
     with pytest.raises(grpc.RpcError) as unserved:
-        beta(b"", timeout=5)
+        unknown(b"", timeout=5)
     assert unserved.value.code() == grpc.StatusCode.UNIMPLEMENTED
     after = sdk.state("g1").to_dict()
     assert {k: v for k, v in after.items() if k != "last_heartbeat"} == {
@@ -261,3 +275,128 @@ def test_rest_gateway_with_plain_http(world: dict[str, Any]) -> None:
         assert notice["object_meta"]["annotations"][gameserver.NOTICE_REASON] == "maintenance"
         world["host"].close("g1")
         assert json.loads(next(lines))["error"]["code"] == 14  # UNAVAILABLE
+
+
+def _code(call: Any, arg: Any) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as bad:
+        call(arg, timeout=5)
+    code: grpc.StatusCode = bad.value.code()
+    return code
+
+
+def test_counters_and_lists_over_grpc(world: dict[str, Any]) -> None:
+    """Agones' beta CountsAndLists: the profile's declarations, Agones' rules and codes;
+    a refused call changes nothing; the GameServer's status shows them."""
+    beta, sdk = world["beta"], world["sdk"]
+
+    def update(**kw: Any) -> beta_pb2.Counter:
+        for k in ("count", "capacity"):
+            if k in kw:
+                kw[k] = wrappers_pb2.Int64Value(value=kw[k])
+        req = beta_pb2.UpdateCounterRequest(
+            counterUpdateRequest=beta_pb2.CounterUpdateRequest(name="rooms", **kw)
+        )
+        out: beta_pb2.Counter = beta.UpdateCounter(req, timeout=5)
+        return out
+
+    got = beta.GetCounter(beta_pb2.GetCounterRequest(name="rooms"), timeout=5)
+    assert (got.name, got.count, got.capacity) == ("rooms", 0, 3)
+    assert update(countDiff=2).count == 2
+    too_many = beta_pb2.CounterUpdateRequest(name="rooms", countDiff=2)
+    assert (
+        _code(beta.UpdateCounter, beta_pb2.UpdateCounterRequest(counterUpdateRequest=too_many))
+        == grpc.StatusCode.OUT_OF_RANGE
+    )
+    assert beta.GetCounter(beta_pb2.GetCounterRequest(name="rooms"), timeout=5).count == 2
+    assert update(countDiff=-1).count == 1
+    assert update(count=3).count == 3
+    lowered = update(capacity=2)  # the count follows a lower capacity down
+    assert (lowered.count, lowered.capacity) == (2, 2)
+    assert (
+        _code(beta.GetCounter, beta_pb2.GetCounterRequest(name="nope")) == grpc.StatusCode.NOT_FOUND
+    )
+
+    def add(value: str) -> list[str]:
+        req = beta_pb2.AddListValueRequest(name="party", value=value)
+        return list(beta.AddListValue(req, timeout=5).values)
+
+    assert add("ann") == ["ann"]
+    assert _code(beta.AddListValue, beta_pb2.AddListValueRequest(name="party", value="ann")) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+    assert add("bob") == ["ann", "bob"]
+    assert _code(beta.AddListValue, beta_pb2.AddListValueRequest(name="party", value="cy")) == (
+        grpc.StatusCode.OUT_OF_RANGE
+    )
+    assert _code(beta.AddListValue, beta_pb2.AddListValueRequest(name="party", value="")) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    gone = beta_pb2.RemoveListValueRequest(name="party", value="zed")
+    assert _code(beta.RemoveListValue, gone) == grpc.StatusCode.NOT_FOUND
+    removed = beta.RemoveListValue(
+        beta_pb2.RemoveListValueRequest(name="party", value="ann"), timeout=5
+    )
+    assert list(removed.values) == ["bob"]
+    grown = beta.UpdateList(
+        beta_pb2.UpdateListRequest(
+            list=beta_pb2.List(name="party", capacity=5, values=["x", "y", "x"]),
+            update_mask=field_mask_pb2.FieldMask(paths=["capacity", "values"]),
+        ),
+        timeout=5,
+    )
+    assert (grown.capacity, list(grown.values)) == (5, ["x", "y"])
+    bad_mask = beta_pb2.UpdateListRequest(
+        list=beta_pb2.List(name="party"), update_mask=field_mask_pb2.FieldMask(paths=["size"])
+    )
+    assert _code(beta.UpdateList, bad_mask) == grpc.StatusCode.INVALID_ARGUMENT
+    # An empty mask changes nothing, as Agones' sidecar (and is what Agones' Node.js SDK
+    # sends from setListCapacity); a capacity out of range is refused all the same.
+    empty = beta_pb2.UpdateListRequest(list=beta_pb2.List(name="party", capacity=1))
+    assert list(beta.UpdateList(empty, timeout=5).values) == ["x", "y"]
+    huge = beta_pb2.UpdateListRequest(list=beta_pb2.List(name="party", capacity=1001))
+    assert _code(beta.UpdateList, huge) == grpc.StatusCode.OUT_OF_RANGE
+    assert _code(beta.GetList, beta_pb2.GetListRequest(name="nope")) == grpc.StatusCode.NOT_FOUND
+
+    st = sdk.state("g1")
+    assert st.counters == {"rooms": {"count": 2, "capacity": 2}}
+    assert st.lists == {"party": {"capacity": 5, "values": ["x", "y"]}}
+    gs = world["stub"].GetGameServer(sdk_pb2.Empty(), timeout=5)
+    assert (gs.status.counters["rooms"].count, gs.status.counters["rooms"].capacity) == (2, 2)
+    assert list(gs.status.lists["party"].values) == ["x", "y"]
+    assert world["changes"][-1].lists["party"]["values"] == ["x", "y"]  # reported
+
+
+def test_counters_and_lists_over_rest(world: dict[str, Any]) -> None:
+    http = world["http"]
+    assert http.get("/v1beta1/counters/rooms").json() == {
+        "name": "rooms",
+        "count": "0",
+        "capacity": "3",
+    }
+    assert http.patch("/v1beta1/counters/rooms", json={"countDiff": "2"}).json()["count"] == "2"
+    out = http.patch("/v1beta1/counters/rooms", json={"count": "5"})
+    assert out.status_code == 400 and out.json()["code"] == 11  # OUT_OF_RANGE
+    assert http.patch("/v1beta1/counters/rooms", json={"capacity": "1"}).json() == {
+        "name": "rooms",
+        "count": "1",
+        "capacity": "1",
+    }
+    assert http.get("/v1beta1/counters/nope").json()["code"] == 5  # NOT_FOUND
+
+    add = http.post("/v1beta1/lists/party:addValue", json={"value": "ann"})
+    assert add.json() == {"name": "party", "capacity": "2", "values": ["ann"]}
+    dup = http.post("/v1beta1/lists/party:addValue", json={"value": "ann"})
+    assert dup.status_code == 409 and dup.json()["code"] == 6  # ALREADY_EXISTS
+    # No update_mask: grpc-gateway's, the fields the body sets.
+    assert http.patch("/v1beta1/lists/party", json={"capacity": "4"}).json()["capacity"] == "4"
+    masked = http.patch(
+        "/v1beta1/lists/party", params={"update_mask": "values"}, json={"values": ["a", "b"]}
+    )
+    assert masked.json() == {"name": "party", "capacity": "4", "values": ["a", "b"]}
+    assert http.post("/v1beta1/lists/party:removeValue", json={"value": "a"}).json()["values"] == [
+        "b"
+    ]
+    assert http.get("/v1beta1/lists/party").json()["values"] == ["b"]
+    gs = http.get("/gameserver").json()
+    assert gs["status"]["counters"] == {"rooms": {"count": "1", "capacity": "1"}}
+    assert gs["status"]["lists"] == {"party": {"capacity": "4", "values": ["b"]}}

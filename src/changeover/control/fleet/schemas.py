@@ -46,6 +46,16 @@ class HealthOut(Out):
     expect_hex: str | None = None
 
 
+class CounterOut(Out):
+    count: int
+    capacity: int
+
+
+class ListOut(Out):
+    capacity: int
+    values: list[str]
+
+
 class RunSpecOut(Out):
     """How an instance runs (``changeover.runspec.RunSpec``), every field filled in."""
 
@@ -59,6 +69,10 @@ class RunSpecOut(Out):
     state: str = "instance"
     """instance or exclusive: how an instance's state directory passes on (profiles
     stored before state modes lack it: instance)."""
+    counters: dict[str, CounterOut] = {}
+    """Agones' counters its game servers start with (Agones' beta SDK)."""
+    lists: dict[str, ListOut] = {}
+    """Agones' lists its game servers start with (Agones' beta SDK)."""
 
 
 class ProfileOut(RunSpecOut):

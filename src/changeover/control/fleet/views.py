@@ -104,6 +104,10 @@ class ProfileCreate(BaseModel):
     capacity: Int64 | None = None
     state: str | None = None
     """instance (default) or exclusive: how an instance's state directory passes on."""
+    counters: dict[str, Any] | None = None
+    """Agones' counters: name -> {count, capacity} (``changeover.runspec``)."""
+    lists: dict[str, Any] | None = None
+    """Agones' lists: name -> {capacity, values}."""
 
 
 class CompatSet(BaseModel):
@@ -383,6 +387,8 @@ def create_profile(body: ProfileCreate, request: Request, who: Admin) -> dict[st
             "stop_timeout_s",
             "capacity",
             "state",
+            "counters",
+            "lists",
         },
         exclude_none=True,
     )

@@ -8,7 +8,9 @@
 // host's notice that this server is going away), every player is told
 // {"notice": {"reason", "deadline"}} so it can move, and once no player is left the game
 // calls Shutdown. Every GameServer the watch stream brings is printed as one JSON line, so
-// a test can follow it in the log.
+// a test can follow it in the log. With COUNTS=1 it also plays with Agones' beta counters
+// and lists (counter "rooms", list "party", which its profile declares) and logs what the
+// SDK answered.
 "use strict";
 const net = require("node:net");
 const AgonesSDK = require("@google-cloud/agones-sdk");
@@ -98,6 +100,8 @@ async function main() {
 				uid: meta.uid,
 				labels: Object.fromEntries(meta.labelsMap),
 				annotations,
+				counters: Object.fromEntries(gs.status.countersMap),
+				lists: Object.fromEntries(gs.status.listsMap),
 			});
 			const deadline = annotations["changeover.dev/shutdown-deadline-unix"];
 			if (gs.status.state === "Shutdown" && deadline !== undefined) {
@@ -117,6 +121,35 @@ async function main() {
 	setInterval(() => sdk.health((e) => log({ healthError: e.code })), 300);
 	const gs = await sdk.getGameServer();
 	log({ ready: gs.status.state, name: gs.objectMeta.name });
+	if (process.env.COUNTS === "1") await counts();
+}
+
+async function refused(what, call) {
+	try {
+		await call();
+		log({ countsError: what, code: 0 });
+	} catch (e) {
+		log({ countsError: what, code: e.code });
+	}
+}
+
+async function counts() {
+	const b = sdk.beta;
+	await b.incrementCounter("rooms", 2);
+	await refused("decrement-too-far", () => b.decrementCounter("rooms", 5));
+	await refused("unknown-counter", () => b.getCounterCount("nope"));
+	await b.appendListValue("party", "ann");
+	await refused("append-again", () => b.appendListValue("party", "ann"));
+	await b.setListCapacity("party", 3);
+	log({
+		counts: {
+			rooms: await b.getCounterCount("rooms"),
+			roomsCapacity: await b.getCounterCapacity("rooms"),
+			party: await b.getListValues("party"),
+			partyCapacity: await b.getListCapacity("party"),
+			hasAnn: await b.listContains("party", "ann"),
+		},
+	});
 }
 
 process.on("SIGTERM", () => {
