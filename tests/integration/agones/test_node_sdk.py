@@ -373,5 +373,20 @@ def test_a_game_uses_agones_counters_and_lists(world: dict[str, Any]) -> None:
     )[0]
     assert last["counters"] == {"rooms": {"count": 2, "capacity": 5}}
     assert last["lists"] == {"party": {"capacity": 2, "valuesList": ["ann"]}}
+
+    # An agent restart keeps what the game counted (its REST gateway, same port, again).
+    gateway = json.loads((work / "instances" / f"{iid}.json").read_text())["agones_ports"]
+    world["agent"].kill()
+    world["agent"].start()
+
+    def served(path: str) -> Any:
+        try:
+            return httpx.get(f"http://127.0.0.1:{gateway['http']}{path}", timeout=2).json()
+        except httpx.HTTPError:
+            return None  # not re-adopted yet
+
+    rooms = wait_for(lambda: served("/v1beta1/counters/rooms"), 60, "the re-adopted gateway")
+    assert (rooms["count"], rooms["capacity"]) == ("2", "5")
+    assert served("/v1beta1/lists/party")["values"] == ["ann"]
     ok(c.patch("/fleets/nodecounts", json={"instances_per_host": 0}))
     wait_for(lambda: ok(c.get(f"/instances/{iid}"))["state"] == "stopped", 30, "stopped")
