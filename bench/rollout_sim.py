@@ -6,24 +6,30 @@ allocation rule in virtual time (what ``changeover patchjob simulate`` runs). Ca
 in-process here: the figures are the core's, not HTTP's.
 
 * **Fleet:** ``--instances`` old-build instances of capacity 16 over three regions (ten per
-  host), ``--players`` players on them at the start, each session begun up to an hour ago.
+  host), ``--players`` players spread over them, each session begun up to an hour ago; then
+  ``--warm-up`` hours of players coming and going under the allocation rule of the case
+  (packing or spreading) before the job starts, so the fleet has the shape that rule gives
+  it (``simulate.warm_up``; not timed).
 * **Players** (seed 002's mix): 85 % matches of about 20 minutes, 14 % hour-long sessions,
   1 % persistent sessions of about a day (a log-normal tail reaching several days, the
   servers players keep alive); arrivals follow a daily curve (a sine, the peak twice the
   trough) at the rate that keeps the online count steady; ``--friends`` of arrivals join a
   friend who is playing, possibly on an old, draining server; nobody leaves at a notice
   (the worst case for kicks).
-* **Cases:** bleed-off with a 12 h deadline with and without friend joins; rolling and
-  forced on the same fleet; then bleed-off over ``--deadlines`` to find the deadline that
+* **Cases:** bleed-off with a 12 h deadline with and without friend joins, each with
+  allocation packing players onto servers (Changeover's rule) and spreading them (the
+  counterfactual: the emptiest server with room first); rolling and forced on the same
+  fleet; then bleed-off over ``--deadlines`` to find the deadline that
   kicks at most 0.1 % and 0.01 % of the players (interpolated between the two deadlines
   around it, in log-log; "beyond" when the longest one still kicks more).
 * **Share kicked** = players on a server stopped at its deadline or by a forced stop,
   over every player who played during the job (those at the start plus arrivals).
 * **Scale:** one 1 h bleed-off of ``--scale-instances`` / ``--scale-players``, timed.
 
-Not measured: allocation without packing. Changeover's rule (newest build first, the
-fullest instance with room, draining servers closed to all but friends) is the only one
-the simulator runs: a spreading rule would be a second implementation of allocation.
+Changeover's allocation rule (newest build first, the fullest instance with room,
+draining servers closed to all but friends) is the one the simulator runs; spreading is
+the same rule with the last preference reversed (``allocation.Request.spread``), which
+Server Allocate never uses.
 
 Run ``python bench/rollout_sim.py --help``; ``make bench`` runs it with its defaults.
 """
@@ -54,7 +60,13 @@ from common import (
 from changeover.control.patchjobs.knobs import DrainPolicy
 from changeover.control.patchjobs.model import BuildPair, JobSpec, Method
 from changeover.control.patchjobs.player_model import PlayerModel, SessionComponent
-from changeover.control.patchjobs.simulate import FleetSnapshot, SimInstance, SimResult, simulate
+from changeover.control.patchjobs.simulate import (
+    FleetSnapshot,
+    SimInstance,
+    SimResult,
+    simulate,
+    warm_up,
+)
 
 SECTION = "rollout-sim"
 QUICK_ARGS = ["--instances", "30", "--players", "200", "--deadlines", "1,12"]
@@ -81,6 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--deadlines", default="1,3,6,12,24,48,96", help="hours, for bleed-off")
     p.add_argument("--scale-instances", type=int, default=10_000)
     p.add_argument("--scale-players", type=int, default=100_000)
+    p.add_argument("--warm-up", type=float, default=6.0, help="hours before the job")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     return p.parse_args(argv)
@@ -97,11 +110,11 @@ def players_model(online: int, friends: float) -> PlayerModel:
     return PlayerModel(curve, MIX, friend_join_share=friends)
 
 
-def fleet(instances: int, players: int, seed: int) -> FleetSnapshot:
+def fleet(instances: int, players: int, seed: int, at: float = T0) -> FleetSnapshot:
     rng = random.Random(seed)
     per, extra = divmod(players, instances)
     return FleetSnapshot(
-        at=T0,
+        at=at,
         instances=tuple(
             SimInstance(
                 instance_id=i + 1,
@@ -110,7 +123,7 @@ def fleet(instances: int, players: int, seed: int) -> FleetSnapshot:
                 region=REGIONS[i % len(REGIONS)],
                 version_id=OLD,
                 capacity=CAPACITY,
-                session_starts=tuple(T0 - rng.uniform(0, HOUR) for _ in range(per + (i < extra))),
+                session_starts=tuple(at - rng.uniform(0, HOUR) for _ in range(per + (i < extra))),
             )
             for i in range(instances)
         ),
@@ -140,13 +153,18 @@ def share_of_start(r: SimResult) -> float:
 
 
 def run_one(
-    args: argparse.Namespace, method: Method, deadline_h: float, friends: float
+    args: argparse.Namespace,
+    method: Method,
+    deadline_h: float,
+    friends: float,
+    packing: bool = True,
 ) -> tuple[SimResult, float]:
-    snapshot = fleet(args.instances, args.players, args.seed)
+    spec, model = job(method, deadline_h), players_model(args.players, friends)
+    # Warmed up so that the job still starts at midnight, whatever the warm-up.
+    even = fleet(args.instances, args.players, args.seed, at=T0 - args.warm_up * HOUR)
+    snapshot = warm_up(spec, even, model, args.warm_up, seed=args.seed, packing=packing)
     start = time.perf_counter()
-    result = simulate(
-        job(method, deadline_h), snapshot, players_model(args.players, friends), seed=args.seed
-    )
+    result = simulate(spec, snapshot, model, seed=args.seed, packing=packing)
     return result, time.perf_counter() - start
 
 
@@ -184,14 +202,16 @@ def row(name: str, r: SimResult, seconds: float) -> list[str]:
 def report(args: argparse.Namespace) -> str:
     load_before = load_average()
     rows = []
-    for name, method, friends in (
-        ("bleed-off 12 h, friend joins", Method.BLEED_OFF, args.friends),
-        ("bleed-off 12 h, no friend joins", Method.BLEED_OFF, 0.0),
-        ("rolling (drain deadline 12 h)", Method.ROLLING, args.friends),
-        ("forced", Method.FORCED, args.friends),
+    for name, method, friends, packing in (
+        ("bleed-off 12 h, friend joins", Method.BLEED_OFF, args.friends, True),
+        ("bleed-off 12 h, no friend joins", Method.BLEED_OFF, 0.0, True),
+        ("bleed-off 12 h, spreading, friend joins", Method.BLEED_OFF, args.friends, False),
+        ("bleed-off 12 h, spreading, no friend joins", Method.BLEED_OFF, 0.0, False),
+        ("rolling (drain deadline 12 h)", Method.ROLLING, args.friends, True),
+        ("forced", Method.FORCED, args.friends, True),
     ):
         log(f"[rollout-sim] {name}")
-        rows.append(row(name, *run_one(args, method, 12, friends)))
+        rows.append(row(name, *run_one(args, method, 12, friends, packing)))
     sweep: list[tuple[float, float]] = []
     sweep_rows = []
     for h in sorted(float(x) for x in args.deadlines.split(",")):
@@ -224,9 +244,9 @@ def report(args: argparse.Namespace) -> str:
         f"Command: `{args.invoked_as}` (source {source_revision()}); {info['cpus']} CPUs,"
         f" {info['cpu']}, Python {info['python']}, {info['date']}.",
         "",
-        f"{args.instances:,} instances, {args.players:,} players at the start, friend joins"
-        f" {args.friends:.0%} of arrivals, mean session {mean_session_s() / 60:.0f} min,"
-        f" seed {args.seed}:",
+        f"{args.instances:,} instances, {args.players:,} players online on average, friend"
+        f" joins {args.friends:.0%} of arrivals, mean session {mean_session_s() / 60:.0f} min,"
+        f" {args.warm_up:g} h of play before each job, seed {args.seed}:",
         "",
         markdown_table(headers, rows, "lrrrrrr"),
         "",
@@ -245,7 +265,9 @@ def report(args: argparse.Namespace) -> str:
         '"Players" counts everyone who played during the job (at the start and arrivals);'
         ' "of all" divides the kicked by them, "of those at start" by the players online'
         " when the job started (on old servers, the ones at risk). The deadline needed is"
-        ' read on "of all". '
+        ' read on "of all". "Spreading" is the counterfactual where allocation puts each'
+        " player on the emptiest server with room instead of the fullest (Server Allocate"
+        " always packs). "
         + load_note(
             load_before,
             load_average(),

@@ -31,13 +31,18 @@ def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
     with db.write() as s:
         env = Environment(name="prod", created_at=t)
         app = Application(name="game", type="game", created_at=t)
-        image = Image(name="img", description="", created_at=t)
         region_rows = [Region(name=f"r{n}", created_at=t) for n in range(regions)]
-        s.add_all([env, app, image, *region_rows])
+        s.add_all([env, app, *region_rows])
         s.flush()
+        # Images and profiles as hosts below: the columns every revision since 0002 knows.
+        image_id = s.execute(
+            insert(Image.__table__)
+            .values(name="img", description="", created_at=t)
+            .returning(Image.__table__.c.id)
+        ).scalar_one()
         versions = [
             Version(
-                image_id=image.id,
+                image_id=image_id,
                 number=n,
                 manifest_id=f"{n}".rjust(64, "0"),
                 file_count=1,
@@ -51,25 +56,27 @@ def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
         ]
         s.add_all(versions)
         s.flush()
-        profiles = [
-            Profile(
-                name=f"p{v.number}",
-                application_id=app.id,
-                version_id=v.id,
-                capacity=4,
-                created_at=t,
-                created_by="t",
-                spec=json.dumps({"command": ["game"], "capacity": 4}),
-            )
+        profile_ids = [
+            s.scalars(
+                insert(Profile.__table__)
+                .values(
+                    name=f"p{v.number}",
+                    application_id=app.id,
+                    version_id=v.id,
+                    capacity=4,
+                    created_at=t,
+                    created_by="t",
+                    spec=json.dumps({"command": ["game"], "capacity": 4}),
+                )
+                .returning(Profile.__table__.c.id)
+            ).one()
             for v in versions
         ]
-        s.add_all(profiles)
-        s.flush()
         fleet = Fleet(
             name="f",
             application_id=app.id,
             environment_id=env.id,
-            active_profile_id=profiles[0].id,
+            active_profile_id=profile_ids[0],
             instances_per_host=1,
             created_at=t,
             updated_at=t,
@@ -100,7 +107,7 @@ def world(db: Database, hosts: int = 1, regions: int = 1) -> dict[str, Any]:
         return {
             "app": app.id,
             "fleet": fleet.id,
-            "profiles": {v.number: p.id for v, p in zip(versions, profiles, strict=True)},
+            "profiles": {v.number: p for v, p in zip(versions, profile_ids, strict=True)},
             "versions": {v.number: v.id for v in versions},
             "hosts": host_ids,
         }

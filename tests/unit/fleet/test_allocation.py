@@ -52,6 +52,16 @@ def test_newest_version_first_then_fullest_then_oldest() -> None:
     assert best(cs) == 2  # pack: the fullest with room
 
 
+def test_the_spreading_counterfactual_takes_the_emptiest_among_equals() -> None:
+    """What the rollout simulator's benchmark measures packing against; the rest of the
+    order (newest build first) stays."""
+    pool = [cand(1, players=3), cand(2, players=1), cand(3, players=2, version=2)]
+    assert best(pool) == 3
+    assert best(pool[:2]) == 1
+    assert best(pool[:2], Request(spread=True)) == 2
+    assert best(pool, Request(spread=True)) == 3
+
+
 def test_full_instances_are_skipped_and_party_needs_room_for_all() -> None:
     cs = [cand(1, players=4), cand(2, players=3), cand(3, players=1, version=0)]
     assert best(cs) == 2

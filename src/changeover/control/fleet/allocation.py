@@ -90,6 +90,10 @@ class Request:
     size: int = 1
     """Players in the party; all of them need room on one instance."""
     friend_instance_id: int | None = None
+    spread: bool = False
+    """Among equals the emptiest instance first instead of the fullest. Server Allocate
+    always packs; the rollout simulator's benchmark measures what packing buys against
+    this (``bench/rollout_sim.py``)."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,14 @@ def _friend(candidates: Sequence[Candidate], request: Request) -> tuple[Candidat
     return friend, ""
 
 
-def _sort_key(c: Candidate, region_rank: dict[str, int]) -> tuple[int, float, int, int, int]:
+def _sort_key(
+    c: Candidate, region_rank: dict[str, int], spread: bool
+) -> tuple[int, float, int, int, int]:
     return (
         region_rank.get(c.region, len(region_rank)),
         -c.weight,
         -c.version,
-        -c.players,
+        c.players if spread else -c.players,
         c.instance_id,
     )
 
@@ -172,5 +178,5 @@ def rank(candidates: Iterable[Candidate], request: Request) -> Ranked | Refusal:
             f" (a party of {request.size} needs that many free places)",
         )
     region_rank = {r: i for i, r in enumerate(request.regions)}
-    roomy.sort(key=lambda c: _sort_key(c, region_rank))
+    roomy.sort(key=lambda c: _sort_key(c, region_rank, request.spread))
     return Ranked(tuple(roomy), friend_note=note)

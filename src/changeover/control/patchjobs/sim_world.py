@@ -221,6 +221,7 @@ _Bucket = tuple[set[int], list[int]]
 class _Session:
     instance_id: int
     ends_at: float
+    began: float
 
 
 class World:
@@ -236,10 +237,12 @@ class World:
         until: float,
         every_change: bool = False,
         full_pool: bool = False,
+        packing: bool = True,
     ) -> None:
         self.spec = spec
         self.every_change = every_change
         self.full_pool = full_pool
+        self.packing = packing
         self.players = players
         self.timings = timings
         self.rng = rng
@@ -305,7 +308,7 @@ class World:
             self.instances[i.instance_id] = i
             self._reindex(i)
             for began in s.session_starts:
-                self._seat(i, self.players.remaining(self.rng, fleet.at - began))
+                self._seat(i, self.players.remaining(self.rng, fleet.at - began), began)
         live = [i for i in self.instances.values() if i.running]
         self.baseline = len(live)
         self.per_host: dict[str, int] = {}
@@ -337,6 +340,33 @@ class World:
 
     def next_event(self) -> float | None:
         return self.events[0][0] if self.events else None
+
+    def snapshot(self) -> FleetSnapshot:
+        """The fleets as they stand now: a snapshot another run can start from."""
+        starts: dict[int, list[float]] = {}
+        for s in self.sessions.values():
+            starts.setdefault(s.instance_id, []).append(s.began)
+        return FleetSnapshot(
+            at=self.now,
+            instances=tuple(
+                SimInstance(
+                    i.instance_id,
+                    i.fleet_id,
+                    i.host,
+                    i.region,
+                    i.version_id,
+                    i.capacity,
+                    tuple(sorted(starts.get(i.instance_id, ()))),
+                    state=i.state,
+                    desired=i.desired,
+                )
+                for i in sorted(self.instances.values(), key=lambda i: i.instance_id)
+                if i.state != STOPPED
+            ),
+            host_slots=self.host_slots,
+            version_numbers=self.version_numbers,
+            capacity_of=self.capacity_of,
+        )
 
     def advance(self, to: float) -> None:
         """Play every event due by ``to``, in order, then move the clock there."""
@@ -424,7 +454,9 @@ class World:
         if i.state != READY or i.desired != RUNNING or weight <= 0 or i.players >= i.capacity:
             return
         where = (i.fleet_id, i.region)
-        key = (weight, self.version_numbers.get(i.version_id, 1), i.players)
+        # The best key is the largest: the fullest first when packing, else the emptiest.
+        players = i.players if self.packing else -i.players
+        key = (weight, self.version_numbers.get(i.version_id, 1), players)
         ids, heap = self.index.setdefault(where, {}).setdefault(key, (set(), []))
         ids.add(i.instance_id)
         heapq.heappush(heap, i.instance_id)
@@ -459,10 +491,12 @@ class World:
 
     # -- players ---------------------------------------------------------------------------
 
-    def _seat(self, i: _Inst, length: float) -> None:
+    def _seat(self, i: _Inst, length: float, began: float | None = None) -> None:
         sid = self.next_sid
         self.next_sid += 1
-        self.sessions[sid] = _Session(i.instance_id, self.now + length)
+        self.sessions[sid] = _Session(
+            i.instance_id, self.now + length, self.now if began is None else began
+        )
         i.sessions[sid] = None
         self._forget(i)
         self.online_at[sid] = len(self.online)
@@ -506,7 +540,9 @@ class World:
         elif region is None:
             region = self.rng.choice(self.regions_of_fleet.get(fleet_id, [""]))
         others = [r for r in self.regions_of_fleet.get(fleet_id, []) if r != region]
-        request = allocation.Request(regions=(region, *others), friend_instance_id=friend)
+        request = allocation.Request(
+            regions=(region, *others), friend_instance_id=friend, spread=not self.packing
+        )
         pool = self._candidates(fleet_id) if self.full_pool else self._best(fleet_id, request)
         ranked = allocation.rank(pool, request)
         if isinstance(ranked, allocation.Refusal):

@@ -175,6 +175,7 @@ def simulate(
     every_change: bool = False,
     full_pool: bool = False,
     max_arrivals: int | None = None,
+    packing: bool = True,
 ) -> SimResult:
     """Run ``spec`` against ``fleet`` in virtual time (module docstring). ``every_change``:
     plan after every change of a player count too, as the reconciler does (slower; the
@@ -182,7 +183,9 @@ def simulate(
     ``full_pool``: hand ``allocation.rank`` every instance of the fleet for each player
     (slower; the default hands it the best one from an index, as ``allocate_db`` hands
     it the best few from the database's). ``max_arrivals`` bounds the work (a request
-    must answer in bounded time whatever rates it gives).
+    must answer in bounded time whatever rates it gives). ``packing=False``: the
+    counterfactual where allocation spreads players (the emptiest server first) instead of
+    packing them, which Server Allocate never does (``bench/rollout_sim.py`` compares).
 
     Raises:
         InvalidInput: an absurd horizon, a seed that is not an integer; more than
@@ -193,7 +196,9 @@ def simulate(
     timings = timings or AgentTimings()
     until = fleet.at + _check_horizon(horizon_s, spec)
     rng = random.Random(seed)  # noqa: S311 -- a simulation, reproducible from its seed
-    world = World(spec, fleet, players, timings, rng, until, every_change, full_pool)
+    world = World(
+        spec, fleet, players, timings, rng, until, every_change, full_pool, packing=packing
+    )
     progress = JobProgress()
     taken: list[SimAction] = []
     tick = timings.tick_s
@@ -256,6 +261,27 @@ def simulate(
             if world.changed or (wake is not None and when >= wake):
                 break
     return _result(spec, fleet, seed, world, progress, taken, chosen)
+
+
+def warm_up(
+    spec: JobSpec,
+    fleet: FleetSnapshot,
+    players: PlayerModel,
+    hours: float,
+    *,
+    seed: int = 0,
+    packing: bool = True,
+) -> FleetSnapshot:
+    """``fleet`` after ``hours`` of players coming and going under the allocation rule
+    (``packing=False``: the spreading counterfactual), before ``spec`` starts: the shape a
+    fleet takes from how its players were placed, for a run to start from. No job runs."""
+    if not 0 <= hours <= 24 * 7:
+        raise InvalidInput(f"hours must be 0 to {24 * 7}, got {hours!r}", field="hours")
+    rng = random.Random(seed)  # noqa: S311 -- a simulation, reproducible from its seed
+    end = fleet.at + hours * 3600.0
+    world = World(spec, fleet, players, AgentTimings(), rng, end, packing=packing)
+    world.advance(end)
+    return world.snapshot()
 
 
 def _result(
@@ -392,4 +418,5 @@ __all__ = [
     "estimate",
     "simulate",
     "spec_from_body",
+    "warm_up",
 ]

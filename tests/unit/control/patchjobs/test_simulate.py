@@ -32,6 +32,7 @@ from changeover.control.patchjobs.simulate import (
     estimate,
     simulate,
     spec_from_body,
+    warm_up,
 )
 from changeover.errors import ChangeoverError, InvalidInput
 
@@ -396,8 +397,44 @@ def test_allocating_from_the_index_places_players_as_ranking_the_whole_fleet(
             SimInstance(51, 2, "h1", "us", OLD, 8),
         ),
     )
-    for seed in (1, 2):
-        fast = simulate(job(method, deadline_s=HOUR), two_fleets, BUSY, seed=seed)
-        exact = simulate(job(method, deadline_s=HOUR), two_fleets, BUSY, seed=seed, full_pool=True)
+    for seed, packing in ((1, True), (2, True), (1, False), (2, False)):
+        spec = job(method, deadline_s=HOUR)
+        fast = simulate(spec, two_fleets, BUSY, seed=seed, packing=packing)
+        exact = simulate(spec, two_fleets, BUSY, seed=seed, full_pool=True, packing=packing)
         assert fast.arrivals > 0
         assert fast == exact
+
+
+def test_spreading_is_a_real_counterfactual() -> None:
+    """``packing=False`` (the benchmark's counterfactual) places players elsewhere: the
+    emptiest server first, on the same rule otherwise."""
+    spec = job(Method.BLEED_OFF, deadline_s=HOUR)
+    packed = simulate(spec, fleet(), BUSY, seed=3)
+    spread = simulate(spec, fleet(), BUSY, seed=3, packing=False)
+    assert packed.arrivals == spread.arrivals > 0
+    assert packed != spread
+
+
+def test_a_warm_up_shapes_the_fleet_by_the_allocation_rule() -> None:
+    """Hours of players placed by the allocation rule, no job: packing leaves more servers
+    empty than spreading does; the snapshot carries every player on, with when they began."""
+    even = fleet(n=12, players=2, capacity=8)
+    light = PlayerModel((0.01,), (SessionComponent(1.0, 1800.0, 0.5),))  # ~20 online
+    packed = warm_up(job(), even, light, 3, seed=5)
+    spread = warm_up(job(), even, light, 3, seed=5, packing=False)
+    assert packed.at == spread.at == T0 + 3 * HOUR
+
+    def empty(s: FleetSnapshot) -> int:
+        return sum(1 for i in s.instances if not i.session_starts)
+
+    def load(s: FleetSnapshot) -> int:
+        return sum(len(i.session_starts) for i in s.instances)
+
+    assert load(packed) > 0 and load(spread) > 0
+    assert empty(packed) > empty(spread)
+    for s in (packed, spread):
+        assert all(T0 - HOUR <= b <= s.at for i in s.instances for b in i.session_starts)
+    # A run starts from it like from any snapshot.
+    assert simulate(job(), packed, light, seed=5).players_at_start == load(packed)
+    with pytest.raises(InvalidInput, match="hours must be"):
+        warm_up(job(), even, light, -1)
