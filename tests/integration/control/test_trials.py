@@ -163,4 +163,13 @@ def test_a_trial_fails_when_no_host_of_the_fleet_is_alive(server: Any) -> None:
     t = ok(c.post(f"/updates/{upd['id']}/trials", json={"fleet": "tl-build"}), 201)
     failed = wait_job(c, f"/trials/{t['id']}")
     assert failed["result"] == "failed"
-    assert failed["message"] == "no host of fleet tl-build is alive to run it"
+    assert failed["message"] == "no host of fleet tl-build is alive with a free slot to run it"
+    # Alive, but its one slot runs the fleet's own server: still no room for a trial.
+    agent = FakeAgent(server.client(server.token("agent")), "tl-h1", "tl-eu", slots=1)
+    agent.register()
+    agent.sync(2)
+    assert list(agent.desired().values()) == ["running"]
+    t2 = ok(c.post(f"/updates/{upd['id']}/trials", json={"fleet": "tl-build"}), 201)
+    full = wait_job(c, f"/trials/{t2['id']}")
+    assert full["message"] == "no host of fleet tl-build is alive with a free slot to run it"
+    assert full["instance_id"] is None

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from changeover.control.builds.models import Trial, Update
@@ -30,7 +30,7 @@ from changeover.control.db import now
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet import placement, services
 from changeover.control.fleet.exits import describe_exit
-from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile
+from changeover.control.fleet.models import Fleet, FleetHost, Host, Instance, Profile, live_sql
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.states import JobState, state_dict
 from changeover.errors import Conflict, InvalidInput, NotFound
@@ -208,6 +208,7 @@ class Outcome:
 
 
 def _pick_host(s: Session, row: Trial, fleet: Fleet, t: float) -> Host | None:
+    """The first live host of the fleet (or the one asked for) with a free slot."""
     names = [row.host_name] if row.host_name else services.fleet_host_names(s, fleet.id)
     candidates = s.scalars(
         select(Host)
@@ -216,7 +217,15 @@ def _pick_host(s: Session, row: Trial, fleet: Fleet, t: float) -> Host | None:
         .where(Host.last_seen_at > t - LOST_AFTER_S)
         .order_by(Host.name)
     )
-    return next(iter(candidates), None)
+    for host in candidates:
+        running = s.scalar(
+            select(func.count()).where(
+                Instance.host_id == host.id, live_sql(), Instance.desired != "stopped"
+            )
+        )
+        if (running or 0) < host.slots:
+            return host
+    return None
 
 
 def _finish(s: Session, row: Trial, inst: Instance | None, passed: bool, message: str) -> Outcome:
@@ -236,7 +245,7 @@ def step(s: Session, row: Trial, t: float) -> Outcome:
         host = _pick_host(s, row, fleet, t)
         if host is None:
             where = f"host {row.host_name}" if row.host_name else f"no host of fleet {fleet.name}"
-            return _finish(s, row, None, False, f"{where} is alive to run it")
+            return _finish(s, row, None, False, f"{where} is alive with a free slot to run it")
         inst = host_svc.new_instance(s, fleet.id, row.profile_id, host.id, t, None)
         inst.trial_id = row.id
         inst.capacity = 0
