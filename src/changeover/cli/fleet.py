@@ -41,6 +41,15 @@ host_app = typer.Typer(help="Hosts (machines running the agent).", no_args_is_he
 session_app = typer.Typer(help="Sessions made by allocations.", no_args_is_help=True)
 
 
+DrainOpt = Annotated[
+    float,
+    typer.Option(
+        help="How long an instance with players may drain: 30m, 12h.",
+        parser=durations.parser("--drain"),
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
     app.add_typer(region_app, name="region")
@@ -508,13 +517,7 @@ def wait_switch(c: ApiClient, sw: dict[str, Any]) -> dict[str, Any]:
 def fleet_switch(
     name: str,
     profile: Annotated[str, typer.Option(help="The profile to make active.")],
-    drain: Annotated[
-        float,
-        typer.Option(
-            help="How long an instance with players may drain: 30m, 12h.",
-            parser=durations.parser("--drain"),
-        ),
-    ] = 12 * 3600.0,
+    drain: DrainOpt = 12 * 3600.0,
     wait: Annotated[
         bool,
         typer.Option(

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from changeover.cli import durations
-from changeover.cli.fleet import profile_app, show, switch_line, wait_switch
+from changeover.cli.fleet import DrainOpt, profile_app, show, switch_line, wait_switch
 from changeover.cli.output import (
     JOB_FAILED,
     JsonOpt,
@@ -99,13 +98,7 @@ def mirror_release(
     version: Annotated[
         str | None, typer.Option(help="Release this version instead of the branch's.")
     ] = None,
-    drain: Annotated[
-        float,
-        typer.Option(
-            help="How long an instance with players may drain: 30m, 12h.",
-            parser=durations.parser("--drain"),
-        ),
-    ] = 12 * 3600.0,
+    drain: DrainOpt = 12 * 3600.0,
     wait: Annotated[
         bool,
         typer.Option(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, exists, update
 from sqlalchemy.orm import Session
@@ -25,73 +26,61 @@ from changeover.control.states import JobState
 from changeover.errors import ChangeoverError
 
 
-def build_job_kinds(db: Database) -> list[JobKind]:
-    def run_switch(job_id: int) -> None:
-        with db.write() as s:
-            sw = s.get_one(ProfileSwitch, job_id)
-            if sw.status != JobState.RUNNING:
-                return
-            t = now()
-            outcome = switches.step(s, sw, t)
-            sw.updated_at = t
-            if not outcome.done:
-                sw.status = JobState.PENDING
-                sw.wake_at = t + switches.STEP_WAIT_S
-            elif outcome.failure is None:
-                sw.status = JobState.COMPLETED
-        # Raised after the commit, so the revert and the message are kept.
-        if outcome.failure is not None:
-            raise ChangeoverError(outcome.failure)
+class _Outcome(Protocol):
+    """What a step says (``switches.Outcome``, ``trials.Outcome``)."""
 
-    def switches_due() -> ColumnElement[bool]:
-        return exists().where(
-            ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now()
-        )
+    @property
+    def done(self) -> bool: ...
 
-    def promote_switches() -> None:
-        with db.write() as s:
-            s.execute(
-                update(ProfileSwitch)
-                .where(ProfileSwitch.status == JobState.PENDING, ProfileSwitch.wake_at <= now())
-                .values(status=JobState.QUEUED, updated_at=now())
-            )
+    @property
+    def failure(self) -> str | None: ...
 
-    def run_trial(job_id: int) -> None:
+
+def _stepped(
+    db: Database,
+    name: str,
+    model: Any,
+    step: Callable[[Session, Any, float], _Outcome],
+    wait_s: float,
+) -> JobKind:
+    """A job that takes one ``step`` per run and waits in Pending ``wait_s`` between
+    steps (``model`` has ``status``, ``updated_at`` and ``wake_at``)."""
+
+    def run(job_id: int) -> None:
         with db.write() as s:
-            row = s.get_one(Trial, job_id)
+            row = s.get_one(model, job_id)
             if row.status != JobState.RUNNING:
                 return
             t = now()
-            outcome = trials.step(s, row, t)
+            outcome = step(s, row, t)
             row.updated_at = t
             if not outcome.done:
                 row.status = JobState.PENDING
-                row.wake_at = t + trials.STEP_WAIT_S
+                row.wake_at = t + wait_s
             elif outcome.failure is None:
                 row.status = JobState.COMPLETED
-        if outcome.failure is not None:  # after the commit: the verdict and the stop stay
+        # Raised after the commit, so what the step recorded (a revert, a verdict) is kept.
+        if outcome.failure is not None:
             raise ChangeoverError(outcome.failure)
 
-    def trials_due() -> ColumnElement[bool]:
-        return exists().where(Trial.status == JobState.PENDING, Trial.wake_at <= now())
+    def due() -> ColumnElement[bool]:
+        return exists().where(model.status == JobState.PENDING, model.wake_at <= now())
 
-    def promote_trials() -> None:
+    def promote() -> None:
         with db.write() as s:
             s.execute(
-                update(Trial)
-                .where(Trial.status == JobState.PENDING, Trial.wake_at <= now())
+                update(model)
+                .where(model.status == JobState.PENDING, model.wake_at <= now())
                 .values(status=JobState.QUEUED, updated_at=now())
             )
 
+    return JobKind(name, model, run, promote=promote, waiting=due)
+
+
+def build_job_kinds(db: Database) -> list[JobKind]:
     return [
-        JobKind(
-            "profile-switch",
-            ProfileSwitch,
-            run_switch,
-            promote=promote_switches,
-            waiting=switches_due,
-        ),
-        JobKind("trial", Trial, run_trial, promote=promote_trials, waiting=trials_due),
+        _stepped(db, "profile-switch", ProfileSwitch, switches.step, switches.STEP_WAIT_S),
+        _stepped(db, "trial", Trial, trials.step, trials.STEP_WAIT_S),
     ]
 
 
