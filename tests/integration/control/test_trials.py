@@ -113,7 +113,9 @@ def test_an_update_is_tried_on_the_build_machine_before_its_diff(server: Any) ->
     assert (passed["status_name"], passed["result"]) == ("Completed", "passed"), passed
     assert "healthy for 1 s" in passed["message"]
     assert passed["host"] == "tr-h1" and passed["ended_at"] is not None
-    assert ok(c.get(f"/instances/{passed['instance_id']}"))["desired"] == "stopped"
+    tried = ok(c.get(f"/instances/{passed['instance_id']}"))
+    assert (tried["desired"], tried["trial_id"]) == ("stopped", t["id"])
+    assert ok(c.get(f"/instances/{member}"))["trial_id"] is None
     shown = ok(c.get(f"/updates/{good['id']}"))["trial"]
     assert (shown["id"], shown["result"]) == (t["id"], "passed")
     assert agent.desired()[member] == "running"  # the fleet's instance never moved

@@ -164,6 +164,9 @@ class InstanceOut(Out):
     replaces: int | None
     standin_for: str | None = None
     """The lost host it stands in for until that host is back (``fleet.standins``)."""
+    trial_id: int | None = None
+    """The build machine trial it runs (an update, not its profile's version; no member of
+    the fleet: ``GET /trials/{id}``)."""
     slot: int | None
     """Its state slot on the host (``CHANGEOVER_STATE_DIR``); None before slots existed."""
     exit: ExitOut | None

@@ -256,6 +256,7 @@ def instance_dict(
         "capacity": i.capacity,
         "replaces": i.replaces_id,
         "standin_for": i.standin_for,
+        "trial_id": i.trial_id,
         "slot": i.slot,
         "exit": exit_record(i),
         "drain_deadline": i.drain_deadline,
