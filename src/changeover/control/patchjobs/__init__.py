@@ -18,19 +18,28 @@ planner per method). A crash-safe reconciler drives them:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NamedTuple
+from collections.abc import Mapping
+from typing import Final, NamedTuple, Protocol
 
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
 )
 from changeover.control.patchjobs.states import METHOD_NAMES, JobStatus, Method
 from changeover.control.patchjobs.strategies import ab, bleedoff, canary, custom, forced, rolling
+from changeover.control.patchjobs.strategies.memo import Instances, JobInstances, Memo
 
-Planner = Callable[[JobSpec, JobProgress, Sequence[InstanceView], float], Decision]
+
+class Planner(Protocol):
+    def __call__(
+        self,
+        spec: JobSpec,
+        progress: JobProgress,
+        instances: Instances,
+        now: float,
+        memo: Memo | None = None,
+    ) -> Decision: ...
 
 
 class MethodEntry(NamedTuple):
@@ -53,10 +62,16 @@ STATUSES: Final[Mapping[int, str]] = {int(s): s.label for s in JobStatus}
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
-    """The next decision for ``spec`` with the planner of its method."""
-    return METHODS[spec.method].planner(spec, progress, instances, now)
+    """The next decision for ``spec`` with the planner of its method; ``memo``: kept by
+    the caller from one pass of the job to the next, to skip what cannot have changed
+    (``strategies.memo``; the decision is the same without it)."""
+    return METHODS[spec.method].planner(spec, progress, instances, now, memo)
 
 
 def methods_table() -> list[dict[str, object]]:
@@ -72,6 +87,9 @@ def statuses_table() -> list[dict[str, object]]:
 __all__ = [
     "METHODS",
     "STATUSES",
+    "Instances",
+    "JobInstances",
+    "Memo",
     "MethodEntry",
     "Planner",
     "methods_table",

@@ -31,6 +31,7 @@ from changeover.control.fleet.models import Host, Instance, Region, fleet_member
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.model import InstanceView
 from changeover.control.patchjobs.states import LOST
+from changeover.control.patchjobs.strategies.memo import JobInstances
 
 MARGIN_S: Final = 5.0
 REBUILD_S: Final = 60.0
@@ -129,6 +130,8 @@ class JobView:
         self._read_to: float | None = None
         self._built_at = 0.0
         self._in_order = True
+        self.table = JobInstances()
+        """The same views, kept up to date for incremental planning (``strategies.memo``)."""
 
     def refresh(self, s: Session, t: float, lost_from: float = 0.0) -> int:
         """Bring the view up to date at ``t``; how many rows were read."""
@@ -161,6 +164,10 @@ class JobView:
     def _rebuild(self, rows: list[tuple[Any, ...]], lost: frozenset[str]) -> None:
         self._rows = {r[0]: r for r in rows}
         self._views = {r[0]: to_view(r, r[10] in lost) for r in rows}
+        for gone in [k for k in self.table.by_id if k not in self._views]:
+            self.table.drop(gone)
+        for v in self._views.values():
+            self.table.put(v)
         self._lost = lost
         self._in_order = True
         self.version = next(_versions)
@@ -172,6 +179,7 @@ class JobView:
             for key, row in self._rows.items():
                 if row[10] in moved:
                     self._views[key] = to_view(row, row[10] in lost)
+                    self.table.put(self._views[key])
                     changed = True
             self._lost = lost
         last = next(reversed(self._views), 0)
@@ -180,6 +188,7 @@ class JobView:
             if not _row_belongs(self.job_id, row):
                 if self._rows.pop(key, None) is not None:
                     del self._views[key]
+                    self.table.drop(key)
                     changed = True
                 continue
             if self._rows.get(key) == row:
@@ -190,6 +199,7 @@ class JobView:
                 last = max(last, key)
             self._rows[key] = row
             self._views[key] = to_view(row, row[10] in lost)
+            self.table.put(self._views[key])
             changed = True
         if changed:
             self.version = next(_versions)

@@ -68,6 +68,10 @@ PENDING: Final = "pending"
 
 
 def _frozen(value: Mapping[K, V]) -> Mapping[K, V]:
+    """A read-only copy; a read-only view is taken as it is (a progress passes its
+    mappings on to the next unchanged, and a planning pass hands over the copy it made)."""
+    if isinstance(value, MappingProxyType):
+        return value
     return MappingProxyType(dict(value))
 
 

@@ -43,7 +43,7 @@ from changeover.control.db import Database, now
 from changeover.control.fleet.models import Host, Profile
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.logs import job_context
-from changeover.control.patchjobs import appliers, codec, plan
+from changeover.control.patchjobs import JobInstances, Memo, appliers, codec, plan
 from changeover.control.patchjobs.checks import CheckRunner
 from changeover.control.patchjobs.fleet_view import summarize
 from changeover.control.patchjobs.job_view import JobView
@@ -123,6 +123,8 @@ class Reconciler:
         publisher, so launchers see the release at once rather than at its next pass."""
         self._seen: dict[int, _Seen] = {}
         self._views: dict[int, JobView] = {}
+        self._memos: dict[int, Memo] = {}
+        """Per job, what its last passes found settled: a pass judges what changed."""
         self._summaries: dict[int, str] = {}
         """The summary each job's row holds, as this process last wrote or read it."""
         self.lost_from = now() + LOST_AFTER_S
@@ -135,6 +137,7 @@ class Reconciler:
         another leader was running."""
         self._seen.clear()
         self._views.clear()
+        self._memos.clear()
         self._summaries.clear()
         self._checks_resumed = False
 
@@ -173,7 +176,7 @@ class Reconciler:
             for j in jobs
         ]
         live = {j.id for j in jobs}
-        for kept in (self._seen, self._views, self._summaries):
+        for kept in (self._seen, self._views, self._memos, self._summaries):
             for job_id in [k for k in kept if k not in live]:
                 del kept[job_id]
         for j in jobs:
@@ -209,7 +212,10 @@ class Reconciler:
             return
         views = view.views()
         progress = replace(progress, staged=progress.staged | staged)
-        decision, waiting_for = self._decide(spec, progress, views, queue, start_at, t)
+        memo = self._memos.setdefault(job_id, Memo())
+        decision, waiting_for = self._decide(
+            spec, progress, views, view.table, memo, queue, start_at, t
+        )
         new_json = dump_progress(decision.progress)
         waiting_json = json.dumps(list(waiting_for))
         self._seen[job_id] = _Seen(key, decision.wake_at)
@@ -250,16 +256,20 @@ class Reconciler:
         spec: JobSpec,
         progress: JobProgress,
         views: Sequence[InstanceView],
+        table: JobInstances,
+        memo: Memo,
         queue: Sequence[QueuedJob],
         start_at: float,
         t: float,
     ) -> tuple[Decision, tuple[int, ...]]:
+        """``table`` and ``memo``: ``views`` kept between passes, and what the last passes
+        learned, so the planner judges only what changed (``strategies.memo``)."""
         if progress.phase != PENDING or progress.cancel is not None:
-            return plan(spec, progress, views, t), ()
+            return plan(spec, progress, table, t, memo), ()
         me = next(q for q in queue if q.job_id == spec.job_id)
         q = queue_decision(me, queue, t)
         if q.runnable:
-            return plan(spec, progress, views, t), ()
+            return plan(spec, progress, table, t, memo), ()
         d = prestage(spec, progress, views, start_at, t)
         status = status_before_start(q, start_at, t)
         after = replace(d.progress, status=status, reason=q.reason)

@@ -35,6 +35,7 @@ from changeover.control.patchjobs.actions import (
 from changeover.control.patchjobs.model import InstanceView, JobSpec
 from changeover.control.patchjobs.player_model import PlayerModel, joins
 from changeover.control.patchjobs.states import READY, RUNNING, STOPPED
+from changeover.control.patchjobs.strategies.memo import JobInstances
 from changeover.errors import InvalidInput
 
 TICK_S: Final = 0.5
@@ -256,8 +257,9 @@ class World:
             self.version_numbers.setdefault(b.old_version_id, 1)
             self.version_numbers.setdefault(b.new_version_id, 2)
         self.instances: dict[int, _Inst] = {}
-        self.view_cache: dict[int, InstanceView] = {}
-        """Each instance's view until it changes: most passes change few instances."""
+        self.table = JobInstances()
+        """What the planner reads, kept up to date: a pass costs what changed."""
+        self.dirty: set[int] = set()  # instances changed since ``table`` last saw them
         self.candidate_cache: dict[int, allocation.Candidate] = {}
         self.counted: dict[int, int] = {}
         """Instance -> the places it counts toward the capacity taking new players."""
@@ -307,6 +309,7 @@ class World:
             )
             self.instances[i.instance_id] = i
             self._reindex(i)
+            self.dirty.add(i.instance_id)
             for began in s.session_starts:
                 self._seat(i, self.players.remaining(self.rng, fleet.at - began), began)
         live = [i for i in self.instances.values() if i.running]
@@ -432,7 +435,7 @@ class World:
 
     def _forget(self, i: _Inst) -> None:
         """``i`` changed: drop what was derived from it, file it again in the index."""
-        self.view_cache.pop(i.instance_id, None)
+        self.dirty.add(i.instance_id)
         self.candidate_cache.pop(i.instance_id, None)
         self._reindex(i)
 
@@ -770,22 +773,22 @@ class World:
 
     # -- the planner's view ----------------------------------------------------------------
 
-    def views(self) -> list[InstanceView]:
+    def job_instances(self) -> JobInstances:
         """What ``fleet_view.instance_views`` would read: the job's fleets' live instances
-        and every instance the job launched."""
+        and every instance the job launched, brought up to date."""
         prefix = f"job{self.spec.job_id}/"
-        out = []
-        for i in self.instances.values():
-            if i.fleet_id not in self.spec.fleet_ids:
-                continue
+        table = self.table
+        for iid in self.dirty:
+            i = self.instances[iid]
             history = i.desired == STOPPED and i.state == STOPPED
-            if history and not (i.launch_key or "").startswith(prefix):
-                continue
-            view = self.view_cache.get(i.instance_id)
-            if view is None:
-                view = self.view_cache[i.instance_id] = i.view()
-            out.append(view)
-        return out
+            if i.fleet_id not in self.spec.fleet_ids or (
+                history and not (i.launch_key or "").startswith(prefix)
+            ):
+                table.drop(iid)
+            else:
+                table.put(i.view())
+        self.dirty.clear()
+        return table
 
 
 __all__ = [

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final
 
-from changeover.control.patchjobs import plan, specs
+from changeover.control.patchjobs import Memo, plan, specs
 from changeover.control.patchjobs.model import JobProgress, JobSpec
 from changeover.control.patchjobs.player_model import PlayerModel
 from changeover.control.patchjobs.schedule import check_start_time
@@ -201,10 +201,10 @@ def simulate(
     )
     progress = JobProgress()
     taken: list[SimAction] = []
-    tick = timings.tick_s
-    start = fleet.at
+    tick, start = timings.tick_s, fleet.at
     members_known = False
     chosen: set[int] = set()
+    memo = Memo()
 
     def grid(t: float) -> float:
         """The first reconciler pass at or after ``t``."""
@@ -229,7 +229,7 @@ def simulate(
             check_results=dict(world.check_results),
             resumes=world.resumes,
         )
-        decision = plan(spec, progress, world.views(), world.now)
+        decision = plan(spec, progress, world.job_instances(), world.now, memo)
         progress = decision.progress  # recorded before acting
         if not members_known and progress.selection:
             members_known = True

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from changeover.control.patchjobs import METHODS
+from changeover.control.patchjobs import METHODS, JobInstances, Memo, Planner
 from changeover.control.patchjobs.model import (
     Action,
     BuildPair,
@@ -379,13 +379,18 @@ def drive(
     crash_after: Callable[[int], int | None] | None = None,
     max_passes: int = 20_000,
     stop_when: Callable[[JobProgress], bool] | None = None,
+    memo: bool = False,
 ) -> Run:
     """Run the job's planner against ``world`` until it ends (see the module docstring).
 
     ``crash_after(pass_number)``: apply only that many actions of the pass, then "crash"
     (the rest stays in the outbox and is replayed before the next plan).
+    ``memo``: also plan from a ``JobInstances`` kept up to date and a ``Memo`` (which a
+    crash empties, as it would the reconciler's), check that the decision is the one
+    planned without them, and go on from it.
     """
     planner = METHODS[spec.method].planner
+    table, kept = JobInstances(), Memo()
     p = progress or JobProgress()
     decisions: list[tuple[float, Decision]] = []
     keys: list[str] = []
@@ -401,6 +406,8 @@ def drive(
         d = planner(spec, p, view, world.now)
         # Pure and deterministic: the same inputs give the same decision.
         assert planner(spec, p, view, world.now) == d
+        if memo:
+            d = _with_memo(planner, spec, p, view, world.now, table, kept, d)
         decisions.append((world.now, d))
         for a in d.actions:
             assert a.key not in keys, f"planner emitted {a.key} twice"
@@ -410,6 +417,7 @@ def drive(
         todo = list(d.actions)
         if limit is not None:
             todo, outbox = todo[:limit], todo[limit:]
+            kept = Memo()
         for a in todo:
             world.apply(a)
         if check is not None:
@@ -425,6 +433,27 @@ def drive(
             return Run(p, decisions, keys)  # paused with nothing to come: the operator's turn
         world.advance(max(min(times), world.now))
     raise AssertionError(f"job did not end within {max_passes} passes: {p.phase} {p.reason}")
+
+
+def _with_memo(
+    planner: Planner,
+    spec: JobSpec,
+    p: JobProgress,
+    view: list[InstanceView],
+    now: float,
+    table: JobInstances,
+    kept: Memo,
+    full: Decision,
+) -> Decision:
+    """The pass planned incrementally: it must equal ``full``, planned from scratch."""
+    seen = {v.instance_id for v in view}
+    for gone in [i for i in table.by_id if i not in seen]:
+        table.drop(gone)
+    for v in view:
+        table.put(v)
+    d = planner(spec, p, table, now, kept)
+    assert d == full, f"with a memo at {now - T0:g} s: {d} != {full}"
+    return d
 
 
 def spec_for(method: Method, **kw: object) -> JobSpec:

@@ -16,11 +16,8 @@ is empty) and allocation stays on A.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
     JobStatus,
@@ -28,22 +25,26 @@ from changeover.control.patchjobs.model import (
 from changeover.control.patchjobs.strategies.common import (
     MAIN,
     Health,
-    all_gone,
     gate_members,
-    retire,
+    retire_all,
     run_check,
     start_replacement,
     switch,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.tick import Tick
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The A/B deployment's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def _step(t: Tick) -> None:
@@ -65,13 +66,11 @@ def _step(t: Tick) -> None:
         switch(t, "switch", 1.0)
         t.goto("bleed")
     elif t.phase == "bleed":
-        ids = [m.instance_id for m in t.selection]
-        for i in ids:
-            retire(t, i, MAIN, "A/B: players now go to the new set")
-        if all_gone(t, ids):
-            t.finish(JobStatus.COMPLETED, f"{len(ids)} instances moved to the new set (B)")
+        left, _ = retire_all(t, MAIN, "A/B: players now go to the new set")
+        if not left:
+            n = len(t.selection)
+            t.finish(JobStatus.COMPLETED, f"{n} instances moved to the new set (B)")
         else:
-            left = sum(1 for i in ids if t.alive(i) is not None)
             t.reason = f"bleeding off A: {left} old instances still have players"
 
 

@@ -16,11 +16,8 @@ recorded per instance in ``progress.deadlines``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
     JobStatus,
@@ -28,13 +25,13 @@ from changeover.control.patchjobs.model import (
 from changeover.control.patchjobs.strategies.common import (
     MAIN,
     Health,
-    all_gone,
     gate_members,
-    retire,
+    retire_all,
     start_replacement,
     switch,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.tick import Tick
 from changeover.times import utc
 
@@ -42,10 +39,14 @@ REASON = "bleed-off: the new build is live"
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The bleed-off's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def _step(t: Tick) -> None:
@@ -58,17 +59,13 @@ def _step(t: Tick) -> None:
             t.goto("bleed")
     elif t.phase == "bleed":
         switch(t, "bleed", 1.0)
-        ids = [m.instance_id for m in t.selection]
-        for i in ids:
-            retire(t, i, MAIN, REASON)
-        if all_gone(t, ids):
-            t.finish(JobStatus.COMPLETED, f"{len(ids)} old instances bled off")
+        left, deadline = retire_all(t, MAIN, REASON)
+        if not left:
+            t.finish(JobStatus.COMPLETED, f"{len(t.selection)} old instances bled off")
         else:
-            left = [i for i in ids if t.alive(i) is not None]
-            deadline = max((t.deadlines[i] for i in left if i in t.deadlines), default=t.now)
             t.reason = (
-                f"bleeding off: {len(left)} old instances still have players; "
-                f"stopped by {utc(deadline)} at the latest"
+                f"bleeding off: {left} old instances still have players; "
+                f"stopped by {utc(t.now if deadline is None else deadline)} at the latest"
             )
 
 

@@ -19,7 +19,6 @@ from itertools import zip_longest
 
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
     Member,
@@ -35,16 +34,21 @@ from changeover.control.patchjobs.strategies.common import (
     too_many_failed,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.rolling import finish_moved, roll
 from changeover.control.patchjobs.strategies.tick import Tick
 from changeover.times import utc
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The canary's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def canaries(spec: JobSpec, members: Sequence[Member]) -> list[Member]:
@@ -72,7 +76,7 @@ def _step(t: Tick) -> None:
         t.goto("gate")
     elif t.phase == "gate":
         if gate_members(t, chosen, t.spec.rolling.healthy_deadline_s) is Health.HEALTHY:
-            t.marks["window"] = t.now
+            t.mark("window", t.now)
             t.goto("window")
     elif t.phase == "window":
         crashed = [m.instance_id for m in chosen if _crashed(t, m)]

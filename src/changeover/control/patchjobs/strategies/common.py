@@ -88,7 +88,7 @@ def gate(t: Tick, key: str, mark: str, deadline_s: float) -> Health:
     i = t.launched(key)
     min_s = t.spec.rolling.min_healthy_time_s
     if i is not None and i.healthy(t.now, min_s):
-        t.marks[mark] = t.now
+        t.mark(mark, t.now)
         return Health.HEALTHY
     # Not visible yet (its row is still being created) is pending, not failed: only the
     # deadline turns a start that never showed up into a failure.
@@ -194,7 +194,7 @@ def stop(
 def notify(t: Tick, i: InstanceView, key: str, reason: str, deadline: float) -> bool:
     if not t.emit(Notify(key, i.instance_id, reason, deadline)):
         return False
-    t.marks.setdefault(f"noticed/{i.instance_id}", t.now)
+    t.mark(f"noticed/{i.instance_id}", t.now, first=True)
     return True
 
 
@@ -209,25 +209,64 @@ def retire(
 ) -> bool:
     """Drain-and-retire (module docstring). True once the stop has been asked for.
     ``keep_state``: as for ``stop``."""
+    return _judge(t, instance_id, step, reason, deadline_s, keep_state) is None
+
+
+def _judge(
+    t: Tick,
+    instance_id: int,
+    step: str,
+    reason: str,
+    deadline_s: float | None,
+    keep_state: bool,
+) -> float | None:
+    """``retire``: None once the stop has been asked for, else when to look again."""
     i = t.alive(instance_id)
     if i is None or t.stopped(instance_id):
-        return True
+        return None
     if i.players <= 0:
-        return stop(t, i, step, f"{reason}; no players", require_empty=True, keep_state=keep_state)
+        why = f"{reason}; no players"
+        return None if stop(t, i, step, why, require_empty=True, keep_state=keep_state) else t.now
     deadline = t.deadlines.get(instance_id)
     if deadline is None:
         deadline = t.now + (t.spec.drain.deadline_s if deadline_s is None else deadline_s)
         t.emit(MarkDraining(t.key(step, "drain", instance_id), instance_id, deadline, reason))
     if t.now >= deadline:
         why = f"{reason}; drain deadline reached"
-        return stop(t, i, step, why, require_empty=False, keep_state=keep_state)
+        return None if stop(t, i, step, why, require_empty=False, keep_state=keep_state) else t.now
     due = [n for n in t.spec.drain.notice_before_s if t.now >= deadline - n]
     if due:
         n = min(due)
         notify(t, i, t.key(step, f"notice{n:g}", instance_id), reason, deadline)
     later = [deadline - n for n in t.spec.drain.notice_before_s if t.now < deadline - n]
-    t.wake(min(later, default=deadline))
-    return False
+    until = min(later, default=deadline)
+    t.wake(until)
+    return until
+
+
+def retire_all(t: Tick, step: str, reason: str) -> tuple[int, float | None]:
+    """``retire`` every member of the selection: (how many still run, stopping or not, and
+    the latest drain deadline among them). With a memo (``strategies.memo``) only the
+    members whose row changed or whose next notice or deadline came are judged again."""
+    if t.memo is None:
+        left, latest = 0, None
+        for m in t.selection:
+            _judge(t, m.instance_id, step, reason, None, False)
+            if t.alive(m.instance_id) is not None:
+                left += 1
+                d = t.deadlines.get(m.instance_id)
+                latest = d if latest is None or (d is not None and d > latest) else latest
+        return left, latest
+    roster, new = t.memo.roster(step, t.selection)
+    due = roster.ids if new else roster.due(t.memo.changed, t.now)
+    for i in sorted(due):
+        until = _judge(t, i, step, reason, None, False)
+        running = t.alive(i) is not None
+        roster.record(i, until, t.deadlines.get(i) if running else None, running)
+    wake = roster.next_wake()
+    if wake is not None:
+        t.wake(wake)
+    return len(roster.running), max(roster.deadlines, default=None)
 
 
 def run_check(t: Tick, key: str, command: str, timeout_s: float) -> bool:
@@ -255,7 +294,7 @@ def pause(t: Tick, key: str, reason: str) -> bool:
     t.emit(Pause(key, reason))
     used = int(t.marks.get("resumes_used", 0))
     if t.given.resumes > used:
-        t.marks["resumes_used"] = used + 1
+        t.mark("resumes_used", used + 1)
         t.status = JobStatus.RUNNING
         return True
     t.status, t.reason = JobStatus.PAUSED, reason
@@ -289,6 +328,7 @@ __all__ = [
     "notify",
     "pause",
     "retire",
+    "retire_all",
     "run_check",
     "start_key",
     "start_replacement",

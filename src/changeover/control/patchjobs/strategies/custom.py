@@ -16,11 +16,10 @@ profile's ``stop_timeout_s``), ``switch_allocation`` weight 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
     JobStatus,
@@ -40,6 +39,7 @@ from changeover.control.patchjobs.strategies.common import (
     switch,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.tick import Tick
 
 Handler = Callable[[Tick, CustomStep, str], bool]
@@ -47,10 +47,14 @@ DEFAULT_CHECK_TIMEOUT_S = 300.0
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The custom job's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def _step(t: Tick) -> None:

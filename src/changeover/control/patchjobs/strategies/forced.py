@@ -14,11 +14,8 @@ still staged, so the way back is as quick).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from changeover.control.patchjobs.model import (
     Decision,
-    InstanceView,
     JobProgress,
     JobSpec,
 )
@@ -33,15 +30,20 @@ from changeover.control.patchjobs.strategies.common import (
     too_many_failed,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.rolling import finish_moved
 from changeover.control.patchjobs.strategies.tick import Tick
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The forced deployment's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def _step(t: Tick) -> None:

@@ -35,7 +35,7 @@ after its stop timeout has passed fails the revert the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from changeover.control.patchjobs.actions import (
@@ -69,6 +69,7 @@ from changeover.control.patchjobs.strategies.common import (
     start_revert,
     switch,
 )
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.tick import Tick
 
 StepFn = Callable[[Tick], None]
@@ -81,19 +82,21 @@ MAX_HOPS: Final = 64
 def run(
     spec: JobSpec,
     progress: JobProgress,
-    instances: Sequence[InstanceView],
+    instances: Instances,
     now: float,
     step: StepFn,
+    memo: Memo | None = None,
 ) -> Decision:
-    """One planning pass of a job whose method moves it on with ``step``."""
+    """One planning pass of a job whose method moves it on with ``step`` (``memo``: what
+    earlier passes of the job found settled, ``strategies.memo``)."""
     if progress.status.terminal:
         return Decision((), progress, None)
-    t = Tick(spec, progress, instances, now)
+    t = Tick(spec, progress, instances, now, memo)
     if t.phase == PENDING:
         if progress.cancel is not None:
             t.finish(JobStatus.CANCELLED, "cancelled before it started: it never ran")
             return t.decision()
-        _begin(t, instances)
+        _begin(t)
     elif progress.cancel is not None and t.phase not in REVERT_PHASES:
         _cancel(t, progress.cancel)
     if not t.status.terminal and run_time_exceeded(spec, t.started_at, now):
@@ -119,11 +122,11 @@ def run(
     return t.decision()
 
 
-def _begin(t: Tick, instances: Sequence[InstanceView]) -> None:
+def _begin(t: Tick) -> None:
     new_of = t.spec.new_version_of
     t.selection = tuple(
         Member(i.instance_id, i.fleet_id, i.host, i.region, i.version_id, new_of[i.version_id])
-        for i in sorted(instances, key=lambda i: i.instance_id)
+        for i in sorted(t.instances.values(), key=lambda i: i.instance_id)
         if t.spec.selects(i) and not i.gone and i.desired != STOPPED
     )
     t.started_at = t.now

@@ -55,16 +55,21 @@ from changeover.control.patchjobs.strategies.common import (
     too_many_failed,
 )
 from changeover.control.patchjobs.strategies.lifecycle import START, run
+from changeover.control.patchjobs.strategies.memo import Instances, Memo
 from changeover.control.patchjobs.strategies.tick import Tick
 
 REASON = "replaced by the new build"
 
 
 def plan(
-    spec: JobSpec, progress: JobProgress, instances: Sequence[InstanceView], now: float
+    spec: JobSpec,
+    progress: JobProgress,
+    instances: Instances,
+    now: float,
+    memo: Memo | None = None,
 ) -> Decision:
     """The rolling update's next actions (see the module docstring)."""
-    return run(spec, progress, instances, now, _step)
+    return run(spec, progress, instances, now, _step, memo)
 
 
 def _step(t: Tick) -> None:

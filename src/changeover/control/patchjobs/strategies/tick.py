@@ -13,9 +13,10 @@ the same instance is refused whatever its key. Every emitted action is recorded 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Final
+from types import MappingProxyType
+from typing import Any, Final
 
 from changeover.control.patchjobs.actions import (
     Action,
@@ -36,6 +37,7 @@ from changeover.control.patchjobs.model import (
     JobStatus,
     Member,
 )
+from changeover.control.patchjobs.strategies.memo import Instances, JobInstances, Memo
 
 POLL_S: Final = 5.0
 """Wake-up when nothing is timed but the job waits on the world (players leaving, an
@@ -64,20 +66,33 @@ class Tick:
         self,
         spec: JobSpec,
         progress: JobProgress,
-        instances: Sequence[InstanceView],
+        instances: Instances,
         now: float,
+        memo: Memo | None = None,
     ) -> None:
         self.spec = spec
         self.given = progress
         self.now = now
-        self.instances = {i.instance_id: i for i in instances}
-        self.by_launch = {i.launch_key: i for i in instances if i.launch_key}
+        changed: set[int] | None = None
+        if isinstance(instances, JobInstances):
+            self.instances: Mapping[int, InstanceView] = instances.by_id
+            self.by_launch: Mapping[str, InstanceView] = instances.by_launch
+            changed = instances.take_changed()
+        else:
+            self.instances = {i.instance_id: i for i in instances}
+            self.by_launch = {i.launch_key: i for i in instances if i.launch_key}
+        self.memo = memo
+        """What earlier passes learned (``strategies.memo``), if the caller keeps it."""
+        if memo is not None:
+            memo.begin(spec, progress, instances, changed, now)
         self.actions: list[Action] = []
         self.new_keys: set[str] = set()
-        self.issued = dict(progress.issued)
-        self.intents = dict(progress.intents)
-        self.deadlines = dict(progress.deadlines)
-        self.marks = dict(progress.marks)
+        # Copied on the first write (``_writable``): a pass that records little copies little.
+        self.issued: Mapping[str, float] = progress.issued
+        self.intents: Mapping[int, str] = progress.intents
+        self.deadlines: Mapping[int, float] = progress.deadlines
+        self.marks: Mapping[str, float] = progress.marks
+        self._owned: set[str] = set()
         self.status = progress.status
         self.phase = progress.phase
         self.step = progress.step
@@ -87,6 +102,18 @@ class Tick:
         self.reason = progress.reason
         self.selection: tuple[Member, ...] = progress.selection
         self.wakes: list[float] = []
+
+    def _writable(self, name: str) -> dict[Any, Any]:
+        if name not in self._owned:
+            setattr(self, name, dict(getattr(self, name)))
+            self._owned.add(name)
+        value: dict[Any, Any] = getattr(self, name)
+        return value
+
+    def mark(self, name: str, at: float, *, first: bool = False) -> None:
+        """Record the moment ``name`` (``first``: only if not recorded yet)."""
+        if not (first and name in self.marks):
+            self._writable("marks")[name] = at
 
     # -- keys and actions ------------------------------------------------------------------
 
@@ -106,13 +133,13 @@ class Tick:
             return False  # a stop is final: nothing more is asked of that instance
         self.actions.append(action)
         self.new_keys.add(action.key)
-        self.issued[action.key] = self.now
+        self._writable("issued")[action.key] = self.now
         if intent is not None and not stopped:
-            self.intents[intent[0]] = intent[1]
+            self._writable("intents")[intent[0]] = intent[1]
         if isinstance(action, MarkDraining):
-            self.deadlines[action.instance_id] = action.deadline
+            self._writable("deadlines")[action.instance_id] = action.deadline
         if isinstance(action, Undrain):
-            self.deadlines.pop(action.instance_id, None)
+            self._writable("deadlines").pop(action.instance_id, None)
         return True
 
     # -- what the world looks like -----------------------------------------------------------
@@ -173,6 +200,11 @@ class Tick:
         self.status, self.reason, self.finished_at = outcome, reason, self.now
         self.phase = "done"
 
+    def _frozen(self, name: str) -> Mapping[Any, Any]:
+        value: Mapping[Any, Any] = getattr(self, name)
+        # The pass's own copy is handed over as it is: the pad dies with the pass.
+        return MappingProxyType(value) if name in self._owned else value
+
     def decision(self) -> Decision:
         progress = replace(
             self.given,
@@ -184,11 +216,13 @@ class Tick:
             finished_at=self.finished_at,
             reason=self.reason,
             selection=self.selection,
-            issued=self.issued,
-            intents=self.intents,
-            deadlines=self.deadlines,
-            marks=self.marks,
+            issued=self._frozen("issued"),
+            intents=self._frozen("intents"),
+            deadlines=self._frozen("deadlines"),
+            marks=self._frozen("marks"),
         )
+        if self.memo is not None:
+            self.memo.end(progress)
         if self.status.terminal:
             wake: float | None = None
         elif self.wakes:
