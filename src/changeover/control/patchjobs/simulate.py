@@ -44,7 +44,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from changeover.control.patchjobs import Memo, plan, specs
-from changeover.control.patchjobs.model import JobProgress, JobSpec
+from changeover.control.patchjobs.model import Decision, JobProgress, JobSpec
 from changeover.control.patchjobs.player_model import PlayerModel
 from changeover.control.patchjobs.schedule import check_start_time
 from changeover.control.patchjobs.sim_world import (
@@ -176,6 +176,7 @@ def simulate(
     full_pool: bool = False,
     max_arrivals: int | None = None,
     packing: bool = True,
+    incremental: bool = True,
 ) -> SimResult:
     """Run ``spec`` against ``fleet`` in virtual time (module docstring). ``every_change``:
     plan after every change of a player count too, as the reconciler does (slower; the
@@ -186,6 +187,8 @@ def simulate(
     must answer in bounded time whatever rates it gives). ``packing=False``: the
     counterfactual where allocation spreads players (the emptiest server first) instead of
     packing them, which Server Allocate never does (``bench/rollout_sim.py`` compares).
+    ``incremental=False``: every pass judges every member from scratch, as the reconciler's
+    first pass after a restart does (slower, the same answer: ``strategies.memo``).
 
     Raises:
         InvalidInput: an absurd horizon, a seed that is not an integer; more than
@@ -204,7 +207,7 @@ def simulate(
     tick, start = timings.tick_s, fleet.at
     members_known = False
     chosen: set[int] = set()
-    memo = Memo()
+    memo = Memo() if incremental else None
 
     def grid(t: float) -> float:
         """The first reconciler pass at or after ``t``."""
@@ -222,14 +225,7 @@ def simulate(
     when = start
     while when <= until:
         advance(when)
-        # What the reconciler merges from outside before planning (``Reconciler.run_job``).
-        progress = replace(
-            progress,
-            staged=progress.staged | frozenset(world.staged),
-            check_results=dict(world.check_results),
-            resumes=world.resumes,
-        )
-        decision = plan(spec, progress, world.job_instances(), world.now, memo)
+        decision = _pass(spec, progress, world, memo)
         progress = decision.progress  # recorded before acting
         if not members_known and progress.selection:
             members_known = True
@@ -261,6 +257,23 @@ def simulate(
             if world.changed or (wake is not None and when >= wake):
                 break
     return _result(spec, fleet, seed, world, progress, taken, chosen)
+
+
+def _pass(spec: JobSpec, progress: JobProgress, world: World, memo: Memo | None) -> Decision:
+    """One reconciler pass: merge what it merges from outside (``Reconciler.run_job``),
+    then plan, incrementally with a memo, else from scratch."""
+    progress = replace(
+        progress,
+        staged=progress.staged | frozenset(world.staged),
+        check_results=dict(world.check_results),
+        resumes=world.resumes,
+    )
+    table = world.job_instances()
+    if memo is None:
+        return plan(
+            spec, progress, sorted(table.by_id.values(), key=lambda v: v.instance_id), world.now
+        )
+    return plan(spec, progress, table, world.now, memo)
 
 
 def warm_up(

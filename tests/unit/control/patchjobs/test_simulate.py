@@ -405,6 +405,23 @@ def test_allocating_from_the_index_places_players_as_ranking_the_whole_fleet(
         assert fast == exact
 
 
+@pytest.mark.parametrize("method", COMPARED)
+def test_planning_incrementally_gives_the_answer_of_planning_from_scratch(
+    method: Method,
+) -> None:
+    """The default plans as the reconciler does between restarts, judging again only the
+    members whose row changed or whose time came (``strategies.memo``); from scratch,
+    every pass judges every member. Same players, same actions, same moments."""
+    emptying = PlayerModel((0.01,), (SessionComponent(1.0, 1200.0, 0.8),))
+    for players, seed in ((BUSY, 1), (BUSY, 2), (emptying, 1), (emptying, 2)):
+        spec = job(method, deadline_s=HOUR)
+        fast = simulate(spec, fleet(), players, seed=seed)
+        exact = simulate(spec, fleet(), players, seed=seed, incremental=False)
+        assert fast.outcome is JobStatus.COMPLETED, fast.reason
+        assert fast.actions
+        assert fast == exact
+
+
 def test_spreading_is_a_real_counterfactual() -> None:
     """``packing=False`` (the benchmark's counterfactual) places players elsewhere: the
     emptiest server first, on the same rule otherwise."""
