@@ -7,6 +7,7 @@ created until the engineer presses Create (a viewer may preview, not create)."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -193,6 +194,21 @@ def test_preview_refusals_are_shown_in_the_form_to_a_viewer(server: Any, page: A
     expect(error).to_have_text(f"Refused: {out['message']}")
     page.fill("#job-max-unavailable", "1")
     page.fill("#job-max-surge", "1")
+    # A start sooner than 5 minutes is refused as create refuses it; a later one is
+    # simulated from then.
+    page.fill("#job-start", "1m")
+    sent, out, status = preview(page)
+    assert status == 400 and "at least 5 minutes" in out["message"], out
+    expect(error).to_have_text(f"Refused: {out['message']}")
+    page.fill("#job-start", "2h")
+    sent, out, status = preview(page)
+    assert status == 200, out
+    assert sent["job"]["scheduled_start"] > time.time() + 7000
+    assert out["estimate"]["first"]["starts_after_s"] > 7000
+    expect(page.locator("#preview-summary")).to_contain_text(
+        "it starts in 2.0 h (its scheduled start), on the players there will be by then"
+    )
+    page.fill("#job-start", "")
     # A good preview after a refusal clears it.
     _sent, out, status = preview(page)
     assert status == 200, out

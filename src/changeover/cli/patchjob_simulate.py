@@ -187,6 +187,8 @@ def _show(out: dict[str, Any]) -> None:
         f"{first['method_name']} of {first['selected']} instance(s), {out['fleet']['players']} "
         f"player(s) online; {out['model']['note']}"
     )
+    if first["starts_after_s"]:
+        say(f"starts in {_duration(first['starts_after_s'])} (its scheduled start)")
     say(
         f"duration: p50 {_duration(est['duration_p50_s'])}, p90 {_duration(est['duration_p90_s'])}"
         f" over {est['runs']} run(s)"

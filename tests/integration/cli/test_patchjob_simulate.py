@@ -90,6 +90,10 @@ def test_simulate_answers_from_the_live_fleet_and_creates_nothing(server: Any) -
     shown = ok(server.cli("patchjob", "simulate", *flags("pjs", "--method", "forced"), *PLAYERS))
     assert "Forced deployment of 4 instance(s), 3 player(s) online" in shown
     assert "duration: p50" in shown and "players kicked" in shown
+    assert "starts in" not in shown
+    later = flags("pjs", "--method", "forced", "--start", "+2h")
+    shown = ok(server.cli("patchjob", "simulate", *later, *PLAYERS))
+    assert "starts in 2.0 h (its scheduled start)" in shown
     assert job_count(server) == before
 
 

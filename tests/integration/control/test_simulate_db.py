@@ -75,3 +75,19 @@ def test_without_history_or_model_the_answer_says_what_to_give(db: Database) -> 
     world(db, instances=1, method="bleed-off")
     with db.read() as s, pytest.raises(InvalidInput, match="0 ended sessions"):
         simulate_job(s, {"job": BODY}, now())
+
+
+def test_a_scheduled_job_is_simulated_from_its_scheduled_start(db: Database) -> None:
+    world(db, instances=2, method="bleed-off")
+    t = now()
+    players = {"arrivals_per_s": [0.01], "sessions": [{"share": 1, "median_s": 600}]}
+    with db.read() as s:
+        out = simulate_job(
+            s, {"job": {**BODY, "scheduled_start": t + 7200}, "players": players, "runs": 1}, t
+        )
+        first = out["estimate"]["first"]
+        assert first["starts_after_s"] == 7200
+        assert first["outcome_name"] == "Completed"
+        assert first["arrivals"] > 0, "players arrived during the job, after the start"
+        with pytest.raises(InvalidInput, match="5 minutes"):
+            simulate_job(s, {"job": {**BODY, "scheduled_start": t + 10}, "players": players}, t)

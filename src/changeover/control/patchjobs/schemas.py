@@ -89,6 +89,9 @@ class SimResultOut(Out):
     reduced_capacity_s: float
     min_capacity_share: float
     region_finish_s: dict[str, float]
+    starts_after_s: float
+    """When the job starts (its ``scheduled_start``) after the fleet was read; the other
+    times count from the start."""
     action_count: int
     actions: list[SimActionOut]
 

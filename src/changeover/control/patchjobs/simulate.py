@@ -26,8 +26,10 @@ One code path, no second implementation of any rule:
 
 What is modelled rather than run: the agent (``AgentTimings``: staging, start and stop
 take fixed times; every start succeeds, every check passes), the operator (a pause is
-resumed after ``resume_after_s``) and the players (``player_model``). A job starts at the
-snapshot's time, whatever its ``scheduled_start``; nothing else runs beside it.
+resumed after ``resume_after_s``) and the players (``player_model``). A job starts at its
+``scheduled_start``, the players having come and gone under the allocation rule from the
+snapshot until then (at most the last ``MAX_LEAD_S`` of that: a fleet's shape a day ahead
+does not depend on today's), else at the snapshot's time; nothing else runs beside it.
 
 Pure and deterministic: no I/O, no wall clock, every draw from one ``random.Random(seed)``;
 the same inputs give the same result. Bad input raises ``InvalidInput`` naming the field.
@@ -59,6 +61,8 @@ from changeover.errors import InvalidInput
 from changeover.runspec import RunSpec
 
 MAX_HORIZON_S: Final = 60 * 86400.0
+MAX_LEAD_S: Final = 86400.0
+"""At most this much play is simulated before a job's ``scheduled_start``."""
 COMPARED: Final = (Method.FORCED, Method.ROLLING, Method.AB, Method.BLEED_OFF, Method.CANARY)
 
 # -- the answer ----------------------------------------------------------------------------
@@ -112,6 +116,9 @@ class SimResult:
     """The lowest share of the starting capacity that took new players."""
     region_finish_s: Mapping[str, float]
     """Region -> when its last old instance stopped (seconds after the start)."""
+    starts_after_s: float = 0.0
+    """When the job starts after the snapshot (its ``scheduled_start``); every other time
+    is counted from the start."""
 
     @property
     def kicked(self) -> int:
@@ -194,9 +201,10 @@ def simulate(
         InvalidInput: an absurd horizon, a seed that is not an integer; more than
             ``max_arrivals`` players arrived before the job ended.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidInput(f"seed must be an integer, got {seed!r}", field="seed")
+    _check_seed(seed)
     timings = timings or AgentTimings()
+    taken_at = fleet.at
+    fleet = _until_start(spec, fleet, players, seed, packing, max_arrivals)
     until = fleet.at + _check_horizon(horizon_s, spec)
     rng = random.Random(seed)  # noqa: S311 -- a simulation, reproducible from its seed
     world = World(
@@ -256,7 +264,15 @@ def simulate(
             advance(when)
             if world.changed or (wake is not None and when >= wake):
                 break
-    return _result(spec, fleet, seed, world, progress, taken, chosen)
+    return replace(
+        _result(spec, fleet, seed, world, progress, taken, chosen),
+        starts_after_s=fleet.at - taken_at,
+    )
+
+
+def _check_seed(seed: object) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInput(f"seed must be an integer, got {seed!r}", field="seed")
 
 
 def _pass(spec: JobSpec, progress: JobProgress, world: World, memo: Memo | None) -> Decision:
@@ -290,11 +306,54 @@ def warm_up(
     fleet takes from how its players were placed, for a run to start from. No job runs."""
     if not 0 <= hours <= 24 * 7:
         raise InvalidInput(f"hours must be 0 to {24 * 7}, got {hours!r}", field="hours")
+    return _play(spec, fleet, players, fleet.at + hours * 3600.0, seed, packing, None)
+
+
+def _play(
+    spec: JobSpec,
+    fleet: FleetSnapshot,
+    players: PlayerModel,
+    end: float,
+    seed: int,
+    packing: bool,
+    max_arrivals: int | None,
+) -> FleetSnapshot:
+    """``fleet`` at ``end``, players having come and gone under the allocation rule."""
     rng = random.Random(seed)  # noqa: S311 -- a simulation, reproducible from its seed
-    end = fleet.at + hours * 3600.0
     world = World(spec, fleet, players, AgentTimings(), rng, end, packing=packing)
     world.advance(end)
+    if max_arrivals is not None and world.tally.arrivals > max_arrivals:
+        raise InvalidInput(
+            f"more than {max_arrivals} players arrived before the job's scheduled start: "
+            "simulate fewer runs or lower arrival rates, or use the Python API",
+            field="players",
+        )
     return world.snapshot()
+
+
+def _until_start(
+    spec: JobSpec,
+    fleet: FleetSnapshot,
+    players: PlayerModel,
+    seed: int,
+    packing: bool,
+    max_arrivals: int | None,
+) -> FleetSnapshot:
+    """``fleet`` at the job's ``scheduled_start`` (module docstring), or as it is."""
+    start = spec.scheduled_start
+    if start is None or start <= fleet.at:
+        return fleet
+    skip = max(0.0, start - fleet.at - MAX_LEAD_S)
+    if skip:
+        fleet = replace(
+            fleet,
+            at=fleet.at + skip,
+            instances=tuple(
+                replace(i, session_starts=tuple(b + skip for b in i.session_starts))
+                for i in fleet.instances
+            ),
+        )
+    return _play(spec, fleet, players, start, seed, packing, max_arrivals)
 
 
 def _result(

@@ -245,6 +245,7 @@ def result_dict(r: SimResult) -> dict[str, Any]:
         "reduced_capacity_s": r.reduced_capacity_s,
         "min_capacity_share": r.min_capacity_share,
         "region_finish_s": dict(r.region_finish_s),
+        "starts_after_s": r.starts_after_s,
         "action_count": len(r.actions),
         "actions": [
             {"at_s": a.at_s, "kind": a.kind, "instance_id": a.instance_id}

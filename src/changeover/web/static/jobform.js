@@ -51,6 +51,7 @@ async function newJobView(view) {
   const [oldB, oldL] = field("job-old", "Old build (profile)", { list: "profile-names" }, "several: comma-separated");
   const [newB, newL] = field("job-new", "New build (profile)", { list: "profile-names" }, "paired with the old ones in order");
   const method = h("select", { id: "job-method" }, methods.map((m) => h("option", { value: m.id }, m.name)));
+  const [start, startL] = field("job-start", "Start in", { placeholder: "now" }, "empty: at once; 2h: two hours from now (at least 5m)");
   const [deadline, deadlineL] = field("job-deadline", "Drain deadline", { placeholder: "12h" }, "bleed-off, A/B: players are kicked after it");
   const [notice, noticeL] = field("job-notice", "Notices before it", { placeholder: "10m, 1m" });
   const [unavail, unavailL] = field("job-max-unavailable", "Max unavailable", { placeholder: "1 or 25%" }, "rolling");
@@ -87,6 +88,7 @@ async function newJobView(view) {
     if (Object.keys(drain).length) body.drain = drain;
     if (Object.keys(rolling).length) body.rolling = rolling;
     if (share.value.trim()) body.canary = { share: parseNumber("Canary share", share.value) };
+    if (start.value.trim()) body.scheduled_start = Math.round(Date.now() / 1000 + parseDuration("Start in", start.value));
     return body;
   };
   // An explicit player model when both fields are given, none (fitted) when neither.
@@ -140,7 +142,7 @@ async function newJobView(view) {
   const form = h("form", { class: "card jobform", id: "job-form" },
     lists,
     h("fieldset", {}, h("legend", {}, "Job"), nameL, fleetL, envL, appL, oldL, newL,
-      h("label", { for: "job-method" }, h("span", {}, "Method"), method)),
+      h("label", { for: "job-method" }, h("span", {}, "Method"), method), startL),
     h("fieldset", {}, h("legend", {}, "Method settings (empty: the defaults)"), deadlineL, noticeL, unavailL, surgeL, shareL),
     h("fieldset", {}, h("legend", {}, "Player model for the preview (empty: fitted from the fleet's last 7 days)"), arrivalsL, sessionL, runsL),
     problem,
@@ -182,7 +184,8 @@ function previewPanel(out) {
       out.model.source === "explicit" ? " — the values given in the form." : " — the fleet's own history."),
     h("p", { id: "preview-summary" }, `${first.method_name} of ${first.selected} instances; ${out.fleet.instances} live instances, `,
       `${out.fleet.players} players online now; ${est.runs} simulated runs from seed ${out.seed}`,
-      est.unfinished ? `; ${est.unfinished} not finished by the simulation's horizon` : ""),
+      est.unfinished ? `; ${est.unfinished} not finished by the simulation's horizon` : "",
+      first.starts_after_s ? `; it starts in ${duration(first.starts_after_s)} (its scheduled start), on the players there will be by then` : ""),
     h("div", { class: "stats card" },
       stat("preview-p50", "expected duration p50", duration(est.duration_p50_s)),
       stat("preview-p90", "duration p90", duration(est.duration_p90_s)),

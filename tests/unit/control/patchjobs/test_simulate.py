@@ -455,3 +455,27 @@ def test_a_warm_up_shapes_the_fleet_by_the_allocation_rule() -> None:
     assert simulate(job(), packed, light, seed=5).players_at_start == load(packed)
     with pytest.raises(InvalidInput, match="hours must be"):
         warm_up(job(), even, light, -1)
+
+
+def test_a_scheduled_job_starts_at_its_time_on_the_fleet_players_made_by_then() -> None:
+    """Players come and go from the snapshot to the scheduled start (``warm_up``), then
+    the job runs from there; its times count from its start."""
+    later = replace(job(deadline_s=HOUR), scheduled_start=T0 + 6 * HOUR)
+    scheduled = simulate(later, fleet(), CROWD, seed=5)
+    by_hand = simulate(
+        job(deadline_s=HOUR), warm_up(later, fleet(), CROWD, 6, seed=5), CROWD, seed=5
+    )
+    assert scheduled.starts_after_s == 6 * HOUR
+    assert replace(scheduled, starts_after_s=0.0) == by_hand
+    now = simulate(job(deadline_s=HOUR), fleet(), CROWD, seed=5)
+    assert now.starts_after_s == 0.0
+    assert now.players_at_start != scheduled.players_at_start, "the players changed by then"
+
+
+def test_a_job_scheduled_days_ahead_plays_only_the_last_day_before_it() -> None:
+    far = replace(job(deadline_s=HOUR), scheduled_start=T0 + 3 * 86400.0)
+    result = simulate(far, fleet(), CROWD, seed=2)
+    assert result.starts_after_s == 3 * 86400.0
+    assert result.outcome is JobStatus.COMPLETED
+    with pytest.raises(InvalidInput, match="scheduled start"):
+        simulate(far, fleet(), CROWD, seed=2, max_arrivals=100)
