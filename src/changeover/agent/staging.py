@@ -42,7 +42,7 @@ import zstandard
 
 from changeover.content import patching
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
-from changeover.content.patch_index import PatchEntry, PatchIndex, PatchMethod
+from changeover.content.patch_index import EMPTY_SHA256, PatchEntry, PatchIndex, PatchMethod
 from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
 from changeover.launcher.fetch import CHUNK, Pace, RateLimit, compressed_bound
 from changeover.launcher.fetch import Fetcher as Downloader
@@ -203,7 +203,13 @@ class Staging:
         return index if index.manifest_id == manifest_id else None
 
     def _held(self, sha256: str) -> Path | None:
-        """A verified local copy of this content, in any file mode."""
+        """A verified local copy of this content, in any file mode; the empty content
+        always (the base of a fresh patch: ``content.patch_index.EMPTY_SHA256``)."""
+        if sha256 == EMPTY_SHA256:
+            empty = self.objects / _EMPTY_NAME
+            if not empty.exists():
+                empty.touch()
+            return empty
         return next((p for p in self.objects.glob(f"{sha256}.*") if p.is_file()), None)
 
     def _object(self, fetcher: Fetcher, entry: FileEntry, patches: PatchIndex | None) -> Path:
@@ -299,9 +305,14 @@ class Staging:
         for obj in self.objects.iterdir():
             st = obj.stat()
             # Young objects may be about to be linked by a version being staged right now.
-            if not obj.name.startswith(".") and st.st_nlink <= 1 and time.time() - st.st_mtime > 60:
+            unused = st.st_nlink <= 1 and time.time() - st.st_mtime > 60
+            if unused and not obj.name.startswith(".") and obj.name != _EMPTY_NAME:
                 obj.unlink(missing_ok=True)
         return removed
+
+
+_EMPTY_NAME = f"{EMPTY_SHA256}.empty"
+"""The empty content, a fresh patch's base: never linked into a version, never pruned."""
 
 
 def retained(

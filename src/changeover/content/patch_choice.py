@@ -18,7 +18,11 @@ all built, the smallest kept:
   could find, and the long-distance matcher finds what is unchanged at any level;
 * anything else (assets, archives, data): small files get zstd -19 and HDiffPatch; up to
   ``MID_BYTES`` zstd -9, then -3; above it zstd -3 (on big asset files -3 is within a few
-  percent of -19 at a hundredth of the time, see the levels' history in ``publish``).
+  percent of -19 at a hundredth of the time, see the levels' history in ``publish``);
+* a *fresh* pair, from the empty content (a file no earlier version had,
+  :data:`~changeover.content.patch_index.EMPTY_SHA256`): zstd -19, then -9, then nothing
+  (the empty option: the blob, which the store compressed at -3 on upload, serves);
+  nothing at all for compressed data and media, which no level makes smaller.
 
 Every pair starts on its first rung. While the estimated cost of all of them exceeds the
 budget, the step down that saves the most CPU is taken, weighted so that pairs from older
@@ -113,7 +117,10 @@ class PublishBudget:
 
 def ladder(task: PatchTask, budget: PublishBudget) -> tuple[Option, ...]:
     """The options for one pair, best first, restricted to the budget's methods; never
-    empty (zstd -3 is always allowed: every client applies it)."""
+    empty (zstd -3 is always allowed: every client applies it). A fresh pair's last option
+    is the empty one: build nothing."""
+    if task.old_size == 0:
+        return ((),) if task.kind.entropy_coded else ((_z(19),), (_z(9),), ())
     hdiff_ok = hdiff.usable(task.old_size, task.new_size, budget.hdiff_max_bytes)
     small = task.new_size <= BOTH_UP_TO
     rungs: list[Option]

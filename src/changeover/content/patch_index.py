@@ -18,6 +18,7 @@ applied (:class:`~changeover.errors.UnsupportedPatchMethod`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,12 @@ class PatchMethod(StrEnum):
     ZSTD = "zstd"
     HDIFFPATCH = "hdiffpatch"
 
+
+EMPTY_SHA256: str = hashlib.sha256(b"").hexdigest()
+"""The empty content. A patch from it is a *fresh* patch: a file no earlier version had,
+compressed harder than its blob (which the store compresses fast, when it is uploaded).
+Every client holds the empty content without fetching anything, so every client can
+start from it (:func:`changeover.content.plan.plan_sync`)."""
 
 DEFAULT_METHOD: str = PatchMethod.ZSTD.value
 """The method of an entry that names none (every index made before methods existed)."""

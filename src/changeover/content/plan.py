@@ -9,7 +9,9 @@ For every file of the target, one action:
 * ``Keep``: the path already holds the content;
 * ``Copy``: another local path holds it (a rename, a duplicate): nothing to download;
 * ``Patch``: the cheapest chain of patches that starts from content some local file has,
-  of methods this client applies (a newer publisher's method is skipped).
+  or from the empty content, which every client has (a *fresh* patch: a new file
+  compressed harder than its blob; ``base_path`` is then ``""``), of methods this client
+  applies (a newer publisher's method is skipped).
   Usually one hop, from the version the host runs; given an index merged from several
   versions (:meth:`PatchIndex.merge`) it also finds multi-hop chains across versions, and
   takes one only when its patches add up to less than every shorter way and the blob;
@@ -32,10 +34,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchEntry, PatchIndex, known_method
+from changeover.content.patch_index import EMPTY_SHA256, PatchEntry, PatchIndex, known_method
 
 MAX_HOPS = 8
 """Longest patch chain considered; longer ones would be slow to apply for little gain."""
+FROM_NOTHING = ""
+"""``Patch.base_path`` of a chain that starts from the empty content (no local file)."""
 
 
 class LocalFile(NamedTuple):
@@ -157,9 +161,11 @@ def _plan_file(
     f: FileEntry,
     local: Mapping[str, LocalFile],
     have: Mapping[str, list[str]],
+    bases: Mapping[str, list[str]],
     patches: PatchIndex,
     blob_size: Mapping[str, int],
 ) -> Action:
+    """``have``: contents local files hold; ``bases``: the same and the empty content."""
     current = local.get(f.path)
     if current is not None and current.sha256 == f.sha256:
         return Keep(f.path)
@@ -168,10 +174,10 @@ def _plan_file(
     if f.sha256 in have:
         return Copy(f.path, _pick_path(have[f.sha256], f.path))
     fetch = Fetch(f.path, f.sha256, blob_size.get(f.sha256, f.size))
-    chain = cheapest_chain(f.sha256, have, patches, below=fetch.size)
+    chain = cheapest_chain(f.sha256, bases, patches, below=fetch.size)
     if chain is None:
         return fetch
-    return Patch(f.path, _pick_path(have[chain.base_sha256], f.path), chain.steps)
+    return Patch(f.path, _pick_path(bases[chain.base_sha256], f.path), chain.steps)
 
 
 def plan_sync(
@@ -188,7 +194,9 @@ def plan_sync(
     have: dict[str, list[str]] = {}
     for path in sorted(local):
         have.setdefault(local[path].sha256, []).append(path)
-    actions: list[Action] = [_plan_file(f, local, have, patches, blob_size) for f in target]
+    bases = dict(have)
+    bases.setdefault(EMPTY_SHA256, [FROM_NOTHING])
+    actions: list[Action] = [_plan_file(f, local, have, bases, patches, blob_size) for f in target]
     actions += [Remove(p) for p in sorted(local) if target.get(p) is None]
     downloads: dict[tuple[str, str], int] = {}
     for a in actions:

@@ -14,6 +14,11 @@ two hashes it joins, so it is immutable and any CDN may cache it forever::
     content/patches/ab/<base_sha>-<target_sha>.zpatch   (whichever method made it)
     content/patches/index/<manifest_id>.json      the PatchIndex of that version
 
+A file no earlier version had gets a *fresh* patch, from the empty content
+(:data:`~changeover.content.patch_index.EMPTY_SHA256`), if the budget allows and it beats
+the blob: the same file compressed at a stronger level than the store's fast one, which
+every client can apply because every client holds the empty content.
+
 Re-running is cheap and safe: a pair whose patch exists is not rebuilt (its method is read
 from its magic), and a pair whose patch lost to the blob leaves a marker outside
 ``content/`` so it is not tried again.
@@ -40,6 +45,7 @@ from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch import SEGMENT_BYTES
 from changeover.content.patch_choice import Candidate, PatchTask, PublishBudget, choose
 from changeover.content.patch_index import (
+    EMPTY_SHA256,
     PatchEntry,
     PatchIndex,
     PatchMethod,
@@ -53,6 +59,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY = 3
 """How many previous versions get patches to a new one."""
+FRESH_MIN_BYTES = 4096
+"""Smaller new files are not worth a fresh patch: what a stronger level saves on them is
+less than a patch's header and a second request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +109,16 @@ def _run_job(job: _Job) -> PatchEntry | None:
         size, digest = dest.stat().st_size, _file_sha256(dest)
         return PatchEntry(job.base, job.target, rel, size, digest, stored)
     marker = _reject_marker(store.root, job.base, job.target)
-    if marker.exists() or not store.has(job.base):
+    fresh = job.base == EMPTY_SHA256
+    if marker.exists() or not (fresh or store.has(job.base)):
         return None
     blob_size = store.stored_size(job.target)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".patch-") as scratch:
         old, new = Path(scratch, "old"), Path(scratch, "new")
-        _unpack(store, job.base, old)
+        if fresh:
+            old.touch()
+        else:
+            _unpack(store, job.base, old)
         _unpack(store, job.target, new)
         best: tuple[int, str, Path] | None = None
         failed: InvalidInput | None = None
@@ -190,13 +203,18 @@ def build_patches(
             continue
         if not store.has(f.sha256):
             raise NotFound(f"blob {f.sha256} of {f.path} is not in the store", sha256=f.sha256)
-        for rank, base in enumerate(choose_bases(f, previous[:history], limit=history)):
+        bases = choose_bases(f, previous[:history], limit=history)
+        for rank, base in enumerate(bases):
             key = (base.sha256, f.sha256)
             if key in pairs:
                 continue
             if f.sha256 not in kinds:
                 kinds[f.sha256] = _kind(store, f.sha256)
             pairs[key] = PatchTask(kinds[f.sha256], base.size, f.size, rank)
+        if not bases and f.size >= FRESH_MIN_BYTES and (EMPTY_SHA256, f.sha256) not in pairs:
+            if f.sha256 not in kinds:
+                kinds[f.sha256] = _kind(store, f.sha256)
+            pairs[(EMPTY_SHA256, f.sha256)] = PatchTask(kinds[f.sha256], 0, f.size)
     tasks = list(pairs.values())
     if level is None:
         options = choose(tasks, budget)
@@ -212,6 +230,7 @@ def build_patches(
             budget.costs.option_s(option, task),
         )
         for ((base, target), task), option in zip(pairs.items(), options, strict=True)
+        if option  # the empty option: nothing worth building (a fresh pair's last rung)
     ]
     if store.bucket is not None:
         _fetch_blobs(store, pairs)
@@ -241,7 +260,7 @@ def build_patches(
 
 def _fetch_blobs(store: LocalStore, pairs: Iterable[tuple[str, str]]) -> None:
     """Bring the blobs of every pair to this disk (the workers read them there)."""
-    for sha256 in {h for pair in pairs for h in pair}:
+    for sha256 in {h for pair in pairs for h in pair} - {EMPTY_SHA256}:
         with contextlib.suppress(NotFound):  # a base gone: its pair is skipped
             store.local(blob_rel(sha256))
 

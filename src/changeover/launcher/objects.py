@@ -37,6 +37,7 @@ import zstandard
 
 from changeover.content.chunks import READ_BLOCK, check_blake3, hash_range
 from changeover.content.manifest import check_sha256
+from changeover.content.patch_index import EMPTY_SHA256
 from changeover.errors import IntegrityError, UntrustedMetadata
 
 CHUNK = 1 << 20
@@ -59,12 +60,25 @@ class ObjectStore:
         return self.root / sha256[:2] / (sha256 + ("x" if executable else ""))
 
     def find(self, sha256: str) -> Path | None:
-        """Either variant of an object, if held."""
+        """Either variant of an object, if held; the empty content always is (the base of
+        a fresh patch: ``content.patch_index.EMPTY_SHA256``)."""
+        if sha256 == EMPTY_SHA256:
+            return self._empty()
         for executable in (False, True):
             p = self.path(sha256, executable)
             if p.exists():
                 return p
         return None
+
+    def _empty(self) -> Path:
+        p = self.path(EMPTY_SHA256, False)
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+            os.close(fd)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, p)  # the same empty object whoever makes it first
+        return p
 
     def held(self) -> list[tuple[str, int]]:
         """(sha256, size) of every content held, in either variant."""

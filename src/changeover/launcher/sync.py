@@ -127,7 +127,7 @@ def plan_steps(manifest: Manifest, index: DeliveryIndex, objects: ObjectStore) -
         if f.sha256 not in index.blobs:
             raise UntrustedMetadata(f"the delivery index lacks {f.path} ({f.sha256[:12]})")
         if isinstance(action, Patch):
-            base = action.base_path.removeprefix("objects/")
+            base = action.steps[0].base_sha256  # a held object, or the empty content
             cost = sum(p.size for p in action.steps)
             steps[key] = Step(
                 f.sha256, f.size, f.executable, cost, f.path, blob, base, action.steps, b3

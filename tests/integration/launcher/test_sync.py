@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from changeover.content.patch_index import PatchIndex
+from changeover.content.patch_index import EMPTY_SHA256, PatchIndex
 from changeover.launcher.engine import Engine
 from tests_helpers import release, run_cli
 
@@ -102,6 +102,36 @@ def test_a_changed_library_comes_as_an_hdiffpatch_patch(
         assert on_disk(tmp_path / "engine") == expected(v1 if number == 1 else v2)
     assert report.applied_patches == 1 and report.fetched_blobs == 0
     assert report.downloaded_bytes == entry.size < len(new) // 20
+
+
+def test_a_new_file_comes_as_a_fresh_patch(published: Published, tmp_path: Path) -> None:
+    """A file no earlier version had comes as its fresh patch (from the empty content,
+    compressed harder than the blob the upload stored), for fewer bytes than its blob."""
+    c = published.server.client()
+    assert c.post("/images", json={"name": "maps"}).status_code == 201
+    words = [bytes([33 + (i * 7 + j) % 90 for j in range(3 + i % 7)]) for i in range(200)]
+    new_map = b" ".join(words[(i * i + 3 * i) % 200] for i in range(60_000))
+    v1 = {"readme.txt": b"maps\n"}
+    v2 = {"readme.txt": b"maps\n", "maps/new.map": new_map}
+    release(c, "maps", v1, "1.0")
+    second = release(c, "maps", v2, "1.1")
+    store = published.server.data / "store" / "content"
+    index = PatchIndex.from_json(
+        (store / "patches/index" / f"{second['manifest_id']}.json").read_bytes()
+    )
+    new_sha = hashlib.sha256(new_map).hexdigest()
+    [entry] = index.for_target(new_sha)
+    assert entry.base_sha256 == EMPTY_SHA256
+    blob = (store / "blobs" / new_sha[:2] / new_sha).stat().st_size
+    assert entry.size < blob
+
+    for number in (1, 2):
+        r = c.put("/images/maps/branches/production", json={"version": str(number)})
+        assert r.status_code == 200, r.text
+        report = Engine(published.content_url, tmp_path / "maps", "maps").sync()
+        assert on_disk(tmp_path / "maps") == expected(v1 if number == 1 else v2)
+    assert report.applied_patches == 1 and report.fetched_blobs == 0
+    assert report.downloaded_bytes == entry.size
 
 
 def test_multi_version_gap_and_side_by_side_branches(published: Published, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import zstandard
 from changeover.agent import staging as staging_module
 from changeover.agent.staging import Staging, retained
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchIndex
+from changeover.content.patch_index import EMPTY_SHA256, PatchIndex
 from changeover.content.publish import build_patches
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, NotFound
@@ -307,3 +307,50 @@ def test_a_version_nothing_wants_stays_for_the_keep_time() -> None:
     keep, since = retained(["old", "new"], ["old", "new"], {"old": 100.0}, 3000.0, 3600)
     assert keep == {"old", "new"} and since == {}
     assert retained(["old", "new"], ["new"], {}, 100.0, 0)[0] == {"new"}
+
+
+def _fresh_versions(store: LocalStore, src: Path) -> tuple[str, str, bytes]:
+    """v2 adds a compressible file no earlier version had: its fresh patch (from the empty
+    content) is smaller than its blob."""
+    rng = random.Random(11)
+    words = [rng.randbytes(rng.randint(3, 9)) for _ in range(200)]
+    new_map = b"".join(rng.choice(words) for _ in range(40_000))
+    v1 = publish(store, src, {"bin/game": (b"g" * 5000, 0o755)})
+    v2 = publish(store, src, {"bin/game": (b"g" * 5000, 0o755), "maps/new.map": (new_map, 0o644)})
+    index = build_patches(store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1)
+    [entry] = index.for_target(hashlib.sha256(new_map).hexdigest())
+    assert entry.base_sha256 == EMPTY_SHA256
+    return v1, v2, new_map
+
+
+def test_a_new_file_is_staged_from_its_fresh_patch(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_map = _fresh_versions(store, src)
+    staging.stage(fetcher, v1)
+    before = staging.downloaded
+    d2 = staging.stage(fetcher, v2)
+    new_sha = hashlib.sha256(new_map).hexdigest()
+    assert (d2 / "maps/new.map").read_bytes() == new_map
+    assert new_sha not in fetcher.blobs and len(fetcher.patches) == 1
+    assert staging.downloaded - before < store.stored_size(new_sha)
+    # The empty base is no version's file, and pruning keeps it for the next one.
+    empty = staging.objects / f"{EMPTY_SHA256}.empty"
+    assert empty.exists() and empty.stat().st_size == 0
+    os.utime(empty, (0, 0))  # old enough to be pruned, were it any other object
+    staging.prune([v2])
+    assert empty.exists()
+
+
+def test_a_bad_fresh_patch_falls_back_to_the_blob(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    store, fetcher, staging, src = env
+    v1, v2, new_map = _fresh_versions(store, src)
+    for patch in (store.content / "patches").rglob("*.zpatch"):
+        patch.write_bytes(patch.read_bytes()[:40] + b"garbage" + patch.read_bytes()[47:])
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert (d2 / "maps/new.map").read_bytes() == new_map
+    assert hashlib.sha256(new_map).hexdigest() in fetcher.blobs

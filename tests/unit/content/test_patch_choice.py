@@ -56,6 +56,18 @@ def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
         assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (z(3),)
 
 
+def test_a_fresh_pair_gets_a_strong_level_or_nothing() -> None:
+    """From the empty content (a new file): only a level stronger than the blob's can
+    win; under a short budget it steps down to nothing, not to a patch the blob equals."""
+    for kind in (FileKind.OTHER, FileKind.ELF, FileKind.ARCHIVE):
+        task = PatchTask(kind, 0, 5 * MIB)
+        assert ladder(task, UNLIMITED) == ((z(19),), (z(9),), ())
+        assert best(task) == (z(19),)
+        assert choose([task], PublishBudget(cpu_s=0)) == [()]
+    for kind in (FileKind.COMPRESSED, FileKind.MEDIA):
+        assert ladder(PatchTask(kind, 0, 5 * MIB), UNLIMITED) == ((),)
+
+
 def test_methods_can_be_restricted_to_zstd() -> None:
     only_zstd = PublishBudget(cpu_s=1e12, methods=frozenset({Z}))
     assert best(PatchTask(FileKind.ELF, 5 * MIB, 5 * MIB), only_zstd) == (z(19),)

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import PatchEntry, PatchIndex, patch_path
+from changeover.content.patch_index import EMPTY_SHA256, PatchEntry, PatchIndex, patch_path
 from changeover.content.plan import (
+    FROM_NOTHING,
     Copy,
     Fetch,
     Keep,
@@ -81,6 +82,24 @@ def test_patches_of_a_method_this_client_does_not_know_are_never_planned() -> No
     hd = dataclasses.replace(p("b1", "a2", 20), method="hdiffpatch")
     plan = plan_sync(local, target(a="a2", b="b1"), index(newer, hd), {h("a2"): 500})
     assert plan.actions == (Patch("a", "b", (hd,)), Keep("b"))
+
+
+def test_a_fresh_patch_starts_from_nothing_when_cheaper_than_the_blob() -> None:
+    """Every client holds the empty content: a new file's fresh patch needs no local file."""
+    fresh = PatchEntry(EMPTY_SHA256, h("c"), patch_path(EMPTY_SHA256, h("c")), 300, h("p"))
+    plan = plan_sync(local(f="a"), target(f="a", new="c"), index(fresh), BLOBS)
+    assert plan.actions == (Keep("f"), Patch("new", FROM_NOTHING, (fresh,)))
+    assert plan.download_bytes == 300
+    dear = dataclasses.replace(fresh, size=500)
+    assert plan_sync({}, target(new="c"), index(dear), BLOBS).actions == (
+        Fetch("new", h("c"), 500),
+    )
+    # An empty file in the target is fetched (or copied from a local empty file), never
+    # "copied" from nothing.
+    empty = Manifest.of([FileEntry("e", 0, EMPTY_SHA256)])
+    assert plan_sync({}, empty, index(), {}).actions == (Fetch("e", EMPTY_SHA256, 0),)
+    held = {"x": LocalFile(0, EMPTY_SHA256)}
+    assert plan_sync(held, empty, index(), {}).actions == (Copy("e", "x"), Remove("x"))
 
 
 def test_cheapest_of_several_bases_from_any_local_path() -> None:

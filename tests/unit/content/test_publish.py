@@ -16,12 +16,14 @@ from changeover.content import hdiff, patching
 from changeover.content.manifest import FileEntry, Manifest
 from changeover.content.patch_choice import PublishBudget
 from changeover.content.patch_index import (
+    EMPTY_SHA256,
     PatchEntry,
     PatchIndex,
     PatchMethod,
     known_method,
     patch_path,
 )
+from changeover.content.plan import FROM_NOTHING, LocalFile, Patch, plan_sync
 from changeover.content.publish import build_patches, load_index
 from changeover.content.store import LocalStore
 from changeover.errors import InvalidInput, NotFound
@@ -301,3 +303,53 @@ def test_merge_keeps_one_entry_per_base_smallest_first() -> None:
         ],
     )
     assert [e.base_sha256 for e in merged.for_target(C)] == [B, A]
+
+
+def test_a_new_file_comes_as_a_fresh_patch_when_a_stronger_level_beats_its_blob(
+    tmp_path: Path,
+) -> None:
+    """A file no earlier version had: its blob was compressed fast on upload; a fresh
+    patch (from the empty content) at -19 is smaller, and every client can apply it."""
+    rng = random.Random(2)
+    store = LocalStore(tmp_path / "store")
+    engine = text(rng, 50_000)
+    new_map, tiny, noise = text(rng, 200_000), text(rng, 1000), rng.randbytes(50_000)
+    v1 = publish_version(store, tmp_path, {"bin/engine": engine})
+    v2 = publish_version(
+        store,
+        tmp_path,
+        {"bin/engine": engine, "maps/new.map": new_map, "tiny.txt": tiny, "noise.bin": noise},
+    )
+    index = build_patches(store, v2, [v1], workers=1)
+    [fresh] = index.for_target(sha(new_map))
+    assert fresh.base_sha256 == EMPTY_SHA256 and fresh.method == PatchMethod.ZSTD
+    assert fresh.size < store.stored_size(sha(new_map))
+    empty = tmp_path / "empty"
+    empty.touch()
+    out = io.BytesIO()
+    stored = store.content / fresh.path
+    patching.apply(
+        fresh.method, empty, stored, out, expected_size=len(new_map), expected_sha256=sha(new_map)
+    )
+    assert out.getvalue() == new_map
+    # Too small to pay, or incompressible: no fresh patch, the blob serves.
+    assert index.for_target(sha(tiny)) == () and index.for_target(sha(noise)) == ()
+    # A host holding v1 plans it: from nothing, for fewer bytes than the blob.
+    plan = plan_sync(
+        {f.path: LocalFile(f.size, f.sha256) for f in v1},
+        v2,
+        index,
+        {h: store.stored_size(h) for h in v2.blob_hashes()},
+    )
+    [action] = [a for a in plan.actions if a.path == "maps/new.map"]
+    assert action == Patch("maps/new.map", FROM_NOTHING, (fresh,))
+
+
+def test_fresh_patches_give_way_first_when_the_budget_is_short(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    store = LocalStore(tmp_path / "store")
+    v1 = publish_version(store, tmp_path, {"a": text(rng, 10_000)})
+    new_map = text(rng, 200_000)
+    v2 = publish_version(store, tmp_path, {"a": text(rng, 10_000), "new.map": new_map})
+    none = build_patches(store, v2, [v1], workers=1, budget=PublishBudget(cpu_s=0.0))
+    assert none.for_target(sha(new_map)) == ()

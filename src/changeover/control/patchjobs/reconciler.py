@@ -228,7 +228,9 @@ class Reconciler:
         if unchanged:
             self._keep_summary(job_id, spec, decision.progress, views)
             return
-        if self._record(job_id, revision, progress_of_json(old_json), decision, waiting_json, t):
+        # ``progress`` is the recorded one (``progress_of`` parses each revision once), with
+        # only ``staged`` merged in: its phase is the one recorded.
+        if self._record(job_id, revision, progress, decision, new_json, waiting_json, t):
             self._keep_summary(job_id, spec, decision.progress, views)
             self.replay(job_id)
         else:
@@ -282,6 +284,7 @@ class Reconciler:
         revision: int,
         before: JobProgress,
         d: Decision,
+        progress_json: str,
         waiting_json: str,
         t: float,
     ) -> bool:
@@ -300,7 +303,7 @@ class Reconciler:
                 s,
                 job,
                 revision,
-                progress=dump_progress(after),
+                progress=progress_json,
                 status=int(status),
                 reason=after.reason[:REASON_LEN],
                 waiting_for=waiting_json,
@@ -498,10 +501,6 @@ def _footprint(spec_json: str) -> frozenset[tuple[int, int]]:
     stored = json.loads(spec_json)
     versions = {int(v) for pair in stored["builds"] for v in pair}
     return frozenset((int(f), v) for f in stored["fleet_ids"] for v in versions)
-
-
-def progress_of_json(raw: str) -> JobProgress:
-    return codec.progress_from_dict(json.loads(raw))
 
 
 __all__ = ["Reconciler", "staged_pairs"]
