@@ -267,7 +267,18 @@ def rsync_bytes(old: Path, new: Path, work: Path) -> int:
     shutil.copytree(old, dest, symlinks=True)
     with rsync_daemon(new, work) as url:
         done = subprocess.run(
-            ["rsync", "-az", "--delete", "--no-whole-file", "--stats", url, f"{dest}/"],
+            # --checksum: packages unpack with their archive's times, so a changed file
+            # of the same size and time (a version string) would be skipped as unchanged.
+            [
+                "rsync",
+                "-az",
+                "--checksum",
+                "--delete",
+                "--no-whole-file",
+                "--stats",
+                url,
+                f"{dest}/",
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -47,7 +47,8 @@ def test_executables_beyond_hdiffpatchs_bound_keep_a_high_zstd_level() -> None:
 
 def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
     for kind in (FileKind.COMPRESSED, FileKind.MEDIA):
-        assert best(PatchTask(kind, MIB, MIB)) == (z(3),)
+        assert best(PatchTask(kind, MIB, MIB)) == (z(3), HDIFF)  # small: both are cheap
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(3),)
         assert best(PatchTask(kind, 500 * MIB, 500 * MIB)) == (z(3),)
     for kind in (FileKind.OTHER, FileKind.ARCHIVE):
         assert best(PatchTask(kind, MIB, MIB)) == (z(19), HDIFF)
