@@ -197,6 +197,8 @@ def build_patches(
     """
     budget = budget or PublishBudget()
     pairs: dict[tuple[str, str], PatchTask] = {}
+    # Contents an earlier version had: a client on it holds them, and needs no fresh patch.
+    held = {h for m in previous[:history] for h in m.blob_hashes()}
     kinds: dict[str, FileKind] = {}
     for f in new:
         if f.link is not None:
@@ -211,7 +213,8 @@ def build_patches(
             if f.sha256 not in kinds:
                 kinds[f.sha256] = _kind(store, f.sha256)
             pairs[key] = PatchTask(kinds[f.sha256], base.size, f.size, rank)
-        if not bases and f.size >= FRESH_MIN_BYTES and (EMPTY_SHA256, f.sha256) not in pairs:
+        fresh = not bases and f.sha256 not in held and f.size >= FRESH_MIN_BYTES
+        if fresh and (EMPTY_SHA256, f.sha256) not in pairs:
             if f.sha256 not in kinds:
                 kinds[f.sha256] = _kind(store, f.sha256)
             pairs[(EMPTY_SHA256, f.sha256)] = PatchTask(kinds[f.sha256], 0, f.size)

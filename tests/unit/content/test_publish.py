@@ -319,7 +319,13 @@ def test_a_new_file_comes_as_a_fresh_patch_when_a_stronger_level_beats_its_blob(
     v2 = publish_version(
         store,
         tmp_path,
-        {"bin/engine": engine, "maps/new.map": new_map, "tiny.txt": tiny, "noise.bin": noise},
+        {
+            "bin/engine": engine,
+            "bin/engine-copy": engine,
+            "maps/new.map": new_map,
+            "tiny.txt": tiny,
+            "noise.bin": noise,
+        },
     )
     index = build_patches(store, v2, [v1], workers=1)
     [fresh] = index.for_target(sha(new_map))
@@ -335,6 +341,9 @@ def test_a_new_file_comes_as_a_fresh_patch_when_a_stronger_level_beats_its_blob(
     assert out.getvalue() == new_map
     # Too small to pay, or incompressible: no fresh patch, the blob serves.
     assert index.for_target(sha(tiny)) == () and index.for_target(sha(noise)) == ()
+    # Unchanged, or moved (a content v1 had, at a new path): held, nothing to patch.
+    assert index.for_target(sha(engine)) == ()
+    assert len(index) == 1
     # A host holding v1 plans it: from nothing, for fewer bytes than the blob.
     plan = plan_sync(
         {f.path: LocalFile(f.size, f.sha256) for f in v1},
