@@ -76,6 +76,9 @@ class Timed:
     seconds: float
     stdout: str
     stderr: str
+    peak_rss_kib: int = 0
+    """The command's largest resident set (``ru_maxrss`` of it and the children it waited
+    for), in KiB."""
 
 
 def run_timed(
@@ -87,17 +90,44 @@ def run_timed(
 ) -> Timed:
     """Run a command to completion and time it (wall clock); raise BenchError if it fails."""
     full_env = {**os.environ, **(env or {})}
-    start = time.perf_counter()
-    proc = subprocess.run(
-        list(argv), env=full_env, cwd=cwd, input=stdin, capture_output=True, check=False
-    )
-    seconds = time.perf_counter() - start
-    out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    # Output to files and the child reaped by wait4: its own rusage (the peak memory of
+    # this command alone, not of every child this process ever had).
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=out_f,
+            stderr=err_f,
+        )
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        out = out_f.read().decode(errors="replace")
+        err = err_f.read().decode(errors="replace")
     if proc.returncode != 0:
         raise BenchError(
             f"`{' '.join(argv)}` exited with {proc.returncode}:\n{err.strip() or out.strip()}"
         )
-    return Timed(seconds, out, err)
+    return Timed(seconds, out, err, usage.ru_maxrss)
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user and system) a running process used so far; ``children``: with those
+    of its children it has waited for (a pool's workers once the pool is shut down)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Timed:

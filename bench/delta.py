@@ -64,6 +64,7 @@ from common import (
     changeover_bin,
     clean_up_on_signals,
     compile_bytecode,
+    cpu_seconds,
     free_port,
     log,
     machine_info,
@@ -75,6 +76,7 @@ from common import (
     source_revision,
     write_section,
 )
+from per_file import per_file_bytes
 
 SECTION = "delta"
 FULL_SIZE_SECTION = "delta-full-size"
@@ -281,6 +283,9 @@ class References:
     full_bytes: int = 0
     patch_bytes: dict[str, int] = field(default_factory=dict)
     tar_bytes: dict[str, int] = field(default_factory=dict)
+    per_file: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Case -> (per-file HDiffPatch, per-file zstd -19 --patch-from), each file the smaller
+    of its patch and its zstd -19 blob (``real_pairs.per_file_bytes``)."""
 
 
 def start_references(series: gen_builds.Series, work: Path) -> subprocess.Popen[bytes]:
@@ -325,27 +330,34 @@ def _job(out: str, what: str) -> dict[str, Any]:
     return job
 
 
-def publish_build(srv: Server, name: str, root: Path) -> tuple[int, float]:
-    """Push, analyse and accept one build; returns its version number and accept time."""
+def publish_build(srv: Server, name: str, root: Path) -> tuple[int, float, float]:
+    """Push, analyse and accept one build; returns its version number, the accept's wall
+    time and the server's CPU seconds meanwhile (its patch-building workers included)."""
     env = srv.env
     log(f"[delta] launcher: push, diff and accept {name}")
     push = ["push", str(root), "--image", IMAGE, "--label", name, "--wait", "--json"]
     upd = _job(run_cli(*push, env=env).stdout, f"push of {name}")
     diff = ["diff", "create", "--image", IMAGE, "--update", str(upd["id"]), "--wait"]
     d = _job(run_cli(*diff, "--json", env=env).stdout, f"diff of {name}")
+    cpu0 = cpu_seconds(srv.pid, children=True)
     out = run_cli("diff", "accept", str(d["id"]), "--wait", "--json", env=env)
-    return int(_job(out.stdout, f"version of {name}")["number"]), out.seconds
+    cpu = cpu_seconds(srv.pid, children=True) - cpu0
+    return int(_job(out.stdout, f"version of {name}")["number"]), out.seconds, cpu
 
 
-def publish_builds(srv: Server, series: gen_builds.Series) -> tuple[list[int], list[float]]:
-    """Push, analyse and accept every build; returns version numbers and accept times."""
+def publish_builds(
+    srv: Server, series: gen_builds.Series
+) -> tuple[list[int], list[float], list[float]]:
+    """Push, analyse and accept every build; returns version numbers, accept times and
+    the server's CPU seconds of each accept."""
     run_cli("image", "create", IMAGE, env=srv.env)
-    numbers, accept_s = [], []
+    numbers, accept_s, accept_cpu_s = [], [], []
     for name, root in zip(gen_builds.BUILD_NAMES, series.builds, strict=True):
-        number, seconds = publish_build(srv, name, root)
+        number, seconds, cpu = publish_build(srv, name, root)
         numbers.append(number)
         accept_s.append(seconds)
-    return numbers, accept_s
+        accept_cpu_s.append(cpu)
+    return numbers, accept_s, accept_cpu_s
 
 
 def casync_make(root: Path, work: Path) -> tuple[int, int]:
@@ -383,6 +395,7 @@ def launcher_update(
     check_tree(target, expected, f"the launcher install ({case})")
     keys = ("fetched_blobs", "applied_patches", "reused_objects", "seconds")
     detail = {k: report[k] for k in keys}
+    detail["peak_mib"] = out.peak_rss_kib / 1024
     return Sample(out.seconds, int(report["downloaded_bytes"]), detail)
 
 
@@ -513,6 +526,7 @@ class Setup:
     refs: References
     versions: list[int]
     accept_s: list[float]
+    accept_cpu_s: list[float]
     casync_store: tuple[int, int]
     tools: dict[str, str]
     generate_s: float
@@ -576,7 +590,7 @@ def verify_only(srv: Server, series: gen_builds.Series, work: Path, repeat: int)
     expected = tree_hashes(series.builds[NEW])
     run_cli("image", "create", IMAGE, env=srv.env)
     t0 = time.monotonic()
-    number, accept_s = publish_build(srv, gen_builds.BUILD_NAMES[NEW], series.builds[NEW])
+    number, accept_s, _ = publish_build(srv, gen_builds.BUILD_NAMES[NEW], series.builds[NEW])
     publish_s = time.monotonic() - t0
     run_cli("branch", "set", "verify", "--image", IMAGE, "--version", str(number), env=srv.env)
     target = work / "client" / "game"
@@ -611,9 +625,22 @@ def _mb(n: float) -> str:
     return f"{n / MB:,.1f}" if n >= 10 * MB else f"{n / MB:,.2f}"
 
 
-def case_table(results: Results, case: str) -> str:
+PER_FILE_LABELS = (
+    "per-file HDiffPatch (each file: patch or zstd -19 blob, the smaller)",
+    "per-file `zstd -19 --patch-from` (the same)",
+)
+
+
+def smallest_reference(results: Results, refs: References, case: str) -> float:
+    """The fewest bytes any reference downloads for ``case``."""
+    measured = [results.nbytes(case, m) for m in METHODS if m != "launcher"]
+    return float(min(*measured, *refs.per_file[case]))
+
+
+def case_table(results: Results, refs: References, case: str) -> str:
     rsync_b = results.nbytes(case, "rsync")
     patch_b = results.nbytes(case, "patch")
+    best = smallest_reference(results, refs, case)
     rows: list[list[object]] = []
     for method in METHODS:
         secs = [s.seconds for s in results.samples[case, method]]
@@ -624,14 +651,26 @@ def case_table(results: Results, case: str) -> str:
                 _mb(b),
                 f"{b / rsync_b:.2f}",
                 f"{b / patch_b:.2f}",
+                f"{b / best:.3f}",
                 f"{median(secs):.2f}",
                 f"{min(secs):.2f}-{max(secs):.2f}",
             ]
         )
+    for label, b in zip(PER_FILE_LABELS, refs.per_file[case], strict=True):
+        ratios = [f"{b / rsync_b:.2f}", f"{b / patch_b:.2f}", f"{b / best:.3f}"]
+        rows.append([label, _mb(b), *ratios, "bytes only", ""])
     return markdown_table(
-        ["client on " + case, "downloaded MB", "x rsync", "x patch-from", "median s", "min-max s"],
+        [
+            "client on " + case,
+            "downloaded MB",
+            "x rsync",
+            "x patch-from",
+            "x smallest",
+            "median s",
+            "min-max s",
+        ],
         rows,
-        "lrrrrr",
+        "lrrrrrr",
     )
 
 
@@ -668,12 +707,22 @@ def verify_target(samples: list[VerifySample]) -> str:
     )
 
 
-def targets(results: Results) -> list[str]:
+def targets(results: Results, refs: References) -> list[str]:
     lines = []
 
     def mark(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
 
+    smallest = [
+        (case, results.nbytes(case, "launcher") / smallest_reference(results, refs, case))
+        for case in OLD
+    ]
+    lines.append(
+        f"- Bytes at most 1.0x the smallest reference of the run: "
+        f"{mark(all(r <= 1.0 for _, r in smallest))} ("
+        + "; ".join(f"{c}: {r:.3f}x" for c, r in smallest)
+        + ")."
+    )
     per_case = []
     for case in OLD:
         ours, rsync_b = results.nbytes(case, "launcher"), results.nbytes(case, "rsync")
@@ -779,7 +828,14 @@ def report(setup: Setup, results: Results, command: str, repeat: int, note: str)
     refs = setup.refs
     n1, n3 = results.samples["N-1", "launcher"][0], results.samples["N-3", "launcher"][0]
     store_b, chunks = setup.casync_store
-    accepts = ", ".join(f"{s:.0f}" for s in setup.accept_s)
+    accepts = ", ".join(
+        f"{s:.0f} s ({c:.0f} CPU s)"
+        for s, c in zip(setup.accept_s, setup.accept_cpu_s, strict=True)
+    )
+    peaks = {
+        case: median([s.detail["peak_mib"] for s in results.samples[case, "launcher"]])
+        for case in OLD
+    }
     load = ", ".join(f"{x:.1f}" for x in results.load)
     return f"""\
 ### Delta delivery against rsync, casync and zstd (`bench/delta.py`)
@@ -802,22 +858,25 @@ download and the whole-tree patch, `zstd -d | tar -x` into an empty directory (t
 download itself is not timed). The patch-from apply needs `old.tar` on the client, \
 which a real client would not have: it is there as a reference for bytes.
 
-{case_table(results, "N-1")}
+{case_table(results, refs, "N-1")}
 
-{case_table(results, "N-3")}
+{case_table(results, refs, "N-3")}
 
 {verify_table(results)}
 
 Targets (every case must meet each):
 
-{chr(10).join(targets(results))}
+{chr(10).join(targets(results, refs))}
 
 Details: the launcher fetched {n1.detail["fetched_blobs"]} blobs and applied \
 {n1.detail["applied_patches"]} patches from N-1 ({n3.detail["fetched_blobs"]} and \
 {n3.detail["applied_patches"]} from N-3); its own `seconds` (no start-up) were \
 {n1.detail["seconds"]:.2f} and {n3.detail["seconds"]:.2f} in the first run. Publishing each \
 version on the server (`diff accept --wait`, which builds the patches from up to 3 \
-earlier versions) took {accepts} s for N-3 … N. casync's store for N: {chunks:,} chunks, \
+earlier versions) took {accepts} for N-3 … N (wall; the server's CPU seconds, its \
+patch-building workers included). The launcher's peak memory while it updated (largest \
+resident set of `launcher sync`, median): {peaks["N-1"]:.0f} MiB from N-1, \
+{peaks["N-3"]:.0f} MiB from N-3. casync's store for N: {chunks:,} chunks, \
 {_mb(store_b)} MB. Tars: N {_mb(refs.tar_bytes["N"])} MB; full `zstd -19 --long=27`: \
 {_mb(refs.full_bytes)} MB.
 """
@@ -880,14 +939,25 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
         refs_proc = start_references(series, work)
         # The server's data in the work directory, so that --keep keeps its patches too.
         with running_server(work / "server") as srv:
-            versions, accept_s = publish_builds(srv, series)
+            versions, accept_s, accept_cpu_s = publish_builds(srv, series)
             log("[delta] casync make")
             casync_store = casync_make(series.builds[NEW], work)
             log("[delta] waiting for the zstd references")
             refs = finish_references(refs_proc, work)
             refs_proc = None
+            for case, idx in OLD.items():
+                log(f"[delta] per-file references from {case}")
+                refs.per_file[case] = per_file_bytes(series.builds[idx], series.builds[NEW])
             setup = Setup(
-                series, refs, versions, accept_s, casync_store, tools, generate_s, args.seed
+                series,
+                refs,
+                versions,
+                accept_s,
+                accept_cpu_s,
+                casync_store,
+                tools,
+                generate_s,
+                args.seed,
             )
             setup.setup_s = time.monotonic() - started
             log(f"[delta] setup done after {setup.setup_s:.0f} s; measuring")

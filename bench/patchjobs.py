@@ -46,6 +46,7 @@ from common import (
     REPO,
     BenchError,
     clean_up_on_signals,
+    cpu_seconds,
     database,
     log,
     machine_info,
@@ -125,11 +126,6 @@ def wait_job(c: httpx.Client, job_id: int, timeout_s: float, tick: Any = None) -
         else:
             time.sleep(0.2)
     raise BenchError(f"patch job {job_id} did not finish within {timeout_s:g} s")
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- scale: simulated hosts ------------------------------------------------------------------
@@ -334,7 +330,7 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
-            syncs0, quiet0, cpu0, t0 = sim.syncs, sim.quiet, _cpu_s(srv.pid), time.monotonic()
+            syncs0, quiet0, cpu0, t0 = sim.syncs, sim.quiet, cpu_seconds(srv.pid), time.monotonic()
             sim.intervals.clear()
             sim.latencies.clear()
             sim.longest_gap = 0.0
@@ -347,7 +343,7 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
                 hosts,
                 done["status_name"],
                 time.monotonic() - t0,
-                _cpu_s(srv.pid) - cpu0,
+                cpu_seconds(srv.pid) - cpu0,
                 sim.syncs - syncs0,
                 sim.quiet - quiet0,
                 statistics.median(sim.intervals or [0.0]),
