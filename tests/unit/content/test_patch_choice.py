@@ -53,7 +53,8 @@ def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
     for kind in (FileKind.OTHER, FileKind.ARCHIVE):
         assert best(PatchTask(kind, MIB, MIB)) == (z(19), HDIFF)
         assert best(PatchTask(kind, 80 * MIB, MIB)) == (z(19),)  # old file beyond HDiffPatch
-        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(9),)
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(9), HDIFF)
+        assert best(PatchTask(kind, 80 * MIB, 20 * MIB)) == (z(9),)  # old beyond HDiffPatch
         assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (z(3),)
 
 
