@@ -876,7 +876,8 @@ Details: the launcher fetched {n1.detail["fetched_blobs"]} blobs and applied \
 version on the server (`diff accept --wait`, which builds the patches from up to 3 \
 earlier versions) took {accepts} for N-3 … N (wall; the server's CPU seconds, its \
 patch-building workers included). The launcher's peak memory while it updated (largest \
-resident set of `launcher sync`, median): {peaks["N-1"]:.0f} MiB from N-1, \
+resident set of `launcher sync`, median; it counts the pages of the old files a patch \
+maps, which the kernel can drop): {peaks["N-1"]:.0f} MiB from N-1, \
 {peaks["N-3"]:.0f} MiB from N-3. casync's store for N: {chunks:,} chunks, \
 {_mb(store_b)} MB. Tars: N {_mb(refs.tar_bytes["N"])} MB; full `zstd -19 --long=27`: \
 {_mb(refs.full_bytes)} MB.
