@@ -49,6 +49,20 @@ def _agents_step(db: Database, host_id: int) -> None:
                     i.ready_at = now() - 60
 
 
+def _completed_keys(db: Database, job_id: int) -> list[str]:
+    """The keys of the actions a completed job recorded, in order."""
+    with db.read() as s:
+        job = s.get_one(PatchJob, job_id)
+        assert JobStatus(job.status) is JobStatus.COMPLETED, job.reason
+        return list(
+            s.scalars(
+                select(PatchJobAction.key)
+                .where(PatchJobAction.job_id == job_id)
+                .order_by(PatchJobAction.seq)
+            )
+        )
+
+
 def _snapshot(db: Database, t: float, ends: dict[int, float] | None = None) -> FleetSnapshot:
     """The fleet at ``t``; ``ends``: instance id -> when its one player leaves (a session
     ``LONG`` long, begun so that it ends then: ``ALONE`` draws exactly that)."""
@@ -105,16 +119,7 @@ def test_a_real_job_and_its_simulation_take_the_same_actions(
         if finished(db, ids["job"]):
             break
         _agents_step(db, ids["host"])
-    with db.read() as s:
-        job = s.get_one(PatchJob, ids["job"])
-        assert JobStatus(job.status) is JobStatus.COMPLETED, job.reason
-        real = list(
-            s.scalars(
-                select(PatchJobAction.key)
-                .where(PatchJobAction.job_id == ids["job"])
-                .order_by(PatchJobAction.seq)
-            )
-        )
+    real = _completed_keys(db, ids["job"])
     assert [a.key for a in simulated.actions] == real
 
 
@@ -170,16 +175,7 @@ def test_with_players_a_real_job_and_its_simulation_take_the_same_actions(
             continue
         due = [x for x in (wake, *ends.values()) if x is not None and x > clock[0]]
         clock[0] = max(clock[0] + 0.5, min(due, default=clock[0] + 0.5))
-    with db.read() as s:
-        job = s.get_one(PatchJob, ids["job"])
-        assert JobStatus(job.status) is JobStatus.COMPLETED, job.reason
-        real = list(
-            s.scalars(
-                select(PatchJobAction.key)
-                .where(PatchJobAction.job_id == ids["job"])
-                .order_by(PatchJobAction.seq)
-            )
-        )
+    real = _completed_keys(db, ids["job"])
     assert [a.key for a in simulated.actions] == real
     # Not vacuous: players decided the order (notices, stops once empty, one at the deadline).
     assert any("notice3600" in k for k in real) and any("notice900" in k for k in real)
