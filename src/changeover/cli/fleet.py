@@ -429,9 +429,12 @@ def fleet_instances(
     print_json(rows) if as_json else _instances_table(rows)
 
 
-def _settling(fleet: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+def settling(fleet: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
     """What the fleet still waits for, or None once it runs exactly what it wants: each
-    host's instances of the active profile ready, and no other instance left running."""
+    host's instances of the active profile ready, and no other instance left running. A
+    build machine trial's instance is not the fleet's (it takes no players and ends with
+    its trial): it is not waited for."""
+    rows = [r for r in rows if r.get("trial_id") is None]
     wanted = len(fleet["hosts"]) * fleet["instances_per_host"]
     current = [r for r in rows if r["desired"] == "running" and r["profile"] == fleet["profile"]]
     ready = [r for r in current if r["state"] in ("ready", "allocated")]
@@ -463,7 +466,7 @@ def fleet_wait(
         while True:
             fleet = c.get(f"/fleets/{name}")
             rows = c.get(f"/fleets/{name}/instances")
-            waiting = _settling(fleet, rows)
+            waiting = settling(fleet, rows)
             if waiting is None:
                 break
             if time.monotonic() > deadline:
