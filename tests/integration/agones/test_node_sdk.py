@@ -374,8 +374,14 @@ def test_a_game_uses_agones_counters_and_lists(world: dict[str, Any]) -> None:
     assert last["counters"] == {"rooms": {"count": 2, "capacity": 5}}
     assert last["lists"] == {"party": {"capacity": 2, "valuesList": ["ann"]}}
 
-    # An agent restart keeps what the game counted (its REST gateway, same port, again).
-    gateway = json.loads((work / "instances" / f"{iid}.json").read_text())["agones_ports"]
+    # An agent restart keeps what the game counted and the agent recorded (its next pass
+    # writes the record: docs/sdk-protocol.md), and its REST gateway, same port, again.
+    def recorded() -> Any:
+        saved = json.loads((work / "instances" / f"{iid}.json").read_text())
+        counted = saved["sdk"].get("counters", {}).get("rooms", {}).get("count") == 2
+        return saved if counted else None
+
+    gateway = wait_for(recorded, 10, "the counts in the agent's record")["agones_ports"]
     world["agent"].kill()
     world["agent"].start()
 
