@@ -129,6 +129,9 @@ class LoadSpec:
     start, sent then on a free connection, and its latency counts from when it was due, so
     a server that falls behind is charged for the wait (no coordinated omission). None:
     closed loop, each connection sending its next request when its answer is read."""
+    stop_file: str | None = None
+    """Stop sending (as at the end of ``duration_s``) once this file exists: a load that
+    lasts as long as something else does (``patchjobs``: a job)."""
     samples: bool = False
     """Keep every request's (seconds after the start it was due or sent, latency in ms,
     status; 0 for no answer): to see what happened around a moment, e.g. a kill."""
@@ -278,7 +281,16 @@ async def drive(spec: LoadSpec) -> LoadResult:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    await asyncio.gather(*(connection() for _ in range(spec.concurrency)))
+    async def watch(path: Path) -> None:
+        nonlocal end
+        while time.perf_counter() < end:
+            if path.exists():
+                end = time.perf_counter()
+                return
+            await asyncio.sleep(0.05)
+
+    watching = [watch(Path(spec.stop_file))] if spec.stop_file else []
+    await asyncio.gather(*(connection() for _ in range(spec.concurrency)), *watching)
     result.seconds = max(0.0, last_answer - warm_end)
     result.latencies_ms = latencies
     result.statuses = {str(k): v for k, v in sorted(statuses.items())}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -60,7 +61,7 @@ SECTION = "patchjobs"
 METHODS = ("forced", "rolling", "ab", "bleed-off", "canary", "custom")
 QUICK_ARGS = ["--scale-size", "100", "--hosts", "10", "--methods", "forced,bleed-off"]
 QUICK_ARGS += ["--databases", "sqlite"]
-QUICK_ARGS += ["--players", "4", "--play-s", "20"]
+QUICK_ARGS += ["--players", "4", "--play-s", "20", "--alloc-rate", "50", "--rest-s", "5"]
 ARENA = REPO / "examples" / "arena"
 FAST_ROLLING = {
     "max_unavailable": "25%",
@@ -273,6 +274,86 @@ class ScaleRun:
     sync_p50_s: float
     sync_p99_s: float
     """Sync round trips (median, 99th percentile)."""
+    moved: int
+    """Instances on the new build once the job is over and the fleet settled (of
+    ``instances``)."""
+    allocations: AllocLoad | None
+    """The allocations made during the job, if any were asked for."""
+    at_rest_cpu_s: float
+    """What the fleet at rest costs over as long as the job took (its syncs and the same
+    allocation load, measured before the jobs): ``cpu_s`` less this is the job's own."""
+
+
+@dataclass(frozen=True)
+class AllocLoad:
+    """Server Allocate requests sent during a job (open loop, ``--alloc-rate`` per second)."""
+
+    sent: int
+    ok: int
+    """Answered 201 (a player placed)."""
+    p50_ms: float
+    p99_ms: float
+    """Latency from when each request was due (a server falling behind is charged)."""
+    errors: str
+    """Other answers, by status."""
+
+
+@contextlib.contextmanager
+def allocating(url: str, token: str, rate: float, work: Path) -> Iterator[list[AllocLoad]]:
+    """Allocations at ``rate`` per second (``bench/allocation.py``'s open-loop load
+    generator, a separate process) for as long as the block runs; the result is put in the
+    yielded list once the block ends."""
+    from allocation import LoadResult, LoadSpec, percentile
+
+    out: list[AllocLoad] = []
+    if rate <= 0:
+        yield out
+        return
+    stop, result = work / f"stop-{uuid.uuid4().hex}", work / f"alloc-{uuid.uuid4().hex}.json"
+    spec = LoadSpec(
+        url=url,
+        method="POST",
+        path="/api/v1/allocations",
+        expect=201,
+        body_template='{"fleet": "bench", "players": ["p{n}"]}',
+        token=token,
+        concurrency=64,
+        warmup_s=0.0,
+        duration_s=24 * 3600.0,
+        rate=rate,
+        stop_file=str(stop),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("allocation.py")),
+            "_loadgen",
+            json.dumps(dataclasses.asdict(spec)),
+            str(result),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield out
+    finally:
+        stop.touch()
+        _, err = proc.communicate(timeout=600)
+    if proc.returncode != 0 or not result.exists():
+        raise BenchError(f"the allocation load failed:\n{err.decode(errors='replace')}")
+    got = LoadResult(**json.loads(result.read_text()))
+    lat = got.latencies_ms or [0.0]
+    errors = {k: v for k, v in got.statuses.items() if k != "201"}
+    if got.transport_errors:
+        errors["no answer"] = got.transport_errors
+    out.append(
+        AllocLoad(
+            got.measured,
+            got.statuses.get("201", 0),
+            percentile(lat, 50),
+            percentile(lat, 99),
+            ", ".join(f"{k}: {v}" for k, v in errors.items()) or "none",
+        )
+    )
 
 
 def _p50_p99(samples: Sequence[float]) -> tuple[float, float]:
@@ -327,6 +408,15 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
         stack.callback(sim.stop)
         sim.wait_live(size, args.timeout)
         log(f"[patchjobs] scale ({kind}): {size} instances ready on {hosts} hosts")
+        # The same-run reference: what the settled fleet costs with no job (its syncs and
+        # the allocations), per second, subtracted from each job's CPU for its own cost.
+        cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
+        with allocating(srv.url, srv.token, args.alloc_rate, data):
+            deadline = t0 + args.rest_s
+            while time.monotonic() < deadline:
+                sim.check()
+        at_rest = (cpu_seconds(srv.pid) - cpu0) / (time.monotonic() - t0)
+        log(f"[patchjobs] scale ({kind}): at rest {at_rest:.2f} CPU s per second")
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
@@ -334,28 +424,47 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
             sim.intervals.clear()
             sim.latencies.clear()
             sim.longest_gap = 0.0
-            job = _ok(admin.post("/patchjobs", json=body), 201)
-            done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
+            with allocating(srv.url, srv.token, args.alloc_rate, data) as alloc:
+                job = _ok(admin.post("/patchjobs", json=body), 201)
+                done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
+            wall, cpu = time.monotonic() - t0, cpu_seconds(srv.pid) - cpu0
+            syncs, quiet = sim.syncs - syncs0, sim.quiet - quiet0
+            intervals, gap, latencies = list(sim.intervals), sim.longest_gap, list(sim.latencies)
+            sim.wait_live(size, args.timeout)  # the next job starts from a full fleet
             run = ScaleRun(
                 kind,
                 method,
                 size,
                 hosts,
                 done["status_name"],
-                time.monotonic() - t0,
-                cpu_seconds(srv.pid) - cpu0,
-                sim.syncs - syncs0,
-                sim.quiet - quiet0,
-                statistics.median(sim.intervals or [0.0]),
-                sim.longest_gap,
-                *_p50_p99(sim.latencies),
+                wall,
+                cpu,
+                syncs,
+                quiet,
+                statistics.median(intervals or [0.0]),
+                gap,
+                *_p50_p99(latencies),
+                _on_build(admin, new, size, args.timeout),
+                alloc[0] if alloc else None,
+                at_rest * wall,
             )
             log(f"[patchjobs] scale {method}: {run}; reason: {done.get('reason')}")
             log(f"[patchjobs] scale: {sim.lost_syncs} sync(s) lost on the way so far")
             runs.append(run)
             old, new = new, old
-            sim.wait_live(size, args.timeout)  # the next job starts from a full fleet
     return runs
+
+
+def _on_build(c: httpx.Client, profile: str, size: int, timeout_s: float) -> int:
+    """How many of the fleet's live instances run ``profile``, once the fleet holds
+    ``size`` live instances (old ones may still be on their way out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        summary = _ok(c.get("/fleets/bench/summary"))
+        on = {p["profile"]: p["instances"] for p in summary["profiles"]}
+        if summary["instances"] == size or time.monotonic() > deadline:
+            return int(on.get(profile, 0))
+        time.sleep(0.2)
 
 
 def _release_small(c: httpx.Client, label: str) -> None:
@@ -402,7 +511,7 @@ def _catalogue(c: httpx.Client, names: Sequence[str], per_host: int) -> None:
             "version": str(n),
             "command": ["game", "--port", "{port}"],
             "health": {"type": "none"},
-            "capacity": 8,
+            "capacity": 64,  # places for every allocation the runs make (--alloc-rate)
         }
         _ok(c.post("/profiles", json=profile), 201)
     fleet = {
@@ -693,11 +802,19 @@ def report_md(
             "the control plane on each database in turn "
             "(one process speaking the agent protocol; every change takes effect at once; each "
             "host syncs at the interval the control plane asks and at once after a change; no "
-            "players). Per 1,000 instances: wall seconds and control-plane CPU seconds; the "
+            "game servers), with Server Allocate requests arriving at "
+            f"{args.alloc_rate:g}/s for the whole of each job (a new player each, sessions "
+            "never end; open loop from a separate process). Per 1,000 instances: wall "
+            "seconds and control-plane CPU seconds (allocations included), and the job's own "
+            "CPU (less what the fleet at rest costs over as long, with the same allocation "
+            f"load, measured for {args.rest_s:g} s before the jobs); the "
             "median sync interval the control plane asked for, how many syncs were quiet (no "
             "change either way: answered from one read), sync round trips (median and "
             "99th percentile), and the longest a host went without an answered sync (a host "
-            "is lost after 10 s without a sync arriving).",
+            "is lost after 10 s without a sync arriving); how many instances run the new "
+            "build once the fleet settled (all of them, if none was lost or run twice); the "
+            "allocations answered 201, their latency from when each was due, and any other "
+            "answers.",
             "",
             markdown_table(
                 [
@@ -708,11 +825,16 @@ def report_md(
                     "CPU s",
                     "wall s / 1k",
                     "CPU s / 1k",
+                    "job's own CPU s / 1k",
                     "host syncs",
                     "quiet",
                     "sync interval s",
                     "sync p50 / p99 ms",
                     "longest sync gap s",
+                    "on new build",
+                    "allocations ok / sent",
+                    "alloc p50 / p99 ms",
+                    "other answers",
                 ],
                 [
                     [
@@ -723,17 +845,26 @@ def report_md(
                         f"{r.cpu_s:.1f}",
                         f"{r.wall_s * 1000 / r.instances:.2f}",
                         f"{r.cpu_s * 1000 / r.instances:.2f}",
+                        f"{(r.cpu_s - r.at_rest_cpu_s) * 1000 / r.instances:.2f}",
                         r.syncs,
                         r.quiet,
                         f"{r.interval_s:.1f}",
                         f"{r.sync_p50_s * 1000:.0f} / {r.sync_p99_s * 1000:.0f}",
                         f"{r.longest_gap_s:.1f}",
+                        f"{r.moved:,} of {r.instances:,}",
+                        *_alloc_cells(r.allocations),
                     ]
                     for r in scale
                 ],
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _alloc_cells(a: AllocLoad | None) -> list[str]:
+    if a is None:
+        return ["-", "-", "-"]
+    return [f"{a.ok:,} / {a.sent:,}", f"{a.p50_ms:.0f} / {a.p99_ms:.0f}", a.errors]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -747,6 +878,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--session-max", type=float, default=40)
     p.add_argument("--drain-deadline", type=float, default=20)
     p.add_argument("--timeout", type=float, default=1800, help="per scale job, seconds")
+    p.add_argument(
+        "--alloc-rate", type=float, default=500, help="allocations per second during each job"
+    )
+    p.add_argument("--rest-s", type=float, default=20, help="seconds the fleet at rest is measured")
     p.add_argument("--databases", default="sqlite,postgres", help="sqlite and/or postgres")
     p.add_argument("--pg-url", default=PG_BASE, help="PostgreSQL database for the schemas")
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD)

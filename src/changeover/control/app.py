@@ -41,6 +41,7 @@ from changeover.control.fleet import mirror_views, trial_views
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
 from changeover.control.fleet.allocate_lane import AllocateLane
+from changeover.control.fleet.quiet import SyncMemory
 from changeover.control.http_errors import (
     database_unavailable,
     http_error_body,
@@ -222,10 +223,11 @@ def _runner(
     publisher: Publisher,
     leadership: Leadership,
     notifier: Notifier,
+    sync_memory: SyncMemory,
 ) -> JobRunner:
     """The job runner: the jobs any replica may run, the chores of each replica, and the
     work that runs once, on the leader."""
-    reconciler = Reconciler(db, on_release=publisher.sync)
+    reconciler = Reconciler(db, on_release=publisher.sync, heard=sync_memory.heard)
 
     def on_elected() -> None:
         reconciler.forget()
@@ -285,7 +287,8 @@ def create_app(settings: Settings) -> ControlPlane:
         # Only a replica that can sign may lead: one without the keys serves the API.
         eligible=repo.can_sign,
     )
-    runner = _runner(settings, db, store, publisher, leadership, notifier)
+    sync_memory = SyncMemory()
+    runner = _runner(settings, db, store, publisher, leadership, notifier, sync_memory)
     ctx = Context(
         settings=settings,
         db=db,
@@ -293,6 +296,7 @@ def create_app(settings: Settings) -> ControlPlane:
         runner=runner,
         publisher=publisher,
         leadership=leadership,
+        sync_memory=sync_memory,
     )
     # Server Allocate's group commit: one thread, many allocations per transaction.
     allocations = fleet_allocator.Allocator(db)

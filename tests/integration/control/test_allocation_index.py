@@ -91,8 +91,8 @@ def test_a_profile_switch_and_a_patch_job_start_instances_of_the_new_version(
         assert all(a == b for a, b in rows)
 
 
-def _plan(db: Database, by_profile: bool, params: dict[str, Any]) -> str:
-    q = allocate_db._BEST[by_profile].params(**params)
+def _plan(db: Database, by_profile: bool, params: dict[str, Any], q: Any = None) -> str:
+    q = (allocate_db._BEST[by_profile] if q is None else q).params(**params)
     sql = str(q.compile(db.engine, compile_kwargs={"literal_binds": True}))
     with db.engine.connect() as c:
         if db.is_sqlite:
@@ -119,6 +119,26 @@ def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_prof
     plan = _plan(db, by_profile, {"scope_id": scope, "alive_after": now() - 10, "size": 1})
     index = "ix_instances_alloc_profile" if by_profile else "ix_instances_alloc_fleet"
     assert index in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+def test_with_weights_each_profiles_best_come_from_an_index_not_a_sort(db: Database) -> None:
+    """During a patch job the fleet has allocation weights: sorting by them in SQL sorted
+    the whole fleet on every read; each profile's best few are read along its index."""
+    w = world(db, hosts=4)
+    with db.write() as s:
+        s.add_all(
+            ready_instance(w, NUMBERS[n % 3], host_id=w["hosts"][n % 4], players=n % 4)
+            for n in range(200)
+        )
+    if not db.is_sqlite:
+        with db.engine.begin() as c:
+            c.exec_driver_sql("ANALYZE")
+    params = {"scope_id": w["fleet"], "alive_after": now() - 10, "size": 1}
+    plan = _plan(
+        db, False, {**params, "profile_id": w["profiles"][7]}, allocate_db._BEST_OF_PROFILE
+    )
+    assert "ix_instances_alloc_profile" in plan or "ix_instances_alloc_fleet" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
 
@@ -249,6 +269,10 @@ def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
         (("r1", "r0"), {}, None, 2),
         ((), {p3: 0.0, p7: 1.0}, None, 1),
         ((), {p12: 0.5, p3: 2.0}, None, 1),
+        ((), {p12: 0.5}, None, 1),  # the others weigh 1.0
+        ((), {p3: 1.0, p7: 1.0, p12: 0.0}, None, 1),  # two profiles of one weight, merged
+        ((), {p3: 0.001, p7: 0.002, p12: 0.003}, None, 2),
+        ((), {p7: 2.0}, "1.5", 1),  # weights and an incompatible profile
         (("r2", "r0"), {p7: 0.0, p12: 3.0}, None, 1),
         ((), {}, "1.5", 1),
         ((), {}, "2.5", 1),
@@ -262,7 +286,9 @@ def test_the_best_rows_are_a_prefix_of_what_rank_picks_over_every_candidate(
             incompatible = (
                 allocate_db._incompatible_profiles(s, w["app"], None, version) if version else []
             )
-            best = allocate_db._best_rows(s, False, params, request, incompatible, weights)
+            best = allocate_db._best_rows(
+                s, False, params, request, incompatible, weights, (p3, p7, p12)
+            )
             ranked = _rank_all(s, params, t, request, weights)
             case = (regions, weights, client, size)
             assert isinstance(ranked, allocation.Ranked), (case, ranked)

@@ -4,6 +4,7 @@ written; the interval the agents are told stretches with the number of live host
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import event, select
@@ -11,7 +12,7 @@ from sqlalchemy import event, select
 from changeover.control.db import Database, now
 from changeover.control.fleet import hosts as host_svc
 from changeover.control.fleet import pacing
-from changeover.control.fleet.models import Host, Instance
+from changeover.control.fleet.models import GameSession, Host, Instance
 from fleet_world import world
 
 UID = "u" * 16  # the agent_uid fleet_world gives its hosts
@@ -108,3 +109,53 @@ def test_the_heartbeat_counts_from_when_the_agent_called(db: Database) -> None:
         )
     with db.read() as s:
         assert s.get_one(Host, host).last_seen_at == t
+
+
+def test_a_sync_ends_sessions_and_gives_their_places_back_in_one_write(db: Database) -> None:
+    """The game reports who is playing: connected sessions whose players left end; a
+    stopped instance ends every open one. Each time the instance's count goes down by
+    exactly their sizes, in one UPDATE of the instance (a busy one holds hundreds)."""
+    w = world(db)
+    host = w["hosts"][0]
+    t = now()
+    first = sync(db, host, [], t)
+    (iid,) = [i["id"] for i in first["instances"]]
+    sizes = {f"s{n}": n % 3 + 1 for n in range(12)}
+    with db.write() as s:
+        s.get_one(Instance, iid).capacity = 100
+        s.get_one(Instance, iid).players = sum(sizes.values())
+        for sid, size in sizes.items():
+            s.add(
+                GameSession(
+                    id=sid,
+                    instance_id=iid,
+                    fleet_id=w["fleet"],
+                    players=json.dumps([f"{sid}-p{k}" for k in range(size)]),
+                    size=size,
+                    status="connected",
+                    created_at=t,
+                )
+            )
+    staying = {sid for n, sid in enumerate(sizes) if n % 2}
+    playing = [f"{sid}-p0" for sid in staying]
+    writes: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE INSTANCES"):
+            writes.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        sync(db, host, ready(first, sdk={"ready": True, "players": playing}), t + 1)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert len(writes) <= 2, writes  # the observation, the places given back
+    with db.read() as s:
+        status = dict(s.execute(select(GameSession.id, GameSession.status)).all())
+        assert status == {sid: "connected" if sid in staying else "ended" for sid in sizes}
+        assert s.get_one(Instance, iid).players == sum(sizes[sid] for sid in staying)
+    stopped = [{"id": iid, "state": "stopped"}]
+    sync(db, host, stopped, t + 2)
+    with db.read() as s:
+        assert set(s.scalars(select(GameSession.status))) == {"ended"}
+        assert s.get_one(Instance, iid).players == 0

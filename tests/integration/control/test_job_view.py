@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, text, update
 
 from changeover.control.db import Database, now
 from changeover.control.fleet.models import Fleet, Host, Instance
+from changeover.control.fleet.quiet import SyncMemory
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.job_view import (
     JobView,
@@ -32,6 +33,7 @@ from changeover.control.patchjobs.job_view import (
     to_view,
 )
 from changeover.control.patchjobs.model import InstanceView
+from changeover.control.patchjobs.states import LOST
 from fleet_world import NUMBERS, ready_instance, world
 
 STATES = ("staging", "starting", "ready", "stopping", "stopped", "failed")
@@ -231,3 +233,36 @@ def test_a_write_committed_after_a_pass_is_seen_by_the_next(db: Database) -> Non
         view.refresh(s, now())
     assert [v.state for v in view.views()] == ["stopping"]
     assert view.rebuilds == 1
+
+
+def test_a_host_whose_sync_we_are_still_answering_is_not_lost(db: Database) -> None:
+    """Its last heartbeat in the database is older than ``LOST_AFTER_S``, but its agent is
+    waiting for our answer: neither the reconciler's view (``heard``) nor, after a flush,
+    the database takes it for lost. Once answered and silent again, it is lost."""
+    w, instance_id = _one_instance(db)
+    host = w["hosts"][0]
+    t = now()
+    long_ago = t - LOST_AFTER_S - 5
+    with db.write() as s:
+        s.execute(update(Host).where(Host.id == host).values(last_seen_at=long_ago))
+    memory = SyncMemory()
+    with memory.calling(host, "agent", arrived=long_ago - 1):
+        pass  # an earlier sync, answered: the agent is the host's
+    job_id = next(_jobs)
+    view = JobView(job_id, [w["fleet"]])
+    with db.read() as s:
+        view.refresh(s, t, heard=memory.heard(t - LOST_AFTER_S))
+    assert view.views()[0].state == LOST, "silent, and not being answered: lost"
+    with memory.calling(host, "agent", arrived=long_ago):
+        with db.read() as s:
+            view.refresh(s, t, heard=memory.heard(t - LOST_AFTER_S))
+        assert view.views()[0].state == "ready"
+        assert memory.flush(db, now=t) == 1
+        with db.read() as s:
+            assert s.get_one(Host, host).last_seen_at == t
+            assert lost_hosts(s, t) == frozenset(), "the database says so too once flushed"
+    later = t + LOST_AFTER_S + 1
+    with db.read() as s:
+        view.refresh(s, later, heard=memory.heard(later - LOST_AFTER_S))
+    assert view.views()[0].state == LOST, "answered, then silent: lost again"
+    assert view.views()[0].instance_id == instance_id

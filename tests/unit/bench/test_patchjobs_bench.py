@@ -64,6 +64,9 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
             4.25,
             0.012,
             0.25,
+            1990,
+            pj.AllocLoad(20_000, 19_990, 3.0, 41.5, "409: 10"),
+            6.0,
         )
     ]
     md = pj.report_md(play, scale, args, "python bench/patchjobs.py")
@@ -78,8 +81,12 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
     # 40 s wall and 10 CPU s for 2,000 instances: 20 and 5 per 1,000.
     assert rows["postgres"][:2] == ["postgres", "rolling"]
     assert rows["postgres"][5:7] == ["20.00", "5.00"]
+    # less 6 CPU s at rest over as long: 4 CPU s of its own, 2 per 1,000.
+    assert rows["postgres"][7] == "2.00"
     # syncs, quiet ones, median interval, sync round trips, longest gap
-    assert rows["postgres"][7:] == ["300", "280", "1.5", "12 / 250", "4.2"]
+    assert rows["postgres"][8:13] == ["300", "280", "1.5", "12 / 250", "4.2"]
+    # on the new build, allocations answered, their latency, the other answers
+    assert rows["postgres"][13:] == ["1,990 of 2,000", "19,990 / 20,000", "3 / 42", "409: 10"]
 
 
 def test_sync_percentiles() -> None:

@@ -159,6 +159,13 @@ _ORDER = (Instance.version_number.desc(), Instance.players.desc(), Instance.id)
 _SCOPED = {by: _scoped_select(by) for by in (False, True)}
 _ALLOCATABLE = {by: _allocatable(by) for by in (False, True)}
 _BEST = {by: _ALLOCATABLE[by].order_by(*_ORDER).limit(PREFETCH) for by in (False, True)}
+_BEST_OF_PROFILE = (
+    _ALLOCATABLE[False]
+    .where(Instance.profile_id == bindparam("profile_id"))
+    .order_by(*_ORDER)
+    .limit(PREFETCH)
+)
+"""A fleet's best few of one profile (``_best_weighted``)."""
 _FLEET_BY_NAME = select(
     Fleet.id,
     Fleet.application_id,
@@ -170,6 +177,7 @@ _FLEET_BY_NAME = select(
     .exists()
     .label("weighted"),
 ).where(Fleet.name == bindparam("name"))
+_APPLICATION_PROFILES = select(Profile.id).where(Profile.application_id == bindparam("app"))
 _WEIGHTS = select(AllocationWeight.profile_id, AllocationWeight.weight).where(
     AllocationWeight.fleet_id == bindparam("fleet_id")
 )
@@ -223,14 +231,35 @@ def _best_rows(
     request: allocation.Request,
     incompatible: list[int],
     weights: Mapping[int, float],
+    profiles: tuple[int, ...] = (),
 ) -> list[Row[Any]]:
-    """The best ``PREFETCH`` instances that ``allocation.rank`` could pick, in its order.
+    """The best ``PREFETCH`` instances that ``allocation.rank`` could pick, in its order
+    (``profiles``: every profile of the fleet's application, for a fleet with weights).
 
     The database applies the rules that remove an instance (running, live host, room for
     the party, listed region, compatible version, weight above 0) and sorts by the same key
     as ``rank``, so this is a prefix of what ``rank`` returns over every candidate; the
     friend's instance, if any, is added for ``rank`` to judge.
     """
+    if weights and not request.regions:
+        rows = _best_weighted(s, params, incompatible, weights, profiles)
+    else:
+        rows = _best_ordered(s, by_profile, params, request, incompatible, weights)
+    friend_id = request.friend_instance_id
+    if friend_id is not None and all(r.id != friend_id for r in rows):
+        rows += s.execute(_SCOPED[by_profile].where(Instance.id == friend_id), params).all()
+    return rows
+
+
+def _best_ordered(
+    s: Session,
+    by_profile: bool,
+    params: dict[str, Any],
+    request: allocation.Request,
+    incompatible: list[int],
+    weights: Mapping[int, float],
+) -> list[Row[Any]]:
+    """``_best_rows`` in one statement, sorted by the database."""
     q = _BEST[by_profile]
     if request.regions or incompatible or weights:
         q = _ALLOCATABLE[by_profile]
@@ -244,11 +273,35 @@ def _best_rows(
         if weights:
             order.append(case(weights, value=Instance.profile_id, else_=1.0).desc())
         q = q.order_by(*order, *_ORDER).limit(PREFETCH)
-    rows = list(s.execute(q, params))
-    friend_id = request.friend_instance_id
-    if friend_id is not None and all(r.id != friend_id for r in rows):
-        rows += s.execute(_SCOPED[by_profile].where(Instance.id == friend_id), params).all()
-    return rows
+    return list(s.execute(q, params))
+
+
+def _best_weighted(
+    s: Session,
+    params: dict[str, Any],
+    incompatible: list[int],
+    weights: Mapping[int, float],
+    profiles: tuple[int, ...],
+) -> list[Row[Any]]:
+    """``_best_rows`` for a fleet with allocation weights (a patch job moving players to
+    its new build), any region. Sorting by weight first would make the database sort
+    every candidate of the fleet on each read; instead each profile's best few are read
+    along ``ix_instances_alloc_profile`` (a few index entries each) and merged here:
+    heavier profiles first, then ``_ORDER`` (the same order as ``_best_ordered``'s)."""
+    by_weight: dict[float, list[Row[Any]]] = {}
+    skip = set(incompatible)
+    for profile_id in profiles:
+        weight = float(weights.get(profile_id, 1.0))
+        if weight <= 0 or profile_id in skip:
+            continue
+        rows = s.execute(_BEST_OF_PROFILE, {**params, "profile_id": profile_id}).all()
+        by_weight.setdefault(weight, []).extend(rows)
+    best: list[Row[Any]] = []
+    for weight in sorted(by_weight, reverse=True):
+        best += sorted(by_weight[weight], key=lambda r: (-r.version, -r.players, r.id))
+        if len(best) >= PREFETCH:
+            break
+    return best[:PREFETCH]
 
 
 @dataclass
@@ -260,6 +313,8 @@ class _Scope:
     id: int
     application_id: int | None
     weights: dict[int, float]
+    profiles: tuple[int, ...] = ()
+    """With weights: the profiles of the fleet's application (``_best_weighted``)."""
 
 
 @dataclass
@@ -337,7 +392,12 @@ def _scope(s: Session, shared: _Shared, req: AllocationRequest) -> _Scope:
             get_fleet(s, req.fleet)  # raises NotFound, naming the known fleets
             raise NotFound(f"unknown fleet {req.fleet!r}", fleet=req.fleet)
         weights = dict(s.execute(_WEIGHTS, {"fleet_id": row.id}).all()) if row.weighted else {}
-        scope = _Scope(f"fleet {req.fleet}", False, row.id, row.application_id, weights)
+        # A fleet's instances run profiles of its application (checked wherever a fleet
+        # gets a profile; its application is fixed).
+        profiles = (
+            tuple(s.scalars(_APPLICATION_PROFILES, {"app": row.application_id})) if weights else ()
+        )
+        scope = _Scope(f"fleet {req.fleet}", False, row.id, row.application_id, weights, profiles)
     else:  # _check: exactly one of fleet and profile
         profile_id = get_profile(s, req.profile or "").id
         scope = _Scope(f"profile {req.profile}", True, profile_id, None, {})
@@ -406,7 +466,9 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
         ranked = allocation.rank(window.candidates, request) if window else None
         if not isinstance(ranked, allocation.Ranked):  # none shared, or it has none left
             _before_reading_instances(s, shared)
-            rows = _best_rows(s, scope.by_profile, params, request, incompatible, weights)
+            rows = _best_rows(
+                s, scope.by_profile, params, request, incompatible, weights, scope.profiles
+            )
             window = _Window({r.id: r for r in rows}, [_candidate(r, now, weights) for r in rows])
             ranked = allocation.rank(window.candidates, request)
         if isinstance(ranked, allocation.Refusal):

@@ -17,21 +17,32 @@ The margin covers a write that read the clock before our read and committed afte
 (the same reasoning as ``patchjobs.job_view``). A quiet sync's heartbeat is batched
 (``SyncMemory.beat``, written within ``FLUSH_EVERY_S``), far inside the ``LOST_AFTER_S``
 after which a silent host counts as lost.
+
+A host waiting for our answer is not silent: while a sync of a host's known agent is being
+answered (``SyncMemory.calling``), the flusher writes its heartbeat as "now" every
+``FLUSH_EVERY_S``, and this process's reconciler asks ``SyncMemory.heard`` besides the
+database (on SQLite the flush itself may queue behind the very writes that keep the sync
+waiting). A control plane slow to answer never makes a host look lost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.db import Database
+from changeover.control.db import now as clock_now
 from changeover.control.fleet.models import Host, Instance
 from changeover.control.fleet.pacing import SyncPacer
 from changeover.control.patchjobs.job_view import MARGIN_S, clock_sql
+from changeover.errors import ChangeoverError
 
 log = logging.getLogger("changeover.fleet")
 
@@ -52,6 +63,12 @@ class SyncMemory:
     def __init__(self) -> None:
         self._due: dict[int, float] = {}
         self._beats: dict[int, float] = {}
+        self._holders: dict[int, str] = {}
+        """Host id -> the agent whose sync was last answered (the host's holder then)."""
+        self._arrived: dict[int, float] = {}
+        """Host id -> when its holder's last sync arrived (kept after a flush)."""
+        self._calling: Counter[int] = Counter()
+        """Host id -> its holder's syncs being answered now."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,10 +83,49 @@ class SyncMemory:
         with self._lock:
             self._beats[host_id] = max(at, self._beats.get(host_id, 0.0))
 
-    def flush(self, db: Database) -> int:
-        """Write the pending heartbeats (never moving one back); how many."""
+    @contextmanager
+    def calling(self, host_id: int, agent_uid: str, arrived: float) -> Iterator[None]:
+        """Around the answer to a sync that arrived at ``arrived``: if it comes from the
+        agent this process last answered for the host, the host is heard from until the
+        answer is out (an unknown or replaced agent is heard only once answered: its sync
+        proves nothing before ``hosts.sync`` has checked it). An answered sync makes its
+        agent the known one; a refused one forgets it (a request cut short changes nothing)."""
+        known = self._holders.get(host_id) == agent_uid
+        if known:
+            with self._lock:
+                self._calling[host_id] += 1
+                self._arrived[host_id] = max(arrived, self._arrived.get(host_id, 0.0))
+        try:
+            yield
+        except ChangeoverError:  # not the host's agent (Conflict), no such host (NotFound)
+            self._holders.pop(host_id, None)
+            raise
+        else:
+            self._holders[host_id] = agent_uid
+            with self._lock:
+                self._arrived[host_id] = max(arrived, self._arrived.get(host_id, 0.0))
+        finally:
+            if known:
+                with self._lock:
+                    self._calling[host_id] -= 1
+                    if self._calling[host_id] <= 0:
+                        del self._calling[host_id]
+
+    def heard(self, since: float) -> frozenset[int]:
+        """Hosts this process heard from at or after ``since``, or is answering now."""
+        with self._lock:
+            return frozenset(self._calling) | frozenset(
+                h for h, at in self._arrived.items() if at >= since
+            )
+
+    def flush(self, db: Database, now: float | None = None) -> int:
+        """Write the pending heartbeats (never moving one back), and ``now`` for the hosts
+        whose syncs are being answered; how many."""
         with self._lock:
             beats, self._beats = self._beats, {}
+            if self._calling:
+                at = clock_now() if now is None else now
+                beats.update((h, max(at, beats.get(h, 0.0))) for h in self._calling)
         if not beats:
             return 0
         with db.write() as s:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.db import rowcount
@@ -26,19 +26,26 @@ OPEN = ("reserved", "connected")
 
 
 def _release(s: Session, instance_id: int, n: int) -> None:
+    """Give ``n`` places back (never below none: a count that drifted stops at 0)."""
     s.execute(
         update(Instance)
-        .where(Instance.id == instance_id, Instance.players >= n)
-        .values(players=Instance.players - n)
+        .where(Instance.id == instance_id, Instance.players > 0)
+        .values(players=case((Instance.players >= n, Instance.players - n), else_=0))
     )
 
 
-def _close(s: Session, session: GameSession, status: str, now: float) -> None:
+def _end(session: GameSession, status: str, now: float) -> int:
+    """Mark ``session`` over; the places it gives back (0 if it was over already)."""
     if session.status not in OPEN:
-        return
+        return 0
     session.status = status
     session.ended_at = now
-    _release(s, session.instance_id, session.size)
+    return session.size
+
+
+def _close(s: Session, session: GameSession, status: str, now: float) -> None:
+    if n := _end(session, status, now):
+        _release(s, session.instance_id, n)
 
 
 def open_sessions(s: Session, instance_ids: Sequence[int]) -> dict[int, list[GameSession]]:
@@ -67,14 +74,17 @@ def track(
     if not open_sessions:
         return False
     if obs.get("state") in ("stopped", "failed"):
-        for sess in open_sessions:
-            _close(s, sess, "ended", now)
+        # Every session at once, and their places given back by one UPDATE: a stopped
+        # instance of a busy fleet may hold hundreds.
+        given = sum(_end(sess, "ended", now) for sess in open_sessions)
+        if given:
+            _release(s, row.id, given)
         return True
     sdk = obs.get("sdk")
     if not isinstance(sdk, dict) or not sdk.get("ready"):
         return False  # no word from the game: nothing is known about its players
     players = set(map(str, sdk.get("players") or []))
-    closed = False
+    given = 0
     for sess in open_sessions:
         members = set(json.loads(sess.players))
         if members & players:
@@ -82,12 +92,12 @@ def track(
                 sess.status = "connected"
                 sess.connected_at = now
         elif sess.status == "connected":
-            _close(s, sess, "ended", now)
-            closed = True
+            given += _end(sess, "ended", now)
         elif now - sess.created_at > RESERVE_TTL_S:
-            _close(s, sess, "expired", now)
-            closed = True
-    return closed
+            given += _end(sess, "expired", now)
+    if given:
+        _release(s, row.id, given)
+    return given > 0
 
 
 def end_session(s: Session, session_id: str, now: float) -> GameSession:

@@ -21,6 +21,7 @@ from changeover.control.auth.services import Permission, Principal
 from changeover.control.auth.views import Admin, Allocator, Reader, ctx, principals, requires
 from changeover.control.builds.models import Version
 from changeover.control.builds.services import get_image, resolve_version
+from changeover.control.context import Context
 from changeover.control.db import now
 from changeover.control.fleet import (
     aggregates,
@@ -622,12 +623,20 @@ def register_agent(body: AgentRegister, request: Request, _: AgentAuth) -> dict[
 @router.post(
     "/agents/{host_id}/sync", response_model=HostDesired, response_model_exclude_unset=True
 )
-def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAuth) -> dict[str, Any]:
+async def sync_agent(
+    host_id: Id, body: AgentSync, request: Request, _: AgentAuth
+) -> dict[str, Any]:
     """The agent's heartbeat: observed state in, the host's desired state out (whole, or
     the changes since the revision the agent gives). A sync with nothing new is answered
-    from one read (``quiet``)."""
+    from one read (``quiet``). The host is heard from (``SyncMemory.calling``) from
+    before the sync waits for a worker thread until it is answered."""
     arrived = float(request.scope.get(ARRIVED_KEY) or now())
     c = ctx(request)
+    with c.sync_memory.calling(host_id, body.agent_uid, arrived):
+        return await run_in_threadpool(_sync, c, host_id, body, arrived)
+
+
+def _sync(c: Context, host_id: int, body: AgentSync, arrived: float) -> dict[str, Any]:
     if body.since is not None and not body.instances:
         with c.db.read() as s:
             started = now()

@@ -106,13 +106,17 @@ def read_all(s: Session, job_id: int, fleet_ids: Iterable[int]) -> list[tuple[An
     return [tuple(r) for r in s.execute(q)]
 
 
-def lost_hosts(s: Session, t: float, lost_from: float = 0.0) -> frozenset[str]:
+def lost_hosts(
+    s: Session, t: float, lost_from: float = 0.0, heard: frozenset[int] = frozenset()
+) -> frozenset[str]:
     """Hosts silent for ``LOST_AFTER_S`` at ``t``; none before ``lost_from`` (a control
     plane that just started has not heard from any agent yet, and must not take its own
-    absence for theirs)."""
+    absence for theirs). ``heard``: ids of hosts this process heard from meanwhile or is
+    answering now (``fleet.quiet.SyncMemory.heard``), whatever the database says yet."""
     if t < lost_from:
         return frozenset()
-    return frozenset(s.scalars(select(Host.name).where(Host.last_seen_at <= t - LOST_AFTER_S)))
+    rows = s.execute(select(Host.id, Host.name).where(Host.last_seen_at <= t - LOST_AFTER_S))
+    return frozenset(name for host_id, name in rows if host_id not in heard)
 
 
 class JobView:
@@ -133,10 +137,13 @@ class JobView:
         self.table = JobInstances()
         """The same views, kept up to date for incremental planning (``strategies.memo``)."""
 
-    def refresh(self, s: Session, t: float, lost_from: float = 0.0) -> int:
-        """Bring the view up to date at ``t``; how many rows were read."""
+    def refresh(
+        self, s: Session, t: float, lost_from: float = 0.0, heard: frozenset[int] = frozenset()
+    ) -> int:
+        """Bring the view up to date at ``t``; how many rows were read (``heard``: see
+        ``lost_hosts``)."""
         clock = db_clock(s)
-        lost = lost_hosts(s, t, lost_from)
+        lost = lost_hosts(s, t, lost_from, heard)
         if self._read_to is None or t - self._built_at >= REBUILD_S or t < self._built_at:
             rows = read_all(s, self.job_id, self.fleet_ids)
             self._rebuild(rows, lost)

@@ -115,8 +115,12 @@ class Reconciler:
         db: Database,
         checks: CheckRunner | None = None,
         on_release: Callable[[], object] | None = None,
+        heard: Callable[[float], frozenset[int]] | None = None,
     ) -> None:
         self.db = db
+        self.heard = heard or (lambda _since: frozenset())
+        """Hosts this process heard from since a time, whatever the database says yet
+        (``fleet.quiet.SyncMemory.heard``): a host waiting for our answer is not lost."""
         self.checks = checks or CheckRunner(db)
         self.on_release = on_release
         """Called after a commit that moved a client branch (``ReleaseClient``): the
@@ -196,7 +200,7 @@ class Reconciler:
             view = self._views.get(job_id)
             if view is None or view.fleet_ids != frozenset(spec.fleet_ids):
                 view = self._views[job_id] = JobView(job_id, spec.fleet_ids)
-            view.refresh(s, t, self.lost_from)
+            view.refresh(s, t, self.lost_from, self.heard(t - LOST_AFTER_S))
             staged = staged_pairs(s, job_id)
             revision = job.revision
             start_at = job.start_at
