@@ -273,6 +273,30 @@ def test_a_sync_with_nothing_new_is_one_read(db: Database) -> None:
     _write(db, item["id"], notice_reason="bye", notice_deadline=t + 10)
     assert ask(t + 1) is None
 
+    def from_now_on() -> None:
+        nonlocal since
+        since = db_clock_now(db) + quiet.MARGIN_S + 0.001
+        wait_for(
+            lambda: db_clock_now(db) > since - quiet.MARGIN_S,
+            5,
+            "the database's clock to pass the revision",
+        )
+
+    # Server Allocate's writes (a running instance's players) leave it quiet: an agent is
+    # told nothing of players, and a busy fleet's every instance changes every few seconds.
+    from_now_on()
+    with db.write() as s:
+        s.execute(update(Instance).values(players=Instance.players + 1))
+    assert ask(t + 1) is not None
+    # A draining one's players do count: placement stops it once it is empty.
+    _write(db, item["id"], desired="draining")
+    assert ask(t + 1) is None
+    from_now_on()
+    assert ask(t + 1) is not None
+    with db.write() as s:
+        s.execute(update(Instance).values(players=Instance.players - 1))
+    assert ask(t + 1) is None
+
 
 def db_clock_now(db: Database) -> float:
     with db.read() as s:

@@ -2,7 +2,7 @@
 
 The whole state lists every live instance of the host (the agent stops what is not
 listed). An agent that gives the revision of the answer it last applied (``since``) gets
-only the instances that changed since ``since - quiet.MARGIN_S`` (``instances.changed_at``)
+only the instances that changed since ``since - quiet.MARGIN_S`` (``instances.sync_changed_at``)
 and the ids of those that are no longer live (``gone``: stop them, forget them once
 stopped); a revision older than ``quiet.FULL_AFTER_S`` gets the whole state again, which
 also covers rows pruned meanwhile. Either way the answer carries its own ``revision``: the
@@ -40,7 +40,7 @@ def _changed(s: Session, host_id: int, since: float) -> dict[int, bool]:
     it is now, or at the next sync)."""
     rows = s.execute(
         select(Instance.id, live_instances()).where(
-            Instance.host_id == host_id, Instance.changed_at > since - MARGIN_S
+            Instance.host_id == host_id, Instance.sync_changed_at > since - MARGIN_S
         )
     )
     return {instance_id: bool(live) for instance_id, live in rows}

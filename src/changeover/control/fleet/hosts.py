@@ -301,7 +301,7 @@ def _host_rows(
             or_(
                 Instance.fleet_id.not_in(owned),
                 Instance.stop_signal.is_not(None),
-                Instance.changed_at > changed_after,
+                Instance.sync_changed_at > changed_after,
             )
         )
     rows = {i.id: i for i in s.scalars(q)}

@@ -251,6 +251,11 @@ class Instance(Base):
     every write, bulk UPDATEs included (migration 0010's triggers), for the readers that
     follow changes (``patchjobs.job_view``). The ORM never writes it, and an ORM object's
     value may be stale: read it with a query."""
+    sync_changed_at: Mapped[float] = mapped_column(Float, server_default="0")
+    """When something an agent's sync is told of this instance last changed (what
+    ``fleet.desired`` answers with, whether it lives, a draining one's players), by the
+    database's clock, set by the same triggers (migration 0016): the players Server
+    Allocate adds to a running instance do not make its host's next sync a full one."""
 
 
 LIVE_SQL = "desired != 'stopped' OR state != 'stopped'"
@@ -297,7 +302,7 @@ for _name, _scope in (
 # since its agent's last sync (``fleet.quiet``), and the slots a fleet holds on a host
 # (``fleet.launch``).
 Index("ix_instances_fleet_changed", Instance.fleet_id, Instance.changed_at)
-Index("ix_instances_host_changed", Instance.host_id, Instance.changed_at)
+Index("ix_instances_host_sync_changed", Instance.host_id, Instance.sync_changed_at)
 Index("ix_instances_host_fleet", Instance.host_id, Instance.fleet_id)
 # A host's live instances (a sync reads them), and the slots each fleet holds there
 # (``fleet.launch``), without its history of stopped ones.

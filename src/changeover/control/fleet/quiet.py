@@ -7,7 +7,8 @@ observations that changed since (``partial``). Its sync is *quiet*, answered wit
 
 - it reports no observation, and the builds it has staged are those stored;
 - no instance row of its host changed since ``revision - MARGIN_S``
-  (``instances.changed_at``, through ix_instances_host_changed), nor anything else of its
+  (``instances.sync_changed_at``, through ix_instances_host_sync_changed: the players
+  Server Allocate adds do not count), nor anything else of its
   desired state (``hosts.desired_at``: a build to stage, a fleet edit, a job over);
 - its host is not due for re-planning (``SyncMemory``: a drain or notice deadline coming,
   or ``PLAN_EVERY_S`` since the last plan, which also brings stand-ins for lost hosts);
@@ -174,7 +175,9 @@ def answer(
     the sync must take the full path (which also gives any error its words)."""
     if memory.due(host_id, now):
         return None
-    changed = exists().where(Instance.host_id == host_id, Instance.changed_at > since - MARGIN_S)
+    changed = exists().where(
+        Instance.host_id == host_id, Instance.sync_changed_at > since - MARGIN_S
+    )
     row = s.execute(
         select(
             Host.name, Host.agent_uid, Host.staged, Host.desired_at, clock_sql(s), changed
