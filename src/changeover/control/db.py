@@ -134,30 +134,30 @@ def _client_checks(engine: Engine) -> None:
 
 
 class FairLock:
-    """A reentrant lock handed over in arrival order.
+    """A reentrant lock handed over in arrival order, with one lane that goes first.
 
     ``threading.Lock`` has no order: a thread that releases it and asks again at once (the
     reconciler applying thousands of actions, batch after batch) usually gets it back
     before a waiter wakes, and the waiters (agents' syncs) can starve for many seconds.
+
+    ``urgent()`` waits in the first lane: small writes that must not queue behind a busy
+    server's (the leader's lease: late, it is lost; hosts' heartbeats). They go before the
+    other waiters, but never twice in a row while another waits. (Server Allocate's
+    batches there too were tried: under a patch job at 10,000 instances, allocations and
+    the job both slowed down, the job's syncs waiting twice as long.)
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._waiting: deque[int] = deque()
+        self._urgent: deque[int] = deque()
         self._owner: int | None = None
         self._depth = 0
+        self._last_urgent = False
+        """Whether the last holder came from the urgent lane."""
 
     def __enter__(self) -> FairLock:
-        me = threading.get_ident()
-        with self._cond:
-            if self._owner == me:
-                self._depth += 1
-                return self
-            self._waiting.append(me)
-            while self._owner is not None or self._waiting[0] != me:
-                self._cond.wait()
-            self._waiting.popleft()
-            self._owner, self._depth = me, 1
+        self.acquire(urgent=False)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -166,6 +166,34 @@ class FairLock:
             if self._depth == 0:
                 self._owner = None
                 self._cond.notify_all()
+
+    @contextmanager
+    def urgent(self) -> Iterator[FairLock]:
+        self.acquire(urgent=True)
+        try:
+            yield self
+        finally:
+            self.__exit__()
+
+    def acquire(self, *, urgent: bool) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            lane = self._urgent if urgent else self._waiting
+            lane.append(me)
+            while self._owner is not None or self._next() != me:
+                self._cond.wait()
+            lane.popleft()
+            self._owner, self._depth, self._last_urgent = me, 1, urgent
+
+    def _next(self) -> int | None:
+        if self._urgent and not (self._last_urgent and self._waiting):
+            return self._urgent[0]
+        if self._waiting:
+            return self._waiting[0]
+        return None
 
 
 def unstorable(error: BaseException) -> InvalidInput | None:
@@ -251,8 +279,12 @@ class Database:
             yield s
 
     @contextmanager
-    def write(self, *, hot_path: bool = False) -> Iterator[Session]:
+    def write(self, *, hot_path: bool = False, urgent: bool = False) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception.
+
+        ``urgent``: on SQLite, wait for the write lock in its urgent lane (``FairLock``):
+        for small writes that must not queue behind a busy server's (the leader's lease,
+        hosts' heartbeats).
 
         ``hot_path``: for one thread's short transactions repeated many times a second, of
         the same few statements (the allocator's batches). On PostgreSQL they get their own
@@ -261,7 +293,10 @@ class Database:
         transaction and is replaced, so the caller must be ready to run it again.
         """
         sessions = self._hot_sessions if hot_path else self._sessions
-        with _refusing_unstorable(), self._write_lock, sessions() as s:
+        lock = self._write_lock
+        if urgent and isinstance(lock, FairLock):
+            lock = lock.urgent()
+        with _refusing_unstorable(), lock, sessions() as s:
             s.connection(execution_options={"write": True})
             try:
                 if (check := _fence.get()) is not None:

@@ -175,7 +175,8 @@ class Leadership:
         began = time.monotonic()
         with self._lock:
             term = self._term
-        with fenced(None), self.db.write() as s:
+        # Urgent: a renewal queued behind a busy server's writers would lose the lease.
+        with fenced(None), self.db.write(urgent=True) as s:
             if _is_postgres(s):
                 # A lock held by a stuck transaction (of a leader whose process died while
                 # it waited) must not hold up this replica's own start: try again later.

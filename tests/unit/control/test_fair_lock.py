@@ -61,3 +61,29 @@ def test_waiters_get_it_in_arrival_order_before_the_holder_gets_it_again() -> No
     for th in threads:
         th.join(5)
     assert order == ["a", "b", "c", "holder"]
+
+
+def test_the_urgent_lane_goes_first_but_never_twice_in_a_row_while_others_wait() -> None:
+    lock = FairLock()
+    order: list[str] = []
+
+    def waiter(name: str) -> None:
+        if name.startswith("u"):
+            with lock.urgent():
+                order.append(name)
+        else:
+            with lock:
+                order.append(name)
+
+    lock.__enter__()
+    threads = []
+    for n, name in enumerate(["a", "b", "u1", "u2", "c"]):
+        th = threading.Thread(target=waiter, args=(name,))
+        th.start()
+        threads.append(th)
+        wait_for(lambda n=n: len(lock._waiting) + len(lock._urgent) == n + 1)
+    lock.__exit__()
+    for th in threads:
+        th.join(5)
+    # u1 before everyone queued before it; then one ordinary waiter before u2; then the rest.
+    assert order == ["u1", "a", "u2", "b", "c"]

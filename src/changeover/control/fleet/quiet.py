@@ -129,7 +129,7 @@ class SyncMemory:
                 beats.update((h, max(at, beats.get(h, 0.0))) for h in self._calling)
         if not beats:
             return 0
-        with db.write() as s:
+        with db.write(urgent=True) as s:  # one small write a second, that must not wait
             s.connection().execute(
                 update(Host.__table__)
                 .where(Host.__table__.c.id == bindparam("host"))

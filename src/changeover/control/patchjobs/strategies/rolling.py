@@ -93,7 +93,7 @@ def roll(t: Tick, members: Sequence[Member]) -> bool:
                 t, start_key(t, m), f"healthy/{m.instance_id}", rk.healthy_deadline_s
             )
     failed = [i for i, h in health.items() if h is Health.FAILED]
-    pending = [i for i, h in health.items() if h is Health.PENDING]
+    pending = {i for i, h in health.items() if h is Health.PENDING}
     if too_many_failed(t, len(failed), n):
         ids = ", ".join(map(str, failed))
         gate_failed(t, f"{len(failed)} of {n} new instances failed their health gate ({ids})")
