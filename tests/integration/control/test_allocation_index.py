@@ -104,8 +104,8 @@ def _plan(db: Database, by_profile: bool, params: dict[str, Any], q: Any = None)
         return "\n".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + sql.replace("%", "%%")))
 
 
-@pytest.mark.parametrize("by_profile", [False, True])
-def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_profile: bool) -> None:
+def _indexed_world(db: Database) -> dict[str, Any]:
+    """200 ready instances of three versions over four hosts, the statistics up to date."""
     w = world(db, hosts=4)
     with db.write() as s:
         s.add_all(
@@ -115,6 +115,12 @@ def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_prof
     if not db.is_sqlite:
         with db.engine.begin() as c:  # committed: a rolled-back ANALYZE leaves no statistics
             c.exec_driver_sql("ANALYZE")
+    return w
+
+
+@pytest.mark.parametrize("by_profile", [False, True])
+def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_profile: bool) -> None:
+    w = _indexed_world(db)
     scope = w["profiles"][7] if by_profile else w["fleet"]
     plan = _plan(db, by_profile, {"scope_id": scope, "alive_after": now() - 10, "size": 1})
     index = "ix_instances_alloc_profile" if by_profile else "ix_instances_alloc_fleet"
@@ -125,15 +131,7 @@ def test_the_best_candidates_come_from_an_index_not_a_sort(db: Database, by_prof
 def test_with_weights_each_profiles_best_come_from_an_index_not_a_sort(db: Database) -> None:
     """During a patch job the fleet has allocation weights: sorting by them in SQL sorted
     the whole fleet on every read; each profile's best few are read along its index."""
-    w = world(db, hosts=4)
-    with db.write() as s:
-        s.add_all(
-            ready_instance(w, NUMBERS[n % 3], host_id=w["hosts"][n % 4], players=n % 4)
-            for n in range(200)
-        )
-    if not db.is_sqlite:
-        with db.engine.begin() as c:
-            c.exec_driver_sql("ANALYZE")
+    w = _indexed_world(db)
     params = {"scope_id": w["fleet"], "alive_after": now() - 10, "size": 1}
     plan = _plan(
         db, False, {**params, "profile_id": w["profiles"][7]}, allocate_db._BEST_OF_PROFILE
