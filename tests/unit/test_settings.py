@@ -15,8 +15,10 @@ def test_patch_methods_and_publish_budget_come_from_the_environment() -> None:
     assert default.publish_budget_cpu_s == 90.0
     s = load({"CHANGEOVER_PATCH_METHODS": "zstd", "CHANGEOVER_PUBLISH_BUDGET_CPU_S": "30"})
     assert s.patch_methods == {PatchMethod.ZSTD} and s.publish_budget_cpu_s == 30.0
-    both = load({"CHANGEOVER_PATCH_METHODS": " hdiffpatch , zstd"})
-    assert both.patch_methods == frozenset(PatchMethod)
+    every = load({"CHANGEOVER_PATCH_METHODS": " hdiffpatch , zstd,hdiffpatch-lzma2"})
+    assert every.patch_methods == frozenset(PatchMethod)
+    older = load({"CHANGEOVER_PATCH_METHODS": "zstd,hdiffpatch"})  # what older launchers know
+    assert older.patch_methods == {PatchMethod.ZSTD, PatchMethod.HDIFFPATCH}
 
 
 @pytest.mark.parametrize("value", ["hdiffpatch", "zstd,xdelta9", ",", "ZSTD"])

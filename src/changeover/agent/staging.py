@@ -42,7 +42,7 @@ import zstandard
 
 from changeover.content import patching
 from changeover.content.manifest import FileEntry, Manifest, check_sha256
-from changeover.content.patch_index import EMPTY_SHA256, PatchEntry, PatchIndex, PatchMethod
+from changeover.content.patch_index import EMPTY_SHA256, PatchEntry, PatchIndex
 from changeover.errors import ChangeoverError, IntegrityError, InvalidInput, NotFound, RemoteError
 from changeover.launcher.fetch import CHUNK, Pace, RateLimit, compressed_bound
 from changeover.launcher.fetch import Fetcher as Downloader
@@ -286,7 +286,7 @@ class Staging:
                 raise IntegrityError(f"patch {p.path}", p.sha256, h.hexdigest())
             f.seek(0)
             # An HDiffPatch result is whole in memory: checked before a byte is written.
-            whole = p.method == PatchMethod.HDIFFPATCH
+            whole = patching.whole_in_memory(p.method)
             patching.apply(
                 p.method,
                 base,

@@ -8,17 +8,20 @@ CPU-seconds. The publisher (:mod:`changeover.content.publish`) builds what it re
 Each pair gets a *ladder* of options, best first; an option is one or more candidates,
 all built, the smallest kept:
 
-* executables and libraries within HDiffPatch's memory bound: HDiffPatch, plus zstd -19
-  when the file is small enough for both to be cheap; then HDiffPatch alone; then zstd
-  -9 and -3. Measured on real consecutive releases of shared libraries (README), HDiffPatch
-  makes 40-70 % of zstd -19's patch, which is 15-40 % smaller than zstd -9's;
+* executables and libraries within HDiffPatch's memory bound: HDiffPatch coded by zstd
+  and by LZMA2 (one diff, recoded: LZMA2 is 5-9 % smaller on the libraries measured), plus
+  zstd -19 when the file is small enough for both to be cheap; then HDiffPatch's two
+  codings; then its zstd one alone; then zstd -9 and -3. Measured on real consecutive
+  releases of shared libraries (README), HDiffPatch makes 40-70 % of zstd -19's patch,
+  which is 15-40 % smaller than zstd -9's;
 * bigger executables: zstd -19 (not -9 or -3 as before: their new bytes are code, not
   assets), then -15, -9, -3;
 * compressed data and media: zstd -3: coded bytes hold no redundancy a stronger level
   could find, and the long-distance matcher finds what is unchanged at any level; small
   ones get HDiffPatch too, which finds shorter matches in them (a gzipped changelog with
   a new entry: 0.7 % smaller than zstd's, for milliseconds);
-* anything else (assets, archives, data): small files get zstd -19 and HDiffPatch; up to
+* anything else (assets, archives, data): small files get zstd -19 and HDiffPatch (both
+  codings); up to
   ``MID_BYTES`` zstd -9, and HDiffPatch too from the most recent version (the
   generator's 18 MB paks: 1-2 % smaller than -9, in 2 s each; from every version it
   doubled the publish time of the bench's 200 MB build, to 60 s), then -3; above it
@@ -75,6 +78,9 @@ def _z(level: int) -> Candidate:
 HDIFF = Candidate(PatchMethod.HDIFFPATCH, 22)
 """HDiffPatch codes its diff with zstd -22: on the real libraries measured (libcrypto 3,
 libpython 3.11) 60-65 bytes smaller than at -19, for about 10 % more time."""
+HDIFF_LZMA2 = Candidate(PatchMethod.HDIFFPATCH_LZMA2, 9)
+"""The same diff coded by LZMA2 (its level 9); built after :data:`HDIFF`, it recodes that
+one's diff (``content.publish``), so beside it it costs only the coding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +104,23 @@ class CostModel:
     levels in between are interpolated geometrically."""
     hdiff_s_per_mib: float = 0.08
     """Per MiB of old plus new file: suffix array over the old file, matching the new one."""
+    lzma2_recode_s_per_mib: float = 0.05
+    """Per MiB of new file, recoding a diff by LZMA2 (0.02-0.03 measured on libraries)."""
 
     def cost_s(self, candidate: Candidate, task: PatchTask) -> float:
         if candidate.method is PatchMethod.HDIFFPATCH:
             return self.hdiff_s_per_mib * (task.old_size + task.new_size) / MIB
+        if candidate.method is PatchMethod.HDIFFPATCH_LZMA2:
+            return self.lzma2_recode_s_per_mib * task.new_size / MIB
         ratio = self.zstd_level19_s_per_mib / self.zstd_level3_s_per_mib
         per_mib = self.zstd_level3_s_per_mib * ratio ** ((max(3, candidate.level) - 3) / 16)
         return float(per_mib * task.new_size / MIB)
 
     def option_s(self, option: Option, task: PatchTask) -> float:
-        return sum(self.cost_s(c, task) for c in option)
+        alone = HDIFF_LZMA2 in option and HDIFF not in option  # it makes its own diff
+        return sum(self.cost_s(c, task) for c in option) + (
+            self.cost_s(HDIFF, task) if alone else 0.0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +144,15 @@ def ladder(task: PatchTask, budget: PublishBudget) -> tuple[Option, ...]:
     hdiff_ok = hdiff.usable(task.old_size, task.new_size, budget.hdiff_max_bytes)
     small = task.new_size <= BOTH_UP_TO
     rungs: list[Option]
+    both = (HDIFF, HDIFF_LZMA2)
     if task.kind.executable and hdiff_ok:
-        rungs = [(HDIFF, _z(19)) if small else (HDIFF,), (HDIFF,), (_z(9),), (_z(3),)]
+        rungs = [(*both, _z(19)) if small else both, both, (HDIFF,), (_z(9),), (_z(3),)]
     elif task.kind.executable:
         rungs = [(_z(19),), (_z(15),), (_z(9),), (_z(3),)]
     elif task.kind.entropy_coded:
         rungs = [(_z(3), HDIFF), (_z(3),)] if small and hdiff_ok else [(_z(3),)]
     elif small:
-        rungs = [(_z(19), HDIFF) if hdiff_ok else (_z(19),), (_z(19),), (_z(9),), (_z(3),)]
+        rungs = [(_z(19), *both) if hdiff_ok else (_z(19),), (_z(19),), (_z(9),), (_z(3),)]
     elif task.new_size <= MID_BYTES and hdiff_ok and task.base_rank == 0:
         rungs = [(_z(9), HDIFF), (HDIFF,), (_z(9),), (_z(3),)]
     elif task.new_size <= MID_BYTES:

@@ -6,7 +6,8 @@ it does not import the patch builder and its process pool.
 
 Each entry names the method that made its patch (key ``method``): ``zstd`` (zstd
 ``--patch-from``, :mod:`changeover.content.patch`) or ``hdiffpatch`` (HDiffPatch's
-compressed diff, :mod:`changeover.content.hdiff`); none means zstd. zstd entries are
+compressed diff, :mod:`changeover.content.hdiff`) or ``hdiffpatch-lzma2`` (the same, coded
+by LZMA2); none means zstd. zstd entries are
 written as before methods existed, under ``patches``; entries of any other method under
 ``method_patches``, which clients older than methods never read (they refuse an entry
 with a key they do not know, and would refuse the whole index, hence the whole update,
@@ -37,6 +38,8 @@ class PatchMethod(StrEnum):
 
     ZSTD = "zstd"
     HDIFFPATCH = "hdiffpatch"
+    HDIFFPATCH_LZMA2 = "hdiffpatch-lzma2"
+    """HDiffPatch's diff coded by LZMA2: 5-9 % smaller on libraries (:mod:`..hdiff`)."""
 
 
 EMPTY_SHA256: str = hashlib.sha256(b"").hexdigest()

@@ -24,7 +24,19 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-_MAGICS = {patch.MAGIC: PatchMethod.ZSTD, hdiff.MAGIC: PatchMethod.HDIFFPATCH}
+_HDIFF_CODINGS: dict[PatchMethod, hdiff.Coding] = {
+    PatchMethod.HDIFFPATCH: hdiff.ZSTD,
+    PatchMethod.HDIFFPATCH_LZMA2: hdiff.LZMA2,
+}
+_MAGICS = {patch.MAGIC: PatchMethod.ZSTD} | {
+    hdiff.MAGICS[coding]: method for method, coding in _HDIFF_CODINGS.items()
+}
+
+
+def whole_in_memory(method: str) -> bool:
+    """Whether a patch of ``method`` is applied whole in memory, so needs the result's
+    SHA-256 (HDiffPatch's, see :func:`apply`)."""
+    return method in _HDIFF_CODINGS
 
 
 def check_method(method: str, path: str | None = None) -> PatchMethod:
@@ -46,15 +58,21 @@ def make(
     *,
     level: int,
     segment_bytes: int = patch.SEGMENT_BYTES,
+    reuse: Path | None = None,
 ) -> int:
     """Write a patch of ``method`` turning ``old`` into ``new`` to ``out``; its size.
+
+    ``reuse``, an HDiffPatch patch of the same pair already made, spares an HDiffPatch
+    method making the diff again (only its coding differs).
 
     Raises:
         UnsupportedPatchMethod: an unknown method.
         InvalidInput: the files are beyond the method's bounds.
     """
-    if check_method(method) is PatchMethod.HDIFFPATCH:
-        return hdiff.make_patch(old, new, out, level=level)
+    chosen = check_method(method)
+    if chosen in _HDIFF_CODINGS:
+        coding = _HDIFF_CODINGS[chosen]
+        return hdiff.make_patch(old, new, out, level=level, coding=coding, reuse=reuse)
     return patch.make_patch(old, new, out, level=level, segment_bytes=segment_bytes)
 
 
@@ -83,11 +101,17 @@ def apply(
         IntegrityError: the result does not match ``expected_sha256``.
     """
     name = src.name if isinstance(src, Path) else None
-    if check_method(method, name) is PatchMethod.HDIFFPATCH:
+    chosen = check_method(method, name)
+    if chosen in _HDIFF_CODINGS:
         if expected_sha256 is None:
             raise InvalidInput("an hdiffpatch patch is applied only against its result's SHA-256")
         hdiff.apply_patch(
-            old, src, out, expected_size=expected_size, expected_sha256=expected_sha256
+            old,
+            src,
+            out,
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            coding=_HDIFF_CODINGS[chosen],
         )
     else:
         patch.apply_patch(
@@ -104,8 +128,8 @@ def new_size(method: str, path: Path) -> int:
     """
     chosen = check_method(method, path.name)
     with _open(path) as f:
-        if chosen is PatchMethod.HDIFFPATCH:
-            return hdiff.read_header(f).new_size
+        if chosen in _HDIFF_CODINGS:
+            return hdiff.read_header(f, coding=_HDIFF_CODINGS[chosen]).new_size
         return patch.read_header(f).new_size
 
 

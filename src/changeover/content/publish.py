@@ -122,16 +122,27 @@ def _run_job(job: _Job) -> PatchEntry | None:
         _unpack(store, job.target, new)
         best: tuple[int, str, Path] | None = None
         failed: InvalidInput | None = None
+        diffed: Path | None = None  # an HDiffPatch patch made: the other coding recodes it
         for n, (method, level) in enumerate(job.candidates):
             out = Path(scratch, f"patch-{n}")
+            whole = patching.whole_in_memory(method)
             try:
                 size = patching.make(
-                    method, old, new, out, level=level, segment_bytes=job.segment_bytes
+                    method,
+                    old,
+                    new,
+                    out,
+                    level=level,
+                    segment_bytes=job.segment_bytes,
+                    reuse=diffed if whole else None,
                 )
             except InvalidInput as e:  # one method refusing a pair leaves the others
                 log.warning("%s patch %s-%s not made: %s", method, job.base, job.target, e)
                 failed = e
                 continue
+            if whole and diffed is None:
+                diffed = Path(scratch, f"diffed-{n}")
+                os.link(out, diffed)  # kept even if ``out`` wins and is moved
             if best is None or size < best[0]:
                 best = (size, method, out)
         if best is None and failed is not None:

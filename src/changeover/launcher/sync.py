@@ -26,7 +26,7 @@ from typing import Any
 from changeover.content import patching
 from changeover.content.delivery import DeliveryIndex
 from changeover.content.manifest import Manifest, check_path
-from changeover.content.patch_index import PatchEntry, PatchMethod
+from changeover.content.patch_index import PatchEntry
 from changeover.content.plan import Copy, Keep, Link, LocalFile, Patch, Remove, plan_sync
 from changeover.errors import (
     ChangeoverError,
@@ -393,7 +393,7 @@ class Syncer:
                     # Decoded straight into the object store, hashed as it is written: the
                     # object appears only if its size and hash match.
                     # An HDiffPatch result is whole in memory: checked before a byte is written.
-                    whole = ref.method == PatchMethod.HDIFFPATCH
+                    whole = patching.whole_in_memory(ref.method)
                     with self.objects.writer(
                         step.sha256, step.size, step.executable, blake3=step.blake3, name=step.name
                     ) as obj:

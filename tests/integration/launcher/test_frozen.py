@@ -72,6 +72,9 @@ class World:
         assert r.status_code == 200, r.text
 
 
+LZMA2_ONLY = "zstd,hdiffpatch-lzma2"
+
+
 def launcher_toml(content_url: str, install_dir: Path) -> str:
     return f"""
 title = "Frozen Test"
@@ -149,7 +152,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     except ImportError:
         gates.unavailable("pyinstaller", "the standalone launcher is built with PyInstaller")
     tmp = tmp_path_factory.mktemp("frozen")
-    srv = start_server(tmp / "server", None)
+    # HDiffPatch's diffs coded by LZMA2 only: the package applies that method (the launcher's
+    # own tests, ``test_sync``, apply the zstd-coded one; one native extension decodes both).
+    srv = start_server(tmp / "server", None, env={"CHANGEOVER_PATCH_METHODS": LZMA2_ONLY})
     try:
         c = srv.client()
         for image in ("game", "launcher"):
@@ -215,7 +220,8 @@ def test_the_frozen_executable_installs_updates_verifies_and_repairs_a_game(
 
 def test_the_frozen_executable_applies_an_hdiffpatch_patch(world: World, tmp_path: Path) -> None:
     """The package carries HDiffPatch's native part and applies its patches: a relinked
-    library comes as one hdiffpatch patch, and the install ends byte for byte right."""
+    library comes as one HDiffPatch patch (coded by LZMA2, what this world's server
+    allows), and the install ends byte for byte right."""
     c = world.server.client()
     assert c.post("/images", json={"name": "engine"}).status_code == 201
     old, new = elf_library(21, 400_000)
@@ -226,7 +232,7 @@ def test_the_frozen_executable_applies_an_hdiffpatch_patch(world: World, tmp_pat
     indexes = world.server.data / "store" / "content" / "patches" / "index"
     index = PatchIndex.from_json((indexes / f"{second['manifest_id']}.json").read_bytes())
     [entry] = index.for_target(hashlib.sha256(new).hexdigest())
-    assert entry.method == "hdiffpatch"
+    assert entry.method == "hdiffpatch-lzma2"
 
     exe, game = world.exe("1.0.0"), tmp_path / "engine"
     args = ("sync", world.content_url, str(game), "--image", "engine", "--root", str(world.root))

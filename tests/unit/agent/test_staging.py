@@ -16,7 +16,8 @@ import zstandard
 from changeover.agent import staging as staging_module
 from changeover.agent.staging import Staging, retained
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_index import EMPTY_SHA256, PatchIndex
+from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_index import EMPTY_SHA256, PatchIndex, PatchMethod
 from changeover.content.publish import build_patches
 from changeover.content.store import LocalStore
 from changeover.errors import IntegrityError, NotFound
@@ -200,9 +201,14 @@ def test_an_index_of_another_version_or_garbage_is_ignored(
     assert new_sha in fetcher.blobs and not fetcher.patches
 
 
-def _elf_versions(store: LocalStore, src: Path) -> tuple[str, str, str]:
+HDIFF_METHODS = [PatchMethod.HDIFFPATCH, PatchMethod.HDIFFPATCH_LZMA2]
+
+
+def _elf_versions(
+    store: LocalStore, src: Path, method: PatchMethod = PatchMethod.HDIFFPATCH
+) -> tuple[str, str, str]:
     """v1 and v2 of an ELF-like library whose code moved, as a relink moves it; the v2
-    hash. Its patch is HDiffPatch's."""
+    hash. Its patch is HDiffPatch's, coded as ``method`` says (the only one allowed)."""
     rng = random.Random(7)
     ops = [rng.randbytes(rng.randint(1, 3)) for _ in range(60)]
     code = b"".join(
@@ -215,9 +221,12 @@ def _elf_versions(store: LocalStore, src: Path) -> tuple[str, str, str]:
         new[pos : pos + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
     v1 = publish(store, src, {"lib/libgame.so": (old, 0o755)})
     v2 = publish(store, src, {"lib/libgame.so": (bytes(new), 0o755)})
-    index = build_patches(store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1)
+    budget = PublishBudget(methods=frozenset({PatchMethod.ZSTD, method}))
+    index = build_patches(
+        store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1, budget=budget
+    )
     [entry] = index.for_target(hashlib.sha256(new).hexdigest())
-    assert entry.method == "hdiffpatch"
+    assert entry.method == method
     return v1, v2, hashlib.sha256(new).hexdigest()
 
 
@@ -238,11 +247,12 @@ def _rewrite_patch(
     path.write_bytes(PatchIndex(v2, {target: (entry,)}).to_json())
 
 
+@pytest.mark.parametrize("method", HDIFF_METHODS)
 def test_an_elf_library_is_staged_from_an_hdiffpatch_patch(
-    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+    env: tuple[LocalStore, StoreFetcher, Staging, Path], method: PatchMethod
 ) -> None:
     store, fetcher, staging, src = env
-    v1, v2, new_sha = _elf_versions(store, src)
+    v1, v2, new_sha = _elf_versions(store, src, method)
     staging.stage(fetcher, v1)
     d2 = staging.stage(fetcher, v2)
     assert hashlib.sha256((d2 / "lib/libgame.so").read_bytes()).hexdigest() == new_sha
@@ -254,18 +264,21 @@ def test_an_elf_library_is_staged_from_an_hdiffpatch_patch(
     [
         lambda p: p[:60] + bytes(b ^ 0xA5 for b in p[60:90]) + p[90:],  # a corrupt body
         lambda p: p[:-10],  # truncated
-        lambda p: p[:36] + b"HDIFF13&lzma\x00" + p[49:],  # a codec we do not make
+        lambda p: p[:40] + b"HDIFF13&lzma\x00" + p[40 + p[40:].index(b"\x00") + 1 :],  # lzma 1
         lambda p: b"CHOVPTCH" + p[8:],  # the magic of the other method
+        lambda p: (b"CHOVHDLZ" if p[:8] == b"CHOVHDIF" else b"CHOVHDIF") + p[8:],  # other coding
     ],
 )
+@pytest.mark.parametrize("method", HDIFF_METHODS)
 def test_a_hostile_hdiffpatch_patch_writes_nothing_and_the_blob_is_fetched(
     env: tuple[LocalStore, StoreFetcher, Staging, Path],
     monkeypatch: pytest.MonkeyPatch,
     mangle: Callable[[bytes], bytes],
+    method: PatchMethod,
 ) -> None:
     store, fetcher, staging, src = env
-    v1, v2, new_sha = _elf_versions(store, src)
-    _rewrite_patch(store, v2, "hdiffpatch", mangle)
+    v1, v2, new_sha = _elf_versions(store, src, method)
+    _rewrite_patch(store, v2, method, mangle)
     staging.stage(fetcher, v1)
     sinks: list[staging_module._Checked] = []
     real_init = staging_module._Checked.__init__

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from changeover.content.filekind import FileKind
 from changeover.content.patch_choice import (
     HDIFF,
+    HDIFF_LZMA2,
     Candidate,
     CostModel,
     PatchTask,
@@ -22,6 +23,8 @@ from changeover.content.patch_index import PatchMethod
 MIB = 1 << 20
 Z = PatchMethod.ZSTD
 UNLIMITED = PublishBudget(cpu_s=1e12)
+BOTH = (HDIFF, HDIFF_LZMA2)
+"""HDiffPatch's diff under both codings (one diff, recoded)."""
 
 
 def z(level: int) -> Candidate:
@@ -35,8 +38,22 @@ def best(task: PatchTask, budget: PublishBudget = UNLIMITED) -> tuple[Candidate,
 
 def test_small_executables_get_both_methods_big_ones_hdiffpatch() -> None:
     for kind in (FileKind.ELF, FileKind.PE, FileKind.MACHO):
-        assert best(PatchTask(kind, 5 * MIB, 5 * MIB)) == (HDIFF, z(19))
-        assert best(PatchTask(kind, 19 * MIB, 19 * MIB)) == (HDIFF,)
+        assert best(PatchTask(kind, 5 * MIB, 5 * MIB)) == (*BOTH, z(19))
+        assert best(PatchTask(kind, 19 * MIB, 19 * MIB)) == BOTH
+
+
+def test_the_lzma2_coding_comes_after_the_diff_it_recodes_and_only_with_it() -> None:
+    """The publisher recodes the zstd-coded diff it made first; a studio that allows only
+    the methods its older launchers know gets no LZMA2 coding; alone it would cost a diff."""
+    for task in (PatchTask(FileKind.ELF, 5 * MIB, 5 * MIB), PatchTask(FileKind.OTHER, MIB, MIB)):
+        for option in ladder(task, UNLIMITED):
+            if HDIFF_LZMA2 in option:
+                assert option.index(HDIFF) < option.index(HDIFF_LZMA2)
+        older = PublishBudget(cpu_s=1e12, methods=frozenset({Z, PatchMethod.HDIFFPATCH}))
+        assert all(HDIFF_LZMA2 not in option for option in ladder(task, older))
+    task, costs = PatchTask(FileKind.ELF, 5 * MIB, 5 * MIB), CostModel()
+    assert costs.option_s((HDIFF_LZMA2,), task) == costs.option_s(BOTH, task)
+    assert costs.option_s(BOTH, task) < costs.option_s((HDIFF,), task) * 2
 
 
 def test_executables_beyond_hdiffpatchs_bound_keep_a_high_zstd_level() -> None:
@@ -51,7 +68,7 @@ def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
         assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(3),)
         assert best(PatchTask(kind, 500 * MIB, 500 * MIB)) == (z(3),)
     for kind in (FileKind.OTHER, FileKind.ARCHIVE):
-        assert best(PatchTask(kind, MIB, MIB)) == (z(19), HDIFF)
+        assert best(PatchTask(kind, MIB, MIB)) == (z(19), *BOTH)
         assert best(PatchTask(kind, 80 * MIB, MIB)) == (z(19),)  # old file beyond HDiffPatch
         assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(9), HDIFF)
         assert best(PatchTask(kind, 20 * MIB, 20 * MIB, base_rank=1)) == (z(9),)
@@ -85,16 +102,16 @@ def test_over_budget_older_bases_step_down_first() -> None:
     tasks = [PatchTask(FileKind.ELF, 3 * MIB // 4, 3 * MIB // 4, rank) for rank in range(3)] * 200
     costs = CostModel()
     unlimited = choose(tasks, UNLIMITED)
-    assert all(o == (HDIFF, z(19)) for o in unlimited)
+    assert all(o == (*BOTH, z(19)) for o in unlimited)
     budget = PublishBudget(cpu_s=total_cost_s(tasks, unlimited, costs) / 2)
     chosen = choose(tasks, budget)
     assert total_cost_s(tasks, chosen, costs) <= budget.cpu_s
     by_rank = {
         r: [o for t, o in zip(tasks, chosen, strict=True) if t.base_rank == r] for r in range(3)
     }
-    # The most recent version's patches keep both methods; the oldest lost the second first.
-    assert all(o == (HDIFF, z(19)) for o in by_rank[0])
-    assert all(o == (HDIFF,) for o in by_rank[2])
+    # The most recent version's patches keep every method; the oldest lost the others first.
+    assert all(o == (*BOTH, z(19)) for o in by_rank[0])
+    assert all(o in (BOTH, (HDIFF,)) for o in by_rank[2])
 
 
 def test_second_candidates_go_before_a_first_is_weakened() -> None:
@@ -102,9 +119,12 @@ def test_second_candidates_go_before_a_first_is_weakened() -> None:
     small = [PatchTask(FileKind.ELF, 2 * MIB, 2 * MIB)] * 4
     costs = CostModel()
     # Room for HDiffPatch on everything but not for the small files' zstd -19 as well.
-    room = costs.cost_s(HDIFF, big) + sum(costs.cost_s(HDIFF, t) for t in small)
+    room = costs.option_s(BOTH, big) + sum(costs.option_s(BOTH, t) for t in small)
     chosen = choose([big, *small], PublishBudget(cpu_s=room + 1))
-    assert chosen == [(HDIFF,)] * 5
+    assert chosen == [BOTH] * 5
+    # Less room: the costliest LZMA2 coding goes before HDiffPatch itself is weakened.
+    room = costs.cost_s(HDIFF, big) + sum(costs.option_s(BOTH, t) for t in small)
+    assert choose([big, *small], PublishBudget(cpu_s=room + 0.01)) == [(HDIFF,), *[BOTH] * 4]
 
 
 def test_a_budget_too_small_for_anything_gives_the_cheapest_rung() -> None:

@@ -43,14 +43,15 @@ def test_each_method_round_trips_and_names_itself(
         method, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
     )
     assert out.getvalue() == new
-    # Applied as the other method, it is corrupt: the method's magic is checked.
-    other = next(m for m in PatchMethod if m is not method)
-    with pytest.raises(InvalidInput):
-        patching.apply(
-            other, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
-        )
-    with pytest.raises(InvalidInput):
-        patching.new_size(other, tmp / "p")
+    # Applied as another method, it is corrupt: the method's magic is checked.
+    for other in (m for m in PatchMethod if m is not method):
+        with pytest.raises(InvalidInput):
+            patching.apply(
+                other, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
+            )
+        with pytest.raises(InvalidInput):
+            patching.new_size(other, tmp / "p")
+    assert out.getvalue() == new
 
 
 class Untouchable(io.BytesIO):
@@ -78,14 +79,14 @@ def test_an_unknown_method_is_refused_before_anything_is_read_or_written(
     assert not (tmp / "p").exists()
 
 
+@pytest.mark.parametrize("method", [PatchMethod.HDIFFPATCH, PatchMethod.HDIFFPATCH_LZMA2])
 def test_an_hdiffpatch_patch_needs_the_expected_hash_and_a_stored_one_its_magic(
-    files: tuple[Path, bytes],
+    files: tuple[Path, bytes], method: PatchMethod
 ) -> None:
     tmp, new = files
-    patching.make(PatchMethod.HDIFFPATCH, tmp / "old", tmp / "new", tmp / "p", level=3)
+    assert patching.whole_in_memory(method) and not patching.whole_in_memory(PatchMethod.ZSTD)
+    patching.make(method, tmp / "old", tmp / "new", tmp / "p", level=3)
     with pytest.raises(InvalidInput, match="SHA-256"):
-        patching.apply(
-            PatchMethod.HDIFFPATCH, tmp / "old", tmp / "p", io.BytesIO(), expected_size=len(new)
-        )
+        patching.apply(method, tmp / "old", tmp / "p", io.BytesIO(), expected_size=len(new))
     with pytest.raises(InvalidInput, match="not a patch"):
         patching.method_of(tmp / "new")
