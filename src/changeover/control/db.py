@@ -259,12 +259,21 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._hot_engine: Engine | None = None
         self._hot_sessions = self._sessions
+        self._urgent_engine: Engine | None = None
+        self._urgent_sessions = self._sessions
         if not self.is_sqlite:
             self._hot_engine = create_engine(url, pool_size=1, max_overflow=2)
             _generic_plans(self._hot_engine)
-            for engine in (self.engine, self._hot_engine):
+            # Urgent writes (the lease, the heartbeats) never wait for a connection behind a
+            # busy server's: with every pooled one taken by syncs, a renewal waited for the
+            # pool past its lease (BENCHMARKS.md, patch jobs on PostgreSQL at 10,000).
+            self._urgent_engine = create_engine(
+                url, pool_size=2, max_overflow=2, pool_pre_ping=True
+            )
+            for engine in (self.engine, self._hot_engine, self._urgent_engine):
                 _client_checks(engine)
             self._hot_sessions = sessionmaker(self._hot_engine, expire_on_commit=False)
+            self._urgent_sessions = sessionmaker(self._urgent_engine, expire_on_commit=False)
         # SQLite has one writer at a time, and its waiters poll with sleeps, not in turn: under
         # load (a hundred agents syncing) a writer could starve past the busy timeout. Our own
         # threads queue here instead, in turn. PostgreSQL locks rows, so its writers go in
@@ -282,9 +291,9 @@ class Database:
     def write(self, *, hot_path: bool = False, urgent: bool = False) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception.
 
-        ``urgent``: on SQLite, wait for the write lock in its urgent lane (``FairLock``):
-        for small writes that must not queue behind a busy server's (the leader's lease,
-        hosts' heartbeats).
+        ``urgent``: for small writes that must not queue behind a busy server's (the
+        leader's lease, hosts' heartbeats): on SQLite, the write lock's urgent lane
+        (``FairLock``); on PostgreSQL, connections of their own.
 
         ``hot_path``: for one thread's short transactions repeated many times a second, of
         the same few statements (the allocator's batches). On PostgreSQL they get their own
@@ -293,6 +302,8 @@ class Database:
         transaction and is replaced, so the caller must be ready to run it again.
         """
         sessions = self._hot_sessions if hot_path else self._sessions
+        if urgent:
+            sessions = self._urgent_sessions
         lock = self._write_lock
         if urgent and isinstance(lock, FairLock):
             lock = lock.urgent()
@@ -338,5 +349,6 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._hot_engine is not None:
-            self._hot_engine.dispose()
+        for engine in (self._hot_engine, self._urgent_engine):
+            if engine is not None:
+                engine.dispose()

@@ -150,6 +150,30 @@ def test_a_fenced_transaction_holds_off_the_taker(pg_url: str) -> None:
         db.dispose()
 
 
+def test_the_lease_is_kept_while_every_pooled_connection_is_busy(pg_url: str) -> None:
+    """On PostgreSQL, a server answering many syncs at once can have every connection of its
+    pool checked out; the lease's renewal (and the heartbeats', the other urgent write)
+    must not wait behind them, or the leader loses its lease to its own load."""
+    db = Database(pg_url)
+    db.migrate()
+    held = []
+    try:
+        a = _replica(db, "a", lease_s=60)
+        assert a.attempt()
+        pool = db.engine.pool
+        limit = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
+        held = [db.engine.connect() for _ in range(limit)]
+        assert pool.checkedout() == limit  # nothing left for an ordinary transaction
+        assert a.attempt() and a.held  # renewed on a connection of its own
+        with db.write(urgent=True) as s:
+            assert s.scalar(text("select 1")) == 1
+        assert pool.checkedout() == limit
+    finally:
+        for c in held:
+            c.close()
+        db.dispose()
+
+
 def test_a_leader_paused_in_a_transaction_cannot_hold_off_the_next_term(pg_url: str) -> None:
     """A leader paused inside a fenced transaction holds the lease's lock; PostgreSQL ends
     that transaction once it idled ``stuck_after_s``, the next term begins, and the paused
