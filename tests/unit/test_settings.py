@@ -15,7 +15,7 @@ def test_patch_methods_and_publish_budget_come_from_the_environment() -> None:
     assert default.publish_budget_cpu_s == 90.0
     s = load({"CHANGEOVER_PATCH_METHODS": "zstd", "CHANGEOVER_PUBLISH_BUDGET_CPU_S": "30"})
     assert s.patch_methods == {PatchMethod.ZSTD} and s.publish_budget_cpu_s == 30.0
-    every = load({"CHANGEOVER_PATCH_METHODS": " hdiffpatch , zstd,hdiffpatch-lzma2"})
+    every = load({"CHANGEOVER_PATCH_METHODS": " hdiffpatch , zstd,hdiffpatch-lzma2,zstd-runs"})
     assert every.patch_methods == frozenset(PatchMethod)
     older = load({"CHANGEOVER_PATCH_METHODS": "zstd,hdiffpatch"})  # what older launchers know
     assert older.patch_methods == {PatchMethod.ZSTD, PatchMethod.HDIFFPATCH}

@@ -75,6 +75,16 @@ def _z(level: int) -> Candidate:
     return Candidate(PatchMethod.ZSTD, level)
 
 
+_RUNS = PatchMethod.ZSTD_RUNS
+
+
+def _zr(level: int) -> Candidate:
+    """zstd at ``level`` with long unchanged stretches as copies (``content.patch``): for
+    big files, where zstd's per-block cost over what did not change adds up (about 14
+    bytes a 128 KiB); a patch that finds none is a plain zstd one."""
+    return Candidate(_RUNS, level)
+
+
 HDIFF = Candidate(PatchMethod.HDIFFPATCH, 22)
 """HDiffPatch codes its diff with zstd -22: on the real libraries measured (libcrypto 3,
 libpython 3.11) 60-65 bytes smaller than at -19, for about 10 % more time."""
@@ -112,6 +122,7 @@ class CostModel:
             return self.hdiff_s_per_mib * (task.old_size + task.new_size) / MIB
         if candidate.method is PatchMethod.HDIFFPATCH_LZMA2:
             return self.lzma2_recode_s_per_mib * task.new_size / MIB
+        # zstd-runs: finding the runs reads both files once, a few ms a MiB: as zstd.
         ratio = self.zstd_level19_s_per_mib / self.zstd_level3_s_per_mib
         per_mib = self.zstd_level3_s_per_mib * ratio ** ((max(3, candidate.level) - 3) / 16)
         return float(per_mib * task.new_size / MIB)
@@ -143,25 +154,31 @@ def ladder(task: PatchTask, budget: PublishBudget) -> tuple[Option, ...]:
         return ((),) if task.kind.entropy_coded else ((_z(19),), (_z(9),), ())
     hdiff_ok = hdiff.usable(task.old_size, task.new_size, budget.hdiff_max_bytes)
     small = task.new_size <= BOTH_UP_TO
+    z = _z if small else _zr
     rungs: list[Option]
     both = (HDIFF, HDIFF_LZMA2)
     if task.kind.executable and hdiff_ok:
-        rungs = [(*both, _z(19)) if small else both, both, (HDIFF,), (_z(9),), (_z(3),)]
+        rungs = [(*both, _z(19)) if small else both, both, (HDIFF,), (z(9),), (z(3),)]
     elif task.kind.executable:
-        rungs = [(_z(19),), (_z(15),), (_z(9),), (_z(3),)]
+        rungs = [(z(19),), (z(15),), (z(9),), (z(3),)]
     elif task.kind.entropy_coded:
-        rungs = [(_z(3), HDIFF), (_z(3),)] if small and hdiff_ok else [(_z(3),)]
+        rungs = [(_z(3), HDIFF), (_z(3),)] if small and hdiff_ok else [(z(3),)]
     elif small:
         rungs = [(_z(19), *both) if hdiff_ok else (_z(19),), (_z(19),), (_z(9),), (_z(3),)]
     elif task.new_size <= MID_BYTES and hdiff_ok and task.base_rank == 0:
-        rungs = [(_z(9), HDIFF), (HDIFF,), (_z(9),), (_z(3),)]
+        rungs = [(z(9), HDIFF), (HDIFF,), (z(9),), (z(3),)]
     elif task.new_size <= MID_BYTES:
-        rungs = [(_z(9),), (_z(3),)]
+        rungs = [(z(9),), (z(3),)]
     else:
-        rungs = [(_z(3),)]
+        rungs = [(z(3),)]
     out: list[Option] = []
     for option in rungs:
-        kept = tuple(c for c in option if c.method in budget.methods or c == _z(3))
+        # Where copy runs are not allowed, the plain zstd patch of the same level.
+        allowed = [
+            _z(c.level) if c.method not in budget.methods and c.method is _RUNS else c
+            for c in option
+        ]
+        kept = tuple(c for c in allowed if c.method in budget.methods or c == _z(3))
         if kept and kept not in out:
             out.append(kept)
     return tuple(out) if out else ((_z(3),),)

@@ -5,7 +5,8 @@ Built by :mod:`changeover.content.publish`, read by every client that plans a do
 it does not import the patch builder and its process pool.
 
 Each entry names the method that made its patch (key ``method``): ``zstd`` (zstd
-``--patch-from``, :mod:`changeover.content.patch`) or ``hdiffpatch`` (HDiffPatch's
+``--patch-from``, :mod:`changeover.content.patch`), ``zstd-runs`` (the same with long
+unchanged stretches as copies), ``hdiffpatch`` (HDiffPatch's
 compressed diff, :mod:`changeover.content.hdiff`) or ``hdiffpatch-lzma2`` (the same, coded
 by LZMA2); none means zstd. zstd entries are
 written as before methods existed, under ``patches``; entries of any other method under
@@ -37,6 +38,8 @@ class PatchMethod(StrEnum):
     """The methods this version of Changeover makes and applies."""
 
     ZSTD = "zstd"
+    ZSTD_RUNS = "zstd-runs"
+    """zstd ``--patch-from`` with unchanged stretches as copies (:mod:`..patch`)."""
     HDIFFPATCH = "hdiffpatch"
     HDIFFPATCH_LZMA2 = "hdiffpatch-lzma2"
     """HDiffPatch's diff coded by LZMA2: 5-9 % smaller on libraries (:mod:`..hdiff`)."""

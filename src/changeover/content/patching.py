@@ -28,7 +28,8 @@ _HDIFF_CODINGS: dict[PatchMethod, hdiff.Coding] = {
     PatchMethod.HDIFFPATCH: hdiff.ZSTD,
     PatchMethod.HDIFFPATCH_LZMA2: hdiff.LZMA2,
 }
-_MAGICS = {patch.MAGIC: PatchMethod.ZSTD} | {
+_ZSTD_RUNS = {PatchMethod.ZSTD: False, PatchMethod.ZSTD_RUNS: True}
+_MAGICS = {patch.MAGIC: PatchMethod.ZSTD, patch.MAGIC_RUNS: PatchMethod.ZSTD_RUNS} | {
     hdiff.MAGICS[coding]: method for method, coding in _HDIFF_CODINGS.items()
 }
 
@@ -63,7 +64,9 @@ def make(
     """Write a patch of ``method`` turning ``old`` into ``new`` to ``out``; its size.
 
     ``reuse``, an HDiffPatch patch of the same pair already made, spares an HDiffPatch
-    method making the diff again (only its coding differs).
+    method making the diff again (only its coding differs). A ``zstd-runs`` patch that
+    found no unchanged stretch long enough is a plain ``zstd`` one, which every client
+    applies: what was written is :func:`method_of` ``out``.
 
     Raises:
         UnsupportedPatchMethod: an unknown method.
@@ -73,7 +76,9 @@ def make(
     if chosen in _HDIFF_CODINGS:
         coding = _HDIFF_CODINGS[chosen]
         return hdiff.make_patch(old, new, out, level=level, coding=coding, reuse=reuse)
-    return patch.make_patch(old, new, out, level=level, segment_bytes=segment_bytes)
+    return patch.make_patch(
+        old, new, out, level=level, segment_bytes=segment_bytes, runs=_ZSTD_RUNS[chosen]
+    )
 
 
 def apply(
@@ -115,7 +120,12 @@ def apply(
         )
     else:
         patch.apply_patch(
-            old, src, out, expected_size=expected_size, expected_sha256=expected_sha256
+            old,
+            src,
+            out,
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            runs=_ZSTD_RUNS[chosen],
         )
 
 
@@ -130,7 +140,7 @@ def new_size(method: str, path: Path) -> int:
     with _open(path) as f:
         if chosen in _HDIFF_CODINGS:
             return hdiff.read_header(f, coding=_HDIFF_CODINGS[chosen]).new_size
-        return patch.read_header(f).new_size
+        return patch.read_header(f, runs=_ZSTD_RUNS[chosen]).new_size
 
 
 def method_of(path: Path) -> PatchMethod:

@@ -144,7 +144,7 @@ def _run_job(job: _Job) -> PatchEntry | None:
                 diffed = Path(scratch, f"diffed-{n}")
                 os.link(out, diffed)  # kept even if ``out`` wins and is moved
             if best is None or size < best[0]:
-                best = (size, method, out)
+                best = (size, patching.method_of(out).value, out)  # zstd-runs may be zstd
         if best is None and failed is not None:
             raise failed
         if best is None or best[0] >= blob_size:

@@ -175,6 +175,29 @@ def test_a_host_holding_the_old_build_stages_the_new_one_from_a_patch(
     assert staging.downloaded - before < 20_000
 
 
+def test_a_big_asset_is_staged_from_a_zstd_runs_patch(
+    env: tuple[LocalStore, StoreFetcher, Staging, Path],
+) -> None:
+    """A file over 8 MiB with a region rewritten: its patch copies the unchanged
+    stretches (method ``zstd-runs``) and the agent applies it."""
+    store, fetcher, staging, src = env
+    rng = random.Random(8)
+    old = rng.randbytes(9 << 20)
+    new = old[: 3 << 20] + rng.randbytes(40_000) + old[(3 << 20) + 40_000 :]
+    v1 = publish(store, src, {"data/movie.bulk": (old, 0o644)})
+    v2 = publish(store, src, {"data/movie.bulk": (new, 0o644)})
+    budget = PublishBudget(methods=frozenset({PatchMethod.ZSTD, PatchMethod.ZSTD_RUNS}))
+    index = build_patches(
+        store, store.get_manifest(v2), [store.get_manifest(v1)], workers=1, budget=budget
+    )
+    [entry] = index.for_target(hashlib.sha256(new).hexdigest())
+    assert entry.method == PatchMethod.ZSTD_RUNS and entry.size < 41_000
+    staging.stage(fetcher, v1)
+    d2 = staging.stage(fetcher, v2)
+    assert (d2 / "data/movie.bulk").read_bytes() == new
+    assert len(fetcher.patches) == 1 and hashlib.sha256(new).hexdigest() not in fetcher.blobs
+
+
 def test_a_bad_patch_falls_back_to_the_blob(
     env: tuple[LocalStore, StoreFetcher, Staging, Path],
 ) -> None:

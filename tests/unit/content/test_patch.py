@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from changeover.content import zstd_prefix
 from changeover.content.patch import (
     MAGIC,
+    MIN_RUN,
     PatchHeader,
     Segment,
     apply_patch,
@@ -36,10 +37,13 @@ def game_data(rng: random.Random, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def roundtrip(tmp_path: Path, old: bytes, new: bytes, **kw: int) -> tuple[int, bytes]:
+def roundtrip(
+    tmp_path: Path, old: bytes, new: bytes, runs: bool = False, **kw: int
+) -> tuple[int, bytes]:
     (tmp_path / "old").write_bytes(old)
     (tmp_path / "new").write_bytes(new)
-    size = make_patch(tmp_path / "old", tmp_path / "new", tmp_path / "p", **kw)
+    size = make_patch(tmp_path / "old", tmp_path / "new", tmp_path / "p", runs=runs, **kw)
+    runs = (tmp_path / "p").read_bytes()[:8] != MAGIC  # none found: a plain patch
     assert size == (tmp_path / "p").stat().st_size
     out = io.BytesIO()
     apply_patch(
@@ -48,6 +52,7 @@ def roundtrip(tmp_path: Path, old: bytes, new: bytes, **kw: int) -> tuple[int, b
         out,
         expected_size=len(new),
         expected_sha256=hashlib.sha256(new).hexdigest(),
+        runs=runs,
     )
     return size, out.getvalue()
 
@@ -280,3 +285,92 @@ def test_make_patch_replaces_output_atomically(tmp_path: Path) -> None:
     make_patch(tmp_path / "old", tmp_path / "new", tmp_path / "out" / "p")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["p"]
     assert (tmp_path / "out" / "p").read_bytes().startswith(MAGIC)
+
+
+# -- copy runs (method zstd-runs) ---------------------------------------------------------
+
+
+def edited_archive(rng: random.Random) -> tuple[bytes, bytes]:
+    """An old file of incompressible 'media' and a new one with a region rewritten, one
+    inserted and one removed: long unchanged stretches at three offsets."""
+    old = rng.randbytes(6 << 20)
+    mib = 1 << 20
+    new = (
+        old[: mib + 123]
+        + rng.randbytes(200_000)  # rewritten
+        + old[mib + 123 + 200_000 : 3 * mib]
+        + rng.randbytes(77_777)  # inserted
+        + old[3 * mib : 4 * mib]
+        + old[4 * mib + 50_000 :]  # 50,000 bytes removed
+    )
+    return old, new
+
+
+def test_copy_runs_code_unchanged_stretches_as_copies(tmp_path: Path, backend: str) -> None:
+    """zstd pays about 14 bytes a 128 KiB block over unchanged bytes; copy segments pay a
+    few dozen bytes a stretch, found exactly (the new bytes are rewritten around them)."""
+    old, new = edited_archive(random.Random(21))
+    plain, out = roundtrip(tmp_path, old, new, level=3)
+    assert out == new
+    runs, out = roundtrip(tmp_path, old, new, level=3, runs=True)
+    assert out == new
+    changed = 200_000 + 77_777
+    # Over the new bytes: the header (six segments, about 250 bytes) and two frames'.
+    assert runs - changed < 400 < plain - changed
+    with open(tmp_path / "p", "rb") as f:
+        header = read_header(f, runs=True)
+    copies = [s for s in header.segments if s.copy]
+    assert len(copies) == 4 and all(s.new_length >= MIN_RUN for s in copies)
+    assert sum(s.new_length for s in copies) == len(new) - changed
+    # A runs patch is not a plain one, and the other way round: the index names the method.
+    with pytest.raises(InvalidInput, match="other zstd method"):
+        read_header(io.BytesIO((tmp_path / "p").read_bytes()))
+
+
+def test_without_runs_a_runs_patch_is_a_plain_one(tmp_path: Path) -> None:
+    rng = random.Random(22)
+    old = game_data(rng, 300_000)
+    new = old[:1000] + b"x" + old[1000:]
+    roundtrip(tmp_path, old, new, level=3, runs=True)
+    assert (tmp_path / "p").read_bytes()[:8] == MAGIC  # too short for a run: every client's
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        (Segment(5000, 0, ((0, 5000),)), Segment(5000, 0, ((9000, 5000),))),  # past the end
+        (Segment(5000, 0, ((0, 4000),)), Segment(5000, 0, ((0, 6000),))),  # lengths differ
+        (Segment(10_000, 0, ((0, 5000), (5000, 5000))),),  # two ranges
+        (Segment(10_000, 0, ()),),  # none
+    ],
+)
+def test_hostile_copy_segments_are_refused_before_anything_is_written(
+    tmp_path: Path, segments: tuple[Segment, ...]
+) -> None:
+    (tmp_path / "old").write_bytes(bytes(10_000))
+    patch = PatchHeader(10_000, 10_000, segments, runs=True).encode()
+    out = io.BytesIO()
+    with pytest.raises(InvalidInput):
+        apply_patch(tmp_path / "old", io.BytesIO(patch), out, expected_size=10_000, runs=True)
+    assert out.getvalue() == b""
+
+
+def test_a_copy_segment_is_refused_in_a_plain_patch(tmp_path: Path) -> None:
+    (tmp_path / "old").write_bytes(bytes(10_000))
+    copy = (Segment(10_000, 0, ((0, 10_000),)),)
+    out = io.BytesIO()
+    with pytest.raises(InvalidInput, match="no frame"):
+        apply_patch(
+            tmp_path / "old",
+            io.BytesIO(PatchHeader(10_000, 10_000, copy).encode()),
+            out,
+            expected_size=10_000,
+        )
+    apply_patch(  # the same, as a runs patch: the old file itself
+        tmp_path / "old",
+        io.BytesIO(PatchHeader(10_000, 10_000, copy, runs=True).encode()),
+        out,
+        expected_size=10_000,
+        runs=True,
+    )
+    assert out.getvalue() == bytes(10_000)

@@ -31,6 +31,11 @@ def z(level: int) -> Candidate:
     return Candidate(Z, level)
 
 
+def zr(level: int) -> Candidate:
+    """zstd with copy runs: what files over 8 MiB get instead of plain zstd."""
+    return Candidate(PatchMethod.ZSTD_RUNS, level)
+
+
 def best(task: PatchTask, budget: PublishBudget = UNLIMITED) -> tuple[Candidate, ...]:
     [option] = choose([task], budget)
     return option
@@ -58,22 +63,41 @@ def test_the_lzma2_coding_comes_after_the_diff_it_recodes_and_only_with_it() -> 
 
 def test_executables_beyond_hdiffpatchs_bound_keep_a_high_zstd_level() -> None:
     # Before: 9 over 8 MiB and 3 over 64 MiB, on the idea that big files are assets.
-    assert best(PatchTask(FileKind.ELF, 65 * MIB, 70 * MIB)) == (z(19),)
-    assert best(PatchTask(FileKind.ELF, 70 * MIB, 60 * MIB)) == (z(19),)
+    assert best(PatchTask(FileKind.ELF, 65 * MIB, 70 * MIB)) == (zr(19),)
+    assert best(PatchTask(FileKind.ELF, 70 * MIB, 60 * MIB)) == (zr(19),)
 
 
 def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
     for kind in (FileKind.COMPRESSED, FileKind.MEDIA):
         assert best(PatchTask(kind, MIB, MIB)) == (z(3), HDIFF)  # small: both are cheap
-        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(3),)
-        assert best(PatchTask(kind, 500 * MIB, 500 * MIB)) == (z(3),)
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (zr(3),)
+        assert best(PatchTask(kind, 500 * MIB, 500 * MIB)) == (zr(3),)
     for kind in (FileKind.OTHER, FileKind.ARCHIVE):
         assert best(PatchTask(kind, MIB, MIB)) == (z(19), *BOTH)
         assert best(PatchTask(kind, 80 * MIB, MIB)) == (z(19),)  # old file beyond HDiffPatch
-        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (z(9), HDIFF)
-        assert best(PatchTask(kind, 20 * MIB, 20 * MIB, base_rank=1)) == (z(9),)
-        assert best(PatchTask(kind, 80 * MIB, 20 * MIB)) == (z(9),)  # old beyond HDiffPatch
-        assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (z(3),)
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (zr(9), HDIFF)
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB, base_rank=1)) == (zr(9),)
+        assert best(PatchTask(kind, 80 * MIB, 20 * MIB)) == (zr(9),)  # old beyond HDiffPatch
+        assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (zr(3),)
+
+
+def test_copy_runs_are_for_big_files_and_give_way_to_plain_zstd_where_not_allowed() -> None:
+    """Files over 8 MiB get zstd with copy runs; a studio keeping clients older than that
+    method on patches (``zstd,hdiffpatch``) gets plain zstd at the same level instead."""
+    older = PublishBudget(cpu_s=1e12, methods=frozenset({Z, PatchMethod.HDIFFPATCH}))
+    for task in (
+        PatchTask(FileKind.OTHER, 20 * MIB, 20 * MIB),
+        PatchTask(FileKind.ELF, 70 * MIB, 70 * MIB),
+        PatchTask(FileKind.MEDIA, 500 * MIB, 500 * MIB),
+    ):
+        runs = ladder(task, UNLIMITED)
+        plain = ladder(task, older)
+        assert any(c.method is PatchMethod.ZSTD_RUNS for o in runs for c in o)
+        assert not any(c.method is PatchMethod.ZSTD_RUNS for o in plain for c in o)
+        swap = {zr(lv): z(lv) for lv in range(1, 23)}
+        assert plain == tuple(tuple(swap.get(c, c) for c in o) for o in runs)
+    small = PatchTask(FileKind.OTHER, MIB, MIB)
+    assert not any(c.method is PatchMethod.ZSTD_RUNS for o in ladder(small, UNLIMITED) for c in o)
 
 
 def test_a_fresh_pair_gets_a_strong_level_or_nothing() -> None:
@@ -129,7 +153,7 @@ def test_second_candidates_go_before_a_first_is_weakened() -> None:
 
 def test_a_budget_too_small_for_anything_gives_the_cheapest_rung() -> None:
     tasks = [PatchTask(FileKind.ELF, 10 * MIB, 10 * MIB), PatchTask(FileKind.OTHER, MIB, MIB)]
-    assert choose(tasks, PublishBudget(cpu_s=0)) == [(z(3),), (z(3),)]
+    assert choose(tasks, PublishBudget(cpu_s=0)) == [(zr(3),), (z(3),)]
     assert choose([], PublishBudget(cpu_s=0)) == []
 
 

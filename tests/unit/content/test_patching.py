@@ -36,15 +36,17 @@ def test_each_method_round_trips_and_names_itself(
     tmp, new = files
     size = patching.make(method, tmp / "old", tmp / "new", tmp / "p", level=19)
     assert size == (tmp / "p").stat().st_size < len(new) // 10
-    assert patching.method_of(tmp / "p") is method
-    assert patching.new_size(method, tmp / "p") == len(new)
+    made = patching.method_of(tmp / "p")
+    # Too short for a copy run: a zstd-runs patch is a plain one, which every client applies.
+    assert made is (PatchMethod.ZSTD if method is PatchMethod.ZSTD_RUNS else method)
+    assert patching.new_size(made, tmp / "p") == len(new)
     out = io.BytesIO()
     patching.apply(
-        method, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
+        made, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
     )
     assert out.getvalue() == new
     # Applied as another method, it is corrupt: the method's magic is checked.
-    for other in (m for m in PatchMethod if m is not method):
+    for other in (m for m in PatchMethod if m is not made):
         with pytest.raises(InvalidInput):
             patching.apply(
                 other, tmp / "old", tmp / "p", out, expected_size=len(new), expected_sha256=sha(new)
@@ -90,3 +92,30 @@ def test_an_hdiffpatch_patch_needs_the_expected_hash_and_a_stored_one_its_magic(
         patching.apply(method, tmp / "old", tmp / "p", io.BytesIO(), expected_size=len(new))
     with pytest.raises(InvalidInput, match="not a patch"):
         patching.method_of(tmp / "new")
+
+
+def test_a_zstd_runs_patch_with_runs_names_itself_and_is_no_plain_one(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    old = rng.randbytes(3 << 20)
+    new = old[: 1 << 20] + rng.randbytes(5000) + old[(1 << 20) + 5000 :]
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    patching.make(
+        PatchMethod.ZSTD_RUNS, tmp_path / "old", tmp_path / "new", tmp_path / "p", level=3
+    )
+    assert patching.method_of(tmp_path / "p") is PatchMethod.ZSTD_RUNS
+    assert not patching.whole_in_memory(PatchMethod.ZSTD_RUNS)
+    out = io.BytesIO()
+    with pytest.raises(InvalidInput):
+        patching.apply(
+            PatchMethod.ZSTD, tmp_path / "old", tmp_path / "p", out, expected_size=len(new)
+        )
+    patching.apply(
+        PatchMethod.ZSTD_RUNS,
+        tmp_path / "old",
+        tmp_path / "p",
+        out,
+        expected_size=len(new),
+        expected_sha256=sha(new),
+    )
+    assert out.getvalue() == new
