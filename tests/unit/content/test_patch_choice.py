@@ -76,7 +76,7 @@ def test_coded_data_gets_a_low_level_and_other_data_by_size() -> None:
         assert best(PatchTask(kind, MIB, MIB)) == (z(19), *BOTH)
         assert best(PatchTask(kind, 80 * MIB, MIB)) == (z(19),)  # old file beyond HDiffPatch
         assert best(PatchTask(kind, 20 * MIB, 20 * MIB)) == (zr(9), HDIFF)
-        assert best(PatchTask(kind, 20 * MIB, 20 * MIB, base_rank=1)) == (zr(9),)
+        assert best(PatchTask(kind, 20 * MIB, 20 * MIB, base_rank=1)) == (zr(9), HDIFF)
         assert best(PatchTask(kind, 80 * MIB, 20 * MIB)) == (zr(9),)  # old beyond HDiffPatch
         assert best(PatchTask(kind, 2000 * MIB, 2000 * MIB)) == (zr(3),)
 
