@@ -104,6 +104,9 @@ def test_an_update_is_tried_on_the_build_machine_before_its_diff(server: Any) ->
     version_1 = ok(c.get("/profiles/tr-v1"))["manifest_id"]
     assert agent.last["instances"][0]["manifest_id"] == version_1
     assert agent.desired()[member] == "running"
+    # The fleet's instance page (the dashboard's) says which instance is the trial's.
+    listed = ok(c.get("/fleets/tr-build/instance-page"))["instances"]
+    assert {i["id"]: i["trial_id"] for i in listed} == {member: None, item["id"]: t["id"]}
     # It takes no players: the fleet's one place goes, then the fleet is full.
     ok(c.post("/allocations", json={"fleet": "tr-build", "players": ["ann"]}), 201)
     full = c.post("/allocations", json={"fleet": "tr-build", "players": ["bob"]})

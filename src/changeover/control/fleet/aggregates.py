@@ -141,6 +141,7 @@ def instance_page(
             Instance.sdk_labels,
             Instance.sdk_allocated,
             Instance.sdk_reserved,
+            Instance.trial_id,
         )
         .order_by(Instance.id)
         .limit(limit)
@@ -165,6 +166,7 @@ def instance_page(
                 "labels": json.loads(labels or "{}"),
                 "allocated": bool(allocated),
                 "reserved": bool(reserved),
+                "trial_id": trial,
             }
             for (
                 i,
@@ -180,6 +182,7 @@ def instance_page(
                 labels,
                 allocated,
                 reserved,
+                trial,
             ) in rows
         ],
     }

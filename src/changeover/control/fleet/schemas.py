@@ -350,6 +350,8 @@ class PageInstance(Out):
     """The game's SDK labels (Changeover's or Agones' SetLabel)."""
     allocated: bool = False
     reserved: bool = False
+    trial_id: int | None = None
+    """A build machine trial's instance: it runs that update's build, not ``version``."""
 
 
 class InstancePage(Out):

@@ -216,6 +216,9 @@ async function fleetView(view, name) {
   drawPlayers(chart, `?fleet=${e}`).catch(showError);
 }
 
+// A trial's instance runs the update it tries, not its profile's version.
+function built(i) { return i.trial_id == null ? `v${i.version}` : `trial ${i.trial_id}: an update's build`; }
+
 async function instancePager(e, summary, colour) {
   const box = h("div", {});
   const filters = { region: h("select", {}, h("option", { value: "" }, "all regions"), summary.regions.map((r) => h("option", {}, r.region))),
@@ -231,10 +234,10 @@ async function instancePager(e, summary, colour) {
       h("div", { class: "pager" }, action("‹ previous", "read", () => { offset = Math.max(0, offset - PAGE); return load(); }),
         h("span", { id: "page-info" }, page.total ? `${offset + 1}–${last} of ${page.total}` : "no instances"),
         action("next ›", "read", () => { if (last < page.total) offset += PAGE; return load(); })),
-      h("div", { class: "dots" }, page.instances.map((i) => h("span", { class: "st-" + i.state, title: `#${i.id} ${i.host} v${i.version} ${i.state}`,
+      h("div", { class: "dots" }, page.instances.map((i) => h("span", { class: "st-" + i.state, title: `#${i.id} ${i.host} ${built(i)} ${i.state}`,
                                                                      style: { background: colour[i.profile] || "#999" } }))),
       table(["id", "host", "region", "version", "state", "players", "port", "labels"], page.instances.map((i) => [
-        i.id, i.host, i.region, h("span", {}, h("span", { class: "swatch", style: { background: colour[i.profile] || "#999" } }), `${i.profile} (v${i.version})`),
+        i.id, i.host, i.region, h("span", {}, h("span", { class: "swatch", style: { background: colour[i.profile] || "#999" } }), `${i.profile} (${built(i)})`),
         h("span", {}, badge(i.state), i.allocated ? " allocated" : i.reserved ? " reserved" : ""), `${i.players} / ${i.capacity}`, i.port ?? "",
         Object.entries(i.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")]), [5]));
   }
