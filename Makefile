@@ -109,8 +109,9 @@ screenshots: $(STAMP) chromium qt-libs
 bench: $(STAMP) qt-libs haproxy
 	@# bench/delta.py compares with rsync, zstd and casync: install them once, from apt.
 	@command -v rsync >/dev/null && command -v zstd >/dev/null && command -v casync >/dev/null \
+		&& [ -x /usr/bin/time ] \
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		     $$SUDO apt-get update && $$SUDO apt-get install -y rsync zstd casync; }
+		     $$SUDO apt-get update && $$SUDO apt-get install -y rsync zstd casync time; }
 	$(BIN)/python bench/run.py
 
 clean:

@@ -77,8 +77,18 @@ class Timed:
     stdout: str
     stderr: str
     peak_rss_kib: int = 0
-    """The command's largest resident set (``ru_maxrss`` of it and the children it waited
-    for), in KiB."""
+    """With ``peak=True``: the command's largest resident set, in KiB."""
+
+
+GNU_TIME = "/usr/bin/time"
+"""GNU time (Debian's ``time``), which reports its child's peak resident set."""
+
+
+def has_gnu_time() -> bool:
+    if not os.access(GNU_TIME, os.X_OK):
+        return False
+    done = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True, check=False)
+    return "GNU" in done.stdout + done.stderr
 
 
 def run_timed(
@@ -87,15 +97,26 @@ def run_timed(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     stdin: bytes | None = None,
+    peak: bool = False,
 ) -> Timed:
-    """Run a command to completion and time it (wall clock); raise BenchError if it fails."""
+    """Run a command to completion and time it (wall clock); raise BenchError if it fails.
+
+    ``peak``: also measure its largest resident set, through GNU time. Not from this
+    process's own ``wait4``: a child started by vfork or fork carries its parent's
+    high-water mark through ``exec`` (Linux keeps the larger in ``ru_maxrss``), so a
+    benchmark holding a few hundred MB would report them as the command's.
+    """
     full_env = {**os.environ, **(env or {})}
-    # Output to files and the child reaped by wait4: its own rusage (the peak memory of
-    # this command alone, not of every child this process ever had).
-    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+    with contextlib.ExitStack() as stack:
+        out_f = stack.enter_context(tempfile.TemporaryFile())
+        err_f = stack.enter_context(tempfile.TemporaryFile())
+        command = list(argv)
+        if peak:
+            peak_file = stack.enter_context(tempfile.NamedTemporaryFile("r", suffix=".rss"))
+            command = [GNU_TIME, "-q", "-f", "%M", "-o", peak_file.name, *command]
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv),
+            command,
             env=full_env,
             cwd=cwd,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
@@ -106,18 +127,19 @@ def run_timed(
             assert proc.stdin is not None
             proc.stdin.write(stdin)
             proc.stdin.close()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out_f.seek(0)
         err_f.seek(0)
         out = out_f.read().decode(errors="replace")
         err = err_f.read().decode(errors="replace")
+        peak_kib = int(peak_file.read().split()[-1]) if peak and proc.returncode == 0 else 0
     if proc.returncode != 0:
         raise BenchError(
             f"`{' '.join(argv)}` exited with {proc.returncode}:\n{err.strip() or out.strip()}"
         )
-    return Timed(seconds, out, err, usage.ru_maxrss)
+    return Timed(seconds, out, err, peak_kib)
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
@@ -128,6 +150,47 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     if children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class PlayerLauncher:
+    """The ``changeover-launcher`` a benchmark times: the package players install."""
+
+    path: str
+    what: str
+    """How it was made, for the report."""
+
+
+def player_launcher(work: Path) -> PlayerLauncher:
+    """Build the standalone launcher players install (``packaging/build.py``, without the
+    desktop app) into ``work`` and return it.
+
+    Player-facing times are the packaged executable's: it bundles only the launcher's
+    modules, where this venv's console scripts also import what the server side installed
+    (tuf's signer module imports boto3 when it is importable, 0.1 s of every start).
+    Without PyInstaller, the venv's ``changeover-launcher`` script, and the report says so.
+    """
+    try:
+        import PyInstaller  # noqa: F401
+    except ImportError:
+        script = Path(sys.executable).with_name("changeover-launcher")
+        return PlayerLauncher(str(script), "the venv's `changeover-launcher` (no PyInstaller)")
+    dist = work / "launcher-dist"
+    done = subprocess.run(
+        [
+            *(sys.executable, str(REPO / "packaging" / "build.py"), "--without-app"),
+            *("--dist", str(dist), "--work", str(work / "launcher-build")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    exe = dist / "changeover-launcher" / "changeover-launcher"
+    if done.returncode != 0 or not exe.exists():
+        raise BenchError(f"packaging the launcher failed:\n{done.stderr.strip()[-2000:]}")
+    return PlayerLauncher(
+        str(exe), "the packaged `changeover-launcher` (`packaging/build.py --without-app`)"
+    )
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Timed:

@@ -7,9 +7,10 @@ files, with everything served over loopback:
 
 * **this launcher:** a real ``changeover server`` holding the four builds as versions
   (push → diff create → diff accept, which also builds the patches); a branch points at
-  the old build, ``changeover launcher sync`` installs it into a fresh directory, the
-  branch moves to N and the timed ``launcher sync --json`` updates it
-  (``downloaded_bytes``);
+  the old build, ``changeover-launcher sync`` installs it into a fresh directory, the
+  branch moves to N and the timed ``changeover-launcher sync --json`` updates it
+  (``downloaded_bytes``). The launcher is the package players install, built by
+  ``packaging/build.py --without-app`` at the start of the run (``common.player_launcher``);
 * **rsync -z** in delta mode from an ``rsync --daemon`` on 127.0.0.1 into a copy of the
   old tree (``Total bytes received`` of ``--stats``);
 * **casync** with its default chunking: ``casync extract --seed=<old tree>`` of N's index
@@ -18,7 +19,7 @@ files, with everything served over loopback:
   and write it (the "plain decompress-and-write" the apply-time target refers to);
 * **whole-tree patch:** ``zstd -19 --long=31 --patch-from=old.tar new.tar`` (its size,
   and informatively the time to apply it and untar);
-* **verify:** ``changeover launcher verify --json`` of the installed N, against
+* **verify:** ``changeover-launcher verify --json`` of the installed N, against
   coreutils ``sha256sum`` over the same files, page cache warm.
 
 ``--verify-only`` measures verify alone, without the setup's references and patches: it
@@ -60,16 +61,18 @@ from common import (
     BENCHMARKS_MD,
     MB,
     BenchError,
+    PlayerLauncher,
     Server,
-    changeover_bin,
     clean_up_on_signals,
     compile_bytecode,
     cpu_seconds,
     free_port,
+    has_gnu_time,
     log,
     machine_info,
     markdown_table,
     median,
+    player_launcher,
     run_cli,
     run_timed,
     running_server,
@@ -105,7 +108,7 @@ ZSTD_PATCH = ("zstd", "-19", "--long=31")
 
 METHODS = ("launcher", "rsync", "casync", "full", "patch")
 LABELS = {
-    "launcher": "this launcher (`launcher sync`)",
+    "launcher": "this launcher (`changeover-launcher sync`)",
     "rsync": "rsync -z, delta mode (daemon on loopback)",
     "casync": "casync, default chunking, old tree as seed",
     "full": "full download: `tar | zstd -19 --long=27`",
@@ -122,10 +125,12 @@ TARGET_APPLY_RATIO = 2.0
 def require_tools() -> dict[str, str]:
     """Each external tool's version line; BenchError naming what is missing."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
+    if not has_gnu_time():
+        missing.append("GNU time (the launcher's peak memory)")
     if missing:
         raise BenchError(
             f"missing {', '.join(missing)}: `make bench` installs them"
-            " (apt-get install -y rsync zstd casync)"
+            " (apt-get install -y rsync zstd casync time)"
         )
     versions = {}
     for tool, argv in {
@@ -379,18 +384,23 @@ class Sample:
 
 
 def launcher_update(
-    srv: Server, versions: list[int], case: str, dest: Path, expected: dict[str, str]
+    srv: Server,
+    launcher: PlayerLauncher,
+    versions: list[int],
+    case: str,
+    dest: Path,
+    expected: dict[str, str],
 ) -> Sample:
     env, content = srv.env, f"{srv.url}/content"
     branch = f"from-{case.lower()}"
     target = dest / "game"
-    sync = ["launcher", "sync", content, str(target), "--image", IMAGE, "--branch", branch]
+    sync = [launcher.path, "sync", content, str(target), "--image", IMAGE, "--branch", branch]
     run_cli(
         "branch", "set", branch, "--image", IMAGE, "--version", str(versions[OLD[case]]), env=env
     )
-    run_cli(*sync, "--json", env=env)  # the client on the old build (untimed)
+    run_timed([*sync, "--json"])  # the client on the old build (untimed)
     run_cli("branch", "set", branch, "--image", IMAGE, "--version", str(versions[NEW]), env=env)
-    out = run_cli(*sync, "--json", env=env)
+    out = run_timed([*sync, "--json"], peak=True)
     report = json.loads(out.stdout)
     check_tree(target, expected, f"the launcher install ({case})")
     keys = ("fetched_blobs", "applied_patches", "reused_objects", "seconds")
@@ -462,13 +472,15 @@ class VerifySample:
     bytes_hashed: int
 
 
-def verify_install(target: Path, expected: dict[str, str]) -> VerifySample:
+def verify_install(
+    target: Path, expected: dict[str, str], launcher: PlayerLauncher
+) -> VerifySample:
     read_tree(target)
-    out = run_cli("launcher", "verify", str(target), "--json")
+    out = run_timed([launcher.path, "verify", str(target), "--json"])
     report = json.loads(out.stdout)
     if not report["clean"]:
         raise BenchError(f"launcher verify found differences: {report}")
-    startup = cli_startup(target.parent / "not-an-install")
+    startup = cli_startup(target.parent / "not-an-install", launcher)
     names = sorted(expected)
     ref = run_timed(
         ["xargs", "-0", "sha256sum", "--"],
@@ -481,12 +493,12 @@ def verify_install(target: Path, expected: dict[str, str]) -> VerifySample:
     return VerifySample(out.seconds, startup, ref.seconds, int(report["bytes_hashed"]))
 
 
-def cli_startup(empty: Path) -> float:
+def cli_startup(empty: Path, launcher: PlayerLauncher) -> float:
     empty.mkdir()
     try:
         start = time.perf_counter()
         proc = subprocess.run(
-            [changeover_bin(), "launcher", "verify", str(empty), "--json"],
+            [launcher.path, "verify", str(empty), "--json"],
             capture_output=True,
             check=False,
         )
@@ -531,6 +543,7 @@ class Setup:
     tools: dict[str, str]
     generate_s: float
     seed: int
+    launcher: PlayerLauncher
     setup_s: float = 0.0
 
 
@@ -559,9 +572,12 @@ def measure(
                 try:
                     if method == "launcher":
                         dest.mkdir()
-                        sample = launcher_update(srv, setup.versions, case, dest, expected)
+                        sample = launcher_update(
+                            srv, setup.launcher, setup.versions, case, dest, expected
+                        )
                         if case == "N-1":
-                            results.verify.append(verify_install(dest / "game", expected))
+                            verified = verify_install(dest / "game", expected, setup.launcher)
+                            results.verify.append(verified)
                     elif method == "rsync":
                         sample = rsync_update(rsync_url, old, dest, expected)
                     elif method == "casync":
@@ -584,7 +600,9 @@ def measure(
     return results
 
 
-def verify_only(srv: Server, series: gen_builds.Series, work: Path, repeat: int) -> str:
+def verify_only(
+    srv: Server, launcher: PlayerLauncher, series: gen_builds.Series, work: Path, repeat: int
+) -> str:
     """Publish N alone, install it, and time ``launcher verify`` of it. Returns the
     report's table."""
     expected = tree_hashes(series.builds[NEW])
@@ -596,15 +614,15 @@ def verify_only(srv: Server, series: gen_builds.Series, work: Path, repeat: int)
     target = work / "client" / "game"
     target.parent.mkdir()
     content = f"{srv.url}/content"
-    sync = ["launcher", "sync", content, str(target), "--image", IMAGE, "--branch", "verify"]
-    run_cli(*sync, "--json", env=srv.env)
+    sync = [launcher.path, "sync", content, str(target), "--image", IMAGE, "--branch", "verify"]
+    run_timed([*sync, "--json"])
     check_tree(target, expected, "the launcher install")
     tree = target.resolve()
     tables = []
     for label in ("SHA-256 of every file",):
         samples = []
         for rep in range(repeat):
-            samples.append(verify_install(target, expected))
+            samples.append(verify_install(target, expected, launcher))
             log(f"[delta] verify, {label}, run {rep + 1}/{repeat}: {samples[-1].launcher_s:.2f} s")
         tables.append(f"{label}:\n\n{verify_samples_table(samples)}\n\n{verify_target(samples)}")
     info = machine_info()
@@ -854,7 +872,8 @@ in {setup.generate_s:.0f} s): {builds_line(setup)}
 old tree (a fresh install and cache for the launcher) and ends with every file checked \
 against N. MB = 10^6 bytes. Bytes: the launcher's `downloaded_bytes`; rsync's `Total bytes \
 received` (protocol included); casync: HTTP body bytes of its index and chunks; zstd: \
-file sizes. Seconds: wall clock of the update, CLI start-up included; for the full \
+file sizes. Seconds: wall clock of the update, CLI start-up included (the launcher: \
+{setup.launcher.what}); for the full \
 download and the whole-tree patch, `zstd -d | tar -x` into an empty directory (the \
 download itself is not timed). The patch-from apply needs `old.tar` on the client, \
 which a real client would not have: it is there as a reference for bytes.
@@ -938,6 +957,8 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
         series = gen_builds.generate(work / "builds", sizes, args.seed)
         generate_s = time.monotonic() - t0
         expected = tree_hashes(series.builds[NEW])
+        log("[delta] packaging the launcher")
+        launcher = player_launcher(work)
         refs_proc = start_references(series, work)
         # The server's data in the work directory, so that --keep keeps its patches too.
         with running_server(work / "server") as srv:
@@ -960,6 +981,7 @@ def main(argv: Sequence[str] | None = None, *, invoked_as: str | None = None) ->
                 tools,
                 generate_s,
                 args.seed,
+                launcher,
             )
             setup.setup_s = time.monotonic() - started
             log(f"[delta] setup done after {setup.setup_s:.0f} s; measuring")
@@ -996,7 +1018,7 @@ def main_verify_only(args: argparse.Namespace, sizes: gen_builds.Sizes) -> int:
         compile_bytecode()
         series = gen_builds.generate(work / "builds", sizes, args.seed)
         with running_server(work / "server") as srv:
-            body = verify_only(srv, series, work, args.repeat)
+            body = verify_only(srv, player_launcher(work), series, work, args.repeat)
     finally:
         if args.keep:
             log(f"[delta] kept {work}")

@@ -1,28 +1,31 @@
-"""Delta delivery on real consecutive releases of native software: bytes only.
+"""Delta delivery on real consecutive releases of native software: bytes and times.
 
 ``bench/delta.py`` measures generated builds, whose libraries are at most a few MB; real
 ones are recompiled shared libraries of 1-20 MB, where the choice of diff method decides
 the bytes (issue 20). This bench downloads public packages of two consecutive releases
 (Python wheels from PyPI, Debian packages), unpacks each into a tree, and reports, for a
-client holding the old tree and reaching the new one:
+client holding the old tree and reaching the new one, bytes downloaded and seconds taken:
 
-* **this launcher:** the two trees published into a ``LocalStore`` as two versions,
-  patches built by ``content.publish.build_patches`` (methods chosen by
-  ``content.patch_choice``), and the bytes that the launcher's own planner
-  (``content.plan.upgrade_download_bytes``) fetches: blobs and patches;
+* **this launcher:** a real ``changeover server`` publishes the two trees as versions
+  (push, diff, accept: patches built with methods chosen by ``content.patch_choice``;
+  publish wall and CPU seconds), and the packaged ``changeover-launcher`` (built at the
+  start, ``common.player_launcher``) installs the old one, then updates to the new one
+  (``downloaded_bytes``; wall clock with start-up; peak memory);
 * **per-file HDiffPatch:** each new content the old tree lacks, from its base
   (``content.bases``: same path, else the renamed file), the smaller of HDiffPatch's
-  diff (zstd -19 inside) and the zstd -19 blob;
+  diff (zstd -19 inside) and the zstd -19 blob; seconds to make and write those files;
 * **per-file zstd -19 --patch-from:** the same with zstd's patch-from (long mode);
 * **whole-tree zstd -19 --long --patch-from:** ``zstd -19 --long=31 --patch-from=old.tar
-  new.tar`` of the two trees as tar files (sorted names);
+  new.tar`` of the two trees as tar files (sorted names); seconds to apply and untar;
 * **rsync -z:** ``rsync -az --no-whole-file`` from an ``rsync --daemon`` on 127.0.0.1 into
-  a copy of the old tree (``Total bytes received``).
+  a copy of the old tree (``Total bytes received``);
+* **full download:** ``tar | zstd -19 --long=27`` of the new tree, and the seconds to
+  decompress and untar it: the apply-time target's "plain decompress-and-write".
 
 Packages are cached under ``--cache`` (default ``~/.cache/changeover-bench/real-pairs``,
 outside the repository). A pair whose packages cannot be downloaded (offline, a version
-gone from the mirror, no ``apt-get``) is skipped with the reason printed. No time is
-measured: timings belong to a quiet machine (``bench/delta.py``).
+gone from the mirror, no ``apt-get``) is skipped with the reason printed. Times are of
+one run each: run it alone on the machine.
 
     python bench/real_pairs.py --pair openssl           # one small pair
     python bench/real_pairs.py                          # every pair
@@ -31,25 +34,42 @@ measured: timings belong to a quiet machine (``bench/delta.py``).
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import BENCHMARKS_MD, source_revision, write_section
-from delta import rsync_daemon
-from per_file import files_of, manifest_of, per_file_bytes, sha
+from common import (
+    BENCHMARKS_MD,
+    BenchError,
+    PlayerLauncher,
+    Server,
+    compile_bytecode,
+    cpu_seconds,
+    has_gnu_time,
+    log,
+    machine_info,
+    player_launcher,
+    run_cli,
+    run_timed,
+    running_server,
+    source_revision,
+    write_section,
+)
+from delta import COMPLETED, TAR, ZSTD_FULL, ZSTD_PATCH, rm, rsync_daemon, shell, tree_hashes
+from per_file import files_of, per_file
 
-from changeover.content.plan import upgrade_download_bytes
-from changeover.content.publish import build_patches
-from changeover.content.store import LocalStore
+from changeover.content.delivery import DeliveryIndex
 
 
 @dataclass(frozen=True)
@@ -146,144 +166,236 @@ def unpack(package: Path, dest: Path) -> None:
 
 # -- the measurements ----------------------------------------------------------------------
 
+IMAGE = "real-pair"
 
-def launcher_bytes(old: Path, new: Path, work: Path, workers: int) -> tuple[int, dict[str, int]]:
-    """What the launcher fetches, and how many patches of each method were published."""
-    store = LocalStore(work / "store")
-    manifests = []
-    for root in (old, new):
-        for p in files_of(root).values():
-            store.put_file(p, sha(p))
-        m = manifest_of(root)
-        store.put_manifest(m)
-        manifests.append(m)
-    index = build_patches(store, manifests[1], [manifests[0]], workers=workers)
-    blobs = {h: store.stored_size(h) for h in manifests[1].blob_hashes()}
+
+@dataclass
+class Timing:
+    """One client's update: bytes downloaded and seconds taken (wall clock)."""
+
+    bytes: int
+    seconds: float
+
+
+def launcher_update(
+    old: Path, new: Path, work: Path, launcher: PlayerLauncher
+) -> tuple[Timing, dict[str, Any]]:
+    """A real server publishes the two trees as versions (the new one's patches built by
+    ``diff accept``, methods by ``content/patch_choice.py``); the packaged launcher installs
+    the old one, then the timed update. Returns the update and the details: publish wall
+    and CPU seconds, the sync's own seconds, its peak memory, patches by method."""
+    with running_server(work / "server") as srv:
+        run_cli("image", "create", IMAGE, env=srv.env)
+        published = [publish_tree(srv, root, label) for root, label in ((old, "old"), (new, "new"))]
+        target = work / "launcher-client" / "game"
+        target.parent.mkdir()
+        content = f"{srv.url}/content"
+        sync = [launcher.path, "sync", content, str(target), "--image", IMAGE, "--branch", "b"]
+        run_cli(
+            "branch", "set", "b", "--image", IMAGE, "--version", str(published[0][0]), env=srv.env
+        )
+        run_timed([*sync, "--json"])  # the client on the old tree (untimed)
+        run_cli(
+            "branch", "set", "b", "--image", IMAGE, "--version", str(published[1][0]), env=srv.env
+        )
+        subprocess.run(["sync"], check=True)  # nothing left to write back from the install
+        out = run_timed([*sync, "--json"], peak=has_gnu_time())
+        report = json.loads(out.stdout)
+        if tree_hashes(target) != tree_hashes(new):
+            raise AssertionError("the launcher's install differs from the new tree")
+        methods = patch_methods(srv, report["manifest"])
+    details = {
+        "publish_s": published[1][1],
+        "publish_cpu_s": published[1][2],
+        "own_s": float(report["seconds"]),
+        "peak_mib": out.peak_rss_kib / 1024,
+        "methods": methods,
+    }
+    return Timing(int(report["downloaded_bytes"]), out.seconds), details
+
+
+def publish_tree(srv: Server, root: Path, label: str) -> tuple[int, float, float]:
+    """Push, analyse and accept a tree; its version number, the accept's wall seconds and
+    the server's CPU seconds meanwhile (its patch-building workers included)."""
+    push = ["push", str(root), "--image", IMAGE, "--label", label, "--wait", "--json"]
+    upd = finished(run_cli(*push, env=srv.env).stdout, f"push of {label}")
+    diff = ["diff", "create", "--image", IMAGE, "--update", str(upd["id"]), "--wait", "--json"]
+    d = finished(run_cli(*diff, env=srv.env).stdout, f"diff of {label}")
+    assert srv.pid is not None
+    cpu0 = cpu_seconds(srv.pid, children=True)
+    out = run_cli("diff", "accept", str(d["id"]), "--wait", "--json", env=srv.env)
+    cpu = cpu_seconds(srv.pid, children=True) - cpu0
+    return int(finished(out.stdout, f"version of {label}")["number"]), out.seconds, cpu
+
+
+def finished(out: str, what: str) -> dict[str, Any]:
+    job: dict[str, Any] = json.loads(out)
+    if job.get("status") != COMPLETED:
+        raise BenchError(f"{what} ended {job.get('status_name')}: {job.get('error')}")
+    return job
+
+
+def patch_methods(srv: Server, manifest_id: str) -> dict[str, int]:
+    """How many patches of each method the server published for ``manifest_id`` (its
+    delivery index, read where the server keeps it)."""
+    path = srv.data_dir / "store" / "private" / "delivery" / f"{manifest_id}.json"
+    index = DeliveryIndex.from_bytes(path.read_bytes())
     methods: dict[str, int] = {}
-    for entries in index.patches.values():
+    for entries in index.patches.patches.values():
         for e in entries:
             methods[e.method] = methods.get(e.method, 0) + 1
-    return upgrade_download_bytes(manifests[0], manifests[1], index, blobs), methods
+    return methods
 
 
-def whole_tree_bytes(old: Path, new: Path, work: Path) -> int:
-    if shutil.which("zstd") is None:
-        raise Skip("no zstd command for the whole-tree patch")
-    tars = []
-    for root, name in ((old, "old.tar"), (new, "new.tar")):
-        tar = work / name
-        subprocess.run(
-            [
-                "tar",
-                "--sort=name",
-                "--owner=0",
-                "--group=0",
-                "--mtime=@0",
-                "-cf",
-                str(tar),
-                "-C",
-                str(root),
-                ".",
-            ],
-            check=True,
-        )
-        tars.append(tar)
-    out = work / "tree.zst"
-    subprocess.run(
-        [
-            "zstd",
-            "-q",
-            "-f",
-            "-19",
-            "--long=31",
-            f"--patch-from={tars[0]}",
-            str(tars[1]),
-            "-o",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,  # its advice on tuning --patch-from for big files
+def tar_tree(root: Path, tar: Path) -> None:
+    subprocess.run([*TAR, "-cf", str(tar), "-C", str(root), "."], check=True)
+
+
+def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing]:
+    """The whole-tree patch (``zstd -19 --long=31 --patch-from``) and the full download
+    (``tar | zstd -19 --long=27``): their bytes and the time to apply each into an empty
+    directory (``zstd -d | tar -x``; the full one is the apply-time target's reference)."""
+    tars = {"old": work / "old.tar", "new": work / "new.tar"}
+    tar_tree(old, tars["old"])
+    tar_tree(new, tars["new"])
+    patch, full = work / "tree.zst", work / "new.tar.zst"
+    base = f"--patch-from={tars['old']}"
+    # Their advice on tuning --patch-from for big files goes to stderr: captured.
+    run_timed([*ZSTD_PATCH, "-q", "-f", "-T0", base, str(tars["new"]), "-o", str(patch)])
+    run_timed([*ZSTD_FULL, "-q", "-f", "-T0", str(tars["new"]), "-o", str(full)])
+    expected = tree_hashes(new)
+
+    def apply(name: str, script: str) -> float:
+        dest = work / name
+        dest.mkdir()
+        subprocess.run(["sync"], check=True)
+        out = run_timed(shell(script.format(dest=shlex.quote(str(dest)))))
+        if tree_hashes(dest) != expected:
+            raise AssertionError(f"the {name} tree differs from the new tree")
+        rm(dest)
+        return out.seconds
+
+    q = {k: shlex.quote(str(v)) for k, v in {**tars, "patch": patch, "full": full}.items()}
+    patch_s = apply(
+        "whole-tree",
+        f"zstd -dc -q --long=31 --patch-from={q['old']} {q['patch']} | tar -xf - -C {{dest}}",
     )
-    return out.stat().st_size
+    full_s = apply("full", f"zstd -dc -q --long=27 {q['full']} | tar -xf - -C {{dest}}")
+    return Timing(patch.stat().st_size, patch_s), Timing(full.stat().st_size, full_s)
 
 
-def rsync_bytes(old: Path, new: Path, work: Path) -> int:
+def rsync_update(old: Path, new: Path, work: Path) -> Timing:
     if shutil.which("rsync") is None:
         raise Skip("no rsync")
     dest = work / "rsync-client"
     shutil.copytree(old, dest, symlinks=True)
+    subprocess.run(["sync"], check=True)
     with rsync_daemon(new, work) as url:
-        done = subprocess.run(
-            # --checksum: packages unpack with their archive's times, so a changed file
-            # of the same size and time (a version string) would be skipped as unchanged.
-            [
-                "rsync",
-                "-az",
-                "--checksum",
-                "--delete",
-                "--no-whole-file",
-                "--stats",
-                url,
-                f"{dest}/",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        # --checksum: packages unpack with their archive's times, so a changed file of the
+        # same size and time (a version string) would be skipped as unchanged.
+        argv = ["rsync", "-az", "--checksum", "--delete", "--no-whole-file", "--stats"]
+        done = run_timed([*argv, url, f"{dest}/"])
     m = _RECEIVED.search(done.stdout)
     if m is None:
         raise Skip(f"no 'Total bytes received' in rsync's output:\n{done.stdout}")
-    if {k: sha(p) for k, p in files_of(dest).items()} != {
-        k: sha(p) for k, p in files_of(new).items()
-    }:
+    if tree_hashes(dest) != tree_hashes(new):
         raise AssertionError("rsync's client tree differs from the new tree")
-    return int(m.group(1).replace(",", ""))
+    return Timing(int(m.group(1).replace(",", "")), done.seconds)
 
 
-def measure(pair: Pair, cache: Path, workers: int) -> dict[str, Any]:
+def measure(pair: Pair, cache: Path, launcher: Callable[[], PlayerLauncher]) -> dict[str, Any]:
+    """Every client on one pair; ``launcher`` gives the launcher to time (packaged once,
+    when the first pair's packages are here)."""
     old_pkg, new_pkg = download(pair.old, cache), download(pair.new, cache)
     with tempfile.TemporaryDirectory(prefix="real-pair-") as tmp:
         work = Path(tmp)
         old, new = work / "old", work / "new"
         unpack(old_pkg, old)
         unpack(new_pkg, new)
-        launcher, methods = launcher_bytes(old, new, work, workers)
-        hdiff_bytes, zstd_bytes = per_file_bytes(old, new)
-        return {
-            "pair": pair.name,
-            "note": pair.note,
-            "new_tree": sum(p.stat().st_size for p in files_of(new).values()),
-            "launcher": launcher,
-            "methods": methods,
-            "per_file_hdiffpatch": hdiff_bytes,
-            "per_file_zstd19": zstd_bytes,
-            "whole_tree_zstd19_long": whole_tree_bytes(old, new, work),
-            "rsync_z": rsync_bytes(old, new, work),
-        }
+        return {"pair": pair.name, "note": pair.note, **measure_trees(old, new, work, launcher())}
+
+
+def measure_trees(old: Path, new: Path, work: Path, launcher: PlayerLauncher) -> dict[str, Any]:
+    """Every client from the tree ``old`` to the tree ``new``, in ``work``."""
+    log("[real-pairs] the launcher")
+    ours, details = launcher_update(old, new, work, launcher)
+    log("[real-pairs] per-file references")
+    refs = per_file(old, new, work / "per-file")
+    log("[real-pairs] whole-tree references")
+    patch, full = whole_tree(old, new, work)
+    log("[real-pairs] rsync")
+    rsync = rsync_update(old, new, work)
+    files = files_of(new).values()
+    return {
+        "new_tree": sum(p.stat().st_size for p in files),
+        "new_files": len(files),
+        "launcher": ours,
+        **details,
+        "per_file_hdiffpatch": Timing(refs.hdiff_bytes, refs.hdiff_apply_s),
+        "per_file_zstd19": Timing(refs.zstd_bytes, refs.zstd_apply_s),
+        "whole_tree_zstd19_long": patch,
+        "rsync_z": rsync,
+        "full_zstd19": full,
+    }
+
+
+REFERENCES = ("per_file_hdiffpatch", "per_file_zstd19", "whole_tree_zstd19_long", "rsync_z")
+TARGET_APPLY_RATIO = 2.0
+TARGET_PUBLISH_S = 60.0
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    cols = (
-        "launcher",
-        "per_file_hdiffpatch",
-        "per_file_zstd19",
-        "whole_tree_zstd19_long",
-        "rsync_z",
-    )
+    """Bytes and seconds of each client, per pair."""
+    cols = ("launcher", *REFERENCES, "full_zstd19")
     lines = [
-        "| pair | new tree | "
-        + " | ".join(cols)
-        + " | launcher ÷ best reference | patches by method |",
-        "|" + " --- |" * (len(cols) + 4),
+        "| pair | new tree | " + " | ".join(cols) + " | launcher ÷ best reference |",
+        "|" + " --- |" * (len(cols) + 3),
     ]
     for r in rows:
-        refs = [int(r[c]) for c in cols[1:]]
-        ratio = int(r["launcher"]) / max(1, min(refs))
-        cells = " | ".join(f"{int(r[c]):,}" for c in cols)
+        ratio = r["launcher"].bytes / max(1, min(r[c].bytes for c in REFERENCES))
+        cells = " | ".join(f"{r[c].bytes:,} B, {r[c].seconds:.2f} s" for c in cols)
+        tree = f"{r['new_tree']:,} B in {r['new_files']:,} files"
+        lines.append(f"| {r['pair']} | {tree} | {cells} | {ratio:.3f}x |")
+    return "\n".join(lines)
+
+
+def launcher_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The launcher's side: publish, apply time against decompress-and-write, memory."""
+    lines = [
+        "| pair | publish (diff accept) s | publish CPU s | update s (wall) | sync's own s"
+        " | x full decompress-and-write | peak memory MiB | patches by method |",
+        "|" + " --- |" * 8,
+    ]
+    for r in rows:
+        ratio = r["launcher"].seconds / r["full_zstd19"].seconds
         lines.append(
-            f"| {r['pair']} | {int(r['new_tree']):,} | {cells} | {ratio:.3f}x | {r['methods']} |"
+            f"| {r['pair']} | {r['publish_s']:.1f} | {r['publish_cpu_s']:.1f}"
+            f" | {r['launcher'].seconds:.2f} | {r['own_s']:.2f} | {ratio:.2f}x"
+            f" | {r['peak_mib']:.0f} | {r['methods']} |"
         )
     return "\n".join(lines)
+
+
+def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
+    def mark(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    ratios = {r["pair"]: r["launcher"].bytes / min(r[c].bytes for c in REFERENCES) for r in rows}
+    apply = {r["pair"]: r["launcher"].seconds / r["full_zstd19"].seconds for r in rows}
+    publish = {r["pair"]: r["publish_s"] for r in rows}
+
+    def listed(d: dict[str, float], fmt: str) -> str:
+        return ", ".join(f"{k}: {fmt.format(v)}" for k, v in d.items())
+
+    return [
+        f"- Bytes at most 1.0x the smallest reference: {mark(max(ratios.values()) <= 1.0)}"
+        f" ({listed(ratios, '{:.3f}x')}).",
+        f"- Update within {TARGET_APPLY_RATIO:.0f}x of decompress-and-write of the full"
+        " download, wall clock, start-up included:"
+        f" {mark(max(apply.values()) <= TARGET_APPLY_RATIO)} ({listed(apply, '{:.2f}x')}).",
+        f"- Publish under {TARGET_PUBLISH_S:.0f} s:"
+        f" {mark(max(publish.values()) < TARGET_PUBLISH_S)} ({listed(publish, '{:.1f} s')}).",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,42 +409,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         / "real-pairs",
         help="where downloaded packages are kept (outside the repository)",
     )
-    p.add_argument("--workers", type=int, default=2, help="patch-building processes")
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD, help="markdown file to update")
     p.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     args = p.parse_args(argv)
     rows = []
-    for pair in PAIRS:
-        if args.pair and pair.name not in args.pair:
-            continue
-        try:
-            rows.append(measure(pair, args.cache, args.workers))
-        except Skip as e:
-            print(f"skipped {pair.name}: {e}", flush=True)
-            continue
-        print(f"measured {pair.name}: {rows[-1]}", flush=True)
+    load = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="real-pairs-launcher-") as tmp:
+
+        @functools.cache
+        def launcher() -> PlayerLauncher:
+            missing = [t for t in ("zstd", "tar", "rsync") if shutil.which(t) is None]
+            if not has_gnu_time():
+                missing.append("GNU time")
+            if missing:
+                raise BenchError(f"missing {', '.join(missing)}: `make bench` installs them")
+            compile_bytecode()
+            log("[real-pairs] packaging the launcher")
+            return player_launcher(Path(tmp))
+
+        for pair in PAIRS:
+            if args.pair and pair.name not in args.pair:
+                continue
+            try:
+                rows.append(measure(pair, args.cache, launcher))
+            except Skip as e:
+                print(f"skipped {pair.name}: {e}", flush=True)
+                continue
+            load.append(os.getloadavg()[0])
+            log(f"[real-pairs] measured {pair.name}: {rows[-1]}")
     if rows:
-        print(table(rows))
+        body = report(rows, argv, launcher(), load)
+        print(body)
         if not args.no_write:
-            write_section(args.out, SECTION, report(rows, argv))
+            write_section(args.out, SECTION, body)
     return 0
 
 
 SECTION = "real-pairs"
 
 
-def report(rows: Sequence[dict[str, Any]], argv: Sequence[str] | None) -> str:
+def report(
+    rows: Sequence[dict[str, Any]],
+    argv: Sequence[str] | None,
+    launcher: PlayerLauncher,
+    load: Sequence[float],
+) -> str:
     given = " ".join(argv if argv is not None else sys.argv[1:])
     notes = "\n".join(f"- {r['pair']}: {r['note']}" for r in rows)
-    return f"""### Real consecutive releases: bytes (`bench/real_pairs.py`)
+    info = machine_info()
+    loads = ", ".join(f"{x:.1f}" for x in load)
+    return f"""### Real consecutive releases (`bench/real_pairs.py`)
 
-`python bench/real_pairs.py {given}` at {source_revision()}. Bytes a client holding the
-old tree downloads to reach the new one (no times: those belong to `bench/delta.py` on a
-quiet machine). "launcher" is what the launcher's planner fetches over the patches the
-publisher built (methods by `content/patch_choice.py`); the references are computed in
-the same run on the same trees.
+- **Command:** `python bench/real_pairs.py {given}`; source {source_revision()}; {info["date"]}.
+- **Machine:** {info["cpus"]} CPUs ({info["cpu"]}), {info["memory"]} RAM, {info["os"]}, \
+Python {info["python"]}; load average (1 min) at the start and after each pair: {loads}.
+- **Method:** each pair once (bytes do not vary; times are single runs, so noisy). A client \
+holds the old tree and reaches the new one. **launcher:** a real `changeover server` \
+publishes both trees as versions (the new one's patches built by `diff accept`, methods \
+by `content/patch_choice.py`) and {launcher.what} installs the old version, then updates \
+(`downloaded_bytes`, wall clock with start-up, peak resident set by GNU time). \
+**per-file:** each changed file as the smaller of its patch (HDiffPatch's diff with zstd \
+-19 inside, or `zstd -19 --patch-from`) and its zstd -19 blob, from the base the \
+publisher would use; seconds: making the changed files from those and writing them \
+(fsync), summed, in process. **whole tree:** `zstd -19 --long=31 --patch-from=old.tar` \
+of `new.tar`; seconds: `zstd -d | tar -x` into an empty directory (needs `old.tar`, which \
+a client would not have). **rsync:** `rsync -az --checksum --no-whole-file` from a daemon \
+on loopback into a copy of the old tree. **full:** `tar | zstd -19 --long=27` of the new \
+tree; seconds: `zstd -d | tar -x` into an empty directory, the "plain decompress-and-\
+write" of the apply-time target. Every client's tree is checked against the new one.
 
 {table(rows)}
+
+{launcher_table(rows)}
+
+Targets:
+
+{chr(10).join(targets(rows))}
 
 {notes}
 """

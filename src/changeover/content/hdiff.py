@@ -73,7 +73,6 @@ _LZMA2_WINDOW_LOG_MAX = 24
 under 200 MiB; the diffs of the libraries measured fit in it."""
 _WINDOW_LOG_MIN = 20
 _WINDOW_LOG_MAX = 26
-_WRITE_CHUNK = 1 << 20
 
 _HEAD = struct.Struct("<8sHHQQQ")
 _CRC = struct.Struct("<I")
@@ -302,9 +301,7 @@ def apply_patch(
     got = hashlib.sha256(new_data).hexdigest()
     if got != expected_sha256:
         raise IntegrityError(f"patched {old.name}", expected_sha256, got)
-    view = memoryview(new_data)
-    for start in range(0, len(view), _WRITE_CHUNK):
-        out.write(bytes(view[start : start + _WRITE_CHUNK]))
+    out.write(new_data)  # one piece: a sink that hashes on a thread needs none for it
 
 
 _PARTS = ("cover", "rle_ctrl", "rle_code", "new_data_diff")

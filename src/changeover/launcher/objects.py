@@ -28,7 +28,9 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -47,6 +49,9 @@ many bytes (``start_writeback``), so that the fsync that makes it durable before
 renamed into place waits for the last few megabytes, not for all of them."""
 QUEUE_DEPTH = 8
 """Pieces (of up to ``CHUNK`` bytes, as a patch decodes them) an ObjectWriter buffers."""
+BATCH_BYTES = 256 << 20
+BATCH_SECONDS = 0.25
+"""An :meth:`ObjectStore.batch` commits its objects in groups of at most these."""
 
 
 class ObjectStore:
@@ -54,6 +59,45 @@ class ObjectStore:
         self.root = root
         self.partial = root / "partial"
         self.partial.mkdir(parents=True, exist_ok=True)
+        self._pending: _Batch | None = None
+        self._pending_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Objects :meth:`writer` finishes inside the block are made durable in groups: one
+        ``syncfs`` of the store's file system (Linux; elsewhere a fsync of each), then each
+        is renamed into place. An update writes hundreds of objects, and a fsync of each,
+        each a journal commit, cost more than writing them. A group is committed once it
+        holds ``BATCH_BYTES`` or is ``BATCH_SECONDS`` old, and when the block ends,
+        cleanly or not, so a kill loses at most that much verified work. Until then an
+        object is not visible (nothing written in a batch is a base or a source for the
+        rest of it). Not reentrant."""
+        with self._pending_lock:
+            if self._pending is not None:
+                raise RuntimeError("ObjectStore.batch is not reentrant")
+            self._pending = _Batch(time.monotonic())
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                batch, self._pending = self._pending, None
+            _commit(self.root, batch.items)
+
+    def _defer(self, item: _Pending) -> bool:
+        """Add a finished object to the open batch; False if there is none. Commits the
+        group it completes (outside the lock: other writers go on meanwhile)."""
+        with self._pending_lock:
+            batch = self._pending
+            if batch is None:
+                return False
+            batch.items.append(item)
+            batch.bytes += item.size
+            now = time.monotonic()
+            if batch.bytes < BATCH_BYTES and now - batch.started < BATCH_SECONDS:
+                return True
+            due, self._pending = batch.items, _Batch(now)
+        _commit(self.root, due)
+        return True
 
     def path(self, sha256: str, executable: bool) -> Path:
         check_sha256(sha256)
@@ -171,12 +215,16 @@ class ObjectStore:
         *,
         blake3: str | None = None,
         name: str | None = None,
+        prehashed: bool = False,
     ) -> Iterator[ObjectWriter]:
         """Write an object's bytes in order (e.g. as a patch decodes them) straight into
         the store: they are hashed as they are written, and on a clean exit from the block
-        the file is fsynced and renamed into place if, and only if, its size and SHA-256
-        match (and its BLAKE3 too, if ``blake3`` is given). One pass over the bytes, no
-        copy; a mismatch or an error inside the block leaves nothing behind.
+        the file is fsynced and renamed into place (in a :meth:`batch`, at its end) if,
+        and only if, its size and SHA-256 match (and its BLAKE3 too, if ``blake3`` is
+        given). One pass over the bytes, no copy; a mismatch or an error inside the block
+        leaves nothing behind. ``prehashed``: the caller computed the SHA-256 of the very
+        bytes it writes and found ``sha256`` (a patch result made whole in memory), so it
+        is not computed twice; the size and the BLAKE3 still are.
 
         Raises:
             IntegrityError: more than ``size`` bytes written, or other content.
@@ -188,15 +236,23 @@ class ObjectStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
+            synced = False
             with os.fdopen(fd, "wb") as out:
-                sink = ObjectWriter(out, sha256, size, blake3, name=name)
+                sink = ObjectWriter(out, sha256, size, blake3, name=name, prehashed=prehashed)
                 try:
                     yield sink
                 finally:
                     sink.close()
                 sink.check()
                 out.flush()
-                os.fsync(out.fileno())
+                if self._pending is None:
+                    os.fsync(out.fileno())
+                    synced = True
+            # Closed first: Windows renames no open file.
+            if not synced and self._defer(_Pending(Path(tmp), target, executable, size)):
+                return
+            if not synced:  # the batch ended meanwhile
+                _fsync_path(Path(tmp))
             os.chmod(tmp, 0o555 if executable else 0o444)
             os.replace(tmp, target)
         except BaseException:
@@ -261,7 +317,11 @@ class ObjectWriter:
     """The file object :meth:`ObjectStore.writer` yields: hashes and writes what it is
     given on a thread of its own, so that producing the bytes (a patch decoding) overlaps
     hashing and writing them (all three release the GIL). A bounded queue keeps at most
-    ``QUEUE_DEPTH`` pieces in flight; an error on the thread is raised by the next call."""
+    ``QUEUE_DEPTH`` pieces in flight; an error on the thread is raised by the next call.
+
+    The thread starts with the second piece: an object given in one piece (a file made
+    whole in memory, a small blob) has nothing to overlap, and hundreds of them (a build's
+    recompiled libraries) spent more starting threads than hashing."""
 
     def __init__(
         self,
@@ -271,9 +331,10 @@ class ObjectWriter:
         blake3: str | None = None,
         *,
         name: str | None = None,
+        prehashed: bool = False,
     ) -> None:
         self._out = out
-        self._sha256 = hashlib.sha256()
+        self._sha256 = None if prehashed else hashlib.sha256()
         self._blake3 = blake3_lib.blake3() if blake3 is not None else None
         self.blake3 = blake3
         self.sha256 = sha256
@@ -282,25 +343,30 @@ class ObjectWriter:
         self.written = 0
         self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
         self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="object-writer", daemon=True)
-        self._thread.start()
+        self._first: bytes | None = None
+        """The first piece, held until a second one starts the thread, or ``close``."""
+        self._thread: threading.Thread | None = None
+        self._done = 0
 
     def _run(self) -> None:
-        done = 0
         while (data := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain, so the producer never blocks on a dead consumer
-            try:
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        if self._error is not None:
+            return  # drain, so the producer never blocks on a dead consumer
+        try:
+            if self._sha256 is not None:
                 self._sha256.update(data)
-                if self._blake3 is not None:
-                    self._blake3.update(data)
-                self._out.write(data)
-                done += len(data)
-                if done % WRITEBACK_BYTES < len(data):
-                    self._out.flush()
-                    start_writeback(self._out.fileno())
-            except OSError as e:  # a full disk, an I/O error: raised in the producer
-                self._error = e
+            if self._blake3 is not None:
+                self._blake3.update(data)
+            self._out.write(data)
+            self._done += len(data)
+            if self._done % WRITEBACK_BYTES < len(data):
+                self._out.flush()
+                start_writeback(self._out.fileno())
+        except OSError as e:  # a full disk, an I/O error: raised in the producer
+            self._error = e
 
     def write(self, data: bytes, /) -> int:
         if self._error is not None:
@@ -310,12 +376,23 @@ class ObjectWriter:
             raise IntegrityError(
                 f"{self.label} is longer than {self.size} bytes", self.sha256, "too long"
             )
+        if self._thread is None:
+            if self._first is None:
+                self._first = bytes(data)
+                return len(data)
+            self._thread = threading.Thread(target=self._run, name="object-writer", daemon=True)
+            self._thread.start()
+            self._queue.put(self._first)
+            self._first = None
         self._queue.put(bytes(data))
         return len(data)
 
     def close(self) -> None:
         """Wait for every queued piece to be hashed and written (idempotent)."""
-        if self._thread.is_alive():
+        if self._first is not None:
+            first, self._first = self._first, None
+            self._take(first)  # the only piece: here, without a thread
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
 
@@ -325,7 +402,7 @@ class ObjectWriter:
         self.close()
         if self._error is not None:
             raise self._error
-        got = self._sha256.hexdigest()
+        got = self.sha256 if self._sha256 is None else self._sha256.hexdigest()
         b3_ok = self._blake3 is None or self._blake3.hexdigest() == self.blake3
         if self.written != self.size:
             raise IntegrityError(
@@ -345,6 +422,57 @@ class ObjectWriter:
                 f" ({self.blake3}) that is not its content's, whose SHA-256 matches; the"
                 " signed metadata contradicts itself, so nothing was stored"
             )
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An object of a batch: checked, written to ``tmp``, not durable nor in place yet."""
+
+    tmp: Path
+    target: Path
+    executable: bool
+    size: int
+
+
+@dataclass
+class _Batch:
+    started: float
+    items: list[_Pending] = field(default_factory=list)
+    bytes: int = 0
+
+
+def _commit(root: Path, pending: list[_Pending]) -> None:
+    """Make a batch's objects durable, then put each in place (:meth:`ObjectStore.batch`).
+    An error leaves the rest unrenamed, as temporary files garbage collection deletes."""
+    if not pending:
+        return
+    if not _syncfs(root):
+        for p in pending:
+            _fsync_path(p.tmp)
+    for p in pending:
+        os.chmod(p.tmp, 0o555 if p.executable else 0o444)
+        os.replace(p.tmp, p.target)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows fsyncs writable ones
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> bool:
+    """Linux's ``syncfs`` of the file system holding ``path``: every dirty page of it
+    written and the journal committed once. False where there is none or it failed."""
+    fn = _libc_function("syncfs")
+    if fn is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fn(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def unlink_read_only(path: Path) -> None:
@@ -370,14 +498,18 @@ def describe(sha256: str, name: str | None) -> str:
 
 
 @functools.cache
-def _sync_file_range() -> Callable[..., int] | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A function of Linux's C library (``sync_file_range``, ``syncfs``), or None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    if name == "sync_file_range":
+        fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    else:
+        fn.argtypes = (ctypes.c_int,)
     fn.restype = ctypes.c_int
     return cast(Callable[..., int], fn)
 
@@ -394,6 +526,6 @@ def start_writeback(fd: int) -> None:
     fsync alone took 0.3 s, as long as decoding the patch). Elsewhere, or if the call
     fails, nothing happens.
     """
-    fn = _sync_file_range()
+    fn = _libc_function("sync_file_range")
     if fn is not None:
         fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # 0, 0: the whole file; an error only costs time

@@ -295,7 +295,7 @@ class Syncer:
         self.on_phase("downloading")
         fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total), pace=self.pace)
         try:
-            with ThreadPoolExecutor(self.workers) as pool:
+            with self.objects.batch(), ThreadPoolExecutor(self.workers) as pool:
                 results = list(pool.map(lambda s: self._obtain(fetcher, s), steps))
         finally:
             fetcher.close()
@@ -391,11 +391,16 @@ class Syncer:
                     raise IntegrityError(f"a patch of {step.name} ({ref.path})", ref.sha256, got)
                 if last:
                     # Decoded straight into the object store, hashed as it is written: the
-                    # object appears only if its size and hash match.
-                    # An HDiffPatch result is whole in memory: checked before a byte is written.
+                    # object appears only if its size and hash match. An HDiffPatch result
+                    # is whole in memory: its hash checked before a byte is written.
                     whole = patching.whole_in_memory(ref.method)
                     with self.objects.writer(
-                        step.sha256, step.size, step.executable, blake3=step.blake3, name=step.name
+                        step.sha256,
+                        step.size,
+                        step.executable,
+                        blake3=step.blake3,
+                        name=step.name,
+                        prehashed=whole,
                     ) as obj:
                         patching.apply(
                             ref.method,

@@ -132,3 +132,19 @@ def test_load_note_blames_other_processes_only_for_the_load_before_the_runs() ->
     assert "competing" not in quiet and "nothing else kept the CPUs busy" in quiet
     busy = common.load_note(2.4, 2.9, 2, "lowers every figure")
     assert "other processes were competing for the 2 CPUs, which lowers every figure." in busy
+
+
+def _allocating(mib: int) -> list[str]:
+    return [sys.executable, "-c", f"x = bytearray({mib} << 20); x[::4096] = b'1' * len(x[::4096])"]
+
+
+@pytest.mark.skipif(not common.has_gnu_time(), reason="no GNU time (Debian's `time`) here")
+def test_peak_memory_is_the_commands_own_not_this_processes() -> None:
+    # This process holds 400 MiB, touched: a vforked child's ru_maxrss would start there.
+    held = bytearray(400 << 20)
+    held[::4096] = b"1" * len(held[::4096])
+    small = common.run_timed(_allocating(0), peak=True)
+    big = common.run_timed(_allocating(200), peak=True)
+    assert 0 < small.peak_rss_kib < 100 << 10  # an interpreter, not the 400 MiB held here
+    assert 200 << 10 < big.peak_rss_kib < 350 << 10
+    assert len(held) == 400 << 20

@@ -18,6 +18,7 @@ import zstandard
 from changeover.cli.fastpath import launcher_verify
 from changeover.content.manifest import FileEntry, Manifest
 from changeover.errors import IntegrityError, UntrustedMetadata
+from changeover.launcher import objects as objects_module
 from changeover.launcher.install import Install, verify_tree
 from changeover.launcher.objects import ObjectStore
 
@@ -122,6 +123,89 @@ def test_writer_leaves_nothing_on_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         fail_midway()
     assert not stored_files(tmp_path / "objects")
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_a_batch_puts_its_objects_in_place_only_when_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if not syncfs:  # as on Windows and macOS: a fsync of each object instead
+        monkeypatch.setattr(objects_module, "_syncfs", lambda path: False)
+    monkeypatch.setattr(objects_module, "BATCH_SECONDS", 3600.0)  # one group: the whole block
+    objects = ObjectStore(tmp_path / "objects")
+    one, many = b"in one piece\n" * 10, random.Random(2).randbytes(350_000)
+    with objects.batch():
+        add(objects, tmp_path, "writer", GOOD)
+        put(objects, one)
+        put(objects, many, executable=True)
+        # Written and checked, not yet in place: only temporary files so far.
+        assert not objects.has(sha(GOOD), False) and not objects.has(sha(many), True)
+        assert len(stored_files(tmp_path / "objects")) == 3
+    assert objects.path(sha(GOOD), False).read_bytes() == GOOD
+    assert objects.path(sha(one), False).read_bytes() == one
+    assert objects.path(sha(many), True).read_bytes() == many
+    assert os.stat(objects.path(sha(many), True)).st_mode & 0o777 == 0o555
+    assert len(stored_files(tmp_path / "objects")) == 3  # no temporary file left
+
+
+def test_a_long_batch_commits_in_groups_so_a_kill_loses_little(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(objects_module, "BATCH_SECONDS", 3600.0)
+    monkeypatch.setattr(objects_module, "BATCH_BYTES", 1000)
+    objects = ObjectStore(tmp_path / "objects")
+    small, big = b"a" * 600, b"b" * 600
+    with objects.batch():
+        put(objects, small)
+        assert not objects.has(sha(small), False)  # 600 bytes: the group is not full
+        put(objects, big)  # 1,200: committed, both
+        assert objects.has(sha(small), False) and objects.has(sha(big), False)
+        put(objects, SMALL)
+        assert not objects.has(sha(SMALL), False)
+    assert objects.has(sha(SMALL), False)
+    # And by age: a group older than BATCH_SECONDS goes with the next object.
+    monkeypatch.setattr(objects_module, "BATCH_SECONDS", 0.0)
+    with objects.batch():
+        put(objects, TWIN)
+        assert objects.has(sha(TWIN), False)
+
+
+def test_a_batch_that_fails_keeps_what_was_finished_and_nothing_else(tmp_path: Path) -> None:
+    objects = ObjectStore(tmp_path / "objects")
+
+    def update() -> None:
+        with objects.batch():
+            put(objects, SMALL)
+            with pytest.raises(IntegrityError):
+                add(objects, tmp_path, "writer", EVIL)  # checked and refused at once
+            raise RuntimeError("the next download failed")
+
+    with pytest.raises(RuntimeError, match="next download"):
+        update()
+    assert objects.has(sha(SMALL), False)
+    assert [p.name for p in stored_files(tmp_path / "objects")] == [sha(SMALL)]
+    with pytest.raises(RuntimeError, match="not reentrant"), objects.batch(), objects.batch():
+        pass
+
+
+def test_a_prehashed_object_is_still_checked_for_its_size_and_blake3(tmp_path: Path) -> None:
+    # The SHA-256 of bytes made whole in memory was computed by the caller; what the
+    # writer still computes (the BLAKE3) and counts (the size) is checked as ever.
+    objects = ObjectStore(tmp_path / "objects")
+    with (
+        pytest.raises(IntegrityError),
+        objects.writer(sha(GOOD), len(GOOD), False, prehashed=True) as w,
+    ):
+        w.write(GOOD[:-1])
+    with (
+        pytest.raises(UntrustedMetadata),
+        objects.writer(sha(GOOD), len(GOOD), False, blake3=b3(GOOD), prehashed=True) as w,
+    ):
+        w.write(EVIL)
+    assert not stored_files(tmp_path / "objects")
+    with objects.writer(sha(GOOD), len(GOOD), False, blake3=b3(GOOD), prehashed=True) as w:
+        w.write(GOOD)
+    assert objects.path(sha(GOOD), False).read_bytes() == GOOD
 
 
 SMALL = b"hello\n"
