@@ -7,6 +7,7 @@ or fetched from a mirror, so nothing downstream ever has to ask "could this esca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
@@ -193,12 +194,18 @@ class Manifest:
         return d
 
     def canonical_bytes(self) -> bytes:
+        return self._canonical
+
+    # Cached: a manifest is immutable, and a build of thousands of files took tens of ms
+    # to serialize, which a launcher's update did several times over.
+    @functools.cached_property
+    def _canonical(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         """The manifest hash: the identity of the build it describes."""
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+        return hashlib.sha256(self._canonical).hexdigest()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
