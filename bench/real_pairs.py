@@ -208,6 +208,7 @@ def launcher_update(
         "publish_s": published[1][1],
         "publish_cpu_s": published[1][2],
         "own_s": float(report["seconds"]),
+        "timings": report.get("timings", {}),
         "peak_mib": out.peak_rss_kib / 1024,
         "methods": methods,
     }
@@ -251,10 +252,12 @@ def tar_tree(root: Path, tar: Path) -> None:
     subprocess.run([*TAR, "-cf", str(tar), "-C", str(root), "."], check=True)
 
 
-def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing]:
+def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing, float]:
     """The whole-tree patch (``zstd -19 --long=31 --patch-from``) and the full download
     (``tar | zstd -19 --long=27``): their bytes and the time to apply each into an empty
-    directory (``zstd -d | tar -x``; the full one is the apply-time target's reference)."""
+    directory (``zstd -d | tar -x``; the full one is the apply-time target's reference);
+    and the seconds a ``sync -f`` of the file system took after the full one's (what
+    making it durable adds, as the launcher does before it switches)."""
     tars = {"old": work / "old.tar", "new": work / "new.tar"}
     tar_tree(old, tars["old"])
     tar_tree(new, tars["new"])
@@ -265,23 +268,24 @@ def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing]:
     run_timed([*ZSTD_FULL, "-q", "-f", "-T0", str(tars["new"]), "-o", str(full)])
     expected = tree_hashes(new)
 
-    def apply(name: str, script: str) -> float:
+    def apply(name: str, script: str) -> tuple[float, float]:
         dest = work / name
         dest.mkdir()
         subprocess.run(["sync"], check=True)
         out = run_timed(shell(script.format(dest=shlex.quote(str(dest)))))
+        durable = run_timed(["sync", "-f", str(dest)])
         if tree_hashes(dest) != expected:
             raise AssertionError(f"the {name} tree differs from the new tree")
         rm(dest)
-        return out.seconds
+        return out.seconds, durable.seconds
 
     q = {k: shlex.quote(str(v)) for k, v in {**tars, "patch": patch, "full": full}.items()}
-    patch_s = apply(
+    patch_s, _ = apply(
         "whole-tree",
         f"zstd -dc -q --long=31 --patch-from={q['old']} {q['patch']} | tar -xf - -C {{dest}}",
     )
-    full_s = apply("full", f"zstd -dc -q --long=27 {q['full']} | tar -xf - -C {{dest}}")
-    return Timing(patch.stat().st_size, patch_s), Timing(full.stat().st_size, full_s)
+    full_s, sync_s = apply("full", f"zstd -dc -q --long=27 {q['full']} | tar -xf - -C {{dest}}")
+    return Timing(patch.stat().st_size, patch_s), Timing(full.stat().st_size, full_s), sync_s
 
 
 def rsync_update(old: Path, new: Path, work: Path) -> Timing:
@@ -322,7 +326,7 @@ def measure_trees(old: Path, new: Path, work: Path, launcher: PlayerLauncher) ->
     log("[real-pairs] per-file references")
     refs = per_file(old, new, work / "per-file")
     log("[real-pairs] whole-tree references")
-    patch, full = whole_tree(old, new, work)
+    patch, full, full_sync_s = whole_tree(old, new, work)
     log("[real-pairs] rsync")
     rsync = rsync_update(old, new, work)
     files = files_of(new).values()
@@ -336,6 +340,7 @@ def measure_trees(old: Path, new: Path, work: Path, launcher: PlayerLauncher) ->
         "whole_tree_zstd19_long": patch,
         "rsync_z": rsync,
         "full_zstd19": full,
+        "full_sync_s": full_sync_s,
     }
 
 
@@ -359,18 +364,44 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+APPLY_PHASES = ("apply", "commit", "install")
+
+
+def launcher_apply_s(row: dict[str, Any]) -> float:
+    """The launcher's own apply time, from its report's ``timings``: making the objects
+    from what it downloaded (summed over its workers), the durable commit of the last
+    group, and building the new tree and switching to it. Start-up, signed metadata and
+    the downloads are left out, as they are of decompress-and-write."""
+    return sum(float(row["timings"].get(phase, 0.0)) for phase in APPLY_PHASES)
+
+
+def decompress_and_write_s(row: dict[str, Any]) -> float:
+    """The reference: ``zstd -d | tar -x`` of the full download, then ``sync -f``."""
+    return float(row["full_zstd19"].seconds + row["full_sync_s"])
+
+
 def launcher_table(rows: Sequence[dict[str, Any]]) -> str:
     """The launcher's side: publish, apply time against decompress-and-write, memory."""
     lines = [
         "| pair | publish (diff accept) s | publish CPU s | update s (wall) | sync's own s"
-        " | x full decompress-and-write | peak memory MiB | patches by method |",
-        "|" + " --- |" * 8,
+        " | resolve / plan / fetch / apply / commit / install s | decompress-and-write s"
+        " (+ sync) | apply ÷ decompress-and-write | update ÷ decompress-and-write"
+        " | peak memory MiB | patches by method |",
+        "|" + " --- |" * 11,
     ]
     for r in rows:
-        ratio = r["launcher"].seconds / r["full_zstd19"].seconds
+        t = r["timings"]
+        phases = " / ".join(
+            f"{t.get(p, 0.0):.2f}"
+            for p in ("resolve", "plan", "fetch", "apply", "commit", "install")
+        )
+        reference = decompress_and_write_s(r)
         lines.append(
             f"| {r['pair']} | {r['publish_s']:.1f} | {r['publish_cpu_s']:.1f}"
-            f" | {r['launcher'].seconds:.2f} | {r['own_s']:.2f} | {ratio:.2f}x"
+            f" | {r['launcher'].seconds:.2f} | {r['own_s']:.2f} | {phases}"
+            f" | {r['full_zstd19'].seconds:.2f} + {r['full_sync_s']:.2f}"
+            f" | {launcher_apply_s(r) / reference:.2f}x"
+            f" | {r['launcher'].seconds / reference:.2f}x"
             f" | {r['peak_mib']:.0f} | {r['methods']} |"
         )
     return "\n".join(lines)
@@ -381,7 +412,8 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
         return "**met**" if ok else "**not met**"
 
     ratios = {r["pair"]: r["launcher"].bytes / min(r[c].bytes for c in REFERENCES) for r in rows}
-    apply = {r["pair"]: r["launcher"].seconds / r["full_zstd19"].seconds for r in rows}
+    apply = {r["pair"]: launcher_apply_s(r) / decompress_and_write_s(r) for r in rows}
+    update = {r["pair"]: r["launcher"].seconds / decompress_and_write_s(r) for r in rows}
     publish = {r["pair"]: r["publish_s"] for r in rows}
 
     def listed(d: dict[str, float], fmt: str) -> str:
@@ -390,9 +422,13 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [
         f"- Bytes at most 1.0x the smallest reference: {mark(max(ratios.values()) <= 1.0)}"
         f" ({listed(ratios, '{:.3f}x')}).",
-        f"- Update within {TARGET_APPLY_RATIO:.0f}x of decompress-and-write of the full"
-        " download, wall clock, start-up included:"
-        f" {mark(max(apply.values()) <= TARGET_APPLY_RATIO)} ({listed(apply, '{:.2f}x')}).",
+        f"- Apply within {TARGET_APPLY_RATIO:.0f}x of decompress-and-write of the full"
+        " download (the launcher's apply, commit and install against `zstd -d | tar -x`"
+        f" and `sync -f`): {mark(max(apply.values()) <= TARGET_APPLY_RATIO)}"
+        f" ({listed(apply, '{:.2f}x')}).",
+        f"- The whole update (wall clock: start-up, signed metadata, downloads from the"
+        f" loopback server and apply) within {TARGET_APPLY_RATIO:.0f}x of the same:"
+        f" {mark(max(update.values()) <= TARGET_APPLY_RATIO)} ({listed(update, '{:.2f}x')}).",
         f"- Publish under {TARGET_PUBLISH_S:.0f} s:"
         f" {mark(max(publish.values()) < TARGET_PUBLISH_S)} ({listed(publish, '{:.1f} s')}).",
     ]
@@ -467,7 +503,9 @@ Python {info["python"]}; load average (1 min) at the start and after each pair: 
 holds the old tree and reaches the new one. **launcher:** a real `changeover server` \
 publishes both trees as versions (the new one's patches built by `diff accept`, methods \
 by `content/patch_choice.py`) and {launcher.what} installs the old version, then updates \
-(`downloaded_bytes`, wall clock with start-up, peak resident set by GNU time). \
+(`downloaded_bytes`, wall clock with start-up, peak resident set by GNU time, and the \
+seconds by phase its report gives: `fetch` and `apply` are summed over its four workers, \
+so they can exceed the wall clock of `obtain`, which holds both). \
 **per-file:** each changed file as the smaller of its patch (HDiffPatch's diff with zstd \
 -19 inside, or `zstd -19 --patch-from`) and its zstd -19 blob, from the base the \
 publisher would use; seconds: making the changed files from those and writing them \
@@ -475,8 +513,12 @@ publisher would use; seconds: making the changed files from those and writing th
 of `new.tar`; seconds: `zstd -d | tar -x` into an empty directory (needs `old.tar`, which \
 a client would not have). **rsync:** `rsync -az --checksum --no-whole-file` from a daemon \
 on loopback into a copy of the old tree. **full:** `tar | zstd -19 --long=27` of the new \
-tree; seconds: `zstd -d | tar -x` into an empty directory, the "plain decompress-and-\
-write" of the apply-time target. Every client's tree is checked against the new one.
+tree; seconds: `zstd -d | tar -x` into an empty directory, then `sync -f` of its file \
+system, the "plain decompress-and-write" of the apply-time target (the launcher makes its \
+objects durable before it switches: a write left in the page cache is not an install). \
+The target's "apply" is the launcher's `apply` + `commit` + `install`: making the new \
+files from what was downloaded, durably, and switching to them. Every client's tree is \
+checked against the new one.
 
 {table(rows)}
 

@@ -180,11 +180,14 @@ class Install:
         staging = self.trees / f".tmp-{name}"
         current = self.current_tree()
         mine = player_paths(manifest, previous)
+        made: set[Path] = set()  # a build's thousands of files share a few directories
         try:
             staging.mkdir()
             for f in manifest:
                 dest = staging / f.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.parent not in made:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(dest.parent)
                 if f.link is not None:
                     os.symlink(f.link, dest)
                 elif mine.matches(f.path):

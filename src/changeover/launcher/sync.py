@@ -14,12 +14,16 @@ what a player reads.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +80,45 @@ class SyncReport:
     collected_objects: int | None = 0
     """Objects the closing garbage collection deleted; ``None`` when it was left to
     another launcher that was using the cache (``locks.CacheUsers``)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds by phase (:class:`Stopwatch`): where a slow update spent its time."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Stopwatch:
+    """Seconds spent per phase of one sync. ``resolve`` (signed metadata), ``plan``,
+    ``obtain`` (the parallel downloads and applies, wall clock), ``install`` (building the
+    new tree and switching to it), ``collect`` (garbage collection); and, summed over the
+    workers inside ``obtain``, ``fetch`` (waiting for the network) and ``apply`` (making
+    and storing objects from what arrived: decoding, patching, hashing, writing), and
+    ``commit`` (making the last group of objects durable)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add(phase, time.monotonic() - started)
+
+    @contextlib.contextmanager
+    def limited(self, phase: str, slots: threading.Semaphore) -> Iterator[None]:
+        """Time ``phase`` once one of ``slots`` is had: waiting for one is not the phase."""
+        with slots, self(phase):
+            yield
+
+    def add(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def rounded(self) -> dict[str, float]:
+        return {phase: round(s, 4) for phase, s in self.seconds.items()}
 
 
 @dataclass(frozen=True)
@@ -174,6 +214,9 @@ class Syncer:
         self.trust_dir = self.cache / "trust" / trust_key
         self.users = CacheUsers(self.cache)
         self.workers = workers
+        # Downloads wait on the network, applying (decoding, patching, hashing) on a CPU:
+        # more applies at once than CPUs would only take turns, each holding its file.
+        self.apply_slots = threading.BoundedSemaphore(max(1, min(workers, os.cpu_count() or 1)))
         try:
             self.pace = Pace(timeout_s, min_rate)
         except ValueError as e:
@@ -227,11 +270,14 @@ class Syncer:
         before = self.install.current_name()
         try:
             # The lock inside: a disk that refuses its lock file is a DiskError too.
+            watch = Stopwatch()
             with self.install.locked():
                 with self.users.using():
-                    report, switched = self._sync(image, branch, force_rebuild)
+                    report, switched = self._sync(image, branch, force_rebuild, watch)
                 if switched:  # the previous tree's objects may be garbage now
-                    report.collected_objects = self.collect_garbage()
+                    with watch("collect"):
+                        report.collected_objects = self.collect_garbage()
+                report.timings = watch.rounded()
                 return report
         except OSError as e:
             error = DiskError(
@@ -254,12 +300,15 @@ class Syncer:
             return f"{self.target} was left as it was (not installed)"
         return f"{self.target} was left as it was ({version or 'its current version'})"
 
-    def _sync(self, image: str, branch: str, force_rebuild: bool) -> tuple[SyncReport, bool]:
+    def _sync(
+        self, image: str, branch: str, force_rebuild: bool, watch: Stopwatch
+    ) -> tuple[SyncReport, bool]:
         """The report, and whether a new tree was switched in."""
         started = time.monotonic()
         self.install.check_managed()
         self.install.cleanup()
-        pointer, manifest, index = self.resolve(image, branch)
+        with watch("resolve"):
+            pointer, manifest, index = self.resolve(image, branch)
         current = self.install.current_manifest()
         installed_mode = (self.install.record() or {}).get("install_mode", "link")
         mode: InstallMode = self.install_mode or ("copy" if installed_mode == "copy" else "link")
@@ -290,13 +339,19 @@ class Syncer:
             report.seconds = time.monotonic() - started
             return report, False
 
-        steps = plan_steps(manifest, index, self.objects)
+        with watch("plan"):
+            steps = plan_steps(manifest, index, self.objects)
         total = sum(s.download_bytes for s in steps)
         self.on_phase("downloading")
         fetcher = Fetcher(self.base_url, self.limit, on_bytes=self._progress(total), pace=self.pace)
         try:
-            with self.objects.batch(), ThreadPoolExecutor(self.workers) as pool:
-                results = list(pool.map(lambda s: self._obtain(fetcher, s), steps))
+            with watch("obtain"):
+                with self.objects.batch():
+                    with ThreadPoolExecutor(self.workers) as pool:
+                        obtain = functools.partial(self._obtain, fetcher, watch=watch)
+                        results = list(pool.map(obtain, steps))
+                    pool_done = time.monotonic()
+                watch.add("commit", time.monotonic() - pool_done)  # the batch's last group
         finally:
             fetcher.close()
         report.downloaded_bytes = sum(results)
@@ -306,8 +361,9 @@ class Syncer:
         report.reused_objects -= report.applied_patches
 
         self.on_phase("installing")
-        tree = self.install.build_tree(manifest, self.objects, mode=mode, previous=current)
-        self.install.switch(tree, record, manifest=manifest, previous=current)
+        with watch("install"):
+            tree = self.install.build_tree(manifest, self.objects, mode=mode, previous=current)
+            self.install.switch(tree, record, manifest=manifest, previous=current)
         report.seconds = time.monotonic() - started
         return report, True
 
@@ -317,26 +373,27 @@ class Syncer:
             return None
         return lambda n: callback(n, total)
 
-    def _obtain(self, fetcher: Fetcher, step: Step) -> int:
+    def _obtain(self, fetcher: Fetcher, step: Step, watch: Stopwatch) -> int:
         """Put one content into the object store; returns the bytes downloaded."""
         self.checkpoint()
         if step.download_bytes == 0:
-            self.objects.add_variant(
-                step.sha256, step.executable, blake3=step.blake3, name=step.name
-            )
+            with watch.limited("apply", self.apply_slots):
+                self.objects.add_variant(
+                    step.sha256, step.executable, blake3=step.blake3, name=step.name
+                )
             return 0
         if step.chain:
             received = [0]
             try:
-                self._patch(fetcher, step, received)
+                self._patch(fetcher, step, received, watch)
             except UntrustedMetadata:
                 raise  # the signed digests disagree: the blob would be refused the same way
             except (IntegrityError, InvalidInput, RemoteError, NotFound):
                 pass  # a bad or missing patch is no reason to fail: the blob is always there
             else:
                 return received[0]
-            return received[0] + self._blob(fetcher, step)
-        return self._blob(fetcher, step)
+            return received[0] + self._blob(fetcher, step, watch)
+        return self._blob(fetcher, step, watch)
 
     def _part(self, name: str) -> Path:
         """Where this install keeps a download in progress. Named for the install: two
@@ -344,21 +401,23 @@ class Syncer:
         would append to one file; a paused sync resumes its own."""
         return self.objects.part_path(f"{self.install.key}.{name}")
 
-    def _blob(self, fetcher: Fetcher, step: Step) -> int:
+    def _blob(self, fetcher: Fetcher, step: Step, watch: Stopwatch) -> int:
         rel = f"blobs/{step.sha256[:2]}/{step.sha256}"
         part = self._part(f"{step.sha256}.zst")
         received = 0
         for attempt in range(2):
-            received += fetcher.download(rel, part, step.blob_bytes, name=step.name)
+            with watch("fetch"):
+                received += fetcher.download(rel, part, step.blob_bytes, name=step.name)
             try:
-                self.objects.add_from_zstd(
-                    part,
-                    step.sha256,
-                    step.size,
-                    step.executable,
-                    blake3=step.blake3,
-                    name=step.name,
-                )
+                with watch.limited("apply", self.apply_slots):
+                    self.objects.add_from_zstd(
+                        part,
+                        step.sha256,
+                        step.size,
+                        step.executable,
+                        blake3=step.blake3,
+                        name=step.name,
+                    )
             except UntrustedMetadata:
                 raise  # the same bytes again would prove the same contradiction
             except IntegrityError:
@@ -368,7 +427,7 @@ class Syncer:
             return received
         return received
 
-    def _patch(self, fetcher: Fetcher, step: Step, received: list[int]) -> None:
+    def _patch(self, fetcher: Fetcher, step: Step, received: list[int], watch: Stopwatch) -> None:
         """Apply the chain from a held base; each intermediate is verified by its hash."""
         assert step.base_sha256 is not None
         source = self.objects.find(step.base_sha256)
@@ -377,57 +436,69 @@ class Syncer:
         scratch: list[Path] = []
         try:
             for n, ref in enumerate(step.chain):
-                last = n == len(step.chain) - 1
                 # A method this launcher does not know is refused before its bytes are
                 # fetched (the planner skips such patches; a chain is checked anyway).
                 patching.check_method(ref.method, ref.path)
                 part = self._part(f"{ref.sha256}.patch")
                 scratch.append(part)
-                received[0] += fetcher.download(
-                    ref.path, part, ref.size, name=f"a patch of {step.name}"
-                )
-                got = _file_sha256(part)
-                if got != ref.sha256:
-                    raise IntegrityError(f"a patch of {step.name} ({ref.path})", ref.sha256, got)
-                if last:
-                    # Decoded straight into the object store, hashed as it is written: the
-                    # object appears only if its size and hash match. An HDiffPatch result
-                    # is whole in memory: its hash checked before a byte is written.
-                    whole = patching.whole_in_memory(ref.method)
-                    with self.objects.writer(
-                        step.sha256,
-                        step.size,
-                        step.executable,
-                        blake3=step.blake3,
-                        name=step.name,
-                        prehashed=whole,
-                    ) as obj:
-                        patching.apply(
-                            ref.method,
-                            source,
-                            part,
-                            obj,
-                            expected_size=step.size,
-                            expected_sha256=step.sha256 if whole else None,
-                        )
-                    break
-                # An intermediate's size is not in the manifest: the patch header bounds it
-                # and the hash check after applying vouches for it.
-                out = self._part(f"{ref.target_sha256}.patched")
-                scratch.append(out)
-                with open(out, "wb") as sink:
-                    patching.apply(
-                        ref.method,
-                        source,
-                        part,
-                        sink,
-                        expected_size=patching.new_size(ref.method, part),
-                        expected_sha256=ref.target_sha256,
+                with watch("fetch"):
+                    received[0] += fetcher.download(
+                        ref.path, part, ref.size, name=f"a patch of {step.name}"
                     )
-                source = out
+                with watch.limited("apply", self.apply_slots):
+                    got = _file_sha256(part)
+                    if got != ref.sha256:
+                        what = f"a patch of {step.name} ({ref.path})"
+                        raise IntegrityError(what, ref.sha256, got)
+                    if n == len(step.chain) - 1:
+                        self._apply_last(step, ref, source, part)
+                        break
+                    source = self._apply_intermediate(ref, source, part)
+                    scratch.append(source)
         finally:
             for path in scratch:
                 path.unlink(missing_ok=True)
+
+    def _apply_last(self, step: Step, ref: PatchEntry, source: Path, part: Path) -> None:
+        """Decoded straight into the object store, hashed as it is written: the object
+        appears only if its size and hash match. An HDiffPatch result is whole in memory:
+        its hash checked before a byte is written."""
+        whole = patching.whole_in_memory(ref.method)
+        with self.objects.writer(
+            step.sha256,
+            step.size,
+            step.executable,
+            blake3=step.blake3,
+            name=step.name,
+            prehashed=whole,
+        ) as obj:
+            patching.apply(
+                ref.method,
+                source,
+                part,
+                obj,
+                expected_size=step.size,
+                expected_sha256=step.sha256 if whole else None,
+            )
+
+    def _apply_intermediate(self, ref: PatchEntry, source: Path, part: Path) -> Path:
+        """An intermediate's size is not in the manifest: the patch header bounds it and
+        the hash check after applying vouches for it."""
+        out = self._part(f"{ref.target_sha256}.patched")
+        try:
+            with open(out, "wb") as sink:
+                patching.apply(
+                    ref.method,
+                    source,
+                    part,
+                    sink,
+                    expected_size=patching.new_size(ref.method, part),
+                    expected_sha256=ref.target_sha256,
+                )
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out
 
     def collect_garbage(self) -> int | None:
         """Delete the objects no install references, if no other sync or launcher uses

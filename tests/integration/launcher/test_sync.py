@@ -102,6 +102,13 @@ def test_a_changed_library_comes_as_an_hdiffpatch_patch(
         assert on_disk(tmp_path / "engine") == expected(v1 if number == 1 else v2)
     assert report.applied_patches == 1 and report.fetched_blobs == 0
     assert report.downloaded_bytes == entry.size < len(new) // 20
+    # Its timings say where the update went: each phase it ran, inside its seconds (the
+    # sums over workers inside "obtain", the garbage collection after).
+    t = report.timings
+    assert set(t) == {"resolve", "plan", "obtain", "fetch", "apply", "commit", "install", "collect"}
+    assert all(t[phase] > 0 for phase in ("resolve", "obtain", "fetch", "apply", "install"))
+    assert t["resolve"] + t["plan"] + t["obtain"] + t["install"] <= report.seconds + 0.001
+    assert t["fetch"] + t["apply"] <= t["obtain"] * 4 + 0.001  # four workers at most
 
 
 def test_a_new_file_comes_as_a_fresh_patch(published: Published, tmp_path: Path) -> None:

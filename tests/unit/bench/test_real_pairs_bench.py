@@ -72,6 +72,7 @@ def test_every_measure_runs_on_two_small_trees(tmp_path: Path) -> None:
             "whole_tree_zstd19_long": timing(10**6, 1.0),
             "rsync_z": timing(10**6, 1.0),
             "full_zstd19": timing(10**6, 1.0),
+            "full_sync_s": 0.0,
             "new_tree": 1,
             "new_files": 3,
         }
@@ -80,6 +81,7 @@ def test_every_measure_runs_on_two_small_trees(tmp_path: Path) -> None:
         assert row["new_files"] == 2
         assert 0 < row["whole_tree_zstd19_long"].bytes < row["full_zstd19"].bytes
         assert row["rsync_z"].bytes > 0 and row["full_zstd19"].seconds > 0
+        assert row["full_sync_s"] > 0
     assert row["methods"] and sum(row["methods"].values()) == 1  # the renamed library
     hdiff, zstd = row["per_file_hdiffpatch"], row["per_file_zstd19"]
     assert 0 < hdiff.bytes < 1000 and 0 < zstd.bytes < 1000
@@ -87,10 +89,15 @@ def test_every_measure_runs_on_two_small_trees(tmp_path: Path) -> None:
     # The launcher fetched the library's patch: the smaller method plus our header.
     assert 0 < row["launcher"].bytes < min(hdiff.bytes, zstd.bytes) + 200
     assert row["launcher"].seconds >= row["own_s"] > 0
+    # The launcher's own timings: its apply (what the target holds against decompress-
+    # and-write) is a part of its update, and each phase it ran is there.
+    phases = row["timings"]
+    assert {"resolve", "plan", "fetch", "apply", "commit", "install", "collect"} <= set(phases)
+    assert 0 < real.launcher_apply_s(row) < row["own_s"]
     assert row["publish_s"] > 0 and row["publish_cpu_s"] >= 0
     row["pair"] = "tiny"
     assert "| tiny |" in real.table([row]) and "| tiny |" in real.launcher_table([row])
-    assert len(real.targets([row])) == 3
+    assert len(real.targets([row])) == 4
 
 
 def test_a_pair_that_cannot_be_downloaded_is_skipped_with_its_reason(
