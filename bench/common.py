@@ -193,6 +193,18 @@ def player_launcher(work: Path) -> PlayerLauncher:
     )
 
 
+APPLY_PHASES = ("apply", "commit", "install")
+
+
+def apply_seconds(timings: Mapping[str, float]) -> float:
+    """The launcher's own apply time, from its report's ``timings``: making the objects
+    from what it downloaded (summed over the workers applying, at most one per CPU), the
+    durable commit of the last group, and building the new tree and switching to it. Start-
+    up, signed metadata and the downloads are left out, as they are of the reference
+    "decompress-and-write" (the download is not timed there either)."""
+    return sum(float(timings.get(phase, 0.0)) for phase in APPLY_PHASES)
+
+
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Timed:
     """Run ``changeover ARGS…`` and time it, start-up included (what a CI step pays)."""
     return run_timed([changeover_bin(), *args], env=env, cwd=cwd)

@@ -54,6 +54,7 @@ from common import (
     BenchError,
     PlayerLauncher,
     Server,
+    apply_seconds,
     compile_bytecode,
     cpu_seconds,
     has_gnu_time,
@@ -364,15 +365,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-APPLY_PHASES = ("apply", "commit", "install")
-
-
 def launcher_apply_s(row: dict[str, Any]) -> float:
-    """The launcher's own apply time, from its report's ``timings``: making the objects
-    from what it downloaded (summed over its workers), the durable commit of the last
-    group, and building the new tree and switching to it. Start-up, signed metadata and
-    the downloads are left out, as they are of decompress-and-write."""
-    return sum(float(row["timings"].get(phase, 0.0)) for phase in APPLY_PHASES)
+    return apply_seconds(row["timings"])
 
 
 def decompress_and_write_s(row: dict[str, Any]) -> float:
@@ -504,8 +498,9 @@ holds the old tree and reaches the new one. **launcher:** a real `changeover ser
 publishes both trees as versions (the new one's patches built by `diff accept`, methods \
 by `content/patch_choice.py`) and {launcher.what} installs the old version, then updates \
 (`downloaded_bytes`, wall clock with start-up, peak resident set by GNU time, and the \
-seconds by phase its report gives: `fetch` and `apply` are summed over its four workers, \
-so they can exceed the wall clock of `obtain`, which holds both). \
+seconds by phase its report gives: `fetch` and `apply` are summed over its workers (four \
+downloading, at most one per CPU applying), so they can exceed the wall clock of \
+`obtain`, which holds both). \
 **per-file:** each changed file as the smaller of its patch (HDiffPatch's diff with zstd \
 -19 inside, or `zstd -19 --patch-from`) and its zstd -19 blob, from the base the \
 publisher would use; seconds: making the changed files from those and writing them \

@@ -47,9 +47,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import struct
+import sys
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +254,23 @@ def read_header(
             f" is beyond this client's bound of {max_bytes} bytes"
         )
     return HdiffHeader(old_size, new_size, body_length)
+
+
+def preload() -> None:
+    """Start importing HDiffPatch's binding on a thread of its own.
+
+    The import takes about 0.1 s (the package imports attrs for its configuration
+    classes), which the first patch a client applies would wait for; a client calls this
+    before it waits on the network, so the two overlap. Not a daemon thread: the
+    interpreter's exit waits for an import under way rather than stopping it halfway.
+    """
+    if "hdiffpatch" not in sys.modules:
+        threading.Thread(target=_import_binding, name="hdiffpatch-import").start()
+
+
+def _import_binding() -> None:
+    with contextlib.suppress(ImportError):  # the import where a patch is applied says so
+        importlib.import_module("hdiffpatch")
 
 
 def apply_patch(

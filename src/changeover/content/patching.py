@@ -40,6 +40,12 @@ def whole_in_memory(method: str) -> bool:
     return method in _HDIFF_CODINGS
 
 
+def preload() -> None:
+    """Load, in the background, what applying a patch of any method needs and is slow
+    to load (:func:`hdiff.preload`)."""
+    hdiff.preload()
+
+
 def check_method(method: str, path: str | None = None) -> PatchMethod:
     """``method`` as one this client applies.
 

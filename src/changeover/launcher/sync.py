@@ -307,6 +307,7 @@ class Syncer:
         started = time.monotonic()
         self.install.check_managed()
         self.install.cleanup()
+        patching.preload()  # while the signed metadata is on its way
         with watch("resolve"):
             pointer, manifest, index = self.resolve(image, branch)
         current = self.install.current_manifest()

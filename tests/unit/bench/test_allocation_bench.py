@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: the script imports its sibling
-    # ``common``, so bench/ goes on the path; the module itself gets a name of its own.
-    bench = str(REPO / "bench")
-    if bench not in sys.path:
-        sys.path.append(bench)
-    spec = importlib.util.spec_from_file_location("bench_allocation", f"{bench}/allocation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-alloc = _load()
+alloc = load_bench("allocation")
 
 
 def test_parse_head_reads_status_length_and_chunking() -> None:

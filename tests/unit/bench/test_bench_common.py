@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load_bench_common() -> ModuleType:
-    # bench/ is a folder of scripts, not a package; load it by path under a name that
-    # cannot shadow any other module called ``common``.
-    spec = importlib.util.spec_from_file_location("bench_common", REPO / "bench" / "common.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _load_bench_common()
+common = load_bench("common")
 
 INTRO = "# Benchmarks\n\nHow to rerun: `make bench`.\n"
 

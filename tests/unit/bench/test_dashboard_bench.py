@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load() -> ModuleType:
-    bench = str(REPO / "bench")
-    if bench not in sys.path:
-        sys.path.append(bench)
-    spec = importlib.util.spec_from_file_location("bench_dashboard", f"{bench}/dashboard.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dash = _load()
+dash = load_bench("dashboard")
 
 
 def test_arguments_are_checked() -> None:

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
-import sys
 import zlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load(name: str) -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load it by path, under a name that
-    # cannot shadow another module.
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load("gen_builds")
+gen = load_bench("gen_builds")
 KIB = 1024
 
 

@@ -3,35 +3,17 @@ runs, the launcher's bytes come from the patches it published, skips are printed
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(REPO / "bench"))  # it imports its sibling scripts
-    try:
-        spec = importlib.util.spec_from_file_location(
-            f"bench_{name}", REPO / "bench" / f"{name}.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-
-
-real = _load("real_pairs")
+real = load_bench("real_pairs")
 PlayerLauncher = Any  # bench/common.py's, loaded with the bench
 
 

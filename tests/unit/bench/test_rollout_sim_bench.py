@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
-
-def _load() -> ModuleType:
-    bench = str(REPO / "bench")
-    if bench not in sys.path:
-        sys.path.append(bench)
-    spec = importlib.util.spec_from_file_location("bench_rollout_sim", f"{bench}/rollout_sim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sim = _load()
+sim = load_bench("rollout_sim")
 
 
 def test_the_arrivals_keep_the_online_count_steady_over_the_day() -> None:

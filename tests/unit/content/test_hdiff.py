@@ -8,6 +8,8 @@ import hashlib
 import io
 import random
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -309,3 +311,21 @@ def test_wrong_base_or_result_is_refused(made: Made) -> None:
     with pytest.raises(IntegrityError):
         made.apply(patch, out, expected_sha256="0" * 64)
     assert out.getvalue() == b""
+
+
+def test_preload_imports_the_binding_on_a_thread_and_the_exit_waits_for_it() -> None:
+    # A fresh interpreter: this one imported the binding long ago.
+    code = (
+        "import sys, threading\n"
+        "from changeover.content import hdiff\n"
+        "assert 'hdiffpatch' not in sys.modules, 'imported before it was asked for'\n"
+        "hdiff.preload()\n"
+        "[loader] = [t for t in threading.enumerate() if t.name == 'hdiffpatch-import']\n"
+        "assert not loader.daemon\n"
+        "loader.join()\n"
+        "print('hdiffpatch' in sys.modules)\n"
+        "hdiff.preload()  # loaded: no second thread\n"
+        "print([t.name for t in threading.enumerate() if t.name == 'hdiffpatch-import'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["True", "[]"], out.stdout + out.stderr
