@@ -60,6 +60,7 @@ from common import (
     has_gnu_time,
     log,
     machine_info,
+    median,
     player_launcher,
     run_cli,
     run_timed,
@@ -179,41 +180,50 @@ class Timing:
 
 
 def launcher_update(
-    old: Path, new: Path, work: Path, launcher: PlayerLauncher
+    old: Path, new: Path, work: Path, launcher: PlayerLauncher, repeat: int = 1
 ) -> tuple[Timing, dict[str, Any]]:
     """A real server publishes the two trees as versions (the new one's patches built by
-    ``diff accept``, methods by ``content/patch_choice.py``); the packaged launcher installs
-    the old one, then the timed update. Returns the update and the details: publish wall
-    and CPU seconds, the sync's own seconds, its peak memory, patches by method."""
+    ``diff accept``, methods by ``content/patch_choice.py``); ``repeat`` times, the packaged
+    launcher installs the old one in a fresh place (its own cache), then the timed update.
+    Returns the update (median wall clock) and the details: publish wall and CPU seconds,
+    the sync's own seconds and each phase's (medians), its peak memory (the largest),
+    patches by method."""
+    expected = tree_hashes(new)
     with running_server(work / "server") as srv:
         run_cli("image", "create", IMAGE, env=srv.env)
         published = [publish_tree(srv, root, label) for root, label in ((old, "old"), (new, "new"))]
-        target = work / "launcher-client" / "game"
-        target.parent.mkdir()
         content = f"{srv.url}/content"
-        sync = [launcher.path, "sync", content, str(target), "--image", IMAGE, "--branch", "b"]
-        run_cli(
-            "branch", "set", "b", "--image", IMAGE, "--version", str(published[0][0]), env=srv.env
-        )
-        run_timed([*sync, "--json"])  # the client on the old tree (untimed)
-        run_cli(
-            "branch", "set", "b", "--image", IMAGE, "--version", str(published[1][0]), env=srv.env
-        )
-        subprocess.run(["sync"], check=True)  # nothing left to write back from the install
-        out = run_timed([*sync, "--json"], peak=has_gnu_time())
-        report = json.loads(out.stdout)
-        if tree_hashes(target) != tree_hashes(new):
-            raise AssertionError("the launcher's install differs from the new tree")
-        methods = patch_methods(srv, report["manifest"])
+        runs = []
+        for n in range(repeat):
+            target = work / f"launcher-client-{n}" / "game"
+            target.parent.mkdir()
+            sync = [launcher.path, "sync", content, str(target), "--image", IMAGE, "--branch", "b"]
+            for version in (published[0][0], published[1][0]):
+                run_cli(
+                    "branch", "set", "b", "--image", IMAGE, "--version", str(version), env=srv.env
+                )
+                if version == published[0][0]:
+                    run_timed([*sync, "--json"])  # the client on the old tree (untimed)
+            subprocess.run(["sync"], check=True)  # nothing left to write back from the install
+            out = run_timed([*sync, "--json"], peak=has_gnu_time())
+            if tree_hashes(target) != expected:
+                raise AssertionError("the launcher's install differs from the new tree")
+            runs.append((out, json.loads(out.stdout)))
+        methods = patch_methods(srv, runs[0][1]["manifest"])
+    downloaded = {int(report["downloaded_bytes"]) for _, report in runs}
+    if len(downloaded) != 1:
+        raise AssertionError(f"the same update downloaded {sorted(downloaded)} bytes")
+    reports = [report for _, report in runs]
+    phases = {phase for report in reports for phase in report["timings"]}
     details = {
         "publish_s": published[1][1],
         "publish_cpu_s": published[1][2],
-        "own_s": float(report["seconds"]),
-        "timings": report.get("timings", {}),
-        "peak_mib": out.peak_rss_kib / 1024,
+        "own_s": median([float(report["seconds"]) for report in reports]),
+        "timings": {p: median([r["timings"].get(p, 0.0) for r in reports]) for p in phases},
+        "peak_mib": max(out.peak_rss_kib for out, _ in runs) / 1024,
         "methods": methods,
     }
-    return Timing(int(report["downloaded_bytes"]), out.seconds), details
+    return Timing(downloaded.pop(), median([out.seconds for out, _ in runs])), details
 
 
 def publish_tree(srv: Server, root: Path, label: str) -> tuple[int, float, float]:
@@ -253,12 +263,13 @@ def tar_tree(root: Path, tar: Path) -> None:
     subprocess.run([*TAR, "-cf", str(tar), "-C", str(root), "."], check=True)
 
 
-def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing, float]:
+def whole_tree(old: Path, new: Path, work: Path, repeat: int = 1) -> tuple[Timing, Timing, float]:
     """The whole-tree patch (``zstd -19 --long=31 --patch-from``) and the full download
     (``tar | zstd -19 --long=27``): their bytes and the time to apply each into an empty
     directory (``zstd -d | tar -x``; the full one is the apply-time target's reference);
     and the seconds a ``sync -f`` of the file system took after the full one's (what
-    making it durable adds, as the launcher does before it switches)."""
+    making it durable adds, as the launcher does before it switches). Medians of
+    ``repeat`` applies."""
     tars = {"old": work / "old.tar", "new": work / "new.tar"}
     tar_tree(old, tars["old"])
     tar_tree(new, tars["new"])
@@ -270,15 +281,19 @@ def whole_tree(old: Path, new: Path, work: Path) -> tuple[Timing, Timing, float]
     expected = tree_hashes(new)
 
     def apply(name: str, script: str) -> tuple[float, float]:
-        dest = work / name
-        dest.mkdir()
-        subprocess.run(["sync"], check=True)
-        out = run_timed(shell(script.format(dest=shlex.quote(str(dest)))))
-        durable = run_timed(["sync", "-f", str(dest)])
-        if tree_hashes(dest) != expected:
-            raise AssertionError(f"the {name} tree differs from the new tree")
-        rm(dest)
-        return out.seconds, durable.seconds
+        times, syncs = [], []
+        for _ in range(repeat):
+            dest = work / name
+            dest.mkdir()
+            subprocess.run(["sync"], check=True)
+            out = run_timed(shell(script.format(dest=shlex.quote(str(dest)))))
+            durable = run_timed(["sync", "-f", str(dest)])
+            if tree_hashes(dest) != expected:
+                raise AssertionError(f"the {name} tree differs from the new tree")
+            rm(dest)
+            times.append(out.seconds)
+            syncs.append(durable.seconds)
+        return median(times), median(syncs)
 
     q = {k: shlex.quote(str(v)) for k, v in {**tars, "patch": patch, "full": full}.items()}
     patch_s, _ = apply(
@@ -308,7 +323,9 @@ def rsync_update(old: Path, new: Path, work: Path) -> Timing:
     return Timing(int(m.group(1).replace(",", "")), done.seconds)
 
 
-def measure(pair: Pair, cache: Path, launcher: Callable[[], PlayerLauncher]) -> dict[str, Any]:
+def measure(
+    pair: Pair, cache: Path, launcher: Callable[[], PlayerLauncher], repeat: int = 1
+) -> dict[str, Any]:
     """Every client on one pair; ``launcher`` gives the launcher to time (packaged once,
     when the first pair's packages are here)."""
     old_pkg, new_pkg = download(pair.old, cache), download(pair.new, cache)
@@ -317,17 +334,21 @@ def measure(pair: Pair, cache: Path, launcher: Callable[[], PlayerLauncher]) -> 
         old, new = work / "old", work / "new"
         unpack(old_pkg, old)
         unpack(new_pkg, new)
-        return {"pair": pair.name, "note": pair.note, **measure_trees(old, new, work, launcher())}
+        measured = measure_trees(old, new, work, launcher(), repeat)
+        return {"pair": pair.name, "note": pair.note, **measured}
 
 
-def measure_trees(old: Path, new: Path, work: Path, launcher: PlayerLauncher) -> dict[str, Any]:
-    """Every client from the tree ``old`` to the tree ``new``, in ``work``."""
+def measure_trees(
+    old: Path, new: Path, work: Path, launcher: PlayerLauncher, repeat: int = 1
+) -> dict[str, Any]:
+    """Every client from the tree ``old`` to the tree ``new``, in ``work``; the launcher's
+    update and the full download's apply ``repeat`` times (medians)."""
     log("[real-pairs] the launcher")
-    ours, details = launcher_update(old, new, work, launcher)
+    ours, details = launcher_update(old, new, work, launcher, repeat)
     log("[real-pairs] per-file references")
     refs = per_file(old, new, work / "per-file")
     log("[real-pairs] whole-tree references")
-    patch, full, full_sync_s = whole_tree(old, new, work)
+    patch, full, full_sync_s = whole_tree(old, new, work, repeat)
     log("[real-pairs] rsync")
     rsync = rsync_update(old, new, work)
     files = files_of(new).values()
@@ -439,9 +460,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         / "real-pairs",
         help="where downloaded packages are kept (outside the repository)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="times the launcher's update and the full download's apply run (medians)",
+    )
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD, help="markdown file to update")
     p.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     rows = []
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="real-pairs-launcher-") as tmp:
@@ -461,14 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.pair and pair.name not in args.pair:
                 continue
             try:
-                rows.append(measure(pair, args.cache, launcher))
+                rows.append(measure(pair, args.cache, launcher, args.repeat))
             except Skip as e:
                 print(f"skipped {pair.name}: {e}", flush=True)
                 continue
             load.append(os.getloadavg()[0])
             log(f"[real-pairs] measured {pair.name}: {rows[-1]}")
     if rows:
-        body = report(rows, argv, launcher(), load)
+        body = report(rows, argv, launcher(), load, args.repeat)
         print(body)
         if not args.no_write:
             write_section(args.out, SECTION, body)
@@ -483,6 +512,7 @@ def report(
     argv: Sequence[str] | None,
     launcher: PlayerLauncher,
     load: Sequence[float],
+    repeat: int = 1,
 ) -> str:
     given = " ".join(argv if argv is not None else sys.argv[1:])
     notes = "\n".join(f"- {r['pair']}: {r['note']}" for r in rows)
@@ -493,7 +523,9 @@ def report(
 - **Command:** `python bench/real_pairs.py {given}`; source {source_revision()}; {info["date"]}.
 - **Machine:** {info["cpus"]} CPUs ({info["cpu"]}), {info["memory"]} RAM, {info["os"]}, \
 Python {info["python"]}; load average (1 min) at the start and after each pair: {loads}.
-- **Method:** each pair once (bytes do not vary; times are single runs, so noisy). A client \
+- **Method:** each pair once (bytes do not vary); the launcher's update and the full \
+download's apply {repeat} times, medians (the launcher's peak: the largest); the other \
+references' times are single runs. A client \
 holds the old tree and reaches the new one. **launcher:** a real `changeover server` \
 publishes both trees as versions (the new one's patches built by `diff accept`, methods \
 by `content/patch_choice.py`) and {launcher.what} installs the old version, then updates \

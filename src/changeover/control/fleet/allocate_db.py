@@ -241,7 +241,9 @@ def _best_rows(
     as ``rank``, so this is a prefix of what ``rank`` returns over every candidate; the
     friend's instance, if any, is added for ``rank`` to judge.
     """
-    if weights and not request.regions:
+    # Weights are a fleet's (a profile request has none), and the per-profile merge
+    # takes ``scope_id`` for a fleet's id: a profile's would match other instances.
+    if weights and not by_profile and not request.regions:
         rows = _best_weighted(s, params, incompatible, weights, profiles)
     else:
         rows = _best_ordered(s, by_profile, params, request, incompatible, weights)
