@@ -36,14 +36,19 @@ Every pair starts on its first rung. While the estimated cost of all of them exc
 budget, the step down that saves the most CPU is taken, weighted so that pairs from older
 versions (fewer hosts still run them) step down first, and dropping a second candidate
 before weakening a first. The costs are estimates per MiB
-(:class:`CostModel`), to be calibrated by the benchmarks on a quiet machine.
+(:class:`CostModel`), set from measurements on one machine; on another, the publisher
+divides the budget by how much more CPU its patches actually took there
+(:class:`Calibration`, learned from each publish), so the budget holds on the machine it
+runs on.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from changeover.content import hdiff
 from changeover.content.filekind import FileKind
@@ -144,6 +149,48 @@ class PublishBudget:
     """The methods allowed; zstd alone serves clients that predate methods best (they see
     only zstd patches, see :mod:`changeover.content.patch_index`)."""
     costs: CostModel = field(default_factory=CostModel)
+
+
+class Calibration:
+    """How much more CPU this machine takes to build patches than :class:`CostModel`
+    estimates: the ratio of measured to estimated CPU-seconds, learned from each publish
+    (a moving average in log space, so one odd publish moves it only half way) and
+    bounded. The cost model's rates were measured on one machine; a machine twice as slow
+    would otherwise spend twice the budget. Thread-safe: publishes may run side by side.
+    """
+
+    MIN_OBSERVED_S = 2.0
+    """Publishes estimated under this are too short to measure the machine by."""
+    WEIGHT = 0.5
+    BOUNDS = (0.25, 8.0)
+
+    def __init__(self, factor: float = 1.0) -> None:
+        self._factor = self._bounded(factor)
+        self._lock = threading.Lock()
+
+    @property
+    def factor(self) -> float:
+        return self._factor
+
+    def observe(self, estimated_s: float, actual_s: float) -> None:
+        """A publish whose patches were estimated at ``estimated_s`` CPU-seconds (by the
+        uncalibrated model) took ``actual_s``."""
+        if estimated_s < self.MIN_OBSERVED_S or actual_s <= 0:
+            return
+        sample = self._bounded(actual_s / estimated_s)
+        with self._lock:
+            log_f = (1 - self.WEIGHT) * math.log(self._factor) + self.WEIGHT * math.log(sample)
+            self._factor = self._bounded(math.exp(log_f))
+
+    def budget(self, budget: PublishBudget) -> PublishBudget:
+        """``budget`` for this machine: every estimate scales by the factor alike, so
+        dividing the budget is the same as scaling the model."""
+        return replace(budget, cpu_s=budget.cpu_s / self._factor)
+
+    @classmethod
+    def _bounded(cls, factor: float) -> float:
+        low, high = cls.BOUNDS
+        return min(high, max(low, factor))
 
 
 def ladder(task: PatchTask, budget: PublishBudget) -> tuple[Option, ...]:

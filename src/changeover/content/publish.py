@@ -31,11 +31,13 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 from changeover.content import patching
 from changeover.content.bases import choose_bases
@@ -43,7 +45,13 @@ from changeover.content.filekind import SNIFF_BYTES, FileKind, sniff
 from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch import SEGMENT_BYTES
-from changeover.content.patch_choice import Candidate, PatchTask, PublishBudget, choose
+from changeover.content.patch_choice import (
+    Calibration,
+    Candidate,
+    PatchTask,
+    PublishBudget,
+    choose,
+)
 from changeover.content.patch_index import (
     EMPTY_SHA256,
     PatchEntry,
@@ -99,19 +107,34 @@ def _unpack(store: LocalStore, sha256: str, dest: Path) -> None:
         raise IntegrityError(f"blob {sha256} in the store", sha256, h.hexdigest())
 
 
-def _run_job(job: _Job) -> PatchEntry | None:
-    """Build one patch (in a worker process); ``None`` if it does not beat the blob."""
+class _Done(NamedTuple):
+    entry: PatchEntry | None
+    """``None`` if no patch beats the blob."""
+    cpu_s: float | None
+    """The CPU-seconds the worker spent building; ``None`` if it built nothing (the patch
+    was there already, or the pair was rejected before)."""
+
+
+def _run_job(job: _Job) -> _Done:
+    """Build one patch (in a worker process)."""
+    started = time.process_time()
+    entry, built = _build(job)
+    return _Done(entry, time.process_time() - started if built else None)
+
+
+def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
+    """The patch (``None`` if it does not beat the blob) and whether it was built now."""
     store = LocalStore(Path(job.root))
     rel = patch_path(job.base, job.target)
     dest = store.content / rel
     if dest.exists():
         stored = patching.method_of(dest).value
         size, digest = dest.stat().st_size, _file_sha256(dest)
-        return PatchEntry(job.base, job.target, rel, size, digest, stored)
+        return PatchEntry(job.base, job.target, rel, size, digest, stored), False
     marker = _reject_marker(store.root, job.base, job.target)
     fresh = job.base == EMPTY_SHA256
     if marker.exists() or not (fresh or store.has(job.base)):
-        return None
+        return None, False
     blob_size = store.stored_size(job.target)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".patch-") as scratch:
         old, new = Path(scratch, "old"), Path(scratch, "new")
@@ -149,7 +172,7 @@ def _run_job(job: _Job) -> PatchEntry | None:
             raise failed
         if best is None or best[0] >= blob_size:
             atomic_write(marker, str(best[0] if best else 0).encode())
-            return None
+            return None, True
         size, method, out = best
         # Never publish a patch that does not rebuild its target: check it once, here.
         with open(os.devnull, "wb") as sink:
@@ -164,7 +187,7 @@ def _run_job(job: _Job) -> PatchEntry | None:
         digest = _file_sha256(out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(out, dest)
-    return PatchEntry(job.base, job.target, rel, size, digest, method)
+    return PatchEntry(job.base, job.target, rel, size, digest, method), True
 
 
 def _kind(store: LocalStore, sha256: str) -> FileKind:
@@ -193,6 +216,7 @@ def build_patches(
     segment_bytes: int = SEGMENT_BYTES,
     history: int = DEFAULT_HISTORY,
     budget: PublishBudget | None = None,
+    calibration: Calibration | None = None,
 ) -> PatchIndex:
     """Build the patches from the ``history`` most recent of ``previous`` to ``new``.
 
@@ -201,7 +225,9 @@ def build_patches(
     ``level`` instead makes every patch a zstd one at that level. ``workers`` defaults to
     every core; each worker holds at most one segment and one window of a file in memory
     for zstd (see :mod:`changeover.content.patch`), and at most HDiffPatch's bound (see
-    :mod:`changeover.content.hdiff`). Writes and returns the version's :class:`PatchIndex`.
+    :mod:`changeover.content.hdiff`). ``calibration`` scales the budget to this machine and
+    learns from the CPU the patches took. Writes and returns the version's
+    :class:`PatchIndex`.
 
     Raises:
         NotFound: a blob of ``new`` is not in the store.
@@ -231,7 +257,7 @@ def build_patches(
             pairs[(EMPTY_SHA256, f.sha256)] = PatchTask(kinds[f.sha256], 0, f.size)
     tasks = list(pairs.values())
     if level is None:
-        options = choose(tasks, budget)
+        options = choose(tasks, calibration.budget(budget) if calibration else budget)
     else:
         options = [(Candidate(PatchMethod.ZSTD, level),)] * len(tasks)
     jobs = [
@@ -259,8 +285,14 @@ def build_patches(
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=ctx) as pool:
             results = list(pool.map(_run_job, ordered))
+    if calibration is not None:
+        built = [(job.cost_s, done.cpu_s) for job, done in zip(ordered, results, strict=True)]
+        calibration.observe(
+            sum(est for est, cpu in built if cpu is not None),
+            sum(cpu for _, cpu in built if cpu is not None),
+        )
     found: dict[str, list[PatchEntry]] = {}
-    for entry in results:
+    for entry, _ in results:
         if entry is not None:
             found.setdefault(entry.target_sha256, []).append(entry)
             # The workers wrote to this disk only; the index must not name a patch

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from changeover import __version__
-from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_choice import Calibration, PublishBudget
 from changeover.content.store import LocalStore
 from changeover.control import content_place, logs
 from changeover.control import openapi as api_schema
@@ -242,6 +242,7 @@ def _runner(
             budget=PublishBudget(
                 cpu_s=settings.publish_budget_cpu_s, methods=settings.patch_methods
             ),
+            calibration=Calibration(),
         )
         + fleet_tasks.build_job_kinds(db),
         poll_s=settings.job_poll_s,

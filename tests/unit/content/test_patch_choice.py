@@ -10,6 +10,7 @@ from changeover.content.filekind import FileKind
 from changeover.content.patch_choice import (
     HDIFF,
     HDIFF_LZMA2,
+    Calibration,
     Candidate,
     CostModel,
     PatchTask,
@@ -184,3 +185,32 @@ def test_zstd_cost_rises_with_level_and_hdiffpatch_is_cheaper_than_zstd_19(level
     costs, task = CostModel(), PatchTask(FileKind.ELF, 10 * MIB, 10 * MIB)
     assert costs.cost_s(z(level), task) <= costs.cost_s(z(max(3, level) + 1), task)
     assert costs.cost_s(HDIFF, task) < costs.cost_s(z(19), task)
+
+
+def test_calibration_learns_how_much_slower_this_machine_is_and_bounds_it() -> None:
+    c = Calibration()
+    assert c.factor == 1.0
+    c.observe(estimated_s=10.0, actual_s=40.0)  # four times the estimate
+    assert c.factor == pytest.approx(2.0)  # half way, in log space
+    c.observe(estimated_s=10.0, actual_s=40.0)
+    assert c.factor == pytest.approx(2.0**1.5)
+    c.observe(estimated_s=1.0, actual_s=100.0)  # too short to judge the machine by
+    c.observe(estimated_s=10.0, actual_s=0.0)  # nothing was measured
+    assert c.factor == pytest.approx(2.0**1.5)
+    for _ in range(40):
+        c.observe(estimated_s=10.0, actual_s=10_000.0)
+    assert c.factor == pytest.approx(Calibration.BOUNDS[1])  # and never above it
+    assert c.factor <= Calibration.BOUNDS[1]
+    assert Calibration(0.001).factor == Calibration.BOUNDS[0]
+
+
+def test_a_slower_machine_gets_less_of_the_model_within_the_same_budget() -> None:
+    tasks = [PatchTask(FileKind.ELF, 4 * MIB, 4 * MIB) for _ in range(10)]
+    budget = PublishBudget(cpu_s=sum(CostModel().option_s(best(t), t) for t in tasks))
+    assert Calibration().budget(budget) == budget
+    slow = Calibration(4.0).budget(budget)
+    assert slow.cpu_s == budget.cpu_s / 4 and slow.methods == budget.methods
+    costs = CostModel()
+    at_par = total_cost_s(tasks, choose(tasks, budget), costs)
+    on_slow = total_cost_s(tasks, choose(tasks, slow), costs)
+    assert on_slow <= slow.cpu_s < at_par

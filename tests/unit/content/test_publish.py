@@ -14,7 +14,7 @@ import pytest
 
 from changeover.content import hdiff, patching
 from changeover.content.manifest import FileEntry, Manifest
-from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_choice import Calibration, PublishBudget
 from changeover.content.patch_index import (
     EMPTY_SHA256,
     PatchEntry,
@@ -363,3 +363,28 @@ def test_fresh_patches_give_way_first_when_the_budget_is_short(tmp_path: Path) -
     v2 = publish_version(store, tmp_path, {"a": text(rng, 10_000), "new.map": new_map})
     none = build_patches(store, v2, [v1], workers=1, budget=PublishBudget(cpu_s=0.0))
     assert none.for_target(sha(new_map)) == ()
+
+
+def test_a_publish_teaches_the_calibration_what_its_patches_cost(
+    versions: tuple[LocalStore, list[Manifest], dict[str, bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, (v1, v2, v3), _ = versions
+    monkeypatch.setattr(Calibration, "MIN_OBSERVED_S", 0.0)  # a small game: a short publish
+    seen: list[tuple[float, float]] = []
+    original = Calibration.observe
+
+    def observe(self: Calibration, estimated_s: float, actual_s: float) -> None:
+        seen.append((estimated_s, actual_s))
+        original(self, estimated_s, actual_s)
+
+    monkeypatch.setattr(Calibration, "observe", observe)
+    calibration = Calibration()
+    first = build_patches(store, v3, [v2, v1], workers=1, calibration=calibration)
+    [(estimated, actual)] = seen
+    assert estimated > 0 and actual > 0  # the estimate of what was built, its CPU
+    assert calibration.factor != 1.0
+    learned = calibration.factor
+    # Nothing is built again: nothing to learn from (no CPU measured, none estimated).
+    assert build_patches(store, v3, [v2, v1], workers=1, calibration=calibration) == first
+    assert seen[1] == (0.0, 0.0) and calibration.factor == learned

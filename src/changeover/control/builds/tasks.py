@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, exists, select
 from changeover.content.delivery import DeliveryIndex, build_index
 from changeover.content.diff import analyse
 from changeover.content.manifest import Manifest
-from changeover.content.patch_choice import PublishBudget
+from changeover.content.patch_choice import Calibration, PublishBudget
 from changeover.content.plan import upgrade_download_bytes
 from changeover.content.publish import DEFAULT_HISTORY, build_patches
 from changeover.content.store import LocalStore
@@ -65,9 +65,11 @@ def build_job_kinds(
     store: LocalStore,
     on_version: Callable[[], object],
     budget: PublishBudget | None = None,
+    calibration: Calibration | None = None,
 ) -> list[JobKind]:
     """The job kinds of the builds domain; ``on_version`` runs after a version is made,
-    whose patches are built within ``budget``."""
+    whose patches are built within ``budget``, scaled to this machine by ``calibration``
+    (what earlier publishes took, see ``patch_choice.Calibration``)."""
 
     def check_update(job_id: int) -> None:
         with db.read() as s:
@@ -131,6 +133,7 @@ def build_job_kinds(
             _previous_manifests(db, store, version),
             workers=_workers(manifest),
             budget=budget,
+            calibration=calibration,
         )
         index = build_index(store, manifest, patches)
         store.put_private(f"delivery/{manifest.id}.json", index.to_bytes())
