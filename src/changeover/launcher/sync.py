@@ -88,12 +88,12 @@ class SyncReport:
 
 
 class Stopwatch:
-    """Seconds spent per phase of one sync. ``resolve`` (signed metadata), ``plan``,
-    ``obtain`` (the parallel downloads and applies, wall clock), ``install`` (building the
-    new tree and switching to it), ``collect`` (garbage collection); and, summed over the
-    workers inside ``obtain``, ``fetch`` (waiting for the network) and ``apply`` (making
-    and storing objects from what arrived: decoding, patching, hashing, writing), and
-    ``commit`` (making the last group of objects durable)."""
+    """Seconds spent per phase of one sync, wall clock: ``resolve`` (signed metadata),
+    ``plan``, ``obtain`` (the parallel downloads and applies, and ``commit`` at its end:
+    making the last group of objects durable), ``install`` (building the new tree and
+    switching to it), ``collect`` (garbage collection). Inside ``obtain``, summed over the
+    workers: ``fetch`` (waiting for the network) and ``apply`` (making and storing objects
+    from what arrived: decoding, patching, hashing, writing)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
