@@ -19,6 +19,10 @@ from gates import unavailable
 
 CHROMIUM = os.environ.get("CHANGEOVER_TEST_CHROMIUM", "/usr/bin/chromium")
 
+# Playwright's expect() waits 5 s by default, apart from the context's timeout: under a full
+# parallel run Swagger UI once took longer than that to render the schema (CI saw "loading").
+WAIT_MS = 20_000
+
 
 # Module scope, not session: Playwright's sync API keeps an event loop running on this
 # thread while it is open, and later tests in the same worker call asyncio.run().
@@ -26,7 +30,9 @@ CHROMIUM = os.environ.get("CHANGEOVER_TEST_CHROMIUM", "/usr/bin/chromium")
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         unavailable("chromium", f"nothing at {CHROMIUM}: apt-get install chromium (make test does)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
 
     with sync_playwright() as p:
         b = p.chromium.launch(
@@ -45,7 +51,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context (its own sessionStorage) and page, 1280x900."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(WAIT_MS)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
