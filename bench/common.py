@@ -193,16 +193,21 @@ def player_launcher(work: Path) -> PlayerLauncher:
     )
 
 
-APPLY_PHASES = ("apply", "commit", "install")
+APPLY_PHASES = ("apply_wall", "commit", "install")
 
 
-def apply_seconds(timings: Mapping[str, float]) -> float:
-    """The launcher's own apply time, from its report's ``timings``: making the objects
-    from what it downloaded (summed over the workers applying, at most one per CPU), the
-    durable commit of the last group, and building the new tree and switching to it. Start-
-    up, signed metadata and the downloads are left out, as they are of the reference
-    "decompress-and-write" (the download is not timed there either)."""
-    return sum(float(timings.get(phase, 0.0)) for phase in APPLY_PHASES)
+def apply_seconds(timings: Mapping[str, float], *, summed: bool = False) -> float:
+    """The launcher's own apply time, from its report's ``timings``: the wall clock during
+    which it was making objects from what it downloaded (``apply_wall``: at most one worker
+    per CPU applies, side by side; ``apply``, their sum, can exceed the whole sync), the
+    durable commit of the last group, and building the new tree and switching to it.
+    Start-up, signed metadata and the downloads are left out, as they are of the reference
+    "decompress-and-write" (the download is not timed there either). A report without
+    ``apply_wall`` (a launcher before it), or ``summed``, counts the sum."""
+    applying = timings.get("apply", 0.0) if summed else timings.get("apply_wall", 0.0)
+    if "apply_wall" not in timings:
+        applying = timings.get("apply", 0.0)
+    return float(applying) + sum(float(timings.get(p, 0.0)) for p in APPLY_PHASES[1:])
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Timed:

@@ -408,7 +408,7 @@ def launcher_table(rows: Sequence[dict[str, Any]]) -> str:
         t = r["timings"]
         phases = " / ".join(
             f"{t.get(p, 0.0):.2f}"
-            for p in ("resolve", "plan", "fetch", "apply", "commit", "install")
+            for p in ("resolve", "plan", "fetch_wall", "apply_wall", "commit", "install")
         )
         reference = decompress_and_write_s(r)
         lines.append(
@@ -530,9 +530,9 @@ holds the old tree and reaches the new one. **launcher:** a real `changeover ser
 publishes both trees as versions (the new one's patches built by `diff accept`, methods \
 by `content/patch_choice.py`) and {launcher.what} installs the old version, then updates \
 (`downloaded_bytes`, wall clock with start-up, peak resident set by GNU time, and the \
-seconds by phase its report gives: `fetch` and `apply` are summed over its workers (four \
-downloading, at most one per CPU applying), so they can exceed the wall clock of \
-`obtain`, which holds both). \
+seconds by phase its report gives: `fetch` and `apply` here are the wall clock during \
+which at least one of its workers was in that phase (four downloading, at most one per \
+CPU applying, side by side: both inside `obtain`). \
 **per-file:** each changed file as the smaller of its patch (HDiffPatch's diff with zstd \
 -19 inside, or `zstd -19 --patch-from`) and its zstd -19 blob, from the base the \
 publisher would use; seconds: making the changed files from those and writing them \
@@ -543,9 +543,9 @@ on loopback into a copy of the old tree. **full:** `tar | zstd -19 --long=27` of
 tree; seconds: `zstd -d | tar -x` into an empty directory, then `sync -f` of its file \
 system, the "plain decompress-and-write" of the apply-time target (the launcher makes its \
 objects durable before it switches: a write left in the page cache is not an install). \
-The target's "apply" is the launcher's `apply` + `commit` + `install`: making the new \
-files from what was downloaded, durably, and switching to them. Every client's tree is \
-checked against the new one.
+The target's "apply" is the launcher's `apply_wall` + `commit` + `install`: making the \
+new files from what was downloaded, durably, and switching to them. Every client's tree \
+is checked against the new one.
 
 {table(rows)}
 

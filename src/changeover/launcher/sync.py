@@ -93,19 +93,26 @@ class Stopwatch:
     making the last group of objects durable), ``install`` (building the new tree and
     switching to it), ``collect`` (garbage collection). Inside ``obtain``, summed over the
     workers: ``fetch`` (waiting for the network) and ``apply`` (making and storing objects
-    from what arrived: decoding, patching, hashing, writing)."""
+    from what arrived: decoding, patching, hashing, writing); and, for those two,
+    ``fetch_wall`` and ``apply_wall``: the wall clock during which at least one worker was
+    in the phase (two workers applying for a second each, side by side, are 2 s of
+    ``apply`` and 1 s of ``apply_wall``)."""
+
+    OVERLAPPING = ("fetch", "apply")
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._inside: dict[str, int] = {}
+        self._since: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
-        started = time.monotonic()
+        started = self._enter(phase)
         try:
             yield
         finally:
-            self.add(phase, time.monotonic() - started)
+            self._leave(phase, started)
 
     @contextlib.contextmanager
     def limited(self, phase: str, slots: threading.Semaphore) -> Iterator[None]:
@@ -119,6 +126,24 @@ class Stopwatch:
 
     def rounded(self) -> dict[str, float]:
         return {phase: round(s, 4) for phase, s in self.seconds.items()}
+
+    def _enter(self, phase: str) -> float:
+        now = time.monotonic()
+        with self._lock:
+            inside = self._inside.get(phase, 0)
+            if inside == 0:
+                self._since[phase] = now
+            self._inside[phase] = inside + 1
+        return now
+
+    def _leave(self, phase: str, started: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + now - started
+            self._inside[phase] -= 1
+            if self._inside[phase] == 0 and phase in self.OVERLAPPING:
+                wall = f"{phase}_wall"
+                self.seconds[wall] = self.seconds.get(wall, 0.0) + now - self._since[phase]
 
 
 @dataclass(frozen=True)

@@ -105,10 +105,13 @@ def test_a_changed_library_comes_as_an_hdiffpatch_patch(
     # Its timings say where the update went: each phase it ran, inside its seconds (the
     # sums over workers inside "obtain", the garbage collection after).
     t = report.timings
-    assert set(t) == {"resolve", "plan", "obtain", "fetch", "apply", "commit", "install", "collect"}
+    phases = {"resolve", "plan", "obtain", "fetch", "apply", "commit", "install", "collect"}
+    assert set(t) == phases | {"fetch_wall", "apply_wall"}
     assert all(t[phase] > 0 for phase in ("resolve", "obtain", "fetch", "apply", "install"))
     assert t["resolve"] + t["plan"] + t["obtain"] + t["install"] <= report.seconds + 0.001
     assert t["fetch"] + t["apply"] <= t["obtain"] * 4 + 0.001  # four workers at most
+    for phase in ("fetch", "apply"):  # side by side inside obtain: at most their sum
+        assert 0 < t[f"{phase}_wall"] <= min(t[phase], t["obtain"]) + 0.001
 
 
 def test_a_new_file_comes_as_a_fresh_patch(published: Published, tmp_path: Path) -> None:
