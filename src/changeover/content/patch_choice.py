@@ -37,9 +37,9 @@ budget, the step down that saves the most CPU is taken, weighted so that pairs f
 versions (fewer hosts still run them) step down first, and dropping a second candidate
 before weakening a first. The costs are estimates per MiB
 (:class:`CostModel`), set from measurements on one machine; on another, the publisher
-divides the budget by how much more CPU its patches actually took there
-(:class:`Calibration`, learned from each publish), so the budget holds on the machine it
-runs on.
+scales them by how much more CPU its patches actually took there, zstd's and
+HDiffPatch's apart (:class:`Calibration`, learned from each publish), so the budget holds
+on the machine it runs on.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from changeover.content import hdiff
 from changeover.content.filekind import FileKind
@@ -98,6 +99,18 @@ HDIFF_LZMA2 = Candidate(PatchMethod.HDIFFPATCH_LZMA2, 9)
 one's diff (``content.publish``), so beside it it costs only the coding."""
 
 
+CostClass = Literal["zstd", "hdiff"]
+"""What a candidate's CPU is spent on: zstd's matcher, or HDiffPatch's suffix array and
+its recoding. Each is calibrated apart: on a machine measured, fresh zstd -19 patches
+took 0.7x the model's estimate and HDiffPatch's 1.9x."""
+COST_CLASSES: tuple[CostClass, ...] = ("zstd", "hdiff")
+
+
+def cost_class(method: PatchMethod) -> CostClass:
+    hdiffs = (PatchMethod.HDIFFPATCH, PatchMethod.HDIFFPATCH_LZMA2)
+    return "hdiff" if method in hdiffs else "zstd"
+
+
 @dataclass(frozen=True, slots=True)
 class PatchTask:
     """One (base, target) pair to patch."""
@@ -133,9 +146,25 @@ class CostModel:
         return float(per_mib * task.new_size / MIB)
 
     def option_s(self, option: Option, task: PatchTask) -> float:
-        alone = HDIFF_LZMA2 in option and HDIFF not in option  # it makes its own diff
-        return sum(self.cost_s(c, task) for c in option) + (
-            self.cost_s(HDIFF, task) if alone else 0.0
+        return sum(self.by_class(option, task).values())
+
+    def by_class(self, option: Option, task: PatchTask) -> dict[CostClass, float]:
+        """:meth:`option_s` split by :data:`CostClass`."""
+        costs = dict.fromkeys(COST_CLASSES, 0.0)
+        for c in option:
+            costs[cost_class(c.method)] += self.cost_s(c, task)
+        if HDIFF_LZMA2 in option and HDIFF not in option:  # it makes its own diff
+            costs["hdiff"] += self.cost_s(HDIFF, task)
+        return costs
+
+    def scaled(self, factors: Mapping[CostClass, float]) -> CostModel:
+        """This model with each class's rates multiplied by its factor."""
+        z, h = factors.get("zstd", 1.0), factors.get("hdiff", 1.0)
+        return CostModel(
+            zstd_level3_s_per_mib=self.zstd_level3_s_per_mib * z,
+            zstd_level19_s_per_mib=self.zstd_level19_s_per_mib * z,
+            hdiff_s_per_mib=self.hdiff_s_per_mib * h,
+            lzma2_recode_s_per_mib=self.lzma2_recode_s_per_mib * h,
         )
 
 
@@ -153,39 +182,49 @@ class PublishBudget:
 
 class Calibration:
     """How much more CPU this machine takes to build patches than :class:`CostModel`
-    estimates: the ratio of measured to estimated CPU-seconds, learned from each publish
-    (a moving average in log space, so one odd publish moves it only half way) and
-    bounded. The cost model's rates were measured on one machine; a machine twice as slow
-    would otherwise spend twice the budget. Thread-safe: publishes may run side by side.
+    estimates, per :data:`CostClass`: the ratio of measured to estimated CPU-seconds,
+    learned from each publish, and bounded. The cost model's rates were measured on one
+    machine; a machine twice as slow would otherwise spend twice the budget.
+
+    A ratio above the factor is taken at once, one below moves it half way (in log
+    space): a publish over its deadline is what the budget is there to prevent, a few
+    bytes more for a publish or two is not. Thread-safe: publishes may run side by side.
     """
 
     MIN_OBSERVED_S = 2.0
-    """Publishes estimated under this are too short to measure the machine by."""
+    """A class's work estimated under this in a publish is too short to measure it by."""
     WEIGHT = 0.5
+    """How far a ratio below the factor moves it, in log space."""
     BOUNDS = (0.25, 8.0)
 
     def __init__(self, factor: float = 1.0) -> None:
-        self._factor = self._bounded(factor)
+        self._factors = dict.fromkeys(COST_CLASSES, self._bounded(factor))
         self._lock = threading.Lock()
 
     @property
-    def factor(self) -> float:
-        return self._factor
-
-    def observe(self, estimated_s: float, actual_s: float) -> None:
-        """A publish whose patches were estimated at ``estimated_s`` CPU-seconds (by the
-        uncalibrated model) took ``actual_s``."""
-        if estimated_s < self.MIN_OBSERVED_S or actual_s <= 0:
-            return
-        sample = self._bounded(actual_s / estimated_s)
+    def factors(self) -> dict[CostClass, float]:
         with self._lock:
-            log_f = (1 - self.WEIGHT) * math.log(self._factor) + self.WEIGHT * math.log(sample)
-            self._factor = self._bounded(math.exp(log_f))
+            return dict(self._factors)
+
+    def observe(
+        self, estimated_s: Mapping[CostClass, float], actual_s: Mapping[CostClass, float]
+    ) -> None:
+        """A publish whose patches were estimated at ``estimated_s`` CPU-seconds per class
+        (by the uncalibrated model) took ``actual_s``."""
+        with self._lock:
+            for cls in COST_CLASSES:
+                estimated, actual = estimated_s.get(cls, 0.0), actual_s.get(cls, 0.0)
+                if estimated < self.MIN_OBSERVED_S or actual <= 0:
+                    continue
+                sample, now = self._bounded(actual / estimated), self._factors[cls]
+                if sample < now:
+                    log_f = (1 - self.WEIGHT) * math.log(now) + self.WEIGHT * math.log(sample)
+                    sample = math.exp(log_f)
+                self._factors[cls] = self._bounded(sample)
 
     def budget(self, budget: PublishBudget) -> PublishBudget:
-        """``budget`` for this machine: every estimate scales by the factor alike, so
-        dividing the budget is the same as scaling the model."""
-        return replace(budget, cpu_s=budget.cpu_s / self._factor)
+        """``budget`` for this machine: its cost model scaled by what was learned."""
+        return replace(budget, costs=budget.costs.scaled(self.factors))
 
     @classmethod
     def _bounded(cls, factor: float) -> float:

@@ -32,7 +32,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -46,11 +46,14 @@ from changeover.content.files import atomic_write
 from changeover.content.manifest import Manifest, check_sha256
 from changeover.content.patch import SEGMENT_BYTES
 from changeover.content.patch_choice import (
+    COST_CLASSES,
     Calibration,
     Candidate,
+    CostClass,
     PatchTask,
     PublishBudget,
     choose,
+    cost_class,
 )
 from changeover.content.patch_index import (
     EMPTY_SHA256,
@@ -83,6 +86,7 @@ class _Job:
     """(method, level) of each patch to try; the smallest is kept."""
     segment_bytes: int
     cost_s: float = 0.0
+    """Estimated CPU-seconds (uncalibrated): the costliest start first."""
 
 
 def _reject_marker(root: Path, base: str, target: str) -> Path:
@@ -110,20 +114,22 @@ def _unpack(store: LocalStore, sha256: str, dest: Path) -> None:
 class _Done(NamedTuple):
     entry: PatchEntry | None
     """``None`` if no patch beats the blob."""
-    cpu_s: float | None
-    """The CPU-seconds the worker spent building; ``None`` if it built nothing (the patch
-    was there already, or the pair was rejected before)."""
+    cpu_s: dict[CostClass, float] | None
+    """The CPU-seconds the worker spent building, by cost class (the final check counts
+    with the kept patch's); ``None`` if it built nothing (the patch was there already, or
+    the pair was rejected before)."""
 
 
 def _run_job(job: _Job) -> _Done:
     """Build one patch (in a worker process)."""
-    started = time.process_time()
-    entry, built = _build(job)
-    return _Done(entry, time.process_time() - started if built else None)
+    cpu = dict.fromkeys(COST_CLASSES, 0.0)
+    entry, built = _build(job, cpu)
+    return _Done(entry, cpu if built else None)
 
 
-def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
-    """The patch (``None`` if it does not beat the blob) and whether it was built now."""
+def _build(job: _Job, cpu: dict[CostClass, float]) -> tuple[PatchEntry | None, bool]:
+    """The patch (``None`` if it does not beat the blob) and whether it was built now;
+    adds the CPU-seconds spent to ``cpu``."""
     store = LocalStore(Path(job.root))
     rel = patch_path(job.base, job.target)
     dest = store.content / rel
@@ -149,6 +155,7 @@ def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
         for n, (method, level) in enumerate(job.candidates):
             out = Path(scratch, f"patch-{n}")
             whole = patching.whole_in_memory(method)
+            started = time.process_time()
             try:
                 size = patching.make(
                     method,
@@ -163,6 +170,8 @@ def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
                 log.warning("%s patch %s-%s not made: %s", method, job.base, job.target, e)
                 failed = e
                 continue
+            finally:
+                cpu[cost_class(PatchMethod(method))] += time.process_time() - started
             if whole and diffed is None:
                 diffed = Path(scratch, f"diffed-{n}")
                 os.link(out, diffed)  # kept even if ``out`` wins and is moved
@@ -175,6 +184,7 @@ def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
             return None, True
         size, method, out = best
         # Never publish a patch that does not rebuild its target: check it once, here.
+        started = time.process_time()
         with open(os.devnull, "wb") as sink:
             patching.apply(
                 method,
@@ -184,6 +194,7 @@ def _build(job: _Job) -> tuple[PatchEntry | None, bool]:
                 expected_size=new.stat().st_size,
                 expected_sha256=job.target,
             )
+        cpu[cost_class(PatchMethod(method))] += time.process_time() - started
         digest = _file_sha256(out)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(out, dest)
@@ -260,6 +271,11 @@ def build_patches(
         options = choose(tasks, calibration.budget(budget) if calibration else budget)
     else:
         options = [(Candidate(PatchMethod.ZSTD, level),)] * len(tasks)
+    estimates = {
+        pair: budget.costs.by_class(option, task)
+        for (pair, task), option in zip(pairs.items(), options, strict=True)
+        if option  # the empty option: nothing worth building (a fresh pair's last rung)
+    }
     jobs = [
         _Job(
             str(store.root),
@@ -267,15 +283,16 @@ def build_patches(
             target,
             tuple((c.method.value, c.level) for c in option),
             segment_bytes,
-            budget.costs.option_s(option, task),
+            sum(estimates[(base, target)].values()),
         )
-        for ((base, target), task), option in zip(pairs.items(), options, strict=True)
-        if option  # the empty option: nothing worth building (a fresh pair's last rung)
+        for (base, target), option in zip(pairs, options, strict=True)
+        if option
     ]
     if store.bucket is not None:
         _fetch_blobs(store, pairs)
     # Costliest first, so the pool does not end waiting on one long job started last.
     ordered = sorted(jobs, key=lambda j: (-j.cost_s, j.base, j.target))
+    started = time.monotonic()
     if workers is None:
         workers = os.cpu_count() or 1
     if workers <= 1 or len(ordered) <= 1:
@@ -285,12 +302,7 @@ def build_patches(
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(ordered)), mp_context=ctx) as pool:
             results = list(pool.map(_run_job, ordered))
-    if calibration is not None:
-        built = [(job.cost_s, done.cpu_s) for job, done in zip(ordered, results, strict=True)]
-        calibration.observe(
-            sum(est for est, cpu in built if cpu is not None),
-            sum(cpu for _, cpu in built if cpu is not None),
-        )
+    _account(new, len(pairs), ordered, results, estimates, budget, calibration, started)
     found: dict[str, list[PatchEntry]] = {}
     for entry, _ in results:
         if entry is not None:
@@ -302,6 +314,43 @@ def build_patches(
     index = PatchIndex(new.id, {t: smallest_first(v) for t, v in found.items()})
     store.write_content(f"patches/index/{new.id}.json", index.to_json())
     return index
+
+
+def _account(
+    new: Manifest,
+    pairs: int,
+    jobs: Sequence[_Job],
+    results: Sequence[_Done],
+    estimates: Mapping[tuple[str, str], Mapping[CostClass, float]],
+    budget: PublishBudget,
+    calibration: Calibration | None,
+    started: float,
+) -> None:
+    """Teach ``calibration`` what the patches built now cost against their estimates, and
+    log it: what a release engineer reads when a publish is slow."""
+    estimated_s = dict.fromkeys(COST_CLASSES, 0.0)
+    cpu_s = dict.fromkeys(COST_CLASSES, 0.0)
+    for job, done in zip(jobs, results, strict=True):
+        if done.cpu_s is not None:  # built now: what it was estimated at and what it took
+            for cls in COST_CLASSES:
+                estimated_s[cls] += estimates[(job.base, job.target)][cls]
+                cpu_s[cls] += done.cpu_s[cls]
+    if calibration is not None:
+        calibration.observe(estimated_s, cpu_s)
+    log.info(
+        "patches for %s: %d pairs, %d built in %.1f s; CPU-s taken (estimated): zstd %.1f "
+        "(%.1f), hdiffpatch %.1f (%.1f); budget %.0f estimated CPU-s; calibration now %s",
+        new.id[:12],
+        pairs,
+        sum(done.cpu_s is not None for done in results),
+        time.monotonic() - started,
+        cpu_s["zstd"],
+        estimated_s["zstd"],
+        cpu_s["hdiff"],
+        estimated_s["hdiff"],
+        budget.cpu_s,
+        calibration.factors if calibration is not None else "off",
+    )
 
 
 def _fetch_blobs(store: LocalStore, pairs: Iterable[tuple[str, str]]) -> None:

@@ -14,7 +14,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from changeover.content import zstd_prefix
+from changeover.content import patch, zstd_prefix
 from changeover.content.patch import (
     MAGIC,
     MIN_RUN,
@@ -325,6 +325,47 @@ def test_copy_runs_code_unchanged_stretches_as_copies(tmp_path: Path, backend: s
     # A runs patch is not a plain one, and the other way round: the index names the method.
     with pytest.raises(InvalidInput, match="other zstd method"):
         read_header(io.BytesIO((tmp_path / "p").read_bytes()))
+
+
+def test_a_gap_between_runs_is_coded_against_the_old_bytes_around_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zstd indexes a frame's whole window first: a gap between two runs gets the old bytes
+    around its place, not the whole old file, and still finds the edited bytes there."""
+    monkeypatch.setattr(patch, "GAP_CONTEXT", 256 << 10)
+    rng = random.Random(23)
+    mib = 1 << 20
+    old = rng.randbytes(8 * mib)
+    edited = bytearray(old[4 * mib : 4 * mib + 300_000])
+    for i in range(0, len(edited), 1000):  # too many edits for a run inside: one gap
+        edited[i] ^= 0xFF
+    new = old[: 4 * mib] + bytes(edited) + old[4 * mib + 300_000 :]
+    size, out = roundtrip(tmp_path, old, new, level=3, runs=True)
+    assert out == new
+    with open(tmp_path / "p", "rb") as f:
+        header = read_header(f, runs=True)
+    [gap] = [s for s in header.segments if not s.copy]
+    assert gap.new_length == 299_001  # from the first edited byte to the last
+    [(offset, length)] = gap.ranges
+    assert offset <= 4 * mib and offset + length >= 4 * mib + 299_001  # the gap's place
+    assert length < len(old) // 4
+    assert size < 300_000 // 10  # coded as matches of the old bytes, not as new bytes
+
+
+def test_a_gap_window_is_only_for_a_gap_beside_a_run_and_smaller_than_the_file() -> None:
+    mib = 1 << 20
+    context = patch.GAP_CONTEXT
+    assert patch._gap_window(100 * mib, None, None, 10, 256 * mib) is None
+    assert patch._gap_window(100 * mib, 50 * mib, 50 * mib + 10, 10, 256 * mib) == (
+        (50 * mib - context, 2 * context + 10),
+    )
+    assert patch._gap_window(100 * mib, None, 2 * mib, 10, 256 * mib) == ((0, 2 * mib + context),)
+    # A gap bigger than the context takes twice itself on each side.
+    [(lo, length)] = patch._gap_window(100 * mib, 50 * mib, 60 * mib, 5 * mib, 256 * mib) or [()]
+    assert (lo, length) == (40 * mib, 30 * mib)
+    # As big as the old file (or a segment's bound) anyway: the ordinary window serves.
+    assert patch._gap_window(6 * mib, 3 * mib, 3 * mib, 10, 256 * mib) is None
+    assert patch._gap_window(100 * mib, 50 * mib, 50 * mib, 10, 2 * context) is None
 
 
 def test_without_runs_a_runs_patch_is_a_plain_one(tmp_path: Path) -> None:

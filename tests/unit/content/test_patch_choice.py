@@ -187,21 +187,39 @@ def test_zstd_cost_rises_with_level_and_hdiffpatch_is_cheaper_than_zstd_19(level
     assert costs.cost_s(HDIFF, task) < costs.cost_s(z(19), task)
 
 
-def test_calibration_learns_how_much_slower_this_machine_is_and_bounds_it() -> None:
+def test_calibration_learns_each_class_apart_believes_slow_at_once_and_bounds_it() -> None:
     c = Calibration()
-    assert c.factor == 1.0
-    c.observe(estimated_s=10.0, actual_s=40.0)  # four times the estimate
-    assert c.factor == pytest.approx(2.0)  # half way, in log space
-    c.observe(estimated_s=10.0, actual_s=40.0)
-    assert c.factor == pytest.approx(2.0**1.5)
-    c.observe(estimated_s=1.0, actual_s=100.0)  # too short to judge the machine by
-    c.observe(estimated_s=10.0, actual_s=0.0)  # nothing was measured
-    assert c.factor == pytest.approx(2.0**1.5)
+    assert c.factors == {"zstd": 1.0, "hdiff": 1.0}
+    c.observe({"zstd": 10.0, "hdiff": 10.0}, {"zstd": 5.0, "hdiff": 40.0})
+    # Slower than thought: taken at once (an overrun is what the budget prevents); faster:
+    # half way, in log space (a publish or two of a few bytes more costs little).
+    assert c.factors["hdiff"] == pytest.approx(4.0)
+    assert c.factors["zstd"] == pytest.approx(0.5**0.5)
+    c.observe({"hdiff": 10.0}, {"hdiff": 10.0})
+    assert c.factors["hdiff"] == pytest.approx(2.0)
+    assert c.factors["zstd"] == pytest.approx(0.5**0.5)  # not observed: unchanged
+    c.observe({"hdiff": 1.0}, {"hdiff": 100.0})  # too short to judge the machine by
+    c.observe({"hdiff": 10.0}, {"hdiff": 0.0})  # nothing was measured
+    assert c.factors["hdiff"] == pytest.approx(2.0)
+    c.observe({"zstd": 10.0, "hdiff": 10.0}, {"zstd": 10_000.0, "hdiff": 0.001})
+    # Each bounded first: 0.0001 counts as 0.25, half way from 2 in log space.
+    assert c.factors == {"zstd": Calibration.BOUNDS[1], "hdiff": pytest.approx(0.5**0.5)}
     for _ in range(40):
-        c.observe(estimated_s=10.0, actual_s=10_000.0)
-    assert c.factor == pytest.approx(Calibration.BOUNDS[1])  # and never above it
-    assert c.factor <= Calibration.BOUNDS[1]
-    assert Calibration(0.001).factor == Calibration.BOUNDS[0]
+        c.observe({"hdiff": 10.0}, {"hdiff": 0.001})
+    assert c.factors["hdiff"] == pytest.approx(Calibration.BOUNDS[0])  # never below it
+    assert c.factors["hdiff"] >= Calibration.BOUNDS[0]
+    assert Calibration(0.001).factors["zstd"] == Calibration.BOUNDS[0]
+
+
+def test_the_cost_classes_add_up_to_the_option_and_scale_apart() -> None:
+    task = PatchTask(FileKind.ELF, 4 * MIB, 4 * MIB)
+    costs = CostModel()
+    for option in [(HDIFF, HDIFF_LZMA2, z(19)), (HDIFF_LZMA2,), (z(9),), ()]:
+        split = costs.by_class(option, task)
+        assert sum(split.values()) == pytest.approx(costs.option_s(option, task))
+        scaled = costs.scaled({"zstd": 3.0, "hdiff": 0.5}).by_class(option, task)
+        assert scaled == pytest.approx({"zstd": 3 * split["zstd"], "hdiff": 0.5 * split["hdiff"]})
+    assert costs.by_class((HDIFF_LZMA2,), task)["hdiff"] > costs.cost_s(HDIFF_LZMA2, task)
 
 
 def test_a_slower_machine_gets_less_of_the_model_within_the_same_budget() -> None:
@@ -209,8 +227,9 @@ def test_a_slower_machine_gets_less_of_the_model_within_the_same_budget() -> Non
     budget = PublishBudget(cpu_s=sum(CostModel().option_s(best(t), t) for t in tasks))
     assert Calibration().budget(budget) == budget
     slow = Calibration(4.0).budget(budget)
-    assert slow.cpu_s == budget.cpu_s / 4 and slow.methods == budget.methods
+    assert slow.cpu_s == budget.cpu_s and slow.methods == budget.methods
+    assert slow.costs == CostModel().scaled({"zstd": 4.0, "hdiff": 4.0})
     costs = CostModel()
     at_par = total_cost_s(tasks, choose(tasks, budget), costs)
     on_slow = total_cost_s(tasks, choose(tasks, slow), costs)
-    assert on_slow <= slow.cpu_s < at_par
+    assert on_slow * 4 <= budget.cpu_s + 1e-9 and on_slow < at_par

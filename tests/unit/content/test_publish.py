@@ -371,20 +371,22 @@ def test_a_publish_teaches_the_calibration_what_its_patches_cost(
 ) -> None:
     store, (v1, v2, v3), _ = versions
     monkeypatch.setattr(Calibration, "MIN_OBSERVED_S", 0.0)  # a small game: a short publish
-    seen: list[tuple[float, float]] = []
+    seen: list[tuple[dict[str, float], dict[str, float]]] = []
     original = Calibration.observe
 
-    def observe(self: Calibration, estimated_s: float, actual_s: float) -> None:
-        seen.append((estimated_s, actual_s))
+    def observe(self: Calibration, estimated_s: Any, actual_s: Any) -> None:
+        seen.append((dict(estimated_s), dict(actual_s)))
         original(self, estimated_s, actual_s)
 
     monkeypatch.setattr(Calibration, "observe", observe)
     calibration = Calibration()
     first = build_patches(store, v3, [v2, v1], workers=1, calibration=calibration)
     [(estimated, actual)] = seen
-    assert estimated > 0 and actual > 0  # the estimate of what was built, its CPU
-    assert calibration.factor != 1.0
-    learned = calibration.factor
+    # The estimate of what was built and its CPU, each class apart: these text files get
+    # zstd -19 and HDiffPatch both (small non-executables, ``patch_choice.ladder``).
+    assert all(estimated[c] > 0 and actual[c] > 0 for c in ("zstd", "hdiff"))
+    assert calibration.factors != {"zstd": 1.0, "hdiff": 1.0}
+    learned = calibration.factors
     # Nothing is built again: nothing to learn from (no CPU measured, none estimated).
     assert build_patches(store, v3, [v2, v1], workers=1, calibration=calibration) == first
-    assert seen[1] == (0.0, 0.0) and calibration.factor == learned
+    assert seen[1] == ({"zstd": 0.0, "hdiff": 0.0},) * 2 and calibration.factors == learned
