@@ -376,12 +376,17 @@ def test_a_game_uses_agones_counters_and_lists(world: dict[str, Any]) -> None:
 
     # An agent restart keeps what the game counted and the agent recorded (its next pass
     # writes the record: docs/sdk-protocol.md), and its REST gateway, same port, again.
+    # Both in the record before the kill: a pass may come between the game's counter
+    # update and its list append (CI saw the kill land there, and the list come back empty).
     def recorded() -> Any:
         saved = json.loads((work / "instances" / f"{iid}.json").read_text())
         counted = saved["sdk"].get("counters", {}).get("rooms", {}).get("count") == 2
-        return saved if counted else None
+        listed = saved["sdk"].get("lists", {}).get("party", {}).get("values") == ["ann"]
+        return saved if counted and listed else None
 
-    gateway = wait_for(recorded, 10, "the counts in the agent's record")["agones_ports"]
+    gateway = wait_for(recorded, 10, "the counts and the list in the agent's record")[
+        "agones_ports"
+    ]
     world["agent"].kill()
     world["agent"].start()
 
