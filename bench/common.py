@@ -204,9 +204,8 @@ def apply_seconds(timings: Mapping[str, float], *, summed: bool = False) -> floa
     Start-up, signed metadata and the downloads are left out, as they are of the reference
     "decompress-and-write" (the download is not timed there either). A report without
     ``apply_wall`` (a launcher before it), or ``summed``, counts the sum."""
-    applying = timings.get("apply", 0.0) if summed else timings.get("apply_wall", 0.0)
-    if "apply_wall" not in timings:
-        applying = timings.get("apply", 0.0)
+    wall = timings.get("apply_wall")
+    applying = timings.get("apply", 0.0) if summed or wall is None else wall
     return float(applying) + sum(float(timings.get(p, 0.0)) for p in APPLY_PHASES[1:])
 
 
