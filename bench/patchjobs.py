@@ -558,7 +558,8 @@ def _agents(work: Path, url: str, token: str) -> Iterator[list[subprocess.Popen[
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEOVER_")}
     try:
         for n, (name, region) in enumerate((("h1", "eu"), ("h2", "us"))):
-            base = 41000 + n * 100 + (os.getpid() % 50) * 200 % 10000
+            # below the ephemeral ports (32768 on), which any connection may take
+            base = 21000 + n * 100 + (os.getpid() % 50) * 200 % 10000
             log_file = open(work / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
             procs.append(
                 subprocess.Popen(

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -49,6 +50,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def game_ports(n: int = 21) -> str:
+    """A range of ports for one agent's game servers, below the kernel's ephemeral range:
+    a port there is never taken by an outgoing connection or a ``bind(0)`` between the
+    agent's check that it is free and its game's bind."""
+    while True:
+        base = random.randrange(20000, 32768 - n)
+        try:
+            for p in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return f"{base}-{base + n - 1}"
 
 
 def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
@@ -152,7 +168,6 @@ def start_agent(
     work: Path, url: str, token: str, name: str, region: str
 ) -> subprocess.Popen[bytes]:
     print(f"\n$ changeover agent --name {name} --region {region} --work {work / name}  &")
-    port = free_port()
     log = open(work / f"agent-{name}.log", "ab")  # noqa: SIM115 (the child owns it)
     try:
         return subprocess.Popen(
@@ -170,7 +185,7 @@ def start_agent(
                 "--work",
                 str(work / name),
                 "--ports",
-                f"{port}-{port + 20}",
+                game_ports(),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -76,6 +76,9 @@ class FakeAgent:
     last: dict[str, Any] = field(default_factory=dict)
     report_exits: bool = False
     """Report each stopped instance's process as exited with code 0 after its stop."""
+    crashes: dict[str, str] = field(default_factory=dict)
+    """Per profile, the agent's error of its instances' processes, which crash at once
+    (reported as failed)."""
 
     def register(self) -> Any:
         out = ok(
@@ -108,6 +111,9 @@ class FakeAgent:
             )
             if self.report_exits and state == "stopped":
                 out[-1]["exit"] = {"how": "exited", "code": 0, "reason": "stop", "at": 1.0}
+            if inst.get("profile") in self.crashes and state != "stopped":
+                out[-1].update(state="failed", error=self.crashes[inst["profile"]])
+                out[-1]["exit"] = {"how": "crashed", "code": 1, "at": 2.0}
         return out
 
     def sync(self, times: int = 1) -> Any:
@@ -167,8 +173,10 @@ def arena_files(build: str) -> dict[str, bytes]:
 
 
 def free_port_range(n: int = 40) -> str:
-    """A port range for one agent's instances, unlikely to clash with other tests."""
-    base = random.randrange(20000, 60000 - n)
+    """A port range for one agent's instances, unlikely to clash with other tests; below
+    the kernel's ephemeral ports (from 32768), which outgoing connections and servers'
+    ``bind(0)`` take at any moment, between an agent's check and its game's bind."""
+    base = random.randrange(20000, 32768 - n)
     return f"{base}-{base + n - 1}"
 
 

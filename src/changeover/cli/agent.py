@@ -26,6 +26,21 @@ def _port_range(value: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_overlap(ports: tuple[int, int], kernel_range: str) -> tuple[int, int] | None:
+    """The part of ``ports`` inside the kernel's ephemeral range (``"32768\t60999"``, as
+    Linux gives it), or None. A port there may be taken by any outgoing connection between
+    the agent's check that it is free and its game's bind: the game then fails to start."""
+    try:
+        first, last = (int(x) for x in kernel_range.split())
+    except ValueError:
+        return None
+    lo, hi = max(ports[0], first), min(ports[1], last)
+    return (lo, hi) if lo <= hi else None
+
+
 def agent(
     name: Annotated[str, typer.Option(help="This host's name (unique among live agents).")],
     region: Annotated[str, typer.Option(help="The region this host is in.")],
@@ -87,6 +102,19 @@ def agent(
         keep_staged_s=keep_staged,
         min_rate=parse_rate(min_rate, "--min-rate") or DEFAULT_MIN_RATE,
     )
+    try:
+        clash = ephemeral_overlap(config.port_range, EPHEMERAL_PORTS.read_text())
+    except OSError:  # not Linux
+        clash = None
+    if clash is not None:
+        logging.getLogger("changeover.agent").warning(
+            "--ports %s: ports %d-%d are in the kernel's ephemeral range (%s), which outgoing"
+            " connections take; a game given one of them may fail to bind. Pick a range"
+            " outside it, as the default 7000-7999 is",
+            ports,
+            *clash,
+            EPHEMERAL_PORTS,
+        )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -269,3 +269,20 @@ def test_each_instance_of_a_job_with_how_it_ended(server: Any) -> None:
     assert [m["instance_id"] for m in second["instances"]] == [page["instances"][1]["instance_id"]]
     assert viewer.get(f"/patchjobs/{job['id']}/instances?limit=0").status_code == 422
     assert viewer.get("/patchjobs/999999/instances").status_code == 404
+
+
+def test_a_crash_in_a_job_says_what_the_game_last_logged(server: Any) -> None:
+    c, agents = two_build_fleet(server, "pjc", ["pjc-h1"], per_host=1)
+    error = "exited at once with code 1 (log /w/7.log: OSError: [Errno 98] address in use)"
+    agents[0].crashes["pjc-v2"] = error
+    job = ok(c.post("/patchjobs", json=job_body("pjc", "rolling")), 201)
+    with running(agents) as bg:
+        done = wait_done(c, job["id"], bg)
+    assert done["status_name"] == "Rolled back", done
+    crashed = [
+        e["message"]
+        for e in events(c, job["id"])
+        if e["kind"] == "instance" and "crashed" in e["message"]
+    ]
+    assert crashed, events(c, job["id"])
+    assert crashed[0].endswith(f"crashed (code 1) while meant to run: {error}"), crashed

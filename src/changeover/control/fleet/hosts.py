@@ -241,13 +241,18 @@ def _exit_columns(raw: object) -> dict[str, Any]:
 
 
 def _report_exit(s: Session, row: Instance, host: Host, now: float) -> None:
-    """A job that owns the instance's fleet gets an event for each process end."""
+    """A job that owns the instance's fleet gets an event for each process end. A crash
+    says what the agent saw of it (its game's last log line), so whoever watches the job
+    learns why without a shell on the host."""
+    text = f"instance {row.id} on {host.name} {describe_exit(row)}"
+    if row.exit_how == "crashed" and row.error:
+        text += f": {row.error[:500]}"
     for job in patchjob_storage.owning_jobs(s, row.fleet_id):
         patchjob_storage.add_event(
             s,
             job,
             "instance",
-            f"instance {row.id} on {host.name} {describe_exit(row)}",
+            text,
             now,
             {
                 "instance_id": row.id,
