@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -163,14 +162,14 @@ def start_server(
     that agents and players already use. ``env`` adds settings for this server's process
     alone (tests never change their own environment to configure a server)."""
     db_args = ["--database", database_url] if database_url else []
-    made = run_cli("token", "create", "--scope", "admin", "--data", str(data), *db_args, "--json")
-    assert made.returncode == 0, made.stderr
-    token = json.loads(made.stdout)["token"]
+    token = admin_token(data, database_url)
     port = port or free_port()
     log = data / "server.log"
     server_env = {**os.environ}
     server_env.pop("CHANGEOVER_DATABASE_URL", None)
-    server_env["CHANGEOVER_JOB_POLL_S"] = "0.05"
+    # Jobs made through the API wake the runner at once; the poll finds the rest (a
+    # waiting job come due, one another process queued) and costs CPU every pass.
+    server_env["CHANGEOVER_JOB_POLL_S"] = "0.25"
     server_env.update(env or {})
     with open(log, "ab") as out:  # a restarted server adds to its predecessor's log
         proc = subprocess.Popen(
@@ -196,6 +195,26 @@ def start_server(
         proc.wait()
         raise
     return Server(url, data, database_url, token, proc, log)
+
+
+def admin_token(data: Path, database_url: str | None) -> str:
+    """A new admin token written into the server's database, as ``changeover token create
+    --scope admin --data DIR`` does (the README's first step; ``test_readme`` runs it), but
+    in this process: the command's own process spent 1.6 CPU-seconds importing, once per
+    server the suite starts."""
+    from changeover import settings
+    from changeover.control.auth.services import create_token
+    from changeover.control.db import Database
+
+    data.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.load(data_dir=data, database_url=database_url).db_url)
+    try:
+        db.migrate()
+        with db.write() as session:
+            _, secret = create_token(session, "admin", "admin token", None)
+    finally:
+        db.dispose()
+    return secret
 
 
 def stop_server(server: Server) -> None:

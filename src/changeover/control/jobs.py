@@ -114,8 +114,18 @@ class JobRunner:
                 log.exception("job runner pass failed")
                 worked = False
             if not worked:
-                self._wake.wait(self.poll_s)
+                self._wake.wait(self._idle_s())
                 self._wake.clear()
+
+    def _idle_s(self) -> float:
+        """How long an idle runner sleeps: until the next poll of the queue, or sooner when
+        a periodic task falls due (a patch job's tick is not held to the poll interval)."""
+        tasks = list(self.periodic)
+        if self.leadership is None or self.leadership.term is not None:
+            tasks += self.leader_periodic
+        now = time.monotonic()
+        due = min((last[0] + every - now for every, _, last in tasks), default=self.poll_s)
+        return max(0.0, min(self.poll_s, due))
 
     def run_once(self) -> bool:
         """One pass: periodic tasks, expired leases, pending jobs, then one queued job."""

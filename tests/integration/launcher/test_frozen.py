@@ -1,9 +1,10 @@
 """The packaged launcher (``make package``) run as players run it: a frozen executable with
 an empty environment (no venv, no PYTHONPATH, no PATH) against a real control plane.
 
-The module builds two packages once (versions 1.0.0 and 2.0.0, each with a launcher.toml
-bundled beside it) with ``packaging/build.py --without-app``: the desktop app is another
-part's, and without Qt a build takes seconds, not minutes. Every check of an install is
+The module builds a package once (version 1.0.0, with a launcher.toml bundled beside it)
+with ``packaging/build.py --without-app`` (the desktop app is another part's, and without
+Qt a build takes a minute, not several), and makes version 2.0.0 from it: the same files
+but the version file, as a release of the same launcher code. Every check of an install is
 hash for hash against what was published.
 """
 
@@ -33,6 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[3]
 EXE = "changeover-launcher"
+VERSION_FILE = Path("_internal", "changeover", "launcher", "version.txt")
+"""Where a package keeps what its ``--version`` prints (``packaging/build.py``)."""
 EMPTY_ENV: dict[str, str] = {}
 """What the frozen launcher runs with: nothing at all."""
 
@@ -131,6 +134,17 @@ def build(version: str, config: Path, dist: Path, work: Path) -> Path:
     return folder
 
 
+def relabelled(folder: Path, version: str, dist: Path) -> Path:
+    """A copy of the package ``folder`` whose version file says ``version``: a studio's
+    next release of the same launcher code, as far as a self-update can tell (a second
+    PyInstaller run of the same sources, which this stands for, took a minute of the
+    suite)."""
+    copy = dist / EXE
+    shutil.copytree(folder, copy, symlinks=True)
+    (copy / VERSION_FILE).write_text(version + "\n", encoding="utf-8")
+    return copy
+
+
 def publish(server: Server, image: str, folder: Path, label: str) -> None:
     """Push a folder as a build of ``image``, analyse it and accept it as a version."""
     pushed = server.cli("push", str(folder), "--image", image, "--label", label, "--wait", "--json")
@@ -171,10 +185,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         (bundled / "launcher.toml").write_text(
             launcher_toml(srv.url + "/content", tmp / "bundled-install")
         )
-        packages = {
-            v: build(v, bundled / "launcher.toml", tmp / f"dist-{v}", tmp / "work")
-            for v in ("1.0.0", "2.0.0")
-        }
+        first = build("1.0.0", bundled / "launcher.toml", tmp / "dist-1.0.0", tmp / "work")
+        packages = {"1.0.0": first, "2.0.0": relabelled(first, "2.0.0", tmp / "dist-2.0.0")}
         for version, folder in packages.items():
             publish(srv, "launcher", folder, version)
         yield World(srv, root, packages, tmp / "bundled-install", tmp)
@@ -360,7 +372,7 @@ def test_self_update_moves_to_the_new_package_and_survives_a_broken_one(
     # from the current one: only what changed is downloaded.
     patched = tmp_path / "patched"
     shutil.copytree(world.packages["2.0.0"], patched, symlinks=True)
-    (patched / "_internal" / "changeover" / "launcher" / "version.txt").write_text("2.0.1\n")
+    (patched / VERSION_FILE).write_text("2.0.1\n")
     publish(world.server, "launcher", patched, "2.0.1")
     world.point("launcher", "2.0.1")
     moved = run(old, "self-update", "--config", str(config), "--json")

@@ -178,3 +178,16 @@ def test_a_running_job_keeps_its_lease_past_the_lease_time(db: Database) -> None
     later = JobRunner(db, _kinds(db, ran), poll_s=0.1, lease_s=lease_s)
     wait_for(later.run_once, 10, "another worker to run the job whose lease ran out")
     assert ran[-1] == ("errand", job)
+
+
+def test_an_idle_runner_wakes_for_its_periodic_tasks_not_only_to_poll(db: Database) -> None:
+    ticks: list[float] = []
+    runner = JobRunner(
+        db, _kinds(db, []), poll_s=60, lease_s=60, periodic=[(0.05, lambda: ticks.append(1))]
+    )
+    runner.start()
+    try:
+        # With only its 60 s poll to wake it, the task would have run once by now.
+        wait_for(lambda: len(ticks) >= 3, 20, "three runs of a task due every 0.05 s")
+    finally:
+        runner.stop()
