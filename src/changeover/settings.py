@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from changeover.content.patch_index import PatchMethod
-from changeover.content.trust import TrustPolicy
+from changeover.content.trust_policy import TrustPolicy
 from changeover.errors import InvalidInput
 
 DEFAULT_PORT = 8470

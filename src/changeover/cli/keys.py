@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from changeover.cli.output import console
-from changeover.content.trust import TrustRepo
 from changeover.errors import InvalidInput
+
+if TYPE_CHECKING:  # TUF and its signers load only for a keys command, not for every one
+    from changeover.content.trust import TrustRepo
 
 keys_app = typer.Typer(help="Signing keys of the published metadata.", no_args_is_help=True)
 

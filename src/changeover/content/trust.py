@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from changeover.content.files import atomic_write
 from changeover.content.manifest import check_path
+from changeover.content.trust_policy import TrustPolicy
 from changeover.errors import InvalidInput, UntrustedMetadata
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -54,20 +54,6 @@ MUTABLE_PATHS = ("metadata/timestamp.json",)
 """Paths that change in place: the only ones a CDN must purge after a publish."""
 
 _SERIALIZER = JSONSerializer(compact=True)
-
-
-@dataclass(frozen=True)
-class TrustPolicy:
-    """How long each role's signature stays valid; re-signed at half its lifetime."""
-
-    root_expiry_s: float = 365 * 86400
-    targets_expiry_s: float = 90 * 86400
-    snapshot_expiry_s: float = 7 * 86400
-    timestamp_expiry_s: float = 86400
-
-    def expiry_s(self, role: str) -> float:
-        value: float = getattr(self, f"{role}_expiry_s")
-        return value
 
 
 class TrustRepo:
