@@ -413,3 +413,45 @@ def test_stop_answers_awaiting_callers_queued_behind_a_running_batch(db: Databas
 def test_invalid_limits_are_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Allocator(db, max_batch=0)
+
+
+def _steady(alloc: Allocator, gap_s: float) -> None:
+    """As if requests had been arriving ``gap_s`` apart (the allocator's moving average)."""
+    alloc._gap = gap_s  # a steady stream, without sending one for seconds
+
+
+def test_under_a_steady_stream_a_batch_waits_for_company(db: Database) -> None:
+    fake = FakeAllocate()
+    alloc = Allocator(db, allocate=fake, gather_s=60.0)
+    _steady(alloc, 10.0)  # arrivals 10 s apart, under the 60 s bound: wait up to 20 s
+    try:
+        first = alloc.submit(request("p0"))
+        rest = [alloc.submit(request(f"p{i}")) for i in range(1, 4)]
+        assert [outcome(f) for f in [first, *rest]] == ["p0", "p1", "p2", "p3"]
+        # Without the wait, p0 would have run alone as soon as it came.
+        assert alloc.batches == 1
+    finally:
+        alloc.stop()
+
+
+def test_requests_further_apart_than_the_bound_run_at_once(db: Database) -> None:
+    fake = FakeAllocate()
+    alloc = Allocator(db, allocate=fake, gather_s=60.0)
+    _steady(alloc, 120.0)  # a quiet fleet: nobody is held back for company
+    try:
+        assert outcome(alloc.submit(request("alone"))) == "alone"
+        assert alloc.batches == 1
+    finally:
+        alloc.stop()
+
+
+def test_stop_answers_a_request_waiting_for_company(db: Database) -> None:
+    fake = FakeAllocate()
+    alloc = Allocator(db, allocate=fake, gather_s=60.0)
+    _steady(alloc, 10.0)
+    waiting = alloc.submit(request("w"))
+    stopper = threading.Thread(target=alloc.stop)
+    stopper.start()
+    assert outcome(waiting) == "Unavailable"
+    stopper.join(10)
+    assert not stopper.is_alive() and fake.calls == []

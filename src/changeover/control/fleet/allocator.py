@@ -69,6 +69,16 @@ MAX_BATCH = 64
 (SQLite) or the instance rows (PostgreSQL) are not held for long."""
 MAX_PENDING = 2048
 """Queued allocations past which new ones are refused (503) instead of waiting."""
+GATHER_S = 0.004
+"""The longest a batch waits for company. A batch's fixed cost (its transaction, the
+fleet's look-up, the candidates' read) is most of an allocation's when requests come a few
+milliseconds apart, as they do at a few hundred a second: each would run alone, and the
+thread would be busy for most of the second. When requests have been arriving closer
+together than this, a batch of fewer than ``GATHER_UNTIL`` waits up to twice the recent
+gap (never more than this) for the next ones. A lone request is never held back."""
+GATHER_UNTIL = 4
+_GAP_WEIGHT = 0.1
+"""The weight of the newest arrival in the moving average of the gaps between them."""
 
 Result = dict[str, Any]
 AllocateFn = Callable[[Any, allocate_db.AllocationRequest, float], Result]
@@ -128,11 +138,16 @@ class Allocator:
         max_batch: int | None = None,
         max_pending: int | None = None,
         allocate: AllocateFn | None = None,
+        gather_s: float | None = None,
     ) -> None:
         """``None`` means the module's value when constructed (``MAX_BATCH``,
-        ``MAX_PENDING``, ``allocate_db.allocate``), which tests may replace."""
+        ``MAX_PENDING``, ``allocate_db.allocate``, ``GATHER_S``), which tests may replace."""
         self._max_batch = MAX_BATCH if max_batch is None else max_batch
         self._max_pending = MAX_PENDING if max_pending is None else max_pending
+        self._gather_s = GATHER_S if gather_s is None else gather_s
+        self._gap = 1.0
+        """Moving average of the seconds between arrivals (``_GAP_WEIGHT``)."""
+        self._arrived = time.monotonic()
         if self._max_batch < 1 or self._max_pending < 1:
             raise ValueError("max_batch and max_pending must be at least 1")
         self._db = db
@@ -171,6 +186,9 @@ class Allocator:
                 )
             if self._thread is None:
                 self._start_locked()  # also when the app's lifespan did not start it
+            arrived = time.monotonic()
+            self._gap += _GAP_WEIGHT * (arrived - self._arrived - self._gap)
+            self._arrived = arrived
             self._queue.append(pending)
             self._cond.notify()
 
@@ -241,10 +259,19 @@ class Allocator:
             _answer([(p, Unavailable("the allocator stopped: allocate again")) for p in left])
 
     def _next_batch(self) -> list[_Pending] | None:
-        """Every queued request up to ``max_batch``, waiting for one; None once stopping."""
+        """Every queued request up to ``max_batch``, waiting for one (and, under a steady
+        stream, a moment for company: ``GATHER_S``); None once stopping."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
+            wait = min(self._gather_s, 2 * self._gap)
+            if self._gap < self._gather_s and len(self._queue) < GATHER_UNTIL:
+                deadline = time.monotonic() + wait
+                while len(self._queue) < GATHER_UNTIL and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             if self._stopping:
                 return None
             n = min(len(self._queue), self._max_batch)
