@@ -167,11 +167,13 @@ class ControlPlane(FastAPI):
 def _include_routers(app: ControlPlane) -> list[APIRouter]:
     """Every router of the API, the dashboard and the API docs, included in ``app``;
     returns them, for the startup check of their routes."""
+    # The framework tries each route in turn: the fleet's (agents' syncs every few
+    # seconds from every host, allocations on a cold token) come first.
     routers = [
+        fleet_views.router,
         auth_views.router,
         build_views.router,
         content_router,
-        fleet_views.router,
         mirror_views.router,
         trial_views.router,
         news_views.router,
@@ -336,13 +338,15 @@ def create_app(settings: Settings) -> ControlPlane:
     metrics.registry.register(DatabaseCollector(db, runner))
     metrics.registry.register(AllocatorCollector(allocations))
     app.state.metrics = metrics
-    routers = _include_routers(app)
-
-    _map_errors(app)
-
+    # Before the routers: probes ask for it every few seconds, and a route is found by
+    # trying each one before it.
     @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    routers = _include_routers(app)
+
+    _map_errors(app)
 
     app.api_routes = [
         route
