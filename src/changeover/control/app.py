@@ -338,6 +338,7 @@ def create_app(settings: Settings) -> ControlPlane:
     metrics.registry.register(DatabaseCollector(db, runner))
     metrics.registry.register(AllocatorCollector(allocations))
     app.state.metrics = metrics
+
     # Before the routers: probes ask for it every few seconds, and a route is found by
     # trying each one before it.
     @app.get("/healthz", tags=["health"], response_model=Health)
