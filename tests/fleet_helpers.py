@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from changeover.control.fleet.schemas import HostDesired
 from tests_helpers import CLI, push_files, wait_job
 
 
@@ -46,6 +47,14 @@ def release(
 def ok(r: httpx.Response, status: int = 200) -> Any:
     assert r.status_code == status, f"{r.status_code}: {r.text}"
     return r.json()
+
+
+def desired_state(r: httpx.Response) -> Any:
+    """A sync's answer, checked against the schema it documents (the server sends it
+    unchecked, ``fleet.views.sync_agent``): a field the schema lacks fails the test."""
+    answer = ok(r)
+    HostDesired.model_validate(answer)
+    return answer
 
 
 def catalogue(c: httpx.Client, prefix: str, regions: tuple[str, ...] = ("eu",)) -> None:
@@ -119,7 +128,7 @@ class FakeAgent:
     def sync(self, times: int = 1) -> Any:
         """Sync ``times`` times (the first creates instances, the next reports them)."""
         for _ in range(times):
-            self.last = ok(
+            self.last = desired_state(
                 self.client.post(
                     f"/agents/{self.host_id}/sync",
                     json={"agent_uid": self.uid, "instances": self.observed()},

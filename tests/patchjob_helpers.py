@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from fleet_helpers import FakeAgent, catalogue, ok, profile, release
+from fleet_helpers import FakeAgent, catalogue, desired_state, ok, profile, release
 from tests_helpers import wait_for
 
 TERMINAL = {7, 8, 9, 10, 11}
@@ -27,7 +27,7 @@ TERMINAL = {7, 8, 9, 10, 11}
 class SimAgent(FakeAgent):
     def sync(self, times: int = 1) -> Any:
         for _ in range(times):
-            self.last = ok(
+            self.last = desired_state(
                 self.client.post(
                     f"/agents/{self.host_id}/sync",
                     json={

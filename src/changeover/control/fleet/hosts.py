@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from changeover.control.builds.services import check_name
 from changeover.control.db import rowcount
@@ -593,16 +594,18 @@ def sync(
     rows = _host_rows(s, host, by_id, lean)
     reported = [row for row in rows if row.id in by_id]
     open_by_instance = sessions.open_sessions(s, [row.id for row in reported])
-    released = []
+    given: dict[int, int] = {}
     for row in reported:
         exited_before = row.exited_at
         _observe(row, by_id[row.id], now, partial(_profile_capacity, s, row.profile_id))
         if row.exited_at is not None and row.exited_at != exited_before:
             _report_exit(s, row, host, now)
-        if sessions.track(s, row, by_id[row.id], now, open_by_instance.get(row.id, [])):
-            released.append(row)
-    for row in released:
-        s.refresh(row, ["players"])  # given back by an UPDATE the ORM did not see
+        if n := sessions.track(row, by_id[row.id], now, open_by_instance.get(row.id, [])):
+            given[row.id] = n
+    counts = sessions.release(s, given)
+    for row in reported:
+        if row.id in counts:  # given back by an UPDATE the ORM did not see
+            set_committed_value(row, "players", counts[row.id])
     live = [row for row in rows if _is_live(row)]
     if lean is None:
         taken = sum(i.desired != "stopped" for i in live if i.fleet_id in owned)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from changeover.control.db import rowcount
@@ -61,28 +61,23 @@ def open_sessions(s: Session, instance_ids: Sequence[int]) -> dict[int, list[Gam
 
 
 def track(
-    s: Session,
     row: Instance,
     obs: Mapping[str, Any],
     now: float,
     open_sessions: Sequence[GameSession],
-) -> bool:
+) -> int:
     """Follow the sessions of one instance (``open_sessions``) from what its agent observed.
 
-    Returns whether a session closed: its places were given back with an UPDATE of
-    ``row``'s player count that the ORM's copy of ``row`` does not know about."""
+    Returns the places the sessions that closed give back, for ``release`` to return to
+    their instances: a sync's instances are given back by one statement, not one each."""
     if not open_sessions:
-        return False
+        return 0
     if obs.get("state") in ("stopped", "failed"):
-        # Every session at once, and their places given back by one UPDATE: a stopped
-        # instance of a busy fleet may hold hundreds.
-        given = sum(_end(sess, "ended", now) for sess in open_sessions)
-        if given:
-            _release(s, row.id, given)
-        return True
+        # Every session at once: a stopped instance of a busy fleet may hold hundreds.
+        return sum(_end(sess, "ended", now) for sess in open_sessions)
     sdk = obs.get("sdk")
     if not isinstance(sdk, dict) or not sdk.get("ready"):
-        return False  # no word from the game: nothing is known about its players
+        return 0  # no word from the game: nothing is known about its players
     players = set(map(str, sdk.get("players") or []))
     given = 0
     for sess in open_sessions:
@@ -95,9 +90,30 @@ def track(
             given += _end(sess, "ended", now)
         elif now - sess.created_at > RESERVE_TTL_S:
             given += _end(sess, "expired", now)
-    if given:
-        _release(s, row.id, given)
-    return given > 0
+    return given
+
+
+def release(s: Session, given: Mapping[int, int]) -> dict[int, int]:
+    """Give places back to instances (``given``: places by instance id, each above 0) and
+    return their player counts after it. Two statements whatever their number: an
+    executemany of the UPDATE and one read of the counts (a forced stop of a host's
+    hundred busy instances used to cost a flush, an UPDATE and a re-read for each)."""
+    if not given:
+        return {}
+    table = Instance.__table__
+    s.execute(
+        update(table)
+        .where(table.c.id == bindparam("instance_id"), table.c.players > 0)
+        .values(
+            players=case(
+                (table.c.players >= bindparam("n"), table.c.players - bindparam("n")),
+                else_=0,
+            )
+        ),
+        [{"instance_id": k, "n": n} for k, n in given.items()],
+    )
+    counts = s.execute(select(table.c.id, table.c.players).where(table.c.id.in_(given)))
+    return {row.id: row.players for row in counts}
 
 
 def end_session(s: Session, session_id: str, now: float) -> GameSession:
