@@ -277,14 +277,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    data_dir: Path | None = None, *, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
+    data_dir: Path | None = None,
+    *,
+    timeout_s: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    log_name: str = "server.log",
 ) -> Iterator[Server]:
     """Start ``changeover server`` on a free loopback port and yield once /healthz answers.
 
     Without ``data_dir`` the server gets a fresh temporary one, deleted afterwards. The
     process is stopped (and the temporary directory removed) however the block exits.
     ``env`` is added to the server's environment (and the admin token's creation), e.g.
-    ``CHANGEOVER_DATABASE_URL`` to run it on PostgreSQL.
+    ``CHANGEOVER_DATABASE_URL`` to run it on PostgreSQL. ``log_name``: its log file in
+    ``data_dir`` (a second replica sharing the directory needs another).
 
     Raises:
         BenchError: the server exited or did not answer within ``timeout_s``.
@@ -295,7 +300,7 @@ def running_server(
         data_dir.mkdir(parents=True, exist_ok=True)
         token = make_admin_token(data_dir, env)
         port = free_port()
-        log_path = data_dir / "server.log"
+        log_path = data_dir / log_name
         log = stack.enter_context(open(log_path, "wb"))
         proc = subprocess.Popen(
             [changeover_bin(), "server", "--data", str(data_dir), "--port", str(port)],

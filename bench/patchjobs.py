@@ -383,6 +383,17 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
         server_url, _ = stack.enter_context(database(kind, data / "server", args.pg_url))
         env = {"CHANGEOVER_DATABASE_URL": server_url} if server_url else {}
         srv = stack.enter_context(running_server(data / "server", env=env))
+        # Allocations go to a second replica of the control plane (PostgreSQL only): the
+        # leader runs the job and answers the hosts, the follower answers the matchmaker.
+        alloc_srv = srv
+        if args.alloc_replica and kind == "postgres":
+            replica = running_server(data / "server", env=env, log_name="replica.log")
+            alloc_srv = stack.enter_context(replica)
+        pids = sorted({srv.pid, alloc_srv.pid})
+
+        def cpu_now() -> float:
+            return sum(cpu_seconds(pid) for pid in pids)
+
         admin = stack.enter_context(
             httpx.Client(
                 base_url=srv.url + "/api/v1",
@@ -410,24 +421,24 @@ def _scale_runs_on(kind: str, args: argparse.Namespace) -> list[ScaleRun]:
         log(f"[patchjobs] scale ({kind}): {size} instances ready on {hosts} hosts")
         # The same-run reference: what the settled fleet costs with no job (its syncs and
         # the allocations), per second, subtracted from each job's CPU for its own cost.
-        cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
-        with allocating(srv.url, srv.token, args.alloc_rate, data):
+        cpu0, t0 = cpu_now(), time.monotonic()
+        with allocating(alloc_srv.url, alloc_srv.token, args.alloc_rate, data):
             deadline = t0 + args.rest_s
             while time.monotonic() < deadline:
                 sim.check()
-        at_rest = (cpu_seconds(srv.pid) - cpu0) / (time.monotonic() - t0)
+        at_rest = (cpu_now() - cpu0) / (time.monotonic() - t0)
         log(f"[patchjobs] scale ({kind}): at rest {at_rest:.2f} CPU s per second")
         old, new = "bench-b1", "bench-b2"
         for method in args.methods:
             body = job_body(method, old, new, "bench", "bench-game", "bench-prod", 30)
-            syncs0, quiet0, cpu0, t0 = sim.syncs, sim.quiet, cpu_seconds(srv.pid), time.monotonic()
+            syncs0, quiet0, cpu0, t0 = sim.syncs, sim.quiet, cpu_now(), time.monotonic()
             sim.intervals.clear()
             sim.latencies.clear()
             sim.longest_gap = 0.0
-            with allocating(srv.url, srv.token, args.alloc_rate, data) as alloc:
+            with allocating(alloc_srv.url, alloc_srv.token, args.alloc_rate, data) as alloc:
                 job = _ok(admin.post("/patchjobs", json=body), 201)
                 done = wait_job(admin, job["id"], args.timeout, tick=sim.check)
-            wall, cpu = time.monotonic() - t0, cpu_seconds(srv.pid) - cpu0
+            wall, cpu = time.monotonic() - t0, cpu_now() - cpu0
             syncs, quiet = sim.syncs - syncs0, sim.quiet - quiet0
             intervals, gap, latencies = list(sim.intervals), sim.longest_gap, list(sim.latencies)
             sim.wait_live(size, args.timeout)  # the next job starts from a full fleet
@@ -885,6 +896,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rest-s", type=float, default=20, help="seconds the fleet at rest is measured")
     p.add_argument("--databases", default="sqlite,postgres", help="sqlite and/or postgres")
     p.add_argument("--pg-url", default=PG_BASE, help="PostgreSQL database for the schemas")
+    p.add_argument(
+        "--alloc-replica",
+        action="store_true",
+        help="on PostgreSQL, a second control-plane replica answers the allocations",
+    )
     p.add_argument("--out", type=Path, default=BENCHMARKS_MD)
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]

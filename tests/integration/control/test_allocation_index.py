@@ -40,6 +40,7 @@ from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
 from changeover.errors import ChangeoverError, Conflict
 from fleet_world import NUMBERS, ready_instance, world
+from tests_helpers import wait_for
 
 
 def test_version_number_follows_the_profile(db: Database) -> None:
@@ -209,6 +210,54 @@ def test_on_postgresql_the_allocator_outlives_a_cut_connection(pg_url: str) -> N
         assert group.batches == batches + 2  # failed on the cut connection, then ran apart
         with db.read() as s:
             assert s.scalar(select(Instance.players)) == 2
+    finally:
+        group.stop()
+        db.dispose()
+
+
+def test_on_postgresql_an_allocation_passes_over_an_instance_another_transaction_holds(
+    pg_url: str,
+) -> None:
+    """A busy leader's transaction holding an instance (a host's sync, a batch of stops)
+    does not hold up the allocator's batch: it takes the next best instance; with no other
+    it waits for the holder, as any update would."""
+    db = Database(pg_url)
+    db.migrate()
+    w = world(db, hosts=1)
+    with db.write() as s:
+        best, other = ready_instance(w, 7, players=2), ready_instance(w, 7)  # fullest first
+        s.add_all([best, other])
+        s.flush()
+        best_id, other_id = best.id, other.id
+    group = allocator.Allocator(db)
+
+    def allocate(player: str) -> Any:
+        return group.submit(allocate_db.AllocationRequest("f", None, (), None, (player,)))
+
+    def waiting_for_a_lock() -> bool:
+        with db.engine.connect() as c:
+            return bool(
+                c.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).scalar()
+            )
+
+    try:
+        assert allocate("first").result(timeout=30)["instance_id"] == best_id
+        with db.engine.connect() as holder:
+            holder.execute(update(Instance).where(Instance.id == best_id).values(updated_at=1))
+            passed_over = allocate("second").result(timeout=30)  # the lock is still held
+            assert passed_over["instance_id"] == other_id
+            holder.execute(update(Instance).where(Instance.id == other_id).values(updated_at=1))
+            waiting = allocate("third")  # every candidate held: it waits for one
+            wait_for(waiting_for_a_lock, timeout_s=30, what="the allocation waiting for a lock")
+            assert not waiting.done()
+            holder.rollback()
+        assert waiting.result(timeout=30)["instance_id"] == best_id
+        with db.read() as s:
+            players = dict(s.execute(select(Instance.id, Instance.players)).all())
+        assert players == {best_id: 4, other_id: 1}
     finally:
         group.stop()
         db.dispose()

@@ -155,15 +155,29 @@ def _allocatable(by_profile: bool) -> Select[*tuple[Any, ...]]:
 _ORDER = (Instance.version_number.desc(), Instance.players.desc(), Instance.id)
 """``allocation.rank``'s order after regions and weights: the allocation indexes' order."""
 
+
+def _best_of(q: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    """``q``'s first ``PREFETCH`` rows, locked for this transaction; on PostgreSQL an
+    instance another transaction has locked is passed over rather than waited for.
+
+    Under a patch job the leader's transactions hold instances they change (a host's
+    sync, a batch of stops) until they commit, and a busy leader takes its time: a take
+    that waited for such a row held every allocation of its batch, for up to seconds,
+    measured. An instance being changed is about to be stopped, drained or re-counted;
+    the next best serves as well. If every candidate is locked, ``allocate`` reads them
+    all again without a lock clause and waits like any update. SQLite locks the whole
+    database for a writer and has no such clause (SQLAlchemy leaves it out).
+    ``NO KEY UPDATE``: the lock the take's own update takes, which still lets other
+    transactions insert sessions that refer to the instance."""
+    return q.limit(PREFETCH).with_for_update(of=Instance, key_share=True, skip_locked=True)
+
+
 # Built once: SQLAlchemy then also reuses their compiled form without recomputing its key.
 _SCOPED = {by: _scoped_select(by) for by in (False, True)}
 _ALLOCATABLE = {by: _allocatable(by) for by in (False, True)}
-_BEST = {by: _ALLOCATABLE[by].order_by(*_ORDER).limit(PREFETCH) for by in (False, True)}
-_BEST_OF_PROFILE = (
-    _ALLOCATABLE[False]
-    .where(Instance.profile_id == bindparam("profile_id"))
-    .order_by(*_ORDER)
-    .limit(PREFETCH)
+_BEST = {by: _best_of(_ALLOCATABLE[by].order_by(*_ORDER)) for by in (False, True)}
+_BEST_OF_PROFILE = _best_of(
+    _ALLOCATABLE[False].where(Instance.profile_id == bindparam("profile_id")).order_by(*_ORDER)
 )
 """A fleet's best few of one profile (``_best_weighted``)."""
 _FLEET_BY_NAME = select(
@@ -238,8 +252,9 @@ def _best_rows(
 
     The database applies the rules that remove an instance (running, live host, room for
     the party, listed region, compatible version, weight above 0) and sorts by the same key
-    as ``rank``, so this is a prefix of what ``rank`` returns over every candidate; the
-    friend's instance, if any, is added for ``rank`` to judge.
+    as ``rank``, so this is a prefix of what ``rank`` returns over every candidate (less
+    any that another transaction holds, ``_best_of``); the friend's instance, if any, is
+    added for ``rank`` to judge.
     """
     # Weights are a fleet's (a profile request has none), and the per-profile merge
     # takes ``scope_id`` for a fleet's id: a profile's would match other instances.
@@ -274,7 +289,7 @@ def _best_ordered(
             q = q.where(Instance.profile_id.not_in(excluded))
         if weights:
             order.append(case(weights, value=Instance.profile_id, else_=1.0).desc())
-        q = q.order_by(*order, *_ORDER).limit(PREFETCH)
+        q = _best_of(q.order_by(*order, *_ORDER))
     return list(s.execute(q, params))
 
 
