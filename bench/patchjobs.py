@@ -816,7 +816,15 @@ def report_md(
             "host syncs at the interval the control plane asks and at once after a change; no "
             "game servers), with Server Allocate requests arriving at "
             f"{args.alloc_rate:g}/s for the whole of each job (a new player each, sessions "
-            "never end; open loop from a separate process). Per 1,000 instances: wall "
+            "never end; open loop from a separate process"
+            + (
+                "; on PostgreSQL they go to a second control-plane replica beside the "
+                "leader, which runs the job and answers the hosts, and CPU seconds are both "
+                "processes'"
+                if args.alloc_replica
+                else ""
+            )
+            + "). Per 1,000 instances: wall "
             "seconds and control-plane CPU seconds (allocations included), and the job's own "
             "CPU (less what the fleet at rest costs over as long, with the same allocation "
             f"load, measured for {args.rest_s:g} s before the jobs); the "

@@ -69,6 +69,9 @@ def test_report_shows_both_parts_per_1000_instances() -> None:
     assert rows["postgres"][8:13] == ["300", "280", "1.5", "12 / 250", "4.2"]
     # on the new build, allocations answered, their latency, the other answers
     assert rows["postgres"][13:] == ["1,990 of 2,000", "19,990 / 20,000", "3 / 42", "409: 10"]
+    assert "second control-plane replica" not in md
+    replica = pj.report_md(play, scale, pj.parse_args(["--alloc-replica"]), "python ...")
+    assert "they go to a second control-plane replica" in replica
 
 
 def test_sync_percentiles() -> None:
