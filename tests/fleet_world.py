@@ -10,6 +10,7 @@ from sqlalchemy import insert
 
 from changeover.control.builds.models import Image, Version
 from changeover.control.db import Database, now
+from changeover.control.fleet.allocate_db import AllocationRequest
 from changeover.control.fleet.models import (
     Application,
     Environment,
@@ -130,3 +131,14 @@ def ready_instance(w: dict[str, Any], number: int = NUMBERS[0], **kw: Any) -> In
         "updated_at": t,
     }
     return Instance(**(fields | kw))
+
+
+def party_request(n: int, size: int = 1) -> AllocationRequest:
+    """A request of ``size`` new players (``p<n>-0``, ...) for fleet ``f``, no preferences."""
+    return AllocationRequest(
+        fleet="f",
+        profile=None,
+        regions=(),
+        client_version=None,
+        players=tuple(f"p{n}-{k}" for k in range(size)),
+    )

@@ -39,7 +39,7 @@ from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
 from changeover.errors import ChangeoverError, Conflict
-from fleet_world import NUMBERS, ready_instance, world
+from fleet_world import NUMBERS, party_request, ready_instance, world
 from tests_helpers import wait_for
 
 
@@ -355,16 +355,6 @@ def _numbers(s: Any, rows: list[Any]) -> list[tuple[Any, int]]:
     return [(r, by_id[r.id]) for r in rows]
 
 
-def _request(n: int, size: int = 1) -> allocate_db.AllocationRequest:
-    return allocate_db.AllocationRequest(
-        fleet="f",
-        profile=None,
-        regions=(),
-        client_version=None,
-        players=tuple(f"p{n}-{k}" for k in range(size)),
-    )
-
-
 def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
     db: Database,
 ) -> None:
@@ -386,10 +376,12 @@ def test_allocations_in_one_transaction_share_one_read_and_never_overfill(
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.write() as s:
-            placed = [allocate_db.allocate(s, _request(n), now())["instance_id"] for n in range(12)]
+            placed = [
+                allocate_db.allocate(s, party_request(n), now())["instance_id"] for n in range(12)
+            ]
             assert len(reads) == 1
             with pytest.raises(Conflict) as refused:
-                allocate_db.allocate(s, _request(12), now())
+                allocate_db.allocate(s, party_request(12), now())
             assert refused.value.facts["reason"] == "no_capacity"
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -413,22 +405,22 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
             writes.append(statement)
 
     with db.write() as s:
-        allocate_db.allocate(s, _request(1, size=3), now())
+        allocate_db.allocate(s, party_request(1, size=3), now())
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.write() as s:
             for req in [
-                _request(2, size=2),  # no room: one place left
-                dataclasses.replace(_request(3), fleet="nope"),
-                dataclasses.replace(_request(4), regions=("mars",)),
-                dataclasses.replace(_request(5), client_version="x.y"),
-                dataclasses.replace(_request(6), join_session="s_nope"),
-                dataclasses.replace(_request(7), players=()),
+                party_request(2, size=2),  # no room: one place left
+                dataclasses.replace(party_request(3), fleet="nope"),
+                dataclasses.replace(party_request(4), regions=("mars",)),
+                dataclasses.replace(party_request(5), client_version="x.y"),
+                dataclasses.replace(party_request(6), join_session="s_nope"),
+                dataclasses.replace(party_request(7), players=()),
             ]:
                 with pytest.raises(ChangeoverError):
                     allocate_db.allocate(s, req, now())
             refusals = [w for w in writes if not w.upper().startswith(("BEGIN", "COMMIT"))]
-            allocate_db.allocate(s, _request(8), now())  # the one place left: it does write
+            allocate_db.allocate(s, party_request(8), now())  # the one place left: it does write
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     assert refusals == []
@@ -454,12 +446,12 @@ def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Databas
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         with db.write() as s, allocate_db.deferred_writes(s):
-            first = allocate_db.allocate(s, _request(1, size=3), now())
+            first = allocate_db.allocate(s, party_request(1, size=3), now())
             # A friend joins a session of the same batch, not in the table yet.
             friend = allocate_db.allocate(
-                s, dataclasses.replace(_request(2), join_session=first["session_id"]), now()
+                s, dataclasses.replace(party_request(2), join_session=first["session_id"]), now()
             )
-            others = [allocate_db.allocate(s, _request(n), now()) for n in range(3, 6)]
+            others = [allocate_db.allocate(s, party_request(n), now()) for n in range(3, 6)]
             assert "INSERT" not in statements
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
@@ -498,7 +490,7 @@ def test_a_held_back_take_lost_to_another_writer_undoes_the_whole_block(db: Data
 
     def batch() -> None:
         with db.write() as s, allocate_db.deferred_writes(s):
-            allocate_db.allocate(s, _request(1, size=2), now())
+            allocate_db.allocate(s, party_request(1, size=2), now())
             # Another writer (an agent's sync, another server) fills the instance meanwhile.
             s.execute(update(Instance).where(Instance.id == row.id).values(players=3))
 
@@ -517,12 +509,12 @@ def test_a_shared_read_never_places_on_an_instance_drained_since(db: Database) -
         s.flush()
         new, old = (r.id for r in rows)
     with db.write() as s:
-        assert allocate_db.allocate(s, _request(1), now())["instance_id"] == new
+        assert allocate_db.allocate(s, party_request(1), now())["instance_id"] == new
         # A patch job drains it (as another transaction would, between two allocations).
         s.execute(update(Instance).where(Instance.id == new).values(desired="draining"))
-        assert allocate_db.allocate(s, _request(2), now())["instance_id"] == old
+        assert allocate_db.allocate(s, party_request(2), now())["instance_id"] == old
         # Parties of another size read their own candidates.
-        assert allocate_db.allocate(s, _request(3, size=3), now())["instance_id"] == old
+        assert allocate_db.allocate(s, party_request(3, size=3), now())["instance_id"] == old
     with db.read() as s:
         assert {i.id: i.players for i in s.scalars(select(Instance))} == {new: 1, old: 4}
 

@@ -12,17 +12,7 @@ from sqlalchemy import event, select, update
 from changeover.control.db import Database, now
 from changeover.control.fleet import allocate_db, sessions
 from changeover.control.fleet.models import GameSession, Instance
-from fleet_world import ready_instance, world
-
-
-def _request(n: int, size: int = 1) -> allocate_db.AllocationRequest:
-    return allocate_db.AllocationRequest(
-        fleet="f",
-        profile=None,
-        regions=(),
-        client_version=None,
-        players=tuple(f"p{n}-{k}" for k in range(size)),
-    )
+from fleet_world import party_request, ready_instance, world
 
 
 def test_a_sync_ends_sessions_and_gives_their_places_back_in_a_few_statements(
@@ -35,7 +25,7 @@ def test_a_sync_ends_sessions_and_gives_their_places_back_in_a_few_statements(
         s.flush()
         stopped, playing, drifted = (r.id for r in rows)
     with db.write() as s:
-        got = [allocate_db.allocate(s, _request(n, size=2), now()) for n in range(6)]
+        got = [allocate_db.allocate(s, party_request(n, size=2), now()) for n in range(6)]
     by_instance: dict[int, list[dict[str, Any]]] = {}
     for g in got:
         by_instance.setdefault(g["instance_id"], []).append(g)
