@@ -229,7 +229,9 @@ def _runner(
 ) -> JobRunner:
     """The job runner: the jobs any replica may run, the chores of each replica, and the
     work that runs once, on the leader."""
-    reconciler = Reconciler(db, on_release=publisher.sync, heard=sync_memory.heard)
+    reconciler = Reconciler(
+        db, on_release=publisher.sync, heard=sync_memory.heard, answering=sync_memory.answering
+    )
 
     def on_elected() -> None:
         reconciler.forget()

@@ -58,3 +58,16 @@ def test_a_sync_cut_short_keeps_the_agent_known() -> None:
         raise TimeoutError
     with memory.calling(4, "a", arrived=3.0):
         assert memory.heard(since=1_000.0) == {4}
+
+
+def test_answering_counts_the_known_agents_syncs_in_flight() -> None:
+    memory = SyncMemory()
+    for host in (1, 2):
+        with memory.calling(host, "a", arrived=1.0):
+            pass  # known from now on
+    assert memory.answering() == 0
+    with memory.calling(1, "a", arrived=2.0), memory.calling(1, "a", arrived=2.1):
+        with memory.calling(2, "a", arrived=2.2), memory.calling(9, "stranger", arrived=2.3):
+            assert memory.answering() == 3  # the stranger's proves nothing yet
+        assert memory.answering() == 2
+    assert memory.answering() == 0

@@ -112,6 +112,11 @@ class SyncMemory:
                     if self._calling[host_id] <= 0:
                         del self._calling[host_id]
 
+    def answering(self) -> int:
+        """Syncs of known agents being answered now (``calling``)."""
+        with self._lock:
+            return sum(self._calling.values())
+
     def heard(self, since: float) -> frozenset[int]:
         """Hosts this process heard from at or after ``since``, or is answering now."""
         with self._lock:

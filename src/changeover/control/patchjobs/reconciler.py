@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -77,9 +78,33 @@ from changeover.control.patchjobs.storage import (
 log = logging.getLogger("changeover.patchjobs")
 REASON_LEN: Final = 4000
 REPLAY_BATCH: Final = 200
+"""Actions applied per transaction: one commit each would cost a disk flush per instance."""
 KEYS_PER_READ: Final = 500
 """Keys per ``IN (...)``: well under every database's limit on bound parameters."""
-"""Actions applied per transaction: one commit each would cost a disk flush per instance."""
+SYNCS_FIRST_ABOVE: Final = 4
+"""Hosts' syncs being answered at once above which the reconciler makes way for them
+between its transactions (``make_way``)."""
+MAKE_WAY_AT_MOST_S: Final = 0.1
+"""The longest it makes way at one point: a job slows down under load, never stops."""
+
+
+def make_way(
+    answering: Callable[[], int],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Wait while more than ``SYNCS_FIRST_ABOVE`` syncs are being answered, at most
+    ``MAKE_WAY_AT_MOST_S``; the seconds waited.
+
+    One process answers the hosts and runs the jobs, and Python runs one thread at a time:
+    under a big job the reconciler's passes took a third of the process and the hosts'
+    syncs queued behind them for seconds, close to the 10 s after which a silent host is
+    lost. A host's sync is the more urgent: the job's next step waits a little instead."""
+    started = clock()
+    while answering() > SYNCS_FIRST_ABOVE and clock() - started < MAKE_WAY_AT_MOST_S:
+        sleep(0.005)
+    return clock() - started
 
 
 @dataclass(frozen=True)
@@ -116,11 +141,15 @@ class Reconciler:
         checks: CheckRunner | None = None,
         on_release: Callable[[], object] | None = None,
         heard: Callable[[float], frozenset[int]] | None = None,
+        answering: Callable[[], int] | None = None,
     ) -> None:
         self.db = db
         self.heard = heard or (lambda _since: frozenset())
         """Hosts this process heard from since a time, whatever the database says yet
         (``fleet.quiet.SyncMemory.heard``): a host waiting for our answer is not lost."""
+        self.answering = answering or (lambda: 0)
+        """Hosts' syncs this process is answering now (``SyncMemory.answering``): above
+        ``SYNCS_FIRST_ABOVE``, each pass makes way for them between its transactions."""
         self.checks = checks or CheckRunner(db)
         self.on_release = on_release
         """Called after a commit that moved a client branch (``ReleaseClient``): the
@@ -184,6 +213,7 @@ class Reconciler:
             for job_id in [k for k in kept if k not in live]:
                 del kept[job_id]
         for j in jobs:
+            make_way(self.answering)
             with job_context("patchjob", j.id):
                 try:
                     self.run_job(j.id, queue, t)
@@ -420,6 +450,8 @@ class Reconciler:
             )
         applied = 0
         for at in range(0, len(keys), REPLAY_BATCH):
+            if at:
+                make_way(self.answering)
             batch = keys[at : at + REPLAY_BATCH]
             try:
                 applied += self._apply(job_id, batch)
