@@ -21,7 +21,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from changeover.control.builds.models import Version
 from changeover.control.db import Database, now
@@ -216,11 +216,11 @@ def test_on_postgresql_the_allocator_outlives_a_cut_connection(pg_url: str) -> N
 
 
 def test_on_postgresql_an_allocation_passes_over_an_instance_another_transaction_holds(
-    pg_url: str,
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A busy leader's transaction holding an instance (a host's sync, a batch of stops)
     does not hold up the allocator's batch: it takes the next best instance; with no other
-    it waits for the holder, as any update would."""
+    it waits for the holder, up to ``HELD_WAIT_S``, and is refused after that."""
     db = Database(pg_url)
     db.migrate()
     w = world(db, hosts=1)
@@ -243,21 +243,52 @@ def test_on_postgresql_an_allocation_passes_over_an_instance_another_transaction
                 ).scalar()
             )
 
+    def hold(c: Any, *ids: int) -> None:
+        c.execute(update(Instance).where(Instance.id.in_(ids)).values(updated_at=1))
+
     try:
         assert allocate("first").result(timeout=30)["instance_id"] == best_id
         with db.engine.connect() as holder:
-            holder.execute(update(Instance).where(Instance.id == best_id).values(updated_at=1))
+            hold(holder, best_id)
             passed_over = allocate("second").result(timeout=30)  # the lock is still held
             assert passed_over["instance_id"] == other_id
-            holder.execute(update(Instance).where(Instance.id == other_id).values(updated_at=1))
+            hold(holder, other_id)
+            monkeypatch.setattr(allocate_db, "HELD_WAIT_S", 60.0)
             waiting = allocate("third")  # every candidate held: it waits for one
             wait_for(waiting_for_a_lock, timeout_s=30, what="the allocation waiting for a lock")
             assert not waiting.done()
             holder.rollback()
         assert waiting.result(timeout=30)["instance_id"] == best_id
+        with db.engine.connect() as holder:  # held past the wait: refused, nothing written
+            hold(holder, best_id, other_id)
+            monkeypatch.setattr(allocate_db, "HELD_WAIT_S", 0.05)
+            with pytest.raises(Conflict) as refused:
+                allocate("fourth").result(timeout=30)
+            assert refused.value.facts["reason"] == "no_capacity"
+            assert "being changed" in str(refused.value)
+            # In one batch, the next request is refused without waiting again.
+            waits: list[str] = []
+
+            def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+                if "lock_timeout =" in statement:
+                    waits.append(statement)
+
+            event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                with db.write() as s:
+                    for n in range(3):
+                        with pytest.raises(Conflict, match="being changed"):
+                            allocate_db.allocate(s, party_request(n), now())
+            finally:
+                event.remove(db.engine, "before_cursor_execute", count)
+            assert len(waits) == 1, waits
+            holder.rollback()
+        assert allocate("fifth").result(timeout=30)["instance_id"] == other_id
         with db.read() as s:
             players = dict(s.execute(select(Instance.id, Instance.players)).all())
-        assert players == {best_id: 4, other_id: 1}
+            sessions_made = s.scalar(select(func.count()).select_from(GameSession))
+        assert players == {best_id: 4, other_id: 2}
+        assert sessions_made == 4
     finally:
         group.stop()
         db.dispose()
@@ -428,6 +459,39 @@ def test_a_refusal_writes_nothing(db: Database) -> None:
         "UPDATE",
         "INSERT",
     ]
+
+
+def test_in_one_transaction_a_kind_of_request_refused_is_refused_again_without_reading(
+    db: Database,
+) -> None:
+    """A refusal reads every candidate (for its exact reason); in one batch the same kind
+    of request is refused again from memory, as nothing the batch does makes room."""
+    w = world(db)
+    with db.write() as s:
+        s.add(ready_instance(w, 7, players=3))  # one place left of 4
+    full_reads: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if "ORDER BY instances.id" in statement:
+            full_reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.write() as s:
+            refusals = []
+            for n in range(3):
+                with pytest.raises(Conflict) as refused:
+                    allocate_db.allocate(s, party_request(n, size=2), now())
+                refusals.append((str(refused.value), refused.value.facts))
+            assert len(full_reads) == 1
+            assert refusals[0] == refusals[1] == refusals[2]
+            assert refusals[0][1]["reason"] == "no_capacity"
+            assert allocate_db.allocate(s, party_request(9), now())  # another kind: room
+            with pytest.raises(Conflict):
+                allocate_db.allocate(s, party_request(10), now())  # now full: read again
+            assert len(full_reads) == 2
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Database) -> None:

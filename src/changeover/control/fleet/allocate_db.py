@@ -41,7 +41,9 @@ from sqlalchemy import (
     case,
     literal_column,
     select,
+    text,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from changeover.control.fleet import allocation
@@ -95,6 +97,9 @@ def _check(req: AllocationRequest) -> None:
 
 
 _LIVE = ("running", "draining")
+HELD_WAIT_S = 0.25
+"""How long an allocation waits for the best instance with room when another transaction
+holds every one (``_wait_for_held``) before it is refused."""
 PREFETCH = 16
 """Candidates the fast path reads per round: the best few, enough to move on after races."""
 
@@ -368,6 +373,14 @@ class _Shared:
     windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
     deferred: HeldWrites | None = None
     """Writes held back (``deferred_writes``); None: each is made at once."""
+    refused: dict[tuple[Any, ...], Conflict] = field(default_factory=dict)
+    """Per kind of request, the refusal a read of every candidate gave: the same kind is
+    refused again at once, as nothing a transaction does makes room (it only takes
+    places). A fleet with no room at all (a forced patch job's gap between its old and
+    new servers) otherwise cost a read of the whole fleet per refused request."""
+    held: set[int] = field(default_factory=set)
+    """Instances another transaction held past ``HELD_WAIT_S`` (``_wait_for_held``): the
+    batch's later requests are refused at once rather than waiting for them again."""
 
     def took(self, instance_id: int, n: int, current: _Window) -> None:
         """Count a take in every window, so that none offers places this transaction
@@ -489,12 +502,7 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
             window = _Window({r.id: r for r in rows}, [_candidate(r, now, weights) for r in rows])
             ranked = allocation.rank(window.candidates, request)
         if isinstance(ranked, allocation.Refusal):
-            _before_reading_instances(s, shared)
-            rows = list(s.execute(_SCOPED[scope.by_profile].order_by(Instance.id), params))
-            ranked = allocation.rank([_candidate(r, now, weights) for r in rows], request)
-            if isinstance(ranked, allocation.Refusal):
-                raise Conflict(f"{scope.label}: {ranked.message}", reason=ranked.reason)
-            window = _Window({r.id: r for r in rows}, [])  # not shared: rows of any kind
+            ranked, window = _every_candidate(s, shared, scope, kind, params, request, now)
         assert window is not None
         for cand in ranked.candidates:
             if _take(s, shared, cand.instance_id, request.size, ranked.friend):
@@ -508,6 +516,71 @@ def allocate(s: Session, req: AllocationRequest, now: float) -> dict[str, Any]:
     raise Conflict(
         f"{scope.label}: every instance filled up while allocating", reason="no_capacity"
     )
+
+
+def _every_candidate(
+    s: Session,
+    shared: _Shared,
+    scope: _Scope,
+    kind: tuple[Any, ...] | None,
+    params: dict[str, Any],
+    request: allocation.Request,
+    now: float,
+) -> tuple[allocation.Ranked, _Window]:
+    """Every ready candidate, ranked: when the best few gave none, for a refusal's exact
+    reason (``Conflict``), or to find one they missed. The window is not shared: its rows
+    are of any kind."""
+    if kind and (known := shared.refused.get(kind)) is not None:
+        raise Conflict(known.message, **known.facts)
+    _before_reading_instances(s, shared)
+    rows = list(s.execute(_SCOPED[scope.by_profile].order_by(Instance.id), params))
+    ranked = allocation.rank([_candidate(r, now, scope.weights) for r in rows], request)
+    if isinstance(ranked, allocation.Refusal):
+        refusal = Conflict(f"{scope.label}: {ranked.message}", reason=ranked.reason)
+        if kind:
+            shared.refused[kind] = refusal
+        raise refusal
+    _wait_for_held(s, shared, scope.label, ranked.candidates[0].instance_id)
+    return ranked, _Window({r.id: r for r in rows}, [])
+
+
+_LOCK_ONE = (
+    select(Instance.id)
+    .where(Instance.id == bindparam("instance_id"))
+    .with_for_update(of=Instance, key_share=True)
+)
+
+
+def _wait_for_held(s: Session, shared: _Shared, label: str, instance_id: int) -> None:
+    """On PostgreSQL, lock the instance about to be taken, waiting at most
+    ``HELD_WAIT_S``; ``Conflict`` (no_capacity) if another transaction holds it longer.
+
+    Called when the best-candidates read passed over every instance with room
+    (``_best_of``) and the read of them all found some: they are held, typically by a
+    patch job's batch of stops on a busy leader, after which they have no room at all.
+    Waiting for that batch held the allocator's whole batch for seconds (a forced job's
+    window with no ready instance, BENCHMARKS.md); a host's sync holds its rows for
+    milliseconds, well within the wait. Nothing is written before it: a refusal."""
+    if s.get_bind().dialect.name != "postgresql":
+        return  # SQLite: one writer at a time, and this transaction is it
+    refusal = Conflict(
+        f"{label}: every instance with room is being changed (a patch job stopping or"
+        " draining them?); try again shortly",
+        reason="no_capacity",
+    )
+    if instance_id in shared.held:
+        raise refusal
+    try:
+        with s.begin_nested():  # a timed-out lock fails this savepoint, not the batch
+            wait_ms = max(1, round(HELD_WAIT_S * 1000))
+            s.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
+            s.execute(_LOCK_ONE, {"instance_id": instance_id})
+            s.execute(text("SET LOCAL lock_timeout TO DEFAULT"))  # the rest: as before
+    except OperationalError as e:
+        if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        shared.held.add(instance_id)
+        raise refusal from e
 
 
 @contextlib.contextmanager
