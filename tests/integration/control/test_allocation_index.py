@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,22 @@ from changeover.control.patchjobs.appliers import apply
 from changeover.errors import ChangeoverError, Conflict
 from fleet_world import NUMBERS, party_request, ready_instance, world
 from tests_helpers import wait_for
+
+
+@contextlib.contextmanager
+def statements(db: Database, containing: str) -> Iterator[list[str]]:
+    """The statements sent to ``db`` inside the block that contain ``containing``."""
+    found: list[str] = []
+
+    def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if containing in statement:
+            found.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield found
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def test_version_number_follows_the_profile(db: Database) -> None:
@@ -267,20 +285,10 @@ def test_on_postgresql_an_allocation_passes_over_an_instance_another_transaction
             assert refused.value.facts["reason"] == "no_capacity"
             assert "being changed" in str(refused.value)
             # In one batch, the next request is refused without waiting again.
-            waits: list[str] = []
-
-            def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-                if "lock_timeout =" in statement:
-                    waits.append(statement)
-
-            event.listen(db.engine, "before_cursor_execute", count)
-            try:
-                with db.write() as s:
-                    for n in range(3):
-                        with pytest.raises(Conflict, match="being changed"):
-                            allocate_db.allocate(s, party_request(n), now())
-            finally:
-                event.remove(db.engine, "before_cursor_execute", count)
+            with statements(db, "lock_timeout =") as waits, db.write() as s:
+                for n in range(3):
+                    with pytest.raises(Conflict, match="being changed"):
+                        allocate_db.allocate(s, party_request(n), now())
             assert len(waits) == 1, waits
             holder.rollback()
         assert allocate("fifth").result(timeout=30)["instance_id"] == other_id
@@ -469,29 +477,19 @@ def test_in_one_transaction_a_kind_of_request_refused_is_refused_again_without_r
     w = world(db)
     with db.write() as s:
         s.add(ready_instance(w, 7, players=3))  # one place left of 4
-    full_reads: list[str] = []
-
-    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if "ORDER BY instances.id" in statement:
-            full_reads.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        with db.write() as s:
-            refusals = []
-            for n in range(3):
-                with pytest.raises(Conflict) as refused:
-                    allocate_db.allocate(s, party_request(n, size=2), now())
-                refusals.append((str(refused.value), refused.value.facts))
-            assert len(full_reads) == 1
-            assert refusals[0] == refusals[1] == refusals[2]
-            assert refusals[0][1]["reason"] == "no_capacity"
-            assert allocate_db.allocate(s, party_request(9), now())  # another kind: room
-            with pytest.raises(Conflict):
-                allocate_db.allocate(s, party_request(10), now())  # now full: read again
-            assert len(full_reads) == 2
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
+    with statements(db, "ORDER BY instances.id") as full_reads, db.write() as s:
+        refusals = []
+        for n in range(3):
+            with pytest.raises(Conflict) as refused:
+                allocate_db.allocate(s, party_request(n, size=2), now())
+            refusals.append((str(refused.value), refused.value.facts))
+        assert len(full_reads) == 1
+        assert refusals[0] == refusals[1] == refusals[2]
+        assert refusals[0][1]["reason"] == "no_capacity"
+        assert allocate_db.allocate(s, party_request(9), now())  # another kind: room
+        with pytest.raises(Conflict):
+            allocate_db.allocate(s, party_request(10), now())  # now full: read again
+        assert len(full_reads) == 2
 
 
 def test_deferred_writes_go_out_together_and_know_their_own_sessions(db: Database) -> None:
