@@ -170,7 +170,8 @@ def _best_of(q: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     that waited for such a row held every allocation of its batch, for up to seconds,
     measured. An instance being changed is about to be stopped, drained or re-counted;
     the next best serves as well. If every candidate is locked, ``allocate`` reads them
-    all again without a lock clause and waits like any update. SQLite locks the whole
+    all again without a lock clause and waits a moment for the best (``_wait_for_held``)
+    before it refuses. SQLite locks the whole
     database for a writer and has no such clause (SQLAlchemy leaves it out).
     ``NO KEY UPDATE``: the lock the take's own update takes, which still lets other
     transactions insert sessions that refer to the instance."""
