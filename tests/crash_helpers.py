@@ -54,35 +54,35 @@ def kill_mid_job(
     """
     deadline = time.monotonic() + timeout_s
     last: JobProgress | None = None
-    while True:
-        exited = process.poll() is not None
-        if not exited:
-            process.send_signal(signal.SIGSTOP)
-        try:
+    try:
+        while True:
+            exited = process.poll() is not None
+            if not exited:
+                process.send_signal(signal.SIGSTOP)
             now = progress()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        if now is not None:
-            last = now
-            if now.finished:
-                if not exited:
-                    process.send_signal(signal.SIGCONT)
+            if now is not None:
+                last = now
+                if now.finished:
+                    raise AssertionError(
+                        f"{what} finished before the kill could land mid-job ({now.detail}):"
+                        " the job is too short for this test"
+                    )
+                if now.started and now.done >= at and not exited:
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return now
+            if exited:
+                raise AssertionError(f"{what}: the process exited before the kill; last: {last}")
+            process.send_signal(signal.SIGCONT)
+            if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{what} finished before the kill could land mid-job ({now.detail}):"
-                    " the job is too short for this test"
+                    f"timed out after {timeout_s}s waiting for {what}; last: {last}"
                 )
-            if now.started and now.done >= at and not exited:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return now
-        if exited:
-            raise AssertionError(f"{what}: the process exited before the kill; last: {last}")
-        process.send_signal(signal.SIGCONT)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last}")
-        time.sleep(0.001)
+            time.sleep(0.001)
+    except BaseException:
+        process.kill()  # a failed test leaves no process behind (nor a warning in another)
+        process.wait()
+        raise
 
 
 def assert_landed_mid_job(at_kill: JobProgress, after: JobProgress | None, what: str) -> None:

@@ -81,8 +81,12 @@ def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path
             # and the install): no download for the next kill to land in.
             break
         kills += 1
+        # Slow enough that a look lands between any two pieces: kill_mid_job lets it run
+        # a moment between looks, and its rate limit's bucket (0.1 s of the rate) refills
+        # while it is stopped, so each moment may pass a bucketful: at this rate one piece
+        # (64 KiB); at 2M, a seventh of the update (a loaded CI saw it finish unkilled).
         proc = subprocess.Popen(
-            sync_cmd(published, target, "--limit-rate", "2M"),
+            sync_cmd(published, target, "--limit-rate", "640K"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
