@@ -95,6 +95,7 @@ def apply(
     *,
     expected_size: int,
     expected_sha256: str | None = None,
+    sink_checks: bool = False,
 ) -> None:
     """Write the file that the patch ``src`` of ``method`` makes from ``old`` to ``out``.
 
@@ -104,7 +105,8 @@ def apply(
     nothing unless the whole result has it (its memory bound:
     :mod:`changeover.content.hdiff`); a zstd one streams in segments, checks
     ``expected_sha256`` (if given) at the end, and may leave a partial output on error, for
-    the caller's temporary file.
+    the caller's temporary file. ``sink_checks``: ``out`` checks the SHA-256 of what it
+    is given and keeps nothing otherwise, so an HDiffPatch result is not hashed twice.
 
     Raises:
         UnsupportedPatchMethod: this client does not know ``method``.
@@ -123,6 +125,7 @@ def apply(
             expected_size=expected_size,
             expected_sha256=expected_sha256,
             coding=_HDIFF_CODINGS[chosen],
+            sink_checks=sink_checks,
         )
     else:
         patch.apply_patch(

@@ -47,6 +47,9 @@ WRITEBACK_BYTES = 8 << 20
 """An object being written asks the kernel to start writing its pages to disk every this
 many bytes (``start_writeback``), so that the fsync that makes it durable before it is
 renamed into place waits for the last few megabytes, not for all of them."""
+HASH_THREAD_BYTES = 1 << 20
+"""An object given in one piece of at least this many bytes is hashed on a thread while
+it is written (smaller ones: starting the thread costs more than it saves)."""
 QUEUE_DEPTH = 8
 """Pieces (of up to ``CHUNK`` bytes, as a patch decodes them) an ObjectWriter buffers."""
 BATCH_BYTES = 256 << 20
@@ -215,16 +218,13 @@ class ObjectStore:
         *,
         blake3: str | None = None,
         name: str | None = None,
-        prehashed: bool = False,
     ) -> Iterator[ObjectWriter]:
         """Write an object's bytes in order (e.g. as a patch decodes them) straight into
         the store: they are hashed as they are written, and on a clean exit from the block
         the file is fsynced and renamed into place (in a :meth:`batch`, at its end) if,
         and only if, its size and SHA-256 match (and its BLAKE3 too, if ``blake3`` is
         given). One pass over the bytes, no copy; a mismatch or an error inside the block
-        leaves nothing behind. ``prehashed``: the caller computed the SHA-256 of the very
-        bytes it writes and found ``sha256`` (a patch result made whole in memory), so it
-        is not computed twice; the size and the BLAKE3 still are.
+        leaves nothing behind.
 
         Raises:
             IntegrityError: more than ``size`` bytes written, or other content.
@@ -238,7 +238,7 @@ class ObjectStore:
         try:
             synced = False
             with os.fdopen(fd, "wb") as out:
-                sink = ObjectWriter(out, sha256, size, blake3, name=name, prehashed=prehashed)
+                sink = ObjectWriter(out, sha256, size, blake3, name=name)
                 try:
                     yield sink
                 finally:
@@ -331,10 +331,9 @@ class ObjectWriter:
         blake3: str | None = None,
         *,
         name: str | None = None,
-        prehashed: bool = False,
     ) -> None:
         self._out = out
-        self._sha256 = None if prehashed else hashlib.sha256()
+        self._sha256 = hashlib.sha256()
         self._blake3 = blake3_lib.blake3() if blake3 is not None else None
         self.blake3 = blake3
         self.sha256 = sha256
@@ -352,11 +351,11 @@ class ObjectWriter:
         while (data := self._queue.get()) is not None:
             self._take(data)
 
-    def _take(self, data: bytes) -> None:
+    def _take(self, data: bytes, *, sha256: bool = True) -> None:
         if self._error is not None:
             return  # drain, so the producer never blocks on a dead consumer
         try:
-            if self._sha256 is not None:
+            if sha256:
                 self._sha256.update(data)
             if self._blake3 is not None:
                 self._blake3.update(data)
@@ -367,6 +366,19 @@ class ObjectWriter:
                 start_writeback(self._out.fileno())
         except OSError as e:  # a full disk, an I/O error: raised in the producer
             self._error = e
+
+    def _take_whole(self, data: bytes) -> None:
+        """The only piece, here: a big one (a patch result made whole in memory) is
+        SHA-256 hashed on a thread while this one writes it, which takes about as long."""
+        if len(data) < HASH_THREAD_BYTES:
+            self._take(data)
+            return
+        hashing = threading.Thread(target=self._sha256.update, args=(data,), name="object-hash")
+        hashing.start()
+        try:
+            self._take(data, sha256=False)
+        finally:
+            hashing.join()
 
     def write(self, data: bytes, /) -> int:
         if self._error is not None:
@@ -391,7 +403,7 @@ class ObjectWriter:
         """Wait for every queued piece to be hashed and written (idempotent)."""
         if self._first is not None:
             first, self._first = self._first, None
-            self._take(first)  # the only piece: here, without a thread
+            self._take_whole(first)
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -402,7 +414,7 @@ class ObjectWriter:
         self.close()
         if self._error is not None:
             raise self._error
-        got = self.sha256 if self._sha256 is None else self._sha256.hexdigest()
+        got = self._sha256.hexdigest()
         b3_ok = self._blake3 is None or self._blake3.hexdigest() == self.blake3
         if self.written != self.size:
             raise IntegrityError(

@@ -487,16 +487,11 @@ class Syncer:
 
     def _apply_last(self, step: Step, ref: PatchEntry, source: Path, part: Path) -> None:
         """Decoded straight into the object store, hashed as it is written: the object
-        appears only if its size and hash match. An HDiffPatch result is whole in memory:
-        its hash checked before a byte is written."""
+        appears only if its size and hash match (an HDiffPatch result, whole in memory,
+        is hashed while it is written, by the writer alone)."""
         whole = patching.whole_in_memory(ref.method)
         with self.objects.writer(
-            step.sha256,
-            step.size,
-            step.executable,
-            blake3=step.blake3,
-            name=step.name,
-            prehashed=whole,
+            step.sha256, step.size, step.executable, blake3=step.blake3, name=step.name
         ) as obj:
             patching.apply(
                 ref.method,
@@ -505,6 +500,7 @@ class Syncer:
                 obj,
                 expected_size=step.size,
                 expected_sha256=step.sha256 if whole else None,
+                sink_checks=True,
             )
 
     def _apply_intermediate(self, ref: PatchEntry, source: Path, part: Path) -> Path:

@@ -311,6 +311,10 @@ def test_wrong_base_or_result_is_refused(made: Made) -> None:
     with pytest.raises(IntegrityError):
         made.apply(patch, out, expected_sha256="0" * 64)
     assert out.getvalue() == b""
+    # A sink that checks the hash itself (the launcher's object writer) gets the result
+    # unhashed, in one piece, and is the one to refuse it.
+    made.apply(patch, out, expected_sha256="0" * 64, sink_checks=True)
+    assert out.getvalue() == new
 
 
 def test_preload_imports_the_binding_on_a_thread_and_the_exit_waits_for_it() -> None:

@@ -188,24 +188,35 @@ def test_a_batch_that_fails_keeps_what_was_finished_and_nothing_else(tmp_path: P
         pass
 
 
-def test_a_prehashed_object_is_still_checked_for_its_size_and_blake3(tmp_path: Path) -> None:
-    # The SHA-256 of bytes made whole in memory was computed by the caller; what the
-    # writer still computes (the BLAKE3) and counts (the size) is checked as ever.
+def test_a_big_object_given_in_one_piece_is_hashed_beside_its_write_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A patch result made whole in memory arrives in one piece; its SHA-256 is computed on
+    # a thread while it is written, and checked as any object's.
+    started: list[str] = []
+    real_thread = objects_module.threading.Thread
+
+    def thread(*args: object, **kwargs: object) -> object:
+        started.append(str(kwargs.get("name")))
+        return real_thread(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(objects_module.threading, "Thread", thread)
+    big = random.Random(7).randbytes(objects_module.HASH_THREAD_BYTES + 1)
+    other = big[:-1] + bytes([big[-1] ^ 1])  # same size, one bit off
     objects = ObjectStore(tmp_path / "objects")
-    with (
-        pytest.raises(IntegrityError),
-        objects.writer(sha(GOOD), len(GOOD), False, prehashed=True) as w,
-    ):
-        w.write(GOOD[:-1])
+    with pytest.raises(IntegrityError), objects.writer(sha(big), len(big), False) as w:
+        w.write(other)
+    assert started == ["object-hash"]  # the thread path, not the small piece's
     with (
         pytest.raises(UntrustedMetadata),
-        objects.writer(sha(GOOD), len(GOOD), False, blake3=b3(GOOD), prehashed=True) as w,
+        objects.writer(sha(big), len(big), False, blake3=b3(other)) as w,
     ):
-        w.write(EVIL)
+        w.write(big)
     assert not stored_files(tmp_path / "objects")
-    with objects.writer(sha(GOOD), len(GOOD), False, blake3=b3(GOOD), prehashed=True) as w:
-        w.write(GOOD)
-    assert objects.path(sha(GOOD), False).read_bytes() == GOOD
+    with objects.writer(sha(big), len(big), False, blake3=b3(big)) as w:
+        w.write(big)
+    assert objects.path(sha(big), False).read_bytes() == big
+    assert started == ["object-hash"] * 3
 
 
 SMALL = b"hello\n"
