@@ -22,12 +22,14 @@ method is for files of at most ``MAX_BYTES`` on both sides; bigger ones get zstd
   match cache (at most 1 byte a byte) and the diff: about 7x ``MAX_BYTES`` at most;
 * applying: the old file, the patch (at most ``MAX_BYTES`` too: a published patch is
   smaller than the file's blob), the new file, and HDiffPatch's decoder: a small cache
-  and zstd windows that are checked to be at most ``2**_WINDOW_LOG_MAX`` (64 MiB), filled
+  and zstd windows that are checked to be at most ``2**WINDOW_LOG_MAX`` (64 MiB), filled
   only as far as the parts' sizes, which are checked against the new file's. At most 3x
   ``MAX_BYTES`` plus that: about 200 MiB, never more than 256 MiB, with the default
   bound. Nothing is written before the whole result is decoded, is of the expected size
   and has the expected SHA-256. An LZMA2 part's dictionary is checked the same way: at
   most the window, and at most twice the part's decoded size (the encoder never needs more).
+  The parts are decoded by liblzma and zstd (:mod:`~changeover.content.hdiff_body`, twice
+  as fast as HDiffPatch's own LZMA2 decoder) only where that stays within this bound.
 
 Patch format (little-endian), version 1::
 
@@ -54,28 +56,31 @@ import sys
 import tempfile
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Literal, Protocol
+from typing import BinaryIO, Final, Protocol
 
+from changeover.content import hdiff_body
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
-Coding = Literal["zstd", "lzma2"]
-ZSTD: Final = "zstd"
-LZMA2: Final = "lzma2"
+Coding = hdiff_body.Coding
+ZSTD: Final = hdiff_body.ZSTD
+LZMA2: Final = hdiff_body.LZMA2
 """How the diff's parts are compressed: each coding is a method of its own."""
 MAGICS: dict[Coding, bytes] = {ZSTD: b"CHOVHDIF", LZMA2: b"CHOVHDLZ"}
 MAGIC = MAGICS[ZSTD]
 VERSION = 1
 MAX_BYTES = 64 << 20
 """The largest old or new file this method takes (see the module docstring for why)."""
-_BODY_TYPES: dict[Coding, bytes] = {ZSTD: b"HDIFF13&zstd\x00", LZMA2: b"HDIFF13&lzma2\x00"}
+READ_THREAD_BYTES = 1 << 20
+"""A base file of at least this size is read on a thread while the patch decodes."""
 _LZMA2_LEVEL = 9
 _LZMA2_WINDOW_LOG_MAX = 24
 """LZMA2's encoder needs about 11 bytes a byte of its dictionary: 16 MiB keeps a worker
 under 200 MiB; the diffs of the libraries measured fit in it."""
 _WINDOW_LOG_MIN = 20
-_WINDOW_LOG_MAX = 26
+_WINDOW_LOG_MAX = hdiff_body.WINDOW_LOG_MAX
 
 _HEAD = struct.Struct("<8sHHQQQ")
 _CRC = struct.Struct("<I")
@@ -186,7 +191,7 @@ def _reused_body(patch: Path, old_size: int, new_size: int, max_bytes: int) -> t
         body = f.read(header.body_length)
     if header.old_size != old_size or len(body) != header.body_length:
         raise InvalidInput(f"{patch.name} is not an hdiffpatch patch of these files")
-    _check_body(body, header, coding)
+    hdiff_body.check(body, new_size, old_size, coding)
     return body, coding
 
 
@@ -314,8 +319,15 @@ def apply_patch(
             raise InvalidInput("corrupt hdiffpatch patch: truncated body")
         if src.read(1):
             raise InvalidInput("corrupt hdiffpatch patch: data after the body")
-    _check_body(body, header, coding)
-    old_data = _read(old, max_bytes)
+    layout = hdiff_body.check(body, header.new_size, header.old_size, coding)
+    if header.old_size < READ_THREAD_BYTES:
+        body = hdiff_body.plain(body, layout, coding) or body
+        old_data = _read(old, max_bytes)
+    else:  # the base is read while the diff's parts decode (both release the GIL)
+        with ThreadPoolExecutor(1, thread_name_prefix="hdiff-base") as pool:
+            reading = pool.submit(_read, old, max_bytes)
+            body = hdiff_body.plain(body, layout, coding) or body
+            old_data = reading.result()
     if len(old_data) != header.old_size:
         raise InvalidInput(f"patch is for a base file of {header.old_size} bytes, not {old}")
     try:
@@ -332,77 +344,6 @@ def apply_patch(
         if got != expected_sha256:
             raise IntegrityError(f"patched {old.name}", expected_sha256, got)
     out.write(new_data)  # one piece: a sink that hashes on a thread needs none for it
-
-
-_PARTS = ("cover", "rle_ctrl", "rle_code", "new_data_diff")
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def _check_body(body: bytes, header: HdiffHeader, coding: Coding) -> None:
-    """The body must be HDiffPatch's compressed format of ``coding`` for exactly the
-    header's sizes (HDiffPatch allocates the new file's size it reads there), its four parts
-    must fill the body exactly, none may claim more than twice the new file, and each
-    compressed part must start with a zstd frame whose window, or an LZMA2 dictionary
-    size, is at most ``2**_WINDOW_LOG_MAX`` (HDiffPatch's decoders accept 1 GiB and 4 GiB).
-    """
-    if not body.startswith(_BODY_TYPES[coding]):
-        raise InvalidInput(f"corrupt hdiffpatch patch: the body is not a {coding} HDIFF13 diff")
-    pos = len(_BODY_TYPES[coding])
-    fields = []
-    for _ in range(3 + 2 * len(_PARTS)):
-        value, pos = _varint(body, pos)
-        fields.append(value)
-    new_size, old_size, _covers, *sizes = fields
-    if (new_size, old_size) != (header.new_size, header.old_size):
-        raise InvalidInput("corrupt hdiffpatch patch: the body's sizes differ from the header's")
-    limit = 2 * header.new_size + 1024
-    for name, raw, packed in zip(_PARTS, sizes[0::2], sizes[1::2], strict=True):
-        if raw > limit or packed > limit:
-            raise InvalidInput(f"corrupt hdiffpatch patch: its {name} part claims {raw} bytes")
-        if packed and coding == LZMA2:
-            _check_lzma2(body[pos : pos + 1], raw, name)
-        elif packed:
-            _check_frame(body[pos : pos + min(packed, 18)], name)
-        pos += packed or raw
-    if pos != len(body):
-        raise InvalidInput("corrupt hdiffpatch patch: its parts do not fill its body")
-
-
-def _check_frame(head: bytes, part: str) -> None:
-    """A zstd frame header (RFC 8878 3.1.1.1) with a window within our bound."""
-    if len(head) < 6 or not head.startswith(_ZSTD_MAGIC):
-        raise InvalidInput(f"corrupt hdiffpatch patch: its {part} part is not a zstd frame")
-    descriptor = head[4]
-    if descriptor & 0x20:
-        return  # single segment: the window is the content, bounded by the part's size
-    exponent, mantissa = head[5] >> 3, head[5] & 7
-    window = (1 << (10 + exponent)) * (8 + mantissa) // 8
-    if window > 1 << _WINDOW_LOG_MAX:
-        raise InvalidInput(f"hdiffpatch patch: its {part} part needs a {window}-byte window")
-
-
-def _check_lzma2(prop: bytes, raw: int, part: str) -> None:
-    """HDiffPatch's LZMA2 part starts with the dictionary-size byte its decoder allocates
-    by (the LZMA SDK's ``LZMA2_DIC_SIZE_FROM_PROP``); the encoder picks at most the next
-    size up from the part's own, so more than twice it, or over the window, is hostile."""
-    if len(prop) != 1 or prop[0] > 40:
-        raise InvalidInput(f"corrupt hdiffpatch patch: its {part} part is not LZMA2")
-    dictionary = (2 | (prop[0] & 1)) << (prop[0] // 2 + 11)
-    if dictionary > min(1 << _WINDOW_LOG_MAX, max(1 << 12, 2 * raw)):
-        raise InvalidInput(
-            f"hdiffpatch patch: its {part} part needs a {dictionary}-byte dictionary"
-        )
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """HDiffPatch's packed unsigned integer: 7 bits a byte, most significant first, the
-    high bit set on every byte but the last."""
-    value = 0
-    for i in range(pos, min(len(data), pos + 10)):
-        value = (value << 7) | (data[i] & 0x7F)
-        if not data[i] & 0x80:
-            return value, i + 1
-    raise InvalidInput("corrupt hdiffpatch patch: a size in the body's header is unreadable")
 
 
 def _open(path: Path) -> BinaryIO:

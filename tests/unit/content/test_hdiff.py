@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from changeover.content import hdiff
+from changeover.content import hdiff, hdiff_body
 from changeover.errors import IntegrityError, InvalidInput, NotFound
 
 
@@ -259,19 +259,19 @@ def test_the_bodys_parts_must_fill_it_and_use_small_windows(made: Made) -> None:
     longer = made.patch[HEAD:] + b"\x00"
     made.refused(made.header(old_size, len(new), len(longer)) + longer)
     magic = b"\x28\xb5\x2f\xfd"
-    hdiff._check_frame(magic + b"\x60\x55\x01", "cover")  # single segment: no window
-    hdiff._check_frame(magic + b"\x00" + bytes([(26 - 10) << 3]), "cover")  # 64 MiB
+    hdiff_body.check_frame(magic + b"\x60\x55\x01", "cover")  # single segment: no window
+    hdiff_body.check_frame(magic + b"\x00" + bytes([(26 - 10) << 3]), "cover")  # 64 MiB
     for bad in (magic + b"\x00" + bytes([(30 - 10) << 3]), b"\x00" * 6, magic):
         with pytest.raises(InvalidInput):
-            hdiff._check_frame(bad, "cover")
+            hdiff_body.check_frame(bad, "cover")
     # LZMA2's dictionary byte: at most twice the part (at least 4 KiB), at most 64 MiB.
-    hdiff._check_lzma2(bytes([0]), 10, "cover")  # 4 KiB
-    hdiff._check_lzma2(bytes([27]), 40 << 20, "cover")  # 48 MiB for a 40 MiB part
+    hdiff_body.check_lzma2(bytes([0]), 10, "cover")  # 4 KiB
+    hdiff_body.check_lzma2(bytes([27]), 40 << 20, "cover")  # 48 MiB for a 40 MiB part
     for prop, raw in ((1, 10), (27, 20 << 20), (29, 1 << 30), (41, 1 << 30), (255, 10)):
         with pytest.raises(InvalidInput):
-            hdiff._check_lzma2(bytes([prop]), raw, "cover")
+            hdiff_body.check_lzma2(bytes([prop]), raw, "cover")
     with pytest.raises(InvalidInput):
-        hdiff._check_lzma2(b"", 10, "cover")
+        hdiff_body.check_lzma2(b"", 10, "cover")
 
 
 def test_an_lzma2_part_claiming_a_huge_dictionary_is_refused(tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ def test_an_lzma2_part_claiming_a_huge_dictionary_is_refused(tmp_path: Path) -> 
     pos = len(b"HDIFF13&lzma2\x00")
     fields = []
     for _ in range(11):
-        value, pos = hdiff._varint(body, pos)
+        value, pos = hdiff_body.varint(body, pos)
         fields.append(value)
     sizes = list(zip(fields[3::2], fields[4::2], strict=True))  # (raw, packed) of each part
     first = next(i for i, (_, packed) in enumerate(sizes) if packed)
