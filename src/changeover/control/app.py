@@ -40,7 +40,7 @@ from changeover.control.fleet import allocator as fleet_allocator
 from changeover.control.fleet import mirror_views, trial_views
 from changeover.control.fleet import tasks as fleet_tasks
 from changeover.control.fleet import views as fleet_views
-from changeover.control.fleet.allocate_lane import AllocateLane
+from changeover.control.fleet.lanes import FastLanes
 from changeover.control.fleet.quiet import SyncMemory
 from changeover.control.http_errors import (
     database_unavailable,
@@ -360,15 +360,18 @@ def create_app(settings: Settings) -> ControlPlane:
     if problems := foreign_routes(app.api_routes) + unbounded_inputs(app.api_routes):
         raise TypeError("API inputs without bounds:\n  " + "\n  ".join(problems))
 
-    # Allocations by a cached token skip the framework (see allocate_lane), and still get
+    # Allocations and syncs by a cached token skip the framework (see fleet.lanes), and still get
     # the body limit, the request id, the metrics and the access log around them.
     def read_token(header: str | None) -> auth_services.Principal:
         with db.read() as s:
             return auth_services.authenticate(s, header)
 
-    lane = AllocateLane(
+    lane = FastLanes(
         app.framework,
         group=lambda: app.state.allocator,
+        sync=lambda host_id, body, arrived: fleet_views.answer_sync(
+            app.state.ctx, host_id, body, arrived
+        ),
         principals=lambda: auth_views.app_principals(app.state),
         read_token=read_token,
     )

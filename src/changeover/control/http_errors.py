@@ -1,6 +1,6 @@
 """How our errors become HTTP answers: the status code of each kind, and the one body shape
 ``{"error": code, "message": text, ...facts}``. Used by the application's exception
-handlers and by the handlers that answer without the framework (``fleet.allocate_lane``).
+handlers and by the handlers that answer without the framework (``fleet.lanes``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 
 from changeover.control.auth.services import TOKEN_CACHE_TTL_S
-from changeover.control.fleet.schemas import AllocationOut
+from changeover.control.fleet.schemas import AllocationOut, HostDesired
 from fleet_helpers import FakeAgent, catalogue, ok, profile, release
 from tests_helpers import wait_for
 
@@ -303,6 +303,52 @@ def test_the_allocation_lane_answers_as_the_route_does(
         assert first["session_id"] != second["session_id"]
         del first["session_id"], second["session_id"]
         assert first == second  # the same instance: packed
+    else:
+        assert set(first) == set(second) and first["error"] == second["error"]
+        if status != 422:  # the framework words a malformed body its own way
+            assert first == second
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("current", 200),
+        ("unknown host", 404),
+        ("another agent", 409),
+        ("malformed", 422),
+        ("extra field", 422),
+        ("not json", 422),
+        ("viewer", 403),
+    ],
+)
+def test_the_sync_lane_answers_as_the_route_does(
+    server: Any, arena: dict[str, Any], case: str, status: int
+) -> None:
+    # A new token's first call goes through FastAPI's route (the token is read from the
+    # database), every later one through fleet.lanes (cached): same answers.
+    prefix = "sl-" + case.replace(" ", "-")
+    _, (agent,) = make_fleet(server, arena, prefix, [f"{prefix}-h1"], per_host=1, capacity=3)
+    assert agent.host_id is not None
+    c = server.client(server.token("viewer" if case == "viewer" else "agent"))
+    path = f"/agents/{agent.host_id + 10_000 if case == 'unknown host' else agent.host_id}/sync"
+    body: Any = {"agent_uid": "someone-else" if case == "another agent" else agent.uid}
+    body = {
+        "malformed": {"agent_uid": 5},
+        "extra field": {**body, "extra": 1},
+    }.get(case, body)
+    send = (
+        (lambda: c.post(path, content="not json{"))
+        if case == "not json"
+        else (lambda: c.post(path, json=body))
+    )
+    route, lane = send(), send()
+    assert (route.status_code, lane.status_code) == (status, status), (route.text, lane.text)
+    assert route.headers["content-type"] == lane.headers["content-type"] == "application/json"
+    first, second = route.json(), lane.json()
+    if status == 200:
+        HostDesired.model_validate(first)
+        HostDesired.model_validate(second)
+        assert first["instances"] == second["instances"]
     else:
         assert set(first) == set(second) and first["error"] == second["error"]
         if status != 422:  # the framework words a malformed body its own way

@@ -552,7 +552,7 @@ async def allocating_principal(
 
     A cached token costs a hash and a dict look-up, not worth a hop to a worker thread; a
     miss reads the database there, as every other endpoint does. (With a cached token the
-    request rarely gets here at all: ``allocate_lane`` answers it first.)
+    request rarely gets here at all: ``fleet.lanes`` answers it first.)
     """
     principal = request.scope.get(PRINCIPAL_KEY) or principals(request).cached(authorization)
     if principal is None:
@@ -565,7 +565,7 @@ async def allocating_principal(
     "/allocations",
     status_code=201,
     response_class=Response,
-    # Documented, not validated: the answer is serialised here (and in ``allocate_lane``).
+    # Documented, not validated: the answer is serialised here (and in ``fleet.lanes``).
     responses={
         201: {"model": AllocationOut, "description": "Where the players play"},
         503: {"description": "Overloaded or stopping: retry later"},
@@ -580,7 +580,7 @@ async def allocate(
 
     Async: the request waits on the allocator (``fleet.allocator``: many allocations per
     transaction, on one thread) without holding a worker thread of its own meanwhile.
-    A caller whose token is cached is answered by ``fleet.allocate_lane`` before this
+    A caller whose token is cached is answered by ``fleet.lanes`` before this
     route, in the same way.
     """
     group: allocator.Allocator = request.app.state.allocator
@@ -632,11 +632,17 @@ async def sync_agent(host_id: Id, body: AgentSync, request: Request, _: AgentAut
     the changes since the revision the agent gives). A sync with nothing new is answered
     from one read (``quiet``). The host is heard from (``SyncMemory.calling``) from
     before the sync waits for a worker thread until it is answered."""
-    arrived = float(request.scope.get(ARRIVED_KEY) or now())
-    c = ctx(request)
-    with c.sync_memory.calling(host_id, body.agent_uid, arrived):
-        answer = await run_in_threadpool(_sync, c, host_id, body, arrived)
+    arrived = float(request.scope.get(ARRIVED_KEY) or 0.0)
+    answer = await answer_sync(ctx(request), host_id, body, arrived)
     return Response(answer, media_type="application/json")
+
+
+async def answer_sync(c: Context, host_id: int, body: AgentSync, arrived: float) -> bytes:
+    """A sync's answer, serialised; the route's work, and ``fleet.lanes``' for a cached
+    token. ``arrived``: when the request arrived (0: now)."""
+    arrived = arrived or now()
+    with c.sync_memory.calling(host_id, body.agent_uid, arrived):
+        return await run_in_threadpool(_sync, c, host_id, body, arrived)
 
 
 def _sync(c: Context, host_id: int, body: AgentSync, arrived: float) -> bytes:
