@@ -36,6 +36,10 @@ class JobProgress:
     """The record itself, for failure messages."""
 
 
+class FinishedFirst(AssertionError):
+    """The job finished before ``kill_mid_job`` could kill it (a test may try again)."""
+
+
 def kill_mid_job(
     process: subprocess.Popen[Any],
     progress: Callable[[], JobProgress | None],
@@ -49,8 +53,8 @@ def kill_mid_job(
 
     Every look freezes the process first; a look that finds the job not far enough along
     lets it run again for a millisecond. ``progress`` may return None when it cannot look
-    this time (a database busy for a moment). Fails if the job finished, or the process
-    exited, before the kill could land.
+    this time (a database busy for a moment). Fails if the job finished (``FinishedFirst``),
+    or the process exited, before the kill could land; either way the process is reaped.
     """
     deadline = time.monotonic() + timeout_s
     last: JobProgress | None = None
@@ -63,7 +67,7 @@ def kill_mid_job(
             if now is not None:
                 last = now
                 if now.finished:
-                    raise AssertionError(
+                    raise FinishedFirst(
                         f"{what} finished before the kill could land mid-job ({now.detail}):"
                         " the job is too short for this test"
                     )

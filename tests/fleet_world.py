@@ -1,12 +1,15 @@
 """A small fleet written straight into the database: for tests of the control plane's
-services that need one without going through the API."""
+services that need one without going through the API; and ``statements``, which records
+the SQL those services send."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from changeover.control.builds.models import Image, Version
 from changeover.control.db import Database, now
@@ -142,3 +145,19 @@ def party_request(n: int, size: int = 1) -> AllocationRequest:
         client_version=None,
         players=tuple(f"p{n}-{k}" for k in range(size)),
     )
+
+
+@contextlib.contextmanager
+def statements(db: Database, containing: str) -> Iterator[list[str]]:
+    """The statements sent to ``db`` inside the block that contain ``containing``."""
+    found: list[str] = []
+
+    def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if containing in statement:
+            found.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield found
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

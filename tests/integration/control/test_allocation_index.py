@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,24 +39,8 @@ from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.patchjobs.actions import StartInstance
 from changeover.control.patchjobs.appliers import apply
 from changeover.errors import ChangeoverError, Conflict
-from fleet_world import NUMBERS, party_request, ready_instance, world
+from fleet_world import NUMBERS, party_request, ready_instance, statements, world
 from tests_helpers import wait_for
-
-
-@contextlib.contextmanager
-def statements(db: Database, containing: str) -> Iterator[list[str]]:
-    """The statements sent to ``db`` inside the block that contain ``containing``."""
-    found: list[str] = []
-
-    def record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        if containing in statement:
-            found.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield found
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def test_version_number_follows_the_profile(db: Database) -> None:

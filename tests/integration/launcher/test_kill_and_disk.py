@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crash_helpers import JobProgress, assert_landed_mid_job, kill_mid_job
+from crash_helpers import FinishedFirst, JobProgress, assert_landed_mid_job, kill_mid_job
 from gates import unavailable
 from tests_helpers import CLI, run_cli, wait_for
 
@@ -55,14 +55,10 @@ def update_progress(target: Path, v1: dict[str, str], v3: dict[str, str]) -> Job
 
 
 def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path) -> None:
-    target = tmp_path / "game"
-    published.point("killed", 1)
-    assert run_cli(*sync_cmd(published, target)[3:]).returncode == 0
     v1, v3 = expected(published.versions[0]), expected(published.versions[2])
-    published.point("killed", 3)
 
     # What an uninterrupted update downloads. In a cache of its own: installs side by side
-    # share one (tmp_path/.changeover), and this one would hand the killed runs everything.
+    # share one (<dir>/.changeover), and this one would hand the killed runs everything.
     ref = tmp_path / "ref" / "game"
     ref.parent.mkdir()
     published.point("killed", 1)
@@ -73,6 +69,39 @@ def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path
     need = sum(len(published.versions[2][p]) for p, h in v3.items() if h not in v1.values())
 
     rng = random.Random(2024)
+    for attempt in range(3):
+        target = tmp_path / f"try{attempt}" / "game"
+        target.parent.mkdir()
+        published.point("killed", 1)
+        assert run_cli(*sync_cmd(published, target)[3:]).returncode == 0
+        published.point("killed", 3)
+        try:
+            kills = _kill_repeatedly(published, target, v1, v3, need, rng)
+            break
+        except FinishedFirst:
+            # A patched file appears whole when its group of objects commits, and the
+            # install follows within milliseconds: on a loaded machine the sync may do
+            # both between two looks. Again, on a fresh install with its own cache.
+            continue
+    else:
+        raise AssertionError("every attempt's sync finished before a kill could land")
+    assert kills >= 2, f"only {kills} kill(s) landed mid-update"
+    final = subprocess.run(sync_cmd(published, target), capture_output=True, text=True, check=True)
+    assert on_disk(target) == v3
+    # What earlier runs verified (or half-fetched) was not downloaded again.
+    assert json.loads(final.stdout)["downloaded_bytes"] < full
+
+
+def _kill_repeatedly(
+    published: Published,
+    target: Path,
+    v1: dict[str, str],
+    v3: dict[str, str],
+    need: int,
+    rng: random.Random,
+) -> int:
+    """Start the update of ``target`` from v1 to v3 and SIGKILL it at a random point of
+    what is left, again and again; the kills that landed (each checked)."""
     done = 0.0
     kills = 0
     for n in range(4):
@@ -80,11 +109,10 @@ def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path
             # What is left may be held already (a kill landed between the last download
             # and the install): no download for the next kill to land in.
             break
-        kills += 1
         # Slow enough that a look lands between any two pieces: kill_mid_job lets it run
         # a moment between looks, and its rate limit's bucket (0.1 s of the rate) refills
         # while it is stopped, so each moment may pass a bucketful: at this rate one piece
-        # (64 KiB); at 2M, a seventh of the update (a loaded CI saw it finish unkilled).
+        # (64 KiB); at 2M, a seventh of the update.
         proc = subprocess.Popen(
             sync_cmd(published, target, "--limit-rate", "640K"),
             stdout=subprocess.DEVNULL,
@@ -96,11 +124,8 @@ def test_kill_9_at_random_points_mid_update(published: Published, tmp_path: Path
         assert_landed_mid_job(at_kill, update_progress(target, v1, v3), f"sync {n}")
         assert on_disk(target) == v1  # killed mid-update: still the whole old version
         done = at_kill.done
-    assert kills >= 2, f"only {kills} kill(s) landed mid-update"
-    final = subprocess.run(sync_cmd(published, target), capture_output=True, text=True, check=True)
-    assert on_disk(target) == v3
-    # What earlier runs verified (or half-fetched) was not downloaded again.
-    assert json.loads(final.stdout)["downloaded_bytes"] < full
+        kills += 1
+    return kills
 
 
 @pytest.fixture
