@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from importlib import resources
@@ -25,13 +25,16 @@ from sqlalchemy import (
     Engine,
     Float,
     Result,
+    any_,
+    bindparam,
     create_engine,
     event,
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DataError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 
 from changeover.errors import ChangeoverError, InvalidInput
 
@@ -60,6 +63,19 @@ def clock_sql(s: Session) -> ColumnElement[float]:
 def db_clock(s: Session) -> float:
     """The database's clock (``clock_sql``), read."""
     return float(s.scalar(select(clock_sql(s))) or 0.0)
+
+
+def among(
+    s: Session, column: InstrumentedAttribute[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one parameter. A patch
+    job's batch names 200 rows: as an ``IN`` list that is 200 parameters, expanded into
+    the SQL on every execution and too long a statement for psycopg's cache, which then
+    parsed it again each time (a tenth of the job runner's time, measured)."""
+    listed = list(values)
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, listed, type_=ARRAY(column.type)))
+    return column.in_(listed)
 
 
 def rowcount(result: Result[Any]) -> int:

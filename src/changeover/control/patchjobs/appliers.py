@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from changeover.content import client_versions
 from changeover.control.builds import services as builds
 from changeover.control.builds.models import Branch, Image, Version
+from changeover.control.db import among
 from changeover.control.fleet import launch
 from changeover.control.fleet import services as fleet_svc
 from changeover.control.fleet.models import Fleet, Host, Instance, Profile, VersionCompat
@@ -168,7 +169,7 @@ def _starts(
     existing = dict(
         s.execute(
             select(Instance.launch_key, Instance.id).where(
-                Instance.launch_key.in_([a.key for a in starts])
+                among(s, Instance.launch_key, [a.key for a in starts])
             )
         ).all()
     )
@@ -255,7 +256,7 @@ def _stops(
     profile_of = dict(
         s.execute(
             select(Instance.id, Instance.profile_id).where(
-                Instance.id.in_([a.instance_id for a in stops])
+                among(s, Instance.id, [a.instance_id for a in stops])
             )
         ).all()
     )
@@ -266,7 +267,7 @@ def _stops(
         groups.setdefault(key, []).append(a.instance_id)
     done: set[int] = set()
     for (signal, timeout_s, reason, require_empty), ids in groups.items():
-        q = update(Instance).where(Instance.id.in_(ids), Instance.desired != "stopped")
+        q = update(Instance).where(among(s, Instance.id, ids), Instance.desired != "stopped")
         if require_empty:
             # The compare-and-set: allocation's take (players + n <= capacity AND desired is
             # running or draining) and this stop exclude each other on the row.

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from changeover.control.builds.models import Version
-from changeover.control.db import Database, now
+from changeover.control.db import Database, among, now
 from changeover.control.fleet.models import Host, Profile
 from changeover.control.fleet.services import LOST_AFTER_S
 from changeover.control.logs import job_context
@@ -387,7 +387,8 @@ class Reconciler:
         seen: set[str] = set()
         for at in range(0, len(keys), KEYS_PER_READ):
             chunk = keys[at : at + KEYS_PER_READ]
-            seen.update(s.scalars(select(PatchJobAction.key).where(PatchJobAction.key.in_(chunk))))
+            known = select(PatchJobAction.key).where(among(s, PatchJobAction.key, chunk))
+            seen.update(s.scalars(known))
         seq = s.scalar(
             select(func.coalesce(func.max(PatchJobAction.seq), 0)).where(
                 PatchJobAction.job_id == job_id
@@ -483,7 +484,7 @@ class Reconciler:
             marked = dict(
                 s.execute(
                     update(PatchJobAction)
-                    .where(PatchJobAction.key.in_(keys), PatchJobAction.applied_at.is_(None))
+                    .where(among(s, PatchJobAction.key, keys), PatchJobAction.applied_at.is_(None))
                     .values(applied_at=t)
                     .returning(PatchJobAction.key, PatchJobAction.action)
                     .execution_options(synchronize_session=False)
