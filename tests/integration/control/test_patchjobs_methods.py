@@ -38,6 +38,8 @@ def assert_moved(c: Any, prefix: str, job: dict[str, Any], n: int) -> None:
     assert ok(c.get(f"/fleets/{prefix}-fleet"))["profile"] == f"{prefix}-v2"
     acts = actions(c, job["id"])
     assert acts and all(a["applied_at"] is not None for a in acts)
+    # Each applied action's outcome is stored with it (a stop says how it was stopped).
+    assert all(a["result"] for a in acts), [a for a in acts if not a["result"]]
     stops = Counter(
         a["action"]["instance_id"] for a in acts if a["action"]["type"] == "StopInstance"
     )

@@ -33,9 +33,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -494,10 +494,9 @@ class Reconciler:
             actions = [codec.action_from_dict(json.loads(marked[k])) for k in todo]
             results = appliers.apply_all(s, job, spec, actions, t)
             outcomes = [
-                {"key": k, "result": r.result[:REASON_LEN]}
-                for k, r in zip(todo, results, strict=True)
+                {"k": k, "r": r.result[:REASON_LEN]} for k, r in zip(todo, results, strict=True)
             ]
-            s.execute(update(PatchJobAction), outcomes)
+            s.execute(_OUTCOME, outcomes)
             events = []
             for key, action, done in zip(todo, actions, results, strict=True):
                 kind = type(action).__name__
@@ -524,6 +523,12 @@ class Reconciler:
             except Exception:  # published at the publisher's next periodic pass anyway
                 log.exception("patch job %s: publishing the client release failed", job_id)
         return applied
+
+
+_ACTIONS = cast(Table, PatchJobAction.__table__)
+_OUTCOME = update(_ACTIONS).where(_ACTIONS.c.key == bindparam("k")).values(result=bindparam("r"))
+"""Each applied action's outcome, by key: a plain executemany (the ORM's bulk update by
+primary key spent a seventh of a busy job runner on its own bookkeeping)."""
 
 
 def _subject(action: Any) -> str:
